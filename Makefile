@@ -1,0 +1,22 @@
+# Two commands set up and run everything on a fresh machine (see README):
+#   make test   create .venv if needed, install requirements, run the test suite
+#   make demo   meta-train and meta-test SCCAN on the synthetic benchmark (CPU)
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: test demo venv
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
+test: venv
+	$(PY) -m pytest -q tests
+
+demo: venv
+	$(PY) tools/demo.py
