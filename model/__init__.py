@@ -1,0 +1,6 @@
+"""SCCAN: Self-Calibrated Cross Attention Network for few-shot segmentation (ICCV 2023)."""
+from model.backbone import BackboneFeatures
+from model.checkpoint import CheckpointError, load_weights, model_state, read_checkpoint
+from model.sccan import SCCAN
+
+__all__ = ['SCCAN', 'BackboneFeatures', 'load_weights', 'read_checkpoint', 'model_state', 'CheckpointError']

@@ -1,0 +1,123 @@
+"""Frozen deep-stem dilated ResNet-50/101 ("v2", PSPNet's ImageNet weights), SPEC §1.
+
+Layout and parameter names follow the authors' `backbone.body.*` so their checkpoints and
+`initmodel/resnet{50,101}_v2.pth` load as they are.
+"""
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from model.checkpoint import load_strict, model_state, read_checkpoint
+
+BLOCKS_PER_STAGE = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
+BN_EPS = 1e-5
+
+
+class BackboneFeatures(NamedTuple):
+    """What SCCAN reads from the backbone for a batch of N images (stride 8)."""
+    mid: torch.Tensor   # N×1536×h×w: layer2 ‖ layer3
+    high: torch.Tensor  # N×2048×h×w: layer4
+
+
+class FrozenBatchNorm2d(nn.Module):
+    """BatchNorm with fixed statistics and affine parameters (buffers, never trained)."""
+
+    def __init__(self, channels):
+        super().__init__()
+        for name, value in (('weight', 1.0), ('bias', 0.0), ('running_mean', 0.0), ('running_var', 1.0)):
+            self.register_buffer(name, torch.full((channels,), value))
+
+    def scale_and_shift(self):
+        scale = self.weight * (self.running_var + BN_EPS).rsqrt()
+        return scale, self.bias - self.running_mean * scale
+
+    def forward(self, x):
+        scale, shift = self.scale_and_shift()
+        return x * scale.view(1, -1, 1, 1) + shift.view(1, -1, 1, 1)
+
+
+def conv_bn(in_ch, out_ch, kernel, stride=1, dilation=1):
+    conv = nn.Conv2d(in_ch, out_ch, kernel, stride=stride, padding=dilation * (kernel // 2),
+                     dilation=dilation, bias=False)
+    return conv, FrozenBatchNorm2d(out_ch)
+
+
+class Bottleneck(nn.Module):
+    """torchvision v1.5 bottleneck: the stride sits on the 3×3 conv."""
+    expansion = 4
+
+    def __init__(self, in_ch, width, stride=1, dilation=1):
+        super().__init__()
+        out_ch = width * self.expansion
+        self.conv1, self.bn1 = conv_bn(in_ch, width, 1)
+        self.conv2, self.bn2 = conv_bn(width, width, 3, stride=stride, dilation=dilation)
+        self.conv3, self.bn3 = conv_bn(width, out_ch, 1)
+        self.downsample = None
+        if stride != 1 or in_ch != out_ch:
+            self.downsample = nn.Sequential(*conv_bn(in_ch, out_ch, 1, stride=stride))
+
+    def forward(self, x):
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = F.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        identity = x if self.downsample is None else self.downsample(x)
+        return F.relu(out + identity)
+
+
+class DeepStemResNet(nn.Module):
+    """Three 3×3 stem convs, max-pool, four bottleneck stages; layer3/4 dilated (output stride 8)."""
+
+    def __init__(self, layers=50):
+        super().__init__()
+        if layers not in BLOCKS_PER_STAGE:
+            raise ValueError(f"layers must be one of {sorted(BLOCKS_PER_STAGE)}, got {layers!r}")
+        self.conv1, self.bn1 = conv_bn(3, 64, 3, stride=2)
+        self.conv2, self.bn2 = conv_bn(64, 64, 3)
+        self.conv3, self.bn3 = conv_bn(64, 128, 3)
+        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        self._in_ch = 128
+        blocks = BLOCKS_PER_STAGE[layers]
+        self.layer1 = self._stage(64, blocks[0], stride=1, dilation=1, previous_dilation=1)
+        self.layer2 = self._stage(128, blocks[1], stride=2, dilation=1, previous_dilation=1)
+        # Dilation replaces the stride; the first block keeps the previous dilation (torchvision rule).
+        self.layer3 = self._stage(256, blocks[2], stride=1, dilation=2, previous_dilation=1)
+        self.layer4 = self._stage(512, blocks[3], stride=1, dilation=4, previous_dilation=2)
+        del self._in_ch
+
+    def _stage(self, width, n_blocks, stride, dilation, previous_dilation):
+        blocks = [Bottleneck(self._in_ch, width, stride=stride, dilation=previous_dilation)]
+        self._in_ch = width * Bottleneck.expansion
+        blocks += [Bottleneck(self._in_ch, width, dilation=dilation) for _ in range(n_blocks - 1)]
+        return nn.Sequential(*blocks)
+
+    def forward(self, x):
+        x = F.relu(self.bn1(self.conv1(x)))
+        x = F.relu(self.bn2(self.conv2(x)))
+        x = F.relu(self.bn3(self.conv3(x)))
+        layer1 = self.layer1(self.maxpool(x))
+        layer2 = self.layer2(layer1)
+        layer3 = self.layer3(layer2)
+        return layer1, layer2, layer3, self.layer4(layer3)
+
+
+class Backbone(nn.Module):
+    """The frozen feature extractor: never trained, always run without autograd."""
+
+    def __init__(self, layers=50):
+        super().__init__()
+        self.body = DeepStemResNet(layers)
+        self.requires_grad_(False)
+
+    @torch.no_grad()
+    def forward(self, images):  # N×3×H×W → BackboneFeatures at stride 8
+        _, layer2, layer3, layer4 = self.body(images)
+        return BackboneFeatures(mid=torch.cat([layer2, layer3], dim=1), high=layer4)
+
+    def load_pretrained(self, path):
+        """Load a PSPNet-style plain state dict (conv1/bn1/.../layer4/fc keys). The classifier `fc.*`
+        and BatchNorm's `num_batches_tracked` counters (saved from nn.BatchNorm2d) are ignored."""
+        state = {k: v for k, v in model_state(read_checkpoint(path), path).items()
+                 if not k.startswith('fc.') and not k.endswith('num_batches_tracked')}
+        load_strict(self.body, state, path)

@@ -1,0 +1,175 @@
+"""Self-Calibrated Cross Attention (SPEC §3): patch split, patch alignment, scaled-cosine
+self+cross window attention, shifted windows, and the stack of SCCA blocks."""
+import torch
+import torch.nn.functional as F
+import torch.utils.checkpoint
+from torch import nn
+
+COSINE_EPS = 1e-7
+GAP_EPS = 5e-4
+
+
+def split_patches(x, window):
+    """B×H×W×C → B×P×window²×C, patches in row-major order."""
+    b, h, w, c = x.shape
+    x = x.view(b, h // window, window, w // window, window, c).transpose(2, 3)
+    return x.reshape(b, -1, window * window, c)
+
+
+def merge_patches(patches, window, height, width):
+    """Inverse of `split_patches`: B×P×window²×C → B×H×W×C."""
+    b, _, _, c = patches.shape
+    x = patches.view(b, height // window, width // window, window, window, c).transpose(2, 3)
+    return x.reshape(b, height, width, c)
+
+
+def align_patches(query, support, support_mask, window):
+    """Patch alignment (PAM): for every query patch, the index of the most similar support patch
+    that holds foreground. query/support B×C×H×W, support_mask B×1×H×W → B×P (long)."""
+    b, c = query.shape[:2]
+    area = window * window
+    query_protos = F.avg_pool2d(query, window).view(b, c, -1)                       # B×C×P
+    mask_sums = F.avg_pool2d(support_mask, window) * area + GAP_EPS                # B×1×Ph×Pw
+    support_protos = F.avg_pool2d(support * support_mask, window) * area / mask_sums
+    support_protos = support_protos.view(b, c, -1).transpose(1, 2)                 # B×P×C
+    # A patch holds foreground unless its mask sum is exactly zero (the reference's test).
+    has_foreground = (mask_sums.view(b, -1, 1) != GAP_EPS).to(query.dtype)         # B×P×1
+    norms = support_protos.norm(dim=2, keepdim=True) @ query_protos.norm(dim=1, keepdim=True)
+    cosine = (support_protos @ query_protos) / (norms + COSINE_EPS)                # B×Ps×Pq
+    return (((cosine + 1) / 2) * has_foreground).max(dim=1).indices                # B×Pq
+
+
+def gather_patches(patches, index):
+    """patches B×P×N×C, index B×Pq → B×Pq×N×C: the aligned support patch of every query patch."""
+    return torch.gather(patches, 1, index[:, :, None, None].expand(-1, -1, *patches.shape[2:]))
+
+
+class WindowAttention(nn.Module):
+    """Multi-head attention of a patch over its keys. The first `tokens` keys are the patch itself
+    (dot product × head_dim^-0.5); any further keys are the aligned support patch, compared by
+    scaled cosine similarity, which keeps support features from dominating by magnitude."""
+
+    def __init__(self, dim, num_heads):
+        super().__init__()
+        self.num_heads = num_heads
+        self.scale = (dim // num_heads) ** -0.5
+        self.q = nn.Linear(dim, dim)
+        self.kv = nn.Linear(dim, dim * 2)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x, keys):  # x M×N×C, keys M×N'×C (N' = N: self only, 2N: self + cross)
+        m, n, c = x.shape
+        heads = self.num_heads
+        q = self.q(x).view(m, n, heads, c // heads).transpose(1, 2)                   # M×h×N×d
+        k, v = self.kv(keys).view(m, -1, 2, heads, c // heads).permute(2, 0, 3, 1, 4)  # 2×M×h×N'×d
+        logits = q @ k.transpose(-2, -1)                                              # M×h×N×N'
+        self_logits = logits[..., :n] * self.scale
+        k_cross = k[:, :, n:]
+        cross_norms = q.norm(dim=-1, keepdim=True) @ k_cross.norm(dim=-1, keepdim=True).transpose(-2, -1)
+        cross_logits = logits[..., n:] / (cross_norms + COSINE_EPS)
+        attn = torch.cat([self_logits, cross_logits], dim=-1).softmax(dim=-1)
+        return self.proj((attn @ v).transpose(1, 2).reshape(m, n, c))
+
+
+class Mlp(nn.Module):
+    def __init__(self, dim, hidden):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x):
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class SCCABlock(nn.Module):
+    """One block: query patches attend to themselves and their aligned support patch; support
+    patches attend to themselves. Shifted blocks pad by half a window so patches straddle the
+    previous block's borders (no attention mask: padded zero tokens take part)."""
+
+    def __init__(self, dim, num_heads, window, mlp_ratio, shifted):
+        super().__init__()
+        self.window = window
+        self.shifted = shifted
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn_q = WindowAttention(dim, num_heads)
+        self.attn_s = WindowAttention(dim, num_heads)
+        self.norm2 = nn.LayerNorm(dim)
+        hidden = int(dim * mlp_ratio)
+        self.mlp_q = Mlp(dim, hidden)
+        self.mlp_s = Mlp(dim, hidden)
+        self.last_alignment = None   # B×P indices of the latest forward, for inspection
+
+    def _pad(self, x):  # B×H×W×C → B×H'×W'×C
+        if not self.shifted:
+            return x
+        before, after = self.window // 2, self.window - self.window // 2
+        return F.pad(x, (0, 0, before, after, before, after))
+
+    def _crop(self, x, height, width):
+        if not self.shifted:
+            return x
+        start = self.window // 2
+        return x[:, start:start + height, start:start + width]
+
+    def forward(self, q, s, s_mask, update_support=True):
+        """q, s B×H×W×C tokens, s_mask B×H×W×1 → (q, s); s is returned unchanged when
+        `update_support` is False (the last block's support output is never used)."""
+        b, height, width, c = q.shape
+        q_norm, s_norm, mask = self._pad(self.norm1(q)), self._pad(self.norm1(s)), self._pad(s_mask)
+        padded_h, padded_w = q_norm.shape[1:3]
+        q_patches = split_patches(q_norm, self.window)                     # B×P×N×C
+        s_patches = split_patches(s_norm, self.window)
+        index = align_patches(q_norm.permute(0, 3, 1, 2), s_norm.permute(0, 3, 1, 2),
+                              mask.permute(0, 3, 1, 2), self.window)
+        self.last_alignment = index
+        keys = torch.cat([q_patches, gather_patches(s_patches, index)], dim=2)   # B×P×2N×C
+        q = q + self._attend(self.attn_q, q_patches, keys, padded_h, padded_w, height, width)
+        q = q + self.mlp_q(self.norm2(q))
+        if update_support:
+            s = s + self._attend(self.attn_s, s_patches, s_patches, padded_h, padded_w, height, width)
+            s = s + self.mlp_s(self.norm2(s))
+        return q, s
+
+    def _attend(self, attention, patches, keys, padded_h, padded_w, height, width):
+        b, p, n, c = patches.shape
+        out = attention(patches.reshape(b * p, n, c), keys.reshape(b * p, -1, c))
+        return self._crop(merge_patches(out.view(b, p, n, c), self.window, padded_h, padded_w), height, width)
+
+
+class SCCAStage(nn.Module):
+    def __init__(self, dim, depth, num_heads, window, mlp_ratio):
+        super().__init__()
+        self.blocks = nn.ModuleList(
+            SCCABlock(dim, num_heads, window, mlp_ratio, shifted=i % 2 == 1) for i in range(depth))
+
+
+class SCCATransformer(nn.Module):
+    """`depth` SCCA blocks (odd ones shifted) and a final LayerNorm on the query tokens."""
+
+    def __init__(self, dim=256, depth=8, num_heads=8, window=8, mlp_ratio=1.0, use_checkpoint=False):
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"reduce_dim {dim} must be divisible by num_heads {num_heads}")
+        self.window = window
+        self.use_checkpoint = use_checkpoint
+        self.layers = nn.ModuleList([SCCAStage(dim, depth, num_heads, window, mlp_ratio)])
+        self.norm0 = nn.LayerNorm(dim)
+
+    @property
+    def blocks(self):
+        return self.layers[0].blocks
+
+    def forward(self, query, support, support_mask):
+        """query, support B×C×H×W, support_mask B×1×H×W → B×C×H×W (query tokens after norm0)."""
+        height, width = query.shape[-2:]
+        if height % self.window or width % self.window:
+            raise ValueError(f"feature grid {height}×{width} must be a multiple of the window {self.window}")
+        q, s, mask = (x.permute(0, 2, 3, 1) for x in (query, support, support_mask))  # B×H×W×C
+        last = len(self.blocks) - 1
+        for i, block in enumerate(self.blocks):
+            if self.use_checkpoint and self.training and torch.is_grad_enabled():
+                q, s = torch.utils.checkpoint.checkpoint(block, q, s, mask, i != last, use_reentrant=False)
+            else:
+                q, s = block(q, s, mask, update_support=i != last)
+        return self.norm0(q).permute(0, 3, 1, 2)
