@@ -1,0 +1,225 @@
+"""Segment your own images: a few annotated support examples in, query masks out.
+
+    seg = FewShotSegmenter.from_checkpoint('exp/pascal/SCCAN/split0/resnet50/snapshot/best.pth')
+    mask = seg.segment([support_rgb], [support_mask], query_rgb)   # H×W uint8, 1 = foreground
+    prob = seg.probabilities([support_rgb], [support_mask], query_rgb)   # H×W float32 in [0, 1]
+
+Images are numpy H×W×3 uint8 RGB arrays of any size (H×W grayscale and H×W×4 RGBA are accepted;
+alpha is dropped). Every image goes through the benchmark's validation transform (SPEC §6,
+util.transform.val_transform): the longer side is resized to `val_size`, both sides floored to
+multiples of 8, and the image is padded at the bottom/right to val_size × val_size. The query's
+logits are cropped to that valid region and resized back to the query's own size, so the padding
+never reaches the output (the benchmark's scoring instead resizes the whole canvas to the longer
+side; the two differ only in the last few rows/columns).
+
+Support masks (see `foreground_of`): bool arrays (True = foreground); {0,1} masks, where 255 may
+mark ignored pixels as in the datasets; otherwise greyscale masks where foreground is ≥ 128
+({0,255}, anti-aliased or JPEG masks). A class-id label map must be turned into a mask first:
+`label == class_id`.
+
+The SCCAN weights do not depend on the number of shots K (K-shot fusion averages the shots), so
+the net is run with K = the number of supports given, whatever K it was trained with.
+"""
+import contextlib
+import dataclasses
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from util.transform import IGNORE, val_resize_shape, val_transform
+
+# Architecture keys a checkpoint's 'config' may carry (util/config.py names them so).
+ARCH_KEYS = ('fts_size', 'window_size', 'depth', 'num_heads', 'mlp_ratio', 'reduce_dim',
+             'zoom_factor')
+
+
+@dataclasses.dataclass
+class EncodedSupport:
+    """Supports ready for any number of queries: backbone features computed once."""
+    features: object       # BackboneFeatures of the K supports
+    masks: torch.Tensor    # K×S×S labels at val_size: 1 foreground, 0 background, 255 padding
+    images: list           # the K RGB images as given (for overlays)
+    foregrounds: list      # the K H×W bool foreground masks as given
+
+    @property
+    def shot(self):
+        return self.masks.shape[0]
+
+
+class FewShotSegmenter:
+    """A SCCAN net wrapped for whole images of any size (see the module docstring)."""
+
+    def __init__(self, net, val_size=473, trained_shot=None):
+        if val_size < 9 or (val_size - 1) % 8:
+            raise ValueError(f'val_size must satisfy (val_size - 1) % 8 == 0, e.g. 473, 233, 57; '
+                             f'got {val_size}')
+        self.net = net.eval()
+        self.val_size = val_size
+        self.transform = val_transform(val_size)
+        self.trained_shot = trained_shot    # K the checkpoint was trained with, if known
+
+    @classmethod
+    def from_checkpoint(cls, path, layers=None, device='auto', val_size=None):
+        """Build SCCAN as the checkpoint describes (backbone depth, architecture config, val_size)
+        and load its weights. `layers` is inferred from the checkpoint when None."""
+        from model import SCCAN    # model/__init__ imports this module
+        from model.checkpoint import CheckpointError, load_strict, model_state, read_checkpoint
+        from util.training_state import detect_layers
+
+        device = resolve_device(device)
+        ckpt = read_checkpoint(path)
+        state = model_state(ckpt, path)
+        meta = ckpt if 'state_dict' in ckpt else {}     # a plain state dict has no metadata
+        found = meta.get('layers') or detect_layers(state)
+        if layers is not None and found is not None and layers != found:
+            raise CheckpointError(f'{path} holds a ResNet-{found} SCCAN but layers {layers} was '
+                                  f'asked for; leave layers out or give {found}')
+        config = meta.get('config') or {}
+        arch = {k: config[k] for k in ARCH_KEYS if k in config}
+        net = SCCAN(layers=layers or found or 50, shot=meta.get('shot') or 1, **arch)
+        described = (f'architecture {arch}' if arch else
+                     "the paper's architecture, as the checkpoint has no 'config' entry")
+        load_strict(net, state, f'{path} (built as ResNet-{net.layers} SCCAN, {described})')
+        return cls(net.to(device), val_size=val_size or config.get('val_size', 473),
+                   trained_shot=meta.get('shot', config.get('shot')))
+
+    @property
+    def device(self):
+        return next(self.net.parameters()).device
+
+    # --- public API -------------------------------------------------------------------------
+    def segment(self, support_images, support_masks, query_image):
+        """H×W uint8 mask at the query's size: 1 foreground, 0 background."""
+        return to_mask(self.probabilities(support_images, support_masks, query_image))
+
+    def probabilities(self, support_images, support_masks, query_image):
+        """H×W float32 foreground probability at the query's size."""
+        return self.predict(self.encode_support(support_images, support_masks), query_image)
+
+    def segment_many(self, support_images, support_masks, query_images):
+        """Masks for each query in turn; the supports are encoded once, up front."""
+        support = self.encode_support(support_images, support_masks)
+        return (to_mask(self.predict(support, q)) for q in query_images)
+
+    def encode_support(self, images, masks, names=None):
+        """Check and encode K support (image, mask) pairs; reuse the result for many queries.
+        `names`: K (image name, mask name) pairs for the error messages (e.g. file paths)."""
+        images, masks = list(images), list(masks)
+        if not images:
+            raise ValueError('at least one support image and mask is needed')
+        if len(images) != len(masks):
+            raise ValueError(f'{len(images)} support images but {len(masks)} support masks')
+        names = names or [(f'support image {k}', f'support mask {k}') for k in range(len(images))]
+        rgbs, foregrounds, tensors, labels = [], [], [], []
+        for image, mask, (image_name, mask_name) in zip(images, masks, names):
+            rgb = as_rgb(image, image_name)
+            fg = foreground_of(mask, mask_name)
+            if fg.shape != rgb.shape[:2]:
+                raise ValueError(f'{mask_name} is {fg.shape[0]}×{fg.shape[1]} (H×W) but '
+                                 f'{image_name} is {rgb.shape[0]}×{rgb.shape[1]}; they must match')
+            if not fg.any():
+                raise ValueError(f'{mask_name} has no foreground pixels; ' + MASK_RULE)
+            tensor, label = self._canvas(rgb, fg, image_name)
+            if not (label == 1).any():
+                raise ValueError(f'{mask_name}: its {int(fg.sum())} foreground pixels vanish when '
+                                 f'the image is resized to {self.val_size}; give a larger object '
+                                 'or a higher val_size')
+            rgbs.append(rgb)
+            foregrounds.append(fg)
+            tensors.append(tensor)
+            labels.append(label)
+        with torch.inference_mode():
+            features = self.net.encode(torch.stack(tensors).to(self.device))   # K×3×S×S
+        return EncodedSupport(features, torch.stack(labels).to(self.device), rgbs, foregrounds)
+
+    def predict(self, support, query_image):
+        """Foreground probability (H×W float32) of one query given an EncodedSupport."""
+        rgb = as_rgb(query_image, 'query image')
+        image, _ = self._canvas(rgb, np.zeros(rgb.shape[:2], bool), 'query image')
+        h, w = val_resize_shape(*rgb.shape[:2], self.val_size)
+        s = self.val_size
+        with torch.inference_mode(), self._shot(support.shot):
+            query = self.net.encode(image[None].to(self.device))
+            logits = self.net.segment(query, support.features, support.masks[None],
+                                      out_size=(s, s))                       # 1×2×S×S
+            logits = logits[:, :, :h, :w].float()                            # valid region
+            # cv2 resized the image with half-pixel centres; align_corners=False inverts that.
+            logits = F.interpolate(logits, size=rgb.shape[:2], mode='bilinear',
+                                   align_corners=False)                      # 1×2×H×W
+            prob = torch.softmax(logits, dim=1)[0, 1]
+        return prob.cpu().numpy()
+
+    # --- helpers ------------------------------------------------------------------------------
+    def _canvas(self, rgb, foreground, what):
+        """H×W×3 uint8 and H×W bool → the val transform's normalised 3×S×S image and S×S label
+        (1 foreground, 0 background, 255 padding)."""
+        if min(val_resize_shape(*rgb.shape[:2], self.val_size)) < 1:
+            raise ValueError(f'{what} is {rgb.shape[0]}×{rgb.shape[1]}: too thin to keep a pixel '
+                             f'of its short side at val_size {self.val_size}')
+        return self.transform(rgb.astype(np.float32), foreground.astype(np.uint8))
+
+    @contextlib.contextmanager
+    def _shot(self, k):
+        """Run the net with K = k shots (its weights are shot-agnostic), then restore it."""
+        trained = self.net.shot
+        self.net.shot = k
+        try:
+            yield
+        finally:
+            self.net.shot = trained
+
+
+MASK_RULE = ('foreground is True in bool masks, 1 in {0,1} masks (255 = ignore) and >= 128 '
+             'otherwise; for a class-id label map pass (label == class_id)')
+
+
+def as_rgb(image, what):
+    """numpy H×W×3 uint8 RGB from RGB, RGBA (alpha dropped), H×W or H×W×1 grayscale."""
+    image = np.asarray(image)
+    if image.ndim < 2 or 0 in image.shape[:2]:
+        raise ValueError(f'{what} has shape {image.shape}; expected a non-empty H×W×3 image')
+    if image.dtype != np.uint8:
+        raise ValueError(f'{what} must be uint8 (0..255), got {image.dtype}; e.g. for floats in '
+                         '[0, 1] pass (image * 255).round().astype(np.uint8)')
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
+    if image.ndim == 2:
+        return np.repeat(image[:, :, None], 3, axis=2)
+    if image.ndim == 3 and image.shape[2] in (3, 4):
+        return np.ascontiguousarray(image[:, :, :3])
+    raise ValueError(f'{what} has shape {image.shape}; expected H×W×3 RGB, H×W×4 RGBA or H×W '
+                     'grayscale')
+
+
+def foreground_of(mask, what):
+    """H×W bool foreground of a support mask (rule in MASK_RULE)."""
+    mask = np.asarray(mask)
+    if mask.ndim == 3 and mask.shape[2] == 1:
+        mask = mask[:, :, 0]
+    if mask.ndim != 2:
+        raise ValueError(f'{what} has shape {mask.shape}; expected an H×W mask')
+    if mask.dtype == bool:
+        return mask
+    if not np.issubdtype(mask.dtype, np.number):
+        raise ValueError(f'{what} has dtype {mask.dtype}; expected bool or numbers')
+    if np.isin(mask, (0, 1, IGNORE)).all() and (mask == 1).any():
+        return mask == 1
+    if np.issubdtype(mask.dtype, np.floating) and mask.max() <= 1:
+        return mask >= 0.5
+    return mask >= 128
+
+
+def to_mask(probability):
+    """Foreground probability → uint8 mask (1 where foreground wins, as argmax of the logits)."""
+    return (probability > 0.5).astype(np.uint8)
+
+
+def resolve_device(device):
+    """'auto' → cuda when available, else cpu; 'cuda' without a GPU is an error."""
+    if device in (None, 'auto'):
+        return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+    device = torch.device(device)
+    if device.type == 'cuda' and not torch.cuda.is_available():
+        raise ValueError('device cuda was asked for but PyTorch sees no CUDA GPU; use cpu or auto')
+    return device

@@ -1,0 +1,78 @@
+"""tools/check_data.py finds each kind of bad file."""
+import os
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+from fakedata import make_pascal
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                'tools'))
+import check_data  # noqa: E402
+
+
+def read_report(path):
+    with open(path) as f:
+        return [line.rstrip('\n').split('\t') for line in f]
+
+
+@pytest.fixture
+def broken(tmp_path):
+    root, train, val = make_pascal(tmp_path / 'data', n_train=20, n_val=20)
+    with open(train) as f:
+        pairs = [line.split() for line in f]
+
+    def path(k, which):
+        return os.path.join(root, pairs[k][which])
+
+    os.remove(path(0, 0))                                            # missing image
+    os.remove(path(1, 1))                                            # missing label
+    with open(path(2, 0), 'wb') as f:
+        f.write(b'\xff\xd8 not really a jpeg')                       # unreadable image
+    cv2.imwrite(path(3, 1), np.zeros((50, 60, 3), np.uint8))        # colour label: unreadable
+    cv2.imwrite(path(4, 1), np.zeros((50, 60), np.uint8))           # size mismatch
+    label = cv2.imread(path(5, 1), cv2.IMREAD_UNCHANGED)
+    label[0, 0] = 33
+    cv2.imwrite(path(5, 1), label)                                  # value outside 0..20, 255
+    expected = [['missing', path(0, 0)], ['missing', path(1, 1)], ['unreadable', path(2, 0)],
+                ['unreadable', path(3, 1)], ['size', path(4, 1)], ['values', path(5, 1)]]
+    return root, train, val, expected, str(tmp_path / 'report.txt')
+
+
+def test_finds_each_kind(broken, capsys):
+    root, train, val, expected, report = broken
+    status = check_data.main(['--data-set', 'pascal', '--data-root', root, '--list', train,
+                              '--list', val, '--out', report, '--workers', '2'])
+    assert status == 1
+    found = read_report(report)
+    assert [row[:2] for row in found] == expected
+    assert '33' in found[-1][2] and '50x60' in found[4][2]
+    out = capsys.readouterr().out
+    assert '40 image/label pairs checked in 2 list(s): 2 missing, 2 unreadable, 1 size, ' \
+           '1 values' in out
+
+
+def test_clean_data_passes(tmp_path, capsys):
+    root, train, val = make_pascal(tmp_path, n_train=20, n_val=20)
+    report = str(tmp_path / 'report.txt')
+    assert check_data.main(['--data-set', 'pascal', '--data-root', root, '--list', val,
+                            '--out', report]) == 0
+    assert read_report(report) == []
+    assert '0 missing, 0 unreadable, 0 size, 0 values' in capsys.readouterr().out
+
+
+def test_from_config(broken, tmp_path):
+    pytest.importorskip('util.config', reason='config loading belongs to util/config.py')
+    root, train, val, expected, report = broken
+    config = tmp_path / 'c.yaml'
+    config.write_text(f'Data:\n  data_root: {root}\n  train_list: {train}\n  val_list: {val}\n'
+                      f'Train:\n  data_set: pascal\n')
+    assert check_data.main(['--config', str(config), '--out', report]) == 1
+    assert [row[:2] for row in read_report(report)] == expected
+
+
+def test_needs_a_source():
+    with pytest.raises(SystemExit, match='give --config'):
+        check_data.main(['--data-set', 'pascal'])

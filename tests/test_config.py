@@ -1,0 +1,138 @@
+"""Config files and the schema: the 32 experiment configs, helpful errors, --opts."""
+import glob
+import os
+import re
+
+import pytest
+
+from util.config import REPO_ROOT, ConfigError, default_config, load_config, parse_opts
+
+CONFIGS = sorted(glob.glob(os.path.join(REPO_ROOT, 'config', '*', '*_split*_resnet*.yaml')))
+
+
+def write(tmp_path, text, name='c.yaml'):
+    path = tmp_path / name
+    path.write_text(text)
+    return str(path)
+
+
+def test_all_32_experiment_configs_exist():
+    names = {os.path.relpath(p, os.path.join(REPO_ROOT, 'config')) for p in CONFIGS}
+    expected = {f'{d}/{d}_split{s}_resnet{L}{k}.yaml' for d in ('pascal', 'coco')
+                for s in range(4) for L in (50, 101) for k in ('', '_5s')}
+    assert names == expected
+
+
+@pytest.mark.parametrize('path', CONFIGS, ids=os.path.basename)
+def test_experiment_config_loads_with_the_authors_values(path):
+    cfg = load_config(path)
+    data_set, split, layers, five = re.match(
+        r'(pascal|coco)_split(\d)_resnet(\d+)(_5s)?\.yaml', os.path.basename(path)).groups()
+    assert (cfg.data_set, cfg.split, cfg.layers) == (data_set, int(split), int(layers))
+    assert cfg.shot == (5 if five else 1)
+    pascal = data_set == 'pascal'
+    assert (cfg.epochs, cfg.batch_size, cfg.save_freq) == ((200, 8, 10) if pascal else (50, 2, 5))
+    assert (cfg.scale_min, cfg.scale_max) == ((0.9, 1.1) if pascal else (0.8, 1.25))
+    assert cfg.use_split_coco is (not pascal)
+    assert cfg.test_num == (1000 if pascal else 4000)
+    assert (cfg.base_lr, cfg.transformer_lr, cfg.power, cfg.stop_interval) == (0.005, 6e-5, 0.9, 75)
+    assert (cfg.train_h, cfg.val_size, cfg.manual_seed, cfg.batch_size_val) == (473, 473, 321, 1)
+    assert (cfg.fts_size, cfg.window_size, cfg.depth, cfg.reduce_dim) == (64, 8, 8, 256)
+    assert cfg.backbone_weights == os.path.join(REPO_ROOT, 'initmodel', f'resnet{layers}_v2.pth')
+    assert cfg.exp_dir == os.path.join(REPO_ROOT, 'exp')
+    assert (cfg.amp, cfg.on_nonfinite, cfg.resume) == ('none', 'stop', None)
+    assert cfg.weight.endswith('.pth')
+
+
+def test_unknown_key_names_the_closest(tmp_path):
+    path = write(tmp_path, 'Train:\n  base_lrr: 0.01\n')
+    with pytest.raises(ConfigError, match=r"unknown key 'base_lrr' in section Train; did you "
+                                          r"mean 'base_lr'"):
+        load_config(path)
+
+
+def test_unknown_section_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="unknown section 'Trian'.*'Train'"):
+        load_config(write(tmp_path, 'Trian:\n  base_lr: 0.01\n'))
+
+
+@pytest.mark.parametrize('line, message', [
+    ('epochs: ten', r"epochs expects an integer, got str 'ten'"),
+    ('epochs: 10.5', r'epochs expects an integer, got float 10.5'),
+    ('evaluate: 1', r'evaluate expects true/false, got int 1'),
+    ('base_lr: fast', r"base_lr expects a number, got str 'fast'"),
+    ('amp: fp8', r"amp must be one of \['none', 'bf16', 'fp16'\], got 'fp8'"),
+    ('train_h: 474', r'train_h expects a positive size with \(size - 1\) % 8 == 0'),
+    ('epochs:', r'epochs needs a value'),
+    ('scale_min: 2.0', r'scale_min \(2.0\) > scale_max \(1.1\)'),
+])
+def test_bad_value_is_refused_naming_file_key_and_expectation(tmp_path, line, message):
+    path = write(tmp_path, f'Train:\n  {line}\n')
+    with pytest.raises(ConfigError, match=message) as e:
+        load_config(path)
+    assert path in str(e.value)
+
+
+def test_ints_are_accepted_for_floats_and_empty_values_for_optional_keys(tmp_path):
+    cfg = load_config(write(tmp_path, 'Train:\n  base_lr: 1\n  resume:\n'))
+    assert cfg.base_lr == 1.0 and isinstance(cfg.base_lr, float) and cfg.resume is None
+
+
+def test_defaults_fill_missing_keys_and_test_num_follows_the_dataset(tmp_path):
+    cfg = load_config(write(tmp_path, "Train:\n  data_set: 'coco'\n"))
+    assert cfg.test_num == 4000 and cfg.depth == 8 and cfg.layers == 50
+    assert default_config().test_num == 1000
+
+
+def test_duplicate_key_across_sections_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="'layers' appears twice"):
+        load_config(write(tmp_path, 'Train:\n  layers: 50\nMethod:\n  layers: 101\n'))
+
+
+def test_authors_leftover_keys_are_accepted_unless_unsupported(tmp_path):
+    cfg = load_config(write(tmp_path, 'Method:\n  vgg: False\n  aux_weight1: 1.0\n'
+                                      '  merge: final\nTrain:\n  fix_bn: True\n'))
+    assert not hasattr(cfg, 'aux_weight1')
+    with pytest.raises(ConfigError, match="vgg: True is not supported"):
+        load_config(write(tmp_path, 'Method:\n  vgg: True\n', 'vgg.yaml'))
+
+
+def test_missing_config_file():
+    with pytest.raises(FileNotFoundError, match='config file not found: nope.yaml'):
+        load_config('nope.yaml')
+
+
+def test_opts_override_with_types(tmp_path):
+    cfg = load_config(CONFIGS[0], ['base_lr', '0.01', 'evaluate', 'false', 'layers', '101',
+                                   'resume', 'None', 'weight', '0001', 'amp', 'bf16'])
+    assert cfg.base_lr == 0.01 and cfg.evaluate is False and cfg.layers == 101
+    assert cfg.resume is None and cfg.weight == '0001' and cfg.amp == 'bf16'
+
+
+def test_paths_from_files_are_repo_relative_and_from_opts_cwd_relative(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(CONFIGS[0], ['exp_dir', 'runs'])
+    assert cfg.exp_dir == str(tmp_path / 'runs')
+    assert cfg.data_root.startswith(os.path.dirname(REPO_ROOT))
+
+
+@pytest.mark.parametrize('opts, message', [
+    (['depht', '2'], r"unknown key 'depht'; did you mean 'depth'"),
+    (['depth', 'two'], r"--opts: depth expects an integer, got str 'two'"),
+    (['depth'], 'KEY VALUE pairs'),
+    (['shot', '0'], 'shot expects a positive value, got 0'),
+])
+def test_bad_opts_are_refused(opts, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_opts(opts)
+
+
+def test_config_is_read_only_and_replace_checks():
+    cfg = default_config()
+    with pytest.raises(AttributeError, match='read-only'):
+        cfg.layers = 101
+    assert cfg.replace(layers=101).layers == 101 and cfg.layers == 50
+    with pytest.raises(ConfigError, match='layers must be one of'):
+        cfg.replace(layers=34)
+    with pytest.raises(AttributeError, match="did you mean 'layers'"):
+        cfg.layer

@@ -1,0 +1,272 @@
+"""EpisodeDataset: episode semantics, reproducibility, DataLoader use, bad files."""
+import os
+import random
+import re
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from fakedata import make_coco, make_from_labels, make_pascal
+from util import transform as T
+from util.dataset import EpisodeDataset, binarise, fill_boxes, support_mask
+from util.image_io import BadFileError, read_label
+
+
+@pytest.fixture(scope='module')
+def pascal(tmp_path_factory):
+    folder = tmp_path_factory.mktemp('pascal')
+    root, train, val = make_pascal(folder)
+    return root, train, val, str(folder / 'cache')
+
+
+def make(pascal, mode='val', shot=1, split=0, **kw):
+    root, train, val, cache = pascal
+    return EpisodeDataset('pascal', root, train if mode == 'train' else val, split, shot, mode,
+                          list_cache_dir=cache, **kw)
+
+
+def label_of(image_path, ds):
+    label_path = next(lab for (img, lab), _, _ in ds.queries if img == image_path)
+    return read_label(label_path)
+
+
+def top_left(h, w):
+    """A transform keeping the top-left h×w (fakedata images are at least 112×120), so that
+    K supports of different sizes stack and labels compare pixel for pixel."""
+    return T.Compose([lambda image, label: (image[:h, :w], label[:h, :w]), T.ToTensor()])
+
+
+@pytest.mark.parametrize('mode', ['train', 'val'])
+@pytest.mark.parametrize('shot', [1, 5])
+def test_episode_semantics(pascal, mode, shot):
+    ds = make(pascal, mode, shot, split=1, transform=top_left(112, 120))
+    assert ds.classes == ([1, 2, 3, 4, 5] + list(range(11, 21)) if mode == 'train'
+                          else [6, 7, 8, 9, 10])
+    for i in range(len(ds)):
+        random.seed(i)
+        item = ds[i]
+        c = ds.classes[item['class_index']]
+        query_label = label_of(item['query_path'], ds)
+        assert np.count_nonzero(query_label == c) >= 2048        # an eligible class
+        expected = binarise(query_label, c)[:112, :120]
+        assert torch.equal(item['query_mask'], torch.from_numpy(expected).long())
+        assert set(item['query_mask'].unique().tolist()) == {0, 1, 255}
+        paths = item['support_paths']
+        assert len(paths) == shot == len(set(paths)) and item['query_path'] not in paths
+        assert item['support'].shape[:2] == (shot, 3) and item['support_masks'].shape[0] == shot
+        for path, mask in zip(paths, item['support_masks']):
+            assert path in [p[0] for p in ds.class_files[c]]
+            expected = binarise(label_of_file(path, ds, c), c)[:112, :120]
+            assert torch.equal(mask, torch.from_numpy(expected).long())
+
+
+def label_of_file(image_path, ds, c):
+    return read_label(dict(ds.class_files[c])[image_path])
+
+
+def test_val_items_carry_original_label_on_fixed_canvas_and_collate(pascal):
+    ds = make(pascal, 'val', transform=T.val_transform(65))
+    assert ds.original_canvas == 128                # largest generated label: 128×128
+    batch = next(iter(DataLoader(ds, batch_size=3)))
+    assert batch['query'].shape == (3, 3, 65, 65)
+    assert batch['query_mask_original'].shape == (3, 128, 128)
+    for b in range(3):
+        h, w = batch['original_size'][b].tolist()
+        label = label_of(batch['query_path'][b], ds)
+        assert (h, w) == label.shape
+        c = ds.classes[batch['class_index'][b]]
+        canvas = batch['query_mask_original'][b]
+        assert torch.equal(canvas[:h, :w], torch.from_numpy(binarise(label, c)).long())
+        assert (canvas[h:] == 255).all() and (canvas[:, w:] == 255).all()
+
+
+def test_train_items_have_no_original_label(pascal):
+    item = make(pascal, 'train', transform=T.train_transform(57, 57))[0]
+    assert 'query_mask_original' not in item and item['query'].shape == (3, 57, 57)
+
+
+def test_episodes_argument_cycles_through_queries(pascal):
+    ds = make(pascal, 'val', episodes=40)
+    assert len(ds) == 40 and len(ds.queries) == 15
+    assert ds[3]['query_path'] == ds[18]['query_path'] == ds.queries[3][0][0]
+
+
+def test_same_seed_same_episode_other_seed_other_episode(pascal):
+    ds = make(pascal, 'train', shot=5, transform=T.train_transform(57, 57))
+    random.seed(7)
+    a = ds[4]
+    random.seed(7)
+    b = ds[4]
+    for key in ('query', 'query_mask', 'support', 'support_masks'):
+        assert torch.equal(a[key], b[key])
+    random.seed(8)
+    c = ds[4]
+    assert not torch.equal(a['support'], c['support'])
+
+
+def test_dataloader_workers_draw_different_episodes(pascal):
+    """The same index in two workers must not give the same augmentation and supports."""
+    ds = make(pascal, 'train', shot=5, transform=T.train_transform(57, 57))
+    loader = DataLoader(ds, batch_size=1, sampler=[0, 0], num_workers=2,
+                        generator=torch.Generator().manual_seed(0))
+    first, second = list(loader)
+    assert first['query_path'] == second['query_path']
+    assert not torch.equal(first['query'], second['query'])
+
+
+def test_coco_episodes(tmp_path):
+    root, train, val = make_coco(tmp_path)
+    for scheme in (True, False):
+        ds = EpisodeDataset('coco', root, val, 2, 5, 'val', use_split_coco=scheme,
+                            transform=T.val_transform(57), list_cache_dir=str(tmp_path / 'cache'))
+        assert len(ds.classes) == 20 and all(len(f) >= 6 for f in ds.class_files.values())
+        item = ds[0]
+        assert ds.classes[item['class_index']] in ds.queries[0][1]
+
+
+def test_query_class_rule_eligible_or_present(tmp_path):
+    labels = [np.full((70, 70), c, np.uint8) for c in (1, 2, 3, 4, 5) for _ in range(3)]
+    speck = np.full((70, 70), 1, np.uint8)
+    speck[:10, :10] = 2                            # 100 px of class 2: present, not eligible
+    root, data_list, _ = make_from_labels(tmp_path, [speck] + labels)
+    chosen = {}
+    for rule in ('eligible', 'present'):
+        ds = EpisodeDataset('pascal', root, data_list, 0, 1, 'val', query_classes=rule,
+                            list_cache_dir=str(tmp_path / 'c'))
+        assert ds.queries[0][1:] == ([1], [1, 2])
+        chosen[rule] = set()
+        for seed in range(20):
+            random.seed(seed)
+            item = ds[0]
+            chosen[rule].add(ds.classes[item['class_index']])
+            assert item['query_path'] not in item['support_paths']
+    assert chosen == {'eligible': {1}, 'present': {1, 2}}
+
+
+# ---- weak (bbox) support annotations ----
+
+def test_fill_boxes_by_hand():
+    mask = np.zeros((8, 9), np.uint8)
+    mask[1, 1:4] = 1
+    mask[2:4, 1] = 1                   # an L: bounding box rows 1..3, cols 1..3
+    mask[6, 6] = 1                     # a single pixel
+    boxes = fill_boxes(mask)
+    expected = np.zeros_like(mask)
+    expected[1:5, 1:5] = 1             # the authors' inclusive corner: one pixel more
+    expected[6:8, 6:8] = 1
+    assert np.array_equal(boxes, expected)
+
+
+def test_bbox_support_mask_keeps_ignore():
+    label = np.zeros((6, 6), np.uint8)
+    label[1, 1] = label[2, 2] = label[3, 3] = 4    # one 8-connected component (a diagonal)
+    label[1, 3] = 255                  # ignore inside the box stays ignore
+    label[0, 5] = 9                    # another class
+    mask = support_mask(label, 4, 'bbox')
+    expected = np.zeros_like(label)
+    expected[1:5, 1:5] = 1
+    expected[1, 3] = 255
+    assert np.array_equal(mask, expected)
+    assert np.array_equal(support_mask(label, 4, 'mask'), binarise(label, 4))
+
+
+def test_bbox_episodes(tmp_path):
+    disc = np.zeros((90, 90), np.uint8)
+    cv2.circle(disc, (45, 45), 30, 1, -1)          # 2821 px, bounding box 61×61
+    root, data_list, _ = make_from_labels(tmp_path, [disc * c for c in (1, 2, 3, 4, 5)] * 3)
+    for ann_type, area in (('mask', np.count_nonzero(disc)), ('bbox', 62 * 62)):
+        ds = EpisodeDataset('pascal', root, data_list, 0, 2, 'val', ann_type=ann_type,
+                            list_cache_dir=str(tmp_path / 'cache'))
+        item = ds[0]
+        assert [int(m.sum()) for m in item['support_masks']] == [area, area]
+        assert int(item['query_mask'].sum()) == np.count_nonzero(disc)   # query stays a mask
+
+
+# ---- bad files at episode time ----
+
+@pytest.fixture
+def small(tmp_path):
+    labels = [np.full((70, 70), c, np.uint8) for c in (1, 2, 3, 4, 5) for _ in range(3)]
+    root, data_list, pairs = make_from_labels(tmp_path, labels)
+    EpisodeDataset('pascal', root, data_list, 0, 1, 'val', list_cache_dir=str(tmp_path / 'c'))
+    return root, data_list, pairs, str(tmp_path / 'c')
+
+
+def small_dataset(small, **kw):
+    root, data_list, _, cache = small
+    return EpisodeDataset('pascal', root, data_list, 0, 1, 'val', list_cache_dir=cache, **kw)
+
+
+def test_unreadable_image_names_file_and_can_be_skipped(small):
+    root, _, pairs, _ = small
+    with open(os.path.join(root, pairs[0][0]), 'wb') as f:
+        f.write(b'\xff\xd8 broken jpeg')
+    ds = small_dataset(small)
+    with pytest.raises(BadFileError, match='img_0000.jpg: cannot be decoded'):
+        ds[0]
+    ds = small_dataset(small, skip_bad_files=True)
+    random.seed(0)
+    item = ds[0]
+    assert item['query_path'] != os.path.join(root, pairs[0][0]) and ds.skipped == 1
+
+
+def test_size_mismatch_names_both_files(small):
+    root, _, pairs, _ = small
+    cv2.imwrite(os.path.join(root, pairs[0][1]), np.full((60, 70), 1, np.uint8))
+    with pytest.raises(BadFileError, match=r'lab_0000.png: label size 60x70 differs from image '
+                                           r'.*img_0000.jpg size 70x70'):
+        small_dataset(small)[0]
+
+
+@pytest.mark.parametrize('damage, error, message', [
+    ('remove', FileNotFoundError, 'image not found: .*img_0000.jpg'),
+    ('corrupt', BadFileError, 'img_0000.jpg: cannot be decoded')])
+def test_error_in_dataloader_worker_names_file(small, damage, error, message):
+    root, _, pairs, _ = small
+    path = os.path.join(root, pairs[0][0])
+    if damage == 'remove':
+        os.remove(path)
+    else:
+        with open(path, 'wb') as f:
+            f.write(b'garbage')
+    raised, text = first_batch_error(DataLoader(small_dataset(small), batch_size=1,
+                                                num_workers=1))
+    assert raised is error and re.search(message, text)
+
+
+def first_batch_error(loader):
+    """(type, message) of the error loading the first batch. The worker is shut down here:
+    left to garbage collection (the traceback holds the iterator) it costs a later test torch's
+    5 s join timeout."""
+    batches = iter(loader)
+    try:
+        next(batches)
+    except Exception as e:
+        return type(e), str(e)
+    finally:
+        batches._shutdown_workers()
+    raise AssertionError('no error raised')
+
+
+def test_supports_of_different_sizes_need_a_transform(tmp_path):
+    labels = [np.full((70 + 8 * k, 70), c, np.uint8) for c in (1, 2, 3, 4, 5) for k in range(3)]
+    root, data_list, _ = make_from_labels(tmp_path, labels)
+    ds = EpisodeDataset('pascal', root, data_list, 0, 2, 'val',
+                        list_cache_dir=str(tmp_path / 'c'))
+    with pytest.raises(ValueError, match='different sizes'):
+        ds[0]
+
+
+@pytest.mark.parametrize('kw, message', [({'mode': 'test'}, 'unknown mode'),
+                                         ({'ann_type': 'scribble'}, 'unknown ann_type'),
+                                         ({'shot': 0}, 'shot must be'),
+                                         ({'episodes': 0}, 'episodes must be')])
+def test_bad_arguments(small, kw, message):
+    root, data_list, _, cache = small
+    args = {'mode': 'val', 'shot': 1, **kw}
+    with pytest.raises(ValueError, match=message):
+        EpisodeDataset('pascal', root, data_list, 0, args.pop('shot'), args.pop('mode'),
+                       list_cache_dir=cache, **args)

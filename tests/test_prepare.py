@@ -1,0 +1,197 @@
+"""Data preparation tools on tiny VOC / SBD / COCO inputs in their real formats."""
+import json
+import os
+import sys
+
+import cv2
+import numpy as np
+import pytest
+from scipy.io import savemat
+
+from fakedata import write_palette_png
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                'tools'))
+import prepare_coco  # noqa: E402
+import prepare_pascal  # noqa: E402
+
+
+def write_jpeg(path, h, w):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    cv2.imwrite(str(path), np.full((h, w, 3), 128, np.uint8))
+
+
+def read_ids(path):
+    with open(path) as f:
+        return [line.split()[0][len('JPEGImages/'):-4] for line in f]
+
+
+# ---- PASCAL ----
+
+def voc_label(c):
+    label = np.zeros((20, 30), np.uint8)
+    label[4:12, 5:20] = c
+    label[3, 5:20] = 255                     # VOC's void border
+    return label
+
+
+def sbd_label(c):
+    label = np.zeros((20, 30), np.uint8)
+    label[10:18, 2:9] = c
+    return label
+
+
+@pytest.fixture
+def voc_sbd(tmp_path):
+    voc, sbd = tmp_path / 'VOC2012', tmp_path / 'SBD'
+    ids = ['2007_000001', '2007_000002', '2008_000003', '2008_000004', '2008_000005']
+    for i in ids:
+        write_jpeg(voc / 'JPEGImages' / f'{i}.jpg', 20, 30)
+    palette = prepare_pascal.voc_palette()
+    for i, c in (('2007_000001', 1), ('2007_000002', 15), ('2008_000003', 20)):
+        write_palette_png(str(voc / 'SegmentationClass' / f'{i}.png'), voc_label(c), palette)
+    sets = voc / 'ImageSets' / 'Segmentation'
+    sets.mkdir(parents=True)
+    (sets / 'train.txt').write_text('2007_000001\n')
+    (sets / 'val.txt').write_text('2007_000002\n2008_000003\n')
+    (sbd / 'cls').mkdir(parents=True)
+    for i, c in (('2007_000001', 7), ('2008_000003', 8), ('2008_000004', 9), ('2008_000005', 12)):
+        savemat(str(sbd / 'cls' / f'{i}.mat'),
+                {'GTcls': {'Segmentation': sbd_label(c), 'CategoriesPresent': np.array([c])}})
+    (sbd / 'train.txt').write_text('2008_000004\n2007_000001\n2008_000003\n')
+    (sbd / 'val.txt').write_text('2008_000005\n')
+    return str(voc), str(sbd), str(tmp_path / 'lists')
+
+
+def aug_label(voc, i):
+    return cv2.imread(os.path.join(voc, 'SegmentationClassAug', f'{i}.png'),
+                      cv2.IMREAD_UNCHANGED)
+
+
+def test_voc_palette_by_hand():
+    palette = prepare_pascal.voc_palette()
+    assert palette[1].tolist() == [128, 0, 0] and palette[15].tolist() == [192, 128, 128]
+    assert palette[20].tolist() == [0, 64, 128] and palette[255].tolist() == [224, 224, 192]
+
+
+def test_prepare_pascal_labels_and_lists(voc_sbd):
+    voc, sbd, lists = voc_sbd
+    prepare_pascal.main(['--voc', voc, '--sbd', sbd, '--lists-dir', lists, '--workers', '2'])
+    assert np.array_equal(aug_label(voc, '2007_000001'), voc_label(1))    # VOC wins over SBD
+    assert np.array_equal(aug_label(voc, '2007_000002'), voc_label(15))
+    assert np.array_equal(aug_label(voc, '2008_000004'), sbd_label(9))
+    assert aug_label(voc, '2008_000005') is None                         # SBD val not asked
+    assert read_ids(os.path.join(lists, 'val.txt')) == ['2007_000002', '2008_000003']
+    # VOC train first, then SBD train without duplicates and without VOC val images
+    assert read_ids(os.path.join(lists, prepare_pascal.TRAIN_LIST)) == ['2007_000001',
+                                                                        '2008_000004']
+    with open(os.path.join(lists, 'val.txt')) as f:
+        assert f.readline() == 'JPEGImages/2007_000002.jpg SegmentationClassAug/2007_000002.png\n'
+
+
+def test_prepare_pascal_with_sbd_val_and_lists_only(voc_sbd):
+    voc, sbd, lists = voc_sbd
+    prepare_pascal.main(['--voc', voc, '--sbd', sbd, '--sbd-sets', 'train,val',
+                         '--lists-dir', lists])
+    assert np.array_equal(aug_label(voc, '2008_000005'), sbd_label(12))
+    assert read_ids(os.path.join(lists, prepare_pascal.TRAIN_LIST))[-1] == '2008_000005'
+    os.remove(os.path.join(voc, 'SegmentationClassAug', '2008_000005.png'))
+    prepare_pascal.main(['--voc', voc, '--lists-dir', lists, '--lists-only'])
+    assert read_ids(os.path.join(lists, prepare_pascal.TRAIN_LIST)) == ['2007_000001']
+    assert aug_label(voc, '2008_000005') is None
+
+
+def test_prepare_pascal_errors(voc_sbd):
+    voc, sbd, lists = voc_sbd
+    odd = prepare_pascal.voc_palette().copy()
+    odd[3] = (1, 2, 3)
+    write_palette_png(os.path.join(voc, 'SegmentationClass', '2008_000004.png'), voc_label(3),
+                      odd)
+    with pytest.raises(ValueError, match=r'2008_000004.png: colour RGB\(1, 2, 3\) is not a VOC'):
+        prepare_pascal.main(['--voc', voc, '--lists-dir', lists, '--workers', '1'])
+    os.remove(os.path.join(voc, 'JPEGImages', '2007_000002.jpg'))
+    with pytest.raises(FileNotFoundError, match='2007_000002'):
+        prepare_pascal.main(['--voc', voc, '--lists-dir', lists, '--lists-only'])
+    with pytest.raises(FileNotFoundError, match=r'SBD annotation not found: .*2008_000009\.mat'):
+        prepare_pascal.read_sbd_label(os.path.join(sbd, 'cls', '2008_000009.mat'))
+
+
+# ---- COCO ----
+
+def uncompressed_rle(mask):
+    """COCO's crowd format: run lengths over the column-major pixels, starting with zeros."""
+    flat = mask.flatten(order='F')
+    changes = np.flatnonzero(np.diff(flat)) + 1
+    bounds = np.concatenate([[0], changes, [flat.size]])
+    counts = np.diff(bounds).tolist()
+    if flat[0]:
+        counts = [0] + counts
+    return {'size': list(mask.shape), 'counts': counts}
+
+
+@pytest.fixture
+def coco(tmp_path):
+    root = tmp_path / 'MSCOCO2014'
+    images = [{'id': 10, 'file_name': 'COCO_train2014_000000000010.jpg', 'height': 40, 'width': 50},
+              {'id': 11, 'file_name': 'COCO_train2014_000000000011.jpg', 'height': 30, 'width': 30},
+              {'id': 12, 'file_name': 'COCO_train2014_000000000012.jpg', 'height': 30, 'width': 30}]
+    for im in images:
+        write_jpeg(root / 'train2014' / im['file_name'], im['height'], im['width'])
+    crowd = np.zeros((30, 30), np.uint8)
+    crowd[5:10, 10:20] = 1
+    annotations = [
+        # a small toothbrush drawn first in the file, lying on a large person
+        {'id': 1, 'image_id': 10, 'category_id': 90, 'iscrowd': 0, 'area': 36.0,
+         'segmentation': [[10, 10, 16, 10, 16, 16, 10, 16]], 'bbox': [10, 10, 6, 6]},
+        {'id': 2, 'image_id': 10, 'category_id': 1, 'iscrowd': 0, 'area': 600.0,
+         'segmentation': [[0, 0, 30, 0, 30, 20, 0, 20]], 'bbox': [0, 0, 30, 20]},
+        {'id': 3, 'image_id': 11, 'category_id': 3, 'iscrowd': 1, 'area': 50.0,
+         'segmentation': uncompressed_rle(crowd), 'bbox': [10, 5, 10, 5]}]
+    categories = [{'id': 90, 'name': 'toothbrush'}, {'id': 1, 'name': 'person'},
+                  {'id': 3, 'name': 'car'}]
+    (root / 'annotations').mkdir()
+    with open(root / 'annotations' / 'instances_train2014.json', 'w') as f:
+        json.dump({'images': images, 'annotations': annotations, 'categories': categories}, f)
+    return str(root), str(tmp_path / 'lists'), crowd
+
+
+def coco_label(root, n):
+    return cv2.imread(os.path.join(root, 'annotations', 'train2014',
+                                   f'COCO_train2014_{n:012d}.png'), cv2.IMREAD_UNCHANGED)
+
+
+@pytest.mark.parametrize('workers', [1, 2])
+def test_prepare_coco_labels_and_lists(coco, workers):
+    root, lists, crowd = coco
+    prepare_coco.main(['--coco', root, '--sets', 'train2014', '--lists-dir', lists,
+                       '--workers', str(workers)])
+    label = coco_label(root, 10)
+    assert label.shape == (40, 50) and set(np.unique(label)) == {0, 1, 3}   # ids 1, 90 → 1, 3
+    assert label[13, 13] == 3 and label[2, 25] == 1 and label[30, 40] == 0  # small on top
+    assert np.array_equal(coco_label(root, 11), crowd * 2)                 # id 3 → 2
+    assert coco_label(root, 12) is None                                    # no annotation
+    with open(os.path.join(lists, 'train.txt')) as f:
+        assert f.read().splitlines() == [
+            'train2014/COCO_train2014_000000000010.jpg '
+            'annotations/train2014/COCO_train2014_000000000010.png',
+            'train2014/COCO_train2014_000000000011.jpg '
+            'annotations/train2014/COCO_train2014_000000000011.png']
+
+
+def test_prepare_coco_crowd_ignore_and_errors(coco):
+    root, lists, crowd = coco
+    prepare_coco.main(['--coco', root, '--sets', 'train2014', '--lists-dir', lists,
+                       '--crowd', 'ignore', '--workers', '1'])
+    assert np.array_equal(coco_label(root, 11), crowd * 255)
+    with pytest.raises(FileNotFoundError, match='instances_val2014.json'):
+        prepare_coco.main(['--coco', root, '--lists-dir', lists, '--workers', '1'])
+    os.remove(os.path.join(root, 'train2014', 'COCO_train2014_000000000011.jpg'))
+    with pytest.raises(FileNotFoundError, match='COCO_train2014_000000000011.jpg'):
+        prepare_coco.main(['--coco', root, '--sets', 'train2014', '--lists-dir', lists])
+
+
+@pytest.mark.parametrize('module', [prepare_pascal, prepare_coco])
+def test_help(module, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        module.parse_args(['--help'])
+    assert exit_info.value.code == 0 and 'usage' in capsys.readouterr().out

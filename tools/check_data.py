@@ -1,0 +1,117 @@
+"""Check a dataset before training: every image and label of the lists is opened and checked.
+
+Problems found (one line each in the report file, "kind<TAB>path<TAB>detail"):
+  missing       a listed image or label file does not exist
+  unreadable    the file cannot be decoded (or a label is not a single-channel 8-bit image)
+  size          image and label differ in height or width
+  values        the label holds values other than 0, the data set's class ids and 255
+
+    python tools/check_data.py --config config/pascal/pascal_split0_resnet50.yaml
+    python tools/check_data.py --data-set pascal --data-root ../data/VOCdevkit2012/VOC2012 \\
+        --list lists/pascal/val.txt
+Exit status 1 when anything was found. Training with skip_bad_files: True skips such files.
+"""
+import argparse
+import collections
+import concurrent.futures
+import os
+import sys
+
+from tqdm import tqdm
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from util.folds import NUM_CLASSES, num_classes  # noqa: E402
+from util.image_io import BadFileError, check_label_values, read_image, read_label  # noqa: E402
+from util.lists import REPO_LISTS, read_list  # noqa: E402
+
+KINDS = ('missing', 'unreadable', 'size', 'values')
+
+
+def check_pair(data_root, pair, classes):
+    """[(kind, path, detail)] of one list entry (empty when it is fine)."""
+    image_path, label_path = (os.path.join(data_root, p) for p in pair)
+    problems, loaded = [], {}
+    for path, reader in ((image_path, read_image), (label_path, read_label)):
+        if not os.path.isfile(path):
+            problems.append(('missing', path, 'file not found'))
+            continue
+        try:
+            loaded[path] = reader(path)
+        except BadFileError as e:
+            problems.append(('unreadable', path, str(e)))
+    if len(loaded) < 2:
+        return problems
+    image, label = loaded[image_path], loaded[label_path]
+    if image.shape[:2] != label.shape:
+        problems.append(('size', label_path, f'label {label.shape[0]}x{label.shape[1]}, image '
+                                             f'{image.shape[0]}x{image.shape[1]}'))
+    try:
+        check_label_values(label, label_path, classes)
+    except BadFileError as e:
+        problems.append(('values', label_path, str(e)))
+    return problems
+
+
+def check_list(data_set, data_root, data_list, workers=8):
+    """All problems of one list file."""
+    pairs = read_list(data_list)
+    classes = num_classes(data_set)
+    with concurrent.futures.ThreadPoolExecutor(max(workers, 1)) as pool:
+        results = tqdm(pool.map(lambda p: check_pair(data_root, p, classes), pairs),
+                       total=len(pairs), desc=os.path.basename(data_list), unit='pair')
+        return len(pairs), [problem for found in results for problem in found]
+
+
+def sources_from_args(args):
+    """(data_set, data_root, [list files]) from --config or the explicit arguments."""
+    if args.config:
+        from util.config import load_config
+        cfg = load_config(args.config, args.opts)
+        lists = [p for p in (cfg.train_list, cfg.val_list) if p]
+        return cfg.data_set, cfg.data_root, lists
+    if not (args.data_set and args.data_root and args.list):
+        raise SystemExit('give --config, or --data-set, --data-root and at least one --list')
+    return args.data_set, args.data_root, args.list
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--config', help='experiment config: checks its train_list and val_list')
+    parser.add_argument('--opts', nargs=argparse.REMAINDER, default=[],
+                        help='config overrides, KEY VALUE ...')
+    parser.add_argument('--data-set', choices=sorted(NUM_CLASSES))
+    parser.add_argument('--data-root', help='folder the list paths are relative to')
+    parser.add_argument('--list', action='append', help='list file (repeatable)')
+    parser.add_argument('--out', help='report file (default: lists/<data_set>/bad_files.txt)')
+    parser.add_argument('--workers', type=int, default=min(8, os.cpu_count() or 1))
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    data_set, data_root, lists = sources_from_args(args)
+    if not os.path.isdir(data_root):
+        raise SystemExit(f'data root not found: {data_root}')
+    problems, total = [], 0
+    for data_list in lists:
+        count, found = check_list(data_set, data_root, data_list, args.workers)
+        total += count
+        problems += found
+    out = args.out or os.path.join(REPO_LISTS, data_set, 'bad_files.txt')
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    with open(out, 'w') as f:
+        f.writelines(f'{kind}\t{path}\t{detail}\n' for kind, path, detail in problems)
+    counts = collections.Counter(kind for kind, _, _ in problems)
+    print(f'{total} image/label pairs checked in {len(lists)} list(s): ' +
+          ', '.join(f'{counts[k]} {k}' for k in KINDS))
+    for kind, path, detail in problems[:20]:
+        print(f'  {kind}: {detail if path in detail else path + ": " + detail}')
+    if len(problems) > 20:
+        print(f'  ... {len(problems) - 20} more')
+    print(f'report: {out}')
+    return 1 if problems else 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,119 @@
+"""Prepare COCO-20i: per-image class-id PNGs from the COCO 2014 instance annotations, and lists.
+
+For each of train2014 / val2014, every image with at least one annotation gets
+<coco>/annotations/<set>/<image name>.png: one byte per pixel, 0 background, 1..80 the 80
+categories numbered in increasing COCO category id (1 person ... 80 toothbrush). Instances are
+painted largest first, so a smaller object lying on a larger one stays visible; crowd regions are
+painted with their class (or 255 with --crowd ignore).
+Lists (lines "<set>/<name>.jpg annotations/<set>/<name>.png", relative to <coco>): train.txt and
+val.txt in --lists-dir (default lists/coco of the repo).
+
+    python tools/prepare_coco.py --coco ../data/MSCOCO2014
+expects <coco>/{train2014,val2014}/*.jpg and <coco>/annotations/instances_{train,val}2014.json.
+"""
+import argparse
+import multiprocessing
+import os
+import sys
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from util.lists import REPO_LISTS  # noqa: E402
+
+SETS = {'train2014': 'train.txt', 'val2014': 'val.txt'}
+IGNORE = 255
+_COCO = None          # the set being converted; module-level so forked workers share it
+_OPTIONS = None
+
+
+def class_ids(coco):
+    """{COCO category id: contiguous class id 1..80} in increasing category id."""
+    return {cat: i + 1 for i, cat in enumerate(sorted(coco.getCatIds()))}
+
+
+def paint_label(coco, image_id, classes, crowd='class'):
+    """H×W uint8 class-id label of one image."""
+    info = coco.imgs[image_id]
+    label = np.zeros((info['height'], info['width']), np.uint8)
+    anns = sorted(coco.loadAnns(coco.getAnnIds(imgIds=image_id, iscrowd=None)),
+                  key=lambda a: a['area'], reverse=True)
+    for ann in anns:
+        value = IGNORE if ann.get('iscrowd') and crowd == 'ignore' else classes[ann['category_id']]
+        label[coco.annToMask(ann) > 0] = value
+    return label
+
+
+def convert_one(image_id):
+    coco, (classes, out_dir, crowd) = _COCO, _OPTIONS
+    name = os.path.splitext(coco.imgs[image_id]['file_name'])[0]
+    cv2.imwrite(os.path.join(out_dir, f'{name}.png'), paint_label(coco, image_id, classes, crowd))
+
+
+def convert_set(coco_root, set_name, crowd, workers):
+    """Write the labels of one set; returns the list lines."""
+    global _COCO, _OPTIONS
+    from pycocotools.coco import COCO
+    ann_file = os.path.join(coco_root, 'annotations', f'instances_{set_name}.json')
+    if not os.path.isfile(ann_file):
+        raise FileNotFoundError(f'COCO annotation file not found: {ann_file}')
+    coco = COCO(ann_file)
+    out_dir = os.path.join(coco_root, 'annotations', set_name)
+    os.makedirs(out_dir, exist_ok=True)
+    image_ids = sorted(i for i in coco.imgs if coco.getAnnIds(imgIds=i, iscrowd=None))
+    lines = []
+    for image_id in image_ids:
+        file_name = coco.imgs[image_id]['file_name']
+        image_path = os.path.join(coco_root, set_name, file_name)
+        if not os.path.isfile(image_path):
+            raise FileNotFoundError(f'image of {ann_file} not found: {image_path}')
+        stem = os.path.splitext(file_name)[0]
+        lines.append(f'{set_name}/{file_name} annotations/{set_name}/{stem}.png\n')
+    _COCO, _OPTIONS = coco, (class_ids(coco), out_dir, crowd)
+    if workers > 1:
+        with multiprocessing.get_context('fork').Pool(workers) as pool:
+            for _ in tqdm(pool.imap_unordered(convert_one, image_ids, chunksize=64),
+                          total=len(image_ids), desc=set_name, unit='label'):
+                pass
+    else:
+        for image_id in tqdm(image_ids, desc=set_name, unit='label'):
+            convert_one(image_id)
+    return lines
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--coco', required=True,
+                        help='COCO 2014 folder (train2014/, val2014/, annotations/); also the '
+                             'data_root of the configs')
+    parser.add_argument('--sets', default='train2014,val2014',
+                        help='comma-separated sets to convert (default: train2014,val2014)')
+    parser.add_argument('--lists-dir', default=os.path.join(REPO_LISTS, 'coco'),
+                        help='where train.txt / val.txt go (default: lists/coco of the repo)')
+    parser.add_argument('--crowd', choices=('class', 'ignore'), default='class',
+                        help='crowd regions: painted with their class (default) or 255')
+    parser.add_argument('--workers', type=int, default=min(8, os.cpu_count() or 1),
+                        help='processes painting labels (1: no subprocess)')
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if not os.path.isdir(args.coco):
+        raise SystemExit(f'COCO folder not found: {args.coco}')
+    os.makedirs(args.lists_dir, exist_ok=True)
+    for set_name in [s for s in args.sets.split(',') if s]:
+        if set_name not in SETS:
+            raise SystemExit(f'unknown set {set_name!r}: expected {sorted(SETS)}')
+        lines = convert_set(args.coco, set_name, args.crowd, args.workers)
+        path = os.path.join(args.lists_dir, SETS[set_name])
+        with open(path, 'w') as f:
+            f.writelines(lines)
+        print(f'{path}: {len(lines)} images')
+
+
+if __name__ == '__main__':
+    main()

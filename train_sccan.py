@@ -1,0 +1,359 @@
+"""Meta-train SCCAN on the base classes of one fold (SPEC §5).
+
+    python train_sccan.py --config config/pascal/pascal_split0_resnet50.yaml [--opts KEY VALUE ...]
+    torchrun --nproc_per_node=4 train_sccan.py --config config/coco/coco_split0_resnet50.yaml
+    python train_sccan.py --config ... --resume train_latest.pth      # continue a run exactly
+
+Outputs under <exp_dir>/<data_set>/SCCAN/split<k>/resnet<L>/: snapshot/ holds the best checkpoint
+(the authors' names: train_epoch_<e>_<mIoU>.pth, train5_... for 5 shots) and train[5]_latest.pth
+(for resuming); result/ holds the log file and TensorBoard scalars.
+"""
+import argparse
+import logging
+import math
+import os
+import signal
+import sys
+import time
+
+import torch
+
+from model.checkpoint import load_strict
+from util import distributed
+from util.config import ConfigError, load_config
+from util.episodes import SeededEpisodes, TrainSampler, episode_dataset, make_loader, seed_all
+from util.evaluate import format_result, run_episodes
+from util.experiment import build_model, run_paths
+from util.log import close_logging, format_duration, progress, scalar_writer, setup_logging
+from util.optim import apply_schedule, build_optimizers
+from util.precision import precision_for
+from util.training_state import (CheckpointError, capture_rng, check_compatible, find_resume_path,
+                                 load_checkpoint, restore_rng, save_checkpoint, state_dict_of)
+
+log = logging.getLogger('sccan')
+
+
+# Keys whose change makes a resumed run differ from an uninterrupted one ('processes': how many).
+RUN_DEFINING_KEYS = ('epochs', 'batch_size', 'base_lr', 'transformer_lr', 'train_list',
+                     'manual_seed', 'processes')
+
+
+class NonFiniteLoss(RuntimeError):
+    """The training loss became NaN or infinite (on_nonfinite: stop)."""
+
+
+class Interrupted(Exception):
+    """SIGINT/SIGTERM received; the latest checkpoint has been written."""
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    p.add_argument('--config', required=True, help='YAML config, e.g. '
+                   'config/pascal/pascal_split0_resnet50.yaml')
+    p.add_argument('--resume', help='checkpoint to continue from (overrides the config key): a '
+                   "path, or a file name in the run's snapshot folder")
+    p.add_argument('--opts', nargs=argparse.REMAINDER, default=[],
+                   help='KEY VALUE pairs overriding the config (python -m util.config lists keys)')
+    return p.parse_args(argv)
+
+
+def forward_backward(model, batch, precision, scaler, device):
+    """Training forward and backward of one batch (gradients left in place, summed over
+    processes by DDP); returns this process's loss, detached."""
+    query = precision.prepare_images(batch['query'].to(device, non_blocking=True))
+    support = batch['support'].to(device, non_blocking=True)
+    support_masks = batch['support_masks'].to(device, non_blocking=True)
+    query_mask = batch['query_mask'].to(device, non_blocking=True)
+    for p in model.parameters():
+        p.grad = None
+    with precision.autocast():
+        _, loss = model(query, support, support_masks, query_mask)
+    scaler.scale(loss).backward()     # on every process even when non-finite, as DDP needs
+    return loss.detach()
+
+
+def optimizer_step(scaler, optimizers):
+    for optimizer in optimizers:
+        scaler.step(optimizer)
+    scaler.update()
+
+
+class StopFlag:
+    """SIGINT/SIGTERM ask for a clean stop: the latest checkpoint is written after the current
+    step, then the run exits. A second signal stops at once."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = {}
+
+    def install(self):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._previous[sig] = signal.signal(sig, self._handle)
+
+    def uninstall(self):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        log.warning('%s received: writing the latest checkpoint after this step, then stopping '
+                    '(send it again to stop at once)', signal.Signals(signum).name)
+
+
+class Trainer:
+    """One meta-training run: model, optimisers, data, progress; resumable at any step."""
+
+    def __init__(self, cfg, env, resume=None):
+        self.cfg, self.env = cfg, env
+        self.paths = run_paths(cfg)
+        if env.is_main:
+            os.makedirs(self.paths['snapshot'], exist_ok=True)
+            os.makedirs(self.paths['result'], exist_ok=True)
+        setup_logging(os.path.join(self.paths['result'], self.paths['prefix'] + '.log'),
+                      env.is_main)
+        if cfg.seed_deterministic:
+            os.environ.setdefault('CUBLAS_WORKSPACE_CONFIG', ':4096:8')
+            torch.use_deterministic_algorithms(True, warn_only=True)
+            torch.backends.cudnn.benchmark = False
+        seed_all(cfg.manual_seed)
+        self.precision = precision_for(cfg, env.device)
+        self.net = self.precision.prepare_model(
+            build_model(cfg, cfg.backbone_weights).to(env.device))
+        self.sgd, self.adamw = build_optimizers(self.net, cfg)
+        self.scaler = self.precision.grad_scaler()
+        self.train_data = episode_dataset(cfg, 'train')
+        self.sampler = TrainSampler(len(self.train_data), cfg.manual_seed, env.rank,
+                                    env.world_size)
+        self.loader = make_loader(SeededEpisodes(self.train_data),
+                                  self.sampler, cfg.batch_size, cfg.workers, drop_last=True,
+                                  pin_memory=env.device.type == 'cuda')
+        self.iters_per_epoch = len(self.loader)
+        if self.iters_per_epoch == 0:
+            raise ConfigError(f'{len(self.train_data)} training images are fewer than one batch '
+                              f'(batch_size {cfg.batch_size} × {env.world_size} processes)')
+        self.max_iter = cfg.epochs * self.iters_per_epoch
+        self.val_data = episode_dataset(cfg, 'val') if cfg.evaluate else None
+        self.progress = {'iteration': 0, 'best_miou': None, 'best_fb_iou': None,
+                         'best_piou': None, 'best_epoch': None, 'best_path': None,
+                         'keep_epoch': 0, 'val_num': 0, 'skipped_steps': 0}
+        self.latest_path = os.path.join(self.paths['snapshot'],
+                                        self.paths['prefix'] + '_latest.pth')
+        self.saved_iteration = None
+        if resume:
+            self.resume(find_resume_path(resume, self.paths['snapshot']))
+        elif env.is_main and os.path.exists(self.latest_path):
+            log.warning('starting a new run; %s exists and will be overwritten (continue it with '
+                        '--resume %s)', self.latest_path, self.latest_path)
+        self.model = distributed.wrap_ddp(self.net, env) if env.distributed else self.net
+        self.writer = scalar_writer(os.path.join(self.paths['result'],
+                                                 self.paths['prefix'] + '_tensorboard'),
+                                    env.is_main)
+        self.stop = StopFlag()
+
+    # --- checkpoints ---
+    def resume(self, path):
+        ckpt = load_checkpoint(path)
+        missing = [k for k in ('iteration', 'optimizer', 'optimizer_swin', 'rng', 'progress',
+                               'config') if k not in ckpt]
+        if missing:
+            raise CheckpointError(f'{path} cannot resume a run: it lacks {missing} (checkpoints '
+                                  'written by train_sccan.py can; use the authors\' weights with '
+                                  'test_sccan.py)')
+        check_compatible(ckpt, self.cfg, path)
+        load_strict(self.net, state_dict_of(ckpt), path)
+        self.sgd.load_state_dict(ckpt['optimizer'])
+        self.adamw.load_state_dict(ckpt['optimizer_swin'])
+        if ckpt.get('scaler') and self.scaler.is_enabled():
+            self.scaler.load_state_dict(ckpt['scaler'])
+        self.progress.update(ckpt['progress'])
+        self.progress['iteration'] = ckpt['iteration']
+        restore_rng(ckpt['rng'])
+        before = {**ckpt['config'], 'processes': ckpt.get('world_size')}
+        now = {**self.cfg.to_dict(), 'processes': self.env.world_size}
+        changed = [k for k in RUN_DEFINING_KEYS if before.get(k) != now[k]]
+        if changed:
+            log.warning('resuming with changed %s: the run will not match an uninterrupted one',
+                        ', '.join(f'{k} ({before.get(k)} → {now[k]})' for k in changed))
+        log.info('resumed %s at iteration %d (epoch %.2f)', path, ckpt['iteration'],
+                 ckpt['iteration'] / self.iters_per_epoch)
+
+    def checkpoint(self, epoch_label):
+        return {'epoch': epoch_label, 'state_dict': self.net.state_dict(),
+                'optimizer': self.sgd.state_dict(), 'optimizer_swin': self.adamw.state_dict(),
+                'iteration': self.progress['iteration'], 'layers': self.cfg.layers,
+                'shot': self.cfg.shot, 'config': self.cfg.to_dict(),
+                'world_size': self.env.world_size, 'rng': capture_rng(),
+                'scaler': self.scaler.state_dict(), 'progress': dict(self.progress)}
+
+    def save_latest(self, epoch_label):
+        if self.env.is_main:
+            save_checkpoint(self.checkpoint(epoch_label), self.latest_path)
+            log.info('saved %s (iteration %d)', self.latest_path, self.progress['iteration'])
+        self.saved_iteration = self.progress['iteration']
+
+    def save_best(self, epoch_label, miou):
+        if not self.env.is_main:
+            return
+        path = os.path.join(self.paths['snapshot'],
+                            f'{self.paths["prefix"]}_epoch_{epoch_label}_{miou:.4f}.pth')
+        save_checkpoint(self.checkpoint(epoch_label), path)
+        previous = self.progress['best_path']
+        if previous and previous != path and os.path.exists(previous):
+            os.remove(previous)
+        self.progress['best_path'] = path
+        log.info('new best mIoU %.4f: saved %s', miou, path)
+
+    # --- the run ---
+    def fit(self):
+        cfg = self.cfg
+        self.stop.install()
+        start = time.time()
+        first_epoch, offset = divmod(self.progress['iteration'], self.iters_per_epoch)
+        log.info('training %s: %d epochs × %d steps, %d process(es) × batch %d, on %s',
+                 cfg.source, cfg.epochs, self.iters_per_epoch, self.env.world_size,
+                 cfg.batch_size, self.env.device)
+        try:
+            for epoch in range(first_epoch, cfg.epochs):
+                if not (epoch == first_epoch and offset):
+                    if self.stop_requested():
+                        self.interrupt()
+                    if self.progress['keep_epoch'] >= cfg.stop_interval:
+                        log.info('early stop: no new best mIoU for %d epochs', cfg.stop_interval)
+                        break
+                    seed_all(cfg.manual_seed + epoch)
+                    self.progress['keep_epoch'] += 1
+                self.train_epoch(epoch, offset if epoch == first_epoch else 0)
+                if cfg.evaluate:
+                    self.validate(epoch)
+                elif (epoch + 1) % cfg.save_freq == 0:
+                    self.save_latest(epoch)
+            if self.saved_iteration != self.progress['iteration']:
+                self.save_latest(self.epoch_label())
+        finally:
+            self.stop.uninstall()
+            self.writer.close()
+        self.report(time.time() - start)
+
+    def stop_requested(self):
+        """Whether any process got a stop signal (all processes agree, so they stop together)."""
+        flag = torch.tensor(float(self.stop.requested), device=self.env.device)
+        return distributed.all_reduce_sum(flag).item() > 0
+
+    def epoch_label(self):
+        """The authors' epoch label of the current step: epochs done − 1."""
+        label = self.progress['iteration'] / self.iters_per_epoch - 1
+        return int(label) if label.is_integer() else round(label, 3)
+
+    def interrupt(self):
+        if self.saved_iteration != self.progress['iteration']:
+            self.save_latest(self.epoch_label())
+        raise Interrupted(f'stopped at iteration {self.progress["iteration"]}; continue with '
+                          f'--resume {self.latest_path}')
+
+    def train_epoch(self, epoch, offset):
+        cfg, n = self.cfg, self.iters_per_epoch
+        self.sampler.set_epoch(epoch, start=offset * cfg.batch_size)
+        self.model.train()
+        half = round(n / 2)
+        step_time, tick = None, time.time()
+        bar = progress(total=n, initial=offset, desc=f'epoch {epoch + 1}/{cfg.epochs}',
+                       enabled=self.env.is_main)
+        with bar:
+            for i, batch in enumerate(self.loader, start=offset):
+                iteration = epoch * n + i + 1
+                apply_schedule(self.sgd, cfg, iteration, self.max_iter, n)
+                loss = self.step(batch, iteration, epoch, i)
+                self.progress['iteration'] = iteration
+                elapsed, tick = time.time() - tick, time.time()
+                step_time = elapsed if step_time is None else 0.9 * step_time + 0.1 * elapsed
+                bar.update(1)
+                bar.set_postfix(loss=f'{loss:.4f}', lr=f'{self.sgd.param_groups[-1]["lr"]:.2e}')
+                self.writer.add_scalar('loss_train', loss, iteration)
+                self.writer.add_scalar('lr_sgd', self.sgd.param_groups[-1]['lr'], iteration)
+                self.writer.add_scalar('lr_transformer', self.adamw.param_groups[0]['lr'],
+                                       iteration)
+                if (i + 1) % cfg.print_freq == 0:
+                    log.info('epoch [%d/%d][%d/%d] loss %.4f lr %.2e remain %s', epoch + 1,
+                             cfg.epochs, i + 1, n, loss, self.sgd.param_groups[-1]['lr'],
+                             format_duration((self.max_iter - iteration) * step_time))
+                if (cfg.evaluate and cfg.SubEpoch_val and cfg.epochs <= 100 and epoch > 0
+                        and i == half and i < n - 1):
+                    self.validate(epoch - 0.5)      # the authors' label for the half epoch
+                    tick = time.time()
+                if i < n - 1 and self.stop_requested():    # after the last step: once validated
+                    self.interrupt()
+
+    def step(self, batch, iteration, epoch, i):
+        """One optimisation step; returns the loss averaged over processes."""
+        loss = forward_backward(self.model, batch, self.precision, self.scaler, self.env.device)
+        loss_value = distributed.all_reduce_mean(loss.item(), self.env.device)
+        if not math.isfinite(loss_value):
+            where = (f'iteration {iteration} (epoch {epoch + 1}, step {i + 1}/'
+                     f'{self.iters_per_epoch})')
+            if self.cfg.on_nonfinite == 'stop':
+                last = self.latest_path if self.saved_iteration is not None else 'none yet'
+                raise NonFiniteLoss(f'non-finite training loss ({loss_value}) at {where}; '
+                                    f'stopping. Last good checkpoint: {last}. (on_nonfinite: '
+                                    'skip skips such steps instead.)')
+            self.progress['skipped_steps'] += 1
+            log.warning('non-finite loss at %s: step skipped (%d so far)', where,
+                        self.progress['skipped_steps'])
+            return loss_value
+        optimizer_step(self.scaler, (self.sgd, self.adamw))
+        return loss_value
+
+    def validate(self, epoch_label):
+        cfg, p = self.cfg, self.progress
+        where = f'epoch {epoch_label} (step {p["iteration"]})'
+        log.info('validation at %s: %d episodes', where, cfg.test_num)
+        result = run_episodes(self.net, self.val_data, len(self.val_data.classes), cfg,
+                              cfg.manual_seed, self.env, self.precision)
+        p['val_num'] += 1
+        log.info('validation at %s:\n%s', where, format_result(result, self.val_data.classes))
+        for name, key in (('mIoU_val', 'mIoU'), ('FBIoU_val', 'FB-IoU'), ('pIoU_val', 'pIoU'),
+                          ('loss_val', 'loss')):
+            self.writer.add_scalar(name, result[key], p['iteration'])
+        if p['best_miou'] is None or result['mIoU'] > p['best_miou']:
+            p.update(best_miou=result['mIoU'], best_fb_iou=result['FB-IoU'],
+                     best_piou=result['pIoU'], best_epoch=epoch_label, keep_epoch=0)
+            self.save_best(epoch_label, result['mIoU'])
+        self.save_latest(epoch_label)
+
+    def report(self, seconds):
+        p = self.progress
+        best = ('no validation' if p['best_path'] is None else
+                f'best mIoU {p["best_miou"]:.4f} (FB-IoU {p["best_fb_iou"]:.4f}, pIoU '
+                f'{p["best_piou"]:.4f}) at epoch {p["best_epoch"]}: {p["best_path"]}')
+        skipped = p['skipped_steps']
+        log.info('done in %s, %d validations; %s%s', format_duration(seconds), p['val_num'], best,
+                 f'; {skipped} non-finite steps skipped' if skipped else '')
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    cfg = load_config(args.config, args.opts)
+    env = distributed.setup()
+    try:
+        trainer = Trainer(cfg, env, resume=args.resume or cfg.resume)
+        trainer.fit()
+        return trainer
+    finally:
+        close_logging()
+        distributed.cleanup()
+
+
+if __name__ == '__main__':
+    try:
+        main()
+    except (ValueError, OSError) as e:     # config, data and checkpoint errors
+        print(f'error: {e}', file=sys.stderr)
+        sys.exit(2)
+    except NonFiniteLoss as e:
+        print(f'error: {e}', file=sys.stderr)
+        sys.exit(1)
+    except Interrupted as e:
+        print(f'interrupted: {e}', file=sys.stderr)
+        sys.exit(130)

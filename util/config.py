@@ -1,0 +1,346 @@
+"""Experiment configuration: YAML files in the authors' layout, checked against one schema.
+
+A config file groups keys in sections (Data, Train, Method, Test_Finetune, Performance,
+Reliability) as the SCCAN/BAM repositories do; the sections are for reading only and any known key
+may sit in any known section. The loaded config is flat and read-only: `cfg.base_lr`, `cfg.layers`.
+Keys left out take the defaults below (the paper's values), so a config only states what differs.
+
+    cfg = load_config('config/pascal/pascal_split0_resnet50.yaml', opts=['base_lr', '0.01'])
+
+Loading rejects unknown keys (naming the closest known one) and values of the wrong type. Paths in
+a config file are relative to the repository root; paths given on the command line (--opts) are
+relative to the current directory. Both are stored absolute.
+
+Keys of the authors' files that SCCAN does not use (BAM leftovers such as `aux_weight1`, `merge`,
+or settings fixed here such as `fix_bn: True`) are accepted and dropped, so their files load too;
+a value we cannot honour (e.g. `vgg: True`) is refused.
+
+`python -m util.config` prints the schema as a Markdown table; `python -m util.config FILE
+[KEY VALUE ...]` prints the resolved config.
+"""
+import dataclasses
+import difflib
+import os
+import sys
+
+import yaml
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class ConfigError(ValueError):
+    """A config file or override that does not fit the schema."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Key:
+    section: str
+    type: type                 # bool, int, float or str
+    default: object
+    doc: str
+    choices: tuple = ()
+    nullable: bool = False     # None (an empty YAML value) allowed
+    path: bool = False         # relative values are resolved to absolute paths
+    check: tuple = ()          # (predicate, what it expects) for values beyond the type
+
+
+def _k(section, type_, default, doc, **kw):
+    return Key(section, type_, default, doc, **kw)
+
+
+def _multiple_of_8_plus_1(v):
+    return v > 0 and (v - 1) % 8 == 0
+
+
+_SIZE_CHECK = (_multiple_of_8_plus_1, 'a positive size with (size - 1) % 8 == 0, e.g. 473, 233, 57')
+_POSITIVE = (lambda v: v > 0, 'a positive value')
+_NON_NEGATIVE = (lambda v: v >= 0, 'a value >= 0')
+
+SCHEMA = {
+    # --- data ---
+    'data_root': _k('Data', str, None, 'dataset root folder (VOC2012 or MSCOCO2014 layout)',
+                    nullable=True, path=True),
+    'train_list': _k('Data', str, None, 'training image list, lines "image label" relative to '
+                     'data_root', nullable=True, path=True),
+    'val_list': _k('Data', str, None, 'validation image list, same format', nullable=True,
+                   path=True),
+    'list_dir': _k('Data', str, 'lists', 'cache of the episode lists built from the data',
+                   path=True),
+    'data_set': _k('Train', str, 'pascal', 'episode source', choices=('pascal', 'coco')),
+    'split': _k('Train', int, 0, 'fold: its classes are novel (val), the others base (train)',
+                choices=(0, 1, 2, 3)),
+    'shot': _k('Train', int, 1, 'support images per episode (K)', check=_POSITIVE),
+    'use_split_coco': _k('Train', bool, True, 'COCO folds: True interleaved (SCCAN/BAM/HSNet), '
+                         'False contiguous (PANet)'),
+    'ann_type': _k('Test_Finetune', str, 'mask', 'support annotation: mask or bbox (weak)',
+                   choices=('mask', 'bbox')),
+    # --- augmentation ---
+    'train_h': _k('Train', int, 473, 'training crop height', check=_SIZE_CHECK),
+    'train_w': _k('Train', int, 473, 'training crop width', check=_SIZE_CHECK),
+    'val_size': _k('Train', int, 473, 'validation canvas (longer side resized to it, padded)',
+                   check=_SIZE_CHECK),
+    'scale_min': _k('Train', float, 0.9, 'random scale, lower bound', check=_POSITIVE),
+    'scale_max': _k('Train', float, 1.1, 'random scale, upper bound', check=_POSITIVE),
+    'rotate_min': _k('Train', float, -10.0, 'random rotation in degrees, lower bound'),
+    'rotate_max': _k('Train', float, 10.0, 'random rotation in degrees, upper bound'),
+    # --- optimisation ---
+    'batch_size': _k('Train', int, 8, 'training episodes per step and per process',
+                     check=_POSITIVE),
+    'base_lr': _k('Train', float, 0.005, 'SGD base lr (poly decay; SGD groups train at 10x)',
+                  check=_NON_NEGATIVE),
+    'transformer_lr': _k('Train', float, 6e-5, 'AdamW lr of the SCCA transformer (constant)',
+                         check=_NON_NEGATIVE),
+    'epochs': _k('Train', int, 200, 'training epochs', check=_POSITIVE),
+    'stop_interval': _k('Train', int, 75, 'early stop after this many epochs without a new best '
+                        'val mIoU', check=_POSITIVE),
+    'index_split': _k('Train', int, -1, 'SGD groups with index <= index_split keep base_lr, the '
+                      'rest get 10x'),
+    'power': _k('Train', float, 0.9, 'poly decay power (0: constant lr)', check=_NON_NEGATIVE),
+    'momentum': _k('Train', float, 0.9, 'SGD momentum', check=_NON_NEGATIVE),
+    'weight_decay': _k('Train', float, 1e-4, 'SGD weight decay', check=_NON_NEGATIVE),
+    'warmup': _k('Train', bool, False, 'linear lr warmup over the first half epoch'),
+    # --- logging, saving, resuming ---
+    'print_freq': _k('Train', int, 10, 'log a training line every N steps', check=_POSITIVE),
+    'save_freq': _k('Train', int, 10, 'write the "latest" checkpoint every N epochs (also at '
+                    'every validation)', check=_POSITIVE),
+    'resume': _k('Train', str, None, 'checkpoint to continue from: a path, or a file name in the '
+                 "run's snapshot folder", nullable=True),
+    'exp_dir': _k('Train', str, 'exp', 'output root: <exp_dir>/<data_set>/SCCAN/split<k>/'
+                  'resnet<L>/{snapshot,result}', path=True),
+    # --- validation / testing ---
+    'evaluate': _k('Train', bool, True, 'validate during training'),
+    'SubEpoch_val': _k('Train', bool, True, 'also validate at half epoch when epochs <= 100'),
+    'batch_size_val': _k('Train', int, 1, 'episodes per validation batch', check=_POSITIVE),
+    'ori_resize': _k('Train', bool, True, 'score at the original label resolution (else at '
+                     'val_size)'),
+    'test_num': _k('Train', int, None, 'episodes per evaluation; empty: 1,000 for PASCAL, 4,000 '
+                   'for COCO (the authors\' protocol)', nullable=True, check=_POSITIVE),
+    'workers': _k('Train', int, 8, 'data loading processes per training process',
+                  check=_NON_NEGATIVE),
+    'manual_seed': _k('Train', int, 321, 'seed of training (+ epoch each epoch) and of '
+                      'validation episodes'),
+    'seed_deterministic': _k('Train', bool, False, 'deterministic kernels (slower on GPU)'),
+    'weight': _k('Test_Finetune', str, None, 'checkpoint for test_sccan.py: a path, or a file '
+                 "name in the run's snapshot folder", nullable=True),
+    # --- model ---
+    'layers': _k('Method', int, 50, 'ResNet depth of the frozen backbone', choices=(50, 101)),
+    'backbone_weights': _k('Method', str, None, 'ImageNet weights of the backbone '
+                           '(initmodel/resnet<L>_v2.pth); empty: random backbone', nullable=True,
+                           path=True),
+    'zoom_factor': _k('Method', int, 8, 'logits size: (H - 1) / 8 * zoom + 1',
+                      choices=(1, 2, 4, 8)),
+    'fts_size': _k('Method', int, 64, 'side of the grid the SCCA blocks work on',
+                   check=_POSITIVE),
+    'window_size': _k('Method', int, 8, 'patch (window) side of the SCCA blocks',
+                      check=_POSITIVE),
+    'depth': _k('Method', int, 8, 'number of SCCA blocks', check=_POSITIVE),
+    'num_heads': _k('Method', int, 8, 'attention heads per SCCA block', check=_POSITIVE),
+    'mlp_ratio': _k('Method', float, 1.0, 'MLP hidden width / reduce_dim', check=_POSITIVE),
+    'reduce_dim': _k('Method', int, 256, 'feature width C', check=_POSITIVE),
+    # --- performance ---
+    'amp': _k('Performance', str, 'none', 'CUDA mixed precision: none, bf16 or fp16 (fp16 with '
+              'loss scaling)', choices=('none', 'bf16', 'fp16')),
+    'channels_last': _k('Performance', bool, False, 'channels-last memory format on CUDA'),
+    'feature_cache_gb': _k('Performance', float, 0.0, 'memory for caching frozen backbone '
+                           'features during evaluation (0: off)', check=_NON_NEGATIVE),
+    # --- reliability ---
+    'skip_bad_files': _k('Reliability', bool, False, 'skip images or labels that cannot be read '
+                         '(logged; another episode is drawn) instead of stopping'),
+    'on_nonfinite': _k('Reliability', str, 'stop', 'non-finite training loss: stop (keep the last '
+                       'good checkpoint) or skip the step and count it', choices=('stop', 'skip')),
+}
+
+DEFAULT_TEST_NUM = {'pascal': 1000, 'coco': 4000}
+
+SECTIONS = ('Data', 'Train', 'Method', 'Test_Finetune', 'Performance', 'Reliability')
+
+# Keys of the authors' files that have no effect here. None: any value is accepted (BAM
+# leftovers); otherwise the one value this code implements.
+LEGACY_KEYS = {
+    'classes': 2, 'ignore_label': 255, 'padding_label': 255, 'vgg': False, 'fix_bn': True,
+    'resized_val': True, 'fix_random_seed_val': True, 'start_epoch': 0,
+    'aux_weight1': None, 'aux_weight2': None, 'low_fea': None, 'kshot_trans_dim': None,
+    'merge': None, 'merge_tau': None,
+}
+LEGACY_SECTIONS = ('Distributed',)
+
+
+class Config:
+    """Read-only flat view of a checked configuration; `replace` returns a checked copy."""
+    __slots__ = ('_values', 'source')
+
+    def __init__(self, values, source='<defaults>'):
+        object.__setattr__(self, '_values', dict(values))
+        object.__setattr__(self, 'source', source)
+
+    def __getattr__(self, name):
+        values = object.__getattribute__(self, '_values')
+        if name in values:
+            return values[name]
+        raise AttributeError(f'config has no key {name!r}{_suggest(name, values)}')
+
+    def __setattr__(self, name, value):
+        raise AttributeError('Config is read-only; use cfg.replace(key=value)')
+
+    def replace(self, **changes):
+        values = dict(self._values)
+        for name, value in changes.items():
+            values[name] = _check_value(name, value, f'{self.source} (replace)')
+        return Config(_finish(values, self.source), self.source)
+
+    def to_dict(self):
+        return dict(self._values)
+
+    def __repr__(self):
+        return f'Config({self.source})'
+
+    def __str__(self):
+        return '\n'.join(f'{k}: {v}' for k, v in self._values.items())
+
+
+def default_config():
+    return Config(_finish({name: key.default for name, key in SCHEMA.items()}, '<defaults>'))
+
+
+def load_config(path, opts=()):
+    """Load a YAML config file, apply `opts` (a flat list KEY VALUE KEY VALUE ...)."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f'config file not found: {path}')
+    with open(path) as f:
+        try:
+            raw = yaml.safe_load(f)
+        except yaml.YAMLError as e:
+            raise ConfigError(f'{path}: not valid YAML: {e}') from None
+    values = {name: key.default for name, key in SCHEMA.items()}
+    for name, value in _flatten(raw or {}, path).items():
+        values[name] = _resolve_path(name, _check_value(name, value, path), REPO_ROOT)
+    for name, value in parse_opts(opts).items():
+        values[name] = _resolve_path(name, value, os.getcwd())
+    return Config(_finish(values, path), path)
+
+
+def parse_opts(opts):
+    """['base_lr', '0.01', 'layers', '101'] → {'base_lr': 0.01, 'layers': 101}, type-checked.
+    Values are read as YAML scalars (true, null, 1e-3); `None` also means null."""
+    opts = list(opts or ())
+    if len(opts) % 2:
+        raise ConfigError(f'--opts needs KEY VALUE pairs, got an odd number of items: {opts}')
+    parsed = {}
+    for name, text in zip(opts[0::2], opts[1::2]):
+        if name not in SCHEMA:
+            raise ConfigError(f'--opts: unknown key {name!r}{_suggest(name, SCHEMA)}')
+        parsed[name] = _check_value(name, _decode(name, text), '--opts')
+    return parsed
+
+
+def _decode(name, text):
+    key = SCHEMA[name]
+    if key.nullable and text in ('None', 'null', '~', ''):
+        return None
+    if key.type is str:
+        return text     # a path such as 0001 or true stays a string
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def _flatten(raw, path):
+    if not isinstance(raw, dict):
+        raise ConfigError(f'{path}: expected a mapping of sections, got {type(raw).__name__}')
+    flat, origin = {}, {}
+    for top, value in raw.items():
+        if isinstance(value, dict) and top not in SCHEMA:
+            if top not in SECTIONS + LEGACY_SECTIONS:
+                raise ConfigError(f'{path}: unknown section {top!r}'
+                                  f'{_suggest(top, SECTIONS)} (known: {", ".join(SECTIONS)})')
+            if top in LEGACY_SECTIONS:
+                continue
+            items = value.items()
+        else:
+            items = [(top, value)]
+        for name, v in items:
+            if name in origin:
+                raise ConfigError(f'{path}: key {name!r} appears twice ({origin[name]} and {top})')
+            origin[name] = top
+            if name in LEGACY_KEYS:
+                _check_legacy(name, v, path)
+                continue
+            if name not in SCHEMA:
+                raise ConfigError(f'{path}: unknown key {name!r} in section {top}'
+                                  f'{_suggest(name, SCHEMA)}')
+            flat[name] = v
+    return flat
+
+
+def _check_legacy(name, value, where):
+    supported = LEGACY_KEYS[name]
+    if supported is not None and value != supported:
+        raise ConfigError(f'{where}: {name}: {value!r} is not supported; this implementation '
+                          f'always behaves as {name}: {supported!r} (remove the key)')
+
+
+def _check_value(name, value, where):
+    if name not in SCHEMA:
+        raise ConfigError(f'{where}: unknown key {name!r}{_suggest(name, SCHEMA)}')
+    key = SCHEMA[name]
+    if value is None:
+        if key.nullable:
+            return None
+        raise ConfigError(f'{where}: {name} needs a value ({_type_name(key)})')
+    if key.type is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if type(value) is not key.type:
+        raise ConfigError(f'{where}: {name} expects {_type_name(key)}, got '
+                          f'{type(value).__name__} {value!r}')
+    if key.choices and value not in key.choices:
+        raise ConfigError(f'{where}: {name} must be one of {list(key.choices)}, got {value!r}')
+    if key.check and not key.check[0](value):
+        raise ConfigError(f'{where}: {name} expects {key.check[1]}, got {value!r}')
+    return value
+
+
+def _finish(values, where):
+    """Cross-key checks and derived defaults; returns the completed values."""
+    for low, high in (('scale_min', 'scale_max'), ('rotate_min', 'rotate_max')):
+        if values[low] > values[high]:
+            raise ConfigError(f'{where}: {low} ({values[low]}) > {high} ({values[high]})')
+    if values['reduce_dim'] % values['num_heads']:
+        raise ConfigError(f'{where}: reduce_dim ({values["reduce_dim"]}) must be divisible by '
+                          f'num_heads ({values["num_heads"]})')
+    if values['test_num'] is None:
+        values = {**values, 'test_num': DEFAULT_TEST_NUM[values['data_set']]}
+    return values
+
+
+def _resolve_path(name, value, base):
+    if SCHEMA[name].path and value is not None and not os.path.isabs(value):
+        return os.path.normpath(os.path.join(base, value))
+    return value
+
+
+def _type_name(key):
+    name = {bool: 'true/false', int: 'an integer', float: 'a number', str: 'a string'}[key.type]
+    return f'{name} or empty' if key.nullable else name
+
+
+def _suggest(name, known):
+    close = difflib.get_close_matches(str(name), list(known), n=1)
+    return f"; did you mean {close[0]!r}?" if close else ''
+
+
+def schema_markdown():
+    """The schema as a Markdown table (used in the README)."""
+    rows = ['| key | section | type | default | meaning |', '| --- | --- | --- | --- | --- |']
+    for name, key in SCHEMA.items():
+        kind = '|'.join(map(str, key.choices)) if key.choices else key.type.__name__
+        default = '' if key.default is None else key.default
+        rows.append(f'| `{name}` | {key.section} | {kind} | {default} | {key.doc} |')
+    return '\n'.join(rows)
+
+
+if __name__ == '__main__':
+    if len(sys.argv) > 1:
+        print(load_config(sys.argv[1], sys.argv[2:]))
+    else:
+        print(schema_markdown())

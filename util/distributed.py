@@ -1,0 +1,95 @@
+"""Process group setup for `torchrun` and the few collectives the scripts need.
+
+One code path for every case: a plain `python train_sccan.py` is a world of one process; under
+`torchrun` (which sets RANK, WORLD_SIZE, LOCAL_RANK and the rendezvous variables) each process
+joins the group, NCCL on GPUs and Gloo on CPU. The device is picked here: the process's GPU when
+CUDA is available, else the CPU.
+"""
+import dataclasses
+import datetime
+import os
+
+import torch
+import torch.distributed as dist
+
+
+@dataclasses.dataclass(frozen=True)
+class DistEnv:
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+
+    @property
+    def is_main(self):
+        """Only the main process writes files, logs and TensorBoard scalars."""
+        return self.rank == 0
+
+    @property
+    def distributed(self):
+        return self.world_size > 1
+
+
+def setup(timeout_minutes=30):
+    """Join the process group when launched by torchrun; returns this process's DistEnv."""
+    world_size = int(os.environ.get('WORLD_SIZE', '1'))
+    if world_size == 1:
+        device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+        return DistEnv(0, 1, 0, device)
+    rank, local_rank = int(os.environ['RANK']), int(os.environ['LOCAL_RANK'])
+    if torch.cuda.is_available():
+        if local_rank >= torch.cuda.device_count():
+            raise RuntimeError(f'local rank {local_rank} has no GPU: {torch.cuda.device_count()} '
+                               'visible; start at most that many processes per node')
+        torch.cuda.set_device(local_rank)
+        device, backend = torch.device('cuda', local_rank), 'nccl'
+    else:
+        device, backend = torch.device('cpu'), 'gloo'
+    dist.init_process_group(backend, timeout=datetime.timedelta(minutes=timeout_minutes),
+                            device_id=device if backend == 'nccl' else None)
+    return DistEnv(rank, world_size, local_rank, device)
+
+
+def wrap_ddp(net, env):
+    """DistributedDataParallel around `net` (which stays reachable as the unwrapped model)."""
+    from torch.nn.parallel import DistributedDataParallel
+    # the support branch of the last SCCA block does not reach the loss: unused parameters
+    return DistributedDataParallel(
+        net, device_ids=[env.device.index] if env.device.type == 'cuda' else None,
+        find_unused_parameters=True)
+
+
+def cleanup():
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def is_distributed():
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def all_reduce_sum(tensor):
+    """In-place sum over processes; returns the tensor (unchanged in a single process)."""
+    if is_distributed():
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
+def all_reduce_mean(value, device):
+    """Mean of a Python number over processes."""
+    t = torch.tensor(float(value), dtype=torch.float64, device=device)
+    return all_reduce_sum(t).item() / (dist.get_world_size() if is_distributed() else 1)
+
+
+def broadcast_object(obj, src=0):
+    """`obj` of process `src` on every process."""
+    if not is_distributed():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]
+
+
+def barrier():
+    if is_distributed():
+        dist.barrier()

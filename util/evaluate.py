@@ -1,0 +1,122 @@
+"""THE evaluation loop: training's validation and test_sccan.py both run `run_episodes`.
+
+Protocol (SPEC §6): `num_episodes` episodes of one seed, episode e querying image e % len(list);
+logits resized to the original label resolution (`ori_resize`: the label placed top-left in an
+L×L canvas of ignore, L its longer side) or else compared at the network input size. Episodes are
+dealt over processes and the pixel counts summed, so N processes report what one would.
+"""
+import logging
+import time
+
+import torch
+import torch.nn.functional as F
+
+from util.distributed import all_reduce_sum
+from util.episodes import EvalSampler, SeededEpisodes, make_loader
+from util.log import progress
+from util.metrics import IGNORE_INDEX, IoUMeter
+
+log = logging.getLogger('sccan')
+
+
+def make_predictor(net, cfg, precision, device):
+    """predict(batch) → B×2×H×W logits, the network run on the batch. This is where an
+    evaluation feature cache (cfg.feature_cache_gb) plugs in; none is available yet."""
+    if cfg.feature_cache_gb > 0:
+        log.warning('feature_cache_gb %s: no evaluation feature cache in this version; the '
+                    'backbone runs on every image', cfg.feature_cache_gb)
+    return forward_predictor(net, precision, device)
+
+
+def forward_predictor(net, precision, device):
+    """predict(batch) → B×2×H×W logits with one plain forward pass."""
+    def predict(batch):
+        query = precision.prepare_images(batch['query'].to(device, non_blocking=True))
+        support = batch['support'].to(device, non_blocking=True)
+        support_masks = batch['support_masks'].to(device, non_blocking=True)
+        with precision.autocast():
+            return net(query, support, support_masks)
+    return predict
+
+
+def original_targets(batch, device):
+    """The ori_resize targets of a batch: per episode an L×L label (L = longer side of the
+    original label), the label top-left, the rest ignore."""
+    labels = batch['query_mask_original']
+    sizes = batch['original_size']
+    targets = []
+    for label, (h, w) in zip(labels, sizes.tolist()):
+        side = max(h, w)
+        canvas = torch.full((side, side), IGNORE_INDEX, dtype=torch.long, device=device)
+        canvas[:h, :w] = label[:h, :w].to(device)
+        targets.append(canvas)
+    return targets
+
+
+def evaluate(predict, loader, num_classes, device, ori_resize=True, desc='val',
+             show_progress=True, on_episode=None):
+    """Run `predict` over the loader; returns the metrics of util.metrics plus 'loss' (mean
+    cross-entropy per episode, for reference), summed over processes.
+    on_episode(n, batch, b, pred): called for this process's n-th episode (b-th of its batch)
+    with its prediction at target resolution (for visualisation)."""
+    meter = IoUMeter(num_classes, device)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    count = 0
+    start = time.time()
+    with torch.no_grad():
+        for batch in progress(loader, desc=desc, enabled=show_progress):
+            logits = predict(batch).float()                     # B×2×H×W
+            if ori_resize:
+                targets = original_targets(batch, device)
+            else:
+                targets = list(batch['query_mask'].to(device).long())
+            for b, target in enumerate(targets):
+                out = F.interpolate(logits[b:b + 1], size=target.shape, mode='bilinear',
+                                    align_corners=True)         # 1×2×h×w
+                target = target[None]
+                if (target != IGNORE_INDEX).any():
+                    loss_sum += F.cross_entropy(out, target, ignore_index=IGNORE_INDEX).double()
+                pred = out.argmax(1)
+                meter.update(pred, target, batch['class_index'][b:b + 1])
+                if on_episode is not None:
+                    on_episode(count, batch, b, pred[0])
+                count += 1
+    episodes = torch.tensor(count, dtype=torch.int64, device=device)
+    all_reduce_sum(episodes)
+    all_reduce_sum(loss_sum)
+    result = meter.all_reduce().summary()
+    result['loss'] = loss_sum.item() / max(int(episodes), 1)
+    result['seconds'] = time.time() - start
+    return result
+
+
+def run_episodes(net, dataset, num_classes, cfg, seed, env, precision, num_episodes=None,
+                 predict=None, show_progress=True, on_episode=None, desc='val'):
+    """Evaluate `net` on `num_episodes` (default cfg.test_num) episodes of `dataset` drawn with
+    `seed`, sharded over the processes of `env`. The network is put in eval mode and back.
+    `predict` defaults to make_predictor(net, ...)."""
+    num_episodes = num_episodes or cfg.test_num
+    sampler = EvalSampler(len(dataset), num_episodes, seed, env.rank, env.world_size)
+    loader = make_loader(SeededEpisodes(dataset), sampler,
+                         cfg.batch_size_val, cfg.workers, drop_last=False,
+                         pin_memory=env.device.type == 'cuda')
+    was_training = net.training
+    net.eval()
+    try:
+        result = evaluate(predict or make_predictor(net, cfg, precision, env.device), loader,
+                          num_classes, env.device, cfg.ori_resize, desc,
+                          show_progress and env.is_main, on_episode)
+    finally:
+        net.train(was_training)
+    return result
+
+
+def format_result(result, class_names=None):
+    """Multi-line text: per-class IoU, then mIoU, FB-IoU, pIoU."""
+    names = class_names or [str(i) for i in range(len(result['class_IoU']))]
+    lines = [f'  class {name}: IoU {iou:.4f} ({n} episodes)'
+             for name, iou, n in zip(names, result['class_IoU'], result['class_episodes'])]
+    lines.append(f'mIoU {result["mIoU"]:.4f}  FB-IoU {result["FB-IoU"]:.4f}  '
+                 f'pIoU {result["pIoU"]:.4f}  ({result["episodes"]} episodes, '
+                 f'{result["seconds"]:.1f}s, loss {result["loss"]:.4f})')
+    return '\n'.join(lines)

@@ -1,0 +1,32 @@
+"""Fold splits of PASCAL-5i and COCO-20i: which classes are novel (meta-test) and which are base
+(meta-training) in each fold. Class ids are those of the label PNGs (PASCAL 1..20, COCO 1..80)."""
+
+NUM_CLASSES = {'pascal': 20, 'coco': 80}
+NUM_FOLDS = 4
+
+
+def num_classes(data_set):
+    """Number of foreground classes of a data set; clear error for unknown names."""
+    if data_set not in NUM_CLASSES:
+        raise ValueError(f"unknown data_set {data_set!r}: expected one of {sorted(NUM_CLASSES)}")
+    return NUM_CLASSES[data_set]
+
+
+def novel_classes(data_set, split, use_split_coco=True):
+    """Sorted novel class ids of fold `split`.
+    PASCAL: 5·split+1 .. 5·split+5. COCO with use_split_coco (SCCAN/BAM/HSNet): every 4th class
+    starting at split+1; without it (PANet): 20·split+1 .. 20·split+20."""
+    n = num_classes(data_set)
+    if split not in range(NUM_FOLDS):
+        raise ValueError(f'unknown split {split!r} for {data_set}: expected 0, 1, 2 or 3')
+    if data_set == 'coco' and use_split_coco:
+        return list(range(split + 1, n + 1, NUM_FOLDS))
+    per_fold = n // NUM_FOLDS
+    return list(range(per_fold * split + 1, per_fold * (split + 1) + 1))
+
+
+def fold_classes(data_set, split, use_split_coco=True):
+    """(base_classes, novel_classes) of fold `split`, both sorted lists of label ids."""
+    novel = novel_classes(data_set, split, use_split_coco)
+    base = [c for c in range(1, num_classes(data_set) + 1) if c not in novel]
+    return base, novel

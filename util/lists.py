@@ -1,0 +1,167 @@
+"""Episode lists built from the data: which images a fold uses and, per class, its eligible files.
+
+Building them needs every label of a list file read once. That scan records, per image, the label
+size and the pixel count of every class present; it is cached as JSON (lists/<data_set>/
+class_pixels/<list name>.json by default) and rebuilt when the list's content, the data set or
+the cache format change. The fold- and mode-specific lists are derived from it in memory, so
+one scan serves all four folds, both modes and any eligibility threshold.
+
+Rules (the authors' make_dataset): an (image, class) pair is eligible when the class covers at
+least MIN_PIXELS = 2·32·32 pixels of the original label; training lists drop every image that
+contains any novel class (any pixel of it), validation lists keep them.
+"""
+import concurrent.futures
+import hashlib
+import json
+import logging
+import os
+
+import numpy as np
+from tqdm import tqdm
+
+from util.folds import num_classes
+from util.image_io import check_label_values, read_label, require_file
+
+log = logging.getLogger('sccan')
+
+MIN_PIXELS = 2 * 32 * 32
+IGNORE = 255
+CACHE_FORMAT = 1
+REPO_LISTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'lists')
+
+
+def read_list(data_list):
+    """[(image_rel, label_rel), ...] of a list file with lines "image label" (paths relative to
+    the data root), duplicates dropped, first occurrence kept."""
+    require_file(data_list, 'list file')
+    pairs = []
+    with open(data_list) as f:
+        for number, line in enumerate(f, 1):
+            fields = line.split()
+            if not fields:
+                continue
+            if len(fields) != 2:
+                raise ValueError(f'{data_list}:{number}: expected "image_path label_path", '
+                                 f'got {line.strip()!r}')
+            pairs.append(tuple(fields))
+    if not pairs:
+        raise ValueError(f'list file is empty: {data_list}')
+    unique = list(dict.fromkeys(pairs))
+    if len(unique) < len(pairs):
+        log.info('%s: %d duplicate lines ignored', data_list, len(pairs) - len(unique))
+    return unique
+
+
+def scan_pair(data_root, pair, classes):
+    """{'size': [h, w], 'pixels': [[class, count], ...]} of one list entry. Raises for a missing
+    image, an unreadable label or label values outside 0..classes and 255."""
+    image_path, label_path = (os.path.join(data_root, p) for p in pair)
+    require_file(image_path, 'image')
+    label = read_label(label_path)
+    check_label_values(label, label_path, classes)
+    counts = np.bincount(label.ravel(), minlength=256)
+    pixels = [[int(c), int(counts[c])] for c in np.flatnonzero(counts[1:classes + 1]) + 1]
+    return {'size': list(label.shape), 'pixels': pixels}
+
+
+def scan_labels(data_root, pairs, classes, skip_bad_files=False, desc='scanning labels'):
+    """Records of scan_pair for all pairs, read by a few threads (decoding releases the GIL).
+    A bad file raises, or with skip_bad_files gives {'error': message}."""
+    def scan(pair):
+        try:
+            return scan_pair(data_root, pair, classes)
+        except (OSError, ValueError) as e:
+            if not skip_bad_files:
+                raise
+            return {'error': f'{type(e).__name__}: {e}'}
+
+    threads = min(8, os.cpu_count() or 1)
+    with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+        return list(tqdm(pool.map(scan, pairs), total=len(pairs), desc=desc, unit='label',
+                         disable=len(pairs) < 500, leave=False))
+
+
+def cache_path(data_set, data_list, cache_dir=None):
+    stem = os.path.splitext(os.path.basename(data_list))[0]
+    return os.path.join(cache_dir or REPO_LISTS, data_set, 'class_pixels', f'{stem}.json')
+
+
+def cache_key(data_set, data_list):
+    """What the scan depends on: the list's content, the data set (its class range) and the
+    cache format."""
+    with open(data_list, 'rb') as f:
+        digest = hashlib.sha1(f.read()).hexdigest()
+    return {'data_set': data_set, 'list_sha1': digest, 'format': CACHE_FORMAT}
+
+
+def class_pixels(data_set, data_root, data_list, cache_dir=None, skip_bad_files=False):
+    """(pairs, records): the list's (image, label) pairs (relative paths) and their scan records,
+    from the cache when it is up to date, else scanned and cached. Records with an 'error'
+    (only with skip_bad_files) are scanned again next time."""
+    if not os.path.isdir(data_root):
+        raise FileNotFoundError(f'data root not found: {data_root}')
+    pairs = read_list(data_list)
+    classes = num_classes(data_set)
+    path = cache_path(data_set, data_list, cache_dir)
+    key = cache_key(data_set, data_list)
+    records = load_cache(path, key)
+    if records is None:
+        log.info('building the class lists of %s (cached in %s)', data_list, path)
+        records = scan_labels(data_root, pairs, classes, skip_bad_files,
+                              desc=f'scanning {os.path.basename(data_list)}')
+        save_cache(path, key, records)
+        return pairs, records
+    retry = [i for i, r in enumerate(records) if 'error' in r]
+    if retry:
+        for i, record in zip(retry, scan_labels(data_root, [pairs[i] for i in retry], classes,
+                                                skip_bad_files)):
+            records[i] = record
+        save_cache(path, key, records)
+    return pairs, records
+
+
+def load_cache(path, key):
+    """The cached records, or None when the file is absent, unreadable or stale."""
+    try:
+        with open(path) as f:
+            content = json.load(f)
+    except (OSError, ValueError):
+        return None
+    if content.get('key') != key:
+        log.info('%s is stale (its list or format changed): rebuilding', path)
+        return None
+    return content['records']
+
+
+def save_cache(path, key, records):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f'{path}.{os.getpid()}.tmp'     # several processes may build the same cache
+    with open(tmp, 'w') as f:
+        json.dump({'key': key, 'records': records}, f, separators=(',', ':'))
+    os.replace(tmp, path)
+
+
+def fold_lists(pairs, records, classes, novel, mode, min_pixels=MIN_PIXELS):
+    """The episode lists of one fold and mode.
+    classes: the classes episodes are drawn from (base for train, novel for val).
+    Returns (queries, class_files, sizes): queries = [(pair, eligible classes, present
+    classes)] for every image with at least one eligible class; class_files = {class: [pair]};
+    sizes = label (h, w) per query."""
+    queries, sizes = [], []
+    class_files = {c: [] for c in classes}
+    wanted, novel = set(classes), set(novel)
+    for pair, record in zip(pairs, records):
+        if 'error' in record:
+            continue
+        pixels = dict(record['pixels'])
+        if mode == 'train' and novel & pixels.keys():
+            continue
+        eligible = [c for c in classes if pixels.get(c, 0) >= min_pixels]
+        if not eligible:
+            continue
+        present = sorted(wanted & pixels.keys())
+        queries.append((pair, eligible, present))
+        sizes.append(tuple(record['size']))
+        for c in eligible:
+            class_files[c].append(pair)
+    return queries, class_files, sizes

@@ -1,0 +1,73 @@
+"""Few-shot segmentation metrics (SPEC §7), from per-episode background/foreground pixel counts.
+
+- mIoU (the headline): for each novel class, Σ FG intersection / Σ FG union over the episodes of
+  that class; mean over the novel classes (a class without episodes counts 0, as the authors').
+- FB-IoU: mean over {BG, FG} of Σ intersection / Σ union over all episodes.
+- pIoU: Σ FG intersection / Σ FG union over all episodes pooled.
+
+Counts are int64 pixel sums, so adding the shards of several processes (`all_reduce`) gives exactly
+the numbers one process would get.
+"""
+import torch
+
+from util.distributed import all_reduce_sum
+
+IGNORE_INDEX = 255
+EPS = 1e-10     # the authors' guard: an empty union scores 0
+
+
+def intersection_union(pred, target, ignore_index=IGNORE_INDEX):
+    """pred: B×H×W (0/1), target: B×H×W (0/1/ignore) → intersection, union: B×2 int64 (BG, FG).
+    Pixels where the target is `ignore_index` count for neither."""
+    if pred.shape != target.shape:
+        raise ValueError(f'prediction {tuple(pred.shape)} and target {tuple(target.shape)} differ')
+    valid = target != ignore_index
+    inter, union = [], []
+    for c in (0, 1):
+        p = (pred == c) & valid
+        t = target == c
+        inter.append((p & t).flatten(1).sum(1))
+        union.append((p | t).flatten(1).sum(1))
+    return torch.stack(inter, 1), torch.stack(union, 1)
+
+
+class IoUMeter:
+    """Accumulates episodes: per-class FG sums (for mIoU) and pooled BG/FG sums (FB-IoU, pIoU)."""
+
+    def __init__(self, num_classes, device='cpu'):
+        zeros = lambda *shape: torch.zeros(*shape, dtype=torch.int64, device=device)  # noqa: E731
+        self.class_inter = zeros(num_classes)
+        self.class_union = zeros(num_classes)
+        self.class_episodes = zeros(num_classes)
+        self.inter = zeros(2)
+        self.union = zeros(2)
+
+    def update(self, pred, target, class_index):
+        """pred, target: B×H×W; class_index: B (position of the episode's class in the novel
+        class list)."""
+        inter, union = intersection_union(pred, target)
+        class_index = torch.as_tensor(class_index, device=self.inter.device).reshape(-1)
+        self.inter += inter.sum(0)
+        self.union += union.sum(0)
+        self.class_inter.index_add_(0, class_index, inter[:, 1])
+        self.class_union.index_add_(0, class_index, union[:, 1])
+        self.class_episodes.index_add_(0, class_index, torch.ones_like(class_index))
+
+    def all_reduce(self):
+        """Sum the counts of all processes (no-op in a single process)."""
+        for t in (self.class_inter, self.class_union, self.class_episodes, self.inter,
+                  self.union):
+            all_reduce_sum(t)
+        return self
+
+    def summary(self):
+        class_iou = (self.class_inter.double() / (self.class_union.double() + EPS)).cpu()
+        iou = (self.inter.double() / (self.union.double() + EPS)).cpu()
+        return {
+            'mIoU': class_iou.mean().item(),
+            'FB-IoU': iou.mean().item(),
+            'pIoU': iou[1].item(),
+            'class_IoU': class_iou.tolist(),
+            'class_episodes': self.class_episodes.cpu().tolist(),
+            'episodes': int(self.class_episodes.sum()),
+        }

@@ -1,0 +1,49 @@
+"""Optimisers and learning-rate schedule of the SCCAN recipe (SPEC §5).
+
+- SGD (momentum, weight decay) over the learnable modules outside the transformer; its lr follows
+  poly decay base_lr·(1 − iter/max_iter)^power, and groups with index > index_split (all of them
+  with the default −1) train at 10× that value: base_lr 0.005 starts at 0.05.
+- AdamW over the SCCA transformer at a constant transformer_lr (6e-5).
+"""
+import torch
+
+LR_SCALE = 10.0     # the reference code's scale_lr for SGD groups past index_split
+
+
+def build_optimizers(net, cfg):
+    """(sgd, adamw) for `net` (an SCCAN; its parameter_groups() gives SGD and transformer
+    parameters, the SGD part either as tensors or as a list of param-group dicts)."""
+    sgd_params, transformer_params = net.parameter_groups()
+    sgd = torch.optim.SGD(_as_groups(sgd_params), lr=cfg.base_lr, momentum=cfg.momentum,
+                          weight_decay=cfg.weight_decay)
+    adamw = torch.optim.AdamW(_as_groups(transformer_params), lr=cfg.transformer_lr)
+    return sgd, adamw
+
+
+def _as_groups(params):
+    params = list(params)
+    if params and isinstance(params[0], dict):
+        return params
+    return [{'params': params}]
+
+
+def poly_lr(base_lr, iteration, max_iter, power, warmup_iters=0):
+    """lr at 1-based `iteration`: linear warmup from 0.1·base_lr over `warmup_iters`, then poly
+    decay (reaching 0 at max_iter)."""
+    if iteration < warmup_iters:
+        return base_lr * (0.1 + 0.9 * iteration / warmup_iters)
+    return base_lr * (1.0 - iteration / max_iter) ** power
+
+
+def set_sgd_lr(optimizer, lr, index_split=-1, scale=LR_SCALE):
+    """Groups up to index_split get lr, later groups lr·scale."""
+    for index, group in enumerate(optimizer.param_groups):
+        group['lr'] = lr if index <= index_split else lr * scale
+
+
+def apply_schedule(optimizer, cfg, iteration, max_iter, iters_per_epoch):
+    """Set the SGD lr for 1-based `iteration` from the config; returns the base lr used."""
+    warmup_iters = iters_per_epoch // 2 if cfg.warmup else 0
+    lr = poly_lr(cfg.base_lr, iteration, max_iter, cfg.power, warmup_iters)
+    set_sgd_lr(optimizer, lr, cfg.index_split)
+    return lr

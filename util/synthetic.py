@@ -1,0 +1,338 @@
+"""A procedural few-shot segmentation benchmark in the PASCAL-5i on-disk format.
+
+20 classes (4 folds of 5, exactly as PASCAL-5i), each with its own appearance (a two-colour
+palette and a texture) and its own shape family. Every scene puts 2-3 objects of different
+classes on a cluttered, low-saturation textured background, so "which object?" can only be
+answered from the support: a model that finds every object scores about 1/(number of objects).
+Labels follow VOC/SBD: 0 background, class id on the object, 255 on a thin band along every
+object boundary.
+
+Everything is drawn with numpy and OpenCV from one seed; image i of a split depends only on
+(seed, split, i), so a dataset is reproducible byte for byte.
+"""
+import dataclasses
+import json
+import os
+
+import cv2
+import numpy as np
+
+NUM_CLASSES = 20
+IGNORE = 255
+SHAPES = ('ellipse', 'rectangle', 'triangle', 'star', 'cross', 'ring', 'crescent', 'hexagon',
+          'lshape', 'blob')
+TEXTURES = ('stripes', 'checker', 'dots', 'waves', 'blotches')
+MIN_VISIBLE = 2 * 32 * 32 + 400   # PASCAL-5i eligibility (2048 px) plus room for the ignore band
+IMAGE_H = (144, 176)              # inclusive ranges of the image size in pixels
+IMAGE_W = (160, 208)
+MIN_GAP = 4                       # pixels kept free between objects where possible
+OBJECT_AREA = (0.11, 0.2)        # fraction of the image one object covers before occlusion
+SPLIT_IDS = {'train': 0, 'val': 1}
+GENERATOR_VERSION = 1             # bump when a change alters the images of a seed
+
+
+@dataclasses.dataclass(frozen=True)
+class ClassStyle:
+    """What every instance of one class shares; instances jitter around it."""
+    primary: tuple      # RGB 0..255
+    secondary: tuple    # RGB 0..255
+    texture: str
+    period: float       # texture period in pixels
+    angle: float        # texture orientation in degrees
+    shape: str
+    aspect: float       # height / width of the shape before deformation
+
+
+def hsv_to_rgb(h, s, v):
+    """h, s, v in [0, 1] → RGB tuple of floats in 0..255."""
+    hsv = np.array([[[h * 180.0, s * 255.0, v * 255.0]]], np.float32)
+    return tuple(float(x) for x in cv2.cvtColor(hsv.astype(np.uint8), cv2.COLOR_HSV2RGB)[0, 0])
+
+
+def class_styles():
+    """The 20 class appearances. Fixed (not seeded) so that every generated copy of the
+    benchmark means the same thing by "class 7"."""
+    styles = []
+    for c in range(NUM_CLASSES):
+        # hues 18° apart, visited with stride 7 so that the 5 classes of a fold are spread
+        # around the colour wheel; neighbouring hues differ in texture and second colour
+        hue = (c * 7 % NUM_CLASSES) / NUM_CLASSES
+        second_hue = (hue + (0.0, 0.5, 0.15, -0.15)[c % 4]) % 1.0
+        styles.append(ClassStyle(
+            primary=hsv_to_rgb(hue, 0.85, 0.95),
+            secondary=hsv_to_rgb(second_hue, 0.9 if c % 4 else 0.6, 0.45 if c % 4 == 0 else 0.75),
+            texture=TEXTURES[c % len(TEXTURES)],
+            period=6.0 + 2.0 * (c // 5),      # 6, 8, 10, 12 px: one period per fold quarter
+            angle=(c * 37) % 180,
+            shape=SHAPES[c % len(SHAPES)],
+            aspect=(0.7, 1.0, 1.3)[c % 3]))
+    return styles
+
+
+# ---------------------------------------------------------------- shapes (binary masks)
+
+def _polygon(radii, angles):
+    return np.stack([radii * np.cos(angles), radii * np.sin(angles)], 1)
+
+
+def shape_outline(shape, rng):
+    """Unit-size outline of one shape family: a list of polygons (N×2, x y) in [-1, 1]²; the
+    second polygon, if any, is a hole."""
+    t = np.linspace(0, 2 * np.pi, 64, endpoint=False)
+    if shape == 'ellipse':
+        return [_polygon(np.ones_like(t), t)]
+    if shape == 'rectangle':
+        return [np.array([[-1, -1], [1, -1], [1, 1], [-1, 1]], float) * 0.85]
+    if shape == 'triangle':
+        a = np.array([-90, 30, 150]) * np.pi / 180
+        return [_polygon(np.ones(3), a)]
+    if shape == 'star':
+        a = np.linspace(-np.pi / 2, 1.5 * np.pi, 10, endpoint=False)
+        return [_polygon(np.where(np.arange(10) % 2 == 0, 1.0, 0.5), a)]
+    if shape == 'cross':
+        w = 0.38
+        return [np.array([[-w, -1], [w, -1], [w, -w], [1, -w], [1, w], [w, w], [w, 1], [-w, 1],
+                          [-w, w], [-1, w], [-1, -w], [-w, -w]], float)]
+    if shape == 'ring':
+        return [_polygon(np.ones_like(t), t), _polygon(np.full_like(t, 0.5), t)]
+    if shape == 'crescent':
+        return [_polygon(np.ones_like(t), t), _polygon(np.full_like(t, 0.8), t) + [0.45, -0.15]]
+    if shape == 'hexagon':
+        a = np.linspace(0, 2 * np.pi, 6, endpoint=False)
+        return [_polygon(np.ones(6), a)]
+    if shape == 'lshape':
+        return [np.array([[-1, -1], [-0.2, -1], [-0.2, 0.3], [1, 0.3], [1, 1], [-1, 1]], float)]
+    if shape == 'blob':
+        k = np.arange(2, 5)[:, None]
+        wobble = (rng.uniform(0.1, 0.22, (3, 1)) * np.cos(k * t + rng.uniform(0, 2 * np.pi, (3, 1)))).sum(0)
+        return [_polygon(0.8 + wobble, t)]
+    raise ValueError(f'unknown shape family {shape!r}; expected one of {SHAPES}')
+
+
+def _densify(poly, n=96):
+    """Resample a closed polygon to n points so a smooth warp bends its straight edges."""
+    closed = np.vstack([poly, poly[:1]])
+    seg = np.linalg.norm(np.diff(closed, axis=0), axis=1)
+    s = np.concatenate([[0], np.cumsum(seg)])
+    u = np.linspace(0, s[-1], n, endpoint=False)
+    return np.stack([np.interp(u, s, closed[:, 0]), np.interp(u, s, closed[:, 1])], 1)
+
+
+def _rasterize(polys, size_hw):
+    """Fill polygons (N×2 pixel coordinates, x y) into an H×W bool mask; later ones are holes."""
+    mask = np.zeros(size_hw, np.uint8)
+    for i, p in enumerate(polys):
+        cv2.fillPoly(mask, [np.round(p * 16).astype(np.int32)], 0 if i else 1, cv2.LINE_8, shift=4)
+    return mask.astype(bool)
+
+
+def instance_outline(style, rng):
+    """Unit-size polygons of one instance: the class's shape family with random rotation,
+    aspect jitter and a smooth non-rigid deformation. Returns (polygons, area in unit²)."""
+    polys = [_densify(p) for p in shape_outline(style.shape, rng)]
+    aspect = style.aspect * rng.uniform(0.85, 1.18)
+    theta = rng.uniform(-np.pi, np.pi)
+    rot = np.array([[np.cos(theta), -np.sin(theta)], [np.sin(theta), np.cos(theta)]])
+    # deformation: a random low-frequency displacement field applied to the outline
+    freq = rng.uniform(0.8, 1.8, 2)
+    phase = rng.uniform(0, 2 * np.pi, 2)
+    amp = rng.uniform(0.05, 0.15)
+    out = []
+    for p in polys:
+        p = p * [1.0 / np.sqrt(aspect), np.sqrt(aspect)]
+        p = p + amp * np.sin(freq * p[:, ::-1] * np.pi + phase)
+        out.append(p @ rot.T)
+    # area by rasterising at 32 px per unit: holes may stick out of the outline (crescent)
+    area = _rasterize([p * 32 + 64 for p in out], (128, 128)).sum() / 32.0 ** 2
+    return out, area
+
+
+def shape_mask(style, size_hw, area, rng):
+    """Binary H×W mask of one instance of about `area` pixels at a random place."""
+    polys, unit_area = instance_outline(style, rng)
+    radius = np.sqrt(area / unit_area)
+    h, w = size_hw
+    margin = 0.6 * radius   # the object may leave the frame a little, never mostly
+    center = rng.uniform([margin, margin], [max(w - margin, margin + 1), max(h - margin, margin + 1)])
+    return _rasterize([p * radius + center for p in polys], size_hw)
+
+
+# ---------------------------------------------------------------- appearance
+
+def smooth_noise(size_hw, scale, rng):
+    """H×W noise in [-1, 1] with features about `scale` pixels wide (upsampled random grid)."""
+    h, w = size_hw
+    gh, gw = max(2, int(np.ceil(h / scale)) + 1), max(2, int(np.ceil(w / scale)) + 1)
+    grid = rng.uniform(-1, 1, (gh, gw)).astype(np.float32)
+    big = cv2.resize(grid, (int(gw * scale), int(gh * scale)), interpolation=cv2.INTER_CUBIC)
+    return np.clip(big[:h, :w], -1, 1)
+
+
+def texture_pattern(style, size_hw, rng):
+    """H×W weights in [0, 1] mixing the class's two colours (1 = primary)."""
+    h, w = size_hw
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    a = np.deg2rad(style.angle + rng.uniform(-20, 20))
+    period = style.period * rng.uniform(0.85, 1.15)
+    u = (x * np.cos(a) + y * np.sin(a)) * (2 * np.pi / period) + rng.uniform(0, 2 * np.pi)
+    v = (-x * np.sin(a) + y * np.cos(a)) * (2 * np.pi / period) + rng.uniform(0, 2 * np.pi)
+    if style.texture == 'stripes':
+        pattern = np.sin(u) > 0
+    elif style.texture == 'checker':
+        pattern = np.sin(u) * np.sin(v) > 0
+    elif style.texture == 'dots':
+        pattern = (np.cos(u) + np.cos(v)) < 1.0   # primary field with secondary dots
+    elif style.texture == 'waves':
+        pattern = 0.5 + 0.5 * np.sin(u + 1.5 * np.sin(v / 2))
+    elif style.texture == 'blotches':
+        pattern = smooth_noise(size_hw, period, rng) > -0.1
+    else:
+        raise ValueError(f'unknown texture {style.texture!r}; expected one of {TEXTURES}')
+    return pattern.astype(np.float32)
+
+
+def object_appearance(style, size_hw, rng):
+    """H×W×3 float RGB of one instance: palette jitter, texture, a lighting gradient."""
+    h, w = size_hw
+    jitter = rng.uniform(0.88, 1.12, 3)
+    primary = np.array(style.primary) * jitter
+    secondary = np.array(style.secondary) * jitter
+    mix = texture_pattern(style, size_hw, rng)[..., None]
+    rgb = mix * primary + (1 - mix) * secondary
+    gy, gx = rng.uniform(-0.25, 0.25, 2)
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    light = 1 + gy * (y / h - 0.5) + gx * (x / w - 0.5)
+    return rgb * light[..., None]
+
+
+def background(size_hw, rng):
+    """Cluttered H×W×3 float RGB background: desaturated multi-scale noise plus faint clutter
+    (lines, boxes, discs) that belongs to no class."""
+    h, w = size_hw
+    base = np.array(hsv_to_rgb(rng.uniform(0, 1), rng.uniform(0.0, 0.2), rng.uniform(0.35, 0.7)))
+    tone = sum(smooth_noise(size_hw, s, rng) * a for s, a in ((40, 0.25), (12, 0.12), (4, 0.06)))
+    img = base * (1 + tone[..., None])
+    for _ in range(rng.integers(6, 14)):
+        grey = rng.uniform(40, 220)
+        colour = tuple(float(grey * f) for f in rng.uniform(0.85, 1.15, 3))
+        kind = rng.integers(3)
+        p = rng.uniform([0, 0], [w, h]).astype(int)
+        if kind == 0:
+            q = rng.uniform([0, 0], [w, h]).astype(int)
+            cv2.line(img, tuple(map(int, p)), tuple(map(int, q)), colour, int(rng.integers(1, 4)))
+        elif kind == 1:
+            q = p + rng.integers(5, 25, 2)
+            cv2.rectangle(img, tuple(map(int, p)), tuple(map(int, q)), colour, int(rng.choice([-1, 1, 2])))
+        else:
+            cv2.circle(img, tuple(map(int, p)), int(rng.integers(3, 12)), colour, int(rng.choice([-1, 1, 2])))
+    return img
+
+
+# ---------------------------------------------------------------- scenes
+
+def ignore_band(label):
+    """Mark with 255 every pixel whose 3×3 neighbourhood holds more than one label value
+    (the VOC convention of an uncertain band along object boundaries)."""
+    kernel = np.ones((3, 3), np.uint8)
+    band = cv2.dilate(label, kernel) != cv2.erode(label, kernel)
+    out = label.copy()
+    out[band] = IGNORE
+    return out
+
+
+def place_object(style, size_hw, area, placed, rng, attempts=30):
+    """Mask of a new instance that keeps MIN_GAP pixels away from the placed ones; if no try
+    manages that, the try that overlaps them least while leaving each of them (and itself)
+    MIN_VISIBLE pixels. Separate objects keep the frozen backbone's wide receptive fields
+    from mixing the appearance of neighbouring classes."""
+    taken = np.zeros(size_hw, bool)
+    for m in placed:
+        taken |= m
+    taken = cv2.dilate(taken.astype(np.uint8), np.ones((2 * MIN_GAP + 1,) * 2, np.uint8)) > 0
+    best, best_overlap = None, None
+    for _ in range(attempts):
+        mask = shape_mask(style, size_hw, area, rng)
+        if mask.sum() < MIN_VISIBLE or any((m & ~mask).sum() < MIN_VISIBLE for m in placed):
+            continue
+        overlap = (mask & taken).sum()
+        if overlap == 0:
+            return mask
+        if best is None or overlap < best_overlap:
+            best, best_overlap = mask, overlap
+    return best if best is not None else mask
+
+
+def render_scene(rng, styles=None):
+    """One image and its label: 2-3 objects of distinct classes on a cluttered background.
+    Returns (H×W×3 uint8 RGB, H×W uint8 label with 0 / class id / 255)."""
+    styles = styles or class_styles()
+    h, w = int(rng.integers(IMAGE_H[0], IMAGE_H[1] + 1)), int(rng.integers(IMAGE_W[0], IMAGE_W[1] + 1))
+    img = background((h, w), rng)
+    label = np.zeros((h, w), np.uint8)
+    n_objects = int(rng.integers(2, 4))
+    classes = rng.choice(NUM_CLASSES, n_objects, replace=False) + 1
+    placed = []
+    for c in classes:
+        style = styles[c - 1]
+        area = rng.uniform(*OBJECT_AREA) * h * w * (1.4 if n_objects == 2 else 1.0)
+        mask = place_object(style, (h, w), area, placed, rng)
+        placed = [m & ~mask for m in placed] + [mask]
+        alpha = cv2.GaussianBlur(mask.astype(np.float32), (3, 3), 0)[..., None]   # soft edge
+        img = alpha * object_appearance(style, (h, w), rng) + (1 - alpha) * img
+        label[mask] = c
+    img = img + rng.normal(0, 4, img.shape)   # sensor noise
+    return np.clip(img, 0, 255).astype(np.uint8), ignore_band(label)
+
+
+def image_rng(seed, split, index):
+    """The generator of one image: a function of (seed, split, index) only."""
+    return np.random.default_rng(np.random.SeedSequence([seed, SPLIT_IDS[split], index]))
+
+
+LIST_NAMES = {'train': 'synthetic_train.txt', 'val': 'synthetic_val.txt'}
+MANIFEST = 'benchmark.json'
+
+
+def write_benchmark(root, seed=0, n_train=2000, n_val=500):
+    """Write the benchmark under root in the PASCAL layout:
+        JPEGImages/<name>.jpg, SegmentationClassAug/<name>.png,
+        synthetic_train.txt, synthetic_val.txt, benchmark.json (what was generated)
+    List lines read "JPEGImages/<name>.jpg SegmentationClassAug/<name>.png" (paths relative to
+    root), like the PASCAL-5i lists; the list names differ from PASCAL's so that the list caches
+    under lists/pascal/ never mix the two. Returns {'train': path, 'val': path} of the lists."""
+    if n_train < 1 or n_val < 1:
+        raise ValueError(f'n_train and n_val must be positive, got {n_train} and {n_val}')
+    os.makedirs(os.path.join(root, 'JPEGImages'), exist_ok=True)
+    os.makedirs(os.path.join(root, 'SegmentationClassAug'), exist_ok=True)
+    styles = class_styles()
+    lists = {}
+    for split, count in (('train', n_train), ('val', n_val)):
+        lines = []
+        for i in range(count):
+            name = f'syn_{split}_{i:05d}'
+            image, label = render_scene(image_rng(seed, split, i), styles)
+            jpg, png = f'JPEGImages/{name}.jpg', f'SegmentationClassAug/{name}.png'
+            cv2.imwrite(os.path.join(root, jpg), cv2.cvtColor(image, cv2.COLOR_RGB2BGR),
+                        [cv2.IMWRITE_JPEG_QUALITY, 95])
+            cv2.imwrite(os.path.join(root, png), label)
+            lines.append(f'{jpg} {png}\n')
+        lists[split] = os.path.join(root, LIST_NAMES[split])
+        with open(lists[split], 'w') as f:
+            f.writelines(lines)
+    with open(os.path.join(root, MANIFEST), 'w') as f:
+        json.dump(manifest(seed, n_train, n_val), f, indent=1)
+    return lists
+
+
+def manifest(seed, n_train, n_val):
+    """What a generated copy holds; equal manifests mean identical files."""
+    return {'generator': GENERATOR_VERSION, 'seed': seed, 'train': n_train, 'val': n_val}
+
+
+def is_generated(root, seed, n_train, n_val):
+    """Whether root already holds exactly this benchmark (so it need not be written again)."""
+    try:
+        with open(os.path.join(root, MANIFEST)) as f:
+            return json.load(f) == manifest(seed, n_train, n_val)
+    except (OSError, ValueError):
+        return False

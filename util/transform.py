@@ -1,0 +1,194 @@
+"""Joint image/label transforms (OpenCV), as the authors train and evaluate SCCAN.
+
+Every transform is a callable (image, label) → (image, label): image H×W×3 float32 RGB in 0..255,
+label H×W uint8 (0 background, 1 foreground, 255 ignore) until ToTensor turns them into a
+3×H×W float tensor and an H×W long tensor. Random choices come from Python's `random` module, so
+seeding it (e.g. per episode) makes an augmentation reproducible.
+"""
+import random
+
+import cv2
+import numpy as np
+import torch
+
+IGNORE = 255
+MEAN = [0.485 * 255, 0.456 * 255, 0.406 * 255]   # ImageNet, RGB, on the 0..255 scale
+STD = [0.229 * 255, 0.224 * 255, 0.225 * 255]
+
+
+class Compose:
+    def __init__(self, transforms):
+        self.transforms = list(transforms)
+
+    def __call__(self, image, label):
+        for t in self.transforms:
+            image, label = t(image, label)
+        return image, label
+
+
+class RandScale:
+    """Resize both by one factor drawn uniformly from [scale_min, scale_max]."""
+
+    def __init__(self, scale_min, scale_max):
+        if not 0 < scale_min <= scale_max:
+            raise ValueError(f'scale range must satisfy 0 < min <= max, got [{scale_min}, '
+                             f'{scale_max}]')
+        self.scale_min, self.scale_max = scale_min, scale_max
+
+    def __call__(self, image, label):
+        s = self.scale_min + (self.scale_max - self.scale_min) * random.random()
+        image = cv2.resize(image, None, fx=s, fy=s, interpolation=cv2.INTER_LINEAR)
+        label = cv2.resize(label, None, fx=s, fy=s, interpolation=cv2.INTER_NEAREST)
+        return image, label
+
+
+class RandRotate:
+    """With probability p, rotate both about the centre by an angle (degrees) drawn from
+    [rotate_min, rotate_max]; uncovered pixels get `padding` (image) and `ignore` (label)."""
+
+    def __init__(self, rotate_min, rotate_max, padding=MEAN, ignore=IGNORE, p=0.5):
+        if rotate_min > rotate_max:
+            raise ValueError(f'rotate range must satisfy min <= max, got [{rotate_min}, '
+                             f'{rotate_max}]')
+        self.rotate_min, self.rotate_max = rotate_min, rotate_max
+        self.padding, self.ignore, self.p = list(padding), ignore, p
+
+    def __call__(self, image, label):
+        if random.random() < self.p:
+            angle = self.rotate_min + (self.rotate_max - self.rotate_min) * random.random()
+            h, w = label.shape
+            matrix = cv2.getRotationMatrix2D((w / 2, h / 2), angle, 1)
+            image = cv2.warpAffine(image, matrix, (w, h), flags=cv2.INTER_LINEAR,
+                                   borderMode=cv2.BORDER_CONSTANT, borderValue=self.padding)
+            label = cv2.warpAffine(label, matrix, (w, h), flags=cv2.INTER_NEAREST,
+                                   borderMode=cv2.BORDER_CONSTANT, borderValue=self.ignore)
+        return image, label
+
+
+class RandomGaussianBlur:
+    """With probability p, blur the image with a radius×radius Gaussian kernel."""
+
+    def __init__(self, radius=5, p=0.5):
+        self.radius, self.p = radius, p
+
+    def __call__(self, image, label):
+        if random.random() < self.p:
+            image = cv2.GaussianBlur(image, (self.radius, self.radius), 0)
+        return image, label
+
+
+class RandomHorizontalFlip:
+    def __init__(self, p=0.5):
+        self.p = p
+
+    def __call__(self, image, label):
+        if random.random() < self.p:
+            image, label = cv2.flip(image, 1), cv2.flip(label, 1)
+        return image, label
+
+
+class ForegroundCrop:
+    """Random crop_h×crop_w crop. Smaller inputs are first padded evenly on both sides (image
+    `padding`, label `ignore`). A crop keeping less than `keep` of the foreground (label ==
+    foreground) pixels is redrawn, up to `retries` times; the last draw is kept."""
+
+    def __init__(self, crop_h, crop_w, padding=MEAN, ignore=IGNORE, keep=0.85, retries=30,
+                 foreground=1):
+        self.crop_h, self.crop_w = crop_h, crop_w
+        self.padding, self.ignore = list(padding), ignore
+        self.keep, self.retries, self.foreground = keep, retries, foreground
+
+    def pad(self, image, label):
+        h, w = label.shape
+        pad_h, pad_w = max(self.crop_h - h, 0), max(self.crop_w - w, 0)
+        if pad_h or pad_w:
+            border = (pad_h // 2, pad_h - pad_h // 2, pad_w // 2, pad_w - pad_w // 2)
+            image = cv2.copyMakeBorder(image, *border, cv2.BORDER_CONSTANT, value=self.padding)
+            label = cv2.copyMakeBorder(label, *border, cv2.BORDER_CONSTANT, value=self.ignore)
+        return image, label
+
+    def __call__(self, image, label):
+        image, label = self.pad(image, label)
+        h, w = label.shape
+        total = np.count_nonzero(label == self.foreground)
+        for _ in range(self.retries + 1):
+            y = random.randint(0, h - self.crop_h)
+            x = random.randint(0, w - self.crop_w)
+            crop = label[y:y + self.crop_h, x:x + self.crop_w]
+            if np.count_nonzero(crop == self.foreground) >= self.keep * total:
+                break
+        return image[y:y + self.crop_h, x:x + self.crop_w], crop
+
+
+def val_resize_shape(h, w, size):
+    """(new_h, new_w): longer side → size, aspect kept, both floored to multiples of 8."""
+    if h >= w:
+        new_h, new_w = size, int(w * size / h)
+    else:
+        new_h, new_w = int(h * size / w), size
+    return new_h // 8 * 8, new_w // 8 * 8
+
+
+class ValResize:
+    """Validation resize: val_resize_shape, then pad bottom/right to size×size (image 0,
+    label `ignore`)."""
+
+    def __init__(self, size, ignore=IGNORE):
+        self.size, self.ignore = size, ignore
+
+    def __call__(self, image, label):
+        new_h, new_w = val_resize_shape(*label.shape, self.size)
+        image_canvas = np.zeros((self.size, self.size, 3), np.float32)
+        image_canvas[:new_h, :new_w] = cv2.resize(image, (new_w, new_h),
+                                                  interpolation=cv2.INTER_LINEAR)
+        label_canvas = np.full((self.size, self.size), self.ignore, np.uint8)
+        label_canvas[:new_h, :new_w] = cv2.resize(label, (new_w, new_h),
+                                                  interpolation=cv2.INTER_NEAREST)
+        return image_canvas, label_canvas
+
+
+class ToTensor:
+    """H×W×3 image → 3×H×W float tensor; H×W label → long tensor."""
+
+    def __call__(self, image, label):
+        if image.ndim != 3 or label.ndim != 2:
+            raise ValueError(f'ToTensor expects an H×W×C image and an H×W label, got shapes '
+                             f'{image.shape} and {label.shape}')
+        image = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float()
+        return image, torch.from_numpy(np.ascontiguousarray(label)).long()
+
+
+class Normalize:
+    def __init__(self, mean=MEAN, std=STD):
+        self.mean = torch.tensor(mean).view(-1, 1, 1)
+        self.std = torch.tensor(std).view(-1, 1, 1)
+
+    def __call__(self, image, label):
+        return torch.sub(image, self.mean).div_(self.std), label
+
+
+def train_transform(train_h, train_w=None, scale_min=0.9, scale_max=1.1, rotate_min=-10,
+                    rotate_max=10, padding_label=IGNORE):
+    """The training augmentation: scale, rotate, blur, flip, foreground-keeping crop,
+    normalise. `train_h` may also be a config with the keys train_h, train_w, scale_min,
+    scale_max, rotate_min, rotate_max (as util.config loads them)."""
+    if hasattr(train_h, 'train_h'):
+        cfg = train_h
+        train_h, train_w = cfg.train_h, cfg.train_w
+        scale_min, scale_max = cfg.scale_min, cfg.scale_max
+        rotate_min, rotate_max = cfg.rotate_min, cfg.rotate_max
+    train_w = train_h if train_w is None else train_w
+    return Compose([
+        RandScale(scale_min, scale_max),
+        RandRotate(rotate_min, rotate_max, padding=MEAN, ignore=padding_label),
+        RandomGaussianBlur(),
+        RandomHorizontalFlip(),
+        ForegroundCrop(train_h, train_w, padding=MEAN, ignore=padding_label),
+        ToTensor(),
+        Normalize(),
+    ])
+
+
+def val_transform(val_size):
+    """The evaluation transform: ValResize to val_size×val_size, normalise."""
+    return Compose([ValResize(val_size), ToTensor(), Normalize()])
