@@ -13,12 +13,12 @@ import argparse
 import json
 import logging
 import os
-import sys
 
 import numpy as np
 
 from model.checkpoint import load_strict
 from util import distributed
+from util.cli import run_main
 from util.config import ConfigError, load_config
 from util.episodes import episode_dataset
 from util.evaluate import format_result, run_episodes
@@ -118,8 +118,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    try:
-        main()
-    except (ValueError, OSError) as e:     # config, data and checkpoint errors
-        print(f'error: {e}', file=sys.stderr)
-        sys.exit(2)
+    run_main(main)

@@ -13,13 +13,13 @@ import logging
 import math
 import os
 import signal
-import sys
 import time
 
 import torch
 
 from model.checkpoint import load_strict
 from util import distributed
+from util.cli import run_main
 from util.config import ConfigError, load_config
 from util.episodes import SeededEpisodes, TrainSampler, episode_dataset, make_loader, seed_all
 from util.evaluate import format_result, run_episodes
@@ -346,14 +346,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    try:
-        main()
-    except (ValueError, OSError) as e:     # config, data and checkpoint errors
-        print(f'error: {e}', file=sys.stderr)
-        sys.exit(2)
-    except NonFiniteLoss as e:
-        print(f'error: {e}', file=sys.stderr)
-        sys.exit(1)
-    except Interrupted as e:
-        print(f'interrupted: {e}', file=sys.stderr)
-        sys.exit(130)
+    run_main(main, (NonFiniteLoss, 'error', 1), (Interrupted, 'interrupted', 130))

@@ -1,6 +1,5 @@
 """Prior mask ("pseudo mask aggregation", SPEC §2.6): where in the query the support's foreground
 likely is, from cosine similarities of frozen layer4 features. Nothing here is trained."""
-import torch
 import torch.nn.functional as F
 
 COSINE_EPS = 1e-7

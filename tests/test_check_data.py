@@ -76,3 +76,9 @@ def test_from_config(broken, tmp_path):
 def test_needs_a_source():
     with pytest.raises(SystemExit, match='give --config'):
         check_data.main(['--data-set', 'pascal'])
+
+
+def test_help(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        check_data.parse_args(['--help'])
+    assert exit_info.value.code == 0 and '--config' in capsys.readouterr().out

@@ -1,6 +1,7 @@
 """Lists built from the data: eligibility, fold filtering, the scan cache, bad input."""
 import json
 import os
+import shutil
 
 import cv2
 import numpy as np
@@ -75,7 +76,7 @@ def test_scan_records_sizes_and_pixel_counts(mixed):
 def test_cache_reused_and_rebuilt_when_list_changes(mixed, monkeypatch):
     root, data_list, pairs, cache = mixed
     lists.class_pixels('pascal', root, data_list, cache)
-    path = lists.cache_path('pascal', data_list, cache)
+    path = lists.cache_path('pascal', root, data_list, cache)
     assert os.path.isfile(path)
     assert path.startswith(cache)
     with open(path) as f:                          # relative paths only
@@ -99,7 +100,7 @@ def test_cache_reused_and_rebuilt_when_list_changes(mixed, monkeypatch):
 def test_cache_rebuilt_when_format_or_data_set_differs(mixed, monkeypatch):
     root, data_list, pairs, cache = mixed
     lists.class_pixels('pascal', root, data_list, cache)
-    path = lists.cache_path('pascal', data_list, cache)
+    path = lists.cache_path('pascal', root, data_list, cache)
     with open(path) as f:
         content = json.load(f)
     content['key']['format'] = -1
@@ -108,7 +109,28 @@ def test_cache_rebuilt_when_format_or_data_set_differs(mixed, monkeypatch):
         json.dump(content, f)
     _, records = lists.class_pixels('pascal', root, data_list, cache)
     assert len(records) == 5
-    assert lists.cache_key('coco', data_list) != lists.cache_key('pascal', data_list)
+    assert lists.cache_key('coco', root, data_list, pairs) != lists.cache_key('pascal', root, data_list, pairs)
+
+
+def test_cache_rebuilt_when_a_label_is_regenerated(mixed, monkeypatch):
+    root, data_list, pairs, cache = mixed
+    lists.class_pixels('pascal', root, data_list, cache)
+    calls = []
+    real_scan = lists.scan_labels
+    monkeypatch.setattr(lists, 'scan_labels', lambda *a, **k: calls.append(1) or real_scan(*a, **k))
+    label = os.path.join(root, pairs[0][1])
+    stat = os.stat(label)
+    os.utime(label, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))   # rewritten a second later
+    lists.class_pixels('pascal', root, data_list, cache)
+    assert calls == [1]
+
+
+def test_same_list_name_under_two_data_roots_keeps_two_caches(mixed, tmp_path):
+    root, data_list, _, cache = mixed
+    other_root = tmp_path / 'copy'
+    shutil.copytree(root, other_root)
+    assert lists.cache_path('pascal', root, data_list, cache) != \
+        lists.cache_path('pascal', str(other_root), data_list, cache)
 
 
 def test_duplicate_lines_are_dropped(tmp_path):
@@ -148,8 +170,9 @@ def test_missing_list_file(tmp_path, pascal):
 @pytest.mark.parametrize('missing', ['image', 'label'])
 def test_list_line_to_missing_file(tmp_path, missing):
     root, data_list, pairs = make_from_labels(tmp_path, [label_with({1: 3000})] * 3)
-    os.remove(os.path.join(root, pairs[1][0 if missing == 'image' else 1]))
-    with pytest.raises(FileNotFoundError, match=f'{missing} not found: .*{pairs[1][0 if missing == "image" else 1]}'):
+    gone = pairs[1][0 if missing == 'image' else 1]
+    os.remove(os.path.join(root, gone))
+    with pytest.raises(FileNotFoundError, match=f'{missing} not found: .*{gone}'):
         dataset(root, data_list, tmp_path / 'cache')
 
 
@@ -198,5 +221,5 @@ def test_skip_bad_files_while_building_lists(tmp_path):
     with open(os.path.join(root, pairs[4][1]), 'wb') as f:
         f.write(b'garbage')
     ds = dataset(root, data_list, tmp_path / 'cache', skip_bad_files=True)
-    assert [p for p, _ in ds.bad_files] == [pairs[4][1]]
+    assert [pair for pair, _ in ds.bad_files] == [pairs[4]]
     assert len(ds.queries) == 14 and len(ds.class_files[2]) == 2

@@ -71,7 +71,8 @@ class EpisodeDataset(Dataset):
     (default: number of query images); item i uses query image i mod that number, so an
     evaluation of N episodes cycles through the list as the authors' test loop does.
     skip_bad_files: a file that cannot be loaded is skipped (another episode is drawn and
-    `skipped` counts it, per process) instead of raising. list_cache_dir: where the class
+    `skipped` counts it, per process) instead of raising; files found bad while building the
+    lists are left out of them and listed in `bad_files`. list_cache_dir: where the class
     lists are cached (default lists/ of the repo). min_pixels: eligibility threshold.
     query_classes: 'eligible' (SPEC: the query's class is one it has >= min_pixels of) or
     'present' (the authors' code: any class of the mode present in the query label).
@@ -104,8 +105,8 @@ class EpisodeDataset(Dataset):
 
         pairs, records = class_pixels(data_set, data_root, data_list, list_cache_dir,
                                       skip_bad_files)
-        self.bad_files = [(pair[1], r['error']) for pair, r in zip(pairs, records) if 'error' in r]
-        for label_path, error in self.bad_files:
+        self.bad_files = [(pair, r['error']) for pair, r in zip(pairs, records) if 'error' in r]
+        for _, error in self.bad_files:
             log.warning('skipped while building the lists (skip_bad_files): %s', error)
         queries, class_files, sizes = fold_lists(pairs, records, self.classes, novel, mode,
                                                  min_pixels)

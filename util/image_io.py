@@ -42,8 +42,8 @@ def read_label(path):
         raise bad_file(path, 'cannot be decoded as a label image')
     if label.ndim != 2 or label.dtype != np.uint8:
         raise bad_file(path, f'label must be a single-channel 8-bit image of class ids, got '
-                                 f'shape {label.shape} {label.dtype} (a colour/palette PNG? '
-                                 f'convert it with tools/prepare_pascal.py or tools/prepare_coco.py)')
+                             f'shape {label.shape} {label.dtype} (a colour/palette PNG? convert '
+                             f'it with tools/prepare_pascal.py or tools/prepare_coco.py)')
     return label
 
 
@@ -52,8 +52,8 @@ def read_pair(image_path, label_path):
     image, label = read_image(image_path), read_label(label_path)
     if image.shape[:2] != label.shape:
         raise bad_file(label_path, f'label size {label.shape[0]}x{label.shape[1]} differs '
-                                       f'from image {image_path} size '
-                                       f'{image.shape[0]}x{image.shape[1]}')
+                                   f'from image {image_path} size '
+                                   f'{image.shape[0]}x{image.shape[1]}')
     return image, label
 
 
@@ -63,4 +63,4 @@ def check_label_values(label, path, num_classes, ignore=255):
     bad = [int(v) for v in values if v > num_classes and v != ignore]
     if bad:
         raise bad_file(path, f'label values {bad} outside the classes 0..{num_classes} '
-                                 f'and {ignore} (ignore)')
+                             f'and {ignore} (ignore)')

@@ -2,8 +2,8 @@
 
 Building them needs every label of a list file read once. That scan records, per image, the label
 size and the pixel count of every class present; it is cached as JSON (lists/<data_set>/
-class_pixels/<list name>.json by default) and rebuilt when the list's content, the data set or
-the cache format change. The fold- and mode-specific lists are derived from it in memory, so
+class_pixels/<list name>-<root digest>.json by default) and rebuilt when the list's content, the data root,
+any label file (size or modification time), the data set or the cache format change. The fold- and mode-specific lists are derived from it in memory, so
 one scan serves all four folds, both modes and any eligibility threshold.
 
 Rules (the authors' make_dataset): an (image, class) pair is eligible when the class covers at
@@ -81,17 +81,34 @@ def scan_labels(data_root, pairs, classes, skip_bad_files=False, desc='scanning 
                          disable=len(pairs) < 500, leave=False))
 
 
-def cache_path(data_set, data_list, cache_dir=None):
+def cache_path(data_set, data_root, data_list, cache_dir=None):
+    """One cache file per list and data root, so datasets with equal list names do not
+    overwrite each other's scan."""
     stem = os.path.splitext(os.path.basename(data_list))[0]
-    return os.path.join(cache_dir or REPO_LISTS, data_set, 'class_pixels', f'{stem}.json')
+    root = hashlib.sha1(os.path.realpath(data_root).encode()).hexdigest()[:8]
+    return os.path.join(cache_dir or REPO_LISTS, data_set, 'class_pixels', f'{stem}-{root}.json')
 
 
-def cache_key(data_set, data_list):
-    """What the scan depends on: the list's content, the data set (its class range) and the
-    cache format."""
+def labels_signature(data_root, pairs):
+    """A digest of every label file's size and modification time: regenerated labels under an
+    unchanged list make the cache stale. Missing files count as absent, not as errors, here."""
+    digest = hashlib.sha1()
+    for _, label in pairs:
+        try:
+            stat = os.stat(os.path.join(data_root, label))
+            digest.update(f'{stat.st_size}:{stat.st_mtime_ns};'.encode())
+        except OSError:
+            digest.update(b'missing;')
+    return digest.hexdigest()
+
+
+def cache_key(data_set, data_root, data_list, pairs):
+    """What the scan depends on: the list's content, the labels under the data root (whose path
+    is in the cache's file name), the data set (its class range) and the cache format."""
     with open(data_list, 'rb') as f:
         digest = hashlib.sha1(f.read()).hexdigest()
-    return {'data_set': data_set, 'list_sha1': digest, 'format': CACHE_FORMAT}
+    return {'data_set': data_set, 'list_sha1': digest, 'labels': labels_signature(data_root, pairs),
+            'format': CACHE_FORMAT}
 
 
 def class_pixels(data_set, data_root, data_list, cache_dir=None, skip_bad_files=False):
@@ -102,8 +119,8 @@ def class_pixels(data_set, data_root, data_list, cache_dir=None, skip_bad_files=
         raise FileNotFoundError(f'data root not found: {data_root}')
     pairs = read_list(data_list)
     classes = num_classes(data_set)
-    path = cache_path(data_set, data_list, cache_dir)
-    key = cache_key(data_set, data_list)
+    path = cache_path(data_set, data_root, data_list, cache_dir)
+    key = cache_key(data_set, data_root, data_list, pairs)
     records = load_cache(path, key)
     if records is None:
         log.info('building the class lists of %s (cached in %s)', data_list, path)
@@ -128,7 +145,7 @@ def load_cache(path, key):
     except (OSError, ValueError):
         return None
     if content.get('key') != key:
-        log.info('%s is stale (its list or format changed): rebuilding', path)
+        log.info('%s is stale (its list, data root, labels or format changed): rebuilding', path)
         return None
     return content['records']
 
