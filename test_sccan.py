@@ -21,7 +21,7 @@ from util import distributed
 from util.cli import run_main
 from util.config import ConfigError, load_config
 from util.episodes import episode_dataset
-from util.evaluate import format_result, run_episodes
+from util.evaluate import format_result, make_predictor, run_episodes
 from util.experiment import build_model, run_paths
 from util.log import close_logging, setup_logging
 from util.precision import precision_for
@@ -88,6 +88,7 @@ def main(argv=None):
         stem = os.path.splitext(path)[0]
         log.info('testing %s: %s-shot, %d episodes × seeds %s, on %s', path, cfg.shot, episodes,
                  seeds, env.device)
+        predict = make_predictor(net, cfg, precision, env.device)   # one feature cache for all seeds
         per_seed = []
         for n, seed in enumerate(seeds):
             viz = None
@@ -95,7 +96,8 @@ def main(argv=None):
                 viz = episode_saver(f'{stem}_viz{cfg.shot}shot_seed{seed}', args.viz,
                                     dataset.classes)
             result = run_episodes(net, dataset, len(dataset.classes), cfg, seed, env, precision,
-                                  num_episodes=episodes, on_episode=viz, desc=f'seed {seed}')
+                                  num_episodes=episodes, predict=predict, on_episode=viz,
+                                  desc=f'seed {seed}')
             log.info('seed %d:\n%s', seed, format_result(result, dataset.classes))
             per_seed.append({'seed': seed, **result,
                              'class_ids': [int(c) for c in dataset.classes]})

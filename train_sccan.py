@@ -22,7 +22,7 @@ from util import distributed
 from util.cli import run_main
 from util.config import ConfigError, load_config
 from util.episodes import SeededEpisodes, TrainSampler, episode_dataset, make_loader, seed_all
-from util.evaluate import format_result, run_episodes
+from util.evaluate import format_result, make_predictor, run_episodes
 from util.experiment import build_model, run_paths
 from util.log import close_logging, format_duration, progress, scalar_writer, setup_logging
 from util.optim import apply_schedule, build_optimizers
@@ -136,6 +136,8 @@ class Trainer:
                               f'(batch_size {cfg.batch_size} × {env.world_size} processes)')
         self.max_iter = cfg.epochs * self.iters_per_epoch
         self.val_data = episode_dataset(cfg, 'val') if cfg.evaluate else None
+        # One predictor for the whole run: its feature cache (if any) serves every validation.
+        self.val_predict = make_predictor(self.net, cfg, self.precision, env.device)
         self.progress = {'iteration': 0, 'best_miou': None, 'best_fb_iou': None,
                          'best_piou': None, 'best_epoch': None, 'best_path': None,
                          'keep_epoch': 0, 'val_num': 0, 'skipped_steps': 0}
@@ -310,7 +312,7 @@ class Trainer:
         where = f'epoch {epoch_label} (step {p["iteration"]})'
         log.info('validation at %s: %d episodes', where, cfg.test_num)
         result = run_episodes(self.net, self.val_data, len(self.val_data.classes), cfg,
-                              cfg.manual_seed, self.env, self.precision)
+                              cfg.manual_seed, self.env, self.precision, predict=self.val_predict)
         p['val_num'] += 1
         log.info('validation at %s:\n%s', where, format_result(result, self.val_data.classes))
         for name, key in (('mIoU_val', 'mIoU'), ('FBIoU_val', 'FB-IoU'), ('pIoU_val', 'pIoU'),

@@ -143,6 +143,8 @@ SCHEMA = {
     'channels_last': _k('Performance', bool, False, 'channels-last memory format on CUDA'),
     'feature_cache_gb': _k('Performance', float, 0.0, 'memory for caching frozen backbone '
                            'features during evaluation (0: off)', check=_NON_NEGATIVE),
+    'feature_cache_device': _k('Performance', str, 'same', 'where cached features live: same '
+                               '(the compute device) or host (CPU memory)', choices=('same', 'host')),
     # --- reliability ---
     'skip_bad_files': _k('Reliability', bool, False, 'skip images or labels that cannot be read '
                          '(logged; another episode is drawn) instead of stopping'),

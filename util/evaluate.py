@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from util.distributed import all_reduce_sum
 from util.episodes import EvalSampler, SeededEpisodes, make_loader
+from util.feature_cache import FeatureCache
 from util.log import progress
 from util.metrics import IGNORE_INDEX, IoUMeter
 
@@ -20,11 +21,13 @@ log = logging.getLogger('sccan')
 
 
 def make_predictor(net, cfg, precision, device):
-    """predict(batch) → B×2×H×W logits, the network run on the batch. This is where an
-    evaluation feature cache (cfg.feature_cache_gb) plugs in; none is available yet."""
+    """predict(batch) → B×2×H×W logits, the network run on the batch. With
+    cfg.feature_cache_gb > 0 the backbone features of every image are kept for the predictor's
+    lifetime (util.feature_cache): make one predictor per run and pass it to every
+    run_episodes, so that each image goes through the backbone once."""
     if cfg.feature_cache_gb > 0:
-        log.warning('feature_cache_gb %s: no evaluation feature cache in this version; the '
-                    'backbone runs on every image', cfg.feature_cache_gb)
+        cache = FeatureCache(cfg.feature_cache_gb, cfg.feature_cache_device)
+        return cached_predictor(net, cache, precision, device, transform_key=('val', cfg.val_size))
     return forward_predictor(net, precision, device)
 
 
@@ -36,6 +39,28 @@ def forward_predictor(net, precision, device):
         support_masks = batch['support_masks'].to(device, non_blocking=True)
         with precision.autocast():
             return net(query, support, support_masks)
+    return predict
+
+
+def cached_predictor(net, cache, precision, device, transform_key):
+    """predict(batch) → logits, the backbone features of the batch's images looked up in
+    `cache` by (image path, transform_key) and computed only for the images not seen before."""
+    def predict(batch):
+        query = precision.prepare_images(batch['query'].to(device, non_blocking=True))
+        support = batch['support'].to(device, non_blocking=True)
+        support_masks = batch['support_masks'].to(device, non_blocking=True)
+        b, k = support_masks.shape[:2]
+        query_keys = [(path, transform_key) for path in batch['query_path']]
+        # support_paths collates shot-major (K lists of B); the features go episode-major.
+        support_keys = [(batch['support_paths'][j][i], transform_key)
+                        for i in range(b) for j in range(k)]
+        with precision.autocast():
+            query_feats = cache.encode(net, query, query_keys)
+            support_feats = cache.encode(net, precision.prepare_images(support.flatten(0, 1)),
+                                         support_keys)
+            return net.segment(query_feats, support_feats, support_masks,
+                               net.output_size(query.shape[-2:]))
+    predict.cache = cache
     return predict
 
 
@@ -100,14 +125,17 @@ def run_episodes(net, dataset, num_classes, cfg, seed, env, precision, num_episo
     loader = make_loader(SeededEpisodes(dataset), sampler,
                          cfg.batch_size_val, cfg.workers, drop_last=False,
                          pin_memory=env.device.type == 'cuda')
+    predict = predict or make_predictor(net, cfg, precision, env.device)
     was_training = net.training
     net.eval()
     try:
-        result = evaluate(predict or make_predictor(net, cfg, precision, env.device), loader,
-                          num_classes, env.device, cfg.ori_resize, desc,
+        result = evaluate(predict, loader, num_classes, env.device, cfg.ori_resize, desc,
                           show_progress and env.is_main, on_episode)
     finally:
         net.train(was_training)
+    cache = getattr(predict, 'cache', None)
+    if cache is not None:
+        log.info('feature cache: %s', cache.stats())
     return result
 
 

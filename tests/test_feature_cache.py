@@ -1,0 +1,110 @@
+"""The evaluation feature cache returns exactly what recomputation returns, runs the backbone once
+per distinct image, and keeps within its byte budget."""
+import pytest
+import torch
+
+from fakedata import make_pascal
+from model import SCCAN
+from util import distributed
+from util.config import load_config
+from util.episodes import episode_dataset
+from util.evaluate import make_predictor, run_episodes
+from util.feature_cache import GB, FeatureCache
+from util.precision import Precision
+
+TINY_NET = dict(fts_size=16, depth=2, reduce_dim=32, num_heads=4)
+
+
+@pytest.fixture(scope='module')
+def net():
+    torch.manual_seed(0)
+    return SCCAN(layers=50, **TINY_NET).eval()
+
+
+def entry_bytes(net, size=33):
+    features = net.encode(torch.zeros(1, 3, size, size))
+    return sum(t[0].numel() * t.element_size() for t in features)
+
+
+def test_cached_features_equal_recomputed_ones(net):
+    images = torch.randn(3, 3, 33, 33)
+    cache = FeatureCache(budget_gb=1)
+    batch = images[[0, 1, 0, 2]]
+    keys = ['a', 'b', 'a', 'c']
+    first = cache.encode(net, batch, keys)
+    again = cache.encode(net, batch, keys)
+    direct = net.encode(batch)
+    for cached in (first, again):
+        assert torch.equal(cached.mid, direct.mid) and torch.equal(cached.high, direct.high)
+    assert cache.backbone_passes == 3                        # a, b, c once each
+    assert (cache.hits, cache.misses) == (5, 3)
+
+
+def test_budget_is_respected_least_recently_used_goes_first(net):
+    size = entry_bytes(net)
+    cache = FeatureCache(budget_gb=2.5 * size / GB)          # room for two entries
+    images = torch.randn(3, 3, 33, 33)
+    cache.encode(net, images[:1], ['a'])
+    cache.encode(net, images[1:2], ['b'])
+    cache.encode(net, images[:1], ['a'])                      # a is now the most recent
+    cache.encode(net, images[2:3], ['c'])                     # evicts b
+    assert list(cache.entries) == ['a', 'c'] and cache.bytes == 2 * size <= cache.budget
+    cache.encode(net, images[1:2], ['b'])
+    assert cache.backbone_passes == 4
+
+
+def test_entry_larger_than_the_budget_is_computed_not_stored(net):
+    cache = FeatureCache(budget_gb=entry_bytes(net) / 2 / GB)
+    out = cache.encode(net, torch.randn(1, 3, 33, 33), ['a'])
+    assert out.mid.shape[0] == 1 and not cache.entries and cache.bytes == 0
+
+
+def test_host_copies_are_not_views_of_the_batch(net):
+    cache = FeatureCache(budget_gb=1, device='host')
+    cache.encode(net, torch.randn(2, 3, 33, 33), ['a', 'b'])
+    mid, _ = cache.entries['a']
+    assert mid.untyped_storage().nbytes() == mid.numel() * mid.element_size()
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match='budget must be > 0'):
+        FeatureCache(0)
+    with pytest.raises(ValueError, match="'same' or 'host'"):
+        FeatureCache(1, device='gpu')
+
+
+@pytest.fixture(scope='module')
+def config(tmp_path_factory):
+    root = tmp_path_factory.mktemp('cache')
+    data_root, train_list, val_list = make_pascal(root / 'data', n_train=0, n_val=60)
+    path = root / 'tiny.yaml'
+    path.write_text(f'Data:\n  data_root: {data_root}\n  train_list: {train_list}\n'
+                    f'  val_list: {val_list}\n  list_dir: {root / "lists"}\n')
+    return str(path)
+
+
+@pytest.mark.parametrize('shot', [1, 5])
+def test_evaluation_with_the_cache_equals_evaluation_without(config, shot):
+    opts = ['val_size', '57', 'fts_size', '16', 'depth', '2', 'reduce_dim', '32', 'num_heads', '4',
+            'backbone_weights', 'None', 'batch_size_val', '2', 'workers', '0', 'shot', str(shot)]
+    plain_cfg = load_config(config, opts)
+    cached_cfg = load_config(config, opts + ['feature_cache_gb', '1'])
+    torch.manual_seed(0)
+    net = SCCAN(layers=50, shot=shot, **TINY_NET).eval()
+    env = distributed.DistEnv(0, 1, 0, torch.device('cpu'))
+    dataset = episode_dataset(plain_cfg, 'val')
+    episodes = 12
+    results = []
+    predict = make_predictor(net, cached_cfg, Precision('cpu'), env.device)
+    for cfg, predictor in ((plain_cfg, None), (cached_cfg, predict), (cached_cfg, predict)):
+        result = run_episodes(net, dataset, len(dataset.classes), cfg, 321, env, Precision('cpu'),
+                              num_episodes=episodes, predict=predictor, show_progress=False)
+        result.pop('seconds')
+        results.append(result)
+    assert results[0]['mIoU'] == pytest.approx(results[1]['mIoU'], abs=1e-6)
+    assert results[0]['class_IoU'] == pytest.approx(results[1]['class_IoU'], abs=1e-6)
+    assert results[1] == results[2]
+    # The second evaluation ran no backbone at all; the first, each distinct image once.
+    distinct = predict.cache.backbone_passes
+    assert predict.cache.misses == distinct and predict.cache.hits == 2 * episodes * (1 + shot) - distinct
+    assert distinct < episodes * (1 + shot)
