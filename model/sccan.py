@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from model.backbone import Backbone, BackboneFeatures
+from model.backbone import Backbone
 from model.decoder import ASPP, classifier, decode, reduce_block, residual_block
 from model.loss import weighted_dice_loss
 from model.prior import prior_mask
@@ -59,12 +59,10 @@ class SCCAN(nn.Module):
     # ---- public API -------------------------------------------------------------------------
     def forward(self, query, support, support_masks, query_mask=None):
         """eval: logits B×2×H×W. train: (argmax prediction B×H×W, weighted Dice loss)."""
-        b, k = self._check_inputs(query, support, support_masks, query_mask)
-        images = torch.cat([query, support.flatten(0, 1)])      # one backbone pass for all images
-        features = self.encode(images)
-        query_feats = BackboneFeatures(*(f[:b] for f in features))
-        support_feats = BackboneFeatures(*(f[b:] for f in features))
-        logits = self.segment(query_feats, support_feats, support_masks, self.output_size(query.shape[-2:]))
+        self._check_inputs(query, support, support_masks, query_mask)
+        # Two backbone calls: on the CPU one concatenated batch measured ~5 % slower.
+        logits = self.segment(self.encode(query), self.encode(support.flatten(0, 1)), support_masks,
+                              self.output_size(query.shape[-2:]))
         if not self.training:
             return logits
         if query_mask is None:
