@@ -28,7 +28,7 @@ IMAGE_W = (160, 208)
 MIN_GAP = 4                       # pixels kept free between objects where possible
 OBJECT_AREA = (0.11, 0.2)        # fraction of the image one object covers before occlusion
 SPLIT_IDS = {'train': 0, 'val': 1}
-GENERATOR_VERSION = 1             # bump when a change alters the images of a seed
+GENERATOR_VERSION = 2             # bump when a change alters the images of a seed
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,10 +57,14 @@ def class_styles():
         # hues 18° apart, visited with stride 7 so that the 5 classes of a fold are spread
         # around the colour wheel; neighbouring hues differ in texture and second colour
         hue = (c * 7 % NUM_CLASSES) / NUM_CLASSES
-        second_hue = (hue + (0.0, 0.5, 0.15, -0.15)[c % 4]) % 1.0
+        # the second colour stays near the first (darker, paler or a neighbouring hue): a
+        # texture finer than the backbone's stride 8 blurs into its mean colour, and a
+        # complementary pair would blur into background grey
+        second_hue, second_s, second_v = ((hue, 0.85, 0.45), (hue + 0.08, 0.9, 0.75),
+                                          (hue - 0.08, 0.9, 0.75), (hue, 0.35, 1.0))[c % 4]
         styles.append(ClassStyle(
             primary=hsv_to_rgb(hue, 0.85, 0.95),
-            secondary=hsv_to_rgb(second_hue, 0.9 if c % 4 else 0.6, 0.45 if c % 4 == 0 else 0.75),
+            secondary=hsv_to_rgb(second_hue % 1.0, second_s, second_v),
             texture=TEXTURES[c % len(TEXTURES)],
             period=6.0 + 2.0 * (c // 5),      # 6, 8, 10, 12 px: one period per fold quarter
             angle=(c * 37) % 180,
@@ -262,15 +266,20 @@ def place_object(style, size_hw, area, placed, rng, attempts=30):
     return best if best is not None else mask
 
 
-def render_scene(rng, styles=None):
-    """One image and its label: 2-3 objects of distinct classes on a cluttered background.
-    Returns (H×W×3 uint8 RGB, H×W uint8 label with 0 / class id / 255)."""
+def render_scene(rng, styles=None, first_class=None):
+    """One image and its label: 2-3 objects of distinct classes on a cluttered background;
+    `first_class` (1..20), if given, is one of them. Returns (H×W×3 uint8 RGB, H×W uint8 label
+    with 0 / class id / 255)."""
     styles = styles or class_styles()
     h, w = int(rng.integers(IMAGE_H[0], IMAGE_H[1] + 1)), int(rng.integers(IMAGE_W[0], IMAGE_W[1] + 1))
     img = background((h, w), rng)
     label = np.zeros((h, w), np.uint8)
     n_objects = int(rng.integers(2, 4))
-    classes = rng.choice(NUM_CLASSES, n_objects, replace=False) + 1
+    if first_class is None:
+        classes = rng.choice(NUM_CLASSES, n_objects, replace=False) + 1
+    else:
+        others = [c for c in range(1, NUM_CLASSES + 1) if c != first_class]
+        classes = [first_class, *rng.choice(others, n_objects - 1, replace=False)]
     placed = []
     for c in classes:
         style = styles[c - 1]
@@ -284,9 +293,12 @@ def render_scene(rng, styles=None):
     return np.clip(img, 0, 255).astype(np.uint8), ignore_band(label)
 
 
-def image_rng(seed, split, index):
-    """The generator of one image: a function of (seed, split, index) only."""
-    return np.random.default_rng(np.random.SeedSequence([seed, SPLIT_IDS[split], index]))
+def scene(seed, split, index, styles=None):
+    """Image `index` of a split, a function of (seed, split, index) only. Image i shows class
+    i mod 20 (+1) among its random others: every run of 20 images shows every class, so even
+    short lists cover all folds."""
+    rng = np.random.default_rng(np.random.SeedSequence([seed, SPLIT_IDS[split], index]))
+    return render_scene(rng, styles, first_class=index % NUM_CLASSES + 1)
 
 
 LIST_NAMES = {'train': 'synthetic_train.txt', 'val': 'synthetic_val.txt'}
@@ -310,7 +322,7 @@ def write_benchmark(root, seed=0, n_train=2000, n_val=500):
         lines = []
         for i in range(count):
             name = f'syn_{split}_{i:05d}'
-            image, label = render_scene(image_rng(seed, split, i), styles)
+            image, label = scene(seed, split, i, styles)
             jpg, png = f'JPEGImages/{name}.jpg', f'SegmentationClassAug/{name}.png'
             cv2.imwrite(os.path.join(root, jpg), cv2.cvtColor(image, cv2.COLOR_RGB2BGR),
                         [cv2.IMWRITE_JPEG_QUALITY, 95])
