@@ -155,3 +155,14 @@ def write_palette_png(path, indices, palette):
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, 'wb') as f:
         f.write(png)
+
+
+def make_pascal_config(root, extra='', **sizes):
+    """make_pascal data under root/data and a config file root/tiny.yaml pointing at it (lists
+    cached in root/lists); `extra` is appended YAML. Returns the config path."""
+    data_root, train_list, val_list = make_pascal(os.path.join(root, 'data'), **sizes)
+    path = os.path.join(root, 'tiny.yaml')
+    with open(path, 'w') as f:
+        f.write(f'Data:\n  data_root: {data_root}\n  train_list: {train_list}\n'
+                f'  val_list: {val_list}\n  list_dir: {os.path.join(root, "lists")}\n{extra}')
+    return path

@@ -7,7 +7,8 @@ import pytest
 
 from util.config import REPO_ROOT, ConfigError, default_config, load_config, parse_opts
 
-CONFIGS = sorted(glob.glob(os.path.join(REPO_ROOT, 'config', '*', '*_split*_resnet*.yaml')))
+CONFIGS = sorted(p for data_set in ('pascal', 'coco')
+                 for p in glob.glob(os.path.join(REPO_ROOT, 'config', data_set, '*_split*_resnet*.yaml')))
 
 
 def write(tmp_path, text, name='c.yaml'):

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from fakedata import make_pascal
+from fakedata import make_pascal_config
 from train_sccan import forward_backward, optimizer_step
 from util import distributed
 from util.config import load_config
@@ -83,12 +83,7 @@ def free_port():
 
 @pytest.fixture(scope='module')
 def config(tmp_path_factory):
-    root = tmp_path_factory.mktemp('ddp')
-    data_root, train_list, val_list = make_pascal(root / 'data', n_train=0, n_val=10)
-    path = root / 'tiny.yaml'
-    path.write_text(f'Data:\n  data_root: {data_root}\n  train_list: {train_list}\n'
-                    f'  val_list: {val_list}\n  list_dir: {root / "lists"}\n')
-    return str(path)
+    return make_pascal_config(str(tmp_path_factory.mktemp('ddp')), n_train=0, n_val=10)
 
 
 def max_difference(a, b, keys):
@@ -122,6 +117,8 @@ def test_two_gloo_processes_step_and_validate_as_one(config, tmp_path, one_threa
     moved = [k for k in initial if not torch.equal(initial[k], one_weights[k])]
     assert any(k.startswith('transformer.') for k in moved) and 'cls_meta.3.bias' in moved
     # sharded validation: the same episodes, the same summed pixel counts
-    assert two['result'].pop('loss') == pytest.approx(one_result.pop('loss'), rel=1e-12)
+    # The cross-entropy is a float sum over batches of other sizes per process (and float
+    # convolutions round differently per batch size); the pixel counts below are exact.
+    assert two['result'].pop('loss') == pytest.approx(one_result.pop('loss'), rel=1e-6)
     assert two['result'] == one_result
     assert one_result['episodes'] == 6 and one_result['FB-IoU'] > 0

@@ -3,7 +3,7 @@ per distinct image, and keeps within its byte budget."""
 import pytest
 import torch
 
-from fakedata import make_pascal
+from fakedata import make_pascal_config
 from model import SCCAN
 from util import distributed
 from util.config import load_config
@@ -75,12 +75,7 @@ def test_bad_arguments():
 
 @pytest.fixture(scope='module')
 def config(tmp_path_factory):
-    root = tmp_path_factory.mktemp('cache')
-    data_root, train_list, val_list = make_pascal(root / 'data', n_train=0, n_val=60)
-    path = root / 'tiny.yaml'
-    path.write_text(f'Data:\n  data_root: {data_root}\n  train_list: {train_list}\n'
-                    f'  val_list: {val_list}\n  list_dir: {root / "lists"}\n')
-    return str(path)
+    return make_pascal_config(str(tmp_path_factory.mktemp('cache')), n_train=0, n_val=60)
 
 
 @pytest.mark.parametrize('shot', [1, 5])

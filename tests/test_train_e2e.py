@@ -12,7 +12,7 @@ import torch
 
 import test_sccan
 import train_sccan
-from fakedata import make_pascal
+from fakedata import make_pascal_config
 from util.config import REPO_ROOT, ConfigError
 from util.training_state import CheckpointError
 
@@ -28,12 +28,8 @@ SNAPSHOT = os.path.join('pascal', 'SCCAN', 'split0', 'resnet50', 'snapshot')
 def bench(tmp_path_factory):
     """Synthetic PASCAL-layout data and a config pointing at it."""
     root = tmp_path_factory.mktemp('bench')
-    data_root, train_list, val_list = make_pascal(root / 'data', n_train=20, n_val=10)
-    config = root / 'tiny.yaml'
-    config.write_text(f'Data:\n  data_root: {data_root}\n  train_list: {train_list}\n'
-                      f'  val_list: {val_list}\n  list_dir: {root / "lists"}\n'
-                      'Train:\n  epochs: 2\n')
-    return {'root': root, 'config': str(config)}
+    config = make_pascal_config(str(root), 'Train:\n  epochs: 2\n', n_train=20, n_val=10)
+    return {'root': root, 'config': config}
 
 
 def env_1_thread():
