@@ -22,26 +22,38 @@ class BackboneFeatures(NamedTuple):
 
 
 class FrozenBatchNorm2d(nn.Module):
-    """BatchNorm with fixed statistics and affine parameters (buffers, never trained)."""
+    """BatchNorm with fixed statistics and affine parameters (buffers, never trained). It is never
+    run on its own: `folded_into` merges it into the convolution before it (an exact rewrite that
+    saves a pass over every activation). The state dict keeps the authors' BN keys."""
 
     def __init__(self, channels):
         super().__init__()
         for name, value in (('weight', 1.0), ('bias', 0.0), ('running_mean', 0.0), ('running_var', 1.0)):
             self.register_buffer(name, torch.full((channels,), value))
+        self._folded, self._folded_from = None, None
 
-    def scale_and_shift(self):
-        scale = self.weight * (self.running_var + BN_EPS).rsqrt()
-        return scale, self.bias - self.running_mean * scale
-
-    def forward(self, x):
-        scale, shift = self.scale_and_shift()
-        return x * scale.view(1, -1, 1, 1) + shift.view(1, -1, 1, 1)
+    def folded_into(self, conv):
+        """(weight, bias) of `conv` followed by this BN as one convolution. Computed once and
+        reused until a source tensor changes: loading a state dict bumps its version, and moving
+        or casting the model gives new storage, dtype or device."""
+        sources = (conv.weight, self.weight, self.bias, self.running_mean, self.running_var)
+        key = tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in sources)
+        if key != self._folded_from:
+            scale = self.weight * (self.running_var + BN_EPS).rsqrt()
+            self._folded = (conv.weight * scale.view(-1, 1, 1, 1), self.bias - self.running_mean * scale)
+            self._folded_from = key
+        return self._folded
 
 
 def conv_bn(in_ch, out_ch, kernel, stride=1, dilation=1):
     conv = nn.Conv2d(in_ch, out_ch, kernel, stride=stride, padding=dilation * (kernel // 2),
                      dilation=dilation, bias=False)
     return conv, FrozenBatchNorm2d(out_ch)
+
+
+def conv_bn_forward(conv, bn, x):
+    weight, bias = bn.folded_into(conv)
+    return F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation)
 
 
 class Bottleneck(nn.Module):
@@ -59,11 +71,12 @@ class Bottleneck(nn.Module):
             self.downsample = nn.Sequential(*conv_bn(in_ch, out_ch, 1, stride=stride))
 
     def forward(self, x):
-        out = F.relu(self.bn1(self.conv1(x)))
-        out = F.relu(self.bn2(self.conv2(out)))
-        out = self.bn3(self.conv3(out))
-        identity = x if self.downsample is None else self.downsample(x)
-        return F.relu(out + identity)
+        # In place: the backbone runs without autograd, and fewer fresh tensors is less traffic.
+        out = conv_bn_forward(self.conv1, self.bn1, x).relu_()
+        out = conv_bn_forward(self.conv2, self.bn2, out).relu_()
+        out = conv_bn_forward(self.conv3, self.bn3, out)
+        out += x if self.downsample is None else conv_bn_forward(*self.downsample, x)
+        return out.relu_()
 
 
 class DeepStemResNet(nn.Module):
@@ -93,9 +106,9 @@ class DeepStemResNet(nn.Module):
         return nn.Sequential(*blocks)
 
     def forward(self, x):
-        x = F.relu(self.bn1(self.conv1(x)))
-        x = F.relu(self.bn2(self.conv2(x)))
-        x = F.relu(self.bn3(self.conv3(x)))
+        x = conv_bn_forward(self.conv1, self.bn1, x).relu_()
+        x = conv_bn_forward(self.conv2, self.bn2, x).relu_()
+        x = conv_bn_forward(self.conv3, self.bn3, x).relu_()
         layer1 = self.layer1(self.maxpool(x))
         layer2 = self.layer2(layer1)
         layer3 = self.layer3(layer2)

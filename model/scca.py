@@ -2,8 +2,9 @@
 self+cross window attention, shifted windows, and the stack of SCCA blocks."""
 import torch
 import torch.nn.functional as F
-import torch.utils.checkpoint
 from torch import nn
+
+from model.recompute import maybe_recomputed
 
 COSINE_EPS = 1e-7
 GAP_EPS = 5e-4
@@ -47,11 +48,16 @@ def gather_patches(patches, index):
 class WindowAttention(nn.Module):
     """Multi-head attention of a patch over its keys. The first `tokens` keys are the patch itself
     (dot product × head_dim^-0.5); any further keys are the aligned support patch, compared by
-    scaled cosine similarity, which keeps support features from dominating by magnitude."""
+    scaled cosine similarity, which keeps support features from dominating by magnitude.
 
-    def __init__(self, dim, num_heads):
+    `fused`: one call to F.scaled_dot_product_attention instead of explicit logits (less memory;
+    the faster path on GPUs, slower on CPUs). Equal up to rounding: the cosine's 1e-7 guard sits
+    on each norm (F.normalize) instead of on their product."""
+
+    def __init__(self, dim, num_heads, fused=False):
         super().__init__()
         self.num_heads = num_heads
+        self.fused = fused
         self.scale = (dim // num_heads) ** -0.5
         self.q = nn.Linear(dim, dim)
         self.kv = nn.Linear(dim, dim * 2)
@@ -62,13 +68,28 @@ class WindowAttention(nn.Module):
         heads = self.num_heads
         q = self.q(x).view(m, n, heads, c // heads).transpose(1, 2)                   # M×h×N×d
         k, v = self.kv(keys).view(m, -1, 2, heads, c // heads).permute(2, 0, 3, 1, 4)  # 2×M×h×N'×d
+        out = (self._fused_attention if self.fused else self._attention)(q, k, v)      # M×h×N×d
+        return self.proj(out.transpose(1, 2).reshape(m, n, c))
+
+    def _attention(self, q, k, v):
+        n = q.shape[2]
         logits = q @ k.transpose(-2, -1)                                              # M×h×N×N'
         self_logits = logits[..., :n] * self.scale
         k_cross = k[:, :, n:]
         cross_norms = q.norm(dim=-1, keepdim=True) @ k_cross.norm(dim=-1, keepdim=True).transpose(-2, -1)
         cross_logits = logits[..., n:] / (cross_norms + COSINE_EPS)
-        attn = torch.cat([self_logits, cross_logits], dim=-1).softmax(dim=-1)
-        return self.proj((attn @ v).transpose(1, 2).reshape(m, n, c))
+        return torch.cat([self_logits, cross_logits], dim=-1).softmax(dim=-1) @ v
+
+    def _fused_attention(self, q, k, v):
+        """Both similarities from one dot product over doubled head dims: [q·scale, q̂] against
+        [k, 0] for the patch's own keys and [0, k̂] for the support keys (hats: unit length)."""
+        n = q.shape[2]
+        if k.shape[2] == n:
+            return F.scaled_dot_product_attention(q, k, v, scale=self.scale)
+        k_self, k_cross = k[:, :, :n], F.normalize(k[:, :, n:], dim=-1, eps=COSINE_EPS)
+        q = torch.cat([q * self.scale, F.normalize(q, dim=-1, eps=COSINE_EPS)], dim=-1)
+        k = torch.cat([F.pad(k_self, (0, k_self.shape[-1])), F.pad(k_cross, (k_cross.shape[-1], 0))], dim=2)
+        return F.scaled_dot_product_attention(q, k, v, scale=1.0)
 
 
 class Mlp(nn.Module):
@@ -87,13 +108,13 @@ class SCCABlock(nn.Module):
     patches attend to themselves. Shifted blocks pad by half a window so patches straddle the
     previous block's borders (no attention mask: padded zero tokens take part)."""
 
-    def __init__(self, dim, num_heads, window, mlp_ratio, shifted):
+    def __init__(self, dim, num_heads, window, mlp_ratio, shifted, fused_attention=False):
         super().__init__()
         self.window = window
         self.shifted = shifted
         self.norm1 = nn.LayerNorm(dim)
-        self.attn_q = WindowAttention(dim, num_heads)
-        self.attn_s = WindowAttention(dim, num_heads)
+        self.attn_q = WindowAttention(dim, num_heads, fused_attention)
+        self.attn_s = WindowAttention(dim, num_heads, fused_attention)
         self.norm2 = nn.LayerNorm(dim)
         hidden = int(dim * mlp_ratio)
         self.mlp_q = Mlp(dim, hidden)
@@ -138,22 +159,25 @@ class SCCABlock(nn.Module):
 
 
 class SCCAStage(nn.Module):
-    def __init__(self, dim, depth, num_heads, window, mlp_ratio):
+    def __init__(self, dim, depth, num_heads, window, mlp_ratio, fused_attention):
         super().__init__()
         self.blocks = nn.ModuleList(
-            SCCABlock(dim, num_heads, window, mlp_ratio, shifted=i % 2 == 1) for i in range(depth))
+            SCCABlock(dim, num_heads, window, mlp_ratio, shifted=i % 2 == 1, fused_attention=fused_attention)
+            for i in range(depth))
 
 
 class SCCATransformer(nn.Module):
-    """`depth` SCCA blocks (odd ones shifted) and a final LayerNorm on the query tokens."""
+    """`depth` SCCA blocks (odd ones shifted) and a final LayerNorm on the query tokens.
+    `recompute`: in training, keep only each block's inputs and rerun it in the backward pass."""
 
-    def __init__(self, dim=256, depth=8, num_heads=8, window=8, mlp_ratio=1.0, use_checkpoint=False):
+    def __init__(self, dim=256, depth=8, num_heads=8, window=8, mlp_ratio=1.0, recompute=True,
+                 fused_attention=False):
         super().__init__()
         if dim % num_heads:
             raise ValueError(f"reduce_dim {dim} must be divisible by num_heads {num_heads}")
         self.window = window
-        self.use_checkpoint = use_checkpoint
-        self.layers = nn.ModuleList([SCCAStage(dim, depth, num_heads, window, mlp_ratio)])
+        self.recompute = recompute
+        self.layers = nn.ModuleList([SCCAStage(dim, depth, num_heads, window, mlp_ratio, fused_attention)])
         self.norm0 = nn.LayerNorm(dim)
 
     @property
@@ -168,8 +192,5 @@ class SCCATransformer(nn.Module):
         q, s, mask = (x.permute(0, 2, 3, 1) for x in (query, support, support_mask))  # B×H×W×C
         last = len(self.blocks) - 1
         for i, block in enumerate(self.blocks):
-            if self.use_checkpoint and self.training and torch.is_grad_enabled():
-                q, s = torch.utils.checkpoint.checkpoint(block, q, s, mask, i != last, use_reentrant=False)
-            else:
-                q, s = block(q, s, mask, update_support=i != last)
+            q, s = maybe_recomputed(self.recompute and self.training, block, q, s, mask, i != last)
         return self.norm0(q).permute(0, 3, 1, 2)

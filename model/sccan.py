@@ -8,6 +8,7 @@ from model.backbone import Backbone
 from model.decoder import ASPP, classifier, decode, reduce_block, residual_block
 from model.loss import weighted_dice_loss
 from model.prior import prior_mask
+from model.recompute import maybe_recomputed
 from model.scca import SCCATransformer
 
 MID_CHANNELS = 512 + 1024   # layer2 ‖ layer3
@@ -35,13 +36,17 @@ def support_prototype(features, masks):
 
 class SCCAN(nn.Module):
     def __init__(self, layers=50, shot=1, backbone_weights=None, fts_size=64, window_size=8, depth=8,
-                 num_heads=8, mlp_ratio=1.0, reduce_dim=256, zoom_factor=8, use_checkpoint=False):
+                 num_heads=8, mlp_ratio=1.0, reduce_dim=256, zoom_factor=8, recompute=True,
+                 fused_attention=False):
+        """recompute: in training, store only the inputs of each SCCA block and of the decoder and
+        recompute their activations in the backward pass (less memory, same gradients).
+        fused_attention: SCCA attention through F.scaled_dot_product_attention (see WindowAttention)."""
         super().__init__()
         if shot < 1:
             raise ValueError(f"shot must be ≥ 1, got {shot}")
         if fts_size % window_size:
             raise ValueError(f"fts_size {fts_size} must be a multiple of window_size {window_size}")
-        self.layers, self.shot = layers, shot
+        self.layers, self.shot, self.recompute = layers, shot, recompute
         self.fts_size, self.zoom_factor = (fts_size, fts_size), zoom_factor
         self.backbone = Backbone(layers)
         if backbone_weights:
@@ -50,7 +55,8 @@ class SCCAN(nn.Module):
         self.down_supp = reduce_mid_features(reduce_dim)
         self.init_merge_query = fusion(reduce_dim)
         self.init_merge_supp = fusion(reduce_dim)
-        self.transformer = SCCATransformer(reduce_dim, depth, num_heads, window_size, mlp_ratio, use_checkpoint)
+        self.transformer = SCCATransformer(reduce_dim, depth, num_heads, window_size, mlp_ratio, recompute,
+                                           fused_attention)
         self.ASPP_meta = ASPP(reduce_dim)
         self.res1_meta = reduce_block(reduce_dim)
         self.res2_meta = residual_block(reduce_dim)
@@ -93,7 +99,8 @@ class SCCAN(nn.Module):
         query = self.init_merge_query(torch.cat([query, prototype, prior], dim=1))
         support = self.init_merge_supp(torch.cat([support, prototype, mask], dim=1))
         fused = F.relu(self.transformer(query, support, mask))
-        logits = decode(self.ASPP_meta, self.res1_meta, self.res2_meta, self.cls_meta, fused)
+        logits = maybe_recomputed(self.recompute and self.training, decode, self.ASPP_meta,
+                                  self.res1_meta, self.res2_meta, self.cls_meta, fused)
         return resize(logits, out_size)
 
     def output_size(self, input_size):

@@ -16,6 +16,7 @@ import os
 
 import cv2
 import numpy as np
+import torch
 
 BORDER = 2          # width of the 255 band around objects, as in VOC labels
 IGNORE = 255
@@ -166,3 +167,14 @@ def make_pascal_config(root, extra='', **sizes):
         f.write(f'Data:\n  data_root: {data_root}\n  train_list: {train_list}\n'
                 f'  val_list: {val_list}\n  list_dir: {os.path.join(root, "lists")}\n{extra}')
     return path
+
+
+def random_episode(b=2, k=1, size=65, seed=0):
+    """Model inputs (query, support, support_masks with ignore rows, query_mask) of random values."""
+    g = torch.Generator().manual_seed(seed)
+    query = torch.randn(b, 3, size, size, generator=g)
+    support = torch.randn(b, k, 3, size, size, generator=g)
+    masks = (torch.rand(b, k, size, size, generator=g) > 0.6).float()
+    masks[:, :, :4] = 255
+    query_mask = (torch.rand(b, size, size, generator=g) > 0.5).float()
+    return query, support, masks, query_mask

@@ -6,6 +6,8 @@ from model import SCCAN, CheckpointError, load_weights
 from model.loss import weighted_dice_loss
 from model.scca import SCCABlock, align_patches, gather_patches, merge_patches, split_patches
 
+from fakedata import random_episode as episode
+
 TINY = dict(fts_size=16, depth=2, reduce_dim=32, num_heads=4)
 
 
@@ -71,16 +73,6 @@ def test_output_stride_8(net50):
 def test_unknown_layers_rejected():
     with pytest.raises(ValueError, match='layers must be one of'):
         SCCAN(layers=34)
-
-
-def episode(b=2, k=1, size=65, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    query = torch.randn(b, 3, size, size, generator=g)
-    support = torch.randn(b, k, 3, size, size, generator=g)
-    masks = (torch.rand(b, k, size, size, generator=g) > 0.6).float()
-    masks[:, :, :4] = 255
-    query_mask = (torch.rand(b, size, size, generator=g) > 0.5).float()
-    return query, support, masks, query_mask
 
 
 def test_gradients_reach_every_trainable_parameter_and_no_backbone():

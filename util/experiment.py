@@ -25,4 +25,5 @@ def build_model(cfg, backbone_weights=None):
     return SCCAN(layers=cfg.layers, shot=cfg.shot, backbone_weights=backbone_weights,
                  fts_size=cfg.fts_size, window_size=cfg.window_size, depth=cfg.depth,
                  num_heads=cfg.num_heads, mlp_ratio=cfg.mlp_ratio, reduce_dim=cfg.reduce_dim,
-                 zoom_factor=cfg.zoom_factor)
+                 zoom_factor=cfg.zoom_factor, recompute=cfg.recompute,
+                 fused_attention=cfg.fused_attention)

@@ -1,0 +1,135 @@
+"""Optimised paths compute what the plain ones do: folded frozen BN, activation recomputation,
+fused attention."""
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from model import SCCAN
+from model.backbone import BN_EPS, conv_bn, conv_bn_forward
+from model.scca import WindowAttention
+
+from fakedata import random_episode as episode
+
+TINY = dict(fts_size=16, depth=2, reduce_dim=32, num_heads=4)
+
+
+def random_bn_state(bn, generator):
+    channels = bn.weight.numel()
+    return {'weight': torch.randn(channels, generator=generator),
+            'bias': torch.randn(channels, generator=generator),
+            'running_mean': torch.randn(channels, generator=generator),
+            'running_var': torch.rand(channels, generator=generator) + 0.1}
+
+
+def conv_then_batchnorm(conv, bn, x):
+    return F.batch_norm(conv(x), bn.running_mean, bn.running_var, bn.weight, bn.bias,
+                        training=False, eps=BN_EPS)
+
+
+def test_folded_conv_bn_equals_conv_then_batchnorm():
+    g = torch.Generator().manual_seed(0)
+    pair = nn.Sequential(*conv_bn(4, 6, 3, stride=2, dilation=2)).double()
+    pair[1].load_state_dict(random_bn_state(pair[1], g))
+    x = torch.randn(2, 4, 11, 11, generator=g, dtype=torch.float64)
+    expected = conv_then_batchnorm(*pair, x)
+    assert torch.allclose(conv_bn_forward(*pair, x), expected, rtol=0, atol=1e-12)
+
+
+def test_folded_weights_follow_loads_and_casts():
+    g = torch.Generator().manual_seed(1)
+    pair = nn.Sequential(*conv_bn(3, 5, 1))
+    x = torch.randn(1, 3, 4, 4, generator=g)
+    first = conv_bn_forward(*pair, x)                       # folds the initial (identity) BN
+    pair.load_state_dict({'0.weight': torch.randn(5, 3, 1, 1, generator=g),
+                          **{f'1.{k}': v for k, v in random_bn_state(pair[1], g).items()}})
+    after_load = conv_bn_forward(*pair, x)
+    assert not torch.allclose(first, after_load)
+    assert torch.allclose(after_load, conv_then_batchnorm(*pair, x), atol=1e-5)
+    pair.double()
+    after_cast = conv_bn_forward(*pair, x.double())
+    assert after_cast.dtype == torch.float64
+    assert torch.allclose(after_cast, conv_then_batchnorm(*pair, x.double()), rtol=0, atol=1e-12)
+
+
+def test_folding_leaves_the_state_dict_alone():
+    net = SCCAN(layers=50, **TINY).eval()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    with torch.no_grad():
+        net(*episode())
+    after = net.state_dict()
+    assert before.keys() == after.keys()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def loss_gradients_and_saved_bytes(net, inputs):
+    saved = []
+
+    def pack(tensor):
+        saved.append(tensor.numel() * tensor.element_size())
+        return tensor
+    torch.manual_seed(0)                                    # the same dropout draws in every run
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        _, loss = net(*inputs)
+    stored = sum(saved)
+    net.zero_grad(set_to_none=True)
+    loss.backward()
+    grads = {n: p.grad.clone() for n, p in net.named_parameters() if p.grad is not None}
+    return loss.detach(), grads, stored
+
+
+def test_recompute_gives_the_same_gradients_and_stores_less():
+    torch.manual_seed(0)
+    plain = SCCAN(layers=50, recompute=False, **TINY).train()
+    recomputed = SCCAN(layers=50, recompute=True, **TINY).train()
+    recomputed.load_state_dict(plain.state_dict())
+    inputs = episode()
+    loss_a, grads_a, stored_a = loss_gradients_and_saved_bytes(plain, inputs)
+    loss_b, grads_b, stored_b = loss_gradients_and_saved_bytes(recomputed, inputs)
+    assert torch.equal(loss_a, loss_b)
+    assert grads_a.keys() == grads_b.keys() and len(grads_a) > 0
+    for name in grads_a:
+        assert torch.allclose(grads_a[name], grads_b[name], rtol=1e-4, atol=1e-7), name
+    # What autograd keeps for the backward pass: the SCCA blocks and the decoder hold most of it.
+    assert stored_b < 0.5 * stored_a
+
+
+def test_recompute_is_off_in_eval():
+    net = SCCAN(layers=50, recompute=True, **TINY).eval()
+    with torch.no_grad():
+        out = net(*episode()[:3])
+    assert out.shape == (2, 2, 65, 65)
+
+
+def attention_pair(dim=16, heads=4, seed=0):
+    torch.manual_seed(seed)
+    plain = WindowAttention(dim, heads).double()
+    fused = WindowAttention(dim, heads, fused=True).double()
+    fused.load_state_dict(plain.state_dict())
+    return plain, fused
+
+
+@pytest.mark.parametrize('cross', [False, True], ids=['self-only', 'self+cross'])
+def test_fused_attention_equals_plain_with_gradients(cross):
+    plain, fused = attention_pair()
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(6, 9, 16, generator=g, dtype=torch.float64, requires_grad=True)
+    keys = torch.cat([x, 3 * torch.randn(6, 9, 16, generator=g, dtype=torch.float64)], dim=1) if cross else x
+    out_plain, out_fused = plain(x, keys), fused(x, keys)
+    # The 1e-7 cosine guard sits on each norm instead of on their product: rounding-level change.
+    assert torch.allclose(out_plain, out_fused, rtol=0, atol=1e-6)
+    grad_plain, = torch.autograd.grad(out_plain.square().sum(), x)
+    grad_fused, = torch.autograd.grad(out_fused.square().sum(), x)
+    assert torch.allclose(grad_plain, grad_fused, rtol=0, atol=1e-5)
+
+
+def test_fused_attention_model_agrees_with_plain_model():
+    torch.manual_seed(0)
+    plain = SCCAN(layers=50, shot=2, **TINY).eval()
+    fused = SCCAN(layers=50, shot=2, fused_attention=True, **TINY).eval()
+    fused.load_state_dict(plain.state_dict())
+    inputs = episode(k=2, seed=1)[:3]
+    with torch.no_grad():
+        a, b = plain(*inputs), fused(*inputs)
+    assert torch.allclose(a, b, atol=1e-4)
+    assert torch.equal(a.argmax(1), b.argmax(1))
