@@ -36,13 +36,17 @@ class FrozenBatchNorm2d(nn.Module):
         """(weight, bias) of `conv` followed by this BN as one convolution. Computed once and
         reused until a source tensor changes: loading a state dict bumps its version, and moving
         or casting the model gives new storage, dtype or device."""
+        if torch.compiler.is_compiling():   # traced into the graph: no Python-side cache there
+            return self._fold(conv)
         sources = (conv.weight, self.weight, self.bias, self.running_mean, self.running_var)
         key = tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in sources)
         if key != self._folded_from:
-            scale = self.weight * (self.running_var + BN_EPS).rsqrt()
-            self._folded = (conv.weight * scale.view(-1, 1, 1, 1), self.bias - self.running_mean * scale)
-            self._folded_from = key
+            self._folded, self._folded_from = self._fold(conv), key
         return self._folded
+
+    def _fold(self, conv):
+        scale = self.weight * (self.running_var + BN_EPS).rsqrt()
+        return conv.weight * scale.view(-1, 1, 1, 1), self.bias - self.running_mean * scale
 
 
 def conv_bn(in_ch, out_ch, kernel, stride=1, dilation=1):

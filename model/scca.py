@@ -119,7 +119,7 @@ class SCCABlock(nn.Module):
         hidden = int(dim * mlp_ratio)
         self.mlp_q = Mlp(dim, hidden)
         self.mlp_s = Mlp(dim, hidden)
-        self.last_alignment = None   # B×P indices of the latest forward, for inspection
+        self.last_alignment = None   # B×P indices of the latest eager forward, for inspection
 
     def _pad(self, x):  # B×H×W×C → B×H'×W'×C
         if not self.shifted:
@@ -143,7 +143,8 @@ class SCCABlock(nn.Module):
         s_patches = split_patches(s_norm, self.window)
         index = align_patches(q_norm.permute(0, 3, 1, 2), s_norm.permute(0, 3, 1, 2),
                               mask.permute(0, 3, 1, 2), self.window)
-        self.last_alignment = index
+        if not torch.compiler.is_compiling():   # a side effect would break the compiled graph
+            self.last_alignment = index
         keys = torch.cat([q_patches, gather_patches(s_patches, index)], dim=2)   # B×P×2N×C
         q = q + self._attend(self.attn_q, q_patches, keys, padded_h, padded_w, height, width)
         q = q + self.mlp_q(self.norm2(q))

@@ -1,5 +1,5 @@
 """Optimised paths compute what the plain ones do: folded frozen BN, activation recomputation,
-fused attention."""
+fused attention, channels-last and torch.compile."""
 import pytest
 import torch
 import torch.nn.functional as F
@@ -8,6 +8,7 @@ from torch import nn
 from model import SCCAN
 from model.backbone import BN_EPS, conv_bn, conv_bn_forward
 from model.scca import WindowAttention
+from util.precision import Precision
 
 from fakedata import random_episode as episode
 
@@ -90,7 +91,7 @@ def test_recompute_gives_the_same_gradients_and_stores_less():
     assert grads_a.keys() == grads_b.keys() and len(grads_a) > 0
     for name in grads_a:
         assert torch.allclose(grads_a[name], grads_b[name], rtol=1e-4, atol=1e-7), name
-    # What autograd keeps for the backward pass: the SCCA blocks and the decoder hold most of it.
+    # What autograd keeps for the backward pass: the SCCA blocks hold most of it.
     assert stored_b < 0.5 * stored_a
 
 
@@ -131,5 +132,20 @@ def test_fused_attention_model_agrees_with_plain_model():
     inputs = episode(k=2, seed=1)[:3]
     with torch.no_grad():
         a, b = plain(*inputs), fused(*inputs)
+    assert torch.allclose(a, b, atol=1e-4)
+    assert torch.equal(a.argmax(1), b.argmax(1))
+
+
+def test_channels_last_and_compiled_model_agree_with_plain_model():
+    torch.manual_seed(0)
+    plain = SCCAN(layers=50, shot=1, **TINY).eval()
+    fast = SCCAN(layers=50, shot=1, **TINY).eval()
+    fast.load_state_dict(plain.state_dict())
+    precision = Precision('cpu', channels_last=True, compile=True)
+    fast = precision.prepare_model(fast)
+    query, support, masks = episode(seed=2)[:3]
+    with torch.no_grad():
+        a, b = plain(query, support, masks), fast(precision.prepare_images(query), support, masks)
+    assert fast.backbone.body.conv1.weight.is_contiguous(memory_format=torch.channels_last)
     assert torch.allclose(a, b, atol=1e-4)
     assert torch.equal(a.argmax(1), b.argmax(1))

@@ -8,6 +8,7 @@ import torch
 
 from model import SCCAN
 from model.loss import weighted_dice_loss
+from util.precision import Precision
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GOLDEN = os.path.join(ROOT, '..', 'shared', 'golden')
@@ -23,11 +24,15 @@ def golden_weights():
     return module
 
 
+def golden_model(case, **options):
+    net = SCCAN(layers=case['case']['layers'], shot=case['case']['shot'], **options)
+    net.load_state_dict(golden_weights().make_state_dict(net.state_dict()), strict=True)
+    return net.double().eval()
+
+
 def run_case(path):
     case = torch.load(path, weights_only=False)
-    net = SCCAN(layers=case['case']['layers'], shot=case['case']['shot'])
-    net.load_state_dict(golden_weights().make_state_dict(net.state_dict()), strict=True)
-    net = net.double().eval()
+    net = golden_model(case)
     captured = {}
     net.transformer.register_forward_hook(lambda m, i, out: captured.update(transformer_out=out))
     import model.sccan as sccan_module
@@ -74,3 +79,22 @@ def test_dice_loss_matches(golden_run):
     case, _, logits, _ = golden_run
     loss = weighted_dice_loss(logits, case['query_mask'].double())
     assert abs(loss.item() - float(case['dice_loss'])) <= 1e-10
+
+
+FAST_MODES = {   # name: (SCCAN options, Precision options)
+    'fused_attention': ({'fused_attention': True}, {}),
+    'channels_last': ({}, {'channels_last': True}),
+}
+
+
+@pytest.mark.parametrize('mode', FAST_MODES)
+@pytest.mark.parametrize('path', CASES, ids=[os.path.basename(c) for c in CASES])
+def test_fast_modes_match_golden(mode, path):
+    model_options, precision_options = FAST_MODES[mode]
+    case = torch.load(path, weights_only=False)
+    precision = Precision('cpu', **precision_options)
+    net = precision.prepare_model(golden_model(case, **model_options))
+    with torch.no_grad():
+        logits = net(precision.prepare_images(case['query'].double()), case['support'].double(),
+                     case['support_masks'].double())
+    assert (logits - case['logits']).abs().max().item() <= 1e-8

@@ -4,6 +4,8 @@
     python tools/benchmark.py --reference             # side by side with the authors' model
     python tools/benchmark.py --tiny                  # a small smoke run (CI)
 
+Ours runs as train_sccan.py and test_sccan.py run it by default (channels-last; float32);
+eval-5shot-cached is an episode whose images all hit the evaluation feature cache.
 For each setting: median seconds over repeats, GFLOP per call (counted once with
 torch.utils.flop_counter), achieved GFLOP/s and its ratio to a float32 2048³ matmul measured in
 the same run, and peak memory. Each setting runs in a fresh subprocess so that the peak RSS
@@ -29,9 +31,13 @@ sys.path.insert(0, REPO)
 SETTINGS = {            # name: (mode, batch, shot)
     'eval-1shot': ('eval', 1, 1),
     'eval-5shot': ('eval', 1, 5),
+    # An episode whose six images all hit the feature cache: everything after the backbone.
+    'eval-5shot-cached': ('cached', 1, 5),
     'train-b2': ('train', 2, 1),
     'train-b4': ('train', 4, 1),
+    'train-b8': ('train', 8, 1),   # not run by default: the reference needs ~24 GB here
 }
+DEFAULT_SETTINGS = ['eval-1shot', 'eval-5shot', 'eval-5shot-cached', 'train-b2', 'train-b4']
 TINY = dict(fts_size=16, depth=2, reduce_dim=32, num_heads=4)
 
 
@@ -40,9 +46,11 @@ def parse_args(argv=None):
     p.add_argument('--size', type=int, default=473, help='input side, (size−1) % 8 == 0')
     p.add_argument('--layers', type=int, default=50, choices=(50, 101))
     p.add_argument('--repeats', type=int, default=3)
-    p.add_argument('--settings', nargs='+', default=list(SETTINGS), choices=list(SETTINGS))
+    p.add_argument('--settings', nargs='+', default=DEFAULT_SETTINGS, choices=list(SETTINGS))
     p.add_argument('--device', default='auto', choices=('auto', 'cpu', 'cuda'))
     p.add_argument('--reference', action='store_true', help="also time the authors' model")
+    p.add_argument('--no-channels-last', dest='channels_last', action='store_false',
+                   help='run ours in the contiguous layout (the configs default to channels-last)')
     p.add_argument('--reference-tool', default=os.path.join(REPO, '..', 'shared', 'tools',
                                                             'reference_sccan.py'))
     p.add_argument('--tiny', action='store_true', help='57×57, a small model, 1 repeat (smoke run)')
@@ -57,24 +65,27 @@ def device_of(name):
 
 
 def build(implementation, args, shot, device):
+    """(model, inputs) for one setting: ours as train_sccan.py / test_sccan.py run it."""
     if implementation == 'ours':
         from model import SCCAN
+        from util.precision import Precision
+        precision = Precision(device.type, channels_last=args.channels_last)
         net = SCCAN(layers=args.layers, shot=shot, **(TINY if args.tiny else {}))
-    else:
-        tool_dir = os.path.dirname(os.path.abspath(args.reference_tool))
-        sys.path.insert(0, tool_dir)
-        import reference_sccan
-        net = reference_sccan.build(layers=args.layers, shot=shot)
-    return net.to(device)
+        return precision.prepare_model(net.to(device)), precision.prepare_images
+    tool_dir = os.path.dirname(os.path.abspath(args.reference_tool))
+    sys.path.insert(0, tool_dir)
+    import reference_sccan
+    return reference_sccan.build(layers=args.layers, shot=shot).to(device), lambda images: images
 
 
-def episode(batch, shot, size, device):
+def episode(batch, shot, size, device, prepare_images):
     g = torch.Generator().manual_seed(0)
     query = torch.randn(batch, 3, size, size, generator=g)
     support = torch.randn(batch, shot, 3, size, size, generator=g)
     masks = (torch.rand(batch, shot, size, size, generator=g) > 0.5).float()
     query_mask = (torch.rand(batch, size, size, generator=g) > 0.5).float()
-    return [t.to(device) for t in (query, support, masks, query_mask)]
+    query, support, masks, query_mask = [t.to(device) for t in (query, support, masks, query_mask)]
+    return prepare_images(query), support, masks, query_mask
 
 
 def step_function(net, implementation, mode, inputs):
@@ -85,6 +96,16 @@ def step_function(net, implementation, mode, inputs):
         def run():
             with torch.no_grad():
                 net(query, support, masks, *([None] if implementation == 'reference' else []))
+        return run
+    if mode == 'cached':
+        net.eval()
+        with torch.no_grad():
+            query_feats, support_feats = net.encode(query), net.encode(support.flatten(0, 1))
+        out_size = net.output_size(query.shape[-2:])
+
+        def run():
+            with torch.no_grad():
+                net.segment(query_feats, support_feats, masks, out_size)
         return run
     net.train()
     params = [p for p in net.parameters() if p.requires_grad]
@@ -107,16 +128,9 @@ def measure_one(args, implementation, setting):
     """Time one setting in this process; returns a dict (printed as JSON by --one)."""
     device = device_of(args.device)
     mode, batch, shot = SETTINGS[setting]
-    net = build(implementation, args, shot, device)
-    run = step_function(net, implementation, mode, episode(batch, shot, args.size, device))
-    run()                                                  # warm-up
-    times = []
-    for _ in range(args.repeats):
-        synchronize(device)
-        start = time.perf_counter()
-        run()
-        synchronize(device)
-        times.append(time.perf_counter() - start)
+    net, prepare_images = build(implementation, args, shot, device)
+    run = step_function(net, implementation, mode, episode(batch, shot, args.size, device, prepare_images))
+    seconds = median_seconds(run, args.repeats, device)
     # Read before counting FLOPs: the counter's dispatch mode keeps tensors alive (~2× the peak).
     if device.type == 'cuda':
         peak_gb = torch.cuda.max_memory_allocated() / 1024 ** 3
@@ -125,21 +139,26 @@ def measure_one(args, implementation, setting):
     counter = FlopCounterMode(display=False)
     with counter:
         run()
-    return {'seconds': statistics.median(times), 'gflop': counter.get_total_flops() / 1e9,
+    return {'seconds': seconds, 'gflop': counter.get_total_flops() / 1e9,
             'peak_gb': peak_gb, 'device': str(device)}
 
 
-def matmul_gflops(device, n=2048, repeats=5):
-    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
-    a @ b
+def median_seconds(run, repeats, device):
+    """Median wall time of `run()` over `repeats` calls, after one warm-up call."""
+    run()
     times = []
     for _ in range(repeats):
         synchronize(device)
         start = time.perf_counter()
-        a @ b
+        run()
         synchronize(device)
         times.append(time.perf_counter() - start)
-    return 2 * n ** 3 / statistics.median(times) / 1e9
+    return statistics.median(times)
+
+
+def matmul_gflops(device, n=2048, repeats=5):
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    return 2 * n ** 3 / median_seconds(lambda: a @ b, repeats, device) / 1e9
 
 
 def measure_in_subprocess(argv, implementation, setting):
@@ -169,16 +188,18 @@ def main(argv=None):
           f'ResNet-{args.layers}{" (tiny model)" if args.tiny else ""}, float32; '
           f'2048³ matmul: {peak_matmul:.0f} GFLOP/s')
     implementations = ['ours'] + (['reference'] if args.reference else [])
-    header = (f'{"setting":<11} {"impl":<9} {"seconds":>8} {"GFLOP":>7} {"GFLOP/s":>8} '
+    header = (f'{"setting":<17} {"impl":<9} {"seconds":>8} {"GFLOP":>7} {"GFLOP/s":>8} '
               f'{"÷matmul":>8} {"peak GB":>8}' + ('  ours÷ref time  mem' if args.reference else ''))
     print(header)
     for setting in args.settings:
-        rows = {impl: measure_in_subprocess(argv, impl, setting) for impl in implementations}
+        # The reference has no cache: its cached episode would be its plain one.
+        rows = {impl: measure_in_subprocess(argv, impl, setting) for impl in implementations
+                if not (impl == 'reference' and SETTINGS[setting][0] == 'cached')}
         for impl, r in rows.items():
             rate = r['gflop'] / r['seconds']
-            line = (f'{setting:<11} {impl:<9} {r["seconds"]:8.3f} {r["gflop"]:7.1f} {rate:8.1f} '
+            line = (f'{setting:<17} {impl:<9} {r["seconds"]:8.3f} {r["gflop"]:7.1f} {rate:8.1f} '
                     f'{rate / peak_matmul:8.2f} {r["peak_gb"]:8.2f}')
-            if impl == 'ours' and args.reference:
+            if impl == 'ours' and 'reference' in rows:
                 ref = rows['reference']
                 line += (f'  {r["seconds"] / ref["seconds"]:13.2f} '
                          f'{r["peak_gb"] / ref["peak_gb"]:5.2f}')

@@ -140,9 +140,12 @@ SCHEMA = {
     # --- performance ---
     'amp': _k('Performance', str, 'none', 'CUDA mixed precision: none, bf16 or fp16 (fp16 with '
               'loss scaling)', choices=('none', 'bf16', 'fp16')),
-    'channels_last': _k('Performance', bool, False, 'channels-last memory format on CUDA'),
-    'recompute': _k('Performance', bool, True, 'training: recompute SCCA block and decoder '
-                    'activations in the backward pass instead of storing them (same gradients)'),
+    'channels_last': _k('Performance', bool, True, 'channels-last memory format (faster convolutions '
+                        'on CPUs and GPUs; same results up to rounding)'),
+    'compile': _k('Performance', bool, False, 'torch.compile the backbone and the SCCA '
+                  'transformer (first steps are slow while it compiles)'),
+    'recompute': _k('Performance', bool, True, 'training: recompute SCCA block activations '
+                    'in the backward pass instead of storing them (same gradients)'),
     'fused_attention': _k('Performance', bool, False, 'SCCA attention through '
                           'scaled_dot_product_attention (less memory; faster on GPUs)'),
     'feature_cache_gb': _k('Performance', float, 0.0, 'memory for caching frozen backbone '

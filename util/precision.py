@@ -1,7 +1,8 @@
-"""Optional mixed precision (`amp: bf16|fp16`) and channels-last memory format (off by default).
+"""How the network runs: optional mixed precision (`amp: bf16|fp16`), channels-last memory
+format (on by default) and torch.compile; tools/benchmark_modes.py measures each.
 
-bf16 autocast runs on CUDA and CPU; fp16 needs CUDA (with loss scaling) and is ignored with a
-warning on the CPU. Weights, optimiser states and metrics stay float32.
+bf16 autocast and channels-last run on CUDA and CPU; fp16 needs CUDA (with loss scaling) and is
+ignored with a warning on the CPU. Weights, optimiser states and metrics stay float32.
 """
 import contextlib
 import dataclasses
@@ -19,6 +20,7 @@ class Precision:
     device_type: str
     dtype: torch.dtype = None      # autocast dtype; None: full float32
     channels_last: bool = False
+    compile: bool = False
 
     def autocast(self):
         if self.dtype is None:
@@ -30,7 +32,15 @@ class Precision:
         return torch.amp.GradScaler(self.device_type, enabled=self.dtype == torch.float16)
 
     def prepare_model(self, net):
-        return net.to(memory_format=torch.channels_last) if self.channels_last else net
+        """The SCCAN to run, changed in place. compile: the backbone and the SCCA transformer
+        (the heavy parts) are compiled as modules, so parameter names and the encode/segment
+        entry points used by the feature cache stay as they are."""
+        if self.channels_last:
+            net = net.to(memory_format=torch.channels_last)
+        if self.compile:
+            net.backbone.compile()
+            net.transformer.compile()
+        return net
 
     def prepare_images(self, images):
         """Channels-last for N×C×H×W image batches (5-D support stacks stay as they are)."""
@@ -44,8 +54,4 @@ def precision_for(cfg, device):
     if dtype == torch.float16 and device.type != 'cuda':
         log.warning('amp: fp16 needs CUDA; running in float32 on %s', device)
         dtype = None
-    channels_last = cfg.channels_last
-    if channels_last and device.type != 'cuda':
-        log.warning('channels_last only helps on CUDA; ignored on %s', device)
-        channels_last = False
-    return Precision(device.type, dtype, channels_last)
+    return Precision(device.type, dtype, cfg.channels_last, cfg.compile)
