@@ -66,6 +66,8 @@ def parse_args(argv=None):
 def prepared(net, mode, device):
     """(net on device in `mode`, its Precision)."""
     precision = Precision(device.type, **MODES[mode][1])
+    if precision.compile:   # a fresh model: forget graphs of earlier ones (recompile limit)
+        torch._dynamo.reset()
     return precision.prepare_model(net.to(device)), precision
 
 
