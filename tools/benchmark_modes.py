@@ -112,7 +112,8 @@ def golden_logits(mode, cases, device):
 
 def synthetic_miou(mode, args, device):
     from test_sccan import load_model
-    cfg = load_config(SYNTHETIC_CONFIG, ['fused_attention', str(mode == 'fused_attention')])
+    model_options = [str(item) for key_value in MODES[mode][0].items() for item in key_value]
+    cfg = load_config(SYNTHETIC_CONFIG, model_options)   # the mode's SCCAN options as config keys
     net, precision = prepared(load_model(cfg, args.checkpoint, device), mode, device)
     env = distributed.DistEnv(0, 1, 0, device)
     dataset = episode_dataset(cfg, 'val')

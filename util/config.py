@@ -138,8 +138,8 @@ SCHEMA = {
     'mlp_ratio': _k('Method', float, 1.0, 'MLP hidden width / reduce_dim', check=_POSITIVE),
     'reduce_dim': _k('Method', int, 256, 'feature width C', check=_POSITIVE),
     # --- performance ---
-    'amp': _k('Performance', str, 'none', 'CUDA mixed precision: none, bf16 or fp16 (fp16 with '
-              'loss scaling)', choices=('none', 'bf16', 'fp16')),
+    'amp': _k('Performance', str, 'none', 'mixed precision: none, bf16 or fp16 (fp16: CUDA only, '
+              'with loss scaling)', choices=('none', 'bf16', 'fp16')),
     'channels_last': _k('Performance', bool, True, 'channels-last memory format (faster convolutions '
                         'on CPUs and GPUs; same results up to rounding)'),
     'compile': _k('Performance', bool, False, 'torch.compile the backbone and the SCCA '
