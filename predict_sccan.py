@@ -8,7 +8,7 @@ For each query, writes <out>/<name>_mask.png (0/255, the query's size) and <out>
 the foreground fraction. The supports are encoded once for all queries.
 
 Mask files: palette PNGs (VOC style) count every index except 0 (background) and 255 (ignore) as
-foreground; other files follow model.segmenter.MASK_RULE ({0,1}: 1; otherwise >= 128), colour
+foreground; other files follow util.predictor.MASK_RULE ({0,1}: 1; otherwise >= 128), colour
 masks by their brightest channel.
 Bad input ends with one line `error: ...` and exit status 2.
 """
@@ -19,12 +19,10 @@ import sys
 
 import cv2
 import numpy as np
-import torch
 
-from model.segmenter import FewShotSegmenter, to_mask
-from util.image_io import BadFileError, read_image, require_file
-from util.transform import IGNORE
-from util.visualize import PREDICTION_COLOUR, SUPPORT_COLOUR, overlay
+from util.image_io import IGNORE_LABEL, BadFileError, read_image, require_file, write_image
+from util.predictor import FewShotSegmenter, to_mask
+from util.visualize import prediction_overlay, write_rgb
 
 PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
 
@@ -85,9 +83,9 @@ def predict(args):
         query = read_rgb(path)
         mask = to_mask(seg.predict(support, query))                # H×W uint8, 1 = foreground
         mask_path = os.path.join(args.out, name + '_mask.png')
-        write(mask_path, mask * 255)
-        write(os.path.join(args.out, name + '_overlay.png'),
-              panel(query, mask, support.images, support.foregrounds)[:, :, ::-1])
+        write_image(mask_path, mask * 255)
+        write_rgb(os.path.join(args.out, name + '_overlay.png'),
+                  prediction_overlay(query, mask, support.images, support.foregrounds))
         print(f'{path}: foreground {mask.mean():.1%} -> {mask_path}')
 
 
@@ -107,7 +105,7 @@ def read_mask(path):
         raise BadFileError(path, 'cannot be decoded as a mask image')
     if palette is not None:
         index = palette_index(mask[:, :, ::-1], palette, path)
-        return (index != 0) & (index != IGNORE)
+        return (index != 0) & (index != IGNORE_LABEL)
     return mask[:, :, :3].max(axis=2) if mask.ndim == 3 else mask
 
 
@@ -155,30 +153,6 @@ def output_names(paths):
         seen.add(name)
         names.append(name)
     return names
-
-
-def write(path, image):
-    if not cv2.imwrite(path, np.ascontiguousarray(image)):
-        raise OSError(f'cannot write {path}')
-
-
-# --- overlay -------------------------------------------------------------------------------------
-def tint(rgb, foreground, colour):
-    return overlay(rgb, torch.from_numpy(foreground.astype(np.uint8)), colour)
-
-
-def panel(query, mask, support_images, support_masks):
-    """RGB canvas: the tinted query, and a column of tinted support thumbnails on its right."""
-    h, w = query.shape[:2]
-    side = max(48, h // max(len(support_images), 3))           # thumbnail box
-    canvas = np.zeros((max(h, side * len(support_images)), w + side, 3), np.uint8)
-    canvas[:h, :w] = tint(query, mask, PREDICTION_COLOUR)
-    for k, (image, fg) in enumerate(zip(support_images, support_masks)):
-        scale = side / max(image.shape[:2])
-        th, tw = max(1, round(image.shape[0] * scale)), max(1, round(image.shape[1] * scale))
-        canvas[k * side:k * side + th, w:w + tw] = cv2.resize(
-            tint(image, fg, SUPPORT_COLOUR), (tw, th), interpolation=cv2.INTER_AREA)
-    return canvas
 
 
 if __name__ == '__main__':

@@ -1,4 +1,4 @@
-"""Meta-test a SCCAN checkpoint on the novel classes of one fold (SPEC §6-7).
+"""Meta-test a SCCAN checkpoint on the novel classes of one fold (the authors' test_sccan.py).
 
     python test_sccan.py --config config/pascal/pascal_split0_resnet50.yaml
     python test_sccan.py --config ... --weight path/to/ckpt.pth --seeds 321 123 456 --viz 20
@@ -16,17 +16,14 @@ import os
 
 import numpy as np
 
-from model.checkpoint import load_strict
 from util import distributed
 from util.cli import run_main
 from util.config import ConfigError, load_config
 from util.episodes import episode_dataset
 from util.evaluate import format_result, make_predictor, run_episodes
-from util.experiment import build_model, run_paths
+from util.experiment import find_checkpoint, model_for_checkpoint, run_paths
 from util.log import close_logging, setup_logging
 from util.precision import precision_for
-from util.training_state import (check_compatible, find_resume_path, load_checkpoint,
-                                 state_dict_of)
 from util.visualize import episode_saver
 
 log = logging.getLogger('sccan')
@@ -54,16 +51,7 @@ def checkpoint_path(args, cfg):
     if not weight:
         raise ConfigError(f'no checkpoint to test: give --weight PATH or set weight in '
                           f'{cfg.source}')
-    return find_resume_path(weight, run_paths(cfg)['snapshot'])
-
-
-def load_model(cfg, path, device, any_shot=False):
-    """SCCAN of the config with the checkpoint's weights (backbone included)."""
-    ckpt = load_checkpoint(path)
-    check_compatible(ckpt, cfg, path, any_shot)
-    net = build_model(cfg)
-    load_strict(net, state_dict_of(ckpt), path)
-    return net.to(device).eval()
+    return find_checkpoint(weight, run_paths(cfg)['snapshot'])
 
 
 def mean_std(per_seed):
@@ -81,7 +69,8 @@ def main(argv=None):
     try:
         path = checkpoint_path(args, cfg)
         precision = precision_for(cfg, env.device)
-        net = precision.prepare_model(load_model(cfg, path, env.device, args.any_shot))
+        net, _ = model_for_checkpoint(cfg, path, args.any_shot)
+        net = precision.prepare_model(net.to(env.device))
         dataset = episode_dataset(cfg, 'val')
         seeds = args.seeds or [cfg.manual_seed]
         episodes = args.episodes or cfg.test_num

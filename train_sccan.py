@@ -1,4 +1,4 @@
-"""Meta-train SCCAN on the base classes of one fold (SPEC §5).
+"""Meta-train SCCAN on the base classes of one fold (the authors' train_sccan.py recipe).
 
     python train_sccan.py --config config/pascal/pascal_split0_resnet50.yaml [--opts KEY VALUE ...]
     torchrun --nproc_per_node=4 train_sccan.py --config config/coco/coco_split0_resnet50.yaml
@@ -17,18 +17,17 @@ import time
 
 import torch
 
-from model.checkpoint import load_strict
+from model.checkpoint import read_checkpoint, restore_training, save_checkpoint, training_checkpoint
 from util import distributed
 from util.cli import run_main
 from util.config import ConfigError, load_config
-from util.episodes import SeededEpisodes, TrainSampler, episode_dataset, make_loader, seed_all
+from util.episodes import SeededEpisodes, TrainSampler, batch_tensors, episode_dataset, make_loader
 from util.evaluate import format_result, make_predictor, run_episodes
-from util.experiment import build_model, run_paths
+from util.experiment import build_model, check_fits, find_checkpoint, run_paths
 from util.log import close_logging, format_duration, progress, scalar_writer, setup_logging
 from util.optim import apply_schedule, build_optimizers
 from util.precision import precision_for
-from util.training_state import (CheckpointError, capture_rng, check_compatible, find_resume_path,
-                                 load_checkpoint, restore_rng, save_checkpoint, state_dict_of)
+from util.seeding import capture_rng, restore_rng, seed_all
 
 log = logging.getLogger('sccan')
 
@@ -60,14 +59,11 @@ def parse_args(argv=None):
 def forward_backward(model, batch, precision, scaler, device):
     """Training forward and backward of one batch (gradients left in place, summed over
     processes by DDP); returns this process's loss, detached."""
-    query = precision.prepare_images(batch['query'].to(device, non_blocking=True))
-    support = batch['support'].to(device, non_blocking=True)
-    support_masks = batch['support_masks'].to(device, non_blocking=True)
-    query_mask = batch['query_mask'].to(device, non_blocking=True)
+    inputs = batch_tensors(batch, device, ('query', 'support', 'support_masks', 'query_mask'))
     for p in model.parameters():
         p.grad = None
     with precision.autocast():
-        _, loss = model(query, support, support_masks, query_mask)
+        _, loss = model(*inputs)
     scaler.scale(loss).backward()     # on every process even when non-finite, as DDP needs
     return loss.detach()
 
@@ -120,8 +116,7 @@ class Trainer:
             torch.backends.cudnn.benchmark = False
         seed_all(cfg.manual_seed)
         self.precision = precision_for(cfg, env.device)
-        self.net = self.precision.prepare_model(
-            build_model(cfg, cfg.backbone_weights).to(env.device))
+        self.net = self.precision.prepare_model(build_model(cfg, cfg.backbone_weights).to(env.device))
         self.sgd, self.adamw = build_optimizers(self.net, cfg)
         self.scaler = self.precision.grad_scaler()
         self.train_data = episode_dataset(cfg, 'train')
@@ -145,7 +140,7 @@ class Trainer:
                                         self.paths['prefix'] + '_latest.pth')
         self.saved_iteration = None
         if resume:
-            self.resume(find_resume_path(resume, self.paths['snapshot']))
+            self.resume(find_checkpoint(resume, self.paths['snapshot']))
         elif env.is_main and os.path.exists(self.latest_path):
             log.warning('starting a new run; %s exists and will be overwritten (continue it with '
                         '--resume %s)', self.latest_path, self.latest_path)
@@ -157,19 +152,9 @@ class Trainer:
 
     # --- checkpoints ---
     def resume(self, path):
-        ckpt = load_checkpoint(path)
-        missing = [k for k in ('iteration', 'optimizer', 'optimizer_swin', 'rng', 'progress',
-                               'config') if k not in ckpt]
-        if missing:
-            raise CheckpointError(f'{path} cannot resume a run: it lacks {missing} (checkpoints '
-                                  'written by train_sccan.py can; use the authors\' weights with '
-                                  'test_sccan.py)')
-        check_compatible(ckpt, self.cfg, path)
-        load_strict(self.net, state_dict_of(ckpt), path)
-        self.sgd.load_state_dict(ckpt['optimizer'])
-        self.adamw.load_state_dict(ckpt['optimizer_swin'])
-        if ckpt.get('scaler') and self.scaler.is_enabled():
-            self.scaler.load_state_dict(ckpt['scaler'])
+        ckpt = read_checkpoint(path)
+        check_fits(self.cfg, ckpt, path)
+        restore_training(ckpt, path, self.net, self.sgd, self.adamw, self.scaler)
         self.progress.update(ckpt['progress'])
         self.progress['iteration'] = ckpt['iteration']
         restore_rng(ckpt['rng'])
@@ -183,12 +168,11 @@ class Trainer:
                  ckpt['iteration'] / self.iters_per_epoch)
 
     def checkpoint(self, epoch_label):
-        return {'epoch': epoch_label, 'state_dict': self.net.state_dict(),
-                'optimizer': self.sgd.state_dict(), 'optimizer_swin': self.adamw.state_dict(),
-                'iteration': self.progress['iteration'], 'layers': self.cfg.layers,
-                'shot': self.cfg.shot, 'config': self.cfg.to_dict(),
-                'world_size': self.env.world_size, 'rng': capture_rng(),
-                'scaler': self.scaler.state_dict(), 'progress': dict(self.progress)}
+        return training_checkpoint(self.net, epoch_label, self.sgd, self.adamw,
+                                   shot=self.cfg.shot, config=self.cfg.to_dict(),
+                                   iteration=self.progress['iteration'],
+                                   world_size=self.env.world_size, rng=capture_rng(),
+                                   scaler=self.scaler.state_dict(), progress=dict(self.progress))
 
     def save_latest(self, epoch_label):
         if self.env.is_main:

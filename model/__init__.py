@@ -1,7 +1,12 @@
-"""SCCAN: Self-Calibrated Cross Attention Network for few-shot segmentation (ICCV 2023)."""
-from model.backbone import BackboneFeatures
-from model.checkpoint import CheckpointError, load_weights, model_state, read_checkpoint
-from model.sccan import SCCAN
-from model.segmenter import FewShotSegmenter
+"""SCCAN: Self-Calibrated Cross Attention Network for few-shot segmentation (ICCV 2023).
 
-__all__ = ['SCCAN', 'FewShotSegmenter', 'BackboneFeatures', 'load_weights', 'read_checkpoint', 'model_state', 'CheckpointError']
+This package is the model alone: it imports nothing else of the project. The predictor for
+whole images of any size is util.predictor.FewShotSegmenter.
+"""
+from model.backbone import BackboneFeatures
+from model.build import ARCHITECTURE_KEYS, PAPER_ARCHITECTURE, build_sccan, sccan_from_checkpoint
+from model.checkpoint import CheckpointError, load_weights, read_checkpoint
+from model.sccan import SCCAN
+
+__all__ = ['SCCAN', 'build_sccan', 'sccan_from_checkpoint', 'load_weights', 'read_checkpoint',
+           'CheckpointError', 'BackboneFeatures', 'ARCHITECTURE_KEYS', 'PAPER_ARCHITECTURE']

@@ -1,4 +1,5 @@
-"""Frozen deep-stem dilated ResNet-50/101 ("v2", PSPNet's ImageNet weights), SPEC §1.
+"""Frozen deep-stem dilated ResNet-50/101 ("v2", PSPNet's ImageNet weights; the authors'
+model/backbone_res.py and backbone_utils.py).
 
 Layout and parameter names follow the authors' `backbone.body.*` so their checkpoints and
 `initmodel/resnet{50,101}_v2.pth` load as they are.
@@ -50,12 +51,14 @@ class FrozenBatchNorm2d(nn.Module):
 
 
 def conv_bn(in_ch, out_ch, kernel, stride=1, dilation=1):
+    """A bias-free 'same'-padded convolution and the frozen BN after it."""
     conv = nn.Conv2d(in_ch, out_ch, kernel, stride=stride, padding=dilation * (kernel // 2),
                      dilation=dilation, bias=False)
     return conv, FrozenBatchNorm2d(out_ch)
 
 
 def conv_bn_forward(conv, bn, x):
+    """conv then BN, as one convolution with the folded weights."""
     weight, bias = bn.folded_into(conv)
     return F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation)
 

@@ -1,18 +1,39 @@
-"""Reading weights: plain state dicts, the authors' checkpoints ({'state_dict': ...}, keys with
-an optional 'module.' prefix from DDP) and PSPNet backbones, with errors that say what is wrong."""
+"""SCCAN checkpoints: the one place that writes, reads and checks them.
+
+A checkpoint is a dict. The authors' train_sccan.py writes (and resumes from)
+    'epoch'           their epoch label: epochs done − 1, e.g. 42, or 42.5 at a half-epoch validation
+    'state_dict'      the model's weights (keys may carry DDP's 'module.' prefix)
+    'optimizer'       SGD state (the modules outside the SCCA transformer)
+    'optimizer_swin'  AdamW state (the SCCA transformer)
+and ours add
+    'architecture'    SCCAN's architecture (its constructor arguments, model.build)
+    'shot'            the number of supports it was trained with
+    'config'          the whole experiment config (a dict)
+    'iteration', 'world_size', 'rng', 'scaler', 'progress'
+                      what an exact resumption needs: steps done, processes, random generator
+                      states, fp16 loss scale, best metrics and early-stop counters.
+Plain state dicts (e.g. PSPNet's backbones, conv1/.../layer4/fc keys) are read too. Files are
+written atomically (temporary file, fsync, rename): a crash or a kill never leaves half a
+checkpoint under the real name.
+"""
 import os
 import pickle
+import re
+import tempfile
 import zipfile
 
 import torch
 
 DDP_PREFIX = 'module.'
+# Entries a checkpoint needs to continue a run (the weights aside).
+RESUME_ENTRIES = ('iteration', 'optimizer', 'optimizer_swin', 'rng', 'progress', 'config')
 
 
 class CheckpointError(ValueError):
-    """A weights file that cannot be used: unreadable, not a checkpoint, or not fitting the model."""
+    """A weights file that cannot be used: unreadable, not a checkpoint, or not fitting."""
 
 
+# ---- reading ------------------------------------------------------------------------------------
 def read_checkpoint(path):
     """The object saved in `path` (on the CPU), or CheckpointError naming the file."""
     path = os.fspath(path)
@@ -33,6 +54,27 @@ def model_state(checkpoint, path='<checkpoint>'):
     if state and all(k.startswith(DDP_PREFIX) for k in state):
         state = {k[len(DDP_PREFIX):]: v for k, v in state.items()}
     return state
+
+
+def metadata(checkpoint):
+    """The entries beside the weights ({} for a plain state dict)."""
+    return checkpoint if isinstance(checkpoint, dict) and 'state_dict' in checkpoint else {}
+
+
+def detect_layers(state_dict):
+    """Backbone depth of a state dict, from the number of layer3 blocks (6: 50, 23: 101)."""
+    blocks = {int(m.group(1)) for k in state_dict
+              for m in [re.search(r'(?:^|\.)layer3\.(\d+)\.', k)] if m}
+    return {6: 50, 23: 101}.get(len(blocks))
+
+
+def stored_architecture(checkpoint, keys):
+    """The architecture values (of `keys`) a checkpoint states: its 'architecture' entry, or
+    for checkpoints written before that entry existed, the same keys of its 'config'. {} for
+    the authors' checkpoints and plain state dicts."""
+    meta = metadata(checkpoint)
+    stored = meta.get('architecture') or meta.get('config') or {}
+    return {k: stored[k] for k in keys if stored.get(k) is not None}
 
 
 def _summarise(keys, limit=10):
@@ -60,8 +102,77 @@ def load_strict(module, state, path):
 
 
 def load_weights(net, path):
-    """Load a plain state dict or an authors'-format checkpoint into `net` (strict). Returns the
-    checkpoint object, so callers can read its other entries (epoch, config, ...)."""
+    """Load a plain state dict or a checkpoint (ours or the authors') into `net`, strictly.
+    Returns the checkpoint object, so callers can read its other entries."""
     checkpoint = read_checkpoint(path)
     load_strict(net, model_state(checkpoint, path), path)
     return checkpoint
+
+
+# ---- checking -----------------------------------------------------------------------------------
+def check_shot(checkpoint, shot, path):
+    """Refuse a checkpoint of ours trained with another number of shots (the authors' do not
+    say; their file names do: train5_... is 5-shot)."""
+    trained = metadata(checkpoint).get('shot')
+    if trained is not None and trained != shot:
+        raise CheckpointError(f'{path} was trained with shot {trained} but the config has shot {shot}; '
+                              'use the matching config (or --any-shot to evaluate it with another '
+                              'number of shots on purpose)')
+
+
+def check_resumable(checkpoint, path):
+    """Refuse to resume from a checkpoint without the training state (e.g. the authors')."""
+    missing = [k for k in RESUME_ENTRIES if k not in metadata(checkpoint)]
+    if missing:
+        raise CheckpointError(f'{path} cannot resume a run: it lacks {missing} (checkpoints written by '
+                              "train_sccan.py can; use the authors' weights with test_sccan.py)")
+
+
+def restore_training(checkpoint, path, net, optimizer, optimizer_swin, scaler=None):
+    """Load a resumable checkpoint's weights, optimiser states and (fp16) loss scale into the
+    given objects."""
+    check_resumable(checkpoint, path)
+    load_strict(net, model_state(checkpoint, path), path)
+    try:
+        optimizer.load_state_dict(checkpoint['optimizer'])
+        optimizer_swin.load_state_dict(checkpoint['optimizer_swin'])
+    except (ValueError, KeyError) as e:
+        raise CheckpointError(f'{path}: its optimiser states do not fit this run: {e}') from e
+    if checkpoint.get('scaler') and scaler is not None and scaler.is_enabled():
+        scaler.load_state_dict(checkpoint['scaler'])
+
+
+# ---- writing ------------------------------------------------------------------------------------
+def weights_checkpoint(net, **entries):
+    """A checkpoint of `net`'s weights and architecture, with `entries` (any of those listed in
+    the module docstring)."""
+    return {'state_dict': net.state_dict(), 'architecture': dict(net.architecture), **entries}
+
+
+def training_checkpoint(net, epoch, optimizer, optimizer_swin, **entries):
+    """The checkpoint of a training run: the authors' entries, the architecture of `net`, and
+    `entries` (shot, config, iteration, rng, ...)."""
+    return weights_checkpoint(net, epoch=epoch, optimizer=optimizer.state_dict(),
+                              optimizer_swin=optimizer_swin.state_dict(), **entries)
+
+
+def save_checkpoint(obj, path):
+    """torch.save to `path` atomically."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.', suffix='.tmp', dir=folder)
+    try:
+        with os.fdopen(fd, 'wb') as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    dir_fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)    # make the rename itself durable
+    finally:
+        os.close(dir_fd)

@@ -1,4 +1,5 @@
-"""ASPP decoder (SPEC §2.9): multi-rate context, a residual refinement, a two-class classifier.
+"""ASPP decoder (the authors' model/ASPP.py and the *_meta modules of OneModel): multi-rate
+context, a residual refinement, a two-class classifier.
 
 The parts are separate modules because SCCAN owns them under the authors' names
 (`ASPP_meta`, `res1_meta`, `res2_meta`, `cls_meta`); `decode` wires them."""
@@ -7,6 +8,7 @@ from torch import nn
 
 
 def conv(in_ch, out_ch, kernel, dilation=1, bias=False):
+    """A 'same'-padded convolution."""
     return nn.Conv2d(in_ch, out_ch, kernel, padding=dilation * (kernel // 2), dilation=dilation, bias=bias)
 
 
@@ -43,6 +45,8 @@ def classifier(channels, classes=2):   # cls_meta
                          nn.Conv2d(channels, classes, 1))
 
 
-def decode(aspp, reduce, residual, classify, x):  # B×C×h×w → B×2×h×w
+def decode(aspp, reduce, residual, classify, x):
+    """The decoder's wiring: ASPP → reduce → residual refinement → classifier. x B×C×h×w →
+    logits B×2×h×w."""
     x = reduce(aspp(x))
     return classify(residual(x) + x)

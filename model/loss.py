@@ -1,4 +1,5 @@
-"""Weighted Dice loss (SPEC §2.11), the only training loss of SCCAN."""
+"""Weighted Dice loss (the authors' model/loss.py, WeightedDiceLoss), the only training loss of
+SCCAN."""
 import torch
 
 DICE_EPS = 1e-8

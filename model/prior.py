@@ -1,9 +1,10 @@
-"""Prior mask ("pseudo mask aggregation", SPEC §2.6): where in the query the support's foreground
-likely is, from cosine similarities of frozen layer4 features. Nothing here is trained."""
+"""Prior mask (paper Sec. 3.1, "pseudo mask aggregation"; the authors' OneModel.generate_prior):
+where in the query the support's foreground likely is, from cosine similarities of frozen layer4
+features. Nothing here is trained."""
 import torch
 import torch.nn.functional as F
 
-COSINE_EPS = 1e-7
+from model.functional import COSINE_EPS
 
 
 def prior_mask(query_high, support_high, support_masks, fts_size):

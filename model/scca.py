@@ -1,13 +1,12 @@
-"""Self-Calibrated Cross Attention (SPEC §3): patch split, patch alignment, scaled-cosine
-self+cross window attention, shifted windows, and the stack of SCCA blocks."""
+"""Self-Calibrated Cross Attention (paper Sec. 3.2-3.3; the authors' model/swin_sccan.py): patch
+split, patch alignment, scaled-cosine self+cross window attention, shifted windows, and the stack
+of SCCA blocks."""
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from model.functional import COSINE_EPS, MASKED_MEAN_EPS
 from model.recompute import maybe_recomputed
-
-COSINE_EPS = 1e-7
-GAP_EPS = 5e-4
 
 
 def split_patches(x, window):
@@ -30,11 +29,11 @@ def align_patches(query, support, support_mask, window):
     b, c = query.shape[:2]
     area = window * window
     query_protos = F.avg_pool2d(query, window).view(b, c, -1)                       # B×C×P
-    mask_sums = F.avg_pool2d(support_mask, window) * area + GAP_EPS                # B×1×Ph×Pw
+    mask_sums = F.avg_pool2d(support_mask, window) * area + MASKED_MEAN_EPS                # B×1×Ph×Pw
     support_protos = F.avg_pool2d(support * support_mask, window) * area / mask_sums
     support_protos = support_protos.view(b, c, -1).transpose(1, 2)                 # B×P×C
     # A patch holds foreground unless its mask sum is exactly zero (the reference's test).
-    has_foreground = (mask_sums.view(b, -1, 1) != GAP_EPS).to(query.dtype)         # B×P×1
+    has_foreground = (mask_sums.view(b, -1, 1) != MASKED_MEAN_EPS).to(query.dtype)         # B×P×1
     norms = support_protos.norm(dim=2, keepdim=True) @ query_protos.norm(dim=1, keepdim=True)
     cosine = (support_protos @ query_protos) / (norms + COSINE_EPS)                # B×Ps×Pq
     return (((cosine + 1) / 2) * has_foreground).max(dim=1).indices                # B×Pq
@@ -50,14 +49,19 @@ class WindowAttention(nn.Module):
     (dot product × head_dim^-0.5); any further keys are the aligned support patch, compared by
     scaled cosine similarity, which keeps support features from dominating by magnitude.
 
-    `fused`: one call to F.scaled_dot_product_attention instead of explicit logits (less memory;
-    the faster path on GPUs, slower on CPUs). Equal up to rounding: the cosine's 1e-7 guard sits
-    on each norm (F.normalize) instead of on their product."""
+    `fused` (set by SCCAN.set_fast_paths): one call to F.scaled_dot_product_attention instead of
+    explicit logits (less memory; the faster path on GPUs). Equal up to rounding: the cosine's
+    1e-7 guard sits on each norm (F.normalize) instead of on their product.
 
-    def __init__(self, dim, num_heads, fused=False):
+    Args:
+        dim: token width C.
+        num_heads: heads h; head width C / h.
+    """
+
+    def __init__(self, dim, num_heads):
         super().__init__()
         self.num_heads = num_heads
-        self.fused = fused
+        self.fused = False
         self.scale = (dim // num_heads) ** -0.5
         self.q = nn.Linear(dim, dim)
         self.kv = nn.Linear(dim, dim * 2)
@@ -93,6 +97,8 @@ class WindowAttention(nn.Module):
 
 
 class Mlp(nn.Module):
+    """Linear → GELU → Linear, applied to each token."""
+
     def __init__(self, dim, hidden):
         super().__init__()
         self.fc1 = nn.Linear(dim, hidden)
@@ -108,13 +114,13 @@ class SCCABlock(nn.Module):
     patches attend to themselves. Shifted blocks pad by half a window so patches straddle the
     previous block's borders (no attention mask: padded zero tokens take part)."""
 
-    def __init__(self, dim, num_heads, window, mlp_ratio, shifted, fused_attention=False):
+    def __init__(self, dim, num_heads, window, mlp_ratio, shifted):
         super().__init__()
         self.window = window
         self.shifted = shifted
         self.norm1 = nn.LayerNorm(dim)
-        self.attn_q = WindowAttention(dim, num_heads, fused_attention)
-        self.attn_s = WindowAttention(dim, num_heads, fused_attention)
+        self.attn_q = WindowAttention(dim, num_heads)
+        self.attn_s = WindowAttention(dim, num_heads)
         self.norm2 = nn.LayerNorm(dim)
         hidden = int(dim * mlp_ratio)
         self.mlp_q = Mlp(dim, hidden)
@@ -160,25 +166,26 @@ class SCCABlock(nn.Module):
 
 
 class SCCAStage(nn.Module):
-    def __init__(self, dim, depth, num_heads, window, mlp_ratio, fused_attention):
+    """The blocks, under the authors' parameter names (transformer.layers.0.blocks.N)."""
+
+    def __init__(self, dim, depth, num_heads, window, mlp_ratio):
         super().__init__()
-        self.blocks = nn.ModuleList(
-            SCCABlock(dim, num_heads, window, mlp_ratio, shifted=i % 2 == 1, fused_attention=fused_attention)
-            for i in range(depth))
+        self.blocks = nn.ModuleList(SCCABlock(dim, num_heads, window, mlp_ratio, shifted=i % 2 == 1)
+                                    for i in range(depth))
 
 
 class SCCATransformer(nn.Module):
     """`depth` SCCA blocks (odd ones shifted) and a final LayerNorm on the query tokens.
-    `recompute`: in training, keep only each block's inputs and rerun it in the backward pass."""
+    `recompute` (set by SCCAN.set_fast_paths): in training, keep only each block's inputs and
+    rerun it in the backward pass."""
 
-    def __init__(self, dim=256, depth=8, num_heads=8, window=8, mlp_ratio=1.0, recompute=True,
-                 fused_attention=False):
+    def __init__(self, dim=256, depth=8, num_heads=8, window=8, mlp_ratio=1.0):
         super().__init__()
         if dim % num_heads:
             raise ValueError(f"reduce_dim {dim} must be divisible by num_heads {num_heads}")
         self.window = window
-        self.recompute = recompute
-        self.layers = nn.ModuleList([SCCAStage(dim, depth, num_heads, window, mlp_ratio, fused_attention)])
+        self.recompute = True
+        self.layers = nn.ModuleList([SCCAStage(dim, depth, num_heads, window, mlp_ratio)])
         self.norm0 = nn.LayerNorm(dim)
 
     @property

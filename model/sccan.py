@@ -1,56 +1,72 @@
-"""SCCAN (SPEC §2): frozen backbone → mid-level features, prototypes and prior mask → feature
-fusion → SCCA transformer → ASPP decoder → two-class logits at input size."""
+"""SCCAN (paper Fig. 2; the authors' model/SCCAN.py, OneModel): frozen backbone → mid-level
+features, support prototype and prior mask → feature fusion → SCCA transformer → ASPP decoder →
+two-class logits at input size."""
+from typing import Optional, Sequence, Tuple, Union
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from model.backbone import Backbone
+from model.backbone import Backbone, BackboneFeatures
 from model.decoder import ASPP, classifier, decode, reduce_block, residual_block
+from model.functional import MASKED_MEAN_EPS, resize
 from model.loss import weighted_dice_loss
 from model.prior import prior_mask
-from model.scca import SCCATransformer
+from model.scca import SCCATransformer, WindowAttention
 
 MID_CHANNELS = 512 + 1024   # layer2 ‖ layer3
-PROTOTYPE_EPS = 5e-4
 OUTPUT_STRIDE = 8
 
 
-def resize(x, size):
-    # PyTorch's CPU bilinear kernel works channels-last and would convert an N×C×H×W input there
-    # and back, a slow transposing copy on wide maps (5×2048×60×60: 0.86 s instead of 0.18 s).
-    # The values are the same; the result stays channels-last.
-    return F.interpolate(x.contiguous(memory_format=torch.channels_last), size=size, mode='bilinear',
-                         align_corners=True)
-
-
-def reduce_mid_features(channels):   # down_query / down_supp: 1536 → C
+def reduce_mid_features(channels):
+    """down_query / down_supp: 1×1 conv 1536 → C, ReLU, Dropout2d(0.5)."""
     return nn.Sequential(nn.Conv2d(MID_CHANNELS, channels, 1, bias=False), nn.ReLU(), nn.Dropout2d(p=0.5))
 
 
-def fusion(channels):                # init_merge_query / init_merge_supp: 2C+1 → C
+def fusion(channels):
+    """init_merge_query / init_merge_supp: 1×1 conv 2C+1 → C."""
     return nn.Sequential(nn.Conv2d(channels * 2 + 1, channels, 1, bias=False))
 
 
 def support_prototype(features, masks):
     """Masked average pooling. features B×K×C×S×S, masks B×K×1×S×S → B×K×C×1×1."""
-    area = masks.sum(dim=(-2, -1), keepdim=True) + PROTOTYPE_EPS
+    area = masks.sum(dim=(-2, -1), keepdim=True) + MASKED_MEAN_EPS
     return (features * masks).sum(dim=(-2, -1), keepdim=True) / area
 
 
 class SCCAN(nn.Module):
-    def __init__(self, layers=50, shot=1, backbone_weights=None, fts_size=64, window_size=8, depth=8,
-                 num_heads=8, mlp_ratio=1.0, reduce_dim=256, zoom_factor=8, recompute=True,
-                 fused_attention=False):
-        """recompute: in training, store only the inputs of each SCCA block and recompute its
-        activations in the backward pass (half the peak memory, same gradients). The decoder is
-        not: its backward runs before the blocks', so its activations never add to that peak.
-        fused_attention: SCCA attention through F.scaled_dot_product_attention (see WindowAttention)."""
+    """The Self-Calibrated Cross Attention Network.
+
+    Every constructor argument but `backbone_weights` is part of the architecture
+    (`self.architecture`): checkpoints store it and model.build rebuilds from it. The defaults
+    are the paper's. The weights do not depend on the number of shots K: any K runs.
+
+    Args:
+        layers: depth of the frozen ResNet backbone, 50 or 101.
+        backbone_weights: a PSPNet-style ImageNet state dict (initmodel/resnet<L>_v2.pth) to
+            load into the backbone; None leaves it random (enough when a checkpoint follows).
+        fts_size: side S of the grid the SCCA blocks work on (64).
+        window_size: patch (window) side of the SCCA blocks (8).
+        depth: number of SCCA blocks (8); odd ones are shifted.
+        num_heads: attention heads per block (8).
+        mlp_ratio: MLP hidden width / reduce_dim (1).
+        reduce_dim: feature width C (256).
+        zoom_factor: logits size (H − 1) / 8 · zoom + 1 (8: the input size).
+
+    Fast paths (`set_fast_paths`; all exact up to float rounding) are on by default, so that
+    every entry point runs fast: channels-last memory format, activation recomputation of the
+    SCCA blocks in training. Fused attention is off by default.
+    """
+
+    def __init__(self, layers: int = 50, backbone_weights: Optional[str] = None, *, fts_size: int = 64,
+                 window_size: int = 8, depth: int = 8, num_heads: int = 8, mlp_ratio: float = 1.0,
+                 reduce_dim: int = 256, zoom_factor: int = 8):
         super().__init__()
-        if shot < 1:
-            raise ValueError(f"shot must be ≥ 1, got {shot}")
         if fts_size % window_size:
             raise ValueError(f"fts_size {fts_size} must be a multiple of window_size {window_size}")
-        self.layers, self.shot = layers, shot
+        self.architecture = dict(layers=layers, fts_size=fts_size, window_size=window_size, depth=depth,
+                                 num_heads=num_heads, mlp_ratio=mlp_ratio, reduce_dim=reduce_dim,
+                                 zoom_factor=zoom_factor)
         self.fts_size, self.zoom_factor = (fts_size, fts_size), zoom_factor
         self.backbone = Backbone(layers)
         if backbone_weights:
@@ -59,16 +75,29 @@ class SCCAN(nn.Module):
         self.down_supp = reduce_mid_features(reduce_dim)
         self.init_merge_query = fusion(reduce_dim)
         self.init_merge_supp = fusion(reduce_dim)
-        self.transformer = SCCATransformer(reduce_dim, depth, num_heads, window_size, mlp_ratio, recompute,
-                                           fused_attention)
+        self.transformer = SCCATransformer(reduce_dim, depth, num_heads, window_size, mlp_ratio)
         self.ASPP_meta = ASPP(reduce_dim)
         self.res1_meta = reduce_block(reduce_dim)
         self.res2_meta = residual_block(reduce_dim)
         self.cls_meta = classifier(reduce_dim)
+        self.set_fast_paths(channels_last=True, recompute=True, fused_attention=False)
 
     # ---- public API -------------------------------------------------------------------------
-    def forward(self, query, support, support_masks, query_mask=None):
-        """eval: logits B×2×H×W. train: (argmax prediction B×H×W, weighted Dice loss)."""
+    def forward(self, query: torch.Tensor, support: torch.Tensor, support_masks: torch.Tensor,
+                query_mask: Optional[torch.Tensor] = None
+                ) -> Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]:
+        """One batch of episodes.
+
+        Args:
+            query: B×3×H×W normalised images, (H − 1) % 8 == 0 and (W − 1) % 8 == 0.
+            support: B×K×3×H×W normalised images.
+            support_masks: B×K×H×W labels, 1 foreground, 0 background, 255 ignore.
+            query_mask: B×H×W labels (0/1/255), needed in training mode.
+
+        Returns:
+            eval mode: logits B×2×H'×W' (background, foreground), H' = (H − 1) / 8 · zoom + 1.
+            train mode: (argmax prediction B×H'×W', weighted Dice loss).
+        """
         self._check_inputs(query, support, support_masks, query_mask)
         # Two backbone calls: on the CPU one concatenated batch measured ~5 % slower.
         logits = self.segment(self.encode(query), self.encode(support.flatten(0, 1)), support_masks,
@@ -79,13 +108,30 @@ class SCCAN(nn.Module):
             raise ValueError("training mode needs query_mask (B×H×W of 0/1/255)")
         return logits.argmax(dim=1), weighted_dice_loss(logits, query_mask)
 
-    def encode(self, images):
-        """N×3×H×W → BackboneFeatures of the frozen backbone (no autograd)."""
+    def encode(self, images: torch.Tensor) -> BackboneFeatures:
+        """Frozen backbone features (no autograd) of N×3×H×W images, for reuse across episodes.
+
+        Returns:
+            BackboneFeatures: mid N×1536×h×w (layer2 ‖ layer3), high N×2048×h×w (layer4),
+            h = (H − 1) / 8 + 1.
+        """
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
         return self.backbone(images)
 
-    def segment(self, query_feats, support_feats, support_masks, out_size):
-        """Everything after the backbone. query_feats of B images, support_feats of B·K images in
-        episode-major order, support_masks B×K×H×W → logits B×2×out_size."""
+    def segment(self, query_feats: BackboneFeatures, support_feats: BackboneFeatures,
+                support_masks: torch.Tensor, out_size: Sequence[int]) -> torch.Tensor:
+        """Everything after the backbone.
+
+        Args:
+            query_feats: `encode` of the B query images.
+            support_feats: `encode` of the B·K support images, episode-major.
+            support_masks: B×K×H×W labels (0/1/255) at the images' size.
+            out_size: (H', W') of the logits, e.g. `output_size(query.shape[-2:])`.
+
+        Returns:
+            logits B×2×H'×W'.
+        """
         b, k = support_masks.shape[:2]
         size = self.fts_size
         query = resize(self.down_query(query_feats.mid), size)                     # B×C×S×S
@@ -106,12 +152,45 @@ class SCCAN(nn.Module):
         logits = decode(self.ASPP_meta, self.res1_meta, self.res2_meta, self.cls_meta, fused)
         return resize(logits, out_size)
 
-    def output_size(self, input_size):
-        """Logit size for an input of `input_size`: (H−1)/8·zoom + 1 (= H with zoom 8)."""
+    def output_size(self, input_size: Sequence[int]) -> Tuple[int, ...]:
+        """Logit size for an input of `input_size`: (H − 1) / 8 · zoom + 1 (= H with zoom 8)."""
         return tuple((s - 1) // OUTPUT_STRIDE * self.zoom_factor + 1 for s in input_size)
 
+    def set_fast_paths(self, channels_last: Optional[bool] = None, recompute: Optional[bool] = None,
+                       fused_attention: Optional[bool] = None) -> 'SCCAN':
+        """Switch the exact speed-ups on or off (None: leave as is); returns the model.
+
+        Args:
+            channels_last: weights and images in channels-last memory format (faster
+                convolutions on CPUs and GPUs). Kept by load_state_dict, .to() and .double().
+            recompute: in training, keep only each SCCA block's inputs and rerun the block in
+                the backward pass (half the peak memory, same gradients). The decoder is not
+                recomputed: its backward runs before the blocks', so its activations never add
+                to that peak.
+            fused_attention: SCCA attention through F.scaled_dot_product_attention
+                (model.scca.WindowAttention): no attention matrix stored; the fast path on GPUs.
+        """
+        if channels_last is not None:
+            self.channels_last = channels_last
+            self.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+        if recompute is not None:
+            self.transformer.recompute = recompute
+        if fused_attention is not None:
+            for module in self.modules():
+                if isinstance(module, WindowAttention):
+                    module.fused = fused_attention
+        return self
+
+    @property
+    def fast_paths(self) -> dict:
+        """The current switches of `set_fast_paths`."""
+        fused = {m.fused for m in self.modules() if isinstance(m, WindowAttention)}
+        return {'channels_last': self.channels_last, 'recompute': self.transformer.recompute,
+                'fused_attention': fused == {True}}
+
     def parameter_groups(self):
-        """(SGD parameters, AdamW parameters): the transformer trains with AdamW (SPEC §5)."""
+        """(SGD parameters, AdamW parameters): the SCCA transformer trains with AdamW, the other
+        learnable modules with SGD (the authors' OneModel.get_optim)."""
         sgd = [p for name, p in self.named_parameters()
                if p.requires_grad and not name.startswith('transformer.')]
         return sgd, list(self.transformer.parameters())
@@ -120,9 +199,6 @@ class SCCAN(nn.Module):
         """Per SCCA block, the aligned support patch of every query patch (B×P) of the last
         forward that ran uncompiled."""
         return [block.last_alignment for block in self.transformer.blocks]
-
-    def load_backbone(self, path):
-        self.backbone.load_pretrained(path)
 
     # ---- checks ----------------------------------------------------------------------------
     def _check_inputs(self, query, support, support_masks, query_mask):
@@ -134,13 +210,12 @@ class SCCAN(nn.Module):
         if support.dim() != 5 or support.shape[0] != b or support.shape[2:] != query.shape[1:]:
             raise ValueError(f"support must be B×K×3×H×W = {b}×K×3×{h}×{w}, got {tuple(support.shape)}")
         k = support.shape[1]
-        if k != self.shot:
-            raise ValueError(f"this model was built for {self.shot}-shot episodes, got {k} support images")
+        if k < 1:
+            raise ValueError("support must hold at least one image per episode (K ≥ 1)")
         if tuple(support_masks.shape) != (b, k, h, w):
             raise ValueError(f"support_masks must be B×K×H×W = {b}×{k}×{h}×{w}, got {tuple(support_masks.shape)}")
         if query_mask is not None and tuple(query_mask.shape) != (b, h, w):
             raise ValueError(f"query_mask must be B×H×W = {b}×{h}×{w}, got {tuple(query_mask.shape)}")
-        return b, k
 
     def train(self, mode=True):
         """Frozen BN needs no care; this keeps the backbone in eval mode for clarity."""

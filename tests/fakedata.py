@@ -18,8 +18,9 @@ import cv2
 import numpy as np
 import torch
 
+from util.image_io import IGNORE_LABEL, write_image
+
 BORDER = 2          # width of the 255 band around objects, as in VOC labels
-IGNORE = 255
 
 
 def class_colour(c):
@@ -52,7 +53,7 @@ def draw_scene(classes, size, rng):
         y1, x1 = y0 + h // 2 - 2 * BORDER - 2, x0 + w // 2 - 2 * BORDER - 2
         band = np.zeros_like(label, dtype=bool)
         band[max(y0 - BORDER, 0):y1 + BORDER, max(x0 - BORDER, 0):x1 + BORDER] = True
-        label[band & (label == 0)] = IGNORE
+        label[band & (label == 0)] = IGNORE_LABEL
         label[y0:y1, x0:x1] = c
         image[y0:y1, x0:x1] = class_colour(c) - rng.integers(0, 30, size=(y1 - y0, x1 - x0, 3))
     return image, label
@@ -65,11 +66,9 @@ def image_size(i, size):
 
 
 def write_pair(data_root, image_rel, label_rel, image, label):
-    for rel in (image_rel, label_rel):
-        os.makedirs(os.path.dirname(os.path.join(data_root, rel)), exist_ok=True)
-    cv2.imwrite(os.path.join(data_root, image_rel), cv2.cvtColor(image, cv2.COLOR_RGB2BGR),
+    write_image(os.path.join(data_root, image_rel), cv2.cvtColor(image, cv2.COLOR_RGB2BGR),
                 [cv2.IMWRITE_JPEG_QUALITY, 90])
-    cv2.imwrite(os.path.join(data_root, label_rel), label)
+    write_image(os.path.join(data_root, label_rel), label)
 
 
 def write_list(path, pairs):
@@ -131,7 +130,7 @@ def make_from_labels(root, labels, list_name='list.txt', folder='custom'):
     for k, label in enumerate(labels):
         image = np.zeros(label.shape + (3,), np.uint8)
         for c in np.unique(label):
-            image[label == c] = class_colour(int(c)) if c not in (0, IGNORE) else 0
+            image[label == c] = class_colour(int(c)) if c not in (0, IGNORE_LABEL) else 0
         pair = (f'{folder}/img_{k:04d}.jpg', f'{folder}/lab_{k:04d}.png')
         write_pair(root, *pair, image, np.asarray(label, np.uint8))
         pairs.append(pair)

@@ -81,8 +81,8 @@ def loss_gradients_and_saved_bytes(net, inputs):
 
 def test_recompute_gives_the_same_gradients_and_stores_less():
     torch.manual_seed(0)
-    plain = SCCAN(layers=50, recompute=False, **TINY).train()
-    recomputed = SCCAN(layers=50, recompute=True, **TINY).train()
+    plain = SCCAN(layers=50, **TINY).set_fast_paths(recompute=False).train()
+    recomputed = SCCAN(layers=50, **TINY).set_fast_paths(recompute=True).train()
     recomputed.load_state_dict(plain.state_dict())
     inputs = episode()
     loss_a, grads_a, stored_a = loss_gradients_and_saved_bytes(plain, inputs)
@@ -96,7 +96,7 @@ def test_recompute_gives_the_same_gradients_and_stores_less():
 
 
 def test_recompute_is_off_in_eval():
-    net = SCCAN(layers=50, recompute=True, **TINY).eval()
+    net = SCCAN(layers=50, **TINY).set_fast_paths(recompute=True).eval()
     with torch.no_grad():
         out = net(*episode()[:3])
     assert out.shape == (2, 2, 65, 65)
@@ -105,8 +105,9 @@ def test_recompute_is_off_in_eval():
 def attention_pair(dim=16, heads=4, seed=0):
     torch.manual_seed(seed)
     plain = WindowAttention(dim, heads).double()
-    fused = WindowAttention(dim, heads, fused=True).double()
+    fused = WindowAttention(dim, heads).double()
     fused.load_state_dict(plain.state_dict())
+    fused.fused = True
     return plain, fused
 
 
@@ -126,9 +127,10 @@ def test_fused_attention_equals_plain_with_gradients(cross):
 
 def test_fused_attention_model_agrees_with_plain_model():
     torch.manual_seed(0)
-    plain = SCCAN(layers=50, shot=2, **TINY).eval()
-    fused = SCCAN(layers=50, shot=2, fused_attention=True, **TINY).eval()
+    plain = SCCAN(layers=50, **TINY).eval()
+    fused = SCCAN(layers=50, **TINY).set_fast_paths(fused_attention=True).eval()
     fused.load_state_dict(plain.state_dict())
+    assert fused.fast_paths['fused_attention'] and not plain.fast_paths['fused_attention']
     inputs = episode(k=2, seed=1)[:3]
     with torch.no_grad():
         a, b = plain(*inputs), fused(*inputs)
@@ -136,16 +138,27 @@ def test_fused_attention_model_agrees_with_plain_model():
     assert torch.equal(a.argmax(1), b.argmax(1))
 
 
-def test_channels_last_and_compiled_model_agree_with_plain_model():
+def test_channels_last_and_compiled_model_agree_with_contiguous_model():
     torch.manual_seed(0)
-    plain = SCCAN(layers=50, shot=1, **TINY).eval()
-    fast = SCCAN(layers=50, shot=1, **TINY).eval()
+    plain = SCCAN(layers=50, **TINY).set_fast_paths(channels_last=False).eval()
+    fast = SCCAN(layers=50, **TINY).eval()           # channels-last by default
     fast.load_state_dict(plain.state_dict())
-    precision = Precision('cpu', channels_last=True, compile=True)
-    fast = precision.prepare_model(fast)
+    fast = Precision('cpu', compile=True).prepare_model(fast)
     query, support, masks = episode(seed=2)[:3]
     with torch.no_grad():
-        a, b = plain(query, support, masks), fast(precision.prepare_images(query), support, masks)
+        a, b = plain(query, support, masks), fast(query, support, masks)
     assert fast.backbone.body.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    assert plain.backbone.body.conv1.weight.is_contiguous()
     assert torch.allclose(a, b, atol=1e-4)
     assert torch.equal(a.argmax(1), b.argmax(1))
+
+
+def test_channels_last_survives_loading_moving_and_casting(tmp_path):
+    """The layout is the model's own default: a state dict loaded into it, .double() and .to()
+    keep it, so a bare SCCAN in a notebook runs the fast path."""
+    net = SCCAN(layers=50, **TINY)
+    net.load_state_dict({k: v.contiguous() for k, v in SCCAN(layers=50, **TINY).state_dict().items()})
+    net = net.double().to('cpu')
+    assert net.fast_paths['channels_last']
+    assert net.backbone.body.layer1[0].conv2.weight.is_contiguous(memory_format=torch.channels_last)
+    assert net.down_query[0].weight.is_contiguous(memory_format=torch.channels_last)

@@ -85,7 +85,7 @@ def test_evaluation_with_the_cache_equals_evaluation_without(config, shot):
     plain_cfg = load_config(config, opts)
     cached_cfg = load_config(config, opts + ['feature_cache_gb', '1'])
     torch.manual_seed(0)
-    net = SCCAN(layers=50, shot=shot, **TINY_NET).eval()
+    net = SCCAN(layers=50, **TINY_NET).eval()
     env = distributed.DistEnv(0, 1, 0, torch.device('cpu'))
     dataset = episode_dataset(plain_cfg, 'val')
     episodes = 12

@@ -8,7 +8,6 @@ import torch
 
 from model import SCCAN
 from model.loss import weighted_dice_loss
-from util.precision import Precision
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GOLDEN = os.path.join(ROOT, '..', 'shared', 'golden')
@@ -25,7 +24,7 @@ def golden_weights():
 
 
 def golden_model(case, **options):
-    net = SCCAN(layers=case['case']['layers'], shot=case['case']['shot'], **options)
+    net = SCCAN(layers=case['case']['layers']).set_fast_paths(**options)
     net.load_state_dict(golden_weights().make_state_dict(net.state_dict()), strict=True)
     return net.double().eval()
 
@@ -81,20 +80,17 @@ def test_dice_loss_matches(golden_run):
     assert abs(loss.item() - float(case['dice_loss'])) <= 1e-10
 
 
-FAST_MODES = {   # name: (SCCAN options, Precision options)
-    'fused_attention': ({'fused_attention': True}, {}),
-    'channels_last': ({}, {'channels_last': True}),
+FAST_PATHS = {   # name: SCCAN.set_fast_paths switches, each one change to the default
+    'fused_attention': {'fused_attention': True},
+    'contiguous': {'channels_last': False},
 }
 
 
-@pytest.mark.parametrize('mode', FAST_MODES)
+@pytest.mark.parametrize('mode', FAST_PATHS)
 @pytest.mark.parametrize('path', CASES, ids=[os.path.basename(c) for c in CASES])
-def test_fast_modes_match_golden(mode, path):
-    model_options, precision_options = FAST_MODES[mode]
+def test_fast_paths_match_golden(mode, path):
     case = torch.load(path, weights_only=False)
-    precision = Precision('cpu', **precision_options)
-    net = precision.prepare_model(golden_model(case, **model_options))
+    net = golden_model(case, **FAST_PATHS[mode])
     with torch.no_grad():
-        logits = net(precision.prepare_images(case['query'].double()), case['support'].double(),
-                     case['support_masks'].double())
+        logits = net(case['query'].double(), case['support'].double(), case['support_masks'].double())
     assert (logits - case['logits']).abs().max().item() <= 1e-8

@@ -1,4 +1,4 @@
-"""Metrics on hand-computed episodes (SPEC §7)."""
+"""Metrics on hand-computed episodes (definitions of the authors' test_sccan.py, validate)."""
 import pytest
 import torch
 

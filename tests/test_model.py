@@ -12,7 +12,8 @@ TINY = dict(fts_size=16, depth=2, reduce_dim=32, num_heads=4)
 
 
 def spec_state_dict_keys(layers=50, depth=8):
-    """SPEC §4, written out from its rules (not from the model)."""
+    """The authors' parameter names (their model/SCCAN.py and swin_sccan.py), written out from
+    their rules (not from our model)."""
     keys = set()
     bn = ('weight', 'bias', 'running_mean', 'running_var')
     for i in (1, 2, 3):
@@ -101,7 +102,7 @@ def test_frozen_bn_stays_fixed_in_train_mode():
 
 def test_k_shot_output_invariant_to_shot_order():
     torch.manual_seed(0)
-    net = SCCAN(layers=50, shot=3, **TINY).eval().double()
+    net = SCCAN(layers=50, **TINY).eval().double()
     query, support, masks, _ = episode(b=1, k=3)
     query, support = query.double(), support.double()
     order = [2, 0, 1]
@@ -208,10 +209,21 @@ def tiny():
     return SCCAN(layers=50, **TINY).eval()
 
 
-def test_wrong_shot_count(tiny):
-    query, support, masks, _ = episode(b=1, k=2)
-    with pytest.raises(ValueError, match='built for 1-shot episodes, got 2'):
-        tiny(query, support, masks)
+def test_any_number_of_shots_runs(tiny):
+    """The weights do not depend on K: one net runs 1-, 2- and 5-shot episodes, and K copies of
+    one support give the 1-shot logits (the K-shot fusion averages)."""
+    query, support, masks, _ = episode(b=1, k=1)
+    with torch.no_grad():
+        one = tiny(query, support, masks)
+        for k in (2, 5):
+            many = tiny(query, support.expand(-1, k, -1, -1, -1), masks.expand(-1, k, -1, -1))
+            assert torch.allclose(one, many, atol=1e-5), k
+
+
+def test_no_support_is_refused(tiny):
+    query, support, masks, _ = episode(b=1)
+    with pytest.raises(ValueError, match='at least one image'):
+        tiny(query, support[:, :0], masks[:, :0])
 
 
 def test_mask_image_size_mismatch(tiny):

@@ -1,6 +1,6 @@
 """FewShotSegmenter and predict_sccan.py with a stand-in net whose logits are known.
 
-The stand-in has SCCAN's split API (encode / segment / shot). Its encode() returns the normalised
+The stand-in has SCCAN's split API (encode / segment). Its encode() returns the normalised
 canvas itself, and segment() marks foreground where the query is bright red (R > 128) and where
 the canvas is padding, so any padding that reached the output would show as foreground.
 """
@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import predict_sccan
-from model.segmenter import FewShotSegmenter, as_rgb, foreground_of
+from util.predictor import FewShotSegmenter, as_rgb, foreground_of
 from util.transform import MEAN, STD
 
 VAL = 57
@@ -24,7 +24,6 @@ class KnownLogitsNet(torch.nn.Module):
     def __init__(self):
         super().__init__()
         self.anchor = torch.nn.Parameter(torch.zeros(()))    # gives the net a device
-        self.shot = 1
         self.encoded = []                                    # batch size of each encode()
 
     def encode(self, images):
@@ -33,8 +32,7 @@ class KnownLogitsNet(torch.nn.Module):
 
     def segment(self, query_feats, support_feats, support_masks, out_size):
         b, k = support_masks.shape[:2]
-        if k != self.shot or support_feats.shape[0] != b * k:    # as SCCAN does
-            raise ValueError(f'net built for {self.shot} shots, got {k}')
+        assert support_feats.shape[0] == b * k
         assert tuple(query_feats.shape[-2:]) == tuple(out_size) == support_masks.shape[-2:]
         mean = torch.tensor(MEAN).view(1, 3, 1, 1)
         std = torch.tensor(STD).view(1, 3, 1, 1)
@@ -125,7 +123,6 @@ def test_supports_are_encoded_once_for_many_queries(seg):
     masks = list(seg.segment_many([s[0] for s in supports], [s[1] for s in supports], queries))
     assert [m.shape for m in masks] == [(45, 101), (30, 20), (64, 64)]
     assert seg.net.encoded == [2, 1, 1, 1]    # both supports in one batch, then one per query
-    assert seg.net.shot == 1                  # run with K = 2, then restored
 
 
 # --- errors (Python API) --------------------------------------------------------------------------

@@ -9,7 +9,8 @@ import torch.nn.functional as F
 
 import predict_sccan
 from model import SCCAN
-from model.segmenter import FewShotSegmenter
+from model.checkpoint import save_checkpoint, weights_checkpoint
+from util.predictor import FewShotSegmenter
 
 VAL = 57
 TINY = dict(fts_size=16, window_size=4, depth=2, num_heads=2, mlp_ratio=1.0, reduce_dim=32)
@@ -17,13 +18,11 @@ TINY = dict(fts_size=16, window_size=4, depth=2, num_heads=2, mlp_ratio=1.0, red
 
 @pytest.fixture(scope='module')
 def checkpoint(tmp_path_factory):
-    """A 1-shot ResNet-50 checkpoint in our format (authors' keys + layers, shot, config)."""
+    """A 1-shot ResNet-50 checkpoint in our format (weights, architecture, shot, config)."""
     torch.manual_seed(0)
-    net = SCCAN(layers=50, shot=1, **TINY).eval()
+    net = SCCAN(layers=50, **TINY).eval()
     path = str(tmp_path_factory.mktemp('ckpt') / 'tiny.pth')
-    torch.save({'epoch': 0, 'state_dict': net.state_dict(), 'optimizer': {}, 'optimizer_swin': {},
-                'layers': 50, 'shot': 1, 'config': dict(TINY, layers=50, shot=1, val_size=VAL)},
-               path)
+    save_checkpoint(weights_checkpoint(net, epoch=0, shot=1, config={'shot': 1, 'val_size': VAL}), path)
     return net, path
 
 
@@ -101,7 +100,7 @@ def _bad_checkpoint(tmp_path, checkpoint, case):
     bad = tmp_path / f'{case}.pth'
     if case == 'not a checkpoint':
         bad.write_text('hello')
-    elif case == 'wrong architecture':     # tiny weights, no config: the paper's SCCAN is built
+    elif case == 'wrong architecture':     # tiny weights, no architecture: the paper's is built
         torch.save({'epoch': 0, 'state_dict': {f'module.{k}': v for k, v in
                                                net.state_dict().items()}}, bad)
     return str(bad)
@@ -111,8 +110,8 @@ def _bad_checkpoint(tmp_path, checkpoint, case):
     ('missing', [], 'checkpoint not found'),
     ('not a checkpoint', [], 'not a readable PyTorch checkpoint'),
     ('wrong architecture', [],
-     "ResNet-50 SCCAN, the paper's architecture, as the checkpoint has no 'config' entry) does "
-     'not fit SCCAN: missing keys'),
+     "ResNet-50 SCCAN, the paper's architecture, as the checkpoint states none) does not fit "
+     'SCCAN: missing keys'),
     ('good', ['--layers', '101'], 'holds a ResNet-50 SCCAN but layers 101 was asked for'),
 ])
 def test_cli_checkpoint_errors(case, extra, message, checkpoint, files, capsys, tmp_path):

@@ -14,7 +14,7 @@ import test_sccan
 import train_sccan
 from fakedata import make_pascal_config
 from util.config import REPO_ROOT, ConfigError
-from util.training_state import CheckpointError
+from model import CheckpointError
 
 PYTHON = sys.executable
 # tiny and fast: 57×57 inputs, a 2-block SCCA stack at 16×16, random ResNet-50 backbone
@@ -77,7 +77,7 @@ def test_training_writes_authors_format_checkpoints_that_test_sccan_reads(bench,
     assert len(best) == 1, os.listdir(snapshot)
     ckpt = torch.load(os.path.join(snapshot, best[0]), map_location='cpu', weights_only=False)
     assert {'epoch', 'state_dict', 'optimizer', 'optimizer_swin'} <= ckpt.keys()
-    assert (ckpt['layers'], ckpt['shot']) == (50, 1)
+    assert (ckpt['architecture']['layers'], ckpt['shot']) == (50, 1)
     assert 'down_query.0.weight' in ckpt['state_dict'] and 'cls_meta.3.bias' in ckpt['state_dict']
     assert not any(k.startswith('module.') for k in ckpt['state_dict'])
     last = torch.load(latest(exp), map_location='cpu', weights_only=False)
@@ -199,7 +199,7 @@ def test_test_sccan_names_missing_or_mismatching_checkpoints(bench, reference_ru
         test_sccan.main(argv)
     with pytest.raises(FileNotFoundError, match='checkpoint not found: nope.pth'):
         test_sccan.main(['--weight', 'nope.pth'] + argv)
-    with pytest.raises(CheckpointError, match='ResNet-50 checkpoint but the config has layers 101'):
+    with pytest.raises(CheckpointError, match=r'layers 50 \(config: 101\)'):
         test_sccan.main(['--weight', latest(reference_run['exp'])] + argv + ['layers', '101'])
     with pytest.raises(CheckpointError, match='trained with shot 1 but the config has shot 5'):
         test_sccan.main(['--weight', latest(reference_run['exp'])] + argv + ['shot', '5'])

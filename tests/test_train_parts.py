@@ -1,5 +1,4 @@
-"""Training building blocks without a model: schedule, samplers, seeded episodes, checkpoints."""
-import os
+"""Training building blocks without a model: schedule, samplers, seeded episodes, precision."""
 import random
 
 import numpy as np
@@ -9,8 +8,6 @@ import torch
 from util.config import default_config
 from util.episodes import EvalSampler, SeededEpisodes, TrainSampler
 from util.optim import apply_schedule, poly_lr, set_sgd_lr
-from util.training_state import (CheckpointError, check_compatible, detect_layers,
-                                 find_resume_path, load_checkpoint, save_checkpoint)
 
 
 # --- learning rate ---
@@ -82,55 +79,6 @@ def test_an_episode_depends_only_on_its_seed_and_leaves_global_rng_alone():
     assert not torch.equal(episodes[(1, 98)]['x'], a)
 
 
-# --- checkpoints ---
-def test_atomic_save_leaves_no_temporary_and_keeps_the_old_file_on_failure(tmp_path):
-    path = str(tmp_path / 'c.pth')
-    save_checkpoint({'epoch': 1, 'state_dict': {'w': torch.ones(2)}}, path)
-    with pytest.raises(Exception):
-        save_checkpoint({'epoch': 2, 'bad': lambda: 0}, path)     # lambdas do not pickle
-    assert os.listdir(tmp_path) == ['c.pth']
-    assert load_checkpoint(path)['epoch'] == 1
-
-
-def test_truncated_checkpoint_is_refused(tmp_path):
-    path = tmp_path / 'c.pth'
-    save_checkpoint({'state_dict': {'w': torch.randn(1000)}}, str(path))
-    data = path.read_bytes()
-    path.write_bytes(data[:len(data) // 2])
-    with pytest.raises(CheckpointError, match='truncated or corrupted'):
-        load_checkpoint(str(path))
-    with pytest.raises(FileNotFoundError, match='checkpoint not found'):
-        load_checkpoint(str(tmp_path / 'none.pth'))
-
-
-def fake_state_dict(layer3_blocks, prefix=''):
-    return {f'{prefix}backbone.body.layer3.{i}.conv1.weight': torch.zeros(1)
-            for i in range(layer3_blocks)}
-
-
-def test_backbone_depth_is_read_from_layer3_blocks():
-    assert detect_layers(fake_state_dict(6)) == 50
-    assert detect_layers(fake_state_dict(23, 'module.')) == 101
-    assert detect_layers({'x': torch.zeros(1)}) is None
-
-
-def test_checkpoints_of_another_backbone_or_shot_are_refused():
-    cfg = default_config()
-    with pytest.raises(CheckpointError, match='ResNet-101 checkpoint but the config has layers 50'):
-        check_compatible({'state_dict': fake_state_dict(23)}, cfg, 'authors.pth')
-    ours = {'state_dict': fake_state_dict(6), 'layers': 50, 'shot': 5}
-    with pytest.raises(CheckpointError, match='trained with shot 5 but the config has shot 1'):
-        check_compatible(ours, cfg, 'ours.pth')
-    check_compatible(ours, cfg, 'ours.pth', any_shot=True)
-
-
-def test_resume_names_are_paths_or_snapshot_files(tmp_path):
-    (tmp_path / 'train_latest.pth').write_bytes(b'')
-    assert find_resume_path('train_latest.pth', str(tmp_path)) == str(tmp_path / 'train_latest.pth')
-    with pytest.raises(FileNotFoundError, match='looked as given and in'):
-        find_resume_path('epoch_9.pth', str(tmp_path))
-
-
 # --- precision ---
 def test_amp_settings_on_cpu(caplog):
     from util.precision import precision_for
@@ -139,6 +87,6 @@ def test_amp_settings_on_cpu(caplog):
     with bf16.autocast():
         assert torch.mm(torch.ones(2, 2), torch.ones(2, 2)).dtype == torch.bfloat16
     assert not bf16.grad_scaler().is_enabled()
-    fp16 = precision_for(default_config().replace(amp='fp16', channels_last=True), cpu)
-    assert fp16.dtype is None and fp16.channels_last
+    fp16 = precision_for(default_config().replace(amp='fp16'), cpu)
+    assert fp16.dtype is None
     assert 'fp16 needs CUDA' in caplog.text

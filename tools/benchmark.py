@@ -27,6 +27,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
+from util.precision import resolve_device  # noqa: E402
 
 SETTINGS = {            # name: (mode, batch, shot)
     'eval-1shot': ('eval', 1, 1),
@@ -58,34 +59,25 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def device_of(name):
-    if name == 'auto':
-        name = 'cuda' if torch.cuda.is_available() else 'cpu'
-    return torch.device(name)
-
-
 def build(implementation, args, shot, device):
-    """(model, inputs) for one setting: ours as train_sccan.py / test_sccan.py run it."""
+    """The model of one setting: ours as train_sccan.py / test_sccan.py run it."""
     if implementation == 'ours':
-        from model import SCCAN
-        from util.precision import Precision
-        precision = Precision(device.type, channels_last=args.channels_last)
-        net = SCCAN(layers=args.layers, shot=shot, **(TINY if args.tiny else {}))
-        return precision.prepare_model(net.to(device)), precision.prepare_images
+        from model import build_sccan
+        net = build_sccan(layers=args.layers, **(TINY if args.tiny else {}))
+        return net.set_fast_paths(channels_last=args.channels_last).to(device)
     tool_dir = os.path.dirname(os.path.abspath(args.reference_tool))
     sys.path.insert(0, tool_dir)
     import reference_sccan
-    return reference_sccan.build(layers=args.layers, shot=shot).to(device), lambda images: images
+    return reference_sccan.build(layers=args.layers, shot=shot).to(device)
 
 
-def episode(batch, shot, size, device, prepare_images):
+def episode(batch, shot, size, device):
     g = torch.Generator().manual_seed(0)
     query = torch.randn(batch, 3, size, size, generator=g)
     support = torch.randn(batch, shot, 3, size, size, generator=g)
     masks = (torch.rand(batch, shot, size, size, generator=g) > 0.5).float()
     query_mask = (torch.rand(batch, size, size, generator=g) > 0.5).float()
-    query, support, masks, query_mask = [t.to(device) for t in (query, support, masks, query_mask)]
-    return prepare_images(query), support, masks, query_mask
+    return [t.to(device) for t in (query, support, masks, query_mask)]
 
 
 def step_function(net, implementation, mode, inputs):
@@ -126,10 +118,10 @@ def synchronize(device):
 
 def measure_one(args, implementation, setting):
     """Time one setting in this process; returns a dict (printed as JSON by --one)."""
-    device = device_of(args.device)
+    device = resolve_device(args.device)
     mode, batch, shot = SETTINGS[setting]
-    net, prepare_images = build(implementation, args, shot, device)
-    run = step_function(net, implementation, mode, episode(batch, shot, args.size, device, prepare_images))
+    net = build(implementation, args, shot, device)
+    run = step_function(net, implementation, mode, episode(batch, shot, args.size, device))
     seconds = median_seconds(run, args.repeats, device)
     # Read before counting FLOPs: the counter's dispatch mode keeps tensors alive (~2× the peak).
     if device.type == 'cuda':
@@ -182,7 +174,7 @@ def main(argv=None):
         raise SystemExit(f'--size {args.size}: (size−1) must be a multiple of 8 (e.g. 473, 233)')
     if args.reference and args.tiny:
         raise SystemExit('--reference compares the full model: drop --tiny')
-    device = device_of(args.device)
+    device = resolve_device(args.device)
     peak_matmul = matmul_gflops(device)
     print(f'device {device}, {torch.get_num_threads()} threads, {args.size}×{args.size}, '
           f'ResNet-{args.layers}{" (tiny model)" if args.tiny else ""}, float32; '

@@ -1,6 +1,7 @@
 """Episodes per second of one data loading process (= one DataLoader worker).
 
-By default on generated PASCAL-format data at the size of typical VOC images (375×500 JPEGs);
+By default on the synthetic benchmark (util/synthetic.py, PASCAL format) resized to the size of
+typical VOC images (375×500 JPEGs);
 or on a real list with --data-set/--data-root/--list. Measures training episodes (augmentation
 + 473 crop) for 1 and 5 shots and validation episodes (resize to 473).
 
@@ -20,6 +21,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from util import transform as T  # noqa: E402
 from util.dataset import EpisodeDataset  # noqa: E402
+from util.synthetic import write_benchmark  # noqa: E402
 
 
 def episodes_per_second(dataset, episodes):
@@ -32,9 +34,9 @@ def episodes_per_second(dataset, episodes):
 
 
 def generated_pascal(folder):
-    sys.path.insert(0, os.path.join(ROOT, 'tests'))
-    from fakedata import make_pascal
-    return make_pascal(folder, n_train=80, n_val=60, size=(375, 500))
+    """(data_root, train_list, val_list) of a small synthetic benchmark at VOC's image size."""
+    lists = write_benchmark(folder, n_train=80, n_val=60, size=(375, 500))
+    return folder, lists['train'], lists['val']
 
 
 def main(argv=None):

@@ -25,24 +25,25 @@ import torch
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
-from benchmark import TINY, device_of, episode, median_seconds, step_function  # noqa: E402
-from model import SCCAN  # noqa: E402
+from benchmark import TINY, episode, median_seconds, step_function  # noqa: E402
+from model import build_sccan  # noqa: E402
 from util import distributed  # noqa: E402
 from util.config import load_config  # noqa: E402
 from util.episodes import episode_dataset  # noqa: E402
 from util.evaluate import run_episodes  # noqa: E402
-from util.precision import Precision  # noqa: E402
+from util.experiment import model_for_checkpoint  # noqa: E402
+from util.precision import Precision, resolve_device  # noqa: E402
 
 GOLDEN = os.path.join(REPO, '..', 'shared', 'golden')
 SYNTHETIC_CONFIG = os.path.join(REPO, 'config', 'synthetic', 'synthetic_split0_resnet50.yaml')
 BASE = 'default'
-MODES = {   # name: (SCCAN keyword arguments, Precision keyword arguments)
-    BASE: ({}, {'channels_last': True}),
-    'contiguous': ({}, {}),
-    'fused_attention': ({'fused_attention': True}, {'channels_last': True}),
-    'bf16': ({}, {'channels_last': True, 'dtype': torch.bfloat16}),
-    'fp16': ({}, {'channels_last': True, 'dtype': torch.float16}),
-    'compile': ({}, {'channels_last': True, 'compile': True}),
+MODES = {   # name: (SCCAN.set_fast_paths switches = config keys, Precision keyword arguments)
+    BASE: ({}, {}),
+    'contiguous': ({'channels_last': False}, {}),
+    'fused_attention': ({'fused_attention': True}, {}),
+    'bf16': ({}, {'dtype': torch.bfloat16}),
+    'fp16': ({}, {'dtype': torch.float16}),
+    'compile': ({}, {'compile': True}),
 }
 
 
@@ -68,7 +69,7 @@ def prepared(net, mode, device):
     precision = Precision(device.type, **MODES[mode][1])
     if precision.compile:   # a fresh model: forget graphs of earlier ones (recompile limit)
         torch._dynamo.reset()
-    return precision.prepare_model(net.to(device)), precision
+    return precision.prepare_model(net.set_fast_paths(**MODES[mode][0]).to(device)), precision
 
 
 def timings(mode, args, device):
@@ -76,9 +77,8 @@ def timings(mode, args, device):
     seconds = {}
     for setting, batch in (('eval', 1), ('train', 2)):
         torch.manual_seed(0)
-        net = SCCAN(shot=1, **MODES[mode][0], **(TINY if args.tiny else {}))
-        net, precision = prepared(net, mode, device)
-        inputs = episode(batch, 1, args.size, device, precision.prepare_images)
+        net, precision = prepared(build_sccan(**(TINY if args.tiny else {})), mode, device)
+        inputs = episode(batch, 1, args.size, device)
         run = step_function(net, 'ours', setting, inputs)
 
         def run_in_mode():
@@ -101,20 +101,19 @@ def golden_cases():
 def golden_logits(mode, cases, device):
     out = []
     for case, make_state_dict in cases:
-        net = SCCAN(layers=case['case']['layers'], shot=case['case']['shot'], **MODES[mode][0])
+        net = build_sccan(layers=case['case']['layers'])
         net.load_state_dict(make_state_dict(net.state_dict()))
         net, precision = prepared(net.eval(), mode, device)
         with torch.no_grad(), precision.autocast():
-            out.append(net(precision.prepare_images(case['query'].to(device)),
-                           case['support'].to(device), case['support_masks'].to(device)).float().cpu())
+            out.append(net(case['query'].to(device), case['support'].to(device),
+                           case['support_masks'].to(device)).float().cpu())
     return out
 
 
 def synthetic_miou(mode, args, device):
-    from test_sccan import load_model
     model_options = [str(item) for key_value in MODES[mode][0].items() for item in key_value]
-    cfg = load_config(SYNTHETIC_CONFIG, model_options)   # the mode's SCCAN options as config keys
-    net, precision = prepared(load_model(cfg, args.checkpoint, device), mode, device)
+    cfg = load_config(SYNTHETIC_CONFIG, model_options)   # the mode's switches as config keys
+    net, precision = prepared(model_for_checkpoint(cfg, args.checkpoint)[0], mode, device)
     env = distributed.DistEnv(0, 1, 0, device)
     dataset = episode_dataset(cfg, 'val')
     result = run_episodes(net, dataset, len(dataset.classes), cfg, cfg.manual_seed, env,
@@ -124,7 +123,7 @@ def synthetic_miou(mode, args, device):
 
 def main(argv=None):
     args = parse_args(argv)
-    device = device_of(args.device)
+    device = resolve_device(args.device)
     modes = [BASE] + [m for m in args.modes if not (m == 'fp16' and device.type != 'cuda')]
     cases = [] if args.tiny else golden_cases()
     golden = len(cases) or ('skipped (--tiny)' if args.tiny else 'none (../shared/golden absent)')

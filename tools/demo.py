@@ -17,6 +17,7 @@ means the model reads the support. Writes report.md, report.json and examples.pn
 """
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -30,17 +31,17 @@ sys.path.insert(0, REPO)
 
 import test_sccan  # noqa: E402
 import train_sccan  # noqa: E402
+from model.checkpoint import model_state, read_checkpoint, save_checkpoint, weights_checkpoint  # noqa: E402
 from util import distributed  # noqa: E402
 from util.config import load_config  # noqa: E402
-from util.episodes import episode_dataset, seed_all  # noqa: E402
+from util.episodes import episode_dataset  # noqa: E402
 from util.evaluate import run_episodes  # noqa: E402
-from util.experiment import build_model  # noqa: E402
-from util.image_io import read_label  # noqa: E402
+from util.experiment import build_model, model_for_checkpoint  # noqa: E402
+from util.image_io import IGNORE_LABEL, read_label  # noqa: E402
 from util.precision import precision_for  # noqa: E402
+from util.seeding import seed_all  # noqa: E402
 from util.synthetic import LIST_NAMES, is_generated, write_benchmark  # noqa: E402
-from util.training_state import save_checkpoint  # noqa: E402
-from util.transform import val_resize_shape  # noqa: E402
-from util.visualize import to_rgb  # noqa: E402
+from util.visualize import WHITE, batch_panel, stacked, write_rgb  # noqa: E402
 
 CONFIG = 'config/synthetic/synthetic_split0_resnet50.yaml'
 TARGETS = {'untrained': 0.20, 'support_blind': 0.10}   # mIoU margins (a) must reach
@@ -87,13 +88,12 @@ def untrained_checkpoint(cfg, trained_path, path):
     model; doing the same gives them again. The frozen backbone must equal the trained one."""
     seed_all(cfg.manual_seed)
     net = build_model(cfg, cfg.backbone_weights)
-    trained = torch.load(trained_path, map_location='cpu', weights_only=False)['state_dict']
+    trained = model_state(read_checkpoint(trained_path), trained_path)
     for name, value in net.state_dict().items():
         if name.startswith('backbone.') and not torch.equal(value, trained[name]):
             raise RuntimeError(f'{name} differs between {trained_path} and a model rebuilt from '
                                f'manual_seed {cfg.manual_seed}: cannot reconstruct its start')
-    save_checkpoint({'state_dict': net.state_dict(), 'layers': cfg.layers, 'shot': cfg.shot,
-                     'config': cfg.to_dict(), 'epoch': 0}, path)
+    save_checkpoint(weights_checkpoint(net, epoch=0, shot=cfg.shot, config=cfg.to_dict()), path)
     return path
 
 
@@ -107,7 +107,7 @@ def support_blind_predictor(dataset):
         for image, (h, w) in zip(batch['query_path'], batch['original_size'].tolist()):
             label = torch.from_numpy(read_label(label_of[image]))
             objects = torch.zeros((max(h, w),) * 2)
-            objects[:h, :w] = ((label != 0) & (label != 255)).float()
+            objects[:h, :w] = ((label != 0) & (label != IGNORE_LABEL)).float()
             logits.append(torch.stack([1 - objects, objects]))       # 2×L×L
         return torch.stack(logits)
     return predict
@@ -130,79 +130,32 @@ def test(config, opts, weight, episodes):
 
 
 def first_episodes(cfg, weight, count):
-    """The first `count` test episodes (the same seed as the scores) with the model's
-    prediction: [(query, truth, prediction, supports, support_masks)], images normalised
-    3×H×W at val_size, truth/prediction h×w at the original label size."""
+    """Panels (util.visualize.episode_panel) of the first `count` test episodes, with the
+    model's predictions: the same seed as the scores."""
     env = distributed.setup()
-    net = test_sccan.load_model(cfg, weight, env.device)
+    net, _ = model_for_checkpoint(cfg, weight)
     dataset = episode_dataset(cfg, 'val')
-    episodes = []
+    panels = []
 
     def keep(n, batch, b, prediction):
-        h, w = batch['original_size'][b].tolist()
-        episodes.append((batch['query'][b], batch['query_mask_original'][b][:h, :w],
-                         prediction[:h, :w].cpu(), batch['support'][b], batch['support_masks'][b]))
-    run_episodes(net, dataset, len(dataset.classes), cfg, cfg.manual_seed, env,
-                 precision_for(cfg, env.device), num_episodes=count, on_episode=keep,
-                 desc='examples')
-    return episodes
+        panels.append(batch_panel(batch, b, prediction))
+    run_episodes(net.to(env.device), dataset, len(dataset.classes), cfg, cfg.manual_seed, env,
+                 precision_for(cfg, env.device), num_episodes=count, on_episode=keep, desc='examples')
+    return panels
 
 
-def mask_tile(mask, size):
-    """0/1/255 mask → RGB tile: foreground white, background black, ignore grey."""
-    rgb = np.zeros(mask.shape + (3,), np.uint8)
-    rgb[mask == 1] = 255
-    rgb[mask == 255] = 110
-    return cv2.resize(rgb, size, interpolation=cv2.INTER_NEAREST)
-
-
-def content(image, mask):
-    """RGB of a normalised 3×S×S image and its 0/1/255 mask without the val padding (the mask is
-    255 on whole padded rows and columns)."""
-    mask = mask.numpy().astype(np.uint8)
-    h, w = (mask != 255).any(1).sum(), (mask != 255).any(0).sum()
-    return np.ascontiguousarray(to_rgb(image)[:h, :w]), mask[:h, :w]
-
-
-def support_tile(image, mask, width):
-    rgb, mask = content(image, mask)
-    foreground = (mask == 1).astype(np.uint8)
-    rgb[cv2.dilate(foreground, np.ones((3, 3), np.uint8)) > foreground] = (255, 230, 0)
-    size = (width, round(width * rgb.shape[0] / rgb.shape[1]))
-    return cv2.resize(rgb, size, interpolation=cv2.INTER_NEAREST)
-
-
-def example_row(episode, val_size, tile=160):
-    """Tiles of one episode side by side: supports, query, ground truth, prediction."""
-    query, truth, prediction, supports, support_masks = episode
-    truth, prediction = truth.numpy().astype(np.uint8), prediction.numpy().astype(np.uint8)
-    size = (tile, round(tile * truth.shape[0] / truth.shape[1]))
-    qh, qw = val_resize_shape(*truth.shape, val_size)
-    tiles = [support_tile(s, m, tile) for s, m in zip(supports, support_masks)]
-    tiles += [cv2.resize(np.ascontiguousarray(to_rgb(query)[:qh, :qw]), size),
-              mask_tile(truth, size), mask_tile(prediction, size)]
-    height = max(t.shape[0] for t in tiles)
-    tiles = [cv2.copyMakeBorder(t, 0, height - t.shape[0], 0, 6, cv2.BORDER_CONSTANT,
-                                value=(255, 255, 255)) for t in tiles]
-    return np.concatenate(tiles, axis=1)
-
-
-def example_sheet(episodes, path, val_size, tile=160):
-    """One row per episode: support(s) with the mask outlined, query, ground truth, prediction."""
-    rows = [example_row(e, val_size, tile) for e in episodes]
-    width = max(r.shape[1] for r in rows)
-    rows = [cv2.copyMakeBorder(r, 0, 6, 0, width - r.shape[1], cv2.BORDER_CONSTANT,
-                               value=(255, 255, 255)) for r in rows]
-    shot = len(episodes[0][3])
-    titles = ['support (mask outlined)'] * shot + ['query', 'ground truth', 'prediction']
-    header = np.full((24, width, 3), 255, np.uint8)
+def example_sheet(panels, path, shot, tile=160):
+    """The episode panels one under another, enlarged to tiles of at least `tile` pixels, under
+    a header naming the columns."""
+    zoom = math.ceil(tile / panels[0].shape[0])
+    sheet = cv2.resize(stacked(panels), None, fx=zoom, fy=zoom, interpolation=cv2.INTER_NEAREST)
+    column = sheet.shape[1] / (shot + 2)
+    titles = ['support (mask in blue)'] * shot + ['ground truth (green)', 'prediction (red)']
+    header = np.full((24, sheet.shape[1], 3), WHITE, np.uint8)
     for i, title in enumerate(titles):
-        cv2.putText(header, title, (i * (tile + 6) + 2, 17), cv2.FONT_HERSHEY_SIMPLEX, 0.45,
+        cv2.putText(header, title, (int(i * column) + 2, 17), cv2.FONT_HERSHEY_SIMPLEX, 0.45,
                     (0, 0, 0), 1, cv2.LINE_AA)
-    sheet = np.concatenate([header, *rows])
-    if not cv2.imwrite(path, cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR)):
-        raise OSError(f'could not write {path}')
-    return path
+    return write_rgb(path, np.concatenate([header, sheet]))
 
 
 def summary(results):
@@ -226,9 +179,9 @@ def markdown(report):
               f'{"met" if v["met"] else "NOT met"}' for k, v in c.items()]
     lines += ['', 'Time: ' + ', '.join(f'{k} {v:.0f}s' for k, v in report['seconds'].items()),
               '', '![episodes](examples.png)',
-              '', 'examples.png, one test episode per row: the support with its mask outlined, '
-              'the query, its ground truth and the prediction of (a) (white: the support\'s '
-              'class, grey: ignored border).', '']
+              '', 'examples.png, one test episode per row: the support with its mask (blue), '
+              'the query with its ground truth (green) and with the prediction of (a) (red); '
+              'darkened pixels are ignored (borders, padding).', '']
     return '\n'.join(lines)
 
 
@@ -263,7 +216,7 @@ def main(argv=None):
 
     say('4/4 report')
     example_sheet(first_episodes(cfg, trained_path, args.examples),
-                  os.path.join(out_dir, 'examples.png'), cfg.val_size)
+                  os.path.join(out_dir, 'examples.png'), cfg.shot)
     seconds['total'] = time.time() - start
     novel = results['trained']['class_ids']
     report = {'config': args.config, 'opts': opts, 'split': cfg.split, 'shot': cfg.shot,

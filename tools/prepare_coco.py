@@ -16,15 +16,14 @@ import multiprocessing
 import os
 import sys
 
-import cv2
 import numpy as np
 from tqdm import tqdm
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from util.image_io import IGNORE_LABEL, write_image  # noqa: E402
 from util.lists import REPO_LISTS  # noqa: E402
 
 SETS = {'train2014': 'train.txt', 'val2014': 'val.txt'}
-IGNORE = 255
 _COCO = None          # the set being converted; module-level so forked workers share it
 _OPTIONS = None
 
@@ -41,7 +40,7 @@ def paint_label(coco, image_id, classes, crowd='class'):
     anns = sorted(coco.loadAnns(coco.getAnnIds(imgIds=image_id, iscrowd=None)),
                   key=lambda a: a['area'], reverse=True)
     for ann in anns:
-        value = IGNORE if ann.get('iscrowd') and crowd == 'ignore' else classes[ann['category_id']]
+        value = IGNORE_LABEL if ann.get('iscrowd') and crowd == 'ignore' else classes[ann['category_id']]
         label[coco.annToMask(ann) > 0] = value
     return label
 
@@ -49,7 +48,7 @@ def paint_label(coco, image_id, classes, crowd='class'):
 def convert_one(image_id):
     coco, (classes, out_dir, crowd) = _COCO, _OPTIONS
     name = os.path.splitext(coco.imgs[image_id]['file_name'])[0]
-    cv2.imwrite(os.path.join(out_dir, f'{name}.png'), paint_label(coco, image_id, classes, crowd))
+    write_image(os.path.join(out_dir, f'{name}.png'), paint_label(coco, image_id, classes, crowd))
 
 
 def convert_set(coco_root, set_name, crowd, workers):

@@ -23,9 +23,9 @@ import numpy as np
 from tqdm import tqdm
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from util.image_io import IGNORE_LABEL, write_image  # noqa: E402
 from util.lists import REPO_LISTS  # noqa: E402
 
-VOID = 255
 TRAIN_LIST = 'voc_sbd_merge_noduplicate.txt'
 VAL_LIST = 'val.txt'
 
@@ -53,7 +53,7 @@ def colour_codes(rgb):
 
 PALETTE_CODE = {int(code): index for index, code in
                 enumerate(colour_codes(voc_palette()[:, None, :])[:, 0]) if index <= 20 or
-                index == VOID}
+                index == IGNORE_LABEL}
 
 
 def read_voc_label(path):
@@ -114,7 +114,7 @@ def convert_labels(sources, out_dir, workers):
 
     def convert(item):
         image_id, (reader, path) = item
-        cv2.imwrite(os.path.join(out_dir, f'{image_id}.png'), reader(path))
+        write_image(os.path.join(out_dir, f'{image_id}.png'), reader(path))
 
     with concurrent.futures.ThreadPoolExecutor(max(workers, 1)) as pool:
         for _ in tqdm(pool.map(convert, sorted(sources.items())), total=len(sources),

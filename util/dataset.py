@@ -16,7 +16,7 @@ import torch
 from torch.utils.data import Dataset
 
 from util.folds import fold_classes
-from util.image_io import read_pair
+from util.image_io import IGNORE_LABEL, read_pair
 from util.lists import MIN_PIXELS, class_pixels, fold_lists
 from util.transform import ToTensor
 
@@ -24,7 +24,6 @@ __all__ = ['fold_classes', 'EpisodeDataset', 'binarise', 'fill_boxes']
 
 log = logging.getLogger('sccan')
 
-IGNORE = 255
 MODES = ('train', 'val')
 ANN_TYPES = ('mask', 'bbox')
 QUERY_CLASSES = ('eligible', 'present')
@@ -35,7 +34,7 @@ LOAD_ERRORS = (OSError, ValueError, cv2.error)
 def binarise(label, c):
     """H×W uint8: 1 where label == c, 0 elsewhere, 255 where label is 255."""
     mask = (label == c).astype(np.uint8)
-    mask[label == IGNORE] = IGNORE
+    mask[label == IGNORE_LABEL] = IGNORE_LABEL
     return mask
 
 
@@ -56,7 +55,7 @@ def support_mask(label, c, ann_type):
     if ann_type == 'mask':
         return binarise(label, c)
     mask = fill_boxes((label == c).astype(np.uint8))
-    mask[label == IGNORE] = IGNORE
+    mask[label == IGNORE_LABEL] = IGNORE_LABEL
     return mask
 
 
@@ -74,8 +73,9 @@ class EpisodeDataset(Dataset):
     `skipped` counts it, per process) instead of raising; files found bad while building the
     lists are left out of them and listed in `bad_files`. list_cache_dir: where the class
     lists are cached (default lists/ of the repo). min_pixels: eligibility threshold.
-    query_classes: 'eligible' (SPEC: the query's class is one it has >= min_pixels of) or
-    'present' (the authors' code: any class of the mode present in the query label).
+    query_classes: 'eligible' (the query's class is one it has >= min_pixels of) or 'present'
+    (the authors' util/dataset.py, SemData.__getitem__: any class of the mode present in the
+    query label).
 
     ds[i] → dict: query 3×H×W float, query_mask H×W long (0/1/255), support K×3×H×W,
     support_masks K×H×W long, class_index (position of the class in `classes`), query_path,
@@ -158,7 +158,7 @@ class EpisodeDataset(Dataset):
                 'support_paths': [p[0] for p in support_pairs]}
         if self.mode == 'val':
             h, w = label.shape
-            canvas = torch.full((self.original_canvas,) * 2, IGNORE, dtype=torch.long)
+            canvas = torch.full((self.original_canvas,) * 2, IGNORE_LABEL, dtype=torch.long)
             canvas[:h, :w] = torch.from_numpy(query_mask)
             item['query_mask_original'] = canvas
             item['original_size'] = torch.tensor([h, w])

@@ -12,6 +12,8 @@ import os
 import torch
 import torch.distributed as dist
 
+from util.precision import resolve_device
+
 
 @dataclasses.dataclass(frozen=True)
 class DistEnv:
@@ -34,8 +36,7 @@ def setup(timeout_minutes=30):
     """Join the process group when launched by torchrun; returns this process's DistEnv."""
     world_size = int(os.environ.get('WORLD_SIZE', '1'))
     if world_size == 1:
-        device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')
-        return DistEnv(0, 1, 0, device)
+        return DistEnv(0, 1, 0, resolve_device('auto'))
     rank, local_rank = int(os.environ['RANK']), int(os.environ['LOCAL_RANK'])
     if torch.cuda.is_available():
         if local_rank >= torch.cuda.device_count():
@@ -79,17 +80,3 @@ def all_reduce_mean(value, device):
     """Mean of a Python number over processes."""
     t = torch.tensor(float(value), dtype=torch.float64, device=device)
     return all_reduce_sum(t).item() / (dist.get_world_size() if is_distributed() else 1)
-
-
-def broadcast_object(obj, src=0):
-    """`obj` of process `src` on every process."""
-    if not is_distributed():
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=src)
-    return box[0]
-
-
-def barrier():
-    if is_distributed():
-        dist.barrier()

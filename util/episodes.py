@@ -8,7 +8,6 @@ loading worker, or on whether a run was interrupted and resumed: N processes see
 episodes one process would, and a resumed run sees exactly the episodes of an uninterrupted one.
 """
 import os
-import random
 import signal
 
 import numpy as np
@@ -18,6 +17,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from util import transform as T
 from util.config import ConfigError
 from util.dataset import EpisodeDataset
+from util.seeding import capture_rng, restore_rng, seed_cpu
 
 
 def episode_dataset(cfg, mode):
@@ -42,19 +42,6 @@ def episode_seed(*parts):
     return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0])
 
 
-def seed_all(seed):
-    """Seed Python, NumPy and torch (CPU and CUDA) global generators."""
-    seed_cpu(seed)
-    torch.manual_seed(seed)
-
-
-def seed_cpu(seed):
-    """Seed the generators data loading draws from, leaving the CUDA ones (dropout) alone."""
-    random.seed(seed)
-    np.random.seed(seed % 2 ** 32)
-    torch.default_generator.manual_seed(seed)
-
-
 class SeededEpisodes(Dataset):
     """`episodes[(index, seed)]` is `dataset[index]` drawn under `seed`. The caller's global
     random state is left as it was, so data loading in the main process (workers 0) does not
@@ -68,14 +55,12 @@ class SeededEpisodes(Dataset):
 
     def __getitem__(self, key):
         index, seed = key
-        saved = random.getstate(), np.random.get_state(), torch.get_rng_state()
+        saved = capture_rng(cuda=False)
         try:
             seed_cpu(seed)
             return self.dataset[index]
         finally:
-            random.setstate(saved[0])
-            np.random.set_state(saved[1])
-            torch.set_rng_state(saved[2])
+            restore_rng(saved)
 
 
 class TrainSampler(Sampler):
@@ -119,6 +104,15 @@ class EvalSampler(Sampler):
 
     def __len__(self):
         return len(range(self.rank, self.num_episodes, self.world_size))
+
+
+MODEL_INPUTS = ('query', 'support', 'support_masks')
+
+
+def batch_tensors(batch, device, names=MODEL_INPUTS):
+    """The named tensors of a collated batch on `device` (asynchronous from pinned memory);
+    by default the model's inputs (query, support, support_masks)."""
+    return [batch[name].to(device, non_blocking=True) for name in names]
 
 
 def make_loader(episodes, sampler, batch_size, workers, drop_last, pin_memory=False):

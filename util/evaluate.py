@@ -1,9 +1,10 @@
 """THE evaluation loop: training's validation and test_sccan.py both run `run_episodes`.
 
-Protocol (SPEC §6): `num_episodes` episodes of one seed, episode e querying image e % len(list);
-logits resized to the original label resolution (`ori_resize`: the label placed top-left in an
-L×L canvas of ignore, L its longer side) or else compared at the network input size. Episodes are
-dealt over processes and the pixel counts summed, so N processes report what one would.
+Protocol (the authors' test_sccan.py, validate): `num_episodes` episodes of one seed, episode e
+querying image e % len(list); logits resized to the original label resolution (`ori_resize`: the
+label placed top-left in an L×L canvas of ignore, L its longer side) or else compared at the
+network input size. Episodes are dealt over processes and the pixel counts summed, so N
+processes report what one would.
 """
 import logging
 import time
@@ -12,10 +13,11 @@ import torch
 import torch.nn.functional as F
 
 from util.distributed import all_reduce_sum
-from util.episodes import EvalSampler, SeededEpisodes, make_loader
+from util.episodes import EvalSampler, SeededEpisodes, batch_tensors, make_loader
 from util.feature_cache import FeatureCache
+from util.image_io import IGNORE_LABEL
 from util.log import progress
-from util.metrics import IGNORE_INDEX, IoUMeter
+from util.metrics import IoUMeter
 
 log = logging.getLogger('sccan')
 
@@ -34,11 +36,8 @@ def make_predictor(net, cfg, precision, device):
 def forward_predictor(net, precision, device):
     """predict(batch) → B×2×H×W logits with one plain forward pass."""
     def predict(batch):
-        query = precision.prepare_images(batch['query'].to(device, non_blocking=True))
-        support = batch['support'].to(device, non_blocking=True)
-        support_masks = batch['support_masks'].to(device, non_blocking=True)
         with precision.autocast():
-            return net(query, support, support_masks)
+            return net(*batch_tensors(batch, device))
     return predict
 
 
@@ -46,9 +45,7 @@ def cached_predictor(net, cache, precision, device, transform_key):
     """predict(batch) → logits, the backbone features of the batch's images looked up in
     `cache` by (image path, transform_key) and computed only for the images not seen before."""
     def predict(batch):
-        query = precision.prepare_images(batch['query'].to(device, non_blocking=True))
-        support = batch['support'].to(device, non_blocking=True)
-        support_masks = batch['support_masks'].to(device, non_blocking=True)
+        query, support, support_masks = batch_tensors(batch, device)
         b, k = support_masks.shape[:2]
         query_keys = [(path, transform_key) for path in batch['query_path']]
         # support_paths collates shot-major (K lists of B); the features go episode-major.
@@ -56,8 +53,7 @@ def cached_predictor(net, cache, precision, device, transform_key):
                         for i in range(b) for j in range(k)]
         with precision.autocast():
             query_feats = cache.encode(net, query, query_keys)
-            support_feats = cache.encode(net, precision.prepare_images(support.flatten(0, 1)),
-                                         support_keys)
+            support_feats = cache.encode(net, support.flatten(0, 1), support_keys)
             return net.segment(query_feats, support_feats, support_masks,
                                net.output_size(query.shape[-2:]))
     predict.cache = cache
@@ -72,7 +68,7 @@ def original_targets(batch, device):
     targets = []
     for label, (h, w) in zip(labels, sizes.tolist()):
         side = max(h, w)
-        canvas = torch.full((side, side), IGNORE_INDEX, dtype=torch.long, device=device)
+        canvas = torch.full((side, side), IGNORE_LABEL, dtype=torch.long, device=device)
         canvas[:h, :w] = label[:h, :w].to(device)
         targets.append(canvas)
     return targets
@@ -99,8 +95,8 @@ def evaluate(predict, loader, num_classes, device, ori_resize=True, desc='val',
                 out = F.interpolate(logits[b:b + 1], size=target.shape, mode='bilinear',
                                     align_corners=True)         # 1×2×h×w
                 target = target[None]
-                if (target != IGNORE_INDEX).any():
-                    loss_sum += F.cross_entropy(out, target, ignore_index=IGNORE_INDEX).double()
+                if (target != IGNORE_LABEL).any():
+                    loss_sum += F.cross_entropy(out, target, ignore_index=IGNORE_LABEL).double()
                 pred = out.argmax(1)
                 meter.update(pred, target, batch['class_index'][b:b + 1])
                 if on_episode is not None:

@@ -1,7 +1,10 @@
-"""What a config names besides data: the SCCAN it describes and the folders its run writes."""
+"""What a config names besides data: the SCCAN it describes, the checkpoint it tests or resumes,
+and the folders its run writes."""
 import os
 
-from model import SCCAN
+from model import ARCHITECTURE_KEYS, CheckpointError, build_sccan, sccan_from_checkpoint
+from model.build import architecture_of
+from model.checkpoint import check_shot
 
 
 def run_paths(cfg):
@@ -14,6 +17,28 @@ def run_paths(cfg):
             'prefix': prefix}
 
 
+def find_checkpoint(name, snapshot_dir):
+    """A resume/weight value: an existing path as given, else a file in the run's snapshot
+    folder (the authors' habit: `resume: epoch_10.pth`)."""
+    for candidate in (name, os.path.join(snapshot_dir, name)):
+        if os.path.isfile(candidate):
+            return candidate
+    raise FileNotFoundError(f'checkpoint not found: {name} (looked as given and in '
+                            f'{snapshot_dir})')
+
+
+def architecture(cfg):
+    """The SCCAN architecture a config describes (model.ARCHITECTURE_KEYS)."""
+    return {key: getattr(cfg, key) for key in ARCHITECTURE_KEYS}
+
+
+def with_fast_paths(net, cfg):
+    """`net` with the config's exact speed-ups switched (channels_last, recompute,
+    fused_attention)."""
+    return net.set_fast_paths(channels_last=cfg.channels_last, recompute=cfg.recompute,
+                              fused_attention=cfg.fused_attention)
+
+
 def build_model(cfg, backbone_weights=None):
     """SCCAN as the config describes; backbone_weights None: random backbone (enough when a
     checkpoint provides all weights)."""
@@ -22,8 +47,26 @@ def build_model(cfg, backbone_weights=None):
             f'backbone weights not found: {backbone_weights} (config key backbone_weights). '
             "Put PSPNet's resnet<L>_v2.pth in initmodel/ (see initmodel/README.md), or train "
             'from a random backbone with --opts backbone_weights None')
-    return SCCAN(layers=cfg.layers, shot=cfg.shot, backbone_weights=backbone_weights,
-                 fts_size=cfg.fts_size, window_size=cfg.window_size, depth=cfg.depth,
-                 num_heads=cfg.num_heads, mlp_ratio=cfg.mlp_ratio, reduce_dim=cfg.reduce_dim,
-                 zoom_factor=cfg.zoom_factor, recompute=cfg.recompute,
-                 fused_attention=cfg.fused_attention)
+    return with_fast_paths(build_sccan(backbone_weights, **architecture(cfg)), cfg)
+
+
+def check_fits(cfg, checkpoint, path, any_shot=False):
+    """Refuse a checkpoint of another architecture than the config's (e.g. another backbone)
+    and, unless `any_shot`, one of ours trained with another number of shots."""
+    stored, wanted = architecture_of(checkpoint, path), architecture(cfg)
+    differ = [key for key in ARCHITECTURE_KEYS if stored[key] != wanted[key]]
+    if differ:
+        hint = (f'; use the resnet{stored["layers"]} config or --opts layers {stored["layers"]}'
+                if 'layers' in differ else '')
+        raise CheckpointError(f'{path} is an SCCAN of another architecture than {cfg.source}: ' +
+                              ', '.join(f'{k} {stored[k]} (config: {wanted[k]})' for k in differ) + hint)
+    if not any_shot:
+        check_shot(checkpoint, cfg.shot, path)
+
+
+def model_for_checkpoint(cfg, path, any_shot=False):
+    """The SCCAN a checkpoint describes, with its weights and the config's fast paths, for a
+    run of `cfg` (check_fits). Returns (net, checkpoint)."""
+    net, checkpoint = sccan_from_checkpoint(path)
+    check_fits(cfg, checkpoint, path, any_shot)
+    return with_fast_paths(net, cfg), checkpoint

@@ -1,8 +1,14 @@
-"""Reading images and label maps with errors that name the file."""
+"""Reading images and label maps with errors that name the file.
+
+Label maps are single-channel 8-bit images of class ids: 0 background, 1..N the classes, and
+IGNORE_LABEL (255) for pixels no metric or loss counts (VOC's object borders, padding).
+"""
 import os
 
 import cv2
 import numpy as np
+
+IGNORE_LABEL = 255
 
 
 class BadFileError(ValueError):
@@ -57,10 +63,20 @@ def read_pair(image_path, label_path):
     return image, label
 
 
-def check_label_values(label, path, num_classes, ignore=255):
+def check_label_values(label, path, num_classes, ignore=IGNORE_LABEL):
     """Raise BadFileError when the label holds values other than 0..num_classes and `ignore`."""
     values = np.flatnonzero(np.bincount(label.ravel(), minlength=256))
     bad = [int(v) for v in values if v > num_classes and v != ignore]
     if bad:
         raise bad_file(path, f'label values {bad} outside the classes 0..{num_classes} '
                              f'and {ignore} (ignore)')
+
+
+def write_image(path, image, params=()):
+    """Write an H×W (grey or label) or H×W×3 BGR uint8 image, creating its folder; OSError naming
+    the file when nothing could be written (cv2.imwrite only returns False)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    if not cv2.imwrite(path, np.ascontiguousarray(image), list(params)):
+        raise OSError(f'cannot write {path} (is {folder} writable, with space left?)')
+    return path

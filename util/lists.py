@@ -25,7 +25,6 @@ from util.image_io import check_label_values, read_label, require_file
 log = logging.getLogger('sccan')
 
 MIN_PIXELS = 2 * 32 * 32
-IGNORE = 255
 CACHE_FORMAT = 1
 REPO_LISTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'lists')
 

@@ -1,4 +1,5 @@
-"""Few-shot segmentation metrics (SPEC §7), from per-episode background/foreground pixel counts.
+"""Few-shot segmentation metrics (the authors' test_sccan.py, validate), from per-episode
+background/foreground pixel counts.
 
 - mIoU (the headline): for each novel class, Σ FG intersection / Σ FG union over the episodes of
   that class; mean over the novel classes (a class without episodes counts 0, as the authors').
@@ -11,12 +12,12 @@ the numbers one process would get.
 import torch
 
 from util.distributed import all_reduce_sum
+from util.image_io import IGNORE_LABEL
 
-IGNORE_INDEX = 255
 EPS = 1e-10     # the authors' guard: an empty union scores 0
 
 
-def intersection_union(pred, target, ignore_index=IGNORE_INDEX):
+def intersection_union(pred, target, ignore_index=IGNORE_LABEL):
     """pred: B×H×W (0/1), target: B×H×W (0/1/ignore) → intersection, union: B×2 int64 (BG, FG).
     Pixels where the target is `ignore_index` count for neither."""
     if pred.shape != target.shape:

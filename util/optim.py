@@ -1,4 +1,5 @@
-"""Optimisers and learning-rate schedule of the SCCAN recipe (SPEC §5).
+"""Optimisers and learning-rate schedule of the SCCAN recipe (the authors' OneModel.get_optim and
+util/util.py, poly_learning_rate).
 
 - SGD (momentum, weight decay) over the learnable modules outside the transformer; its lr follows
   poly decay base_lr·(1 − iter/max_iter)^power, and groups with index > index_split (all of them

@@ -1,8 +1,9 @@
-"""How the network runs: optional mixed precision (`amp: bf16|fp16`), channels-last memory
-format (on by default) and torch.compile; tools/benchmark_modes.py measures each.
+"""Where and in which precision the network runs: the device (`resolve_device`), optional mixed
+precision (`amp: bf16|fp16`) and torch.compile. The exact speed-ups (channels-last, recomputation,
+fused attention) belong to the model (SCCAN.set_fast_paths).
 
-bf16 autocast and channels-last run on CUDA and CPU; fp16 needs CUDA (with loss scaling) and is
-ignored with a warning on the CPU. Weights, optimiser states and metrics stay float32.
+bf16 autocast runs on CUDA and CPU; fp16 needs CUDA (with loss scaling) and is ignored with a
+warning on the CPU. Weights, optimiser states and metrics stay float32.
 """
 import contextlib
 import dataclasses
@@ -15,11 +16,21 @@ log = logging.getLogger('sccan')
 _DTYPES = {'none': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}
 
 
+def resolve_device(name='auto'):
+    """'auto' (or None): the GPU when PyTorch sees one, else the CPU; 'cuda' without a GPU is an
+    error naming the way out."""
+    if name in (None, 'auto'):
+        return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+    device = torch.device(name)
+    if device.type == 'cuda' and not torch.cuda.is_available():
+        raise ValueError('device cuda was asked for but PyTorch sees no CUDA GPU; use cpu or auto')
+    return device
+
+
 @dataclasses.dataclass(frozen=True)
 class Precision:
     device_type: str
     dtype: torch.dtype = None      # autocast dtype; None: full float32
-    channels_last: bool = False
     compile: bool = False
 
     def autocast(self):
@@ -35,18 +46,10 @@ class Precision:
         """The SCCAN to run, changed in place. compile: the backbone and the SCCA transformer
         (the heavy parts) are compiled as modules, so parameter names and the encode/segment
         entry points used by the feature cache stay as they are."""
-        if self.channels_last:
-            net = net.to(memory_format=torch.channels_last)
         if self.compile:
             net.backbone.compile()
             net.transformer.compile()
         return net
-
-    def prepare_images(self, images):
-        """Channels-last for N×C×H×W image batches (5-D support stacks stay as they are)."""
-        if self.channels_last and images.dim() == 4:
-            return images.contiguous(memory_format=torch.channels_last)
-        return images
 
 
 def precision_for(cfg, device):
@@ -54,4 +57,4 @@ def precision_for(cfg, device):
     if dtype == torch.float16 and device.type != 'cuda':
         log.warning('amp: fp16 needs CUDA; running in float32 on %s', device)
         dtype = None
-    return Precision(device.type, dtype, cfg.channels_last, cfg.compile)
+    return Precision(device.type, dtype, cfg.compile)

@@ -17,8 +17,9 @@ import os
 import cv2
 import numpy as np
 
+from util.image_io import IGNORE_LABEL, write_image
+
 NUM_CLASSES = 20
-IGNORE = 255
 SHAPES = ('ellipse', 'rectangle', 'triangle', 'star', 'cross', 'ring', 'crescent', 'hexagon',
           'lshape', 'blob')
 TEXTURES = ('stripes', 'checker', 'dots', 'waves', 'blotches')
@@ -240,7 +241,7 @@ def ignore_band(label):
     kernel = np.ones((3, 3), np.uint8)
     band = cv2.dilate(label, kernel) != cv2.erode(label, kernel)
     out = label.copy()
-    out[band] = IGNORE
+    out[band] = IGNORE_LABEL
     return out
 
 
@@ -305,13 +306,15 @@ LIST_NAMES = {'train': 'synthetic_train.txt', 'val': 'synthetic_val.txt'}
 MANIFEST = 'benchmark.json'
 
 
-def write_benchmark(root, seed=0, n_train=2000, n_val=500):
+def write_benchmark(root, seed=0, n_train=2000, n_val=500, size=None):
     """Write the benchmark under root in the PASCAL layout:
         JPEGImages/<name>.jpg, SegmentationClassAug/<name>.png,
         synthetic_train.txt, synthetic_val.txt, benchmark.json (what was generated)
     List lines read "JPEGImages/<name>.jpg SegmentationClassAug/<name>.png" (paths relative to
     root), like the PASCAL-5i lists; the list names differ from PASCAL's so that the list caches
-    under lists/pascal/ never mix the two. Returns {'train': path, 'val': path} of the lists."""
+    under lists/pascal/ never mix the two. `size` (h, w): every image and label resized to it
+    (e.g. VOC's typical 375×500 for loading benchmarks). Returns {'train': path, 'val': path} of
+    the lists."""
     if n_train < 1 or n_val < 1:
         raise ValueError(f'n_train and n_val must be positive, got {n_train} and {n_val}')
     os.makedirs(os.path.join(root, 'JPEGImages'), exist_ok=True)
@@ -323,22 +326,26 @@ def write_benchmark(root, seed=0, n_train=2000, n_val=500):
         for i in range(count):
             name = f'syn_{split}_{i:05d}'
             image, label = scene(seed, split, i, styles)
+            if size is not None:
+                image = cv2.resize(image, size[::-1], interpolation=cv2.INTER_LINEAR)
+                label = cv2.resize(label, size[::-1], interpolation=cv2.INTER_NEAREST)
             jpg, png = f'JPEGImages/{name}.jpg', f'SegmentationClassAug/{name}.png'
-            cv2.imwrite(os.path.join(root, jpg), cv2.cvtColor(image, cv2.COLOR_RGB2BGR),
+            write_image(os.path.join(root, jpg), cv2.cvtColor(image, cv2.COLOR_RGB2BGR),
                         [cv2.IMWRITE_JPEG_QUALITY, 95])
-            cv2.imwrite(os.path.join(root, png), label)
+            write_image(os.path.join(root, png), label)
             lines.append(f'{jpg} {png}\n')
         lists[split] = os.path.join(root, LIST_NAMES[split])
         with open(lists[split], 'w') as f:
             f.writelines(lines)
     with open(os.path.join(root, MANIFEST), 'w') as f:
-        json.dump(manifest(seed, n_train, n_val), f, indent=1)
+        json.dump(manifest(seed, n_train, n_val, size), f, indent=1)
     return lists
 
 
-def manifest(seed, n_train, n_val):
+def manifest(seed, n_train, n_val, size=None):
     """What a generated copy holds; equal manifests mean identical files."""
-    return {'generator': GENERATOR_VERSION, 'seed': seed, 'train': n_train, 'val': n_val}
+    resized = {'size': list(size)} if size is not None else {}
+    return {'generator': GENERATOR_VERSION, 'seed': seed, 'train': n_train, 'val': n_val, **resized}
 
 
 def is_generated(root, seed, n_train, n_val):

@@ -11,7 +11,8 @@ import cv2
 import numpy as np
 import torch
 
-IGNORE = 255
+from util.image_io import IGNORE_LABEL
+
 MEAN = [0.485 * 255, 0.456 * 255, 0.406 * 255]   # ImageNet, RGB, on the 0..255 scale
 STD = [0.229 * 255, 0.224 * 255, 0.225 * 255]
 
@@ -46,7 +47,7 @@ class RandRotate:
     """With probability p, rotate both about the centre by an angle (degrees) drawn from
     [rotate_min, rotate_max]; uncovered pixels get `padding` (image) and `ignore` (label)."""
 
-    def __init__(self, rotate_min, rotate_max, padding=MEAN, ignore=IGNORE, p=0.5):
+    def __init__(self, rotate_min, rotate_max, padding=MEAN, ignore=IGNORE_LABEL, p=0.5):
         if rotate_min > rotate_max:
             raise ValueError(f'rotate range must satisfy min <= max, got [{rotate_min}, '
                              f'{rotate_max}]')
@@ -92,7 +93,7 @@ class ForegroundCrop:
     `padding`, label `ignore`). A crop keeping less than `keep` of the foreground (label ==
     foreground) pixels is redrawn, up to `retries` times; the last draw is kept."""
 
-    def __init__(self, crop_h, crop_w, padding=MEAN, ignore=IGNORE, keep=0.85, retries=30,
+    def __init__(self, crop_h, crop_w, padding=MEAN, ignore=IGNORE_LABEL, keep=0.85, retries=30,
                  foreground=1):
         self.crop_h, self.crop_w = crop_h, crop_w
         self.padding, self.ignore = list(padding), ignore
@@ -133,7 +134,7 @@ class ValResize:
     """Validation resize: val_resize_shape, then pad bottom/right to size×size (image 0,
     label `ignore`)."""
 
-    def __init__(self, size, ignore=IGNORE):
+    def __init__(self, size, ignore=IGNORE_LABEL):
         self.size, self.ignore = size, ignore
 
     def __call__(self, image, label):
@@ -168,7 +169,7 @@ class Normalize:
 
 
 def train_transform(train_h, train_w=None, scale_min=0.9, scale_max=1.1, rotate_min=-10,
-                    rotate_max=10, padding_label=IGNORE):
+                    rotate_max=10, padding_label=IGNORE_LABEL):
     """The training augmentation: scale, rotate, blur, flip, foreground-keeping crop,
     normalise. `train_h` may also be a config with the keys train_h, train_w, scale_min,
     scale_max, rotate_min, rotate_max (as util.config loads them)."""

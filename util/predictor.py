@@ -1,16 +1,17 @@
 """Segment your own images: a few annotated support examples in, query masks out.
 
+    from util.predictor import FewShotSegmenter
     seg = FewShotSegmenter.from_checkpoint('exp/pascal/SCCAN/split0/resnet50/snapshot/train_epoch_99_0.6831.pth')
     mask = seg.segment([support_rgb], [support_mask], query_rgb)   # H×W uint8, 1 = foreground
     prob = seg.probabilities([support_rgb], [support_mask], query_rgb)   # H×W float32 in [0, 1]
 
 Images are numpy H×W×3 uint8 RGB arrays of any size (H×W grayscale and H×W×4 RGBA are accepted;
-alpha is dropped). Every image goes through the benchmark's validation transform (SPEC §6,
-util.transform.val_transform): the longer side is resized to `val_size`, both sides floored to
-multiples of 8, and the image is padded at the bottom/right to val_size × val_size. The query's
-logits are cropped to that valid region and resized back to the query's own size, so the padding
-never reaches the output (the benchmark's scoring instead resizes the whole canvas to the longer
-side; the two differ only in the last few rows/columns).
+alpha is dropped). Every image goes through the benchmark's validation transform
+(util.transform.val_transform, the authors' transform.Resize): the longer side is resized to
+`val_size`, both sides floored to multiples of 8, and the image is padded at the bottom/right to
+val_size × val_size. The query's logits are cropped to that valid region and resized back to the
+query's own size, so the padding never reaches the output (the benchmark's scoring instead
+resizes the whole canvas to the longer side; the two differ only in the last few rows/columns).
 
 Support masks (see `foreground_of`): bool arrays (True = foreground); {0,1} masks, where 255 may
 mark ignored pixels as in the datasets; otherwise greyscale masks where foreground is ≥ 128
@@ -20,24 +21,24 @@ mark ignored pixels as in the datasets; otherwise greyscale masks where foregrou
 The SCCAN weights do not depend on the number of shots K (K-shot fusion averages the shots), so
 the net is run with K = the number of supports given, whatever K it was trained with.
 """
-import contextlib
 import dataclasses
+from typing import Optional, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from util.transform import IGNORE, val_resize_shape, val_transform
-
-# Architecture keys a checkpoint's 'config' may carry (util/config.py names them so).
-ARCH_KEYS = ('fts_size', 'window_size', 'depth', 'num_heads', 'mlp_ratio', 'reduce_dim',
-             'zoom_factor')
+from model import BackboneFeatures, SCCAN, sccan_from_checkpoint
+from model.checkpoint import metadata
+from util.image_io import IGNORE_LABEL
+from util.precision import resolve_device
+from util.transform import val_resize_shape, val_transform
 
 
 @dataclasses.dataclass
 class EncodedSupport:
     """Supports ready for any number of queries: backbone features computed once."""
-    features: object       # BackboneFeatures of the K supports
+    features: BackboneFeatures   # of the K supports
     masks: torch.Tensor    # K×S×S labels at val_size: 1 foreground, 0 background, 255 padding
     images: list           # the K RGB images as given (for overlays)
     foregrounds: list      # the K H×W bool foreground masks as given
@@ -48,9 +49,15 @@ class EncodedSupport:
 
 
 class FewShotSegmenter:
-    """A SCCAN net wrapped for whole images of any size (see the module docstring)."""
+    """A SCCAN net wrapped for whole images of any size (see the module docstring).
 
-    def __init__(self, net, val_size=473, trained_shot=None):
+    Args:
+        net: an SCCAN (or anything with its encode / segment API); put in eval mode.
+        val_size: side of the canvas images are resized and padded to, (val_size − 1) % 8 == 0.
+        trained_shot: the K the weights were trained with, when known (for notes only).
+    """
+
+    def __init__(self, net: SCCAN, val_size: int = 473, trained_shot: Optional[int] = None):
         if val_size < 9 or (val_size - 1) % 8:
             raise ValueError(f'val_size must satisfy (val_size - 1) % 8 == 0, e.g. 473, 233, 57; '
                              f'got {val_size}')
@@ -60,27 +67,20 @@ class FewShotSegmenter:
         self.trained_shot = trained_shot    # K the checkpoint was trained with, if known
 
     @classmethod
-    def from_checkpoint(cls, path, layers=None, device='auto', val_size=None):
-        """Build SCCAN as the checkpoint describes (backbone depth, architecture config, val_size)
-        and load its weights. `layers` is inferred from the checkpoint when None."""
-        from model import SCCAN    # model/__init__ imports this module
-        from model.checkpoint import CheckpointError, load_strict, model_state, read_checkpoint
-        from util.training_state import detect_layers
+    def from_checkpoint(cls, path: str, layers: Optional[int] = None, device: str = 'auto',
+                        val_size: Optional[int] = None) -> 'FewShotSegmenter':
+        """The SCCAN a checkpoint describes (model.build), with its weights, on `device`.
 
+        Args:
+            path: a checkpoint of ours, of the authors, or a plain state dict.
+            layers: backbone depth to insist on; None: the checkpoint's.
+            device: 'auto' (the GPU when there is one), 'cpu' or 'cuda'.
+            val_size: canvas side; None: the checkpoint's config val_size, else 473.
+        """
         device = resolve_device(device)
-        ckpt = read_checkpoint(path)
-        state = model_state(ckpt, path)
-        meta = ckpt if 'state_dict' in ckpt else {}     # a plain state dict has no metadata
-        found = meta.get('layers') or detect_layers(state)
-        if layers is not None and found is not None and layers != found:
-            raise CheckpointError(f'{path} holds a ResNet-{found} SCCAN but layers {layers} was '
-                                  f'asked for; leave layers out or give {found}')
+        net, checkpoint = sccan_from_checkpoint(path, layers)
+        meta = metadata(checkpoint)
         config = meta.get('config') or {}
-        arch = {k: config[k] for k in ARCH_KEYS if k in config}
-        net = SCCAN(layers=layers or found or 50, shot=meta.get('shot') or 1, **arch)
-        described = (f'architecture {arch}' if arch else
-                     "the paper's architecture, as the checkpoint has no 'config' entry")
-        load_strict(net, state, f'{path} (built as ResNet-{net.layers} SCCAN, {described})')
         return cls(net.to(device), val_size=val_size or config.get('val_size', 473),
                    trained_shot=meta.get('shot', config.get('shot')))
 
@@ -89,22 +89,38 @@ class FewShotSegmenter:
         return next(self.net.parameters()).device
 
     # --- public API -------------------------------------------------------------------------
-    def segment(self, support_images, support_masks, query_image):
-        """H×W uint8 mask at the query's size: 1 foreground, 0 background."""
+    def segment(self, support_images: Sequence[np.ndarray], support_masks: Sequence[np.ndarray],
+                query_image: np.ndarray) -> np.ndarray:
+        """The query's mask given K annotated supports.
+
+        Args:
+            support_images: K images, each H_k×W_k×3 uint8 RGB (or grayscale / RGBA).
+            support_masks: K masks, each H_k×W_k (rule in MASK_RULE).
+            query_image: H×W×3 uint8 RGB.
+
+        Returns:
+            H×W uint8 mask at the query's size: 1 foreground, 0 background.
+        """
         return to_mask(self.probabilities(support_images, support_masks, query_image))
 
-    def probabilities(self, support_images, support_masks, query_image):
-        """H×W float32 foreground probability at the query's size."""
+    def probabilities(self, support_images: Sequence[np.ndarray], support_masks: Sequence[np.ndarray],
+                      query_image: np.ndarray) -> np.ndarray:
+        """Like `segment`, but the H×W float32 foreground probability."""
         return self.predict(self.encode_support(support_images, support_masks), query_image)
 
     def segment_many(self, support_images, support_masks, query_images):
-        """Masks for each query in turn; the supports are encoded once, up front."""
+        """`segment` for each query in turn (a generator); the supports are encoded once."""
         support = self.encode_support(support_images, support_masks)
         return (to_mask(self.predict(support, q)) for q in query_images)
 
-    def encode_support(self, images, masks, names=None):
+    def encode_support(self, images: Sequence[np.ndarray], masks: Sequence[np.ndarray],
+                       names: Optional[Sequence[Sequence[str]]] = None) -> EncodedSupport:
         """Check and encode K support (image, mask) pairs; reuse the result for many queries.
-        `names`: K (image name, mask name) pairs for the error messages (e.g. file paths)."""
+
+        Args:
+            images, masks: as for `segment`.
+            names: K (image name, mask name) pairs for the error messages (e.g. file paths).
+        """
         images, masks = list(images), list(masks)
         if not images:
             raise ValueError('at least one support image and mask is needed')
@@ -133,13 +149,13 @@ class FewShotSegmenter:
             features = self.net.encode(torch.stack(tensors).to(self.device))   # K×3×S×S
         return EncodedSupport(features, torch.stack(labels).to(self.device), rgbs, foregrounds)
 
-    def predict(self, support, query_image):
-        """Foreground probability (H×W float32) of one query given an EncodedSupport."""
+    def predict(self, support: EncodedSupport, query_image: np.ndarray) -> np.ndarray:
+        """Foreground probability (H×W float32) of one H×W×3 query given encoded supports."""
         rgb = as_rgb(query_image, 'query image')
         image, _ = self._canvas(rgb, np.zeros(rgb.shape[:2], bool), 'query image')
         h, w = val_resize_shape(*rgb.shape[:2], self.val_size)
         s = self.val_size
-        with torch.inference_mode(), self._shot(support.shot):
+        with torch.inference_mode():
             query = self.net.encode(image[None].to(self.device))
             logits = self.net.segment(query, support.features, support.masks[None],
                                       out_size=(s, s))                       # 1×2×S×S
@@ -158,16 +174,6 @@ class FewShotSegmenter:
             raise ValueError(f'{what} is {rgb.shape[0]}×{rgb.shape[1]}: too thin to keep a pixel '
                              f'of its short side at val_size {self.val_size}')
         return self.transform(rgb.astype(np.float32), foreground.astype(np.uint8))
-
-    @contextlib.contextmanager
-    def _shot(self, k):
-        """Run the net with K = k shots (its weights are shot-agnostic), then restore it."""
-        trained = self.net.shot
-        self.net.shot = k
-        try:
-            yield
-        finally:
-            self.net.shot = trained
 
 
 MASK_RULE = ('foreground is True in bool masks, 1 in {0,1} masks (255 = ignore) and >= 128 '
@@ -203,7 +209,7 @@ def foreground_of(mask, what):
         return mask
     if not np.issubdtype(mask.dtype, np.number):
         raise ValueError(f'{what} has dtype {mask.dtype}; expected bool or numbers')
-    if np.isin(mask, (0, 1, IGNORE)).all() and (mask == 1).any():
+    if np.isin(mask, (0, 1, IGNORE_LABEL)).all() and (mask == 1).any():
         return mask == 1
     if np.issubdtype(mask.dtype, np.floating) and mask.max() <= 1:
         return mask >= 0.5
@@ -213,13 +219,3 @@ def foreground_of(mask, what):
 def to_mask(probability):
     """Foreground probability → uint8 mask (1 where foreground wins, as argmax of the logits)."""
     return (probability > 0.5).astype(np.uint8)
-
-
-def resolve_device(device):
-    """'auto' → cuda when available, else cpu; 'cuda' without a GPU is an error."""
-    if device in (None, 'auto'):
-        return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
-    device = torch.device(device)
-    if device.type == 'cuda' and not torch.cuda.is_available():
-        raise ValueError('device cuda was asked for but PyTorch sees no CUDA GPU; use cpu or auto')
-    return device

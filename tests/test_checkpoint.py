@@ -1,0 +1,118 @@
+"""The checkpoint format (model/checkpoint.py) and the one builder (model/build.py): atomic
+writes, clear refusals, and every architecture key through a checkpoint and back."""
+import inspect
+import os
+
+import pytest
+import torch
+
+from model import ARCHITECTURE_KEYS, PAPER_ARCHITECTURE, SCCAN, CheckpointError, build_sccan, sccan_from_checkpoint
+from model.build import architecture_of
+from model.checkpoint import (detect_layers, read_checkpoint, save_checkpoint, training_checkpoint,
+                              weights_checkpoint)
+from util.config import SCHEMA, default_config
+from util.experiment import architecture, check_fits, find_checkpoint, model_for_checkpoint
+
+# A value for every architecture key that differs from the paper's (and still builds).
+NOT_THE_PAPERS = dict(layers=101, fts_size=16, window_size=4, depth=2, num_heads=2, mlp_ratio=2.0,
+                      reduce_dim=32, zoom_factor=4)
+
+
+def test_the_architecture_is_the_constructor_and_the_config_knows_it():
+    constructor = [name for name in inspect.signature(SCCAN).parameters if name != 'backbone_weights']
+    assert list(ARCHITECTURE_KEYS) == constructor
+    assert set(NOT_THE_PAPERS) == set(ARCHITECTURE_KEYS)
+    assert PAPER_ARCHITECTURE == dict(layers=50, fts_size=64, window_size=8, depth=8, num_heads=8,
+                                      mlp_ratio=1.0, reduce_dim=256, zoom_factor=8)
+    for key in ARCHITECTURE_KEYS:       # each one settable from a config, with the paper's default
+        assert key in SCHEMA and SCHEMA[key].default == PAPER_ARCHITECTURE[key], key
+
+
+def test_every_architecture_key_round_trips_through_a_checkpoint(tmp_path):
+    cfg = default_config().replace(**NOT_THE_PAPERS)
+    net = build_sccan(**architecture(cfg))
+    optimizers = [torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1) for _ in range(2)]
+    path = str(tmp_path / 'ours.pth')
+    save_checkpoint(training_checkpoint(net, 3, *optimizers, shot=1, config=cfg.to_dict()), path)
+    loaded, checkpoint = sccan_from_checkpoint(path)
+    assert loaded.architecture == NOT_THE_PAPERS == checkpoint['architecture']
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), net.state_dict().values()))
+    check_fits(cfg, checkpoint, path)            # the config it was made with fits
+    with pytest.raises(CheckpointError, match=r'window_size 4 \(config: 8\)'):
+        check_fits(cfg.replace(window_size=8), checkpoint, path)
+
+
+def test_the_authors_checkpoints_get_the_papers_architecture(tmp_path):
+    net = SCCAN(layers=50)
+    path = str(tmp_path / 'authors.pth')
+    # Their format: no architecture, DDP prefixes, optimiser states beside the weights.
+    torch.save({'epoch': 42.5, 'state_dict': {'module.' + k: v for k, v in net.state_dict().items()},
+                'optimizer': {}, 'optimizer_swin': {}}, path)
+    loaded, _ = sccan_from_checkpoint(path)
+    assert loaded.architecture == PAPER_ARCHITECTURE
+    assert architecture_of({'state_dict': fake_state_dict(23, 'module.')})['layers'] == 101
+
+
+def test_a_layers_request_that_contradicts_the_checkpoint_is_refused(tmp_path):
+    path = str(tmp_path / 'tiny.pth')
+    save_checkpoint(weights_checkpoint(build_sccan(fts_size=16, depth=2, reduce_dim=32, num_heads=4)), path)
+    with pytest.raises(CheckpointError, match='holds a ResNet-50 SCCAN but layers 101 was asked for'):
+        sccan_from_checkpoint(path, layers=101)
+
+
+def test_checkpoints_of_another_backbone_or_shot_are_refused():
+    cfg = default_config()
+    authors = {'state_dict': fake_state_dict(23)}
+    with pytest.raises(CheckpointError, match=r'layers 101 \(config: 50\); use the resnet101 config'):
+        check_fits(cfg, authors, 'authors.pth')
+    ours = {'state_dict': {}, 'architecture': dict(PAPER_ARCHITECTURE), 'shot': 5}
+    with pytest.raises(CheckpointError, match='trained with shot 5 but the config has shot 1'):
+        check_fits(cfg, ours, 'ours.pth')
+    check_fits(cfg, ours, 'ours.pth', any_shot=True)
+
+
+def test_model_for_checkpoint_sets_the_configs_fast_paths(tmp_path):
+    tiny = dict(fts_size=16, depth=2, reduce_dim=32, num_heads=4)
+    path = str(tmp_path / 'tiny.pth')
+    save_checkpoint(weights_checkpoint(build_sccan(**tiny), shot=1), path)
+    cfg = default_config().replace(channels_last=False, fused_attention=True, **tiny)
+    net, _ = model_for_checkpoint(cfg, path)
+    assert net.fast_paths == {'channels_last': False, 'recompute': True, 'fused_attention': True}
+
+
+def test_atomic_save_leaves_no_temporary_and_keeps_the_old_file_on_failure(tmp_path):
+    path = str(tmp_path / 'c.pth')
+    save_checkpoint({'epoch': 1, 'state_dict': {'w': torch.ones(2)}}, path)
+    with pytest.raises(Exception):
+        save_checkpoint({'epoch': 2, 'bad': lambda: 0}, path)     # lambdas do not pickle
+    assert os.listdir(tmp_path) == ['c.pth']
+    assert read_checkpoint(path)['epoch'] == 1
+
+
+def test_truncated_checkpoint_is_refused(tmp_path):
+    path = tmp_path / 'c.pth'
+    save_checkpoint({'state_dict': {'w': torch.randn(1000)}}, str(path))
+    data = path.read_bytes()
+    path.write_bytes(data[:len(data) // 2])
+    with pytest.raises(CheckpointError, match='truncated or corrupted'):
+        read_checkpoint(str(path))
+    with pytest.raises(FileNotFoundError, match='checkpoint not found'):
+        read_checkpoint(str(tmp_path / 'none.pth'))
+
+
+def fake_state_dict(layer3_blocks, prefix=''):
+    return {f'{prefix}backbone.body.layer3.{i}.conv1.weight': torch.zeros(1)
+            for i in range(layer3_blocks)}
+
+
+def test_backbone_depth_is_read_from_layer3_blocks():
+    assert detect_layers(fake_state_dict(6)) == 50
+    assert detect_layers(fake_state_dict(23, 'module.')) == 101
+    assert detect_layers({'x': torch.zeros(1)}) is None
+
+
+def test_checkpoint_names_are_paths_or_snapshot_files(tmp_path):
+    (tmp_path / 'train_latest.pth').write_bytes(b'')
+    assert find_checkpoint('train_latest.pth', str(tmp_path)) == str(tmp_path / 'train_latest.pth')
+    with pytest.raises(FileNotFoundError, match='looked as given and in'):
+        find_checkpoint('epoch_9.pth', str(tmp_path))
