@@ -188,12 +188,16 @@ class SCCAN(nn.Module):
         return {'channels_last': self.channels_last, 'recompute': self.transformer.recompute,
                 'fused_attention': fused == {True}}
 
+    # The SGD groups of the authors' OneModel.get_optim, in their order: the lr schedule's
+    # index_split counts groups in it.
+    SGD_MODULES = ('down_query', 'down_supp', 'init_merge_query', 'init_merge_supp', 'ASPP_meta',
+                   'res1_meta', 'res2_meta', 'cls_meta')
+
     def parameter_groups(self):
-        """(SGD parameters, AdamW parameters): the SCCA transformer trains with AdamW, the other
-        learnable modules with SGD (the authors' OneModel.get_optim)."""
-        sgd = [p for name, p in self.named_parameters()
-               if p.requires_grad and not name.startswith('transformer.')]
-        return sgd, list(self.transformer.parameters())
+        """(SGD groups, AdamW parameters): one list of parameters per module of SGD_MODULES,
+        and the SCCA transformer's, which trains with AdamW."""
+        return ([list(getattr(self, name).parameters()) for name in self.SGD_MODULES],
+                list(self.transformer.parameters()))
 
     def alignment_indices(self):
         """Per SCCA block, the aligned support patch of every query patch (B×P) of the last

@@ -146,6 +146,52 @@ def test_query_class_rule_eligible_or_present(tmp_path):
     assert chosen == {'eligible': {1}, 'present': {1, 2}}
 
 
+def authors_class_choice(label, mode_classes):
+    """The query's class as the authors' SemData.__getitem__ draws it (util/dataset.py of their
+    repo), restated: np.unique of the label without 0 and 255, the classes of the mode, then
+    label_class[random.randint(1, len(label_class)) - 1]."""
+    label_class = [c for c in np.unique(label).tolist() if c not in (0, 255) and c in mode_classes]
+    return label_class[random.randint(1, len(label_class)) - 1]
+
+
+def test_query_classes_are_the_authors_given_the_same_draws(tmp_path):
+    """Queries holding an eligible novel class, small novel classes (a speck of 2, 3 or 4
+    pixels' worth) and a base class: with the same seed, our episode draws the authors' class."""
+    queries = []
+    for k in range(4):
+        label = np.full((70, 70), 1 + k % 2, np.uint8)      # eligible: 1 or 2
+        label[:6, :6 + k] = 3                               # specks of novel classes
+        label[10:12, :3] = 4 + k % 2
+        label[20:40, 20:40] = 7                             # a base class of fold 0
+        label[50:52] = 255
+        queries.append(label)
+    supports = [np.full((70, 70), c, np.uint8) for c in (1, 2, 3, 4, 5) for _ in range(3)]
+    root, data_list, _ = make_from_labels(tmp_path, queries + supports)
+    ds = EpisodeDataset('pascal', root, data_list, 0, 1, 'val', list_cache_dir=str(tmp_path / 'c'))
+    assert ds.query_classes == 'present'          # the default is the authors' rule
+    chosen = set()
+    for i in range(len(queries)):
+        label = read_label(ds.queries[i][0][1])
+        for seed in range(25):
+            random.seed(seed)
+            ours = ds.classes[ds[i]['class_index']]
+            random.seed(seed)
+            assert ours == authors_class_choice(label, ds.classes), (i, seed)
+            chosen.add(ours)
+    assert chosen == {1, 2, 3, 4, 5}              # the specks are drawn too
+
+
+def test_supports_are_stacked_in_reverse_draw_order(pascal, monkeypatch):
+    """The authors' SemData prepends each support it draws: the last drawn comes first."""
+    ds = make(pascal, 'val', shot=2, transform=top_left(112, 120))
+    drawn = []
+    draw = ds.draw_supports
+    monkeypatch.setattr(ds, 'draw_supports', lambda c, q: drawn.append(draw(c, q)) or drawn[-1])
+    random.seed(0)
+    item = ds[0]
+    assert item['support_paths'] == [drawn[0][1][0], drawn[0][0][0]]
+
+
 # ---- weak (bbox) support annotations ----
 
 def test_fill_boxes_by_hand():

@@ -223,3 +223,19 @@ def test_skip_bad_files_while_building_lists(tmp_path):
     ds = dataset(root, data_list, tmp_path / 'cache', skip_bad_files=True)
     assert [pair for pair, _ in ds.bad_files] == [pairs[4]]
     assert len(ds.queries) == 14 and len(ds.class_files[2]) == 2
+
+
+def test_a_coco_val_list_out_of_the_authors_order_is_flagged(tmp_path, monkeypatch, caplog):
+    """Testing scores the first test_num queries in list order: a COCO val list in another
+    order than the authors' tests other images, and says so; their order (here: a list whose
+    digest stands in for theirs) passes silently, and path prefixes do not matter."""
+    pairs = [(f'val2014/COCO_val2014_{i:012d}.jpg', f'annotations/val2014/COCO_val2014_{i:012d}.png')
+             for i in (3, 1, 2)]
+    monkeypatch.setitem(lists.AUTHORS_VAL_ORDER, 'coco', lists.image_order(pairs))
+    elsewhere = [('../data/' + image, '../data/' + label) for image, label in pairs]
+    lists.check_val_order('coco', 'val.txt', elsewhere)
+    lists.check_val_order('pascal', 'val.txt', pairs[::-1])     # PASCAL: no known order
+    assert not caplog.records
+    lists.check_val_order('coco', 'sorted_val.txt', sorted(pairs))
+    assert "sorted_val.txt: its images are not in the order of the authors' lists/coco/val.txt" in caplog.text
+    assert lists.image_order(pairs) != lists.image_order(sorted(pairs))

@@ -4,6 +4,8 @@ import torch
 
 from model import SCCAN, CheckpointError, load_weights
 from model.loss import weighted_dice_loss
+from util.config import default_config
+from util.optim import apply_schedule, build_optimizers
 from model.scca import SCCABlock, align_patches, gather_patches, merge_patches, split_patches
 
 from fakedata import random_episode as episode
@@ -59,9 +61,28 @@ def test_resnet101_keys():
 def test_parameter_counts(net50):
     assert sum(p.numel() for p in net50.parameters()) == 34_951_618
     assert sum(p.numel() for p in net50.parameters() if p.requires_grad) == 11_373_314
-    sgd, adamw = net50.parameter_groups()
+    sgd_groups, adamw = net50.parameter_groups()
+    sgd = [p for group in sgd_groups for p in group]
     assert sum(p.numel() for p in sgd) + sum(p.numel() for p in adamw) == 11_373_314
     assert all(p.requires_grad for p in sgd + adamw)
+
+
+def test_sgd_groups_are_the_authors_modules_in_their_order(net50):
+    """OneModel.get_optim of the authors: eight SGD groups, one per module, in this order (the
+    lr schedule's index_split counts them)."""
+    sgd_groups, _ = net50.parameter_groups()
+    names = {id(p): name.split('.')[0] for name, p in net50.named_parameters()}
+    assert [{names[id(p)] for p in group} for group in sgd_groups] == [
+        {'down_query'}, {'down_supp'}, {'init_merge_query'}, {'init_merge_supp'}, {'ASPP_meta'},
+        {'res1_meta'}, {'res2_meta'}, {'cls_meta'}]
+
+
+def test_index_split_keeps_the_first_groups_at_base_lr(net50):
+    cfg = default_config().replace(index_split=2)
+    sgd, adamw = build_optimizers(net50, cfg)
+    lr = apply_schedule(sgd, cfg, 1, 10, 5)
+    assert [g['lr'] for g in sgd.param_groups] == [lr] * 3 + [10 * lr] * 5
+    assert [g['lr'] for g in adamw.param_groups] == [cfg.transformer_lr]
 
 
 def test_output_stride_8(net50):

@@ -149,10 +149,14 @@ def coco(tmp_path):
          'segmentation': uncompressed_rle(crowd), 'bbox': [10, 5, 10, 5]}]
     categories = [{'id': 90, 'name': 'toothbrush'}, {'id': 1, 'name': 'person'},
                   {'id': 3, 'name': 'car'}]
-    (root / 'annotations').mkdir()
-    with open(root / 'annotations' / 'instances_train2014.json', 'w') as f:
-        json.dump({'images': images, 'annotations': annotations, 'categories': categories}, f)
+    write_annotations(root, 'train2014', images, annotations, categories)
     return str(root), str(tmp_path / 'lists'), crowd
+
+
+def write_annotations(root, set_name, images, annotations, categories):
+    os.makedirs(root / 'annotations', exist_ok=True)
+    with open(root / 'annotations' / f'instances_{set_name}.json', 'w') as f:
+        json.dump({'images': images, 'annotations': annotations, 'categories': categories}, f)
 
 
 def coco_label(root, n):
@@ -188,6 +192,38 @@ def test_prepare_coco_crowd_ignore_and_errors(coco):
     os.remove(os.path.join(root, 'train2014', 'COCO_train2014_000000000011.jpg'))
     with pytest.raises(FileNotFoundError, match='COCO_train2014_000000000011.jpg'):
         prepare_coco.main(['--coco', root, '--sets', 'train2014', '--lists-dir', lists])
+
+
+def test_prepare_coco_writes_val_in_the_order_of_another_list(tmp_path, capsys):
+    """--order-from: the val list follows a given list's image order (the authors' val.txt,
+    whose paths differ from ours), images it does not name follow by id; --lists-only then
+    rewrites only the list."""
+    root = tmp_path / 'MSCOCO2014'
+    ids = (5, 7, 9, 11)
+    name = 'COCO_val2014_{:012d}'.format
+    images = [{'id': i, 'file_name': name(i) + '.jpg', 'height': 20, 'width': 20} for i in ids]
+    for im in images:
+        write_jpeg(root / 'val2014' / im['file_name'], 20, 20)
+    square = [[2, 2, 9, 2, 9, 9, 2, 9]]
+    annotations = [{'id': n, 'image_id': i, 'category_id': 1, 'iscrowd': 0, 'area': 49.0,
+                    'segmentation': square, 'bbox': [2, 2, 7, 7]} for n, i in enumerate(ids, 1)]
+    write_annotations(root, 'val2014', images, annotations, [{'id': 1, 'name': 'person'}])
+    theirs = tmp_path / 'theirs.txt'
+    theirs.write_text(''.join(f'../data/MSCOCO2014/val2014/{name(i)}.jpg '
+                              f'../data/MSCOCO2014/annotations/val2014/{name(i)}.png\n'
+                              for i in (9, 3, 5)))        # 3: not in this set
+    lists = tmp_path / 'lists'
+    argv = ['--coco', str(root), '--sets', 'val2014', '--lists-dir', str(lists), '--workers', '1',
+            '--order-from', str(theirs)]
+    prepare_coco.main(argv)
+    listed = [line.split()[0] for line in (lists / 'val.txt').read_text().splitlines()]
+    assert listed == [f'val2014/{name(i)}.jpg' for i in (9, 5, 7, 11)]
+    assert '2 images in the order of' in capsys.readouterr().out
+    label = root / 'annotations' / 'val2014' / (name(5) + '.png')
+    os.remove(label)
+    prepare_coco.main(argv + ['--lists-only'])
+    assert not label.exists()
+    assert [line.split()[0] for line in (lists / 'val.txt').read_text().splitlines()] == listed
 
 
 @pytest.mark.parametrize('module', [prepare_pascal, prepare_coco])

@@ -84,13 +84,15 @@ def test_crop_redraws_until_it_keeps_85_percent(monkeypatch):
     assert np.array_equal(out, label[10:60, 11:61])
 
 
-def test_crop_gives_up_after_30_retries_and_keeps_the_last(monkeypatch):
+def test_crop_draws_32_times_as_the_authors_then_keeps_the_last(monkeypatch):
+    """Their transform.Crop: one draw, then `while ... crop_cnt <= 30` with crop_cnt from 0:
+    31 more, each draw one (y, x) pair of randint calls."""
     label = np.zeros((100, 100), np.uint8)
     label[40:60, 40:60] = 1
     calls = []
     monkeypatch.setattr(T.random, 'randint', lambda a, b: calls.append(1) or len(calls) % 2)
     _, out = T.ForegroundCrop(10, 10)(np.zeros((100, 100, 3), np.float32), label)
-    assert len(calls) == 2 * 31 and (out == 0).all()
+    assert len(calls) == 2 * 32 and (out == 0).all()
 
 
 @pytest.mark.parametrize('seed', range(40))
@@ -111,6 +113,18 @@ def test_crop_keeps_85_percent_when_it_can(seed):
                                                   (333, 500, 233, (152, 232))])
 def test_val_resize_shape_by_hand(h, w, size, expected):
     assert T.val_resize_shape(h, w, size) == expected
+
+
+@pytest.mark.parametrize('h, w, expected', [
+    (407, 296, (472, 336)), (296, 407, (336, 472)),       # both occur in PASCAL VOC and COCO
+    (645, 600, (472, 432)), (600, 645, (432, 472)),
+    (814, 592, (472, 336)), (592, 814, (336, 472))])
+def test_val_resize_computes_the_ratio_first_as_the_authors(h, w, expected):
+    """Their transform.Resize: ratio = 473 * 1.0 / h, new_w = int(w * ratio). In exact
+    arithmetic 296·473/407 = 344.0 (floored to 344); the float ratio makes it 343.99…, 343 → 336.
+    These are the sizes up to 1,000 pixels where the two orders give other multiples of 8."""
+    assert T.val_resize_shape(h, w, 473) == expected
+    assert int(min(h, w) * 473 / max(h, w)) // 8 * 8 != min(expected)
 
 
 def test_val_transform_geometry():

@@ -6,9 +6,10 @@ categories numbered in increasing COCO category id (1 person ... 80 toothbrush).
 painted largest first, so a smaller object lying on a larger one stays visible; crowd regions are
 painted with their class (or 255 with --crowd ignore).
 Lists (lines "<set>/<name>.jpg annotations/<set>/<name>.png", relative to <coco>): train.txt and
-val.txt in --lists-dir (default lists/coco of the repo).
+val.txt in --lists-dir (default lists/coco of the repo), by image id, or val.txt in the order of
+another list with --order-from (the authors' test order: see the README, COCO-20i).
 
-    python tools/prepare_coco.py --coco ../data/MSCOCO2014
+    python tools/prepare_coco.py --coco ../data/MSCOCO2014 --order-from authors_val.txt
 expects <coco>/{train2014,val2014}/*.jpg and <coco>/annotations/instances_{train,val}2014.json.
 """
 import argparse
@@ -21,7 +22,7 @@ from tqdm import tqdm
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from util.image_io import IGNORE_LABEL, write_image  # noqa: E402
-from util.lists import REPO_LISTS  # noqa: E402
+from util.lists import REPO_LISTS, read_list  # noqa: E402
 
 SETS = {'train2014': 'train.txt', 'val2014': 'val.txt'}
 _COCO = None          # the set being converted; module-level so forked workers share it
@@ -51,35 +52,59 @@ def convert_one(image_id):
     write_image(os.path.join(out_dir, f'{name}.png'), paint_label(coco, image_id, classes, crowd))
 
 
-def convert_set(coco_root, set_name, crowd, workers):
-    """Write the labels of one set; returns the list lines."""
-    global _COCO, _OPTIONS
+def load_set(coco_root, set_name):
+    """(COCO annotations of one set, ids of its images with at least one annotation, sorted);
+    every such image must exist."""
     from pycocotools.coco import COCO
     ann_file = os.path.join(coco_root, 'annotations', f'instances_{set_name}.json')
     if not os.path.isfile(ann_file):
         raise FileNotFoundError(f'COCO annotation file not found: {ann_file}')
     coco = COCO(ann_file)
-    out_dir = os.path.join(coco_root, 'annotations', set_name)
-    os.makedirs(out_dir, exist_ok=True)
     image_ids = sorted(i for i in coco.imgs if coco.getAnnIds(imgIds=i, iscrowd=None))
-    lines = []
     for image_id in image_ids:
-        file_name = coco.imgs[image_id]['file_name']
-        image_path = os.path.join(coco_root, set_name, file_name)
+        image_path = os.path.join(coco_root, set_name, coco.imgs[image_id]['file_name'])
         if not os.path.isfile(image_path):
             raise FileNotFoundError(f'image of {ann_file} not found: {image_path}')
-        stem = os.path.splitext(file_name)[0]
-        lines.append(f'{set_name}/{file_name} annotations/{set_name}/{stem}.png\n')
+    return coco, image_ids
+
+
+def paint_labels(coco, image_ids, out_dir, crowd, workers):
+    """Write the label PNG of every image into out_dir."""
+    global _COCO, _OPTIONS
+    os.makedirs(out_dir, exist_ok=True)
     _COCO, _OPTIONS = coco, (class_ids(coco), out_dir, crowd)
     if workers > 1:
         with multiprocessing.get_context('fork').Pool(workers) as pool:
             for _ in tqdm(pool.imap_unordered(convert_one, image_ids, chunksize=64),
-                          total=len(image_ids), desc=set_name, unit='label'):
+                          total=len(image_ids), desc=os.path.basename(out_dir), unit='label'):
                 pass
     else:
-        for image_id in tqdm(image_ids, desc=set_name, unit='label'):
+        for image_id in tqdm(image_ids, desc=os.path.basename(out_dir), unit='label'):
             convert_one(image_id)
+
+
+def list_lines(coco, image_ids, set_name):
+    """Lines "<set>/<name>.jpg annotations/<set>/<name>.png" of the images, in the given order."""
+    lines = []
+    for image_id in image_ids:
+        file_name = coco.imgs[image_id]['file_name']
+        stem = os.path.splitext(file_name)[0]
+        lines.append(f'{set_name}/{file_name} annotations/{set_name}/{stem}.png\n')
     return lines
+
+
+def ordered_like(lines, order_list):
+    """`lines` in the order of the images of another list file (matched by image file name, so
+    its path prefixes do not matter); lines of images it does not name follow in their own
+    order. The test protocol scores the first test_num queries of the val list in list order,
+    so this order decides which images are tested."""
+    reference = [os.path.basename(image) for image, _ in read_list(order_list)]
+    by_name = {os.path.basename(line.split()[0]): line for line in lines}
+    ordered = [by_name.pop(name) for name in reference if name in by_name]
+    rest = [line for line in lines if os.path.basename(line.split()[0]) in by_name]
+    print(f'{len(ordered)} images in the order of {order_list}; {len(rest)} not named there '
+          f'(appended); {len(reference) - len(ordered)} of its images not in this set')
+    return ordered + rest
 
 
 def parse_args(argv=None):
@@ -96,6 +121,12 @@ def parse_args(argv=None):
                         help='crowd regions: painted with their class (default) or 255')
     parser.add_argument('--workers', type=int, default=min(8, os.cpu_count() or 1),
                         help='processes painting labels (1: no subprocess)')
+    parser.add_argument('--order-from', metavar='LIST',
+                        help="write val.txt in the image order of LIST, e.g. the authors' "
+                             'lists/coco/val.txt (default: by image id). Testing scores the first '
+                             '4,000 queries in list order: the paper\'s numbers need their order')
+    parser.add_argument('--lists-only', action='store_true',
+                        help='only write the lists (the label PNGs exist already)')
     return parser.parse_args(argv)
 
 
@@ -107,7 +138,13 @@ def main(argv=None):
     for set_name in [s for s in args.sets.split(',') if s]:
         if set_name not in SETS:
             raise SystemExit(f'unknown set {set_name!r}: expected {sorted(SETS)}')
-        lines = convert_set(args.coco, set_name, args.crowd, args.workers)
+        coco, image_ids = load_set(args.coco, set_name)
+        if not args.lists_only:
+            paint_labels(coco, image_ids, os.path.join(args.coco, 'annotations', set_name),
+                         args.crowd, args.workers)
+        lines = list_lines(coco, image_ids, set_name)
+        if set_name == 'val2014' and args.order_from:
+            lines = ordered_like(lines, args.order_from)
         path = os.path.join(args.lists_dir, SETS[set_name])
         with open(path, 'w') as f:
             f.writelines(lines)

@@ -74,6 +74,9 @@ SCHEMA = {
                          'False contiguous (PANet)'),
     'ann_type': _k('Test_Finetune', str, 'mask', 'support annotation: mask or bbox (weak)',
                    choices=('mask', 'bbox')),
+    'query_classes': _k('Data', str, 'present', "the query's class: drawn among the classes of "
+                        'the mode present in its label (present, the authors\' rule) or among '
+                        'those covering >= 2,048 pixels (eligible)', choices=('present', 'eligible')),
     # --- augmentation ---
     'train_h': _k('Train', int, 473, 'training crop height', check=_SIZE_CHECK),
     'train_w': _k('Train', int, 473, 'training crop width', check=_SIZE_CHECK),
@@ -93,8 +96,9 @@ SCHEMA = {
     'epochs': _k('Train', int, 200, 'training epochs', check=_POSITIVE),
     'stop_interval': _k('Train', int, 75, 'early stop after this many epochs without a new best '
                         'val mIoU', check=_POSITIVE),
-    'index_split': _k('Train', int, -1, 'SGD groups with index <= index_split keep base_lr, the '
-                      'rest get 10x'),
+    'index_split': _k('Train', int, -1, 'SGD groups (down_query, down_supp, init_merge_query, '
+                      'init_merge_supp, ASPP_meta, res1_meta, res2_meta, cls_meta) with index <= '
+                      'index_split keep base_lr, the rest get 10x', check=(lambda v: v >= -1, '-1 or a group index >= 0')),
     'power': _k('Train', float, 0.9, 'poly decay power (0: constant lr)', check=_NON_NEGATIVE),
     'momentum': _k('Train', float, 0.9, 'SGD momentum', check=_NON_NEGATIVE),
     'weight_decay': _k('Train', float, 1e-4, 'SGD weight decay', check=_NON_NEGATIVE),
@@ -212,7 +216,18 @@ def default_config():
 
 
 def load_config(path, opts=()):
-    """Load a YAML config file, apply `opts` (a flat list KEY VALUE KEY VALUE ...)."""
+    """A checked, read-only Config.
+
+    Args:
+        path: YAML file in the authors' layout (sections Data, Train, ...).
+        opts: overrides, a flat list KEY VALUE KEY VALUE ... (as after --opts).
+
+    Returns:
+        Config with every key of SCHEMA (defaults for those not given), paths absolute.
+
+    Raises:
+        ConfigError naming the file, key and what was expected; FileNotFoundError.
+    """
     if not os.path.isfile(path):
         raise FileNotFoundError(f'config file not found: {path}')
     with open(path) as f:

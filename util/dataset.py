@@ -1,7 +1,8 @@
 """Few-shot segmentation episodes of PASCAL-5i and COCO-20i.
 
-An episode: a query image, one of its eligible classes (chosen at random), and K distinct support
-images of that class (never the query). Labels are binarised for the chosen class: 1 on it, 0
+An episode: a query image, one of the classes of the mode present in it (chosen at random), and
+K distinct support images of that class (never the query), as the authors' util/dataset.py
+(SemData.__getitem__) builds it. Labels are binarised for the chosen class: 1 on it, 0
 elsewhere, 255 (ignore) kept. All random choices, including the augmentation's, come from Python's
 `random` module: seeding it before `ds[i]` fixes the episode, and DataLoader workers (which torch
 seeds with base_seed + worker_id) draw different episodes.
@@ -17,7 +18,7 @@ from torch.utils.data import Dataset
 
 from util.folds import fold_classes
 from util.image_io import IGNORE_LABEL, read_pair
-from util.lists import MIN_PIXELS, class_pixels, fold_lists
+from util.lists import MIN_PIXELS, check_val_order, class_pixels, fold_lists
 from util.transform import ToTensor
 
 __all__ = ['fold_classes', 'EpisodeDataset', 'binarise', 'fill_boxes']
@@ -26,7 +27,7 @@ log = logging.getLogger('sccan')
 
 MODES = ('train', 'val')
 ANN_TYPES = ('mask', 'bbox')
-QUERY_CLASSES = ('eligible', 'present')
+QUERY_CLASSES = ('present', 'eligible')
 MAX_SKIPS_IN_A_ROW = 20
 LOAD_ERRORS = (OSError, ValueError, cv2.error)
 
@@ -73,9 +74,10 @@ class EpisodeDataset(Dataset):
     `skipped` counts it, per process) instead of raising; files found bad while building the
     lists are left out of them and listed in `bad_files`. list_cache_dir: where the class
     lists are cached (default lists/ of the repo). min_pixels: eligibility threshold.
-    query_classes: 'eligible' (the query's class is one it has >= min_pixels of) or 'present'
-    (the authors' util/dataset.py, SemData.__getitem__: any class of the mode present in the
-    query label).
+    query_classes: how the query's class is drawn: 'present' (the authors' SemData.__getitem__:
+    uniformly among the classes of the mode present in the query label, however small) or
+    'eligible' (only among those covering >= min_pixels of it). The lists decide which images
+    are queries either way: those with an eligible class of the mode.
 
     ds[i] → dict: query 3×H×W float, query_mask H×W long (0/1/255), support K×3×H×W,
     support_masks K×H×W long, class_index (position of the class in `classes`), query_path,
@@ -86,7 +88,7 @@ class EpisodeDataset(Dataset):
 
     def __init__(self, data_set, data_root, data_list, split, shot, mode, transform=None,
                  use_split_coco=True, ann_type='mask', episodes=None, skip_bad_files=False,
-                 list_cache_dir=None, min_pixels=MIN_PIXELS, query_classes='eligible'):
+                 list_cache_dir=None, min_pixels=MIN_PIXELS, query_classes='present'):
         for name, value, allowed in (('mode', mode, MODES), ('ann_type', ann_type, ANN_TYPES),
                                      ('query_classes', query_classes, QUERY_CLASSES)):
             if value not in allowed:
@@ -105,6 +107,8 @@ class EpisodeDataset(Dataset):
 
         pairs, records = class_pixels(data_set, data_root, data_list, list_cache_dir,
                                       skip_bad_files)
+        if mode == 'val':
+            check_val_order(data_set, data_list, pairs)
         self.bad_files = [(pair, r['error']) for pair, r in zip(pairs, records) if 'error' in r]
         for _, error in self.bad_files:
             log.warning('skipped while building the lists (skip_bad_files): %s', error)
@@ -151,7 +155,8 @@ class EpisodeDataset(Dataset):
     def episode(self, query_pair, eligible, present):
         choices = eligible if self.query_classes == 'eligible' else present
         c = choices[random.randrange(len(choices))]
-        support_pairs = self.draw_supports(c, query_pair[0])
+        # The authors stack the supports in reverse draw order (each new one goes in front).
+        support_pairs = self.draw_supports(c, query_pair[0])[::-1]
         image, label = read_pair(*query_pair)
         query_mask = binarise(label, c)
         item = {'class_index': self.classes.index(c), 'query_path': query_pair[0],

@@ -34,7 +34,7 @@ def episode_dataset(cfg, mode):
     return EpisodeDataset(cfg.data_set, cfg.data_root, getattr(cfg, list_key), cfg.split,
                           cfg.shot, mode, transform=transform, use_split_coco=cfg.use_split_coco,
                           ann_type=cfg.ann_type, skip_bad_files=cfg.skip_bad_files,
-                          list_cache_dir=cfg.list_dir)
+                          list_cache_dir=cfg.list_dir, query_classes=cfg.query_classes)
 
 
 def episode_seed(*parts):

@@ -113,9 +113,23 @@ def evaluate(predict, loader, num_classes, device, ori_resize=True, desc='val',
 
 def run_episodes(net, dataset, num_classes, cfg, seed, env, precision, num_episodes=None,
                  predict=None, show_progress=True, on_episode=None, desc='val'):
-    """Evaluate `net` on `num_episodes` (default cfg.test_num) episodes of `dataset` drawn with
-    `seed`, sharded over the processes of `env`. The network is put in eval mode and back.
-    `predict` defaults to make_predictor(net, ...)."""
+    """Evaluate `net` on the episodes of one seed, sharded over the processes of `env`. The
+    network is put in eval mode and back.
+
+    Args:
+        net: the SCCAN to evaluate.
+        dataset: a val-mode EpisodeDataset.
+        num_classes: len(dataset.classes), the classes mIoU averages over.
+        cfg: the config (batch_size_val, workers, ori_resize, test_num, feature cache keys).
+        seed: the episode seed; episode e draws with episode_seed(seed, e).
+        env: util.distributed.DistEnv; precision: util.precision.Precision.
+        num_episodes: default cfg.test_num.
+        predict: predict(batch) → logits; default make_predictor(net, cfg, ...).
+        on_episode: on_episode(n, batch, b, prediction) per episode of this process.
+
+    Returns:
+        dict: mIoU, FB-IoU, pIoU, class_IoU, class_episodes, episodes, loss, seconds.
+    """
     num_episodes = num_episodes or cfg.test_num
     sampler = EvalSampler(len(dataset), num_episodes, seed, env.rank, env.world_size)
     loader = make_loader(SeededEpisodes(dataset), sampler,

@@ -26,6 +26,11 @@ log = logging.getLogger('sccan')
 
 MIN_PIXELS = 2 * 32 * 32
 CACHE_FORMAT = 1
+# Testing scores the first test_num queries of the val list in list order (the authors'
+# test_sccan.py, validate: their loader does not shuffle), so a COCO val list in another order
+# tests other images (4,000 episodes of 40,137 images). The sha1 of the image file names, one per
+# line, of the authors' lists/coco/val.txt (github.com/Sam1224/SCCAN):
+AUTHORS_VAL_ORDER = {'coco': '7b6010e06a622421338461125034bf58e63cb12b'}
 REPO_LISTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'lists')
 
 
@@ -49,6 +54,24 @@ def read_list(data_list):
     if len(unique) < len(pairs):
         log.info('%s: %d duplicate lines ignored', data_list, len(pairs) - len(unique))
     return unique
+
+
+def image_order(pairs):
+    """sha1 of the image file names of a list's (image, label) pairs, in order (path prefixes
+    do not count)."""
+    names = '\n'.join(os.path.basename(image) for image, _ in pairs)
+    return hashlib.sha1(names.encode()).hexdigest()
+
+
+def check_val_order(data_set, data_list, pairs):
+    """Warn when a val list whose order the paper's numbers depend on is not in the authors'
+    order."""
+    known = AUTHORS_VAL_ORDER.get(data_set)
+    if known and image_order(pairs) != known:
+        log.warning("%s: its images are not in the order of the authors' lists/%s/val.txt; the "
+                    'first test_num episodes query other images than theirs, so scores are not '
+                    'comparable with the paper (tools/prepare_coco.py --order-from <their '
+                    'val.txt> writes their order; README, COCO-20i)', data_list, data_set)
 
 
 def scan_pair(data_root, pair, classes):

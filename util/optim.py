@@ -1,9 +1,10 @@
 """Optimisers and learning-rate schedule of the SCCAN recipe (the authors' OneModel.get_optim and
 util/util.py, poly_learning_rate).
 
-- SGD (momentum, weight decay) over the learnable modules outside the transformer; its lr follows
-  poly decay base_lr·(1 − iter/max_iter)^power, and groups with index > index_split (all of them
-  with the default −1) train at 10× that value: base_lr 0.005 starts at 0.05.
+- SGD (momentum, weight decay) over the learnable modules outside the transformer, one group per
+  module in the authors' order (SCCAN.SGD_MODULES); its lr follows poly decay
+  base_lr·(1 − iter/max_iter)^power, and groups with index > index_split (all of them with the
+  default −1) train at 10× that value: base_lr 0.005 starts at 0.05.
 - AdamW over the SCCA transformer at a constant transformer_lr (6e-5).
 """
 import torch
@@ -12,20 +13,13 @@ LR_SCALE = 10.0     # the reference code's scale_lr for SGD groups past index_sp
 
 
 def build_optimizers(net, cfg):
-    """(sgd, adamw) for `net` (an SCCAN; its parameter_groups() gives SGD and transformer
-    parameters, the SGD part either as tensors or as a list of param-group dicts)."""
-    sgd_params, transformer_params = net.parameter_groups()
-    sgd = torch.optim.SGD(_as_groups(sgd_params), lr=cfg.base_lr, momentum=cfg.momentum,
-                          weight_decay=cfg.weight_decay)
-    adamw = torch.optim.AdamW(_as_groups(transformer_params), lr=cfg.transformer_lr)
+    """(sgd, adamw) for an SCCAN: SGD with one group per list of net.parameter_groups()[0],
+    AdamW over its transformer."""
+    sgd_groups, transformer_params = net.parameter_groups()
+    sgd = torch.optim.SGD([{'params': group} for group in sgd_groups], lr=cfg.base_lr,
+                          momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    adamw = torch.optim.AdamW(transformer_params, lr=cfg.transformer_lr)
     return sgd, adamw
-
-
-def _as_groups(params):
-    params = list(params)
-    if params and isinstance(params[0], dict):
-        return params
-    return [{'params': params}]
 
 
 def poly_lr(base_lr, iteration, max_iter, power, warmup_iters=0):

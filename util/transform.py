@@ -91,9 +91,10 @@ class RandomHorizontalFlip:
 class ForegroundCrop:
     """Random crop_h×crop_w crop. Smaller inputs are first padded evenly on both sides (image
     `padding`, label `ignore`). A crop keeping less than `keep` of the foreground (label ==
-    foreground) pixels is redrawn, up to `retries` times; the last draw is kept."""
+    foreground) pixels is redrawn, up to `retries` times; the last draw is kept. The authors'
+    transform.Crop draws once, then again `while crop_cnt <= 30`: 31 retries, 32 draws in all."""
 
-    def __init__(self, crop_h, crop_w, padding=MEAN, ignore=IGNORE_LABEL, keep=0.85, retries=30,
+    def __init__(self, crop_h, crop_w, padding=MEAN, ignore=IGNORE_LABEL, keep=0.85, retries=31,
                  foreground=1):
         self.crop_h, self.crop_w = crop_h, crop_w
         self.padding, self.ignore = list(padding), ignore
@@ -122,11 +123,14 @@ class ForegroundCrop:
 
 
 def val_resize_shape(h, w, size):
-    """(new_h, new_w): longer side → size, aspect kept, both floored to multiples of 8."""
+    """(new_h, new_w): longer side → size, aspect kept, both floored to multiples of 8.
+    The shorter side is the authors' (transform.Resize, find_new_hw): the ratio first,
+    int(w * (size / h)), which rounds differently from int(w * size / h) for a few sizes
+    (296 of 407 at 473: 343, not 344, hence 336 after flooring, not 344)."""
     if h >= w:
-        new_h, new_w = size, int(w * size / h)
+        new_h, new_w = size, int(w * (size / h))
     else:
-        new_h, new_w = int(h * size / w), size
+        new_h, new_w = int(h * (size / w)), size
     return new_h // 8 * 8, new_w // 8 * 8
 
 
