@@ -1,0 +1,97 @@
+"""tools/reproduce.py on the synthetic benchmark: tiny checkpoints for all four folds, one table,
+finished cells kept, missing checkpoints listed."""
+import json
+import os
+import shutil
+
+import pytest
+
+from model.checkpoint import save_checkpoint, weights_checkpoint
+from tools import reproduce
+from util.config import REPO_ROOT, load_config
+from util.experiment import build_model, run_paths
+from util.synthetic import write_benchmark
+
+ARCH = ['fts_size', '8', 'window_size', '4', 'depth', '1', 'num_heads', '2', 'reduce_dim', '16']
+
+
+@pytest.fixture(scope='module')
+def bench(tmp_path_factory):
+    """Synthetic data, and an experiment root holding one tiny checkpoint per fold (random
+    weights) under the authors' names."""
+    tmp = tmp_path_factory.mktemp('reproduce')
+    lists = write_benchmark(str(tmp / 'data'), n_train=20, n_val=60)
+    opts = ['data_root', str(tmp / 'data'), 'train_list', lists['train'], 'val_list', lists['val'],
+            'list_dir', str(tmp / 'lists'), 'val_size', '57', 'test_num', '4', *ARCH]
+    exp = str(tmp / 'exp')
+    for fold in range(4):
+        cfg = load_config(reproduce.config_path(os.path.join(REPO_ROOT, 'config'), 'synthetic', fold, 50, 1),
+                          opts + ['exp_dir', exp])
+        path = os.path.join(run_paths(cfg)['snapshot'], f'train_epoch_{fold}_0.{fold + 1}000.pth')
+        save_checkpoint(weights_checkpoint(build_model(cfg), epoch=fold, shot=1, config=cfg.to_dict()), path)
+    return exp, opts
+
+
+def run(exp, opts, *extra):
+    return reproduce.main(['--exp', exp, '--benchmarks', 'synthetic', '--layers', '50', '--shots', '1',
+                           '--feature-cache-gb', '0', *extra, '--opts', *opts])
+
+
+def test_one_command_tests_every_fold_and_writes_the_table(bench):
+    exp, opts = bench
+    (row,) = run(exp, opts)
+    assert (row['benchmark'], row['layers'], row['shot']) == ('synthetic', 50, 1)
+    assert sorted(row['folds']) == [0, 1, 2, 3]
+    assert row['mIoU'] == pytest.approx(sum(row['folds'].values()) / 4)
+    out = os.path.join(exp, 'reproduce')
+    for fold in range(4):       # each fold is test_sccan.py's number for its checkpoint
+        with open(os.path.join(out, 'cells', f'synthetic_split{fold}_resnet50_1shot.report.json')) as f:
+            report = json.load(f)
+        assert report['mean']['mIoU'] == row['folds'][fold] and report['split'] == fold
+        assert report['episodes'] == 4 and report['checkpoint'].endswith(f'train_epoch_{fold}_0.{fold + 1}000.pth')
+    with open(os.path.join(out, 'table.md')) as f:
+        text = f.read()
+    folds = ' | '.join(f'{100 * row["folds"][f]:.1f}' for f in range(4))
+    assert f'| ResNet-50 | 1 | {folds} | {100 * row["mIoU"]:.1f} | — |' in text
+    with open(os.path.join(out, 'table.json')) as f:
+        assert json.load(f)['missing'] == []
+
+
+def test_finished_cells_are_kept_and_changed_ones_recomputed(bench, monkeypatch, capsys):
+    exp, opts = bench
+    run(exp, opts)                                  # everything done (or kept) once
+    tested = []
+    real = reproduce.test_sccan.main
+    monkeypatch.setattr(reproduce.test_sccan, 'main', lambda argv: tested.append(argv) or real(argv))
+    run(exp, opts)
+    assert tested == [] and capsys.readouterr().out.count(': kept from ') == 4
+    run(exp, opts, '--seeds', '321', '7')             # another request: all four again
+    assert len(tested) == 4 and all('7' in argv for argv in tested)
+
+
+def test_missing_checkpoints_are_listed_not_fatal(bench, tmp_path):
+    exp, opts = bench
+    partial = str(tmp_path / 'exp')
+    shutil.copytree(exp, partial, ignore=shutil.ignore_patterns('reproduce'))
+    shutil.rmtree(os.path.join(partial, 'pascal', 'SCCAN', 'split3'))
+    (row,) = run(partial, opts)
+    assert sorted(row['folds']) == [0, 1, 2] and row['mIoU'] is None
+    with open(os.path.join(partial, 'reproduce', 'table.md')) as f:
+        text = f.read()
+    assert '- synthetic_split3_resnet50_1shot: no checkpoint in' in text and '| — | — |' in text
+
+
+def test_the_best_checkpoint_of_the_shot_is_picked(tmp_path):
+    cfg = load_config(reproduce.config_path(os.path.join(REPO_ROOT, 'config'), 'pascal', 0, 50, 1),
+                      ['exp_dir', str(tmp_path), 'weight', 'None'])
+    snapshot = run_paths(cfg)['snapshot']
+    os.makedirs(snapshot)
+    for name in ('train_epoch_10_0.6000.pth', 'win8_train_epoch_43_0.6753.pth', 'train_latest.pth',
+                 'train5_epoch_20_0.7100.pth', 'train_epoch_12.5_0.6500.pth'):
+        open(os.path.join(snapshot, name), 'w').close()
+    assert os.path.basename(reproduce.find_best(cfg, snapshot)) == 'win8_train_epoch_43_0.6753.pth'
+    five = cfg.replace(shot=5)
+    assert os.path.basename(reproduce.find_best(five, snapshot)) == 'train5_epoch_20_0.7100.pth'
+    named = cfg.replace(weight='train_epoch_10_0.6000.pth')      # the config's weight wins
+    assert os.path.basename(reproduce.find_best(named, snapshot)) == 'train_epoch_10_0.6000.pth'
+    assert reproduce.find_best(cfg, str(tmp_path / 'none')) is None

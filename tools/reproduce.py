@@ -1,0 +1,253 @@
+"""The paper's Tables 1-2 in one command: test every checkpoint of an experiment root with the
+authors' protocol and print the table beside the paper's numbers.
+
+    python tools/reproduce.py --exp exp                               # all that exp/ holds
+    python tools/reproduce.py --exp exp --benchmarks pascal --seeds 321 123 456 789 1000
+    python tools/reproduce.py --exp exp/synthetic --benchmarks synthetic   # the embedded benchmark
+
+The experiment root is laid out as the authors' exp.zip or as train_sccan.py writes it:
+<exp>/<data_set>/SCCAN/split<k>/resnet<L>/snapshot/. A cell is one benchmark × backbone × shot ×
+fold with a config config/<benchmark>/<benchmark>_split<k>_resnet<L>[_5s].yaml. Its checkpoint is
+the config's `weight` when that file is in the snapshot folder, else the best validation
+checkpoint there ([win8_]train[5]_epoch_<e>_<mIoU>.pth, the highest mIoU). Each cell is tested as
+test_sccan.py tests (test_num episodes per seed, the feature cache when memory allows), and
+<out>/table.md and <out>/table.json get mIoU and FB-IoU per fold and their mean over the folds,
+each the mean over the seeds, beside the paper's numbers and the difference. Cells without a
+checkpoint are listed, not fatal. A finished cell is kept in <out>/cells/ and not recomputed
+when the same checkpoint, seeds, episodes and options are asked again, so an interrupted run
+resumes where it stopped.
+"""
+import argparse
+import glob
+import json
+import os
+import re
+import sys
+import tempfile
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+import test_sccan  # noqa: E402
+from util.cli import run_main  # noqa: E402
+from util.config import load_config  # noqa: E402
+from util.experiment import run_paths  # noqa: E402
+
+BENCHMARKS = {'pascal': 'PASCAL-5i', 'coco': 'COCO-20i', 'synthetic': 'synthetic (embedded)'}
+FOLDS = (0, 1, 2, 3)
+# mIoU / FB-IoU (%) of the paper's Tables 1 and 2 (ICCV 2023, SCCAN rows): the mean over the four
+# folds and, where the tables give them, the folds.
+PAPER = {
+    ('pascal', 50, 1): {'mIoU': 66.8, 'folds': (68.3, 72.5, 66.8, 59.8), 'FB-IoU': 77.7},
+    ('pascal', 50, 5): {'mIoU': 70.3, 'folds': (72.3, 74.1, 69.1, 65.6), 'FB-IoU': 81.8},
+    ('pascal', 101, 1): {'mIoU': 68.3, 'folds': (70.9, 73.9, 66.8, 61.7), 'FB-IoU': 78.5},
+    ('pascal', 101, 5): {'mIoU': 71.5, 'folds': None, 'FB-IoU': 82.1},
+    ('coco', 50, 1): {'mIoU': 46.3, 'folds': (40.4, 49.7, 49.6, 45.6), 'FB-IoU': 69.9},
+    ('coco', 50, 5): {'mIoU': 53.9, 'folds': None, 'FB-IoU': 74.2},
+    ('coco', 101, 1): {'mIoU': 48.2, 'folds': (42.6, 51.4, 50.0, 48.8), 'FB-IoU': 69.7},
+    ('coco', 101, 5): {'mIoU': 57.0, 'folds': None, 'FB-IoU': 74.8},
+}
+BEST = re.compile(r'^(?:\w+_)?train(\d*)_epoch_[\d.]+_(\d\.\d+)\.pth$')   # the authors' names
+CACHE_CAP_GB = 16      # covers a 5-shot PASCAL fold at 473 (~300 images of 52 MB)
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    p.add_argument('--exp', required=True, help='experiment root (exp_dir), e.g. exp')
+    p.add_argument('--benchmarks', nargs='+', default=['pascal', 'coco'], choices=list(BENCHMARKS))
+    p.add_argument('--layers', nargs='+', type=int, default=[50, 101], choices=(50, 101))
+    p.add_argument('--shots', nargs='+', type=int, default=[1, 5], choices=(1, 5))
+    p.add_argument('--folds', nargs='+', type=int, default=list(FOLDS), choices=FOLDS)
+    p.add_argument('--seeds', nargs='+', type=int, help="episode seeds (default: each config's "
+                   'manual_seed, 321); the table shows the mean over them')
+    p.add_argument('--episodes', type=int, help='episodes per seed (default: test_num)')
+    p.add_argument('--feature-cache-gb', default='auto',
+                   help="memory for the evaluation feature cache: 'auto' (half the free host "
+                        f'memory, at most {CACHE_CAP_GB}), a number, or 0 (off)')
+    p.add_argument('--out', help='where cells/, table.md and table.json go (default: <exp>/reproduce)')
+    p.add_argument('--config-dir', default=os.path.join(REPO, 'config'))
+    p.add_argument('--opts', nargs=argparse.REMAINDER, default=[],
+                   help='KEY VALUE pairs for every test, e.g. workers 4')
+    return p.parse_args(argv)
+
+
+# ---- cells ----------------------------------------------------------------------------------
+def config_path(config_dir, benchmark, fold, layers, shot):
+    suffix = '' if shot == 1 else f'_{shot}s'
+    return os.path.join(config_dir, benchmark, f'{benchmark}_split{fold}_resnet{layers}{suffix}.yaml')
+
+
+def find_cells(args):
+    """[dict(benchmark, layers, shot, fold, config, snapshot, checkpoint or None)] of the
+    request, in table order; combinations without a config file are not cells."""
+    cells = []
+    for benchmark in args.benchmarks:
+        for layers in args.layers:
+            for shot in args.shots:
+                for fold in args.folds:
+                    config = config_path(args.config_dir, benchmark, fold, layers, shot)
+                    if os.path.isfile(config):
+                        cfg = load_config(config, ['exp_dir', args.exp])
+                        snapshot = run_paths(cfg)['snapshot']
+                        cells.append({'benchmark': benchmark, 'layers': layers, 'shot': shot,
+                                      'fold': fold, 'config': config, 'snapshot': snapshot,
+                                      'checkpoint': find_best(cfg, snapshot)})
+    return cells
+
+
+def find_best(cfg, snapshot):
+    """The checkpoint to test for a config in its snapshot folder, or None."""
+    if cfg.weight and os.path.isfile(os.path.join(snapshot, cfg.weight)):
+        return os.path.join(snapshot, cfg.weight)
+    shot_tag = '' if cfg.shot == 1 else str(cfg.shot)
+    scored = [(float(m.group(2)), path) for path in glob.glob(os.path.join(snapshot, '*.pth'))
+              for m in [BEST.match(os.path.basename(path))] if m and m.group(1) == shot_tag]
+    return max(scored)[1] if scored else None
+
+
+def cell_name(cell):
+    return f"{cell['benchmark']}_split{cell['fold']}_resnet{cell['layers']}_{cell['shot']}shot"
+
+
+def request_of(cell, seeds, episodes, opts):
+    """What a cell's result depends on: a stored cell with the same request is reused."""
+    stat = os.stat(cell['checkpoint'])
+    return {'checkpoint': os.path.abspath(cell['checkpoint']), 'size': stat.st_size,
+            'mtime_ns': stat.st_mtime_ns, 'config': os.path.abspath(cell['config']),
+            'seeds': seeds, 'episodes': episodes, 'opts': opts}
+
+
+def run_cell(cell, request, cache, cells_dir):
+    """Test one cell (test_sccan.py's protocol); returns its stored result."""
+    report_path = os.path.join(cells_dir, cell_name(cell) + '.report.json')
+    argv = ['--config', cell['config'], '--weight', cell['checkpoint'], '--out', report_path]
+    argv += ['--seeds', *map(str, request['seeds'])] if request['seeds'] else []
+    argv += ['--episodes', str(request['episodes'])] if request['episodes'] else []
+    report = test_sccan.main(argv + ['--opts', *request['opts'], *cache])
+    return {'request': request, 'mean': report['mean'], 'std': report['std'],
+            'seeds': [r['seed'] for r in report['seeds']], 'episodes': report['episodes']}
+
+
+def stored(path, request):
+    """The stored result at `path` if it answers `request`, else None."""
+    try:
+        with open(path) as f:
+            result = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return result if result.get('request') == request else None
+
+
+def write_json(path, obj):
+    """Atomically (a result is whole or absent, also after a kill)."""
+    fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(path), dir=os.path.dirname(path))
+    with os.fdopen(fd, 'w') as f:
+        json.dump(obj, f, indent=1)
+    os.replace(tmp, path)
+
+
+def cache_options(setting):
+    """Feature cache config overrides for --feature-cache-gb (util.feature_cache): the cache
+    lives in host memory so that it fits beside the model on a GPU too."""
+    gb = min(CACHE_CAP_GB, available_gb() / 2) if setting == 'auto' else float(setting)
+    return ['feature_cache_gb', f'{gb:.1f}', 'feature_cache_device', 'host'] if gb >= 1 else []
+
+
+def available_gb():
+    """Free host memory (MemAvailable of /proc/meminfo; 0 where unknown)."""
+    try:
+        with open('/proc/meminfo') as f:
+            fields = dict(line.split(':', 1) for line in f)
+        return int(fields['MemAvailable'].split()[0]) / 1024 ** 2
+    except (OSError, KeyError, ValueError):
+        return 0.0
+
+
+# ---- the table ------------------------------------------------------------------------------
+def percent(value):
+    return '—' if value is None else f'{100 * value:.1f}'
+
+
+def difference(ours, paper):
+    return '—' if ours is None or paper is None else f'{100 * ours - paper:+.1f}'
+
+
+def rows(cells, results):
+    """One row per benchmark × backbone × shot: per-fold and mean mIoU / FB-IoU (fractions) and
+    the paper's (percent)."""
+    table = []
+    for key in dict.fromkeys((c['benchmark'], c['layers'], c['shot']) for c in cells):
+        folds = {c['fold']: results.get(cell_name(c)) for c in cells
+                 if (c['benchmark'], c['layers'], c['shot']) == key}
+        done = {fold: r['mean'] for fold, r in folds.items() if r}
+        complete = len(done) == len(FOLDS)
+        table.append({'benchmark': key[0], 'layers': key[1], 'shot': key[2],
+                      'folds': {fold: m['mIoU'] for fold, m in done.items()},
+                      'fold_FB-IoU': {fold: m['FB-IoU'] for fold, m in done.items()},
+                      'mIoU': sum(m['mIoU'] for m in done.values()) / 4 if complete else None,
+                      'FB-IoU': sum(m['FB-IoU'] for m in done.values()) / 4 if complete else None,
+                      'paper': PAPER.get(key)})
+    return table
+
+
+def markdown(table, missing, seeds_note):
+    lines = [f'# SCCAN: mIoU and FB-IoU (%) per fold and mean over the four folds; {seeds_note}',
+             '', 'Each cell: ours (paper); Δ = ours − paper.', '']
+    for benchmark in dict.fromkeys(r['benchmark'] for r in table):
+        lines += [f'## {BENCHMARKS[benchmark]}', '',
+                  '| backbone | shot | fold 0 | fold 1 | fold 2 | fold 3 | mIoU | Δ | FB-IoU | Δ |',
+                  '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |']
+        for r in (r for r in table if r['benchmark'] == benchmark):
+            paper = r['paper'] or {}
+            paper_folds = paper.get('folds') or (None,) * len(FOLDS)
+            folds = [percent(r['folds'].get(f)) + (f' ({p})' if p is not None else '')
+                     for f, p in zip(FOLDS, paper_folds)]
+            miou = percent(r['mIoU']) + (f" ({paper['mIoU']})" if paper else '')
+            fb = percent(r['FB-IoU']) + (f" ({paper['FB-IoU']})" if paper else '')
+            lines.append(f"| ResNet-{r['layers']} | {r['shot']} | {' | '.join(folds)} | {miou} | "
+                         f"{difference(r['mIoU'], paper.get('mIoU'))} | {fb} | "
+                         f"{difference(r['FB-IoU'], paper.get('FB-IoU'))} |")
+        lines.append('')
+    if missing:
+        lines += ['Not tested (no checkpoint found):', '']
+        lines += [f"- {cell_name(c)}: no checkpoint in {c['snapshot']}" for c in missing]
+        lines.append('')
+    return '\n'.join(lines)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    out = args.out or os.path.join(args.exp, 'reproduce')
+    cells_dir = os.path.join(out, 'cells')
+    os.makedirs(cells_dir, exist_ok=True)
+    opts = ['exp_dir', args.exp, *args.opts]
+    cache = cache_options(args.feature_cache_gb)    # changes speed, not results: not in requests
+    cells = find_cells(args)
+    missing = [c for c in cells if c['checkpoint'] is None]
+    results = {}
+    for cell in (c for c in cells if c['checkpoint']):
+        path = os.path.join(cells_dir, cell_name(cell) + '.json')
+        request = request_of(cell, args.seeds, args.episodes, opts)
+        result = stored(path, request)
+        if result is None:
+            print(f'[reproduce] testing {cell_name(cell)}: {cell["checkpoint"]}', flush=True)
+            result = run_cell(cell, request, cache, cells_dir)
+            write_json(path, result)
+        else:
+            print(f'[reproduce] {cell_name(cell)}: kept from {path}', flush=True)
+        results[cell_name(cell)] = result
+    table = rows(cells, results)
+    seeds = sorted({seed for r in results.values() for seed in r['seeds']})
+    text = markdown(table, missing, f'mean over seeds {seeds}' if seeds else 'nothing tested')
+    with open(os.path.join(out, 'table.md'), 'w') as f:
+        f.write(text)
+    write_json(os.path.join(out, 'table.json'),
+               {'rows': table, 'cells': results, 'missing': [cell_name(c) for c in missing]})
+    print('\n' + text)
+    print(f'[reproduce] {len(results)} cells tested, {len(missing)} without a checkpoint; '
+          f'{os.path.join(out, "table.md")}')
+    return table
+
+
+if __name__ == '__main__':
+    run_main(main)
