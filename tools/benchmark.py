@@ -9,8 +9,8 @@ eval-5shot-cached is an episode whose images all hit the evaluation feature cach
 For each setting: median seconds over repeats, GFLOP per call (counted once with
 torch.utils.flop_counter), achieved GFLOP/s and its ratio to a float32 2048³ matmul measured in
 the same run, and peak memory. Each setting runs in a fresh subprocess so that the peak RSS
-(CPU) or max allocated memory (CUDA) is its own. --reference builds the authors' model through
-../shared/tools/reference_sccan.py (not part of this project; OFFICIAL_SCCAN points at their
+(CPU) or max allocated memory (CUDA) is its own. --reference builds the authors' model with
+tools/reference.py from their code (OFFICIAL_SCCAN points at a clone of it, outside the repo; their
 model/ and util/ folders) and prints our time and memory as ratios to theirs.
 """
 import argparse
@@ -52,8 +52,6 @@ def parse_args(argv=None):
     p.add_argument('--reference', action='store_true', help="also time the authors' model")
     p.add_argument('--no-channels-last', dest='channels_last', action='store_false',
                    help='run ours in the contiguous layout (the configs default to channels-last)')
-    p.add_argument('--reference-tool', default=os.path.join(REPO, '..', 'shared', 'tools',
-                                                            'reference_sccan.py'))
     p.add_argument('--tiny', action='store_true', help='57×57, a small model, 1 repeat (smoke run)')
     p.add_argument('--one', help=argparse.SUPPRESS)   # internal: run one measurement, print JSON
     return p.parse_args(argv)
@@ -65,10 +63,8 @@ def build(implementation, args, shot, device):
         from model import build_sccan
         net = build_sccan(layers=args.layers, **(TINY if args.tiny else {}))
         return net.set_fast_paths(channels_last=args.channels_last).to(device)
-    tool_dir = os.path.dirname(os.path.abspath(args.reference_tool))
-    sys.path.insert(0, tool_dir)
-    import reference_sccan
-    return reference_sccan.build(layers=args.layers, shot=shot).to(device)
+    import reference           # tools/reference.py
+    return reference.build(layers=args.layers, shot=shot).to(device)
 
 
 def episode(batch, shot, size, device):

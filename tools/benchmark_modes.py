@@ -10,14 +10,12 @@ For each mode, in one process so that every ratio compares runs of the same mome
 - the median time of a 1-shot eval episode and of a training step (batch 2) at --size, random
   weights, and their ratio to the default;
 - argmax agreement with the default (share of equal pixels, the lowest over the episodes) and the
-  largest logit change on the golden episodes of the authors' code (../shared/golden, with its
-  weights; skipped when absent);
+  largest logit change on the golden episodes of the authors' code (tools/golden.py: their
+  inputs and weights);
 - with --checkpoint (a synthetic-benchmark model, e.g. from `make demo`): mIoU of its val
   episodes (config/synthetic) and the change from the default.
 """
 import argparse
-import glob
-import importlib.util
 import os
 import sys
 
@@ -25,16 +23,16 @@ import torch
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
+import golden  # noqa: E402  (tools/golden.py)
 from benchmark import TINY, episode, median_seconds, step_function  # noqa: E402
 from model import build_sccan  # noqa: E402
 from util import distributed  # noqa: E402
 from util.config import load_config  # noqa: E402
-from util.episodes import episode_dataset  # noqa: E402
+from util.episodes import MODEL_INPUTS, episode_dataset  # noqa: E402
 from util.evaluate import run_episodes  # noqa: E402
 from util.experiment import model_for_checkpoint  # noqa: E402
 from util.precision import Precision, resolve_device  # noqa: E402
 
-GOLDEN = os.path.join(REPO, '..', 'shared', 'golden')
 SYNTHETIC_CONFIG = os.path.join(REPO, 'config', 'synthetic', 'synthetic_split0_resnet50.yaml')
 BASE = 'default'
 MODES = {   # name: (SCCAN.set_fast_paths switches = config keys, Precision keyword arguments)
@@ -88,25 +86,16 @@ def timings(mode, args, device):
     return seconds
 
 
-def golden_cases():
-    paths = sorted(glob.glob(os.path.join(GOLDEN, '*.pt')))
-    if not paths:
-        return []
-    spec = importlib.util.spec_from_file_location('golden_weights', os.path.join(GOLDEN, 'weights.py'))
-    weights = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(weights)
-    return [(torch.load(p, weights_only=False), weights.make_state_dict) for p in paths]
-
-
 def golden_logits(mode, cases, device):
+    """float32 logits of the golden episodes (tools/golden.py: weights and inputs) in `mode`."""
     out = []
-    for case, make_state_dict in cases:
-        net = build_sccan(layers=case['case']['layers'])
-        net.load_state_dict(make_state_dict(net.state_dict()))
+    for case in cases:
+        net = build_sccan(layers=case['layers'])
+        net.load_state_dict(golden.make_state_dict(net.state_dict()))
         net, precision = prepared(net.eval(), mode, device)
+        inputs = golden.episode_inputs(case)
         with torch.no_grad(), precision.autocast():
-            out.append(net(case['query'].to(device), case['support'].to(device),
-                           case['support_masks'].to(device)).float().cpu())
+            out.append(net(*(inputs[key].float().to(device) for key in MODEL_INPUTS)).float().cpu())
     return out
 
 
@@ -125,10 +114,9 @@ def main(argv=None):
     args = parse_args(argv)
     device = resolve_device(args.device)
     modes = [BASE] + [m for m in args.modes if not (m == 'fp16' and device.type != 'cuda')]
-    cases = [] if args.tiny else golden_cases()
-    golden = len(cases) or ('skipped (--tiny)' if args.tiny else 'none (../shared/golden absent)')
+    cases = [] if args.tiny else list(golden.CASES.values())
     print(f'device {device}, {torch.get_num_threads()} threads, {args.size}×{args.size}, ResNet-50; '
-          f'golden episodes: {golden}')
+          f'golden episodes: {len(cases) or "skipped (--tiny)"}')
     print(f'{"mode":<16} {"eval s":>7} {"ratio":>5} {"train s":>8} {"ratio":>5} '
           f'{"argmax agree":>12} {"max |Δlogit|":>12}' + ('  synthetic mIoU (Δ)' if args.checkpoint else ''))
     base = {}
