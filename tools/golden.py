@@ -18,6 +18,8 @@ import zlib
 
 import torch
 
+from util.image_io import IGNORE_LABEL
+
 # name → episode batch: ResNet depth, shots K, batch B, image side S, seed of the inputs.
 CASES = {
     'r50_1shot_57': dict(layers=50, shot=1, batch=1, size=57, seed=1),
@@ -35,8 +37,6 @@ TRAINING = dict(
     base_lr=0.005, max_iter=10, power=0.9, index_split=-1, momentum=0.9, weight_decay=1e-4,
     transformer_lr=6e-5, samples_per_tensor=64,
 )
-
-IGNORE = 255
 
 
 # ---- weights ---------------------------------------------------------------------------------
@@ -93,8 +93,8 @@ def _label(g, size):
     top, left = (int(v) for v in torch.randint(0, size - max(h, w), (2,), generator=g))
     label[top:top + h, left:left + w] = 1
     row, col = (int(v) for v in torch.randint(0, size - 2, (2,), generator=g))
-    label[row:row + 2] = IGNORE
-    label[:, col:col + 2] = IGNORE
+    label[row:row + 2] = IGNORE_LABEL
+    label[:, col:col + 2] = IGNORE_LABEL
     return label
 
 

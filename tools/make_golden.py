@@ -15,7 +15,7 @@ import time
 import torch
 
 TOOLS = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, TOOLS)
+sys.path[:0] = [TOOLS, os.path.dirname(TOOLS)]
 
 import golden      # noqa: E402
 import reference   # noqa: E402
