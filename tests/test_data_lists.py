@@ -112,6 +112,24 @@ def test_cache_rebuilt_when_format_or_data_set_differs(mixed, monkeypatch):
     assert lists.cache_key('coco', root, data_list, pairs) != lists.cache_key('pascal', root, data_list, pairs)
 
 
+@pytest.mark.parametrize('damage', [
+    lambda content: [1, 2],                                       # valid JSON, not a cache
+    lambda content: dict(content, records={'a': 1}),              # the right key, wrong shape
+    lambda content: dict(content, records=content['records'][:2]),    # records missing
+    lambda content: dict(content, records=[1] * len(content['records']))])
+def test_a_cache_of_the_wrong_shape_is_rebuilt(mixed, damage):
+    root, data_list, pairs, cache = mixed
+    _, before = lists.class_pixels('pascal', root, data_list, cache)
+    path = lists.cache_path('pascal', root, data_list, cache)
+    with open(path) as f:
+        content = json.load(f)
+    with open(path, 'w') as f:
+        json.dump(damage(content), f)
+    assert lists.class_pixels('pascal', root, data_list, cache)[1] == before
+    with open(path) as f:
+        assert json.load(f) == content                            # and written again
+
+
 def test_cache_rebuilt_when_a_label_is_regenerated(mixed, monkeypatch):
     root, data_list, pairs, cache = mixed
     lists.class_pixels('pascal', root, data_list, cache)

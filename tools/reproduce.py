@@ -19,11 +19,9 @@ resumes where it stopped.
 """
 import argparse
 import glob
-import json
 import os
 import re
 import sys
-import tempfile
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
@@ -32,6 +30,7 @@ import test_sccan  # noqa: E402
 from util.cli import run_main  # noqa: E402
 from util.config import load_config  # noqa: E402
 from util.experiment import run_paths  # noqa: E402
+from util.files import read_keyed, write_json  # noqa: E402
 
 BENCHMARKS = {'pascal': 'PASCAL-5i', 'coco': 'COCO-20i', 'synthetic': 'synthetic (embedded)'}
 FOLDS = (0, 1, 2, 3)
@@ -128,24 +127,6 @@ def run_cell(cell, request, cache, cells_dir):
             'seeds': [r['seed'] for r in report['seeds']], 'episodes': report['episodes']}
 
 
-def stored(path, request):
-    """The stored result at `path` if it answers `request`, else None."""
-    try:
-        with open(path) as f:
-            result = json.load(f)
-    except (OSError, ValueError):
-        return None
-    return result if result.get('request') == request else None
-
-
-def write_json(path, obj):
-    """Atomically (a result is whole or absent, also after a kill)."""
-    fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(path), dir=os.path.dirname(path))
-    with os.fdopen(fd, 'w') as f:
-        json.dump(obj, f, indent=1)
-    os.replace(tmp, path)
-
-
 def cache_options(setting):
     """Feature cache config overrides for --feature-cache-gb (util.feature_cache): the cache
     lives in host memory so that it fits beside the model on a GPU too."""
@@ -228,7 +209,7 @@ def main(argv=None):
     for cell in (c for c in cells if c['checkpoint']):
         path = os.path.join(cells_dir, cell_name(cell) + '.json')
         request = request_of(cell, args.seeds, args.episodes, opts)
-        result = stored(path, request)
+        result = read_keyed(path, 'request', request)
         if result is None:
             print(f'[reproduce] testing {cell_name(cell)}: {cell["checkpoint"]}', flush=True)
             result = run_cell(cell, request, cache, cells_dir)

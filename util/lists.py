@@ -12,13 +12,13 @@ contains any novel class (any pixel of it), validation lists keep them.
 """
 import concurrent.futures
 import hashlib
-import json
 import logging
 import os
 
 import numpy as np
 from tqdm import tqdm
 
+from util.files import read_keyed, write_json
 from util.folds import num_classes
 from util.image_io import check_label_values, read_label, require_file
 
@@ -144,7 +144,7 @@ def class_pixels(data_set, data_root, data_list, cache_dir=None, skip_bad_files=
     path = cache_path(data_set, data_root, data_list, cache_dir)
     key = cache_key(data_set, data_root, data_list, pairs)
     records = load_cache(path, key)
-    if records is None:
+    if records is None or len(records) != len(pairs):
         log.info('building the class lists of %s (cached in %s)', data_list, path)
         records = scan_labels(data_root, pairs, classes, skip_bad_files,
                               desc=f'scanning {os.path.basename(data_list)}')
@@ -160,24 +160,20 @@ def class_pixels(data_set, data_root, data_list, cache_dir=None, skip_bad_files=
 
 
 def load_cache(path, key):
-    """The cached records, or None when the file is absent, unreadable or stale."""
-    try:
-        with open(path) as f:
-            content = json.load(f)
-    except (OSError, ValueError):
+    """The cached records, or None when the file is absent, unreadable, of another shape or
+    stale."""
+    content = read_keyed(path, 'key', key)
+    records = content.get('records') if content else None
+    if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
+        if os.path.exists(path):
+            log.info('%s is stale or damaged (its list, data root, labels or format changed): '
+                     'rebuilding', path)
         return None
-    if content.get('key') != key:
-        log.info('%s is stale (its list, data root, labels or format changed): rebuilding', path)
-        return None
-    return content['records']
+    return records
 
 
 def save_cache(path, key, records):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f'{path}.{os.getpid()}.tmp'     # several processes may build the same cache
-    with open(tmp, 'w') as f:
-        json.dump({'key': key, 'records': records}, f, separators=(',', ':'))
-    os.replace(tmp, path)
+    write_json(path, {'key': key, 'records': records}, compact=True)
 
 
 def fold_lists(pairs, records, classes, novel, mode, min_pixels=MIN_PIXELS):
