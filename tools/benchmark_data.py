@@ -35,7 +35,7 @@ def episodes_per_second(dataset, episodes):
 
 def generated_pascal(folder):
     """(data_root, train_list, val_list) of a small synthetic benchmark at VOC's image size."""
-    lists = write_benchmark(folder, n_train=80, n_val=60, size=(375, 500))
+    lists = write_benchmark(folder, n_train=300, n_val=100, size=(375, 500))
     return folder, lists['train'], lists['val']
 
 
