@@ -223,3 +223,17 @@ def test_skip_bad_files_while_building_lists(tmp_path):
     ds = dataset(root, data_list, tmp_path / 'cache', skip_bad_files=True)
     assert [pair for pair, _ in ds.bad_files] == [pairs[4]]
     assert len(ds.queries) == 14 and len(ds.class_files[2]) == 2
+
+
+@pytest.mark.parametrize('content', [[1, 2, 3], {'records': 'x'}, 'key', None])
+def test_a_cache_of_valid_json_but_the_wrong_shape_is_rebuilt(mixed, content):
+    root, data_list, pairs, cache = mixed
+    _, expected = lists.class_pixels('pascal', root, data_list, cache)
+    path = lists.cache_path('pascal', root, data_list, cache)
+    with open(path) as f:
+        saved = json.load(f)
+    for broken in (content, {**saved, 'records': saved['records'][:2]},
+                   {**saved, 'records': [content] * len(pairs)}):
+        with open(path, 'w') as f:
+            json.dump(broken, f)
+        assert lists.class_pixels('pascal', root, data_list, cache)[1] == expected

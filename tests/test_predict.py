@@ -142,7 +142,7 @@ def _mask_with_pixel():
     ([np.zeros((8, 8, 3), np.float32)], [np.ones((8, 8), np.uint8)], 'must be uint8'),
     ([np.zeros((8, 8, 2), np.uint8)], [np.ones((8, 8), np.uint8)], r'expected H×W×3'),
     ([np.zeros((400, 400, 3), np.uint8)], [_mask_with_pixel()], 'vanish when the image is resized'),
-    ([np.zeros((200, 7, 3), np.uint8)], [np.ones((200, 7), np.uint8)], r'200×7: too thin'),
+    ([np.zeros((200, 7, 3), np.uint8)], [np.ones((200, 7), np.uint8)], r'200×7 image: too thin'),
     ([np.zeros((0, 7, 3), np.uint8)], [np.ones((0, 7), np.uint8)], 'non-empty'),
 ])
 def test_support_errors(seg, images, masks, message):
