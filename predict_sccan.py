@@ -9,84 +9,88 @@ the foreground fraction. The supports are encoded once for all queries.
 
 Mask files: palette PNGs (VOC style) count every index except 0 (background) and 255 (ignore) as
 foreground; other files follow util.predictor.MASK_RULE ({0,1}: 1; otherwise >= 128), colour
-masks by their brightest channel.
-Bad input ends with one line `error: ...` and exit status 2.
+masks by their brightest channel; a mask that is (almost) all foreground or looks like a class-id
+label map gives a warning.
+No output is ever written over an input, nor over an existing file without --overwrite. Bad
+input ends with one line `error: ...` and exit status 2; a query that fails is reported on its
+own line and the others are still segmented (exit status 2 at the end).
 """
-import argparse
 import os
-import struct
 import sys
+import warnings
 
 import cv2
 import numpy as np
 
-from util.image_io import IGNORE_LABEL, BadFileError, read_image, require_file, write_image
+from util.cli import ArgumentParser, error_line, positive_int, run_main
+from util.image_io import (IGNORE_LABEL, BadFileError, decode, png_chunks, read_bytes, read_image,
+                           require_file, write_image)
+from util.outputs import check_outputs
 from util.predictor import FewShotSegmenter, to_mask
 from util.visualize import prediction_overlay, write_rgb
 
-PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
-
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    p = ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--weight', required=True, help='SCCAN checkpoint (ours or the authors\')')
     p.add_argument('--support', nargs=2, action='append', required=True, metavar=('IMG', 'MASK'),
                    help='a support image and its mask; repeat for K shots')
     p.add_argument('--query', nargs='+', required=True, metavar='IMG', help='images to segment')
     p.add_argument('--out', required=True, help='output folder (created if missing)')
+    p.add_argument('--overwrite', action='store_true',
+                   help='replace outputs that exist already (never an input)')
     p.add_argument('--layers', type=int, choices=(50, 101), default=None,
                    help='backbone depth; default: read from the checkpoint')
     p.add_argument('--device', default='auto', choices=('auto', 'cpu', 'cuda'))
-    p.add_argument('--val-size', type=int, default=None,
+    p.add_argument('--val-size', type=positive_int, default=None,
                    help='canvas side the images are resized/padded to; default: the '
                         "checkpoint's val_size, else 473")
     return p.parse_args(argv)
 
 
 def main(argv=None):
+    """Segment the queries; returns the exit status (0, or 2 when a query failed). Errors that
+    stop everything (bad supports, checkpoint, outputs) are raised before anything is written."""
     args = parse_args(argv)
-    try:
-        predict(args)
-    except (ValueError, OSError) as e:      # model.CheckpointError is a ValueError
-        print(f'error: {one_line(str(e))}', file=sys.stderr)
-        return 2
-    return 0
-
-
-def one_line(message):
-    """Multi-line messages (e.g. key lists of a checkpoint that does not fit) joined by '; '."""
-    lines = [line.strip() for line in message.splitlines() if line.strip()]
-    joined = lines[0] if lines else ''
-    for line in lines[1:]:
-        joined += (' ' if joined.endswith(':') else '; ') + line
-    return joined
-
-
-def predict(args):
-    for path in args.query:        # fail before loading anything
+    for path in args.query:
         require_file(path, 'query image')
-    images = [read_rgb(img) for img, _ in args.support]
-    masks = [read_mask(mask) for _, mask in args.support]
     if os.path.exists(args.out) and not os.path.isdir(args.out):
         raise ValueError(f'--out {args.out} exists and is not a folder')
+    outputs = [(path, os.path.join(args.out, name + '_mask.png'),
+                os.path.join(args.out, name + '_overlay.png'))
+               for path, name in zip(args.query, output_names(args.query))]
+    inputs = [args.weight, *(p for pair in args.support for p in pair), *args.query]
+    check_outputs([p for _, *written in outputs for p in written], inputs, args.overwrite)
+    images = [read_rgb(img) for img, _ in args.support]
+    masks = [read_mask(mask) for _, mask in args.support]
 
     seg = FewShotSegmenter.from_checkpoint(args.weight, layers=args.layers, device=args.device,
                                            val_size=args.val_size)
-    support = seg.encode_support(images, masks, names=args.support)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        support = seg.encode_support(images, masks, names=args.support)
+    for warning in caught:
+        print(f'warning: {warning.message}', file=sys.stderr)
     if seg.trained_shot and seg.trained_shot != support.shot:
         print(f'note: {args.weight} was trained with {seg.trained_shot} shot(s); running it with '
               f'{support.shot} (SCCAN averages the shots, its weights do not depend on K)',
               file=sys.stderr)
 
     os.makedirs(args.out, exist_ok=True)
-    for path, name in zip(args.query, output_names(args.query)):
-        query = read_rgb(path)
-        mask = to_mask(seg.predict(support, query))                # H×W uint8, 1 = foreground
-        mask_path = os.path.join(args.out, name + '_mask.png')
-        write_image(mask_path, mask * 255)
-        write_rgb(os.path.join(args.out, name + '_overlay.png'),
-                  prediction_overlay(query, mask, support.images, support.foregrounds))
+    failed = 0
+    for path, mask_path, overlay_path in outputs:
+        try:
+            query = read_rgb(path)
+            mask = to_mask(seg.predict(support, query, name=path))     # H×W uint8, 1 = foreground
+            write_image(mask_path, mask * 255)
+            write_rgb(overlay_path, prediction_overlay(query, mask, support.images,
+                                                       support.foregrounds))
+        except (ValueError, OSError) as e:      # the next query may be fine
+            print(f'error: {error_line(e)}', file=sys.stderr)
+            failed += 1
+            continue
         print(f'{path}: foreground {mask.mean():.1%} -> {mask_path}')
+    return 2 if failed else 0
 
 
 # --- files ---------------------------------------------------------------------------------------
@@ -98,34 +102,26 @@ def read_rgb(path):
 def read_mask(path):
     """H×W mask array of a file: bool for palette PNGs (index not in {0, 255}), else the grey
     values (colour masks: brightest channel) for FewShotSegmenter's mask rule."""
-    require_file(path, 'mask')
-    palette = png_palette(path)
-    mask = cv2.imread(path, cv2.IMREAD_COLOR if palette is not None else cv2.IMREAD_UNCHANGED)
-    if mask is None:
-        raise BadFileError(path, 'cannot be decoded as a mask image')
+    data = read_bytes(path, 'mask')
+    palette = png_palette(data)
+    mask = decode(data, path, cv2.IMREAD_COLOR if palette is not None else cv2.IMREAD_UNCHANGED,
+                  'a mask image')
     if palette is not None:
         index = palette_index(mask[:, :, ::-1], palette, path)
         return (index != 0) & (index != IGNORE_LABEL)
     return mask[:, :, :3].max(axis=2) if mask.ndim == 3 else mask
 
 
-def png_palette(path):
-    """The PLTE colours (N×3 RGB) of an indexed-colour PNG; None for any other file."""
-    with open(path, 'rb') as f:
-        data = f.read()
-    if not data.startswith(PNG_SIGNATURE):
-        return None
-    pos, colour_type = len(PNG_SIGNATURE), None
-    while pos + 8 <= len(data):
-        length, kind = struct.unpack('>I4s', data[pos:pos + 8])
-        body = data[pos + 8:pos + 8 + length]
+def png_palette(data):
+    """The PLTE colours (N×3 RGB) of indexed-colour PNG bytes; None for any other file."""
+    colour_type = None
+    for kind, body in png_chunks(data):
         if kind == b'IHDR':
             colour_type = body[9]
         elif kind == b'PLTE' and colour_type == 3:
             return np.frombuffer(body, np.uint8).reshape(-1, 3)
         elif kind == b'IDAT':
             return None
-        pos += 12 + length        # length, type, body, CRC
     return None
 
 
@@ -137,7 +133,8 @@ def palette_index(rgb, palette, path):
                              return_index=True)
     pos = np.clip(np.searchsorted(known, codes), 0, len(known) - 1)
     if (known[pos] != codes).any():
-        raise BadFileError(path, 'pixel colours not in its palette; cannot recover the indices')
+        raise BadFileError(f'{path}: pixel colours not in its palette; cannot recover the '
+                           'indices', path)
     return first[pos]
 
 
@@ -156,4 +153,4 @@ def output_names(paths):
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    sys.exit(run_main(main))

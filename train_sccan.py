@@ -6,26 +6,31 @@
 
 Outputs under <exp_dir>/<data_set>/SCCAN/split<k>/resnet<L>/: snapshot/ holds the best checkpoint
 (the authors' names: train_epoch_<e>_<mIoU>.pth, train5_... for 5 shots) and train[5]_latest.pth
-(for resuming); result/ holds the log file and TensorBoard scalars.
+(for resuming); result/ holds the log file and TensorBoard scalars; train[5].lock names the
+process running there. A new run over an earlier run's checkpoints needs --resume or --overwrite.
 """
 import argparse
+import glob
 import logging
 import math
 import os
+import shutil
 import signal
 import time
 
 import torch
 
-from model.checkpoint import read_checkpoint, restore_training, save_checkpoint, training_checkpoint
+from model.checkpoint import (check_resumable, leftover_temporaries, read_checkpoint, restore_training,
+                              save_checkpoint, training_checkpoint)
 from util import distributed
-from util.cli import run_main
+from util.cli import ArgumentParser, run_main
 from util.config import ConfigError, load_config
 from util.episodes import SeededEpisodes, TrainSampler, batch_tensors, episode_dataset, make_loader
 from util.evaluate import format_result, make_predictor, run_episodes
 from util.experiment import build_model, check_fits, find_checkpoint, run_paths
 from util.log import close_logging, format_duration, progress, scalar_writer, setup_logging
 from util.optim import apply_schedule, build_optimizers
+from util.outputs import RunLock, describe
 from util.precision import precision_for
 from util.seeding import capture_rng, restore_rng, seed_all
 
@@ -45,12 +50,19 @@ class Interrupted(Exception):
     """SIGINT/SIGTERM received; the latest checkpoint has been written."""
 
 
+class StoppedAtOnce(KeyboardInterrupt):
+    """A second SIGINT/SIGTERM: the run stops where it is, without writing a checkpoint."""
+
+
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    p = ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--config', required=True, help='YAML config, e.g. '
                    'config/pascal/pascal_split0_resnet50.yaml')
     p.add_argument('--resume', help='checkpoint to continue from (overrides the config key): a '
                    "path, or a file name in the run's snapshot folder")
+    p.add_argument('--overwrite', action='store_true',
+                   help="start over in a run folder that holds an earlier run's checkpoints, "
+                        'deleting them, its log and its TensorBoard scalars')
     p.add_argument('--opts', nargs=argparse.REMAINDER, default=[],
                    help='KEY VALUE pairs overriding the config (python -m util.config lists keys)')
     return p.parse_args(argv)
@@ -78,7 +90,8 @@ class StopFlag:
     """SIGINT/SIGTERM ask for a clean stop: the latest checkpoint is written after the current
     step, then the run exits. A second signal stops at once."""
 
-    def __init__(self):
+    def __init__(self, latest_path):
+        self.latest_path = latest_path
         self.requested = False
         self._previous = {}
 
@@ -93,7 +106,8 @@ class StopFlag:
 
     def _handle(self, signum, frame):
         if self.requested:
-            raise KeyboardInterrupt
+            raise StoppedAtOnce(f'stopped at once by a second {signal.Signals(signum).name}; '
+                                f'continue from the last checkpoint with --resume {self.latest_path}')
         self.requested = True
         log.warning('%s received: writing the latest checkpoint after this step, then stopping '
                     '(send it again to stop at once)', signal.Signals(signum).name)
@@ -102,14 +116,30 @@ class StopFlag:
 class Trainer:
     """One meta-training run: model, optimisers, data, progress; resumable at any step."""
 
-    def __init__(self, cfg, env, resume=None):
+    def __init__(self, cfg, env, resume=None, overwrite=False):
         self.cfg, self.env = cfg, env
         self.paths = run_paths(cfg)
+        self.latest_path = os.path.join(self.paths['snapshot'],
+                                        self.paths['prefix'] + '_latest.pth')
+        resumed = self.check_resume(resume) if resume else None
+        self.lock = None
+        try:
+            notes = distributed.on_main_process(
+                lambda: self.claim_run_folder(resumed and resumed[0], overwrite), env)
+            self.setup(resumed, notes or [])
+        except BaseException:
+            self.close()
+            raise
+
+    def setup(self, resumed, notes):
+        cfg, env = self.cfg, self.env
         if env.is_main:
             os.makedirs(self.paths['snapshot'], exist_ok=True)
             os.makedirs(self.paths['result'], exist_ok=True)
         setup_logging(os.path.join(self.paths['result'], self.paths['prefix'] + '.log'),
                       env.is_main)
+        for note in notes:
+            log.warning('%s', note)
         if cfg.seed_deterministic:
             os.environ.setdefault('CUBLAS_WORKSPACE_CONFIG', ':4096:8')
             torch.use_deterministic_algorithms(True, warn_only=True)
@@ -136,24 +166,80 @@ class Trainer:
         self.progress = {'iteration': 0, 'best_miou': None, 'best_fb_iou': None,
                          'best_piou': None, 'best_epoch': None, 'best_path': None,
                          'keep_epoch': 0, 'val_num': 0, 'skipped_steps': 0}
-        self.latest_path = os.path.join(self.paths['snapshot'],
-                                        self.paths['prefix'] + '_latest.pth')
         self.saved_iteration = None
-        if resume:
-            self.resume(find_checkpoint(resume, self.paths['snapshot']))
-        elif env.is_main and os.path.exists(self.latest_path):
-            log.warning('starting a new run; %s exists and will be overwritten (continue it with '
-                        '--resume %s)', self.latest_path, self.latest_path)
+        if resumed:
+            self.resume(*resumed)
         self.model = distributed.wrap_ddp(self.net, env) if env.distributed else self.net
         self.writer = scalar_writer(os.path.join(self.paths['result'],
                                                  self.paths['prefix'] + '_tensorboard'),
                                     env.is_main)
-        self.stop = StopFlag()
+        self.stop = StopFlag(self.latest_path)
+
+    def close(self):
+        """Give the run folder back (the lock)."""
+        if self.lock is not None:
+            self.lock.release()
+
+    # --- the run folder ---
+    def claim_run_folder(self, resume_path, overwrite):
+        """On the main process, before anything is written: take the run's lock (held until
+        close), refuse to start over an earlier run's checkpoints unless continuing it or
+        `overwrite` (then they go, with its log and TensorBoard scalars), and remove the
+        temporaries of saves that were killed. Returns notes for the log."""
+        paths, notes = self.paths, []
+        os.makedirs(paths['run'], exist_ok=True)
+        self.lock = RunLock(paths['lock'])
+        stale = self.lock.acquire()
+        if stale:
+            notes.append(f'took over the lock of {describe(stale)}: that process is gone')
+        checkpoints = self.earlier_checkpoints()
+        if checkpoints and not self.continues(resume_path):
+            if not overwrite:
+                names = ', '.join(os.path.basename(p) for p in checkpoints)
+                raise FileExistsError(
+                    f'{paths["snapshot"]} holds checkpoints of an earlier run ({names}) that a new '
+                    f'run would replace: continue that run with --resume '
+                    f'{os.path.basename(checkpoints[-1])}, start over with --overwrite (deletes '
+                    'them, its log and TensorBoard scalars), or set another exp_dir')
+            for path in checkpoints + self.earlier_records():
+                if os.path.isdir(path):
+                    shutil.rmtree(path)
+                else:
+                    os.remove(path)
+                notes.append(f'--overwrite: deleted {path} of the earlier run')
+        for path in leftover_temporaries(paths['snapshot'], paths['prefix'] + '_'):
+            os.remove(path)
+            notes.append(f'removed {path}, left by a checkpoint save that was killed')
+        return notes
+
+    def continues(self, resume_path):
+        """Whether resuming from `resume_path` continues the run of this folder."""
+        return resume_path is not None and os.path.samefile(
+            os.path.dirname(os.path.abspath(resume_path)), self.paths['snapshot'])
+
+    def earlier_checkpoints(self):
+        """The checkpoints this run's names would replace: best ones, then the latest."""
+        best = sorted(glob.glob(os.path.join(glob.escape(self.paths['snapshot']),
+                                             self.paths['prefix'] + '_epoch_*.pth')))
+        return best + ([self.latest_path] if os.path.isfile(self.latest_path) else [])
+
+    def earlier_records(self):
+        """The log file and TensorBoard folder of this run's names, where they exist."""
+        result, prefix = self.paths['result'], self.paths['prefix']
+        return [p for p in (os.path.join(result, prefix + '.log'),
+                            os.path.join(result, prefix + '_tensorboard')) if os.path.exists(p)]
 
     # --- checkpoints ---
-    def resume(self, path):
+    def check_resume(self, resume):
+        """(path, checkpoint) to resume from, checked to continue a run of this config (same
+        architecture, shot, data set and fold), before anything is built or written."""
+        path = find_checkpoint(resume, self.paths['snapshot'])
         ckpt = read_checkpoint(path)
         check_fits(self.cfg, ckpt, path)
+        check_resumable(ckpt, path)
+        return path, ckpt
+
+    def resume(self, path, ckpt):
         restore_training(ckpt, path, self.net, self.sgd, self.adamw, self.scaler)
         self.progress.update(ckpt['progress'])
         self.progress['iteration'] = ckpt['iteration']
@@ -187,7 +273,9 @@ class Trainer:
                             f'{self.paths["prefix"]}_epoch_{epoch_label}_{miou:.4f}.pth')
         save_checkpoint(self.checkpoint(epoch_label), path)
         previous = self.progress['best_path']
-        if previous and previous != path and os.path.exists(previous):
+        # only this folder's: a run resumed from another folder leaves that run's files alone
+        if (previous and previous != path and os.path.exists(previous)
+                and os.path.samefile(os.path.dirname(previous), self.paths['snapshot'])):
             os.remove(previous)
         self.progress['best_path'] = path
         log.info('new best mIoU %.4f: saved %s', miou, path)
@@ -203,6 +291,8 @@ class Trainer:
                  cfg.batch_size, self.env.device)
         try:
             for epoch in range(first_epoch, cfg.epochs):
+                if self.max_iters_reached():
+                    break
                 if not (epoch == first_epoch and offset):
                     if self.stop_requested():
                         self.interrupt()
@@ -212,16 +302,23 @@ class Trainer:
                     seed_all(cfg.manual_seed + epoch)
                     self.progress['keep_epoch'] += 1
                 self.train_epoch(epoch, offset if epoch == first_epoch else 0)
+                stopping = self.max_iters_reached()
                 if cfg.evaluate:
-                    self.validate(epoch)
+                    self.validate(self.epoch_label() if stopping else epoch)
                 elif (epoch + 1) % cfg.save_freq == 0:
                     self.save_latest(epoch)
+                if stopping:
+                    log.info('max_iters %d reached: stopping', cfg.max_iters)
+                    break
             if self.saved_iteration != self.progress['iteration']:
                 self.save_latest(self.epoch_label())
         finally:
             self.stop.uninstall()
             self.writer.close()
         self.report(time.time() - start)
+
+    def max_iters_reached(self):
+        return self.cfg.max_iters is not None and self.progress['iteration'] >= self.cfg.max_iters
 
     def stop_requested(self):
         """Whether any process got a stop signal (all processes agree, so they stop together)."""
@@ -271,6 +368,8 @@ class Trainer:
                     tick = time.time()
                 if i < n - 1 and self.stop_requested():    # after the last step: once validated
                     self.interrupt()
+                if self.max_iters_reached():
+                    break
 
     def step(self, batch, iteration, epoch, i):
         """One optimisation step; returns the loss averaged over processes."""
@@ -323,13 +422,19 @@ def main(argv=None):
     cfg = load_config(args.config, args.opts)
     env = distributed.setup()
     try:
-        trainer = Trainer(cfg, env, resume=args.resume or cfg.resume)
-        trainer.fit()
+        trainer = Trainer(cfg, env, resume=args.resume or cfg.resume, overwrite=args.overwrite)
+        try:
+            trainer.fit()
+        finally:
+            trainer.close()
         return trainer
     finally:
         close_logging()
         distributed.cleanup()
 
 
+# Failures with their own exit status (util.cli.run_main); other errors end with status 2.
+FAILURES = ((NonFiniteLoss, 'error', 1), (Interrupted, 'interrupted', 130))
+
 if __name__ == '__main__':
-    run_main(main, (NonFiniteLoss, 'error', 1), (Interrupted, 'interrupted', 130))
+    run_main(main, *FAILURES)

@@ -62,6 +62,6 @@ def sccan_from_checkpoint(path: str, layers: Optional[int] = None) -> Tuple[SCCA
     stored = stored_architecture(checkpoint, ARCHITECTURE_KEYS)
     described = (f'architecture {stored}' if len(stored) > 1 else
                  "the paper's architecture, as the checkpoint states none")
-    load_strict(net, model_state(checkpoint, path),
-                f"{path} (built as ResNet-{architecture['layers']} SCCAN, {described})")
+    load_strict(net, model_state(checkpoint, path), path,
+                f" (built as ResNet-{architecture['layers']} SCCAN, {described})")
     return net.eval(), checkpoint

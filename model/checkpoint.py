@@ -14,8 +14,10 @@ and ours add
                       states, fp16 loss scale, best metrics and early-stop counters.
 Plain state dicts (e.g. PSPNet's backbones, conv1/.../layer4/fc keys) are read too. Files are
 written atomically (temporary file, fsync, rename): a crash or a kill never leaves half a
-checkpoint under the real name.
+checkpoint under the real name, only a hidden temporary (`leftover_temporaries` finds them).
+Weights that are NaN or infinite are refused when loaded.
 """
+import errno
 import os
 import pickle
 import re
@@ -83,14 +85,15 @@ def _summarise(keys, limit=10):
     return ', '.join(keys[:limit]) + more
 
 
-def load_strict(module, state, path):
-    """Load `state` into `module`, requiring the same keys and shapes; CheckpointError otherwise."""
+def load_strict(module, state, path, built_as=''):
+    """Load `state` into `module`, requiring the same keys and shapes and finite values;
+    CheckpointError otherwise (`built_as`: how the module was made, for a key mismatch)."""
     own = module.state_dict()
     missing, unexpected = own.keys() - state.keys(), state.keys() - own.keys()
     wrong_shape = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own.keys() & state.keys()
                    if state[k].shape != own[k].shape]
     if missing or unexpected or wrong_shape:
-        parts = [f"{path} does not fit {type(module).__name__}:"]
+        parts = [f"{path}{built_as} does not fit {type(module).__name__}:"]
         if missing:
             parts.append(f"missing keys ({len(missing)}): {_summarise(missing)}")
         if unexpected:
@@ -98,6 +101,10 @@ def load_strict(module, state, path):
         if wrong_shape:
             parts.append(f"shape mismatch (file vs model): {_summarise(wrong_shape)}")
         raise CheckpointError('\n  '.join(parts))
+    nonfinite = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if nonfinite:
+        raise CheckpointError(f"{path} holds NaN or infinite values in {len(nonfinite)} of its tensors "
+                              f"({_summarise(nonfinite)}): a model with them predicts nothing meaningful")
     module.load_state_dict(state, strict=True)
 
 
@@ -156,8 +163,13 @@ def training_checkpoint(net, epoch, optimizer, optimizer_swin, **entries):
                               optimizer_swin=optimizer_swin.state_dict(), **entries)
 
 
+# save_checkpoint writes <folder>/.<name>.<8 random characters>.tmp (tempfile.mkstemp) first.
+_TEMPORARY = re.compile(r'^\.(?P<name>.+)\.[a-z0-9_]{8}\.tmp$')
+
+
 def save_checkpoint(obj, path):
-    """torch.save to `path` atomically."""
+    """torch.save to `path` atomically. A failed write (e.g. a full disk) leaves the previous file
+    as it was and raises OSError naming the file and the reason."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.', suffix='.tmp', dir=folder)
@@ -167,12 +179,35 @@ def save_checkpoint(obj, path):
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.remove(tmp)
-        raise
+        cause = _os_error_in(e)
+        if cause is None:
+            raise
+        reason = 'no space left on device' if cause.errno == errno.ENOSPC else cause.strerror or str(cause)
+        kept = '; the previous file is unchanged' if os.path.exists(path) else ''
+        raise OSError(f"cannot write {path}: {reason}{kept}") from e
     dir_fd = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(dir_fd)    # make the rename itself durable
     finally:
         os.close(dir_fd)
+
+
+def _os_error_in(error):
+    """The OSError that caused `error`, if any (torch.save reports a failed file write as a
+    RuntimeError raised while handling it)."""
+    while error is not None and not isinstance(error, OSError):
+        error = error.__cause__ or error.__context__
+    return error
+
+
+def leftover_temporaries(folder, name_prefix=''):
+    """The temporary files save_checkpoint left in `folder` when it was killed while writing a
+    checkpoint named <name_prefix>...pth."""
+    if not os.path.isdir(folder):
+        return []
+    return sorted(os.path.join(folder, entry) for entry in os.listdir(folder)
+                  if (m := _TEMPORARY.match(entry)) and m.group('name').startswith(name_prefix)
+                  and m.group('name').endswith('.pth'))

@@ -6,6 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
+from script_checks import assert_one_error, run_cli
 from fakedata import make_pascal
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
@@ -74,7 +75,7 @@ def test_from_config(broken, tmp_path):
 
 
 def test_needs_a_source():
-    with pytest.raises(SystemExit, match='give --config'):
+    with pytest.raises(ValueError, match='give --config'):
         check_data.main(['--data-set', 'pascal'])
 
 
@@ -82,3 +83,30 @@ def test_help(capsys):
     with pytest.raises(SystemExit) as exit_info:
         check_data.parse_args(['--help'])
     assert exit_info.value.code == 0 and '--config' in capsys.readouterr().out
+
+
+def test_truncated_jpeg_and_png_are_found(tmp_path, capsys):
+    root, train, val = make_pascal(tmp_path / 'data', n_train=20, n_val=20)
+    with open(val) as f:
+        image, label = (os.path.join(root, p) for p in f.readline().split())
+    for path in (image, label):
+        with open(path, 'rb') as f:
+            data = f.read()
+        with open(path, 'wb') as f:
+            f.write(data[:len(data) // 3])
+    report = str(tmp_path / 'report.txt')
+    assert check_data.main(['--data-set', 'pascal', '--data-root', root, '--list', val,
+                            '--out', report]) == 1
+    found = read_report(report)
+    assert [row[:2] for row in found] == [['unreadable', image], ['unreadable', label]]
+    assert 'truncated or corrupt JPEG' in found[0][2] and 'truncated or corrupt PNG' in found[1][2]
+
+
+def test_a_malformed_list_line_is_one_error_line(tmp_path, capsys):
+    root, train, _ = make_pascal(tmp_path / 'data', n_train=20, n_val=20)
+    with open(train, 'a') as f:
+        f.write('JPEGImages/only_one_field.jpg\n')
+    status, _, err = run_cli(check_data.main, ['--data-set', 'pascal', '--data-root', root,
+                                               '--list', train, '--out', str(tmp_path / 'r')],
+                             capsys)
+    assert_one_error(status, err, f'error: {train}:21: expected "image_path label_path"')

@@ -1,5 +1,6 @@
 """The checkpoint format (model/checkpoint.py) and the one builder (model/build.py): atomic
 writes, clear refusals, and every architecture key through a checkpoint and back."""
+import errno
 import inspect
 import os
 
@@ -8,8 +9,8 @@ import torch
 
 from model import ARCHITECTURE_KEYS, PAPER_ARCHITECTURE, SCCAN, CheckpointError, build_sccan, sccan_from_checkpoint
 from model.build import architecture_of
-from model.checkpoint import (detect_layers, read_checkpoint, save_checkpoint, training_checkpoint,
-                              weights_checkpoint)
+from model.checkpoint import (detect_layers, leftover_temporaries, read_checkpoint, save_checkpoint,
+                              training_checkpoint, weights_checkpoint)
 from util.config import SCHEMA, default_config
 from util.experiment import architecture, check_fits, find_checkpoint, model_for_checkpoint
 
@@ -116,3 +117,72 @@ def test_checkpoint_names_are_paths_or_snapshot_files(tmp_path):
     assert find_checkpoint('train_latest.pth', str(tmp_path)) == str(tmp_path / 'train_latest.pth')
     with pytest.raises(FileNotFoundError, match='looked as given and in'):
         find_checkpoint('epoch_9.pth', str(tmp_path))
+
+
+def torch_save_on_a_full_disk(obj, f):
+    """What torch.save does when the disk fills: the file's write fails with ENOSPC and torch
+    raises a RuntimeError while handling it."""
+    try:
+        raise OSError(errno.ENOSPC, 'No space left on device')
+    except OSError:
+        raise RuntimeError('[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598')
+
+
+@pytest.mark.parametrize('where', ['torch.save', 'os.fsync'])
+def test_a_full_disk_is_one_line_naming_the_file_and_keeps_the_old_one(tmp_path, monkeypatch, where):
+    path = str(tmp_path / 'train_latest.pth')
+    save_checkpoint({'epoch': 1, 'state_dict': {'w': torch.ones(2)}}, path)
+    before = open(path, 'rb').read()
+    if where == 'torch.save':
+        monkeypatch.setattr(torch, 'save', torch_save_on_a_full_disk)
+    else:
+        def fsync(fd):
+            raise OSError(errno.ENOSPC, 'No space left on device')
+        monkeypatch.setattr(os, 'fsync', fsync)
+    with pytest.raises(OSError) as raised:
+        save_checkpoint({'epoch': 2, 'state_dict': {'w': torch.zeros(2)}}, path)
+    assert str(raised.value) == (f'cannot write {path}: no space left on device; the previous '
+                                 'file is unchanged')
+    assert os.listdir(tmp_path) == ['train_latest.pth'] and open(path, 'rb').read() == before
+
+
+def test_leftover_temporaries_are_those_of_the_named_checkpoints(tmp_path):
+    names = ['.train_latest.pth.ab_c1234.tmp', '.train_epoch_3_0.5.pth.zz9zz9zz.tmp',
+             '.train5_latest.pth.ab_c1234.tmp', '.train_latest_test.json.ab_c1234.tmp',
+             '.train_latest.pth.tmp', 'train_latest.pth', '.other.pth.ab_c1234.tmp']
+    for name in names:
+        (tmp_path / name).write_bytes(b'')
+    assert leftover_temporaries(str(tmp_path), 'train_') == [str(tmp_path / n) for n in
+                                                              sorted(names[:2])]
+    assert leftover_temporaries(str(tmp_path / 'none'), 'train_') == []
+
+
+def test_non_finite_weights_are_refused_naming_the_tensors(tmp_path):
+    net = build_sccan(fts_size=16, depth=2, reduce_dim=32, num_heads=4)
+    state = net.state_dict()
+    state['cls_meta.3.bias'][0] = float('nan')
+    state['res1_meta.0.weight'][0] = float('inf')
+    path = str(tmp_path / 'nan.pth')
+    save_checkpoint({'state_dict': state, 'architecture': dict(net.architecture)}, path)
+    with pytest.raises(CheckpointError, match=r'nan.pth holds NaN or infinite values in 2 of its tensors '
+                                              r'\(cls_meta.3.bias, res1_meta.0.weight\)'):
+        sccan_from_checkpoint(path)
+
+
+def ours(**config):
+    return {'state_dict': {}, 'architecture': dict(PAPER_ARCHITECTURE), 'shot': 1,
+            'config': {'data_set': 'pascal', 'split': 0, 'use_split_coco': True, **config}}
+
+
+def test_checkpoints_trained_on_other_classes_are_refused_unless_asked():
+    cfg = default_config()
+    with pytest.raises(CheckpointError, match=r'ours.pth was trained with split 2 but .* has '
+                                              r'split 0: its base classes would be scored'):
+        check_fits(cfg, ours(split=2), 'ours.pth')
+    check_fits(cfg, ours(split=2), 'ours.pth', any_split=True)
+    check_fits(cfg, ours(use_split_coco=False), 'ours.pth')      # no COCO fold scheme in PASCAL
+    coco = cfg.replace(data_set='coco')
+    with pytest.raises(CheckpointError, match=r'data_set pascal, use_split_coco False but .* has '
+                                              r'data_set coco, use_split_coco True'):
+        check_fits(coco, ours(use_split_coco=False), 'ours.pth')
+    check_fits(cfg, {'state_dict': fake_state_dict(6)}, 'authors.pth')   # theirs record none

@@ -137,3 +137,52 @@ def test_config_is_read_only_and_replace_checks():
         cfg.replace(layers=34)
     with pytest.raises(AttributeError, match="did you mean 'layers'"):
         cfg.layer
+
+
+def test_floats_in_exponent_notation_from_yaml_and_opts(tmp_path):
+    """YAML 1.1 reads 6e-5 (no dot) as a string; a number key takes what float() reads."""
+    cfg = load_config(write(tmp_path, 'Train:\n  transformer_lr: 6e-5\n  base_lr: 5E-3\n'),
+                      ['weight_decay', '1e-4'])
+    assert (cfg.transformer_lr, cfg.base_lr, cfg.weight_decay) == (6e-5, 5e-3, 1e-4)
+    assert parse_opts(['transformer_lr', '6e-5']) == {'transformer_lr': 6e-5}
+    with pytest.raises(ConfigError, match=r"base_lr expects a finite number, got nan"):
+        parse_opts(['base_lr', 'nan'])
+    with pytest.raises(ConfigError, match=r"rotate_max expects a finite number, got inf"):
+        load_config(write(tmp_path, 'Train:\n  rotate_max: .inf\n', 'inf.yaml'))
+
+
+@pytest.mark.parametrize('text, message', [
+    ('Train:\n  epochs: 3\n  base_lr: 0.1\n  epochs: 4\n', r"'epochs' appears twice \(lines 2 and 4\)"),
+    ('Train:\n  epochs: 3\nMethod:\n  layers: 50\nTrain:\n  base_lr: 0.1\n',
+     r"'Train' appears twice \(lines 1 and 5\)"),
+])
+def test_keys_or_sections_given_twice_are_refused_with_their_lines(tmp_path, text, message):
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError, match=f'{path}: {message}'):
+        load_config(path)
+
+
+def test_a_config_in_another_encoding_is_named(tmp_path):
+    path = tmp_path / 'utf16.yaml'
+    path.write_text('Train:\n  epochs: 3\n', encoding='utf-16')
+    with pytest.raises(ValueError, match=f'{path}: config file is not UTF-8 text'):
+        load_config(str(path))
+
+
+@pytest.mark.parametrize('opts, message', [
+    (['val_size', '9'], r'val_size 9 is too small: .* feature grid 2 cells across, less than '
+                        r'one SCCA window \(window_size 8\).* = 57'),
+    (['train_h', '49'], r'train_h 49 is too small: .* = 57'),
+    (['train_w', '17', 'window_size', '4', 'fts_size', '16'], r'train_w 17 .* = 25'),
+])
+def test_sizes_too_small_for_the_backbone_and_window_are_refused(opts, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(CONFIGS[0], opts)
+    assert load_config(CONFIGS[0], ['val_size', '57']).val_size == 57
+
+
+def test_max_iters_is_empty_by_default_and_positive():
+    assert default_config().max_iters is None
+    assert load_config(CONFIGS[0], ['max_iters', '3']).max_iters == 3
+    with pytest.raises(ConfigError, match='max_iters expects a positive value'):
+        load_config(CONFIGS[0], ['max_iters', '0'])

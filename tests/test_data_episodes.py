@@ -316,3 +316,28 @@ def test_bad_arguments(small, kw, message):
     with pytest.raises(ValueError, match=message):
         EpisodeDataset('pascal', root, data_list, 0, args.pop('shot'), args.pop('mode'),
                        list_cache_dir=cache, **args)
+
+
+def test_a_truncated_image_is_a_bad_file_and_can_be_skipped(small):
+    root, _, pairs, _ = small
+    path = os.path.join(root, pairs[0][0])
+    with open(path, 'rb') as f:
+        data = f.read()
+    with open(path, 'wb') as f:
+        f.write(data[:len(data) // 3])       # libjpeg would decode it, grey below the cut
+    with pytest.raises(BadFileError, match='img_0000.jpg: truncated or corrupt JPEG'):
+        small_dataset(small)[0]
+    ds = small_dataset(small, skip_bad_files=True)
+    random.seed(0)
+    assert ds[0]['query_path'] != path and ds.skipped == 1
+
+
+def test_an_image_the_val_resize_cannot_shrink_is_a_bad_file_naming_it(tmp_path):
+    thin = np.full((10, 600), 1, np.uint8)            # at val_size 57: 0×56
+    labels = [thin] + [np.full((70, 70), c, np.uint8) for c in (1, 2, 3, 4, 5) for _ in range(2)]
+    root, data_list, pairs = make_from_labels(tmp_path, labels)
+    ds = EpisodeDataset('pascal', root, data_list, 0, 1, 'val', transform=T.val_transform(57),
+                        list_cache_dir=str(tmp_path / 'c'))
+    with pytest.raises(BadFileError, match=r'img_0000.jpg: 10×600 image: too thin to keep a '
+                                           r'pixel of its short side at val_size 57'):
+        ds[0]

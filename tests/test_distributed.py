@@ -14,6 +14,7 @@ from util.episodes import episode_dataset
 from util.evaluate import run_episodes
 from util.experiment import build_model
 from util.optim import build_optimizers, set_sgd_lr
+from util.outputs import FolderInUse
 from util.precision import Precision
 
 SIZE = 57
@@ -122,3 +123,30 @@ def test_two_gloo_processes_step_and_validate_as_one(config, tmp_path, one_threa
     assert two['result'].pop('loss') == pytest.approx(one_result.pop('loss'), rel=1e-6)
     assert two['result'] == one_result
     assert one_result['episodes'] == 6 and one_result['FB-IoU'] > 0
+
+
+def _claim_worker(rank, world_size, port, out_dir):
+    """Rank 0 fails to claim (as when another run holds the folder); every rank records what
+    it raised."""
+    os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port), RANK=str(rank),
+                      WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank))
+    env = distributed.setup()
+
+    def claim():
+        raise FolderInUse('exp/run is in use by another run: process 1 on host h')
+    try:
+        distributed.on_main_process(claim, env)
+        outcome = 'went on'
+    except Exception as e:
+        outcome = f'{type(e).__name__}: {e}'
+    finally:
+        distributed.cleanup()
+    with open(os.path.join(out_dir, f'rank{rank}'), 'w') as f:
+        f.write(outcome)
+
+
+def test_when_the_main_process_cannot_claim_the_run_no_process_goes_on(tmp_path):
+    mp.spawn(_claim_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
+    outcomes = {name: (tmp_path / name).read_text() for name in ('rank0', 'rank1')}
+    assert set(outcomes.values()) == {'FolderInUse: exp/run is in use by another run: process 1 '
+                                      'on host h'}

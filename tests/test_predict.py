@@ -14,6 +14,7 @@ import pytest
 import torch
 
 import predict_sccan
+from script_checks import files_below, run_cli
 from util.predictor import FewShotSegmenter, as_rgb, foreground_of
 from util.transform import MEAN, STD
 
@@ -142,7 +143,7 @@ def _mask_with_pixel():
     ([np.zeros((8, 8, 3), np.float32)], [np.ones((8, 8), np.uint8)], 'must be uint8'),
     ([np.zeros((8, 8, 2), np.uint8)], [np.ones((8, 8), np.uint8)], r'expected H×W×3'),
     ([np.zeros((400, 400, 3), np.uint8)], [_mask_with_pixel()], 'vanish when the image is resized'),
-    ([np.zeros((200, 7, 3), np.uint8)], [np.ones((200, 7), np.uint8)], r'200×7: too thin'),
+    ([np.zeros((200, 7, 3), np.uint8)], [np.ones((200, 7), np.uint8)], r'200×7 image: too thin'),
     ([np.zeros((0, 7, 3), np.uint8)], [np.ones((0, 7), np.uint8)], 'non-empty'),
 ])
 def test_support_errors(seg, images, masks, message):
@@ -179,16 +180,11 @@ def stand_in(monkeypatch):
     return net
 
 
-def run_cli(args, capsys):
-    code = predict_sccan.main(args)
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 def test_cli_writes_masks_overlays_and_fractions(files, stand_in, capsys):
-    code, out, err = run_cli(['--weight', 'w.pth', '--support', files['s_img'], files['s_mask'],
-                              '--support', files['s_img'], files['s_mask'],
-                              '--query', files['q1'], files['q2'], '--out', files['out']], capsys)
+    code, out, err = run_cli(predict_sccan.main, [
+        '--weight', 'w.pth', '--support', files['s_img'], files['s_mask'],
+        '--support', files['s_img'], files['s_mask'],
+        '--query', files['q1'], files['q2'], '--out', files['out']], capsys)
     assert code == 0, err
     assert stand_in.encoded == [2, 1, 1]
     mask = cv2.imread(os.path.join(files['out'], 'q1_mask.png'), cv2.IMREAD_UNCHANGED)
@@ -204,8 +200,9 @@ def test_cli_names_outputs_uniquely(files, stand_in, capsys, tmp_path):
     os.makedirs(tmp_path / 'b')
     other = str(tmp_path / 'b' / 'q1.png')
     cv2.imwrite(other, cv2.imread(files['q1']))
-    code, _, err = run_cli(['--weight', 'w.pth', '--support', files['s_img'], files['s_mask'],
-                            '--query', files['q1'], other, '--out', files['out']], capsys)
+    code, _, err = run_cli(predict_sccan.main, [
+        '--weight', 'w.pth', '--support', files['s_img'], files['s_mask'],
+        '--query', files['q1'], other, '--out', files['out']], capsys)
     assert code == 0, err
     assert sorted(os.listdir(files['out'])) == ['q1_1_mask.png', 'q1_1_overlay.png',
                                                  'q1_mask.png', 'q1_overlay.png']
@@ -251,14 +248,87 @@ def _cli_error_cases(files, tmp_path):
         'mask size': (s + [wrong_size, '--query', files['q1']],
                       f'{wrong_size} is 41×50 (H×W) but {files["s_img"]} is 40×50'),
         'empty mask': (s + [empty, '--query', files['q1']], f'{empty} has no foreground'),
+        'unreadable mask': (s + [str(not_image), '--query', files['q1']],
+                            f'{not_image}: cannot be decoded as a mask image'),
+        'folder as query': (s + [files['s_mask'], '--query', files['q1'], str(tmp_path)],
+                            f'query image {tmp_path} is a folder, not a file'),
     }
 
 
 @pytest.mark.parametrize('case', ['missing query', 'unreadable image', 'missing mask',
-                                  'mask size', 'empty mask'])
+                                  'mask size', 'empty mask', 'unreadable mask', 'folder as query'])
 def test_cli_errors_are_one_line(case, files, stand_in, capsys, tmp_path):
     args, message = _cli_error_cases(files, tmp_path)[case]
-    code, out, err = run_cli(['--weight', 'w.pth', '--out', files['out']] + args, capsys)
+    code, out, err = run_cli(predict_sccan.main, ['--weight', 'w.pth', '--out', files['out']] + args,
+                             capsys)
     assert code == 2
     assert err.startswith('error: ') and err.count('\n') == 1 and message in err, err
     assert not os.path.exists(files['out'])     # nothing written before the inputs are checked
+
+
+# --- the user's files ----------------------------------------------------------------------------
+def test_an_output_is_never_written_over_an_input(tmp_path, stand_in, capsys):
+    """dog.jpg's mask would be dog_mask.png: the support mask given next to it."""
+    image, mask = support_pair()
+    cv2.imwrite(str(tmp_path / 'dog.jpg'), image)
+    cv2.imwrite(str(tmp_path / 'dog_mask.png'), mask * 255)
+    before = files_below(tmp_path)
+    for extra in ([], ['--overwrite']):
+        code, _, err = run_cli(predict_sccan.main, [
+            '--weight', 'w.pth', '--support', str(tmp_path / 'dog.jpg'),
+            str(tmp_path / 'dog_mask.png'), '--query', str(tmp_path / 'dog.jpg'),
+            '--out', str(tmp_path), *extra], capsys)
+        assert code == 2 and err == (f'error: output {tmp_path}/dog_mask.png would overwrite the '
+                                     f'input {tmp_path}/dog_mask.png; write the outputs '
+                                     'elsewhere\n')
+        assert files_below(tmp_path) == before
+
+
+def test_existing_outputs_are_replaced_only_with_overwrite(files, stand_in, capsys):
+    argv = ['--weight', 'w.pth', '--support', files['s_img'], files['s_mask'],
+            '--query', files['q1'], '--out', files['out']]
+    os.makedirs(files['out'])
+    earlier = os.path.join(files['out'], 'q1_overlay.png')
+    with open(earlier, 'wb') as f:
+        f.write(b'an earlier result')
+    code, _, err = run_cli(predict_sccan.main, argv, capsys)
+    assert code == 2 and err == f'error: {earlier} exists already; pass --overwrite to replace ' \
+                                'it, or write elsewhere\n'
+    assert os.listdir(files['out']) == ['q1_overlay.png']
+    assert run_cli(predict_sccan.main, argv + ['--overwrite'], capsys)[0] == 0
+    assert cv2.imread(earlier) is not None
+
+
+def test_a_failing_query_is_reported_and_the_others_are_segmented(files, stand_in, capsys,
+                                                                  tmp_path):
+    broken, thin = str(tmp_path / 'broken.jpg'), str(tmp_path / 'thin.png')
+    with open(files['q1'], 'rb') as f:
+        data = f.read()
+    with open(broken, 'wb') as f:
+        f.write(data[:len(data) // 2])
+    cv2.imwrite(thin, np.full((3, 300, 3), 200, np.uint8))
+    code, out, err = run_cli(predict_sccan.main, [
+        '--weight', 'w.pth', '--support', files['s_img'], files['s_mask'],
+        '--query', broken, files['q1'], thin, files['q2'], '--out', files['out']], capsys)
+    assert code == 2
+    assert err.splitlines() == [
+        f'error: {broken}: truncated or corrupt PNG: its chunks end before the IEND chunk',
+        f'error: {thin}: 3×300 image: too thin to keep a pixel of its short side at '
+        f'val_size {VAL}']
+    assert [line.split(':')[0] for line in out.splitlines()] == [files['q1'], files['q2']]
+    assert sorted(os.listdir(files['out'])) == ['q1_mask.png', 'q1_overlay.png', 'q2_mask.png',
+                                                'q2_overlay.png']
+
+
+@pytest.mark.parametrize('mask, warning', [
+    (np.full((40, 50), 255, np.uint8), '100.0% of it is foreground after thresholding'),
+    (np.repeat([0, 3, 15, 200], [500, 500, 500, 500]).reshape(40, 50).astype(np.uint8),
+     'looks like a class-id label map (values 3, 15, 200)'),
+])
+def test_suspicious_support_masks_give_a_warning(tmp_path, files, stand_in, capsys, mask, warning):
+    path = str(tmp_path / 'odd_mask.png')
+    cv2.imwrite(path, mask)
+    code, _, err = run_cli(predict_sccan.main, [
+        '--weight', 'w.pth', '--support', files['s_img'], path, '--query', files['q1'],
+        '--out', files['out']], capsys)
+    assert code == 0 and err.startswith(f'warning: {path}') and warning in err, err

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 import predict_sccan
+from script_checks import run_cli
 from model import SCCAN
 from model.checkpoint import save_checkpoint, weights_checkpoint
 from util.predictor import FewShotSegmenter
@@ -48,19 +49,14 @@ def files(tmp_path):
     return paths
 
 
-def run_cli(args, capsys):
-    code = predict_sccan.main(args)
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 def test_cli_two_shots_two_queries(checkpoint, files, capsys, monkeypatch):
     encoded = []
     encode = SCCAN.encode
     monkeypatch.setattr(SCCAN, 'encode', lambda self, x: encoded.append(len(x)) or encode(self, x))
-    code, out, err = run_cli(['--weight', checkpoint[1], '--device', 'cpu',
-                              '--support', *files['s1'], '--support', *files['s2'],
-                              '--query', files['q1'], files['q2'], '--out', files['out']], capsys)
+    code, out, err = run_cli(predict_sccan.main, [
+        '--weight', checkpoint[1], '--device', 'cpu', '--support', *files['s1'],
+        '--support', *files['s2'], '--query', files['q1'], files['q2'], '--out', files['out']],
+        capsys)
     assert code == 0, err
     assert encoded == [2, 1, 1]                           # supports once, then each query
     assert 'trained with 1 shot(s); running it with 2' in err
@@ -100,6 +96,10 @@ def _bad_checkpoint(tmp_path, checkpoint, case):
     bad = tmp_path / f'{case}.pth'
     if case == 'not a checkpoint':
         bad.write_text('hello')
+    elif case == 'nan weights':
+        state = net.state_dict()
+        state['cls_meta.3.bias'] = torch.full_like(state['cls_meta.3.bias'], float('nan'))
+        torch.save({'state_dict': state, 'architecture': dict(net.architecture)}, bad)
     elif case == 'wrong architecture':     # tiny weights, no architecture: the paper's is built
         torch.save({'epoch': 0, 'state_dict': {f'module.{k}': v for k, v in
                                                net.state_dict().items()}}, bad)
@@ -113,18 +113,20 @@ def _bad_checkpoint(tmp_path, checkpoint, case):
      "ResNet-50 SCCAN, the paper's architecture, as the checkpoint states none) does not fit "
      'SCCAN: missing keys'),
     ('good', ['--layers', '101'], 'holds a ResNet-50 SCCAN but layers 101 was asked for'),
+    ('nan weights', [], 'nan weights.pth holds NaN or infinite values in 1 of its tensors (cls_meta.3.bias)'),
 ])
 def test_cli_checkpoint_errors(case, extra, message, checkpoint, files, capsys, tmp_path):
     weight = checkpoint[1] if case == 'good' else _bad_checkpoint(tmp_path, checkpoint, case)
-    code, _, err = run_cli(['--weight', weight, '--device', 'cpu', '--support', *files['s1'],
-                            '--query', files['q1'], '--out', files['out'], *extra], capsys)
+    code, _, err = run_cli(predict_sccan.main, [
+        '--weight', weight, '--device', 'cpu', '--support', *files['s1'], '--query', files['q1'],
+        '--out', files['out'], *extra], capsys)
     assert code == 2
     assert err.startswith('error: ') and err.count('\n') == 1 and message in err, err
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason='needs a machine without CUDA')
 def test_cli_cuda_without_gpu(checkpoint, files, capsys):
-    code, _, err = run_cli(['--weight', checkpoint[1], '--device', 'cuda',
-                            '--support', *files['s1'], '--query', files['q1'],
-                            '--out', files['out']], capsys)
+    code, _, err = run_cli(predict_sccan.main, [
+        '--weight', checkpoint[1], '--device', 'cuda', '--support', *files['s1'],
+        '--query', files['q1'], '--out', files['out']], capsys)
     assert code == 2 and err.startswith('error: device cuda was asked for but PyTorch sees no CUDA')

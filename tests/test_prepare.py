@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from scipy.io import savemat
 
+from script_checks import assert_one_error, run_cli
 from fakedata import write_palette_png
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
@@ -231,3 +232,73 @@ def test_help(module, capsys):
     with pytest.raises(SystemExit) as exit_info:
         module.parse_args(['--help'])
     assert exit_info.value.code == 0 and 'usage' in capsys.readouterr().out
+
+
+# ---- failures: one line naming the file, exit status 2, nothing reported as done ----
+
+def one_line_error(status, out, err, *needles):
+    assert_one_error(status, err, *needles)
+    assert 'lists' not in out             # no list written, none reported
+
+
+def test_prepare_pascal_labels_that_cannot_be_written_stop_it(voc_sbd, capsys):
+    voc, sbd, lists = voc_sbd
+    with open(os.path.join(voc, 'SegmentationClassAug'), 'w') as f:
+        f.write('a file where the label folder should be')
+    result = run_cli(prepare_pascal.main, ['--voc', voc, '--sbd', sbd, '--lists-dir', lists,
+                                           '--workers', '2'], capsys)
+    one_line_error(*result, f'cannot write {voc}/SegmentationClassAug/', '.png: File exists')
+    assert not os.path.exists(lists)
+
+
+@pytest.mark.parametrize('case', ['grey label', 'empty VOC folder', 'listed id without image'])
+def test_prepare_pascal_input_errors_are_one_line(voc_sbd, capsys, tmp_path, case):
+    voc, sbd, lists = voc_sbd
+    argv = ['--voc', voc, '--lists-dir', lists, '--workers', '1']
+    if case == 'grey label':
+        grey = os.path.join(voc, 'SegmentationClass', '2007_000002.png')
+        cv2.imwrite(grey, voc_label(15))
+        needles = [f'{grey}: a single-channel image, not a VOC palette label']
+    elif case == 'empty VOC folder':
+        argv[1] = str(tmp_path / 'empty')
+        os.makedirs(argv[1])
+        needles = ['VOC2012 SegmentationClass folder not found: ', 'empty/SegmentationClass']
+    else:
+        os.remove(os.path.join(voc, 'JPEGImages', '2008_000003.jpg'))
+        needles = ['image of listed id 2008_000003 not found: ', 'JPEGImages/2008_000003.jpg']
+    one_line_error(*run_cli(prepare_pascal.main, argv, capsys), *needles)
+
+
+def test_prepare_coco_unknown_category_is_one_line_naming_file_and_image(coco, capsys):
+    root, lists, _ = coco
+    ann_file = os.path.join(root, 'annotations', 'instances_train2014.json')
+    with open(ann_file) as f:
+        content = json.load(f)
+    content['annotations'][2]['category_id'] = 99
+    with open(ann_file, 'w') as f:
+        json.dump(content, f)
+    result = run_cli(prepare_coco.main, ['--coco', root, '--sets', 'train2014', '--lists-dir',
+                                         lists], capsys)
+    one_line_error(*result, f'{ann_file}: annotation 3 of COCO_train2014_000000000011.jpg has '
+                            'category id 99, which is not among')
+    assert not os.path.exists(os.path.join(root, 'annotations', 'train2014'))
+
+
+def test_prepare_coco_write_failure_in_a_worker_process_stops_it(coco, capsys, monkeypatch):
+    root, lists, _ = coco
+    monkeypatch.setattr(cv2, 'imencode', lambda *a, **k: (False, None))   # forked workers too
+    result = run_cli(prepare_coco.main, ['--coco', root, '--sets', 'train2014', '--lists-dir',
+                                         lists, '--workers', '2'], capsys)
+    one_line_error(*result, f'cannot write {root}/annotations/train2014/COCO_train2014_0000000000',
+                   '.png: OpenCV cannot encode')
+    assert not os.path.exists(os.path.join(lists, 'train.txt'))
+
+
+def test_make_synthetic_over_a_file_is_one_line(tmp_path, capsys):
+    from tools import make_synthetic
+    root = tmp_path / 'file'
+    root.write_text('not a folder')
+    result = run_cli(make_synthetic.main, ['--root', str(root), '--train', '2', '--val', '1'],
+                     capsys)
+    one_line_error(*result, f'benchmark root {root} exists and is not a folder')
+    assert root.read_text() == 'not a folder'

@@ -5,6 +5,7 @@ import cv2
 import numpy as np
 import pytest
 
+from script_checks import files_below
 from util import synthetic as S
 from util.dataset import EpisodeDataset
 from util.lists import MIN_PIXELS
@@ -13,20 +14,10 @@ from util.transform import val_transform
 DEMO_SEED = 0   # tools/demo.py's default
 
 
-def files_of(root):
-    out = {}
-    for folder, _, names in os.walk(root):
-        for name in names:
-            path = os.path.join(folder, name)
-            with open(path, 'rb') as f:
-                out[os.path.relpath(path, root)] = f.read()
-    return out
-
-
 def test_same_seed_writes_the_same_bytes_another_seed_other_images(tmp_path):
     for name, seed in (('a', 3), ('b', 3), ('c', 4)):
         S.write_benchmark(str(tmp_path / name), seed=seed, n_train=4, n_val=3)
-    a, b, c = (files_of(tmp_path / n) for n in 'abc')
+    a, b, c = (files_below(tmp_path / n) for n in 'abc')
     assert len(a) == 4 + 3 + 4 + 3 + 3      # jpg + png per image, two lists, manifest
     assert a == b
     labels = [k for k in a if k.endswith('.png')]

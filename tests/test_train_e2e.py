@@ -1,8 +1,10 @@
 """train_sccan.py and test_sccan.py end to end on a tiny synthetic benchmark (CPU, small model):
 checkpoints in the authors' format, exact resumption after SIGINT / SIGKILL, clear errors."""
+import errno
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -12,6 +14,7 @@ import torch
 
 import test_sccan
 import train_sccan
+from script_checks import assert_one_error, files_below, run_cli
 from fakedata import make_pascal_config
 from util.config import REPO_ROOT, ConfigError
 from model import CheckpointError
@@ -95,14 +98,15 @@ def test_training_writes_authors_format_checkpoints_that_test_sccan_reads(bench,
                   '--viz', '2', '--opts', *TINY])
     assert tested.returncode == 0, tested.stderr[-3000:]
     assert 'mIoU' in tested.stderr and '±' in tested.stderr
-    report_path = os.path.join(snapshot, best[0][:-4] + '_test1shot.json')
+    report_path = os.path.join(snapshot, best[0][:-4] + '_test_pascal_split0_1shot_4ep_seed321-7.json')
     with open(report_path) as f:
         report = json.load(f)
     assert [s['seed'] for s in report['seeds']] == [321, 7]
     assert all(s['episodes'] == 4 and len(s['class_IoU']) == 5 for s in report['seeds'])
     assert report['mean']['mIoU'] == pytest.approx(
         sum(s['mIoU'] for s in report['seeds']) / 2)
-    viz = os.path.join(snapshot, best[0][:-4] + '_viz1shot_seed321')
+    assert report['overrides']['seeds'] == [321, 7] and report['overrides']['viz'] == 2
+    viz = report_path[:-len('.json')] + '_viz'
     assert len(os.listdir(viz)) == 2
 
 
@@ -203,3 +207,188 @@ def test_test_sccan_names_missing_or_mismatching_checkpoints(bench, reference_ru
         test_sccan.main(['--weight', latest(reference_run['exp'])] + argv + ['layers', '101'])
     with pytest.raises(CheckpointError, match='trained with shot 1 but the config has shot 5'):
         test_sccan.main(['--weight', latest(reference_run['exp'])] + argv + ['shot', '5'])
+
+
+# ---- the user's files and numbers: refusals before anything is written or computed ----
+
+RUN = os.path.join('pascal', 'SCCAN', 'split0', 'resnet50')
+
+
+def run_train(bench, exp_dir, capsys, *extra, opts=()):
+    """(status, stdout, stderr) of train_sccan.py run in this process."""
+    argv = ['--config', bench['config'], *extra, '--opts', *TINY, 'exp_dir', str(exp_dir), *opts]
+    return run_cli(train_sccan.main, argv, capsys, *train_sccan.FAILURES)
+
+
+def run_test_sccan(bench, weight, capsys, *extra, opts=()):
+    """(status, stdout, stderr) of test_sccan.py run in this process."""
+    argv = ['--config', bench['config'], '--weight', str(weight), *extra, '--opts', *TINY, *opts]
+    return run_cli(test_sccan.main, argv, capsys)
+
+
+def test_a_run_into_a_folder_held_by_a_live_process_stops_naming_it(bench, tmp_path, capsys):
+    holder = subprocess.Popen(['sleep', '60'])
+    try:
+        lock = tmp_path / RUN / 'train.lock'
+        lock.parent.mkdir(parents=True)
+        lock.write_text(json.dumps({'pid': holder.pid, 'host': socket.gethostname(),
+                                    'started': 'earlier', 'command': 'train_sccan.py ...'}))
+        before = files_below(tmp_path)
+        status, _, err = run_train(bench, tmp_path, capsys)
+        assert_one_error(status, err, f'{tmp_path / RUN} is in use by another run: process '
+                                    f'{holder.pid} on host {socket.gethostname()}')
+        assert files_below(tmp_path) == before          # no log line, no checkpoint, same lock
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_a_new_run_over_an_earlier_ones_checkpoints_is_refused(bench, reference_run, capsys):
+    exp = reference_run['exp']
+    before = files_below(exp)
+    status, _, err = run_train(bench, exp, capsys)
+    assert_one_error(status, err, 'holds checkpoints of an earlier run', 'train_latest.pth',
+                   '--resume train_latest.pth', '--overwrite')
+    assert files_below(exp) == before
+
+
+def test_max_iters_stale_files_and_overwrite(bench, tmp_path, capsys):
+    """A smoke run of 2 steps; resuming after a kill takes over the dead process's lock and
+    removes the temporaries of its own killed saves only; --overwrite starts over."""
+    fast = ('evaluate', 'False')
+    status, _, err = run_train(bench, tmp_path, capsys, opts=('max_iters', '2', *fast))
+    assert status == 0 and 'max_iters 2 reached' in err, err
+    assert torch.load(latest(tmp_path), weights_only=False)['iteration'] == 2
+    run = tmp_path / RUN
+    killed = run / 'snapshot' / '.train_latest.pth.k1ll3d_x.tmp'
+    others = [run / 'snapshot' / '.train5_latest.pth.k1ll3d_x.tmp', run / 'snapshot' / 'notes.tmp']
+    for path in [killed] + others:
+        path.write_bytes(b'half a checkpoint')
+    dead = subprocess.run([sys.executable, '-c', 'import os; print(os.getpid())'],
+                          capture_output=True, text=True)
+    (run / 'train.lock').write_text(json.dumps({'pid': int(dead.stdout), 'command': 'killed',
+                                                'host': socket.gethostname()}))
+    status, _, err = run_train(bench, tmp_path, capsys, '--resume', 'train_latest.pth',
+                               opts=('max_iters', '3', *fast))
+    assert status == 0, err
+    assert f'took over the lock of process {int(dead.stdout)}' in err
+    assert f'removed {killed}, left by a checkpoint save that was killed' in err
+    assert not killed.exists() and all(p.exists() for p in others)
+    assert not (run / 'train.lock').exists()
+    assert torch.load(latest(tmp_path), weights_only=False)['iteration'] == 3
+
+    status, _, err = run_train(bench, tmp_path, capsys, '--overwrite', opts=('max_iters', '1', *fast))
+    assert status == 0 and '--overwrite: deleted' in err, err
+    assert torch.load(latest(tmp_path), weights_only=False)['iteration'] == 1
+    with open(run / 'result' / 'train.log') as f:
+        assert 'resumed' not in f.read()         # the earlier run's log went with it
+
+
+def test_a_full_disk_while_saving_is_one_line(bench, tmp_path, capsys, monkeypatch):
+    def full_disk(obj, f):
+        raise OSError(errno.ENOSPC, 'No space left on device')
+    monkeypatch.setattr(torch, 'save', full_disk)
+    status, _, err = run_train(bench, tmp_path, capsys, opts=('max_iters', '1', 'evaluate', 'False'))
+    assert_one_error(status, err, f'cannot write {latest(tmp_path)}: no space left on device')
+    assert os.listdir(tmp_path / RUN / 'snapshot') == []
+
+
+@pytest.mark.parametrize('opts, needles', [
+    (('split', '1'), ['was trained with split 0 but', 'has split 1']),
+    (('window_size', '4'), ['another architecture', 'window_size 8 (config: 4)']),
+    (('zoom_factor', '4'), ['zoom_factor 8 (config: 4)']),
+    (('shot', '2'), ['trained with shot 1 but the config has shot 2']),
+])
+def test_resume_refuses_a_checkpoint_of_another_fold_or_architecture(bench, reference_run, tmp_path,
+                                                                     capsys, opts, needles):
+    status, _, err = run_train(bench, tmp_path, capsys, '--resume', latest(reference_run['exp']),
+                               opts=opts)
+    assert_one_error(status, err, *needles)
+    assert not os.path.exists(tmp_path / RUN)
+
+
+def test_resume_refuses_non_finite_weights(bench, reference_run, tmp_path, capsys):
+    ckpt = torch.load(latest(reference_run['exp']), weights_only=False)
+    ckpt['state_dict']['cls_meta.3.bias'][0] = float('nan')
+    bad = tmp_path / 'nan.pth'
+    torch.save(ckpt, bad)
+    status, _, err = run_train(bench, tmp_path / 'exp', capsys, '--resume', str(bad))
+    assert_one_error(status, err, f'{bad} holds NaN or infinite values in 1 of its tensors '
+                                '(cls_meta.3.bias)')
+    status, _, err = run_test_sccan(bench, bad, capsys)
+    assert_one_error(status, err, 'holds NaN or infinite values')
+
+
+def test_missing_synthetic_data_says_how_to_make_it(bench, tmp_path, capsys):
+    root = tmp_path / 'synthetic'
+    status, _, err = run_train(bench, tmp_path, capsys, opts=(
+        'data_root', str(root), 'train_list', str(root / 'synthetic_train.txt'),
+        'val_list', str(root / 'synthetic_val.txt')))
+    assert_one_error(status, err, f'data root not found: {root}', '`make demo`',
+                   f'tools/make_synthetic.py --root {root}')
+
+
+@pytest.mark.parametrize('opts, needles', [
+    (('split', '1'), ['was trained with split 0 but', 'has split 1', '--any-split']),
+    (('window_size', '4'), ['window_size 8 (config: 4)']),
+])
+def test_test_sccan_refuses_another_fold_or_architecture(bench, reference_run, tmp_path, capsys,
+                                                         opts, needles):
+    status, _, err = run_test_sccan(bench, latest(reference_run['exp']), capsys,
+                              '--out', str(tmp_path / 'r.json'), opts=opts)
+    assert_one_error(status, err, *needles)
+    assert os.listdir(tmp_path) == []
+
+
+def test_reports_say_what_they_measured_and_are_never_replaced_silently(bench, reference_run,
+                                                                       tmp_path, capsys, monkeypatch):
+    weight = tmp_path / 'ckpt.pth'
+    os.symlink(latest(reference_run['exp']), weight)
+    status, _, err = run_test_sccan(bench, weight, capsys, '--episodes', '2', '--any-split',
+                              opts=('split', '1'))
+    assert status == 0, err
+    other_fold = tmp_path / 'ckpt_test_pascal_split1_1shot_2ep_seed321.json'
+    with open(other_fold) as f:
+        report = json.load(f)
+    assert report['split'] == 1 and report['overrides']['any_split'] is True
+    assert report['overrides']['opts'][-2:] == ['split', '1']
+    quick = tmp_path / 'ckpt_test_pascal_split0_1shot_1ep_seed321.json'
+    assert run_test_sccan(bench, weight, capsys, '--episodes', '1')[0] == 0
+    assert quick.exists() and other_fold.read_bytes() != quick.read_bytes()
+
+    # the same measurement again, or outputs that exist: refused before the evaluation
+    def no_evaluation(*args, **kwargs):
+        raise ValueError('the evaluation was reached')
+    monkeypatch.setattr(test_sccan, 'run_episodes', no_evaluation)
+    (tmp_path / 'other_viz').mkdir()
+    blocker = tmp_path / 'a_file'
+    blocker.write_text('')
+    before = files_below(tmp_path)
+    status, _, err = run_test_sccan(bench, weight, capsys, '--episodes', '1')
+    assert_one_error(status, err, f'{quick} exists already; pass --overwrite')
+    status, _, err = run_test_sccan(bench, weight, capsys, '--viz', '1', '--out',
+                                    str(tmp_path / 'other.json'))
+    assert_one_error(status, err, f'{tmp_path / "other_viz"} exists already')
+    status, _, err = run_test_sccan(bench, weight, capsys, '--out', str(blocker / 'r.json'))
+    assert_one_error(status, err, f'cannot write {blocker}/r.json')
+    status, _, err = run_test_sccan(bench, weight, capsys, '--out', str(weight))
+    assert_one_error(status, err, f'output {weight} would overwrite the input')
+    assert files_below(tmp_path) == before
+    status, _, err = run_test_sccan(bench, weight, capsys, '--episodes', '1', '--overwrite')
+    assert_one_error(status, err, 'the evaluation was reached')
+
+
+@pytest.mark.parametrize('workers', ['0', '2'])
+def test_a_truncated_image_in_testing_is_one_line_naming_it(bench, reference_run, tmp_path, capsys,
+                                                            workers):
+    config = make_pascal_config(str(tmp_path), n_train=0, n_val=10)
+    image = os.path.join(tmp_path, 'data', 'JPEGImages', '2008_000000.jpg')
+    with open(image, 'rb') as f:
+        data = f.read()
+    with open(image, 'wb') as f:
+        f.write(data[:len(data) // 3])
+    argv = ['--config', config, '--weight', latest(reference_run['exp']), '--episodes', '4',
+            '--out', str(tmp_path / 'r.json'), '--opts', *TINY, 'workers', workers]
+    status, _, err = run_cli(test_sccan.main, argv, capsys)
+    assert_one_error(status, err, f'{image}: truncated or corrupt JPEG')
+    assert not (tmp_path / 'r.json').exists()

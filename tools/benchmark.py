@@ -27,6 +27,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
+from util.cli import ArgumentParser, positive_int, run_main  # noqa: E402
 from util.precision import resolve_device  # noqa: E402
 
 SETTINGS = {            # name: (mode, batch, shot)
@@ -43,10 +44,10 @@ TINY = dict(fts_size=16, depth=2, reduce_dim=32, num_heads=4)
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    p.add_argument('--size', type=int, default=473, help='input side, (size−1) % 8 == 0')
+    p = ArgumentParser(description=__doc__.split('\n')[0])
+    p.add_argument('--size', type=positive_int, default=473, help='input side, (size−1) % 8 == 0')
     p.add_argument('--layers', type=int, default=50, choices=(50, 101))
-    p.add_argument('--repeats', type=int, default=3)
+    p.add_argument('--repeats', type=positive_int, default=3)
     p.add_argument('--settings', nargs='+', default=DEFAULT_SETTINGS, choices=list(SETTINGS))
     p.add_argument('--device', default='auto', choices=('auto', 'cpu', 'cuda'))
     p.add_argument('--reference', action='store_true', help="also time the authors' model")
@@ -195,4 +196,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    main()
+    run_main(main)

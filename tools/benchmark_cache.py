@@ -20,6 +20,7 @@ import torch
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 from util import distributed  # noqa: E402
+from util.cli import ArgumentParser, positive_float, positive_int, run_main  # noqa: E402
 from util.config import load_config  # noqa: E402
 from util.episodes import episode_dataset  # noqa: E402
 from util.evaluate import forward_predictor, make_predictor, run_episodes  # noqa: E402
@@ -31,11 +32,11 @@ SYNTHETIC_CONFIG = os.path.join(REPO, 'config', 'synthetic', 'synthetic_split0_r
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    p = ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--config', default=SYNTHETIC_CONFIG)
-    p.add_argument('--shot', type=int, default=5)
-    p.add_argument('--episodes', type=int, default=1000)
-    p.add_argument('--cache-gb', type=float, default=4.0)
+    p.add_argument('--shot', type=positive_int, default=5)
+    p.add_argument('--episodes', type=positive_int, default=1000)
+    p.add_argument('--cache-gb', type=positive_float, default=4.0)
     p.add_argument('--opts', nargs=argparse.REMAINDER, default=[],
                    help='KEY VALUE pairs overriding the config')
     return p.parse_args(argv)
@@ -78,4 +79,4 @@ def main(argv=None):
 
 if __name__ == '__main__':
     logging.basicConfig(level=logging.WARNING)
-    main()
+    run_main(main)

@@ -20,6 +20,7 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from util import transform as T  # noqa: E402
+from util.cli import ArgumentParser, positive_int, run_main  # noqa: E402
 from util.dataset import EpisodeDataset  # noqa: E402
 from util.synthetic import write_benchmark  # noqa: E402
 
@@ -40,15 +41,15 @@ def generated_pascal(folder):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__,
+    parser = ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--episodes', type=int, default=200, help='episodes per measurement')
-    parser.add_argument('--size', type=int, default=473, help='train crop / val size')
+    parser.add_argument('--episodes', type=positive_int, default=200, help='episodes per measurement')
+    parser.add_argument('--size', type=positive_int, default=473, help='train crop / val size')
     parser.add_argument('--data-set', default='pascal', choices=('pascal', 'coco'))
     parser.add_argument('--data-root', help='real data instead of generated (with --list)')
     parser.add_argument('--list', help='list file for train-mode and val-mode episodes')
-    parser.add_argument('--split', type=int, default=0)
-    parser.add_argument('--threads', type=int, default=1,
+    parser.add_argument('--split', type=int, default=0, choices=(0, 1, 2, 3))
+    parser.add_argument('--threads', type=positive_int, default=1,
                         help='OpenCV/torch threads (DataLoader workers run with 1)')
     args = parser.parse_args(argv)
     limit_threads(args.threads)
@@ -78,4 +79,4 @@ def limit_threads(n):
 
 
 if __name__ == '__main__':
-    main()
+    run_main(main)

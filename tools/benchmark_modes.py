@@ -15,7 +15,6 @@ For each mode, in one process so that every ratio compares runs of the same mome
 - with --checkpoint (a synthetic-benchmark model, e.g. from `make demo`): mIoU of its val
   episodes (config/synthetic) and the change from the default.
 """
-import argparse
 import os
 import sys
 
@@ -27,6 +26,7 @@ import golden  # noqa: E402  (tools/golden.py)
 from benchmark import TINY, episode, median_seconds, step_function  # noqa: E402
 from model import build_sccan  # noqa: E402
 from util import distributed  # noqa: E402
+from util.cli import ArgumentParser, positive_int, run_main  # noqa: E402
 from util.config import load_config  # noqa: E402
 from util.episodes import MODEL_INPUTS, episode_dataset  # noqa: E402
 from util.evaluate import run_episodes  # noqa: E402
@@ -46,14 +46,14 @@ MODES = {   # name: (SCCAN.set_fast_paths switches = config keys, Precision keyw
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    p = ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--modes', nargs='+', default=[m for m in MODES if m != BASE],
                    choices=[m for m in MODES if m != BASE])
-    p.add_argument('--size', type=int, default=473)
-    p.add_argument('--repeats', type=int, default=3)
+    p.add_argument('--size', type=positive_int, default=473)
+    p.add_argument('--repeats', type=positive_int, default=3)
     p.add_argument('--device', default='auto', choices=('auto', 'cpu', 'cuda'))
     p.add_argument('--checkpoint', help='synthetic-benchmark checkpoint for the mIoU column')
-    p.add_argument('--episodes', type=int, help='synthetic val episodes (default: its test_num)')
+    p.add_argument('--episodes', type=positive_int, help='synthetic val episodes (default: its test_num)')
     p.add_argument('--tiny', action='store_true',
                    help='57×57, a small model, 1 repeat, no golden episodes (smoke run)')
     args = p.parse_args(argv)
@@ -138,4 +138,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    main()
+    run_main(main)

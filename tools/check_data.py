@@ -2,27 +2,29 @@
 
 Problems found (one line each in the report file, "kind<TAB>path<TAB>detail"):
   missing       a listed image or label file does not exist
-  unreadable    the file cannot be decoded (or a label is not a single-channel 8-bit image)
+  unreadable    the file cannot be decoded, is truncated (a JPEG without its end-of-image marker,
+                a PNG without its IEND chunk), or a label is not a single-channel 8-bit image
   size          image and label differ in height or width
   values        the label holds values other than 0, the data set's class ids and 255
 
     python tools/check_data.py --config config/pascal/pascal_split0_resnet50.yaml
     python tools/check_data.py --data-set pascal --data-root ../data/VOCdevkit2012/VOC2012 \\
         --list lists/pascal/val.txt
-Exit status 1 when anything was found. Training with skip_bad_files: True skips such files.
+Exit status 1 when anything was found (2, with one line `error: ...`, when the check itself
+cannot run, e.g. a malformed list line). Training with skip_bad_files: True skips such files.
 """
 import argparse
 import collections
-import concurrent.futures
 import os
 import sys
 
-from tqdm import tqdm
-
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from util.cli import ArgumentParser, positive_int, run_main  # noqa: E402
 from util.folds import NUM_CLASSES, num_classes  # noqa: E402
 from util.image_io import BadFileError, check_label_values, read_image, read_label  # noqa: E402
 from util.lists import REPO_LISTS, read_list  # noqa: E402
+from util.log import progress_map  # noqa: E402
+from util.outputs import write_atomic  # noqa: E402
 
 KINDS = ('missing', 'unreadable', 'size', 'values')
 
@@ -56,10 +58,9 @@ def check_list(data_set, data_root, data_list, workers=8):
     """All problems of one list file."""
     pairs = read_list(data_list)
     classes = num_classes(data_set)
-    with concurrent.futures.ThreadPoolExecutor(max(workers, 1)) as pool:
-        results = tqdm(pool.map(lambda p: check_pair(data_root, p, classes), pairs),
-                       total=len(pairs), desc=os.path.basename(data_list), unit='pair')
-        return len(pairs), [problem for found in results for problem in found]
+    results = progress_map(lambda p: check_pair(data_root, p, classes), pairs, workers,
+                           desc=os.path.basename(data_list), unit='pair')
+    return len(pairs), [problem for found in results for problem in found]
 
 
 def sources_from_args(args):
@@ -70,12 +71,12 @@ def sources_from_args(args):
         lists = [p for p in (cfg.train_list, cfg.val_list) if p]
         return cfg.data_set, cfg.data_root, lists
     if not (args.data_set and args.data_root and args.list):
-        raise SystemExit('give --config, or --data-set, --data-root and at least one --list')
+        raise ValueError('give --config, or --data-set, --data-root and at least one --list')
     return args.data_set, args.data_root, args.list
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__,
+    parser = ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--config', help='experiment config: checks its train_list and val_list')
     parser.add_argument('--opts', nargs=argparse.REMAINDER, default=[],
@@ -84,7 +85,7 @@ def parse_args(argv=None):
     parser.add_argument('--data-root', help='folder the list paths are relative to')
     parser.add_argument('--list', action='append', help='list file (repeatable)')
     parser.add_argument('--out', help='report file (default: lists/<data_set>/bad_files.txt)')
-    parser.add_argument('--workers', type=int, default=min(8, os.cpu_count() or 1))
+    parser.add_argument('--workers', type=positive_int, default=min(8, os.cpu_count() or 1))
     return parser.parse_args(argv)
 
 
@@ -92,16 +93,14 @@ def main(argv=None):
     args = parse_args(argv)
     data_set, data_root, lists = sources_from_args(args)
     if not os.path.isdir(data_root):
-        raise SystemExit(f'data root not found: {data_root}')
+        raise FileNotFoundError(f'data root not found: {data_root}')
     problems, total = [], 0
     for data_list in lists:
         count, found = check_list(data_set, data_root, data_list, args.workers)
         total += count
         problems += found
     out = args.out or os.path.join(REPO_LISTS, data_set, 'bad_files.txt')
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    with open(out, 'w') as f:
-        f.writelines(f'{kind}\t{path}\t{detail}\n' for kind, path, detail in problems)
+    write_atomic(out, ''.join(f'{kind}\t{path}\t{detail}\n' for kind, path, detail in problems))
     counts = collections.Counter(kind for kind, _, _ in problems)
     print(f'{total} image/label pairs checked in {len(lists)} list(s): ' +
           ', '.join(f'{counts[k]} {k}' for k in KINDS))
@@ -114,4 +113,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    sys.exit(run_main(main))

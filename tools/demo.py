@@ -33,6 +33,7 @@ import test_sccan  # noqa: E402
 import train_sccan  # noqa: E402
 from model.checkpoint import model_state, read_checkpoint, save_checkpoint, weights_checkpoint  # noqa: E402
 from util import distributed  # noqa: E402
+from util.cli import ArgumentParser, non_negative_int, positive_int, run_main  # noqa: E402
 from util.config import load_config  # noqa: E402
 from util.episodes import episode_dataset  # noqa: E402
 from util.evaluate import run_episodes  # noqa: E402
@@ -50,14 +51,15 @@ NAMES = {'trained': '(a) SCCAN, meta-trained', 'untrained': '(b) SCCAN, untraine
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    p = ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--config', default=os.path.join(REPO, CONFIG))
     p.add_argument('--root', default=os.path.join(REPO, 'data', 'synthetic'),
                    help='where the benchmark is written (sets data_root and the lists)')
-    p.add_argument('--seed', type=int, default=0, help='benchmark seed')
-    p.add_argument('--train-images', type=int, default=1500)
-    p.add_argument('--val-images', type=int, default=600)
-    p.add_argument('--examples', type=int, default=6, help='episodes drawn in examples.png')
+    p.add_argument('--seed', type=non_negative_int, default=0, help='benchmark seed')
+    p.add_argument('--train-images', type=positive_int, default=1500)
+    p.add_argument('--val-images', type=positive_int, default=600)
+    p.add_argument('--examples', type=positive_int, default=6,
+                   help='episodes drawn in examples.png')
     p.add_argument('--opts', nargs=argparse.REMAINDER, default=[],
                    help='KEY VALUE pairs overriding the config (training and testing)')
     return p.parse_args(argv)
@@ -123,9 +125,9 @@ def score_support_blind(cfg, episodes):
                         desc='support-blind')
 
 
-def test(config, opts, weight, episodes):
+def test(config, opts, weight, episodes, out):
     report = test_sccan.main(['--config', config, '--weight', weight, '--episodes',
-                              str(episodes), '--opts', *opts])
+                              str(episodes), '--out', out, '--overwrite', '--opts', *opts])
     return report['seeds'][0]
 
 
@@ -198,7 +200,8 @@ def main(argv=None):
 
     say(f'2/4 meta-training on the base classes of fold {cfg.split} ({args.config})')
     tick = time.time()
-    trainer = train_sccan.main(['--config', args.config, '--opts', *opts])
+    # each demo starts its training over, replacing the previous demo run
+    trainer = train_sccan.main(['--config', args.config, '--overwrite', '--opts', *opts])
     trained_path = trainer.latest_path
     seconds['training'] = time.time() - tick
 
@@ -209,9 +212,10 @@ def main(argv=None):
     os.makedirs(out_dir, exist_ok=True)
     untrained_path = untrained_checkpoint(cfg, trained_path,
                                           os.path.join(out_dir, 'untrained.pth'))
-    results = {'trained': test(args.config, opts, trained_path, episodes),
-               'untrained': test(args.config, opts, untrained_path, episodes),
-               'support_blind': score_support_blind(cfg, episodes)}
+    results = {name: test(args.config, opts, path, episodes,
+                          os.path.join(out_dir, f'test_{name}.json'))
+               for name, path in (('trained', trained_path), ('untrained', untrained_path))}
+    results['support_blind'] = score_support_blind(cfg, episodes)
     seconds['testing'] = time.time() - tick
 
     say('4/4 report')
@@ -235,5 +239,5 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    result = main()
+    result = run_main(main)
     sys.exit(0 if all(c['met'] for c in result['checks'].values()) else 1)

@@ -10,15 +10,16 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from util.cli import ArgumentParser, non_negative_int, positive_int, run_main  # noqa: E402
 from util.synthetic import write_benchmark  # noqa: E402
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--root', default='data/synthetic', help='output folder (created)')
-    p.add_argument('--seed', type=int, default=0)
-    p.add_argument('--train', type=int, default=2000, help='images in train.txt')
-    p.add_argument('--val', type=int, default=500, help='images in val.txt')
+    p.add_argument('--seed', type=non_negative_int, default=0)
+    p.add_argument('--train', type=positive_int, default=2000, help='images in train.txt')
+    p.add_argument('--val', type=positive_int, default=500, help='images in val.txt')
     return p.parse_args(argv)
 
 
@@ -32,4 +33,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    main()
+    run_main(main)

@@ -21,6 +21,7 @@ import numpy as np
 from tqdm import tqdm
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from util.cli import ArgumentParser, positive_int, run_main  # noqa: E402
 from util.image_io import IGNORE_LABEL, write_image  # noqa: E402
 from util.lists import REPO_LISTS, read_list  # noqa: E402
 
@@ -52,14 +53,27 @@ def convert_one(image_id):
     write_image(os.path.join(out_dir, f'{name}.png'), paint_label(coco, image_id, classes, crowd))
 
 
+def check_categories(coco, ann_file):
+    """Refuse annotations whose category the file does not list (they have no class id)."""
+    known = set(coco.getCatIds())
+    unknown = [ann for ann in coco.anns.values() if ann['category_id'] not in known]
+    if unknown:
+        ann = unknown[0]
+        image = coco.imgs.get(ann['image_id'], {}).get('file_name', f'image id {ann["image_id"]}')
+        raise ValueError(f'{ann_file}: annotation {ann["id"]} of {image} has category id '
+                         f'{ann["category_id"]}, which is not among the file\'s categories '
+                         f'({len(unknown)} such annotations)')
+
+
 def load_set(coco_root, set_name):
     """(COCO annotations of one set, ids of its images with at least one annotation, sorted);
-    every such image must exist."""
+    every such image must exist and every annotation's category be listed."""
     from pycocotools.coco import COCO
     ann_file = os.path.join(coco_root, 'annotations', f'instances_{set_name}.json')
     if not os.path.isfile(ann_file):
         raise FileNotFoundError(f'COCO annotation file not found: {ann_file}')
     coco = COCO(ann_file)
+    check_categories(coco, ann_file)
     image_ids = sorted(i for i in coco.imgs if coco.getAnnIds(imgIds=i, iscrowd=None))
     for image_id in image_ids:
         image_path = os.path.join(coco_root, set_name, coco.imgs[image_id]['file_name'])
@@ -108,8 +122,7 @@ def ordered_like(lines, order_list):
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--coco', required=True,
                         help='COCO 2014 folder (train2014/, val2014/, annotations/); also the '
                              'data_root of the configs')
@@ -119,7 +132,7 @@ def parse_args(argv=None):
                         help='where train.txt / val.txt go (default: lists/coco of the repo)')
     parser.add_argument('--crowd', choices=('class', 'ignore'), default='class',
                         help='crowd regions: painted with their class (default) or 255')
-    parser.add_argument('--workers', type=int, default=min(8, os.cpu_count() or 1),
+    parser.add_argument('--workers', type=positive_int, default=min(8, os.cpu_count() or 1),
                         help='processes painting labels (1: no subprocess)')
     parser.add_argument('--order-from', metavar='LIST',
                         help="write val.txt in the image order of LIST, e.g. the authors' "
@@ -133,11 +146,11 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     if not os.path.isdir(args.coco):
-        raise SystemExit(f'COCO folder not found: {args.coco}')
+        raise FileNotFoundError(f'COCO folder not found: {args.coco}')
     os.makedirs(args.lists_dir, exist_ok=True)
     for set_name in [s for s in args.sets.split(',') if s]:
         if set_name not in SETS:
-            raise SystemExit(f'unknown set {set_name!r}: expected {sorted(SETS)}')
+            raise ValueError(f'unknown set {set_name!r}: expected {sorted(SETS)}')
         coco, image_ids = load_set(args.coco, set_name)
         if not args.lists_only:
             paint_labels(coco, image_ids, os.path.join(args.coco, 'annotations', set_name),
@@ -152,4 +165,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    main()
+    run_main(main)

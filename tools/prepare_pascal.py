@@ -14,17 +14,17 @@ Lists (lines "JPEGImages/<id>.jpg SegmentationClassAug/<id>.png", relative to <v
     python tools/prepare_pascal.py --voc ../data/VOCdevkit2012/VOC2012 --sbd ../data/SBD/dataset
 """
 import argparse
-import concurrent.futures
 import os
 import sys
 
 import cv2
 import numpy as np
-from tqdm import tqdm
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from util.image_io import IGNORE_LABEL, write_image  # noqa: E402
+from util.cli import ArgumentParser, positive_int, run_main  # noqa: E402
+from util.image_io import IGNORE_LABEL, bad_file, decode, read_bytes, read_text, write_image  # noqa: E402
 from util.lists import REPO_LISTS  # noqa: E402
+from util.log import progress_map  # noqa: E402
 
 TRAIN_LIST = 'voc_sbd_merge_noduplicate.txt'
 VAL_LIST = 'val.txt'
@@ -58,10 +58,11 @@ PALETTE_CODE = {int(code): index for index, code in
 
 def read_voc_label(path):
     """Class ids of a VOC palette PNG (OpenCV expands the palette to colours; map them back)."""
-    bgr = cv2.imread(path, cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise ValueError(f'cannot read VOC label {path}')
-    codes = colour_codes(bgr[..., ::-1])
+    image = decode(read_bytes(path, 'VOC label'), path, cv2.IMREAD_UNCHANGED, 'a VOC label image')
+    if image.ndim == 2:
+        raise bad_file(path, 'a single-channel image, not a VOC palette label; class-id labels '
+                             'belong in SegmentationClassAug (then run with --lists-only)')
+    codes = colour_codes(image[..., 2::-1])
     label = np.empty(codes.shape, np.uint8)
     for code in np.unique(codes).tolist():
         if code not in PALETTE_CODE:
@@ -74,11 +75,12 @@ def read_voc_label(path):
 def read_sbd_label(path):
     """Class ids of an SBD cls/<id>.mat (GTcls.Segmentation)."""
     from scipy.io import loadmat
+    from scipy.io.matlab import MatReadError
     if not os.path.isfile(path):
         raise FileNotFoundError(f'SBD annotation not found: {path}')
     try:
         segmentation = loadmat(path)['GTcls']['Segmentation'][0, 0]
-    except (KeyError, ValueError, IndexError) as e:
+    except (KeyError, ValueError, IndexError, TypeError, MatReadError) as e:
         raise ValueError(f'{path}: not an SBD cls file with GTcls.Segmentation ({e})') from e
     if segmentation.max() > 20:
         raise ValueError(f'{path}: class ids up to {segmentation.max()}, expected 0..20')
@@ -86,10 +88,7 @@ def read_sbd_label(path):
 
 
 def read_ids(path):
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f'image id list not found: {path}')
-    with open(path) as f:
-        return [line.strip() for line in f if line.strip()]
+    return [line.strip() for line in read_text(path, 'image id list').splitlines() if line.strip()]
 
 
 def label_sources(voc, sbd, sbd_sets):
@@ -110,16 +109,11 @@ def label_sources(voc, sbd, sbd_sets):
 
 def convert_labels(sources, out_dir, workers):
     """Write <out_dir>/<id>.png for every source."""
-    os.makedirs(out_dir, exist_ok=True)
-
     def convert(item):
         image_id, (reader, path) = item
         write_image(os.path.join(out_dir, f'{image_id}.png'), reader(path))
 
-    with concurrent.futures.ThreadPoolExecutor(max(workers, 1)) as pool:
-        for _ in tqdm(pool.map(convert, sorted(sources.items())), total=len(sources),
-                      desc='labels', unit='label'):
-            pass
+    progress_map(convert, sorted(sources.items()), workers, desc='labels', unit='label')
 
 
 def write_list(path, ids, voc):
@@ -147,7 +141,7 @@ def make_lists(voc, sbd, sbd_sets, out_dir):
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__,
+    parser = ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--voc', required=True,
                         help='VOC2012 folder (JPEGImages, SegmentationClass, ImageSets); also the '
@@ -161,7 +155,7 @@ def parse_args(argv=None):
                              '(default: lists/pascal of the repo)')
     parser.add_argument('--lists-only', action='store_true',
                         help='only write the lists (SegmentationClassAug exists already)')
-    parser.add_argument('--workers', type=int, default=min(8, os.cpu_count() or 1),
+    parser.add_argument('--workers', type=positive_int, default=min(8, os.cpu_count() or 1),
                         help='threads converting labels')
     return parser.parse_args(argv)
 
@@ -169,9 +163,9 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     if not os.path.isdir(args.voc):
-        raise SystemExit(f'VOC2012 folder not found: {args.voc}')
+        raise FileNotFoundError(f'VOC2012 folder not found: {args.voc}')
     if args.sbd and not os.path.isdir(args.sbd):
-        raise SystemExit(f'SBD folder not found: {args.sbd}')
+        raise FileNotFoundError(f'SBD folder not found: {args.sbd}')
     sbd_sets = [s for s in args.sbd_sets.split(',') if s]
     if not args.lists_only:
         convert_labels(label_sources(args.voc, args.sbd, sbd_sets),
@@ -180,4 +174,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    main()
+    run_main(main)

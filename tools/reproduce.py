@@ -30,7 +30,7 @@ import test_sccan  # noqa: E402
 from util.cli import run_main  # noqa: E402
 from util.config import load_config  # noqa: E402
 from util.experiment import run_paths  # noqa: E402
-from util.files import read_keyed, write_json  # noqa: E402
+from util.outputs import read_keyed, write_json  # noqa: E402
 
 BENCHMARKS = {'pascal': 'PASCAL-5i', 'coco': 'COCO-20i', 'synthetic': 'synthetic (embedded)'}
 FOLDS = (0, 1, 2, 3)
@@ -119,7 +119,8 @@ def request_of(cell, seeds, episodes, opts):
 def run_cell(cell, request, cache, cells_dir):
     """Test one cell (test_sccan.py's protocol); returns its stored result."""
     report_path = os.path.join(cells_dir, cell_name(cell) + '.report.json')
-    argv = ['--config', cell['config'], '--weight', cell['checkpoint'], '--out', report_path]
+    # --overwrite: the report is this tool's own file, replaced when its cell is recomputed.
+    argv = ['--config', cell['config'], '--weight', cell['checkpoint'], '--out', report_path, '--overwrite']
     argv += ['--seeds', *map(str, request['seeds'])] if request['seeds'] else []
     argv += ['--episodes', str(request['episodes'])] if request['episodes'] else []
     report = test_sccan.main(argv + ['--opts', *request['opts'], *cache])
@@ -205,7 +206,7 @@ def main(argv=None):
     cache = cache_options(args.feature_cache_gb)    # changes speed, not results: not in requests
     cells = find_cells(args)
     missing = [c for c in cells if c['checkpoint'] is None]
-    results = {}
+    results, kept = {}, 0
     for cell in (c for c in cells if c['checkpoint']):
         path = os.path.join(cells_dir, cell_name(cell) + '.json')
         request = request_of(cell, args.seeds, args.episodes, opts)
@@ -215,6 +216,7 @@ def main(argv=None):
             result = run_cell(cell, request, cache, cells_dir)
             write_json(path, result)
         else:
+            kept += 1
             print(f'[reproduce] {cell_name(cell)}: kept from {path}', flush=True)
         results[cell_name(cell)] = result
     table = rows(cells, results)
@@ -225,8 +227,8 @@ def main(argv=None):
     write_json(os.path.join(out, 'table.json'),
                {'rows': table, 'cells': results, 'missing': [cell_name(c) for c in missing]})
     print('\n' + text)
-    print(f'[reproduce] {len(results)} cells tested, {len(missing)} without a checkpoint; '
-          f'{os.path.join(out, "table.md")}')
+    print(f'[reproduce] {len(results)} cells ({len(results) - kept} tested now, {kept} kept), '
+          f'{len(missing)} without a checkpoint; {os.path.join(out, "table.md")}')
     return table
 
 

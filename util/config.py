@@ -7,7 +7,9 @@ Keys left out take the defaults below (the paper's values), so a config only sta
 
     cfg = load_config('config/pascal/pascal_split0_resnet50.yaml', opts=['base_lr', '0.01'])
 
-Loading rejects unknown keys (naming the closest known one) and values of the wrong type. Paths in
+Loading rejects unknown keys (naming the closest known one), keys given twice, and values of the
+wrong type; a number key also takes what Python's float() reads (6e-5, which YAML 1.1 leaves a
+string). Paths in
 a config file are relative to the repository root; paths given on the command line (--opts) are
 relative to the current directory. Both are stored absolute.
 
@@ -20,10 +22,14 @@ a value we cannot honour (e.g. `vgg: True`) is refused.
 """
 import dataclasses
 import difflib
+import math
 import os
 import sys
 
 import yaml
+
+from util.cli import run_main
+from util.image_io import read_text
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -53,6 +59,7 @@ def _multiple_of_8_plus_1(v):
 
 
 _SIZE_CHECK = (_multiple_of_8_plus_1, 'a positive size with (size - 1) % 8 == 0, e.g. 473, 233, 57')
+BACKBONE_STRIDE = 8     # model.sccan.OUTPUT_STRIDE (this module stays free of torch)
 _POSITIVE = (lambda v: v > 0, 'a positive value')
 _NON_NEGATIVE = (lambda v: v >= 0, 'a value >= 0')
 
@@ -94,6 +101,9 @@ SCHEMA = {
     'transformer_lr': _k('Train', float, 6e-5, 'AdamW lr of the SCCA transformer (constant)',
                          check=_NON_NEGATIVE),
     'epochs': _k('Train', int, 200, 'training epochs', check=_POSITIVE),
+    'max_iters': _k('Train', int, None, 'stop after this many training steps in all (a smoke '
+                    'test; the lr schedule still spans all epochs); empty: all epochs',
+                    nullable=True, check=_POSITIVE),
     'stop_interval': _k('Train', int, 75, 'early stop after this many epochs without a new best '
                         'val mIoU', check=_POSITIVE),
     'index_split': _k('Train', int, -1, 'SGD groups (down_query, down_supp, init_merge_query, '
@@ -228,19 +238,48 @@ def load_config(path, opts=()):
     Raises:
         ConfigError naming the file, key and what was expected; FileNotFoundError.
     """
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f'config file not found: {path}')
-    with open(path) as f:
-        try:
-            raw = yaml.safe_load(f)
-        except yaml.YAMLError as e:
-            raise ConfigError(f'{path}: not valid YAML: {e}') from None
+    try:
+        raw = _parse_yaml(read_text(path, 'config file'), path)
+    except FileNotFoundError:
+        raise FileNotFoundError(f'config file not found: {path}') from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f'{path}: not valid YAML: {e}') from None
     values = {name: key.default for name, key in SCHEMA.items()}
     for name, value in _flatten(raw or {}, path).items():
         values[name] = _resolve_path(name, _check_value(name, value, path), REPO_ROOT)
     for name, value in parse_opts(opts).items():
         values[name] = _resolve_path(name, value, os.getcwd())
     return Config(_finish(values, path), path)
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's SafeLoader, except that a key given twice in one mapping is refused (PyYAML
+    silently keeps the last value)."""
+
+
+def _mapping_of_unique_keys(loader, node):
+    mapping = loader.construct_mapping(node)
+    first_line = {}
+    for key_node, _ in node.value:
+        key, line = loader.construct_object(key_node), key_node.start_mark.line + 1
+        if key in first_line:
+            raise ConfigError(f'{loader.name}: {key!r} appears twice (lines {first_line[key]} '
+                              f'and {line}); remove one')
+        first_line[key] = line
+    return mapping
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
+                                 _mapping_of_unique_keys)
+
+
+def _parse_yaml(text, name):
+    loader = _UniqueKeyLoader(text)
+    loader.name = name            # in messages, instead of '<unicode string>'
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
 
 
 def parse_opts(opts):
@@ -312,11 +351,13 @@ def _check_value(name, value, where):
         if key.nullable:
             return None
         raise ConfigError(f'{where}: {name} needs a value ({_type_name(key)})')
-    if key.type is float and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
+    if key.type is float:
+        value = _as_float(value)
     if type(value) is not key.type:
         raise ConfigError(f'{where}: {name} expects {_type_name(key)}, got '
                           f'{type(value).__name__} {value!r}')
+    if key.type is float and not math.isfinite(value):
+        raise ConfigError(f'{where}: {name} expects a finite number, got {value!r}')
     if key.choices and value not in key.choices:
         raise ConfigError(f'{where}: {name} must be one of {list(key.choices)}, got {value!r}')
     if key.check and not key.check[0](value):
@@ -324,8 +365,38 @@ def _check_value(name, value, where):
     return value
 
 
+def _as_float(value):
+    """Integers and the strings Python's float() reads (YAML 1.1 reads 6e-5 as a string: its
+    float rule needs a dot) as floats; anything else unchanged, for the type check to refuse."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    return value
+
+
+def smallest_input_size(window_size):
+    """The smallest train_h / train_w / val_size: the backbone (stride 8) must give a feature
+    grid of at least one SCCA window, (size - 1) / 8 + 1 >= window_size."""
+    return BACKBONE_STRIDE * (window_size - 1) + 1
+
+
 def _finish(values, where):
     """Cross-key checks and derived defaults; returns the completed values."""
+    smallest = smallest_input_size(values['window_size'])
+    for name in ('train_h', 'train_w', 'val_size'):
+        size = values[name]
+        if size < smallest:
+            raise ConfigError(
+                f'{where}: {name} {size} is too small: the backbone (stride {BACKBONE_STRIDE}) '
+                f'turns it into a feature grid {(size - 1) // BACKBONE_STRIDE + 1} cells across, '
+                f'less than one SCCA window (window_size {values["window_size"]}), and validation '
+                f'images, resized to val_size and floored to multiples of {BACKBONE_STRIDE}, '
+                f'lose their short side; the smallest size is {BACKBONE_STRIDE}·(window_size - '
+                f'1) + 1 = {smallest}')
     for low, high in (('scale_min', 'scale_max'), ('rotate_min', 'rotate_max')):
         if values[low] > values[high]:
             raise ConfigError(f'{where}: {low} ({values[low]}) > {high} ({values[high]})')
@@ -363,8 +434,9 @@ def schema_markdown():
     return '\n'.join(rows)
 
 
+def main(argv):
+    print(load_config(argv[0], argv[1:]) if argv else schema_markdown())
+
+
 if __name__ == '__main__':
-    if len(sys.argv) > 1:
-        print(load_config(sys.argv[1], sys.argv[2:]))
-    else:
-        print(schema_markdown())
+    run_main(lambda: main(sys.argv[1:]))

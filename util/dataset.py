@@ -17,9 +17,9 @@ import torch
 from torch.utils.data import Dataset
 
 from util.folds import fold_classes
-from util.image_io import IGNORE_LABEL, read_pair
+from util.image_io import IGNORE_LABEL, bad_file, read_pair
 from util.lists import MIN_PIXELS, check_val_order, class_pixels, fold_lists
-from util.transform import ToTensor
+from util.transform import ImageTooThin, ToTensor
 
 __all__ = ['fold_classes', 'EpisodeDataset', 'binarise', 'fill_boxes']
 
@@ -167,15 +167,25 @@ class EpisodeDataset(Dataset):
             canvas[:h, :w] = torch.from_numpy(query_mask)
             item['query_mask_original'] = canvas
             item['original_size'] = torch.tensor([h, w])
-        item['query'], item['query_mask'] = self.transform(image, query_mask)
-        supports = [self.transform(s_image, support_mask(s_label, c, self.ann_type))
-                    for s_image, s_label in (read_pair(*p) for p in support_pairs)]
+        item['query'], item['query_mask'] = self.transformed(image, query_mask, query_pair[0])
+        supports = [self.transformed(s_image, support_mask(s_label, c, self.ann_type), p[0])
+                    for p, (s_image, s_label) in ((p, read_pair(*p)) for p in support_pairs)]
         if len({tuple(s.shape) for s, _ in supports}) > 1:
             raise ValueError('support images of different sizes cannot be stacked: pass a '
                              'transform that resizes/crops them (util.transform)')
         item['support'] = torch.stack([s for s, _ in supports])            # K×3×H×W
         item['support_masks'] = torch.stack([m for _, m in supports])      # K×H×W
         return item
+
+    def transformed(self, image, mask, path):
+        """self.transform(image, mask); an image it cannot resize is a bad file."""
+        try:
+            return self.transform(image, mask)
+        except ImageTooThin as e:
+            raise bad_file(path, str(e)) from None
+        except cv2.error as e:
+            raise bad_file(path, f'OpenCV cannot transform this {mask.shape[0]}×'
+                                 f'{mask.shape[1]} image ({getattr(e, "err", "") or e})') from None
 
     def draw_supports(self, c, query_image):
         """K distinct (image, label) pairs of class c, none showing the query image. Draws K+1

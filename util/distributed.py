@@ -8,6 +8,7 @@ CUDA is available, else the CPU.
 import dataclasses
 import datetime
 import os
+import pickle
 
 import torch
 import torch.distributed as dist
@@ -74,6 +75,30 @@ def all_reduce_sum(tensor):
     if is_distributed():
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
     return tensor
+
+
+def on_main_process(action, env):
+    """`action()` on the main process only (e.g. claiming the run folder); if it fails, every
+    process raises its error, so that none goes on alone. Returns the result (None on the other
+    processes)."""
+    result, error = None, None
+    if env.is_main:
+        try:
+            result = action()
+        except Exception as e:
+            error = e
+    if is_distributed():
+        shared = [error]
+        if error is not None:
+            try:
+                pickle.dumps(error)
+            except Exception:
+                shared = [OSError(str(error))]
+        dist.broadcast_object_list(shared, src=0)
+        error = error or shared[0]
+    if error is not None:
+        raise error
+    return result
 
 
 def all_reduce_mean(value, device):

@@ -18,6 +18,9 @@ from util import transform as T
 from util.config import ConfigError
 from util.dataset import EpisodeDataset
 from util.seeding import capture_rng, restore_rng, seed_cpu
+from util.synthetic import LIST_NAMES as SYNTHETIC_LISTS
+
+DATA_TOOLS = {'pascal': 'tools/prepare_pascal.py', 'coco': 'tools/prepare_coco.py'}
 
 
 def episode_dataset(cfg, mode):
@@ -27,14 +30,25 @@ def episode_dataset(cfg, mode):
     for key in ('data_root', list_key):
         if getattr(cfg, key) is None:
             raise ConfigError(f'{cfg.source}: {key} is not set')
-    if not os.path.isdir(cfg.data_root):
-        raise FileNotFoundError(f'data root not found: {cfg.data_root} (config key data_root in '
-                                f'{cfg.source}; see README, Data)')
+    for key, what, exists in (('data_root', 'data root', os.path.isdir),
+                              (list_key, 'list file', os.path.isfile)):
+        if not exists(getattr(cfg, key)):
+            raise FileNotFoundError(f'{what} not found: {getattr(cfg, key)} (config key {key} in '
+                                    f'{cfg.source}); {how_to_make_data(cfg)}')
     transform = T.train_transform(cfg) if mode == 'train' else T.val_transform(cfg.val_size)
     return EpisodeDataset(cfg.data_set, cfg.data_root, getattr(cfg, list_key), cfg.split,
                           cfg.shot, mode, transform=transform, use_split_coco=cfg.use_split_coco,
                           ann_type=cfg.ann_type, skip_bad_files=cfg.skip_bad_files,
                           list_cache_dir=cfg.list_dir, query_classes=cfg.query_classes)
+
+
+def how_to_make_data(cfg):
+    """Where the data a config names comes from, for the error when it is missing."""
+    names = {os.path.basename(p) for p in (cfg.train_list, cfg.val_list) if p}
+    if names & set(SYNTHETIC_LISTS.values()):
+        return (f'make it with `make demo` or `python tools/make_synthetic.py --root '
+                f'{cfg.data_root}`')
+    return f'{DATA_TOOLS[cfg.data_set]} makes the labels and lists (see README, Data)'
 
 
 def episode_seed(*parts):

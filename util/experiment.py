@@ -4,17 +4,23 @@ import os
 
 from model import ARCHITECTURE_KEYS, CheckpointError, build_sccan, sccan_from_checkpoint
 from model.build import architecture_of
-from model.checkpoint import check_shot
+from model.checkpoint import check_shot, metadata
+
+# What decides which classes are novel: a checkpoint trained with other values has seen the
+# classes it would be scored on.
+CLASS_KEYS = ('data_set', 'split', 'use_split_coco')
 
 
 def run_paths(cfg):
     """The authors' layout: <exp_dir>/<data_set>/SCCAN/split<k>/resnet<L>/{snapshot,result};
-    1- and 5-shot runs share it, their files are told apart by the 'train'/'train5' prefix."""
+    1- and 5-shot runs share it, their files are told apart by the 'train'/'train5' prefix, and
+    so is their lock (<run>/<prefix>.lock): a 1-shot and a 5-shot run may train side by side."""
     run = os.path.join(cfg.exp_dir, cfg.data_set, 'SCCAN', f'split{cfg.split}',
                        f'resnet{cfg.layers}')
     prefix = 'train' if cfg.shot == 1 else f'train{cfg.shot}'
-    return {'snapshot': os.path.join(run, 'snapshot'), 'result': os.path.join(run, 'result'),
-            'prefix': prefix}
+    return {'run': run, 'snapshot': os.path.join(run, 'snapshot'),
+            'result': os.path.join(run, 'result'), 'prefix': prefix,
+            'lock': os.path.join(run, prefix + '.lock')}
 
 
 def find_checkpoint(name, snapshot_dir):
@@ -50,9 +56,10 @@ def build_model(cfg, backbone_weights=None):
     return with_fast_paths(build_sccan(backbone_weights, **architecture(cfg)), cfg)
 
 
-def check_fits(cfg, checkpoint, path, any_shot=False):
-    """Refuse a checkpoint of another architecture than the config's (e.g. another backbone)
-    and, unless `any_shot`, one of ours trained with another number of shots."""
+def check_fits(cfg, checkpoint, path, any_shot=False, any_split=False):
+    """Refuse a checkpoint of another architecture than the config's (e.g. another backbone);
+    unless `any_shot`, one of ours trained with another number of shots; unless `any_split`,
+    one of ours trained on another data set, fold or COCO fold scheme."""
     stored, wanted = architecture_of(checkpoint, path), architecture(cfg)
     differ = [key for key in ARCHITECTURE_KEYS if stored[key] != wanted[key]]
     if differ:
@@ -62,11 +69,28 @@ def check_fits(cfg, checkpoint, path, any_shot=False):
                               ', '.join(f'{k} {stored[k]} (config: {wanted[k]})' for k in differ) + hint)
     if not any_shot:
         check_shot(checkpoint, cfg.shot, path)
+    if not any_split:
+        check_classes(cfg, checkpoint, path)
 
 
-def model_for_checkpoint(cfg, path, any_shot=False):
+def check_classes(cfg, checkpoint, path):
+    """Refuse a checkpoint of ours trained on other classes than the config's fold (CLASS_KEYS;
+    the COCO fold scheme only for COCO). The authors' checkpoints record none of them."""
+    trained = metadata(checkpoint).get('config') or {}
+    differ = [key for key in CLASS_KEYS if key in trained and trained[key] != getattr(cfg, key)
+              and (key != 'use_split_coco' or cfg.data_set == 'coco')]
+    if differ:
+        raise CheckpointError(
+            f'{path} was trained with ' + ', '.join(f'{k} {trained[k]}' for k in differ) +
+            f' but {cfg.source} has ' + ', '.join(f'{k} {getattr(cfg, k)}' for k in differ) +
+            ': its base classes would be scored as novel ones. Use the matching config '
+            '(test_sccan.py --any-split tests it on other classes on purpose, e.g. across data '
+            'sets)')
+
+
+def model_for_checkpoint(cfg, path, any_shot=False, any_split=False):
     """The SCCAN a checkpoint describes, with its weights and the config's fast paths, for a
     run of `cfg` (check_fits). Returns (net, checkpoint)."""
     net, checkpoint = sccan_from_checkpoint(path)
-    check_fits(cfg, checkpoint, path, any_shot)
+    check_fits(cfg, checkpoint, path, any_shot, any_split)
     return with_fast_paths(net, cfg), checkpoint

@@ -1,14 +1,25 @@
-"""Reading images and label maps with errors that name the file.
+"""Reading and writing images and label maps, and reading text files, with errors that name
+the file.
 
 Label maps are single-channel 8-bit images of class ids: 0 background, 1..N the classes, and
 IGNORE_LABEL (255) for pixels no metric or loss counts (VOC's object borders, padding).
+
+A truncated JPEG or PNG decodes without an error (libjpeg fills the missing rows with grey and
+only warns, naming no file), so the bytes are checked first: a JPEG must end with its
+end-of-image marker after the last scan, a PNG must reach its IEND chunk.
 """
 import os
+import struct
 
 import cv2
 import numpy as np
 
+from util.outputs import write_atomic
+
 IGNORE_LABEL = 255
+PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
+JPEG_SIGNATURE = b'\xff\xd8\xff'
+JPEG_START_OF_SCAN, JPEG_END_OF_IMAGE = b'\xff\xda', b'\xff\xd9'
 
 
 class BadFileError(ValueError):
@@ -20,32 +31,97 @@ class BadFileError(ValueError):
         super().__init__(message)
         self.path = path
 
+    def __reduce__(self):      # pickled across processes (multiprocessing pools) with its path
+        return type(self), (str(self), self.path)
+
 
 def bad_file(path, problem):
     return BadFileError(f'{path}: {problem}', path)
 
 
 def require_file(path, what='file'):
+    if os.path.isdir(path):
+        raise IsADirectoryError(f'{what} {path} is a folder, not a file')
     if not os.path.isfile(path):
         raise FileNotFoundError(f'{what} not found: {path}')
 
 
+def read_text(path, what='file'):
+    """The content of a UTF-8 text file (a BOM is dropped); ValueError naming the file when it is
+    another encoding (e.g. UTF-16) or binary."""
+    require_file(path, what)
+    with open(path, 'rb') as f:
+        data = f.read()
+    try:
+        text = data.decode('utf-8-sig')
+    except UnicodeDecodeError as e:
+        raise ValueError(f'{path}: {what} is not UTF-8 text (byte {e.start} is '
+                         f'{data[e.start]:#04x}; UTF-16 or binary?): save it as UTF-8') from None
+    if '\0' in text:
+        raise ValueError(f'{path}: {what} holds NUL bytes (UTF-16 or binary?): save it as UTF-8 '
+                         'text')
+    return text
+
+
+def png_chunks(data):
+    """(type, body) of each complete chunk of PNG bytes, in order."""
+    pos = len(PNG_SIGNATURE)
+    while pos + 12 <= len(data):
+        length, kind = struct.unpack('>I4s', data[pos:pos + 8])
+        if pos + 12 + length > len(data):
+            return
+        yield kind, data[pos + 8:pos + 8 + length]
+        pos += 12 + length        # length, type, body, CRC
+
+
+def truncation(data):
+    """Why JPEG or PNG bytes are cut short (a sentence), or None when they are complete or of
+    another format."""
+    if data.startswith(JPEG_SIGNATURE):
+        # the entropy-coded data never holds FFD9, and an EXIF thumbnail's comes before the scans
+        last_scan = data.rfind(JPEG_START_OF_SCAN)
+        if last_scan < 0 or data.rfind(JPEG_END_OF_IMAGE) < last_scan:
+            return 'truncated or corrupt JPEG: no end-of-image marker after its image data'
+    elif data.startswith(PNG_SIGNATURE):
+        if not any(kind == b'IEND' for kind, _ in png_chunks(data)):
+            return 'truncated or corrupt PNG: its chunks end before the IEND chunk'
+    return None
+
+
+def read_bytes(path, what='file'):
+    """The content of an image file, checked to be complete (`truncation`)."""
+    require_file(path, what)
+    with open(path, 'rb') as f:
+        data = f.read()
+    if not data:
+        raise bad_file(path, f'{what} file is empty')
+    problem = truncation(data)
+    if problem:
+        raise bad_file(path, problem)
+    return data
+
+
+def decode(data, path, flags=cv2.IMREAD_COLOR, what='an image'):
+    """cv2.imdecode of a file's bytes (read_bytes); BadFileError naming the file if it fails."""
+    try:
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+    except cv2.error:
+        image = None
+    if image is None:
+        raise bad_file(path, f'cannot be decoded as {what}')
+    return image
+
+
 def read_image(path):
     """RGB image as float32 H×W×3 (values 0..255), as the transforms expect."""
-    require_file(path, 'image')
-    image = cv2.imread(path, cv2.IMREAD_COLOR)
-    if image is None:
-        raise bad_file(path, 'cannot be decoded as an image')
+    image = decode(read_bytes(path, 'image'), path, cv2.IMREAD_COLOR, 'an image')
     return np.float32(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
 
 
 def read_label(path):
     """Label map as uint8 H×W of class ids (0 background, 255 ignore). Only single-channel 8-bit
     PNGs are accepted: a colour (e.g. VOC palette) PNG would silently turn into grey levels."""
-    require_file(path, 'label')
-    label = cv2.imread(path, cv2.IMREAD_UNCHANGED)
-    if label is None:
-        raise bad_file(path, 'cannot be decoded as a label image')
+    label = decode(read_bytes(path, 'label'), path, cv2.IMREAD_UNCHANGED, 'a label image')
     if label.ndim != 2 or label.dtype != np.uint8:
         raise bad_file(path, f'label must be a single-channel 8-bit image of class ids, got '
                              f'shape {label.shape} {label.dtype} (a colour/palette PNG? convert '
@@ -73,10 +149,18 @@ def check_label_values(label, path, num_classes, ignore=IGNORE_LABEL):
 
 
 def write_image(path, image, params=()):
-    """Write an H×W (grey or label) or H×W×3 BGR uint8 image, creating its folder; OSError naming
-    the file when nothing could be written (cv2.imwrite only returns False)."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    if not cv2.imwrite(path, np.ascontiguousarray(image), list(params)):
-        raise OSError(f'cannot write {path} (is {folder} writable, with space left?)')
-    return path
+    """Write an H×W (grey or label) or H×W×3 BGR uint8 image (format by extension), creating its
+    folder, atomically (a failed write leaves no partial file); OSError naming the file when it
+    cannot be written (cv2.imwrite only returns False)."""
+    extension = os.path.splitext(path)[1]
+    try:
+        encoded, data = cv2.imencode(extension, np.ascontiguousarray(image), list(params))
+    except cv2.error:
+        encoded = False
+    if not encoded:
+        raise OSError(f'cannot write {path}: OpenCV cannot encode a {np.asarray(image).dtype} '
+                      f'image of shape {np.shape(image)} as {extension or "(no extension)"}')
+    try:
+        return write_atomic(path, data.tobytes())
+    except OSError as e:
+        raise OSError(f'cannot write {path}: {e.strerror or e}') from e

@@ -10,17 +10,16 @@ Rules (the authors' make_dataset): an (image, class) pair is eligible when the c
 least MIN_PIXELS = 2·32·32 pixels of the original label; training lists drop every image that
 contains any novel class (any pixel of it), validation lists keep them.
 """
-import concurrent.futures
 import hashlib
 import logging
 import os
 
 import numpy as np
-from tqdm import tqdm
 
-from util.files import read_keyed, write_json
 from util.folds import num_classes
-from util.image_io import check_label_values, read_label, require_file
+from util.image_io import check_label_values, read_label, read_text, require_file
+from util.log import progress_map
+from util.outputs import read_keyed, write_json
 
 log = logging.getLogger('sccan')
 
@@ -37,17 +36,15 @@ REPO_LISTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file
 def read_list(data_list):
     """[(image_rel, label_rel), ...] of a list file with lines "image label" (paths relative to
     the data root), duplicates dropped, first occurrence kept."""
-    require_file(data_list, 'list file')
     pairs = []
-    with open(data_list) as f:
-        for number, line in enumerate(f, 1):
-            fields = line.split()
-            if not fields:
-                continue
-            if len(fields) != 2:
-                raise ValueError(f'{data_list}:{number}: expected "image_path label_path", '
-                                 f'got {line.strip()!r}')
-            pairs.append(tuple(fields))
+    for number, line in enumerate(read_text(data_list, 'list file').splitlines(), 1):
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) != 2:
+            raise ValueError(f'{data_list}:{number}: expected "image_path label_path", '
+                             f'got {line.strip()!r}')
+        pairs.append(tuple(fields))
     if not pairs:
         raise ValueError(f'list file is empty: {data_list}')
     unique = list(dict.fromkeys(pairs))
@@ -97,10 +94,8 @@ def scan_labels(data_root, pairs, classes, skip_bad_files=False, desc='scanning 
                 raise
             return {'error': f'{type(e).__name__}: {e}'}
 
-    threads = min(8, os.cpu_count() or 1)
-    with concurrent.futures.ThreadPoolExecutor(threads) as pool:
-        return list(tqdm(pool.map(scan, pairs), total=len(pairs), desc=desc, unit='label',
-                         disable=len(pairs) < 500, leave=False))
+    return progress_map(scan, pairs, min(8, os.cpu_count() or 1), desc=desc, unit='label',
+                        disable=len(pairs) < 500, leave=False)
 
 
 def cache_path(data_set, data_root, data_list, cache_dir=None):
@@ -143,8 +138,8 @@ def class_pixels(data_set, data_root, data_list, cache_dir=None, skip_bad_files=
     classes = num_classes(data_set)
     path = cache_path(data_set, data_root, data_list, cache_dir)
     key = cache_key(data_set, data_root, data_list, pairs)
-    records = load_cache(path, key)
-    if records is None or len(records) != len(pairs):
+    records = load_cache(path, key, len(pairs))
+    if records is None:
         log.info('building the class lists of %s (cached in %s)', data_list, path)
         records = scan_labels(data_root, pairs, classes, skip_bad_files,
                               desc=f'scanning {os.path.basename(data_list)}')
@@ -159,20 +154,31 @@ def class_pixels(data_set, data_root, data_list, cache_dir=None, skip_bad_files=
     return pairs, records
 
 
-def load_cache(path, key):
-    """The cached records, or None when the file is absent, unreadable, of another shape or
-    stale."""
+def load_cache(path, key, count):
+    """The `count` cached records, or None when the file is absent, unreadable, stale or not
+    what save_cache writes (e.g. edited by hand)."""
     content = read_keyed(path, 'key', key)
-    records = content.get('records') if content else None
-    if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
+    if content is None:
         if os.path.exists(path):
-            log.info('%s is stale or damaged (its list, data root, labels or format changed): '
-                     'rebuilding', path)
+            log.info('%s is stale (its list, data root, labels or format changed): rebuilding', path)
+        return None
+    records = content.get('records')
+    if not (isinstance(records, list) and len(records) == count and
+            all(_is_record(r) for r in records)):
+        log.warning('%s does not hold the records of its list: rebuilding', path)
         return None
     return records
 
 
+def _is_record(record):
+    return isinstance(record, dict) and ('error' in record or (
+        isinstance(record.get('size'), list) and len(record['size']) == 2 and
+        isinstance(record.get('pixels'), list) and
+        all(isinstance(p, list) and len(p) == 2 for p in record['pixels'])))
+
+
 def save_cache(path, key, records):
+    # atomic: several processes may build the same cache
     write_json(path, {'key': key, 'records': records}, compact=True)
 
 

@@ -1,6 +1,7 @@
 """Logging for the scripts: console (through tqdm, so progress bars stay intact), a log file,
 TensorBoard scalars, progress bars. Only the main process writes; the others log warnings only.
 """
+import concurrent.futures
 import logging
 import sys
 
@@ -50,6 +51,18 @@ def progress(iterable=None, total=None, desc=None, enabled=True, initial=0):
     """A tqdm bar with ETA, shown only on the main process and only on a terminal."""
     return tqdm(iterable, total=total, desc=desc, initial=initial, dynamic_ncols=True,
                 leave=False, disable=not (enabled and sys.stderr.isatty()))
+
+
+def progress_map(function, items, threads, **bar):
+    """[function(item) for item in items] computed by `threads` threads, under a tqdm bar
+    (`bar`: its options). The first error cancels the work still queued and is raised."""
+    items = list(items)
+    with concurrent.futures.ThreadPoolExecutor(max(threads, 1)) as pool:
+        try:
+            return list(tqdm(pool.map(function, items), total=len(items), **bar))
+        except BaseException:
+            pool.shutdown(cancel_futures=True)
+            raise
 
 
 class _NullWriter:

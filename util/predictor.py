@@ -16,12 +16,14 @@ resizes the whole canvas to the longer side; the two differ only in the last few
 Support masks (see `foreground_of`): bool arrays (True = foreground); {0,1} masks, where 255 may
 mark ignored pixels as in the datasets; otherwise greyscale masks where foreground is ≥ 128
 ({0,255}, anti-aliased or JPEG masks). A class-id label map must be turned into a mask first:
-`label == class_id`.
+`label == class_id`. A mask that is (almost) all foreground, or that looks like a label map,
+gives a warning (`mask_warnings`).
 
 The SCCAN weights do not depend on the number of shots K (K-shot fusion averages the shots), so
 the net is run with K = the number of supports given, whatever K it was trained with.
 """
 import dataclasses
+import warnings
 from typing import Optional, Sequence
 
 import numpy as np
@@ -32,7 +34,7 @@ from model import BackboneFeatures, SCCAN, sccan_from_checkpoint
 from model.checkpoint import metadata
 from util.image_io import IGNORE_LABEL
 from util.precision import resolve_device
-from util.transform import val_resize_shape, val_transform
+from util.transform import ImageTooThin, val_resize_shape, val_transform
 
 
 @dataclasses.dataclass
@@ -136,6 +138,8 @@ class FewShotSegmenter:
                                  f'{image_name} is {rgb.shape[0]}×{rgb.shape[1]}; they must match')
             if not fg.any():
                 raise ValueError(f'{mask_name} has no foreground pixels; ' + MASK_RULE)
+            for warning in mask_warnings(mask, fg, mask_name):
+                warnings.warn(warning, stacklevel=2)
             tensor, label = self._canvas(rgb, fg, image_name)
             if not (label == 1).any():
                 raise ValueError(f'{mask_name}: its {int(fg.sum())} foreground pixels vanish when '
@@ -149,10 +153,12 @@ class FewShotSegmenter:
             features = self.net.encode(torch.stack(tensors).to(self.device))   # K×3×S×S
         return EncodedSupport(features, torch.stack(labels).to(self.device), rgbs, foregrounds)
 
-    def predict(self, support: EncodedSupport, query_image: np.ndarray) -> np.ndarray:
-        """Foreground probability (H×W float32) of one H×W×3 query given encoded supports."""
-        rgb = as_rgb(query_image, 'query image')
-        image, _ = self._canvas(rgb, np.zeros(rgb.shape[:2], bool), 'query image')
+    def predict(self, support: EncodedSupport, query_image: np.ndarray,
+                name: str = 'query image') -> np.ndarray:
+        """Foreground probability (H×W float32) of one H×W×3 query given encoded supports;
+        `name` (e.g. its file) is what error messages call it."""
+        rgb = as_rgb(query_image, name)
+        image, _ = self._canvas(rgb, np.zeros(rgb.shape[:2], bool), name)
         h, w = val_resize_shape(*rgb.shape[:2], self.val_size)
         s = self.val_size
         with torch.inference_mode():
@@ -170,10 +176,10 @@ class FewShotSegmenter:
     def _canvas(self, rgb, foreground, what):
         """H×W×3 uint8 and H×W bool → the val transform's normalised 3×S×S image and S×S label
         (1 foreground, 0 background, 255 padding)."""
-        if min(val_resize_shape(*rgb.shape[:2], self.val_size)) < 1:
-            raise ValueError(f'{what} is {rgb.shape[0]}×{rgb.shape[1]}: too thin to keep a pixel '
-                             f'of its short side at val_size {self.val_size}')
-        return self.transform(rgb.astype(np.float32), foreground.astype(np.uint8))
+        try:
+            return self.transform(rgb.astype(np.float32), foreground.astype(np.uint8))
+        except ImageTooThin as e:
+            raise ValueError(f'{what}: {e}') from None
 
 
 MASK_RULE = ('foreground is True in bool masks, 1 in {0,1} masks (255 = ignore) and >= 128 '
@@ -214,6 +220,32 @@ def foreground_of(mask, what):
     if np.issubdtype(mask.dtype, np.floating) and mask.max() <= 1:
         return mask >= 0.5
     return mask >= 128
+
+
+# A support mask whose foreground covers less or more than this is probably not what was meant.
+NEAR_EMPTY, NEAR_FULL = 0.005, 0.995
+LABEL_REGION = 0.01       # share of the pixels a label map's class value covers, unlike anti-aliasing
+
+
+def mask_warnings(mask, foreground, what):
+    """Why a support mask is probably not what was meant (a list of sentences): its foreground
+    is (almost) all or nothing of it, or it looks like a class-id label map (several values
+    between 0 and 255 that each cover a region, not just anti-aliased edges)."""
+    notes = []
+    share = foreground.mean()
+    if share > NEAR_FULL:
+        notes.append(f'{what}: {share:.1%} of it is foreground after thresholding; an inverted or '
+                     f'blank mask? ({MASK_RULE})')
+    elif share < NEAR_EMPTY:
+        notes.append(f'{what}: only {share:.2%} of it is foreground after thresholding')
+    mask = np.asarray(mask)
+    if np.issubdtype(mask.dtype, np.integer):
+        values, counts = np.unique(mask[(mask != 0) & (mask != IGNORE_LABEL)], return_counts=True)
+        regions = values[counts >= LABEL_REGION * mask.size]
+        if len(regions) >= 2:
+            notes.append(f'{what} looks like a class-id label map (values '
+                         f'{", ".join(map(str, regions))}): {MASK_RULE}')
+    return notes
 
 
 def to_mask(probability):

@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 
 from util.image_io import IGNORE_LABEL, write_image
+from util.outputs import make_folder
 
 NUM_CLASSES = 20
 SHAPES = ('ellipse', 'rectangle', 'triangle', 'star', 'cross', 'ring', 'crescent', 'hexagon',
@@ -317,8 +318,7 @@ def write_benchmark(root, seed=0, n_train=2000, n_val=500, size=None):
     the lists."""
     if n_train < 1 or n_val < 1:
         raise ValueError(f'n_train and n_val must be positive, got {n_train} and {n_val}')
-    os.makedirs(os.path.join(root, 'JPEGImages'), exist_ok=True)
-    os.makedirs(os.path.join(root, 'SegmentationClassAug'), exist_ok=True)
+    make_folder(root, 'benchmark root')
     styles = class_styles()
     lists = {}
     for split, count in (('train', n_train), ('val', n_val)):

@@ -134,6 +134,11 @@ def val_resize_shape(h, w, size):
     return new_h // 8 * 8, new_w // 8 * 8
 
 
+class ImageTooThin(ValueError):
+    """ValResize of an image whose short side would shrink to nothing; the message follows the
+    image's name."""
+
+
 class ValResize:
     """Validation resize: val_resize_shape, then pad bottom/right to size×size (image 0,
     label `ignore`)."""
@@ -143,6 +148,9 @@ class ValResize:
 
     def __call__(self, image, label):
         new_h, new_w = val_resize_shape(*label.shape, self.size)
+        if not (new_h and new_w):
+            raise ImageTooThin(f'{label.shape[0]}×{label.shape[1]} image: too thin to keep a '
+                               f'pixel of its short side at val_size {self.size}')
         image_canvas = np.zeros((self.size, self.size, 3), np.float32)
         image_canvas[:new_h, :new_w] = cv2.resize(image, (new_w, new_h),
                                                   interpolation=cv2.INTER_LINEAR)

@@ -115,6 +115,9 @@ def write_rgb(path, rgb):
     return write_image(path, cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2BGR))
 
 
+EPISODE_PATTERN = 'episode_*_class*.png'      # the names episode_saver writes
+
+
 def episode_saver(folder, limit, class_ids):
     """on_episode callback for util.evaluate: saves the first `limit` episodes of this process
     as folder/episode_0000_class<id>.png."""

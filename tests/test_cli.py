@@ -1,0 +1,87 @@
+"""One-line errors of the command lines (util/cli.py): argument checks by name, errors of
+DataLoader workers unwrapped, Ctrl-C, --opts swallowing other options."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from torch.utils.data import DataLoader
+
+import test_sccan
+import train_sccan
+from script_checks import assert_one_error, run_cli
+from fakedata import make_from_labels
+from tools import make_synthetic
+from util.cli import error_line, run_main
+from util.config import REPO_ROOT
+from util.dataset import EpisodeDataset
+from util.image_io import BadFileError
+
+
+@pytest.mark.parametrize('main, argv, needles', [
+    (test_sccan.main, ['--config', 'c.yaml', '--episodes', '-5'],
+     ['argument --episodes: expected a positive integer', "'-5'"]),
+    (test_sccan.main, ['--config', 'c.yaml', '--episodes', '0'], ['argument --episodes']),
+    (test_sccan.main, ['--config', 'c.yaml', '--seeds', '321', '-1'],
+     ['argument --seeds: expected an integer >= 0', "'-1'"]),
+    (test_sccan.main, ['--config', 'c.yaml', '--viz', 'x'], ['argument --viz']),
+    (make_synthetic.main, ['--train', '-5'], ['argument --train: expected a positive integer']),
+    (train_sccan.main, ['--opts', 'epochs', '1', '--config', 'c.yaml'],
+     ['--opts takes every word after it', 'it took --config too: put --opts last']),
+])
+def test_bad_arguments_are_one_line_naming_the_argument(main, argv, needles, capsys):
+    status, out, err = run_cli(main, argv, capsys)
+    assert out == ''
+    assert_one_error(status, err, *needles)
+
+
+def test_an_error_from_a_dataloader_worker_is_the_workers_own_line(tmp_path):
+    labels = [np.full((70, 70), c, np.uint8) for c in (1, 2, 3, 4, 5) for _ in range(3)]
+    root, data_list, pairs = make_from_labels(tmp_path, labels)
+    ds = EpisodeDataset('pascal', root, data_list, 0, 1, 'val', list_cache_dir=str(tmp_path / 'c'))
+    bad = os.path.join(root, pairs[0][0])
+    with open(bad, 'wb') as f:
+        f.write(b'garbage')
+    batches = iter(DataLoader(ds, batch_size=1, num_workers=1))
+    with pytest.raises(BadFileError) as raised:
+        next(batches)
+    batches._shutdown_workers()
+    assert 'Original Traceback' in str(raised.value)      # what torch raises: 20+ lines
+    assert error_line(raised.value) == f'{bad}: cannot be decoded as an image'
+
+
+def test_error_line_joins_lines_and_keeps_key_errors_unquoted():
+    assert error_line(ValueError('a.pth does not fit:\nmissing keys (2): x, y\nshape')) == \
+        'a.pth does not fit: missing keys (2): x, y; shape'
+    assert error_line(KeyError('no such key')) == 'no such key'
+
+
+def test_ctrl_c_is_one_line_with_status_130(capsys):
+    def interrupted():
+        raise KeyboardInterrupt('stopped at once by a second SIGINT')
+    with pytest.raises(SystemExit) as exit_info:
+        run_main(interrupted)
+    assert exit_info.value.code == 130
+    assert capsys.readouterr().err == 'interrupted: stopped at once by a second SIGINT\n'
+
+
+def test_second_signal_stops_training_at_once_with_one_line(capsys):
+    flag = train_sccan.StopFlag('exp/snapshot/train_latest.pth')
+    flag._handle(2, None)                      # the first asks for a clean stop
+    assert flag.requested
+    with pytest.raises(SystemExit) as exit_info:
+        run_main(lambda: flag._handle(2, None), *train_sccan.FAILURES)
+    assert exit_info.value.code == 130
+    err = capsys.readouterr().err
+    assert err.count('\n') == 1 and err.startswith('interrupted: stopped at once by a second '
+                                                   'SIGINT; continue from the last checkpoint '
+                                                   'with --resume exp/snapshot/train_latest.pth')
+
+
+def test_python_m_util_config_with_a_bad_value_is_one_line():
+    done = subprocess.run([sys.executable, '-m', 'util.config',
+                           'config/pascal/pascal_split0_resnet50.yaml', 'epochs', 'ten'],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    assert done.stdout == ''
+    assert_one_error(done.returncode, done.stderr, "epochs expects an integer, got str 'ten'")

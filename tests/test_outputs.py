@@ -1,0 +1,92 @@
+"""util/outputs.py: outputs never inputs, no silent overwrite, atomic writes, the run lock."""
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from util.outputs import FolderInUse, RunLock, check_outputs, check_writable, make_folder, write_atomic
+
+
+def test_an_output_that_is_an_input_is_refused_even_through_a_link(tmp_path):
+    source = tmp_path / 'dog_mask.png'
+    source.write_bytes(b'user data')
+    link = tmp_path / 'link.png'
+    link.symlink_to(source)
+    for output in (source, link, tmp_path / 'sub' / '..' / 'dog_mask.png'):
+        with pytest.raises(ValueError, match=f'would overwrite the input {source}'):
+            check_outputs([str(output)], [str(source)], overwrite=True)
+    assert source.read_bytes() == b'user data'
+
+
+def test_existing_outputs_need_overwrite_and_outputs_must_differ(tmp_path):
+    existing = tmp_path / 'x_mask.png'
+    existing.write_bytes(b'old')
+    with pytest.raises(FileExistsError, match='x_mask.png exists already; pass --overwrite'):
+        check_outputs([str(existing)])
+    check_outputs([str(existing)], overwrite=True)
+    with pytest.raises(ValueError, match='two outputs of this run would both be written'):
+        check_outputs([str(tmp_path / 'a'), str(tmp_path / '.' / 'a')])
+
+
+def test_write_atomic_and_folders(tmp_path):
+    path = tmp_path / 'deep' / 'report.json'
+    write_atomic(str(path), '{"a": 1}')
+    write_atomic(str(path), b'{"a": 2}')
+    assert path.read_text() == '{"a": 2}' and os.listdir(path.parent) == ['report.json']
+    assert os.stat(path).st_mode & 0o777 == 0o666 & ~current_umask()
+    blocker = tmp_path / 'file'
+    blocker.write_text('')
+    with pytest.raises(NotADirectoryError, match=f'output folder {blocker} exists and is not a '
+                                                 'folder'):
+        make_folder(str(blocker), 'output folder')
+    with pytest.raises(OSError, match=f'cannot write {blocker}/r.json'):
+        check_writable(str(blocker / 'r.json'))
+
+
+def current_umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def dead_pid():
+    done = subprocess.run([sys.executable, '-c', 'import os; print(os.getpid())'],
+                          capture_output=True, text=True)
+    return int(done.stdout)
+
+
+def write_lock(path, **record):
+    path.write_text(json.dumps({'host': socket.gethostname(), 'started': 'then',
+                                'command': 'train_sccan.py', **record}))
+
+
+def test_a_live_holder_keeps_the_lock_and_is_named(tmp_path):
+    path = tmp_path / 'train.lock'
+    first = RunLock(str(path))
+    assert first.acquire() is None
+    with pytest.raises(FolderInUse, match=rf'in use by another run: process {os.getpid()} on '
+                                          rf'host {socket.gethostname()}'):
+        RunLock(str(path)).acquire()
+    first.release()
+    assert not path.exists()
+
+
+def test_another_hosts_lock_is_never_taken_over(tmp_path):
+    path = tmp_path / 'train.lock'
+    write_lock(path, pid=dead_pid(), host='elsewhere')
+    with pytest.raises(FolderInUse, match='on host elsewhere'):
+        RunLock(str(path)).acquire()
+
+
+def test_a_lock_of_a_dead_process_on_this_host_is_taken_over(tmp_path):
+    path = tmp_path / 'train.lock'
+    pid = dead_pid()
+    write_lock(path, pid=pid)
+    lock = RunLock(str(path))
+    assert lock.acquire()['pid'] == pid
+    assert json.loads(path.read_text())['pid'] == os.getpid()
+    assert os.listdir(tmp_path) == ['train.lock']
+    lock.release()

@@ -1,0 +1,187 @@
+"""What the scripts may write: never one of their inputs, never a file they did not create unless
+asked (--overwrite), only where they can (checked before the long work), whole or not at all
+(atomic writes; JSON caches read back only when they answer the same question), and one
+training run at a time per run (a lock file naming its holder)."""
+import json
+import os
+import socket
+import sys
+import tempfile
+import time
+
+# The permissions a plain open() would give a new file (mkstemp's are 0600); read once, as
+# os.umask can only be read by setting it, which is not thread-safe.
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
+def _same_file(a, b):
+    return os.path.realpath(a) == os.path.realpath(b) or (
+        os.path.exists(a) and os.path.exists(b) and os.path.samefile(a, b))
+
+
+def check_outputs(outputs, inputs=(), overwrite=False):
+    """Refuse, before anything is written, an output that is also an input (the same file after
+    resolving links: never allowed), that two outputs share, or that exists already (allowed
+    with `overwrite`)."""
+    outputs = list(outputs)
+    for n, path in enumerate(outputs):
+        for source in inputs:
+            if _same_file(path, source):
+                raise ValueError(f'output {path} would overwrite the input {source}; write the '
+                                 'outputs elsewhere')
+        for other in outputs[:n]:
+            if _same_file(path, other):
+                raise ValueError(f'two outputs of this run would both be written to {path}')
+        if os.path.lexists(path) and not overwrite:
+            raise FileExistsError(f'{path} exists already; pass --overwrite to replace it, or '
+                                  'write elsewhere')
+
+
+def make_folder(path, what='folder'):
+    """os.makedirs(path), with an error naming `what` when path is a file."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise NotADirectoryError(f'{what} {path} exists and is not a folder')
+    os.makedirs(path, exist_ok=True)
+    return path
+
+
+def check_writable(path):
+    """Create `path`'s folder and a scratch file in it, so that a report that cannot be written
+    fails before the work that produces it; OSError naming the path otherwise."""
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        os.makedirs(folder, exist_ok=True)
+        fd, scratch = tempfile.mkstemp(prefix='.write-test-', dir=folder)
+        os.close(fd)
+        os.remove(scratch)
+    except OSError as e:
+        raise OSError(f'cannot write {path}: {e.strerror or e}') from e
+
+
+def write_atomic(path, content):
+    """Write `content` (str or bytes) through a temporary file and a rename: readers never see
+    half of it, and a failure leaves the previous file as it was."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f'.{os.path.basename(path)}.', suffix='.tmp', dir=folder)
+    try:
+        os.fchmod(fd, 0o666 & ~_UMASK)
+        with os.fdopen(fd, 'wb' if isinstance(content, bytes) else 'w') as f:
+            f.write(content)
+        os.replace(tmp, path)
+    except BaseException:
+        os.remove(tmp)
+        raise
+    return path
+
+
+def write_json(path, obj, compact=False):
+    """`obj` as JSON, written atomically (write_atomic)."""
+    return write_atomic(path, json.dumps(obj, **({'separators': (',', ':')} if compact else {'indent': 1})))
+
+
+def read_keyed(path, key_name, key):
+    """The JSON object stored at `path` when its `key_name` entry equals `key`; None when the
+    file is absent, unreadable, of another shape or made for another key."""
+    content = _read_record(path)
+    return content if content.get(key_name) == key else None
+
+
+class FolderInUse(OSError):
+    """Another live process holds the lock of a run."""
+
+
+def _process_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:      # alive, another user's
+        return True
+    return True
+
+
+class RunLock:
+    """An exclusive claim on one run's files: `path` is created exclusively and holds the PID,
+    host, start time and command of the holder; `release` removes it. A lock whose holder is
+    gone (same host, dead PID; e.g. after a SIGKILL) is taken over."""
+
+    def __init__(self, path):
+        self.path = path
+        self.held = False
+
+    def acquire(self):
+        """Take the lock; returns the holder record of a stale lock taken over (None if there
+        was none). FolderInUse naming the holder when a live process holds it."""
+        taken_over = None
+        for _ in range(3):      # a stale lock removed by a racing process: try again
+            try:
+                fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                holder = self.holder()
+                if not self._is_stale(holder):
+                    raise FolderInUse(f'{os.path.dirname(self.path)} is in use by another run: '
+                                      f'{describe(holder)} (lock file {self.path}; delete it '
+                                      'if that run is over)') from None
+                if self._remove_stale(holder):
+                    taken_over = holder
+                continue
+            with os.fdopen(fd, 'w') as f:
+                json.dump({'pid': os.getpid(), 'host': socket.gethostname(),
+                           'started': time.strftime('%Y-%m-%d %H:%M:%S'),
+                           'command': ' '.join(sys.argv)}, f)
+            self.held = True
+            return taken_over
+        raise FolderInUse(f'could not take the lock {self.path}: other processes keep '
+                          'replacing it')
+
+    def holder(self):
+        """The record in the lock file ({} when unreadable, e.g. half written)."""
+        return _read_record(self.path)
+
+    @staticmethod
+    def _is_stale(holder):
+        # only a process of this host can be checked; an unreadable record may be being written
+        return (holder.get('host') == socket.gethostname() and isinstance(holder.get('pid'), int)
+                and not _process_alive(holder['pid']))
+
+    def _remove_stale(self, holder):
+        """Move the stale lock aside and delete it, unless another process replaced it in the
+        meantime (then it goes back). Whether the stale one was removed."""
+        aside = f'{self.path}.{os.getpid()}.stale'
+        try:
+            os.rename(self.path, aside)
+        except FileNotFoundError:
+            return False
+        if _read_record(aside) != holder:
+            try:
+                os.link(aside, self.path)     # fails when yet another lock was created
+            except FileExistsError:
+                pass
+            os.remove(aside)
+            return False
+        os.remove(aside)
+        return True
+
+    def release(self):
+        if self.held:
+            self.held = False
+            if self.holder().get('pid') == os.getpid():
+                os.remove(self.path)
+
+
+def _read_record(path):
+    try:
+        with open(path) as f:
+            record = json.load(f)
+        return record if isinstance(record, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def describe(holder):
+    """'process 123 on host x since <time> (<command>)' of a lock record."""
+    if not holder:
+        return 'a process that did not record itself'
+    return (f'process {holder.get("pid")} on host {holder.get("host")} since '
+            f'{holder.get("started")} ({holder.get("command")})')
