@@ -97,3 +97,7 @@ def test_the_best_checkpoint_of_the_shot_is_picked(tmp_path):
     named = cfg.replace(weight='train_epoch_10_0.6000.pth')      # the config's weight wins
     assert os.path.basename(reproduce.find_best(named, snapshot)) == 'train_epoch_10_0.6000.pth'
     assert reproduce.find_best(cfg, str(tmp_path / 'none')) is None
+    for name in os.listdir(snapshot):
+        if 'epoch' in name and not name.startswith('train5'):
+            os.remove(os.path.join(snapshot, name))
+    assert os.path.basename(reproduce.find_best(cfg, snapshot)) == 'train_latest.pth'   # never validated

@@ -9,7 +9,8 @@ The experiment root is laid out as the authors' exp.zip or as train_sccan.py wri
 <exp>/<data_set>/SCCAN/split<k>/resnet<L>/snapshot/. A cell is one benchmark × backbone × shot ×
 fold with a config config/<benchmark>/<benchmark>_split<k>_resnet<L>[_5s].yaml. Its checkpoint is
 the config's `weight` when that file is in the snapshot folder, else the best validation
-checkpoint there ([win8_]train[5]_epoch_<e>_<mIoU>.pth, the highest mIoU). Each cell is tested as
+checkpoint there ([win8_]train[5]_epoch_<e>_<mIoU>.pth, the highest mIoU), else the run's
+train[5]_latest.pth (runs that never validate, as the synthetic configs'). Each cell is tested as
 test_sccan.py tests (test_num episodes per seed, the feature cache when memory allows), and
 <out>/table.md and <out>/table.json get mIoU and FB-IoU per fold and their mean over the folds,
 each the mean over the seeds, beside the paper's numbers and the difference. Cells without a
@@ -95,13 +96,16 @@ def find_cells(args):
 
 
 def find_best(cfg, snapshot):
-    """The checkpoint to test for a config in its snapshot folder, or None."""
+    """The checkpoint to test for a config in its snapshot folder: the config's `weight`, else
+    the best validation checkpoint, else (a run that never validated, e.g. the synthetic
+    configs') its latest one; None when there is none."""
     if cfg.weight and os.path.isfile(os.path.join(snapshot, cfg.weight)):
         return os.path.join(snapshot, cfg.weight)
     shot_tag = '' if cfg.shot == 1 else str(cfg.shot)
     scored = [(float(m.group(2)), path) for path in glob.glob(os.path.join(snapshot, '*.pth'))
               for m in [BEST.match(os.path.basename(path))] if m and m.group(1) == shot_tag]
-    return max(scored)[1] if scored else None
+    latest = os.path.join(snapshot, f'train{shot_tag}_latest.pth')
+    return max(scored)[1] if scored else latest if os.path.isfile(latest) else None
 
 
 def cell_name(cell):
