@@ -7,13 +7,12 @@ import torch
 import torch.multiprocessing as mp
 
 from fakedata import make_pascal_config
-from train_sccan import forward_backward, optimizer_step
 from util import distributed
 from util.config import load_config
 from util.episodes import episode_dataset
 from util.evaluate import run_episodes
 from util.experiment import build_model
-from util.optim import build_optimizers, set_sgd_lr
+from util.optim import build_optimizers, forward_backward, optimizer_step, set_sgd_lr
 from util.precision import Precision
 
 SIZE = 57

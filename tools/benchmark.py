@@ -38,11 +38,10 @@ from torch.utils.flop_counter import FlopCounterMode
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 from model import SCCAN  # noqa: E402
-from train_sccan import forward_backward, optimizer_step  # noqa: E402
 from util.config import default_config, parse_opts  # noqa: E402
 from util.evaluate import forward_predictor, make_predictor  # noqa: E402
 from util.experiment import build_model  # noqa: E402
-from util.optim import build_optimizers  # noqa: E402
+from util.optim import build_optimizers, forward_backward, optimizer_step  # noqa: E402
 from util.precision import precision_for, resolve_device  # noqa: E402
 
 SETTINGS = {            # name: (mode, batch, shot)
