@@ -282,7 +282,8 @@ def combined(results):
     failed = [r for r in results if 'error' in r]
     if failed:
         return failed[0]
-    merged = dict(results[0], seconds=statistics.median(r['seconds'] for r in results))
+    merged = dict(results[0], seconds=statistics.median(r['seconds'] for r in results),
+                  round_seconds=[r['seconds'] for r in results])
     for key in ('peak_gb', 'reserved_gb'):
         if merged.get(key) is not None:
             merged[key] = max(r[key] for r in results)
