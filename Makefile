@@ -1,11 +1,13 @@
 # Two commands set up and run everything on a fresh machine (see README):
 #   make test   create .venv if needed, install requirements, run the test suite
 #   make demo   meta-train and meta-test SCCAN on the synthetic benchmark (CPU)
+#   make gpu-check   on a GPU machine: CUDA tests and benchmarks, one report (tools/gpu_check.sh;
+#                    uses .venv when there is one, installs nothing: such machines may be offline)
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: test demo venv
+.PHONY: test demo venv gpu-check
 
 venv: $(VENV)/.installed
 
@@ -20,3 +22,6 @@ test: venv
 
 demo: venv
 	$(PY) tools/demo.py
+
+gpu-check:
+	tools/gpu_check.sh

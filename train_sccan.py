@@ -25,11 +25,11 @@ from model.checkpoint import (check_resumable, leftover_temporaries, read_checkp
 from util import distributed
 from util.cli import ArgumentParser, run_main
 from util.config import ConfigError, load_config
-from util.episodes import SeededEpisodes, TrainSampler, batch_tensors, episode_dataset, make_loader
+from util.episodes import SeededEpisodes, TrainSampler, episode_dataset, make_loader
 from util.evaluate import format_result, make_predictor, run_episodes
 from util.experiment import build_model, check_fits, find_checkpoint, run_paths
 from util.log import close_logging, format_duration, progress, scalar_writer, setup_logging
-from util.optim import apply_schedule, build_optimizers
+from util.optim import apply_schedule, build_optimizers, forward_backward, optimizer_step
 from util.outputs import RunLock, describe
 from util.precision import precision_for
 from util.seeding import capture_rng, restore_rng, seed_all
@@ -66,24 +66,6 @@ def parse_args(argv=None):
     p.add_argument('--opts', nargs=argparse.REMAINDER, default=[],
                    help='KEY VALUE pairs overriding the config (python -m util.config lists keys)')
     return p.parse_args(argv)
-
-
-def forward_backward(model, batch, precision, scaler, device):
-    """Training forward and backward of one batch (gradients left in place, summed over
-    processes by DDP); returns this process's loss, detached."""
-    inputs = batch_tensors(batch, device, ('query', 'support', 'support_masks', 'query_mask'))
-    for p in model.parameters():
-        p.grad = None
-    with precision.autocast():
-        _, loss = model(*inputs)
-    scaler.scale(loss).backward()     # on every process even when non-finite, as DDP needs
-    return loss.detach()
-
-
-def optimizer_step(scaler, optimizers):
-    for optimizer in optimizers:
-        scaler.step(optimizer)
-    scaler.update()
 
 
 class StopFlag:

@@ -1,6 +1,36 @@
+import json
 import os
 import sys
+
+import pytest
+import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
+
+
+@pytest.fixture
+def one_thread():
+    """This process computes with one thread, as the processes the test starts do: the same
+    float sums."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def pytest_runtest_logreport(report):
+    """With SCCAN_TEST_LOG=FILE (tools/gpu_check.py), a JSON line per test as it ends: outcome,
+    seconds, the figures it recorded (record_property) and why it failed or was skipped. Written
+    as the run goes, so that a run stopped by a time limit still reports what finished."""
+    path = os.environ.get('SCCAN_TEST_LOG')
+    if not path or (report.when != 'call' and report.passed):
+        return
+    why_skipped = report.skipped and isinstance(report.longrepr, tuple)   # (file, line, reason)
+    record = {'test': report.nodeid, 'when': report.when, 'outcome': report.outcome,
+              'seconds': report.duration, 'properties': dict(report.user_properties),
+              'message': (report.longrepr[2] if why_skipped else
+                          '' if report.passed else report.longreprtext[-4000:])}
+    with open(path, 'a') as f:
+        f.write(json.dumps(record, default=str) + '\n')

@@ -2,9 +2,10 @@
 
 tests/golden/training_*.pt holds, from their train_sccan.train (tools/make_golden.py), the loss and
 SGD lr of every step and a compact view of the learnable parameters after the last one; both runs
-start from tools/golden.py weights with every dropout off. Ours runs through util.optim and
-train_sccan.forward_backward / optimizer_step. Tolerance: 1e-10 absolute on losses, lrs, parameter
-samples and per-tensor sums of the parameter change (all of order one or below).
+start from tools/golden.py weights with every dropout off. Ours runs through util.optim: the
+optimisers, the schedule and train_sccan.py's step (forward_backward, optimizer_step).
+Tolerance: 1e-10 absolute on losses, lrs, parameter samples and per-tensor sums of the parameter
+change (all of order one or below).
 """
 import os
 import sys
@@ -12,10 +13,9 @@ import sys
 import pytest
 import torch
 
-import train_sccan
 from test_golden import build_ours
 from util.config import default_config
-from util.optim import apply_schedule, build_optimizers
+from util.optim import apply_schedule, build_optimizers, forward_backward, optimizer_step
 from util.precision import Precision
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -42,8 +42,8 @@ def run_ours():
     steps = []
     for iteration, batch in enumerate(golden.training_batches(), start=1):
         apply_schedule(sgd, cfg, iteration, RECIPE['max_iter'], iters_per_epoch=RECIPE['max_iter'])
-        loss = train_sccan.forward_backward(net, batch, precision, scaler, torch.device('cpu'))
-        train_sccan.optimizer_step(scaler, (sgd, adamw))
+        loss = forward_backward(net, batch, precision, scaler, torch.device('cpu'))
+        optimizer_step(scaler, (sgd, adamw))
         steps.append(dict(loss=loss.item(), sgd_lr=[g['lr'] for g in sgd.param_groups],
                           adamw_lr=[g['lr'] for g in adamw.param_groups]))
     return steps, golden.parameter_view(initial, golden.learnable_parameters(net))

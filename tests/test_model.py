@@ -4,6 +4,7 @@ import torch
 
 from model import SCCAN, CheckpointError, load_weights
 from model.loss import weighted_dice_loss
+from model.prior import prior_mask
 from util.config import default_config
 from util.optim import apply_schedule, build_optimizers
 from model.scca import SCCABlock, align_patches, gather_patches, merge_patches, split_patches
@@ -131,6 +132,18 @@ def test_k_shot_output_invariant_to_shot_order():
         a = net(query, support, masks)
         b = net(query, support[:, order], masks[:, order])
     assert (a - b).abs().max() < 1e-10
+
+
+def test_prior_mask_stays_float32_under_bf16_autocast():
+    g = torch.Generator().manual_seed(0)
+    query, support = torch.rand(1, 64, 8, 8, generator=g), torch.rand(1, 2, 64, 16, 16, generator=g)
+    masks = (torch.rand(1, 2, 256, generator=g) > 0.7).float()
+    expected = prior_mask(query, support, masks, (16, 16))
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        prior = prior_mask(query.bfloat16(), support.bfloat16(), masks.bfloat16(), (16, 16))
+    assert prior.dtype == torch.float32
+    # what remains is the bf16 rounding of the inputs, not of the normalised sums
+    assert (prior - expected).abs().max() < 0.01          # 0.25 with the prior in bf16
 
 
 def test_patch_alignment_picks_most_similar_foreground_patch():

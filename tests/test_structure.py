@@ -65,6 +65,9 @@ def test_nothing_imports_the_tests():
 def test_tools_import_a_script_only_to_run_it():
     for path in python_files('tools'):
         imports, tree = project_imports(path)
+        taken = {alias.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+                 and node.module in SCRIPTS for alias in node.names}
+        assert taken <= {'main'}, f'{path} takes {taken - {"main"}} from a script'
         scripts = {name for top, names in imports.items() if top in SCRIPTS for name in names}
         used = {node.attr for node in ast.walk(tree)
                 if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)

@@ -23,7 +23,7 @@ import torch
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 import golden  # noqa: E402  (tools/golden.py)
-from benchmark import TINY, episode, median_seconds, step_function  # noqa: E402
+from benchmark import TINY, TINY_SIZE, episode, median_seconds, plain_step  # noqa: E402
 from model import build_sccan  # noqa: E402
 from util import distributed  # noqa: E402
 from util.cli import ArgumentParser, positive_int, run_main  # noqa: E402
@@ -55,10 +55,10 @@ def parse_args(argv=None):
     p.add_argument('--checkpoint', help='synthetic-benchmark checkpoint for the mIoU column')
     p.add_argument('--episodes', type=positive_int, help='synthetic val episodes (default: its test_num)')
     p.add_argument('--tiny', action='store_true',
-                   help='57×57, a small model, 1 repeat, no golden episodes (smoke run)')
+                   help=f'{TINY_SIZE}×{TINY_SIZE}, a small model, 1 repeat, no golden episodes (smoke run)')
     args = p.parse_args(argv)
     if args.tiny:
-        args.size, args.repeats = 57, 1
+        args.size, args.repeats = TINY_SIZE, 1
     return args
 
 
@@ -77,7 +77,7 @@ def timings(mode, args, device):
         torch.manual_seed(0)
         net, precision = prepared(build_sccan(**(TINY if args.tiny else {})), mode, device)
         inputs = episode(batch, 1, args.size, device)
-        run = step_function(net, 'ours', setting, inputs)
+        run = plain_step(net, setting, inputs)
 
         def run_in_mode():
             with precision.autocast():

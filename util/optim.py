@@ -6,8 +6,11 @@ util/util.py, poly_learning_rate).
   base_lr·(1 − iter/max_iter)^power, and groups with index > index_split (all of them with the
   default −1) train at 10× that value: base_lr 0.005 starts at 0.05.
 - AdamW over the SCCA transformer at a constant transformer_lr (6e-5).
+A training step is forward_backward then optimizer_step (both optimisers under one loss scaler).
 """
 import torch
+
+from util.episodes import batch_tensors
 
 LR_SCALE = 10.0     # the reference code's scale_lr for SGD groups past index_split
 
@@ -42,3 +45,24 @@ def apply_schedule(optimizer, cfg, iteration, max_iter, iters_per_epoch):
     lr = poly_lr(cfg.base_lr, iteration, max_iter, cfg.power, warmup_iters)
     set_sgd_lr(optimizer, lr, cfg.index_split)
     return lr
+
+
+def forward_backward(model, batch, precision, scaler, device):
+    """Training forward and backward of one batch (gradients left in place, summed over
+    processes by DDP); returns this process's loss, detached."""
+    inputs = batch_tensors(batch, device, ('query', 'support', 'support_masks', 'query_mask'))
+    for p in model.parameters():
+        p.grad = None
+    with precision.autocast():
+        _, loss = model(*inputs)
+    scaler.scale(loss).backward()     # on every process even when non-finite, as DDP needs
+    return loss.detach()
+
+
+def optimizer_step(scaler, optimizers):
+    """Step every optimiser through the one scaler, then update the scale once (PyTorch's
+    pattern for several optimisers): with fp16, an optimiser whose gradients hold inf/NaN skips
+    its step, and the scale is halved."""
+    for optimizer in optimizers:
+        scaler.step(optimizer)
+    scaler.update()

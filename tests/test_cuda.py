@@ -1,0 +1,323 @@
+"""What only a GPU can show (marker `cuda`): the golden episodes on the device, training steps in
+float32, bf16 and fp16, the fast paths and torch.compile against the plain path, a torchrun
+(NCCL) step against one process, the evaluation feature cache on the device, and the training
+loop, resumption and test_sccan.py end to end. tools/gpu_check.sh runs them and puts the figures
+they record (record_property) in its report.
+
+Without CUDA they are skipped. SCCAN_CUDA_TESTS_DEVICE=cpu runs them on the CPU instead, which
+proves the tests themselves (the CPU smoke run of tools/gpu_check.sh).
+
+Float32 comparisons run with TF32 off (`exact_float32`): PyTorch lets cuDNN convolutions round
+to TF32 by default, which would hide a real difference between two paths.
+"""
+import contextlib
+import copy
+import functools
+import glob
+import importlib.util
+import math
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+import test_sccan
+import train_sccan
+from fakedata import make_pascal_config, random_episode, without_dropout
+from model import SCCAN
+from model.scca import WindowAttention
+from test_distributed import assert_same_step, validate_and_step
+from test_feature_cache import check_cached_evaluation
+from tools.demo import data_opts
+from util import distributed
+from util.config import default_config
+from util.experiment import build_model
+from util.optim import build_optimizers, forward_backward, optimizer_step, set_sgd_lr
+from util.precision import Precision, precision_for
+from util.synthetic import write_benchmark
+
+pytestmark = pytest.mark.cuda
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEVICE_ENV = 'SCCAN_CUDA_TESTS_DEVICE'
+GOLDEN_DIR = os.path.join(ROOT, 'tests', 'golden')
+TINY = dict(fts_size=16, depth=2, reduce_dim=32, num_heads=4)
+
+
+@pytest.fixture(scope='module')
+def device():
+    if torch.cuda.is_available():
+        return torch.device('cuda', torch.cuda.current_device())
+    if os.environ.get(DEVICE_ENV) == 'cpu':
+        return torch.device('cpu')
+    pytest.skip(f'no CUDA GPU (tools/gpu_check.sh runs these on one; {DEVICE_ENV}=cpu runs '
+                'them on the CPU)')
+
+
+@contextlib.contextmanager
+def tf32(allowed):
+    """TF32 for cuDNN convolutions and CUDA matmuls on or off inside (no effect on CPUs)."""
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = allowed
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+@pytest.fixture
+def exact_float32():
+    with tf32(False):
+        yield
+
+
+PLAIN = dict(channels_last=False, recompute=False, fused_attention=False)
+
+
+def tiny_twins(first, second):
+    """Two tiny SCCANs with the same weights and no dropout, their fast paths switched as
+    `first` and `second` say (SCCAN.set_fast_paths; {}: the defaults)."""
+    torch.manual_seed(0)
+    nets = [without_dropout(SCCAN(layers=50, **TINY)).set_fast_paths(**paths) for paths in (first, second)]
+    nets[1].load_state_dict(nets[0].state_dict())
+    return nets
+
+
+def loss_and_gradients(net, inputs):
+    _, loss = net.train()(*inputs)
+    net.zero_grad(set_to_none=True)
+    loss.backward()
+    return loss.detach(), {n: p.grad for n, p in net.named_parameters() if p.grad is not None}
+
+
+def compare_outputs_and_gradients(a, b, device, record_property):
+    """Eval logits and training gradients of two SCCANs on one 2-shot batch: records and checks
+    the largest logit change and the largest relative change of a parameter's gradient."""
+    inputs = [t.to(device) for t in random_episode(b=2, k=2, size=33, seed=3)]
+    with torch.no_grad():
+        logits_a, logits_b = a.eval()(*inputs[:3]), b.eval()(*inputs[:3])
+    (_, grads_a), (_, grads_b) = loss_and_gradients(a, inputs), loss_and_gradients(b, inputs)
+    logit_change = (logits_a - logits_b).abs().max().item()
+    gradient_change = max(((grads_a[n] - grads_b[n]).norm() / grads_a[n].norm().clamp_min(1e-30)).item()
+                          for n in grads_a)
+    record_property('max_abs_logit_change', logit_change)
+    record_property('max_relative_gradient_change', gradient_change)
+    assert logit_change <= 1e-4 and torch.equal(logits_a.argmax(1), logits_b.argmax(1))
+    assert grads_a.keys() == grads_b.keys() and gradient_change <= 1e-4
+
+
+# ---- golden episodes (the authors' code, float64) -----------------------------------------------
+def golden_module():
+    """tools/golden.py (weights and inputs of the golden episodes), when it and tests/golden/
+    are there."""
+    path = os.path.join(ROOT, 'tools', 'golden.py')
+    if not os.path.isfile(path) or not glob.glob(os.path.join(GOLDEN_DIR, '*.pt')):
+        return None
+    spec = importlib.util.spec_from_file_location('golden', path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+GOLDEN = golden_module()
+GOLDEN_CASES = (sorted(GOLDEN.CASES) if GOLDEN else
+                [pytest.param(None, marks=pytest.mark.skip(reason='no golden episodes: tools/golden.py '
+                                                                  'and tests/golden/ are absent'))])
+
+
+@functools.lru_cache(maxsize=None)
+def golden_net(name):
+    """Our SCCAN for golden case `name` with its weights, on the CPU; built once (a ResNet-101
+    takes seconds to initialise), copied for each use."""
+    net = SCCAN(layers=GOLDEN.CASES[name]['layers'])
+    net.load_state_dict(GOLDEN.make_state_dict(net.state_dict()))
+    return net.eval()
+
+
+def golden_logits(name, device, dtype, precision):
+    """(our logits of golden case `name`, the authors'), float64 on the CPU."""
+    net = copy.deepcopy(golden_net(name)).to(device, dtype)
+    inputs = GOLDEN.episode_inputs(GOLDEN.CASES[name])
+    with torch.no_grad(), precision.autocast():
+        logits = net(*(inputs[k].to(device, dtype) for k in ('query', 'support', 'support_masks')))
+    expected = torch.load(os.path.join(GOLDEN_DIR, f'{name}.pt'), map_location='cpu', weights_only=True)
+    return logits.double().cpu(), expected['logits']
+
+
+@pytest.mark.parametrize('name', GOLDEN_CASES)
+def test_golden_episodes_in_float64(device, name, record_property):
+    # float64 attention runs on SDPA's math kernel (flash and memory-efficient ones have none)
+    ours, theirs = golden_logits(name, device, torch.float64, Precision(device.type))
+    change = (ours - theirs).abs().max().item()
+    record_property('max_abs_logit_change', change)
+    assert change <= 1e-8
+
+
+# name: (autocast dtype, TF32 allowed: None leaves PyTorch's default, on for cuDNN convolutions)
+LOWER_PRECISIONS = {'float32': (None, False), 'float32-default-tf32': (None, None),
+                    'bf16': (torch.bfloat16, None)}
+
+
+@pytest.mark.parametrize('precision', LOWER_PRECISIONS)
+@pytest.mark.parametrize('name', GOLDEN_CASES)
+def test_golden_episodes_in_lower_precision(device, name, precision, record_property):
+    """float32 must agree with the authors' float64 logits; TF32 convolutions (PyTorch's default)
+    and bf16 autocast are reported, and checked only for gross breakage."""
+    autocast_dtype, allow_tf32 = LOWER_PRECISIONS[precision]
+    with tf32(allow_tf32) if allow_tf32 is not None else contextlib.nullcontext():
+        ours, theirs = golden_logits(name, device, torch.float32, Precision(device.type, autocast_dtype))
+    agreement = (ours.argmax(1) == theirs.argmax(1)).double().mean().item()
+    change = (ours - theirs).abs().max().item()
+    record_property('argmax_agreement', agreement)
+    record_property('max_abs_logit_change', change)
+    assert math.isfinite(change)
+    if precision == 'float32':
+        assert agreement >= 0.999 and change <= 1e-3
+    else:
+        assert agreement >= 0.8
+
+
+# ---- training steps -----------------------------------------------------------------------------
+@pytest.mark.parametrize('amp', ['none', 'bf16', 'fp16'])
+def test_training_steps_lower_the_loss_on_a_fixed_batch(device, amp, record_property):
+    """Six steps of train_sccan.py's step (SGD + AdamW, one GradScaler for both) on one batch."""
+    if amp == 'fp16' and device.type != 'cuda':
+        pytest.skip('fp16 autocast with loss scaling runs on CUDA only (util.precision)')
+    cfg = default_config().replace(amp=amp, **TINY)
+    precision = precision_for(cfg, device)
+    torch.manual_seed(0)
+    net = precision.prepare_model(without_dropout(build_model(cfg)).to(device)).train()
+    sgd, adamw = build_optimizers(net, cfg)
+    set_sgd_lr(sgd, cfg.base_lr)
+    scaler = precision.grad_scaler()
+    batch = dict(zip(('query', 'support', 'support_masks', 'query_mask'), random_episode(b=2, size=33)))
+    losses = []
+    for _ in range(6):
+        losses.append(forward_backward(net, batch, precision, scaler, device).item())
+        optimizer_step(scaler, (sgd, adamw))
+    record_property('losses', ' '.join(f'{loss:.4f}' for loss in losses))
+    if scaler.is_enabled():
+        record_property('loss_scale', scaler.get_scale())
+    assert all(math.isfinite(loss) for loss in losses)
+    assert losses[-1] < losses[0]
+
+
+# ---- fast paths -----------------------------------------------------------------------------------
+@pytest.mark.parametrize('switch', ['channels_last', 'fused_attention', 'recompute'])
+def test_fast_path_computes_what_the_plain_path_does(device, exact_float32, switch, record_property):
+    """Channels-last (cuDNN's NHWC convolutions), fused attention (SDPA kernels, backward too)
+    and recomputation against the plain path."""
+    plain, fast = tiny_twins(PLAIN, {**PLAIN, switch: True})
+    compare_outputs_and_gradients(plain.to(device), fast.to(device), device, record_property)
+
+
+def test_compiled_model_computes_what_the_eager_model_does(device, exact_float32, record_property):
+    torch._dynamo.reset()        # no graphs of other models (recompile limit)
+    eager, compiled = (net.to(device) for net in tiny_twins({}, {}))   # the defaults
+    Precision(device.type, compile=True).prepare_model(compiled)
+    start = time.time()
+    compare_outputs_and_gradients(eager, compiled, device, record_property)
+    record_property('seconds_with_compilation', round(time.time() - start, 1))
+
+
+SDPA_BACKENDS = ('FLASH_ATTENTION', 'EFFICIENT_ATTENTION', 'CUDNN_ATTENTION', 'MATH')
+
+
+@pytest.mark.parametrize('dtype', ['float32', 'bfloat16', 'float64'])
+def test_fused_attention_kernels(device, dtype, record_property):
+    """Which SDPA kernels take the fused SCCA attention at the paper's sizes (8 heads of 32; the
+    cross part has query/key heads of 64 and value heads of 32), forward and backward. float64
+    has the math kernel only; on a GPU, float32 and bf16 must get a fused one."""
+    attention = pytest.importorskip('torch.nn.attention')
+    layer = WindowAttention(256, 8).to(device, getattr(torch, dtype))
+    layer.fused = True
+    tokens = torch.randn(16, 64, 256, device=device, dtype=layer.q.weight.dtype, requires_grad=True)
+    keys = {'self': tokens, 'cross': torch.cat([tokens, torch.randn_like(tokens)], dim=1)}
+    accepted = {}
+    for name in SDPA_BACKENDS:
+        backend = getattr(attention.SDPBackend, name, None)
+        if backend is None:
+            continue
+        accepted[name] = []
+        for kind, key in keys.items():
+            try:
+                with attention.sdpa_kernel([backend]):
+                    layer(tokens, key).float().square().sum().backward()
+                accepted[name].append(kind)
+            except RuntimeError:     # "No available kernel": the shapes or dtype do not fit it
+                pass
+    record_property('kernels', '; '.join(f'{name}: {"+".join(kinds) or "none"}'
+                                         for name, kinds in accepted.items()))
+    assert accepted['MATH'] == ['self', 'cross']
+    if device.type == 'cuda' and dtype != 'float64':
+        assert any(kinds == ['self', 'cross'] for name, kinds in accepted.items() if name != 'MATH')
+
+
+# ---- processes, evaluation, scripts ---------------------------------------------------------------
+@pytest.fixture(scope='module')
+def fake_pascal(tmp_path_factory):
+    return make_pascal_config(str(tmp_path_factory.mktemp('fake_pascal')), n_train=0, n_val=60)
+
+
+def test_torchrun_step_equals_one_process(device, exact_float32, one_thread, fake_pascal, tmp_path,
+                                          record_property):
+    """One process per GPU through torchrun (NCCL; on one GPU a world of one, still through NCCL
+    and DDP) against one process with the same total batch."""
+    processes = torch.cuda.device_count() if device.type == 'cuda' else 2
+    out = str(tmp_path / 'rank0.pt')
+    env = {**os.environ, 'PYTHONPATH': os.pathsep.join(filter(None, [ROOT, os.environ.get('PYTHONPATH')])),
+           'OMP_NUM_THREADS': '1'}
+    run = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--standalone',
+                          f'--nproc_per_node={processes}', os.path.join(ROOT, 'tests', 'test_distributed.py'),
+                          fake_pascal, out], env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    record_property('processes', processes)
+    one = validate_and_step(distributed.DistEnv(0, 1, 0, device), fake_pascal)
+    # GPU kernels may sum in another order per batch size (and atomically): 10× the CPU's bounds
+    assert_same_step(one, torch.load(out, weights_only=False), fake_pascal,
+                     tolerance=10 if device.type == 'cuda' else 1)
+
+
+@pytest.mark.parametrize('cache_device', ['same', 'host'])
+def test_feature_cache_on_the_device(device, exact_float32, fake_pascal, cache_device, record_property):
+    change = check_cached_evaluation(fake_pascal, 1, device, cache_device,
+                                     tolerance=1e-4 if device.type == 'cuda' else 1e-6)
+    record_property('largest_metric_change', change)
+
+
+SYNTHETIC_CONFIG = os.path.join(ROOT, 'config', 'synthetic', 'synthetic_split0_resnet50.yaml')
+LOOP = ['train_h', '57', 'train_w', '57', 'val_size', '57', 'fts_size', '16', 'reduce_dim', '32',
+        'batch_size', '4', 'batch_size_val', '2', 'workers', '2', 'evaluate', 'True', 'test_num', '4',
+        'print_freq', '1', 'feature_cache_gb', '0.5']
+
+
+@pytest.fixture(scope='module')
+def synthetic(tmp_path_factory):
+    """Config overrides pointing at a small synthetic benchmark (util/synthetic.py)."""
+    root = tmp_path_factory.mktemp('synthetic')
+    write_benchmark(str(root / 'data'), n_train=60, n_val=40)
+    return data_opts(str(root / 'data')) + ['list_dir', str(root / 'lists')]
+
+
+@pytest.mark.parametrize('amp', ['none', 'fp16'])
+def test_training_loop_resumption_and_test_script(device, synthetic, amp, tmp_path, record_property):
+    """train_sccan.py for an epoch (pinned memory, workers, validation with the feature cache),
+    resumed for a second one (CUDA random state and loss scale from the checkpoint), then
+    test_sccan.py on the result."""
+    if amp == 'fp16' and device.type != 'cuda':
+        pytest.skip('fp16 autocast with loss scaling runs on CUDA only (util.precision)')
+    opts = [*synthetic, *LOOP, 'amp', amp, 'exp_dir', str(tmp_path)]
+    first = train_sccan.main(['--config', SYNTHETIC_CONFIG, '--opts', *opts, 'epochs', '1'])
+    steps = first.progress['iteration']
+    resumed = train_sccan.main(['--config', SYNTHETIC_CONFIG, '--resume', first.latest_path,
+                                '--opts', *opts, 'epochs', '2'])
+    report = test_sccan.main(['--config', SYNTHETIC_CONFIG, '--weight', resumed.latest_path,
+                              '--episodes', '4', '--opts', *opts])
+    record_property('training_steps', resumed.progress['iteration'])
+    record_property('test_mIoU', report['mean']['mIoU'])
+    assert steps > 0 and resumed.progress['iteration'] == 2 * steps
+    assert resumed.net.backbone.body.conv1.weight.device.type == device.type
+    assert math.isfinite(report['mean']['mIoU']) and report['seeds'][0]['episodes'] == 4

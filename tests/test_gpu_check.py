@@ -1,0 +1,98 @@
+"""The GPU validation kit (tools/gpu_check.sh) without a GPU: its CPU smoke run writes the whole
+report; a failing or overrunning step is reported and the later ones still run; the targets and
+the GPU-only parts of the report are filled from the benchmark's figures."""
+import argparse
+import os
+import re
+import subprocess
+import sys
+
+from tools import gpu_check
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SECTIONS = ['# SCCAN GPU check', '## Environment', '## Steps', '## Tests on the device',
+            "## Speed and memory: ours and the authors'", '## Targets', '## Fast modes']
+
+
+def test_cpu_smoke_run_writes_every_section_of_the_report(tmp_path):
+    """About a minute on an idle 2-core CPU (the limit allows for a loaded one)."""
+    env = {k: v for k, v in os.environ.items() if k != 'OFFICIAL_SCCAN'}
+    run = subprocess.run(['bash', os.path.join(ROOT, 'tools', 'gpu_check.sh'), '--cpu-smoke',
+                          '--out', str(tmp_path)], env={**env, 'PYTHON': sys.executable},
+                         capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    path = tmp_path / 'report.md'
+    assert f'report: {path}' in run.stdout
+    report = path.read_text()
+    positions = [report.index(section) for section in SECTIONS]
+    assert positions == sorted(positions)
+    assert '**Result: all steps passed.**' in report and '| targets | skipped |' in report
+    assert 'fused_attention] | passed' in report and 'max_abs_logit_change' in report
+    assert 'fp16 autocast with loss scaling runs on CUDA only' in report      # a skip and why
+    assert '| eval-1shot | api |' in report and '| eval-1shot | scripts+bf16 |' in report
+    assert 'fused_attention ' in report.split('## Fast modes')[1]
+
+
+def test_a_failing_or_overrunning_step_is_reported_and_stopped():
+    failing = gpu_check.run_step('failing', [sys.executable, '-c', 'print("half"); raise SystemExit(3)'], 60)
+    slow = gpu_check.run_step('slow', [sys.executable, '-c', 'import time; print("started", flush=True); '
+                                       'time.sleep(120)'], 3)
+    assert failing['status'] == 'failed' and 'half' in failing['output']
+    assert slow['status'] == 'timed out' and 'started' in slow['output'] and slow['seconds'] < 60
+
+
+def benchmark_row(setting, path, seconds, peak_gb):
+    return {'setting': setting, 'path': path, 'seconds': seconds, 'gflop': 100.0, 'peak_gb': peak_gb,
+            'reserved_gb': peak_gb + 0.5}
+
+
+def gpu_benchmark():
+    """What tools/benchmark.py --reference --with-amp bf16 --json writes on a GPU (made up)."""
+    figures = {'scripts': (0.9, 2.0), 'api': (0.95, 2.1), 'scripts+bf16': (0.3, 1.5), 'reference': (1.0, 4.0)}
+    rows = []
+    for setting in gpu_check.BENCHMARK_SETTINGS:
+        slower = 1.2 if setting == 'eval-5shot' else 1.0      # api misses the time target there
+        for path, (seconds, peak) in figures.items():
+            rows.append(benchmark_row(setting, path, seconds * (slower if path == 'api' else 1), peak))
+    for row in rows:
+        reference = next(r for r in rows if r['setting'] == row['setting'] and r['path'] == 'reference')
+        row.update(time_ratio=row['seconds'] / reference['seconds'],
+                   memory_ratio=row['peak_gb'] / reference['peak_gb'])
+    return {'header': 'device cuda (H100)', 'device': 'cuda:0', 'gpu': 'NVIDIA H100', 'tiny': False,
+            'baseline': 'reference', 'rows': rows}
+
+
+def test_targets_and_the_third_party_figure_come_from_the_benchmark():
+    args = argparse.Namespace(cpu_smoke=False)
+    targets = gpu_check.targets_step(args, gpu_benchmark())
+    missed = [v for v in targets['verdicts'] if v[2] != 'met']
+    assert targets['status'] == 'failed' and missed == [
+        ('float32 time ≤ 1.0× the reference', 'eval-5shot, api: 1.14×', 'missed')]
+    assert len(targets['verdicts']) == 3 * 2 + 2 + 3
+    steps = [{'name': name, 'status': 'passed', 'seconds': 1.0, 'limit': 10, 'output': 'rows', 'command': ''}
+             for name in ('environment', 'tests', 'benchmark', 'modes')] + [targets]
+    tests = [{'test': 'tests/test_cuda.py::test_golden_episodes_in_lower_precision[r50-bf16]', 'when': 'call',
+              'outcome': 'passed', 'seconds': 1.0, 'properties': {'argmax_agreement': 0.98}, 'message': ''}]
+    report = gpu_check.report(args, steps, {'gpus': []}, tests, gpu_benchmark(), 10.0)
+    assert '**Result: failed: targets.**' in report
+    assert '0.04 s per 1-shot episode and 4.8 GB' in report and 'Ours on NVIDIA H100: 0.900 s, 2.5 GB' in report
+    assert 'test_golden_episodes_in_lower_precision[r50-bf16] 98.00 %' in report
+    assert gpu_check.target_verdicts(args, dict(gpu_benchmark(), baseline='scripts')).startswith('not checked')
+
+
+def test_a_report_already_in_the_folder_is_kept_unless_overwrite_is_asked(tmp_path):
+    report = tmp_path / 'report.md'
+    report.write_text('figures of the only GPU run so far')
+    run = subprocess.run([sys.executable, os.path.join(ROOT, 'tools', 'gpu_check.py'), '--cpu-smoke',
+                          '--out', str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2 and run.stderr.strip().splitlines() == [
+        f'error: {report} exists already; pass --overwrite to replace it, or write elsewhere']
+    assert report.read_text() == 'figures of the only GPU run so far'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['report.md']   # no step ran
+
+
+def test_each_run_gets_a_new_folder_by_default():
+    out = gpu_check.parse_args([]).out
+    assert os.path.dirname(out) == os.path.join(ROOT, 'exp', 'gpu_check')
+    assert re.fullmatch(r'\d{8}-\d{6}', os.path.basename(out))        # its start, to the second
+    assert gpu_check.parse_args(['--out', 'elsewhere']).out == 'elsewhere'

@@ -1,0 +1,378 @@
+"""One-command GPU validation: the CUDA tests, the benchmarks, one Markdown report.
+
+    tools/gpu_check.sh                  # on a machine with a GPU: under 9 minutes on one
+    tools/gpu_check.sh --cpu-smoke      # the same steps at tiny sizes on the CPU (proves the kit)
+    tools/gpu_check.sh --out DIR        # report in DIR (default exp/gpu_check/<date-time>)
+
+Steps, each in its own process group with its own time limit, each run whatever happened to the
+ones before:
+  environment  GPU, driver, torch / CUDA / cuDNN versions, TF32 settings
+  tests        pytest -m cuda (tests/test_cuda.py) on the GPU, with the figures the tests record
+  benchmark    tools/benchmark.py: eval 1-shot, eval 5-shot, train batch 8; the scripts, bare-API
+               and bf16 paths, and the authors' model (--reference) when OFFICIAL_SCCAN is set
+  modes        tools/benchmark_modes.py: each fast mode but compile against the default
+  targets      the performance targets, checked on the benchmark's figures
+Nothing is downloaded; the tests write their synthetic data locally (util/synthetic.py). The
+report goes to DIR/report.md (its path is printed); the exit status is 0 when no step failed.
+A folder that holds a report already is refused unless --overwrite is given: a GPU's figures may
+be the only ones this project gets.
+
+The CPU smoke run runs the same steps on the CPU at tiny sizes, so that it takes about a minute:
+two of the tests marked cuda (SMOKE_TESTS) on the CPU (SCCAN_CUDA_TESTS_DEVICE=cpu; all of them
+pass there too, in a few minutes), the benchmarks with --tiny. Its figures mean nothing; its
+report shows that the kit works.
+"""
+import argparse
+import datetime
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+from util.cli import ArgumentParser, run_main  # noqa: E402
+from util.outputs import check_outputs, write_atomic  # noqa: E402
+
+PYTHON = sys.executable
+
+# Seconds per step on one GPU: 500 in all, under 9 minutes with the kit's own few seconds.
+LIMITS = {'environment': 20, 'tests': 230, 'benchmark': 140, 'modes': 110}
+SMOKE_LIMITS = {'environment': 60, 'tests': 300, 'benchmark': 300, 'modes': 300}   # a loaded CPU
+# The tests the CPU smoke run selects (`pytest -k`): one that records figures, one that skips.
+SMOKE_TESTS = 'plain_path and fused_attention or steps and fp16'
+BENCHMARK_SETTINGS = ['eval-1shot', 'eval-5shot', 'train-b8']
+# A third-party port's figures for the authors' model on an RTX 4090: per 1-shot episode, memory.
+THIRD_PARTY_4090 = {'seconds': 0.04, 'gb': 4.8}
+TARGETS = {   # target: (settings, paths, ratio to the reference, upper bound)
+    'float32 time ≤ 1.0× the reference': (BENCHMARK_SETTINGS, ('scripts', 'api'), 'time_ratio', 1.0),
+    'float32 peak memory ≤ 0.6× the reference at batch 8': (['train-b8'], ('scripts', 'api'), 'memory_ratio', 0.6),
+    'bf16 ≥ 2.5× faster than the reference in float32': (BENCHMARK_SETTINGS, ('scripts+bf16',), 'time_ratio', 1 / 2.5),
+}
+
+
+def parse_args(argv=None):
+    p = ArgumentParser(description=__doc__.split('\n')[0])
+    p.add_argument('--cpu-smoke', action='store_true',
+                   help='run every step on the CPU at tiny sizes (a check of the kit, not of a GPU)')
+    p.add_argument('--out', help='report folder (default: exp/gpu_check/<date-time>, a new one)')
+    p.add_argument('--overwrite', action='store_true', help="replace the report already in --out")
+    p.add_argument('--environment', action='store_true', help=argparse.SUPPRESS)   # internal step
+    args = p.parse_args(argv)
+    if args.out is None:
+        args.out = os.path.join(REPO, 'exp', 'gpu_check', datetime.datetime.now().strftime('%Y%m%d-%H%M%S'))
+    return args
+
+
+# ---- running steps ------------------------------------------------------------------------------
+def run_step(name, cmd, limit, env=None):
+    """Run `cmd` from the repository root in its own process group, killed (with everything it
+    started) after `limit` seconds. Returns {'name', 'status' (passed / failed / timed out),
+    'seconds', 'limit', 'output' (stdout and stderr), 'command'}."""
+    start = time.time()
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)
+    try:
+        output, _ = proc.communicate(timeout=limit)
+        status = 'passed' if proc.returncode == 0 else 'failed'
+    except subprocess.TimeoutExpired:
+        output = stop_group(proc)
+        status = 'timed out'
+    print(f'[gpu_check] {name}: {status} ({time.time() - start:.0f} s)', flush=True)
+    return {'name': name, 'status': status, 'seconds': time.time() - start, 'limit': limit,
+            'output': output, 'command': ' '.join(cmd)}
+
+
+def stop_group(proc):
+    """SIGTERM to the step's process group, SIGKILL 10 s later; returns what it printed."""
+    for sig, grace in ((signal.SIGTERM, 10), (signal.SIGKILL, None)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            break
+        try:
+            return proc.communicate(timeout=grace)[0]
+        except subprocess.TimeoutExpired:
+            continue
+    return proc.communicate()[0]
+
+
+def skipped(name, reason):
+    return {'name': name, 'status': 'skipped', 'seconds': 0.0, 'limit': None, 'output': reason,
+            'command': ''}
+
+
+def environment():
+    """What the report states about the machine (printed as JSON by --environment)."""
+    import torch
+    info = {'python': platform.python_version(), 'platform': platform.platform(),
+            'torch': torch.__version__, 'cuda': torch.version.cuda,
+            'cudnn': torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
+            'cpu_threads': torch.get_num_threads(), 'cuda_available': torch.cuda.is_available(),
+            'tf32_cudnn_convolutions': torch.backends.cudnn.allow_tf32,
+            'tf32_cuda_matmul': torch.backends.cuda.matmul.allow_tf32,
+            'gpus': [], 'driver': nvidia_smi('driver_version')}
+    for index in range(torch.cuda.device_count() if torch.cuda.is_available() else 0):
+        props = torch.cuda.get_device_properties(index)
+        info['gpus'].append({'name': props.name, 'memory_gb': props.total_memory / 1024 ** 3,
+                             'capability': f'{props.major}.{props.minor}'})
+    return info
+
+
+def nvidia_smi(field):
+    try:
+        out = subprocess.run(['nvidia-smi', f'--query-gpu={field}', '--format=csv,noheader'],
+                             capture_output=True, text=True, timeout=15)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f'unknown ({type(e).__name__})'
+    return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else 'unknown'
+
+
+def run_all(args):
+    """Every step, in order; returns (steps, environment, test records, benchmark results)."""
+    os.makedirs(args.out, exist_ok=True)
+    limits = SMOKE_LIMITS if args.cpu_smoke else LIMITS
+    paths = {name: os.path.join(args.out, name) for name in ('tests.jsonl', 'benchmark.json')}
+    for path in paths.values():
+        if os.path.exists(path):
+            os.remove(path)
+    steps = [run_step('environment', [PYTHON, __file__, '--environment'], limits['environment'])]
+    env_info = json_output(steps[0])
+    steps.append(run_step('tests', tests_command(args), limits['tests'], tests_environment(args, paths)))
+    steps.append(run_step('benchmark', benchmark_command(args, paths['benchmark.json']), limits['benchmark']))
+    steps.append(run_step('modes', modes_command(args), limits['modes']))
+    tests = read_jsonl(paths['tests.jsonl'])
+    benchmark = read_json(paths['benchmark.json'])
+    steps.append(targets_step(args, benchmark))
+    return steps, env_info, tests, benchmark
+
+
+def tests_command(args):
+    cmd = [PYTHON, '-m', 'pytest', '-q', '-m', 'cuda', '-p', 'no:cacheprovider', 'tests/test_cuda.py']
+    return cmd + (['-k', SMOKE_TESTS] if args.cpu_smoke else [])
+
+
+def tests_environment(args, paths):
+    """SCCAN_TEST_LOG: a JSON line per test (tests/conftest.py), so that a timed-out run still
+    reports what finished."""
+    env = {**os.environ, 'SCCAN_TEST_LOG': paths['tests.jsonl']}
+    if args.cpu_smoke:
+        env['SCCAN_CUDA_TESTS_DEVICE'] = 'cpu'
+    return env
+
+
+def benchmark_command(args, json_path):
+    cmd = [PYTHON, 'tools/benchmark.py', '--with-amp', 'bf16', '--json', json_path]
+    if args.cpu_smoke:
+        return cmd + ['--device', 'cpu', '--tiny', '--settings', 'eval-1shot']
+    return cmd + ['--device', 'cuda', '--settings', *BENCHMARK_SETTINGS] + (
+        ['--reference'] if os.environ.get('OFFICIAL_SCCAN') else [])
+
+
+def modes_command(args):
+    if args.cpu_smoke:
+        return [PYTHON, 'tools/benchmark_modes.py', '--device', 'cpu', '--tiny', '--modes', 'fused_attention']
+    # Not compile: compiling the full model for eval and training takes minutes (its
+    # correctness and compilation time come from the tests).
+    return [PYTHON, 'tools/benchmark_modes.py', '--device', 'cuda', '--modes', 'contiguous',
+            'fused_attention', 'bf16', 'fp16']
+
+
+def json_output(step):
+    try:
+        return json.loads(step['output'].strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return {}
+
+
+def read_json(path):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def read_jsonl(path):
+    try:
+        with open(path) as f:
+            return [json.loads(line) for line in f if line.strip()]
+    except OSError:
+        return []
+
+
+# ---- targets ------------------------------------------------------------------------------------
+def target_verdicts(args, benchmark):
+    """[(target, measured, verdict)] for TARGETS, or the reason none was checked."""
+    if args.cpu_smoke:
+        return 'not checked: a CPU smoke run (tiny model, no reference)'
+    if not benchmark or benchmark['baseline'] != 'reference':
+        return ("not checked: the authors' model was not measured (set OFFICIAL_SCCAN to the folder "
+                "holding their model/ and util/)")
+    rows = {(r['setting'], r['path']): r for r in benchmark['rows']}
+    verdicts = []
+    for target, (settings, paths, quantity, bound) in TARGETS.items():
+        for setting in settings:
+            for path in paths:
+                value = rows.get((setting, path), {}).get(quantity)
+                measured = f'{setting}, {path}: ' + ('not measured' if value is None else f'{value:.2f}×')
+                verdicts.append((target, measured, 'not measured' if value is None else
+                                 'met' if value <= bound else 'missed'))
+    return verdicts
+
+
+def targets_step(args, benchmark):
+    verdicts = target_verdicts(args, benchmark)
+    if isinstance(verdicts, str):
+        return skipped('targets', verdicts)
+    missed = [v for v in verdicts if v[2] != 'met']
+    return {'name': 'targets', 'status': 'failed' if missed else 'passed', 'seconds': 0.0,
+            'limit': None, 'output': f'{len(verdicts) - len(missed)} of {len(verdicts)} met',
+            'command': '', 'verdicts': verdicts}
+
+
+# ---- the report ---------------------------------------------------------------------------------
+def markdown_table(header, rows):
+    lines = ['| ' + ' | '.join(header) + ' |', '|' + ' --- |' * len(header)]
+    return lines + ['| ' + ' | '.join(str(cell) for cell in row) + ' |' for row in rows]
+
+
+def environment_section(env_info):
+    gpus = '; '.join(f'{g["name"]} ({g["memory_gb"]:.0f} GB, capability {g["capability"]})'
+                     for g in env_info.get('gpus', [])) or 'none visible to PyTorch'
+    official = os.environ.get('OFFICIAL_SCCAN')
+    rows = [('GPU', gpus), ('driver', env_info.get('driver')),
+            ('torch / CUDA / cuDNN', f'{env_info.get("torch")} / {env_info.get("cuda")} / {env_info.get("cudnn")}'),
+            ('TF32: cuDNN convolutions / CUDA matmuls (PyTorch defaults, as the scripts run)',
+             f'{env_info.get("tf32_cudnn_convolutions")} / {env_info.get("tf32_cuda_matmul")}'),
+            ('Python, platform, CPU threads',
+             f'{env_info.get("python")}, {env_info.get("platform")}, {env_info.get("cpu_threads")}'),
+            ('OFFICIAL_SCCAN', official or "not set: the authors' model was not measured")]
+    return ['## Environment', ''] + markdown_table(('what', 'value'), rows)
+
+
+def steps_section(steps):
+    rows = [(s['name'], s['status'], f'{s["seconds"]:.0f}', s['limit'] or '—') for s in steps]
+    return ['## Steps', ''] + markdown_table(('step', 'status', 'seconds', 'limit (s)'), rows)
+
+
+def tests_section(tests):
+    results = [t for t in tests if t['when'] == 'call' or t['outcome'] != 'passed']
+    counts = {o: sum(t['outcome'] == o for t in results) for o in ('passed', 'failed', 'skipped')}
+    lines = ['## Tests on the device (pytest -m cuda)', '',
+             f'{counts["passed"]} passed, {counts["failed"]} failed, {counts["skipped"]} skipped.', '']
+    rows = [(t['test'].split('::', 1)[-1], t['outcome'], f'{t["seconds"]:.1f}',
+             '; '.join(f'{k} {format_figure(v)}' for k, v in t['properties'].items())
+             or (t['message'].splitlines()[-1][:200] if t['outcome'] == 'skipped' and t['message'] else ''))
+            for t in results]
+    lines += markdown_table(('test', 'outcome', 'seconds', 'figures (or why skipped)'), rows)
+    for t in results:
+        if t['outcome'] == 'failed':
+            lines += ['', f'**{t["test"]}** ({t["when"]}) failed:', '', '```text', t['message'], '```']
+    return lines
+
+
+def format_figure(value):
+    if isinstance(value, float):
+        return f'{value:.4g}'
+    return str(value)
+
+
+def benchmark_section(benchmark):
+    lines = ["## Speed and memory: ours and the authors' (tools/benchmark.py)", '']
+    if not benchmark:
+        return lines + ['No figures: the benchmark step wrote none (see its output below).']
+    lines += [benchmark['header'], '', f'Ratios are to the {benchmark["baseline"]} row of the same setting.', '']
+    rows = [(r['setting'], r['path'], *benchmark_cells(r)) for r in benchmark['rows']]
+    lines += markdown_table(('setting', 'path', 'seconds', 'GFLOP/s', 'peak GB (CUDA: allocated)',
+                             'peak GB (CUDA: reserved)', 'time ÷ base', 'memory ÷ base'), rows)
+    return lines + [''] + third_party_comparison(benchmark)
+
+
+def benchmark_cells(row):
+    if 'error' in row:
+        return ('failed: ' + row['error'][:150], '', '', '', '', '')
+    return (f'{row["seconds"]:.4f}', f'{row["gflop"] / row["seconds"]:.0f}',
+            *(two_decimals(row.get(key)) for key in ('peak_gb', 'reserved_gb', 'time_ratio', 'memory_ratio')))
+
+
+def two_decimals(value):
+    return '—' if value is None else f'{value:.2f}'
+
+
+def third_party_comparison(benchmark):
+    rows = {(r['setting'], r['path']): r for r in benchmark['rows'] if 'error' not in r}
+    ours = rows.get(('eval-1shot', 'scripts'))
+    if not ours or benchmark.get('tiny'):
+        return []
+    theirs = rows.get(('eval-1shot', 'reference'))
+    measured = (f"; the authors' model here: {theirs['seconds']:.3f} s, {theirs.get('reserved_gb', 0):.1f} GB"
+                if theirs else '')
+    return [f"A third-party port reports {THIRD_PARTY_4090['seconds']} s per 1-shot episode and "
+            f"{THIRD_PARTY_4090['gb']} GB for the authors' model on an RTX 4090. Ours on "
+            f"{benchmark.get('gpu') or benchmark['device']}: {ours['seconds']:.3f} s, "
+            f"{ours.get('reserved_gb', ours['peak_gb']):.1f} GB reserved{measured}."]
+
+
+def targets_section(step, tests):
+    lines = ['## Targets', '']
+    if 'verdicts' not in step:
+        return lines + [step['output'] + '.']
+    lines += markdown_table(('target', 'measured (ratio to the reference)', 'verdict'), step['verdicts'])
+    agreement = [(t['test'].split('::', 1)[-1], t['properties']['argmax_agreement']) for t in tests
+                 if 'bf16' in t['test'] and 'argmax_agreement' in t['properties']]
+    if agreement:
+        lines += ['', 'bf16 argmax agreement with the authors\' float64 logits (golden episodes): ' +
+                  ', '.join(f'{name} {100 * value:.2f} %' for name, value in agreement) + '.']
+    return lines
+
+
+def outputs_section(steps, modes):
+    lines = ['## Fast modes (tools/benchmark_modes.py)', '', '```text', modes['output'].strip(), '```']
+    for step in steps:
+        if step['status'] in ('failed', 'timed out') and step['name'] != 'targets':
+            lines += ['', f'## Output of the {step["name"]} step ({step["status"]})', '',
+                      f'`{step["command"]}`', '', '```text', step['output'][-6000:].strip(), '```']
+    return lines
+
+
+def report(args, steps, env_info, tests, benchmark, seconds):
+    failed = [s['name'] for s in steps if s['status'] in ('failed', 'timed out')]
+    mode = ('CPU smoke run: every step at tiny sizes on the CPU; the figures check the kit, not '
+            'a GPU' if args.cpu_smoke else 'GPU run')
+    lines = ['# SCCAN GPU check', '',
+             f'{datetime.datetime.now().isoformat(timespec="seconds")}, commit {git_commit()}, {mode}, '
+             f'{seconds:.0f} s in all.', '',
+             f'**Result: {"all steps passed" if not failed else "failed: " + ", ".join(failed)}.**', '']
+    lines += environment_section(env_info) + [''] + steps_section(steps) + [''] + tests_section(tests)
+    lines += [''] + benchmark_section(benchmark) + [''] + targets_section(steps[-1], tests)
+    lines += [''] + outputs_section(steps, next(s for s in steps if s['name'] == 'modes'))
+    return '\n'.join(lines) + '\n'
+
+
+def git_commit():
+    out = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], cwd=REPO, capture_output=True, text=True)
+    dirty = subprocess.run(['git', 'status', '--porcelain'], cwd=REPO, capture_output=True, text=True)
+    return (out.stdout.strip() or 'unknown') + (' (with uncommitted changes)' if dirty.stdout.strip() else '')
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.environment:
+        print(json.dumps(environment()))
+        return 0
+    path = os.path.join(args.out, 'report.md')
+    check_outputs([path], overwrite=args.overwrite)     # before minutes of work
+    start = time.time()
+    steps, env_info, tests, benchmark = run_all(args)
+    write_atomic(path, report(args, steps, env_info, tests, benchmark, time.time() - start))
+    failed = [s for s in steps if s['status'] in ('failed', 'timed out')]
+    print(f'[gpu_check] report: {path}' + (f' ({len(failed)} step(s) failed)' if failed else ''))
+    return 1 if failed else 0
+
+
+if __name__ == '__main__':
+    sys.exit(run_main(main))
