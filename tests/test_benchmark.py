@@ -44,7 +44,8 @@ def test_peak_memory_is_the_measuring_process_own():
 def test_bad_size_is_refused():
     out = subprocess.run([sys.executable, os.path.join(ROOT, 'tools', 'benchmark.py'),
                           '--size', '100'], capture_output=True, text=True, timeout=120)
-    assert out.returncode != 0 and '(size−1) must be a multiple of 8' in out.stderr
+    assert out.returncode == 2 and out.stderr.strip().splitlines() == [
+        'error: --size 100: (size−1) must be a multiple of 8 (e.g. 473, 233)']
 
 
 def test_tiny_modes_benchmark_prints_a_row_per_mode():

@@ -34,6 +34,7 @@ from test_feature_cache import check_cached_evaluation
 from tools.demo import data_opts
 from util import distributed
 from util.config import default_config
+from util.episodes import TRAINING_INPUTS
 from util.experiment import build_model
 from util.optim import build_optimizers, forward_backward, optimizer_step, set_sgd_lr
 from util.precision import Precision, precision_for
@@ -193,7 +194,7 @@ def test_training_steps_lower_the_loss_on_a_fixed_batch(device, amp, record_prop
     sgd, adamw = build_optimizers(net, cfg)
     set_sgd_lr(sgd, cfg.base_lr)
     scaler = precision.grad_scaler()
-    batch = dict(zip(('query', 'support', 'support_masks', 'query_mask'), random_episode(b=2, size=33)))
+    batch = dict(zip(TRAINING_INPUTS, random_episode(b=2, size=33)))
     losses = []
     for _ in range(6):
         losses.append(forward_backward(net, batch, precision, scaler, device).item())

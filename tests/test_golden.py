@@ -15,6 +15,7 @@ import torch
 import model.sccan as sccan_module
 from model import SCCAN
 from model.loss import weighted_dice_loss
+from util.episodes import TRAINING_INPUTS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, 'tools'))
@@ -154,7 +155,7 @@ def shared_weights():
 def test_shared_golden_cross_check(path):
     expected = torch.load(path, weights_only=False)
     net = golden_model(expected['case'], shared_weights().make_state_dict)
-    inputs = {key: expected[key].double() for key in ('query', 'support', 'support_masks', 'query_mask')}
+    inputs = {key: expected[key].double() for key in TRAINING_INPUTS}
     logits, captured = run_ours(net, inputs)
     assert max_abs(logits, expected['logits']) <= 1e-8
     assert_alignment_equal(net, expected['pam_index'])

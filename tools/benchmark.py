@@ -41,6 +41,7 @@ sys.path.insert(0, REPO)
 from model import SCCAN  # noqa: E402
 from util.cli import ArgumentParser, positive_int, run_main  # noqa: E402
 from util.config import default_config, parse_opts  # noqa: E402
+from util.episodes import TRAINING_INPUTS  # noqa: E402
 from util.evaluate import forward_predictor, make_predictor  # noqa: E402
 from util.experiment import build_model  # noqa: E402
 from util.optim import build_optimizers, forward_backward, optimizer_step  # noqa: E402
@@ -94,7 +95,7 @@ def scripts_step(args, mode, inputs, device, amp='none'):
                                    **parse_opts(args.opts))
     precision = precision_for(cfg, device)
     net = precision.prepare_model(build_model(cfg).to(device))
-    batch = dict(zip(('query', 'support', 'support_masks', 'query_mask'), inputs))
+    batch = dict(zip(TRAINING_INPUTS, inputs))
     if mode == 'train':
         net.train()
         optimizers, scaler = build_optimizers(net, cfg), precision.grad_scaler()
@@ -328,11 +329,11 @@ def optional(value):
 
 def check_args(args, device):
     if (args.size - 1) % 8:
-        raise SystemExit(f'--size {args.size}: (size−1) must be a multiple of 8 (e.g. 473, 233)')
+        raise ValueError(f'--size {args.size}: (size−1) must be a multiple of 8 (e.g. 473, 233)')
     if args.reference and args.tiny:
-        raise SystemExit('--reference compares the full model: drop --tiny')
+        raise ValueError('--reference compares the full model: drop --tiny')
     if args.with_amp == 'fp16' and device.type != 'cuda':
-        raise SystemExit('--with-amp fp16 needs CUDA (util.precision runs fp16 on GPUs only)')
+        raise ValueError('--with-amp fp16 needs CUDA (util.precision runs fp16 on GPUs only)')
 
 
 def main(argv=None):

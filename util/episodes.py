@@ -121,6 +121,7 @@ class EvalSampler(Sampler):
 
 
 MODEL_INPUTS = ('query', 'support', 'support_masks')
+TRAINING_INPUTS = MODEL_INPUTS + ('query_mask',)     # SCCAN's forward with its loss
 
 
 def batch_tensors(batch, device, names=MODEL_INPUTS):

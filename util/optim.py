@@ -10,7 +10,7 @@ A training step is forward_backward then optimizer_step (both optimisers under o
 """
 import torch
 
-from util.episodes import batch_tensors
+from util.episodes import TRAINING_INPUTS, batch_tensors
 
 LR_SCALE = 10.0     # the reference code's scale_lr for SGD groups past index_split
 
@@ -50,7 +50,7 @@ def apply_schedule(optimizer, cfg, iteration, max_iter, iters_per_epoch):
 def forward_backward(model, batch, precision, scaler, device):
     """Training forward and backward of one batch (gradients left in place, summed over
     processes by DDP); returns this process's loss, detached."""
-    inputs = batch_tensors(batch, device, ('query', 'support', 'support_masks', 'query_mask'))
+    inputs = batch_tensors(batch, device, TRAINING_INPUTS)
     for p in model.parameters():
         p.grad = None
     with precision.autocast():
