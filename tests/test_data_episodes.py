@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from fakedata import make_coco, make_from_labels, make_pascal
+from helpers import make_coco, make_from_labels, make_pascal
 from util import transform as T
 from util.datasets.pascal_coco import EpisodeDataset, binarise, fill_boxes, support_mask
 from util.config import default_config

@@ -8,9 +8,9 @@ from torch import nn
 from model import SCCAN
 from model.backbone import BN_EPS, conv_bn, conv_bn_forward
 from model.scca import WindowAttention
-from util.precision import Precision
+from util.experiment import compile_model
 
-from fakedata import random_episode as episode
+from helpers import random_episode as episode
 
 TINY = dict(fts_size=16, depth=2, reduce_dim=32, num_heads=4)
 
@@ -143,7 +143,7 @@ def test_channels_last_and_compiled_model_agree_with_contiguous_model():
     plain = SCCAN(layers=50, **TINY).set_fast_paths(channels_last=False).eval()
     fast = SCCAN(layers=50, **TINY).eval()           # channels-last by default
     fast.load_state_dict(plain.state_dict())
-    fast = Precision('cpu', compile=True).prepare_model(fast)
+    fast = compile_model(fast)
     query, support, masks = episode(seed=2)[:3]
     with torch.no_grad():
         a, b = plain(query, support, masks), fast(query, support, masks)

@@ -9,7 +9,7 @@ from util.config import default_config
 from util.optim import apply_schedule, build_optimizers
 from model.scca import SCCABlock, align_patches, gather_patches, merge_patches, split_patches
 
-from fakedata import random_episode as episode
+from helpers import random_episode as episode
 
 def spec_state_dict_keys(layers=50, depth=8):
     """The authors' parameter names (their model/SCCAN.py and swin_sccan.py), written out from
