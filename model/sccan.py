@@ -15,13 +15,17 @@ from model.prior import PriorMask
 from model.scca import SCCATransformer, WindowAttention
 
 OUTPUT_STRIDE = 8
-INPUT_SIZE_RULE = f'(size - 1) % {OUTPUT_STRIDE} == 0, e.g. 473, 233, 57'
 
 
 def valid_input_size(size: int) -> bool:
     """Whether SCCAN takes images `size` pixels high (or wide): the backbone's stride-8 grid
-    must fall on both borders, (size - 1) % 8 == 0 (INPUT_SIZE_RULE)."""
+    must fall on both borders, (size - 1) % 8 == 0 (input_size_rule)."""
     return size > 0 and (size - 1) % OUTPUT_STRIDE == 0
+
+
+def input_size_rule(name: str = 'size') -> str:
+    """valid_input_size in words, for messages about the value called `name`."""
+    return f'({name} - 1) % {OUTPUT_STRIDE} == 0, e.g. 473, 233, 57'
 
 
 def reduce_mid_features(in_channels, channels):

@@ -9,8 +9,7 @@ import pytest
 
 from tools import benchmark
 
-from fakedata import make_pascal, make_pascal_config
-from script_checks import assert_one_error, run_cli
+from helpers import assert_one_error, make_pascal, make_pascal_config, run_cli
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -26,7 +26,7 @@ import torch
 
 import test_sccan
 import train_sccan
-from fakedata import make_pascal_config, random_episode, without_dropout
+from helpers import make_pascal_config, random_episode, without_dropout
 from model import build_sccan
 from model.scca import WindowAttention
 from test_distributed import assert_same_step, validate_and_step
@@ -35,7 +35,7 @@ from tools.demo import data_opts
 from util import distributed
 from util.config import default_config
 from util.episodes import TRAINING_INPUTS
-from util.experiment import build_model
+from util.experiment import compile_model, ready_model
 from util.optim import build_optimizers, forward_backward, optimizer_step, set_sgd_lr
 from util.precision import Precision, precision_for
 from util.datasets.synthetic import write_benchmark
@@ -191,7 +191,7 @@ def test_training_steps_lower_the_loss_on_a_fixed_batch(device, amp, record_prop
     cfg = default_config().replace(model='tiny', amp=amp)
     precision = precision_for(cfg, device)
     torch.manual_seed(0)
-    net = precision.prepare_model(without_dropout(build_model(cfg)).to(device)).train()
+    net = without_dropout(ready_model(cfg, device)).train()
     sgd, adamw = build_optimizers(net, cfg)
     set_sgd_lr(sgd, cfg.base_lr)
     scaler = precision.grad_scaler()
@@ -219,7 +219,7 @@ def test_fast_path_computes_what_the_plain_path_does(device, exact_float32, swit
 def test_compiled_model_computes_what_the_eager_model_does(device, exact_float32, record_property):
     torch._dynamo.reset()        # no graphs of other models (recompile limit)
     eager, compiled = (net.to(device) for net in tiny_twins({}, {}))   # the defaults
-    Precision(device.type, compile=True).prepare_model(compiled)
+    compile_model(compiled)
     start = time.time()
     compare_outputs_and_gradients(eager, compiled, device, record_property)
     record_property('seconds_with_compilation', round(time.time() - start, 1))

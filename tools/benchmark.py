@@ -7,7 +7,7 @@
 
 paths (the default mode): every setting through each entry point, measured in the same run:
 - scripts: as train_sccan.py and test_sccan.py run SCCAN: the default config (util.config; --opts
-  KEY VALUE overrides it), util.experiment.build_model, util.precision, the eval predictor of
+  KEY VALUE overrides it), util.experiment.ready_model, util.precision, the eval predictor of
   util.evaluate (with the feature cache for eval-5shot-cached) and the training step of
   util.optim (SGD + AdamW, loss scaling);
 - api: the bare Python API as a notebook uses it, no config and no Precision: build_sccan(...),
@@ -70,7 +70,7 @@ from util.datasets.synthetic import write_benchmark  # noqa: E402
 from util.distributed import DistEnv  # noqa: E402
 from util.episodes import MODEL_INPUTS, TRAINING_INPUTS  # noqa: E402
 from util.evaluate import forward_predictor, make_predictor, run_episodes  # noqa: E402
-from util.experiment import build_model, model_for_checkpoint  # noqa: E402
+from util.experiment import compile_model, model_for_checkpoint, ready_model  # noqa: E402
 from util.optim import build_optimizers, forward_backward, optimizer_step  # noqa: E402
 from util.outputs import write_json  # noqa: E402
 from util.precision import Precision, precision_for, resolve_device  # noqa: E402
@@ -192,7 +192,7 @@ def scripts_step(args, mode, inputs, device, amp='none'):
     """One call of `mode` as train_sccan.py (train) and test_sccan.py (eval) make it."""
     cfg = paths_config(args, amp)
     precision = precision_for(cfg, device)
-    net = precision.prepare_model(build_model(cfg).to(device))
+    net = ready_model(cfg, device)
     batch = dict(zip(TRAINING_INPUTS, inputs))
     if mode == 'train':
         net.train()
@@ -370,22 +370,23 @@ def run_paths(args, argv, show):
 
 # ---- modes --------------------------------------------------------------------------------------
 BASE_MODE = 'default'
-MODES = {   # name: (SCCAN.set_fast_paths switches = config keys, Precision keyword arguments)
-    BASE_MODE: ({}, {}),
-    'contiguous': ({'channels_last': False}, {}),
-    'fused_attention': ({'fused_attention': True}, {}),
-    'bf16': ({}, {'dtype': torch.bfloat16}),
-    'fp16': ({}, {'dtype': torch.float16}),
-    'compile': ({}, {'compile': True}),
+MODES = {   # name: (SCCAN.set_fast_paths switches = config keys, autocast dtype)
+    BASE_MODE: ({}, None),
+    'contiguous': ({'channels_last': False}, None),
+    'fused_attention': ({'fused_attention': True}, None),
+    'bf16': ({}, torch.bfloat16),
+    'fp16': ({}, torch.float16),
+    'compile': ({}, None),
 }
 
 
 def in_mode(net, mode, device):
     """(net on device in `mode`, its Precision)."""
-    precision = Precision(device.type, **MODES[mode][1])
-    if precision.compile:   # a fresh model: forget graphs of earlier ones (recompile limit)
-        torch._dynamo.reset()
-    return precision.prepare_model(net.set_fast_paths(**MODES[mode][0]).to(device)), precision
+    net = net.set_fast_paths(**MODES[mode][0]).to(device)
+    if mode == 'compile':
+        torch._dynamo.reset()   # a fresh model: forget graphs of earlier ones (recompile limit)
+        compile_model(net)
+    return net, Precision(device.type, MODES[mode][1])
 
 
 def mode_seconds(mode, args, device):
@@ -457,7 +458,7 @@ def run_cache(args, argv, show):
         write_benchmark(cfg.data_root)
     device = resolve_device(args.device)
     torch.manual_seed(0)
-    net = build_model(cfg).to(device).eval()
+    net = ready_model(cfg.replace(backbone_weights=None), device).eval()   # random weights do
     precision = precision_for(cfg, device)
     dataset = episode_dataset(cfg, 'val')
     header = (f'{cfg.source}: {args.shot}-shot, {args.episodes} episodes over {len(dataset)} query images, '
