@@ -95,10 +95,13 @@ def test_cache_cuts_backbone_passes_and_changes_no_metric(tmp_path, capsys):
 def test_data_measures_each_mode_and_shot(tmp_path, capsys):
     root, _, val_list = make_pascal(str(tmp_path))
     status, out, err = run_cli(benchmark.main, ['data', '--episodes', '2', '--size', '57', '--data-root', root,
-                                                '--list', val_list, '--list-dir', str(tmp_path / 'lists')], capsys)
+                                                '--list', val_list, '--list-dir', str(tmp_path / 'lists'),
+                                                '--json', str(tmp_path / 'd.json')], capsys)
     assert status == 0, err
     _, _, rows = table(out)
     assert [row[:3] for row in rows] == [['train', '1', '57'], ['train', '5', '57'], ['val', '1', '57'],
                                          ['val', '5', '57']]
-    for _, shot, _, episodes, images in rows:
-        assert float(images) == pytest.approx(float(episodes) * (int(shot) + 1), abs=0.11)
+    with open(tmp_path / 'd.json') as f:
+        report = json.load(f)
+    for row in report['rows']:       # a query and its supports per episode
+        assert row['images_per_second'] == pytest.approx(row['episodes_per_second'] * (row['shot'] + 1))

@@ -592,7 +592,7 @@ def parse_args(argv):
     if not argv or argv[0] not in RUNS and argv[0] not in ('-h', '--help'):
         argv = ['paths', *argv]
     parser = ArgumentParser(description=__doc__.split('\n')[0],
-                            epilog='Each mode has its own options: tools/benchmark.py MODE --help.')
+                            epilog='Without a MODE: paths. Each mode has its own options: tools/benchmark.py MODE --help.')
     modes = parser.add_subparsers(dest='mode', required=True, metavar='MODE', parser_class=ArgumentParser)
     json_option = ArgumentParser(add_help=False)
     json_option.add_argument('--json', help="also write the mode's header and rows to this file")
