@@ -68,7 +68,7 @@ from util.datasets import episode_dataset  # noqa: E402
 from util.datasets.pascal_coco import EpisodeDataset  # noqa: E402
 from util.datasets.synthetic import write_benchmark  # noqa: E402
 from util.distributed import DistEnv  # noqa: E402
-from util.episodes import MODEL_INPUTS, TRAINING_INPUTS  # noqa: E402
+from util.episodes import MODEL_INPUTS, TRAINING_INPUTS, random_episode  # noqa: E402
 from util.evaluate import forward_predictor, make_predictor, run_episodes  # noqa: E402
 from util.experiment import compile_model, model_for_checkpoint, ready_model  # noqa: E402
 from util.optim import build_optimizers, forward_backward, optimizer_step  # noqa: E402
@@ -120,12 +120,7 @@ def peak_memory(device):
 
 def episode(batch, shot, size, device):
     """Random model inputs (query, support, support_masks, query_mask) on `device`."""
-    g = torch.Generator().manual_seed(0)
-    query = torch.randn(batch, 3, size, size, generator=g)
-    support = torch.randn(batch, shot, 3, size, size, generator=g)
-    masks = (torch.rand(batch, shot, size, size, generator=g) > 0.5).float()
-    query_mask = (torch.rand(batch, size, size, generator=g) > 0.5).float()
-    return [t.to(device) for t in (query, support, masks, query_mask)]
+    return [t.to(device) for t in random_episode(batch, shot, size)]
 
 
 def without_grad(function, *args):
