@@ -21,7 +21,7 @@ from typing import Dict, List, Sequence
 
 import numpy as np
 
-from util.metrics import EPS
+from util.metrics import scores_from_sums
 
 METHOD = ('percentile bootstrap over episodes, resampled with replacement within each class '
           '(as many as the class had), scores recomputed from the per-class sums of intersection '
@@ -65,20 +65,6 @@ class EpisodeCounts:
 
     def class_episodes(self) -> List[int]:
         return np.bincount(self.class_index, minlength=self.num_classes).tolist()
-
-
-def scores_from_sums(class_inter, class_union, inter, union) -> Dict[str, np.ndarray]:
-    """The report's scores from summed counts, for any leading shape S (one run: S = ()).
-
-    Args:
-        class_inter, class_union: S×C FG sums per class; inter, union: S×2 BG/FG sums over all.
-    Returns:
-        {'mIoU': S, 'FB-IoU': S, 'pIoU': S, 'class_IoU': S×C} float64.
-    """
-    class_iou = np.asarray(class_inter, np.float64) / (np.asarray(class_union, np.float64) + EPS)
-    iou = np.asarray(inter, np.float64) / (np.asarray(union, np.float64) + EPS)
-    return {'mIoU': class_iou.mean(-1), 'FB-IoU': iou.mean(-1), 'pIoU': iou[..., 1],
-            'class_IoU': class_iou}
 
 
 def scores(counts: EpisodeCounts) -> Dict[str, np.ndarray]:
