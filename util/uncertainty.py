@@ -68,8 +68,10 @@ class EpisodeCounts:
 
 
 def scores(counts: EpisodeCounts) -> Dict[str, np.ndarray]:
-    """The scores of all of counts' episodes, as util.metrics.IoUMeter computes them."""
-    return resampled_scores(counts, np.arange(len(counts))[None])
+    """The scores of all of counts' episodes, as util.metrics.IoUMeter computes them:
+    {'mIoU': (), 'FB-IoU': (), 'pIoU': (), 'class_IoU': C}."""
+    everything = resampled_scores(counts, np.arange(len(counts))[None])
+    return {key: value[0] for key, value in everything.items()}
 
 
 def stratified_resamples(class_index: np.ndarray, num_classes: int, resamples: int,
@@ -98,18 +100,22 @@ def resampled_scores(counts: EpisodeCounts, positions: np.ndarray) -> Dict[str, 
                             counts.intersection[positions].sum(1), counts.union[positions].sum(1))
 
 
-def seed_rng(seed: int, stream: int) -> np.random.Generator:
-    """The generator of one stream (a seed of the report, one side of a comparison) under the
-    bootstrap seed: streams are independent and each reproducible alone."""
-    return np.random.default_rng(np.random.SeedSequence([seed, stream]))
+def seed_rng(seed: int, *stream: int) -> np.random.Generator:
+    """The generator of one stream (seed k of a report: (k,); side B of an unpaired comparison:
+    (k, 1)) under the bootstrap seed: streams are independent and each reproducible alone."""
+    return np.random.default_rng(np.random.SeedSequence([seed, *stream]))
+
+
+def resample_positions(counts: EpisodeCounts, resamples: int, seed: int, *stream: int):
+    """R×N stratified resample positions of one seed's episodes, from the stream's generator."""
+    return stratified_resamples(counts.class_index, counts.num_classes, resamples,
+                                seed_rng(seed, *stream))
 
 
 def bootstrap(counts: EpisodeCounts, resamples: int = RESAMPLES, seed: int = 0,
               stream: int = 0) -> Dict[str, np.ndarray]:
     """The scores of `resamples` stratified resamples of one seed's episodes."""
-    rng = seed_rng(seed, stream)
-    return resampled_scores(counts, stratified_resamples(counts.class_index, counts.num_classes,
-                                                         resamples, rng))
+    return resampled_scores(counts, resample_positions(counts, resamples, seed, stream))
 
 
 def percentile_interval(samples: np.ndarray, level: float = LEVEL) -> np.ndarray:
@@ -155,6 +161,32 @@ def uncertainty(per_seed: Sequence[EpisodeCounts], resamples: int = RESAMPLES, s
             'seeds': [dict(summary(r, level), class_episodes=counts.class_episodes())
                       for r, counts in zip(resampled, per_seed)],
             'pooled': summary(mean_over_seeds(resampled), level)}
+
+
+def paired_difference(a: Sequence[EpisodeCounts], b: Sequence[EpisodeCounts],
+                      resamples: int = RESAMPLES, seed: int = 0) -> Dict[str, np.ndarray]:
+    """Resampled B − A of the mean over seeds when A and B scored the same episodes: each
+    resample draws the same episodes for both, so what the two share (which episodes are
+    easy) cancels. a[k] and b[k] must hold the same episodes in the same order."""
+    diffs = []
+    for stream, (counts_a, counts_b) in enumerate(zip(a, b)):
+        if not np.array_equal(counts_a.class_index, counts_b.class_index):
+            raise ValueError(f'seed {stream + 1} of the two runs has other episodes: a paired '
+                             'comparison needs the same ones')
+        positions = resample_positions(counts_a, resamples, seed, stream)
+        scored_a, scored_b = (resampled_scores(c, positions) for c in (counts_a, counts_b))
+        diffs.append({key: scored_b[key] - scored_a[key] for key in scored_a})
+    return mean_over_seeds(diffs)
+
+
+def unpaired_difference(a: Sequence[EpisodeCounts], b: Sequence[EpisodeCounts],
+                        resamples: int = RESAMPLES, seed: int = 0) -> Dict[str, np.ndarray]:
+    """Resampled B − A of the mean over seeds when the runs scored different episodes: A and
+    B are resampled independently (wider than a paired interval)."""
+    side_a = mean_over_seeds([bootstrap(c, resamples, seed, k) for k, c in enumerate(a)])
+    side_b = mean_over_seeds([resampled_scores(c, resample_positions(c, resamples, seed, k, 1))
+                              for k, c in enumerate(b)])
+    return {key: side_b[key] - side_a[key] for key in side_a}
 
 
 def plus_minus(value: float, interval: Sequence[float]) -> str:
