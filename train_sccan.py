@@ -25,7 +25,8 @@ from model.checkpoint import (check_resumable, leftover_temporaries, read_checkp
 from util import distributed
 from util.cli import ArgumentParser, run_main
 from util.config import ConfigError, load_config
-from util.episodes import SeededEpisodes, TrainSampler, episode_dataset, make_loader
+from util.datasets import episode_dataset
+from util.episodes import SeededEpisodes, TrainSampler, make_loader
 from util.evaluate import format_result, make_predictor, run_episodes
 from util.experiment import build_model, check_fits, find_checkpoint, run_paths
 from util.log import close_logging, format_duration, progress, scalar_writer, setup_logging
@@ -376,7 +377,7 @@ class Trainer:
         cfg, p = self.cfg, self.progress
         where = f'epoch {epoch_label} (step {p["iteration"]})'
         log.info('validation at %s: %d episodes', where, cfg.test_num)
-        result = run_episodes(self.net, self.val_data, len(self.val_data.classes), cfg,
+        result = run_episodes(self.net, self.val_data, cfg,
                               cfg.manual_seed, self.env, self.precision, predict=self.val_predict)
         p['val_num'] += 1
         log.info('validation at %s:\n%s', where, format_result(result, self.val_data.classes))

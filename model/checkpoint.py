@@ -26,6 +26,8 @@ import zipfile
 
 import torch
 
+from model.backbone import BLOCKS_PER_STAGE
+
 DDP_PREFIX = 'module.'
 # Entries a checkpoint needs to continue a run (the weights aside).
 RESUME_ENTRIES = ('iteration', 'optimizer', 'optimizer_swin', 'rng', 'progress', 'config')
@@ -64,10 +66,11 @@ def metadata(checkpoint):
 
 
 def detect_layers(state_dict):
-    """Backbone depth of a state dict, from the number of layer3 blocks (6: 50, 23: 101)."""
+    """Backbone depth of a state dict, from the number of layer3 blocks (6: 50, 23: 101);
+    None when that number is no known depth's."""
     blocks = {int(m.group(1)) for k in state_dict
               for m in [re.search(r'(?:^|\.)layer3\.(\d+)\.', k)] if m}
-    return {6: 50, 23: 101}.get(len(blocks))
+    return {stages[2]: layers for layers, stages in BLOCKS_PER_STAGE.items()}.get(len(blocks))
 
 
 def stored_architecture(checkpoint, keys):
@@ -114,6 +117,19 @@ def load_weights(net, path):
     checkpoint = read_checkpoint(path)
     load_strict(net, model_state(checkpoint, path), path)
     return checkpoint
+
+
+def load_backbone_weights(net, path):
+    """Load ImageNet weights into the backbone of the SCCAN `net`, strictly: a PSPNet-style plain
+    state dict (initmodel/resnet<L>_v2.pth: conv1/bn1/.../layer4/fc keys). The classifier `fc.*`
+    and BatchNorm's `num_batches_tracked` counters (saved from nn.BatchNorm2d) are ignored.
+    Returns `net`."""
+    state = {k: v for k, v in model_state(read_checkpoint(path), path).items()
+             if not k.startswith('fc.') and not k.endswith('num_batches_tracked')}
+    architecture = net.architecture
+    load_strict(net.backbone.body, state, path,
+                f" (the backbone of ResNet-{architecture['layers']}, width {architecture['backbone_width']})")
+    return net
 
 
 # ---- checking -----------------------------------------------------------------------------------

@@ -14,13 +14,13 @@ from model.loss import weighted_dice_loss
 from model.prior import prior_mask
 from model.scca import SCCATransformer, WindowAttention
 
-MID_CHANNELS = 512 + 1024   # layer2 ‖ layer3
 OUTPUT_STRIDE = 8
 
 
-def reduce_mid_features(channels):
-    """down_query / down_supp: 1×1 conv 1536 → C, ReLU, Dropout2d(0.5)."""
-    return nn.Sequential(nn.Conv2d(MID_CHANNELS, channels, 1, bias=False), nn.ReLU(), nn.Dropout2d(p=0.5))
+def reduce_mid_features(in_channels, channels):
+    """down_query / down_supp: 1×1 conv in_channels (the backbone's mid features, 1536 in the
+    paper) → C, ReLU, Dropout2d(0.5)."""
+    return nn.Sequential(nn.Conv2d(in_channels, channels, 1, bias=False), nn.ReLU(), nn.Dropout2d(p=0.5))
 
 
 def fusion(channels):
@@ -37,14 +37,15 @@ def support_prototype(features, masks):
 class SCCAN(nn.Module):
     """The Self-Calibrated Cross Attention Network.
 
-    Every constructor argument but `backbone_weights` is part of the architecture
-    (`self.architecture`): checkpoints store it and model.build rebuilds from it. The defaults
-    are the paper's. The weights do not depend on the number of shots K: any K runs.
+    Every constructor argument is part of the architecture (`self.architecture`): checkpoints
+    store it and model.build rebuilds from it. The defaults are the paper's; model.build names
+    other variants. The weights do not depend on the number of shots K: any K runs. The backbone
+    starts random: model.load_backbone_weights loads ImageNet weights into it.
 
     Args:
-        layers: depth of the frozen ResNet backbone, 50 or 101.
-        backbone_weights: a PSPNet-style ImageNet state dict (initmodel/resnet<L>_v2.pth) to
-            load into the backbone; None leaves it random (enough when a checkpoint follows).
+        layers: depth of the frozen ResNet backbone, 50 or 101 (14: one block per stage).
+        backbone_width: base width of the backbone (64; its mid and high features are 24 and
+            32 times as wide).
         fts_size: side S of the grid the SCCA blocks work on (64).
         window_size: patch (window) side of the SCCA blocks (8).
         depth: number of SCCA blocks (8); odd ones are shifted.
@@ -58,21 +59,20 @@ class SCCAN(nn.Module):
     SCCA blocks in training. Fused attention is off by default.
     """
 
-    def __init__(self, layers: int = 50, backbone_weights: Optional[str] = None, *, fts_size: int = 64,
+    def __init__(self, layers: int = 50, *, backbone_width: int = 64, fts_size: int = 64,
                  window_size: int = 8, depth: int = 8, num_heads: int = 8, mlp_ratio: float = 1.0,
                  reduce_dim: int = 256, zoom_factor: int = 8):
         super().__init__()
         if fts_size % window_size:
             raise ValueError(f"fts_size {fts_size} must be a multiple of window_size {window_size}")
-        self.architecture = dict(layers=layers, fts_size=fts_size, window_size=window_size, depth=depth,
-                                 num_heads=num_heads, mlp_ratio=mlp_ratio, reduce_dim=reduce_dim,
-                                 zoom_factor=zoom_factor)
+        self.architecture = dict(layers=layers, backbone_width=backbone_width, fts_size=fts_size,
+                                 window_size=window_size, depth=depth, num_heads=num_heads,
+                                 mlp_ratio=mlp_ratio, reduce_dim=reduce_dim, zoom_factor=zoom_factor)
         self.fts_size, self.zoom_factor = (fts_size, fts_size), zoom_factor
-        self.backbone = Backbone(layers)
-        if backbone_weights:
-            self.backbone.load_pretrained(backbone_weights)
-        self.down_query = reduce_mid_features(reduce_dim)
-        self.down_supp = reduce_mid_features(reduce_dim)
+        self.backbone = Backbone(layers, backbone_width)
+        mid_channels = self.backbone.body.mid_channels
+        self.down_query = reduce_mid_features(mid_channels, reduce_dim)
+        self.down_supp = reduce_mid_features(mid_channels, reduce_dim)
         self.init_merge_query = fusion(reduce_dim)
         self.init_merge_supp = fusion(reduce_dim)
         self.transformer = SCCATransformer(reduce_dim, depth, num_heads, window_size, mlp_ratio)
@@ -112,8 +112,8 @@ class SCCAN(nn.Module):
         """Frozen backbone features (no autograd) of N×3×H×W images, for reuse across episodes.
 
         Returns:
-            BackboneFeatures: mid N×1536×h×w (layer2 ‖ layer3), high N×2048×h×w (layer4),
-            h = (H − 1) / 8 + 1.
+            BackboneFeatures: mid N×1536×h×w (layer2 ‖ layer3), high N×2048×h×w (layer4) at the
+            paper's backbone width, h = (H − 1) / 8 + 1.
         """
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)

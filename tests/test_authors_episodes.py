@@ -21,7 +21,7 @@ import torch
 
 from fakedata import make_pascal
 from script_checks import assert_one_error, run_cli
-from util.dataset import EpisodeDataset
+from util.datasets.pascal_coco import EpisodeDataset
 from util.manifest import check_fits, read_manifest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -62,9 +62,9 @@ def test_the_golden_manifest_fits_its_tree(tree):
     check_fits(manifest, 'pascal', 0, 1, [1, 2, 3, 4, 5], tree[0])
     # Their loader does not shuffle: episode e queries image e mod N of their list, which is the
     # order of ours (the val list's, images with a novel class).
-    ours = EpisodeDataset('pascal', tree[0], tree[2], 0, 1, 'val', list_cache_dir=None)
-    queries = [tuple(os.path.relpath(p, tree[0]) for p in q[0]) for q in ours.queries]
-    assert [r.query for r in manifest.records] == [queries[e % len(queries)] for e in range(20)]
+    ours = EpisodeDataset('pascal', tree[0], tree[2], 0, 1, 'val',
+                          list_cache_dir=os.path.join(os.path.dirname(tree[0]), 'lists'))
+    assert [r.query for r in manifest.records] == [e.query for e in ours.plan(321, 20)]
     for r in manifest.records:              # supports of the episode's class, never the query
         assert r.query not in r.supports
         label = cv2.imread(os.path.join(tree[0], r.supports[0][1]), cv2.IMREAD_GRAYSCALE)

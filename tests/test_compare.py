@@ -19,7 +19,7 @@ CLASSES = [1, 2, 3, 4, 5]
 
 
 def write_run(path, counts, seed=321, queries=None, classes=CLASSES):
-    """A manifest of one seed's scored episodes (counts: util.uncertainty.EpisodeCounts); episode
+    """A manifest of one seed's scored episodes (counts: util.uncertainty.RunCounts); episode
     e queries image queries[e] (default e)."""
     records = [EpisodeRecord(seed, e, (f'q{queries[e] if queries else e}.jpg', f'q{e}.png'),
                              ((f's{e}.jpg', f's{e}.png'),), classes[c],

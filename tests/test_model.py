@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from model import SCCAN, CheckpointError, load_weights
+from model import MODEL_VARIANTS, SCCAN, CheckpointError, build_sccan, load_backbone_weights, load_weights
 from model.loss import weighted_dice_loss
 from model.prior import prior_mask
 from util.config import default_config
@@ -10,9 +10,6 @@ from util.optim import apply_schedule, build_optimizers
 from model.scca import SCCABlock, align_patches, gather_patches, merge_patches, split_patches
 
 from fakedata import random_episode as episode
-
-TINY = dict(fts_size=16, depth=2, reduce_dim=32, num_heads=4)
-
 
 def spec_state_dict_keys(layers=50, depth=8):
     """The authors' parameter names (their model/SCCAN.py and swin_sccan.py), written out from
@@ -22,7 +19,7 @@ def spec_state_dict_keys(layers=50, depth=8):
     for i in (1, 2, 3):
         keys.add(f'backbone.body.conv{i}.weight')
         keys.update(f'backbone.body.bn{i}.{b}' for b in bn)
-    blocks = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}[layers]
+    blocks = {14: (1, 1, 1, 1), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}[layers]
     for stage, n in enumerate(blocks, start=1):
         for j in range(n):
             prefix = f'backbone.body.layer{stage}.{j}'
@@ -51,12 +48,21 @@ def net50():
     return SCCAN(layers=50)
 
 
+@pytest.fixture(scope='module')
+def tiny():
+    return build_sccan('tiny').eval()
+
+
 def test_state_dict_keys_are_the_authors(net50):
     assert set(net50.state_dict()) == spec_state_dict_keys(50)
 
 
 def test_resnet101_keys():
     assert set(SCCAN(layers=101).state_dict()) == spec_state_dict_keys(101)
+
+
+def test_tiny_keys_follow_the_authors_naming():
+    assert set(build_sccan('tiny').state_dict()) == spec_state_dict_keys(14, MODEL_VARIANTS['tiny']['depth'])
 
 
 def test_parameter_counts(net50):
@@ -86,21 +92,24 @@ def test_index_split_keeps_the_first_groups_at_base_lr(net50):
     assert [g['lr'] for g in adamw.param_groups] == [cfg.transformer_lr]
 
 
-def test_output_stride_8(net50):
-    features = net50.encode(torch.randn(1, 3, 473, 473))
-    assert features.high.shape == (1, 2048, 60, 60)
-    assert features.mid.shape == (1, 1536, 60, 60)
+def test_output_stride_8_and_feature_widths(net50, tiny):
+    """layer2 ‖ layer3 and layer4 are 24 and 32 times the base width wide (64 in the paper)."""
+    features = net50.encode(torch.randn(1, 3, 57, 57))
+    assert features.mid.shape == (1, 1536, 8, 8) and features.high.shape == (1, 2048, 8, 8)
     assert not features.high.requires_grad
+    width = MODEL_VARIANTS['tiny']['backbone_width']
+    features = tiny.encode(torch.randn(1, 3, 473, 473))
+    assert features.mid.shape == (1, 24 * width, 60, 60) and features.high.shape == (1, 32 * width, 60, 60)
 
 
 def test_unknown_layers_rejected():
-    with pytest.raises(ValueError, match='layers must be one of'):
+    with pytest.raises(ValueError, match=r'layers must be one of \[14, 50, 101\], got 34'):
         SCCAN(layers=34)
 
 
 def test_gradients_reach_every_trainable_parameter_and_no_backbone():
     torch.manual_seed(0)
-    net = SCCAN(layers=50, **TINY).train()
+    net = build_sccan('tiny').train()
     pred, loss = net(*episode())
     assert pred.shape == (2, 65, 65) and pred.dtype == torch.long
     loss.backward()
@@ -116,7 +125,7 @@ def test_gradients_reach_every_trainable_parameter_and_no_backbone():
 
 
 def test_frozen_bn_stays_fixed_in_train_mode():
-    net = SCCAN(layers=50, **TINY).train()
+    net = build_sccan('tiny').train()
     before = {k: v.clone() for k, v in net.backbone.state_dict().items()}
     net(*episode())
     assert all(torch.equal(before[k], v) for k, v in net.backbone.state_dict().items())
@@ -124,7 +133,7 @@ def test_frozen_bn_stays_fixed_in_train_mode():
 
 def test_k_shot_output_invariant_to_shot_order():
     torch.manual_seed(0)
-    net = SCCAN(layers=50, **TINY).eval().double()
+    net = build_sccan('tiny').eval().double()
     query, support, masks, _ = episode(b=1, k=3)
     query, support = query.double(), support.double()
     order = [2, 0, 1]
@@ -238,11 +247,6 @@ def test_dice_loss_ignore_pixels_only_add_to_prediction_energy():
         pytest.approx((bg + fg).item(), abs=1e-6)
 
 
-@pytest.fixture(scope='module')
-def tiny():
-    return SCCAN(layers=50, **TINY).eval()
-
-
 def test_any_number_of_shots_runs(tiny):
     """The weights do not depend on K: one net runs 1-, 2- and 5-shot episodes, and K copies of
     one support give the 1-shot logits (the K-shot fusion averages)."""
@@ -272,7 +276,7 @@ def test_input_size_rule(tiny):
 
 
 def test_training_needs_query_mask():
-    net = SCCAN(layers=50, **TINY).train()
+    net = build_sccan('tiny').train()
     query, support, masks, _ = episode(b=1)
     with pytest.raises(ValueError, match='query_mask'):
         net(query, support, masks)
@@ -286,7 +290,7 @@ def test_load_weights_round_trip_and_formats(tiny, tmp_path):
     torch.save({'epoch': 3, 'state_dict': {'module.' + k: v for k, v in state.items()},
                 'optimizer': {}, 'optimizer_swin': {}}, wrapped)
     for path in (plain, wrapped):
-        other = SCCAN(layers=50, **TINY)
+        other = build_sccan('tiny')
         load_weights(other, path)
         assert all(torch.equal(other.state_dict()[k], v) for k, v in state.items())
 
@@ -298,16 +302,16 @@ def test_load_weights_lists_missing_and_unexpected_keys(tiny, tmp_path):
     path = tmp_path / 'bad.pth'
     torch.save(state, path)
     with pytest.raises(CheckpointError) as err:
-        load_weights(SCCAN(layers=50, **TINY), path)
+        load_weights(build_sccan('tiny'), path)
     message = str(err.value)
     assert str(path) in message and 'cls_meta.3.bias' in message and 'extra.weight' in message
 
 
 def test_load_weights_other_backbone(tiny, tmp_path):
-    path = tmp_path / 'r50.pth'
+    path = tmp_path / 'r14.pth'
     torch.save(tiny.state_dict(), path)
     with pytest.raises(CheckpointError, match='missing keys'):
-        load_weights(SCCAN(layers=101, **TINY), path)
+        load_weights(build_sccan('tiny', layers=50), path)
 
 
 def test_truncated_and_foreign_files(tiny, tmp_path):
@@ -325,18 +329,21 @@ def test_truncated_and_foreign_files(tiny, tmp_path):
 
 
 def test_pspnet_backbone_weights_load_and_fc_ignored(tmp_path):
-    net = SCCAN(layers=50, **TINY)
+    net = build_sccan('tiny')
     state = {k: torch.randn_like(v) for k, v in net.backbone.body.state_dict().items()}
     state['bn1.num_batches_tracked'] = torch.tensor(7)
-    state['fc.weight'], state['fc.bias'] = torch.zeros(1000, 2048), torch.zeros(1000)
-    path = tmp_path / 'resnet50_v2.pth'
+    state['fc.weight'], state['fc.bias'] = torch.zeros(1000, 256), torch.zeros(1000)
+    path = tmp_path / 'resnet14_v2.pth'
     torch.save(state, path)
-    loaded = SCCAN(layers=50, backbone_weights=str(path), **TINY)
-    assert torch.equal(loaded.backbone.body.layer4[2].conv3.weight, state['layer4.2.conv3.weight'])
+    head = {k: v.clone() for k, v in net.state_dict().items() if not k.startswith('backbone.')}
+    assert load_backbone_weights(net, str(path)) is net
+    assert torch.equal(net.backbone.body.layer4[0].conv3.weight, state['layer4.0.conv3.weight'])
+    assert all(torch.equal(net.state_dict()[k], v) for k, v in head.items())
     del state['layer1.0.conv1.weight']
     torch.save(state, path)
-    with pytest.raises(CheckpointError, match='layer1.0.conv1.weight'):
-        SCCAN(layers=50, backbone_weights=str(path), **TINY)
+    with pytest.raises(CheckpointError, match=r'resnet14_v2.pth \(the backbone of ResNet-14, width 8\) does not fit '
+                                              r'DeepStemResNet:\n  missing keys \(1\): layer1.0.conv1.weight'):
+        load_backbone_weights(build_sccan('tiny'), str(path))
 
 
 def test_encode_segment_equals_forward(tiny):

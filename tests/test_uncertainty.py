@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from util.metrics import IoUMeter, intersection_union
-from util.uncertainty import (EpisodeCounts, bootstrap, percentile_interval, plus_minus, scores,
+from util.uncertainty import (RunCounts, bootstrap, percentile_interval, plus_minus, scores,
                               uncertainty)
 
 
@@ -21,7 +21,7 @@ def synthetic_counts(per_class, num_classes=5, seed=0):
     fg_inter = (fg_union * np.clip(quality + rng.normal(0, 0.2, len(class_index)), 0, 1)).astype(np.int64)
     bg_union = rng.integers(5000, 20000, len(class_index))
     bg_inter = bg_union - (fg_union - fg_inter)
-    return EpisodeCounts.of(class_index, np.stack([bg_inter, fg_inter], 1),
+    return RunCounts.of(class_index, np.stack([bg_inter, fg_inter], 1),
                             np.stack([bg_union, fg_union], 1), num_classes)
 
 
@@ -34,7 +34,7 @@ def test_scores_are_those_of_the_meter():
     meter = IoUMeter(num_classes=4)             # class 3 without episodes scores 0
     meter.update(pred, target, classes)
     inter, union = intersection_union(pred, target)
-    ours = scores(EpisodeCounts.of(classes, inter, union, 4))
+    ours = scores(RunCounts.of(classes, inter, union, 4))
     expected = meter.summary()
     for name in ('mIoU', 'FB-IoU', 'pIoU'):
         assert ours[name].item() == expected[name]
@@ -64,7 +64,7 @@ def exact_distribution(counts):
 
 def test_bootstrap_against_exact_enumeration():
     # 2 classes × 3 episodes: 3**3 × 3**3 = 729 equally likely resamples.
-    counts = EpisodeCounts.of([0, 1, 0, 1, 0, 1],
+    counts = RunCounts.of([0, 1, 0, 1, 0, 1],
                               [[90, 10], [50, 30], [70, 40], [60, 5], [80, 25], [40, 60]],
                               [[100, 50], [70, 40], [95, 60], [90, 45], [100, 30], [60, 70]], 2)
     exact = dict(zip(('mIoU', 'FB-IoU'), exact_distribution(counts)))
@@ -118,7 +118,7 @@ def test_seeds_pooled_and_independent():
 
 
 def test_identical_episodes_give_a_zero_width_interval():
-    counts = EpisodeCounts.of([0, 0, 1, 1], [[5, 3]] * 4, [[8, 4]] * 4, 2)
+    counts = RunCounts.of([0, 0, 1, 1], [[5, 3]] * 4, [[8, 4]] * 4, 2)
     result = uncertainty([counts], resamples=100)
     lo, hi = result['pooled']['mIoU']
     assert lo == hi == pytest.approx(0.75)
@@ -126,7 +126,7 @@ def test_identical_episodes_give_a_zero_width_interval():
 
 
 def test_class_without_episodes_stays_zero():
-    counts = EpisodeCounts.of([0, 0, 0], [[1, 1], [2, 2], [3, 1]], [[2, 2], [3, 3], [4, 3]], 2)
+    counts = RunCounts.of([0, 0, 0], [[1, 1], [2, 2], [3, 1]], [[2, 2], [3, 3], [4, 3]], 2)
     result = uncertainty([counts], resamples=200)
     assert result['seeds'][0]['class_IoU'][1] == [0.0, 0.0]
     assert result['seeds'][0]['class_episodes'] == [3, 0]
@@ -138,8 +138,8 @@ def test_plus_minus_is_the_half_width_in_percent():
 
 def test_bad_counts_are_refused():
     with pytest.raises(ValueError, match=r'union has shape \(2,\), expected \(1, 2\) for 1 episodes'):
-        EpisodeCounts(np.array([0]), np.zeros((1, 2)), np.zeros(2), 1)
+        RunCounts(np.array([0]), np.zeros((1, 2)), np.zeros(2), 1)
     with pytest.raises(ValueError, match='class indices must lie in 0..1'):
-        EpisodeCounts.of([2], [[0, 0]], [[0, 0]], 2)
+        RunCounts.of([2], [[0, 0]], [[0, 0]], 2)
     with pytest.raises(ValueError, match='resamples must be a positive integer, got 0'):
-        uncertainty([EpisodeCounts.of([0], [[0, 0]], [[1, 1]], 1)], resamples=0)
+        uncertainty([RunCounts.of([0], [[0, 0]], [[1, 1]], 1)], resamples=0)

@@ -2,7 +2,7 @@
 and the folders its run writes."""
 import os
 
-from model import ARCHITECTURE_KEYS, CheckpointError, build_sccan, sccan_from_checkpoint
+from model import ARCHITECTURE_KEYS, CheckpointError, build_sccan, load_backbone_weights, sccan_from_checkpoint
 from model.build import architecture_of
 from model.checkpoint import check_shot, metadata
 
@@ -53,7 +53,8 @@ def build_model(cfg, backbone_weights=None):
             f'backbone weights not found: {backbone_weights} (config key backbone_weights). '
             "Put PSPNet's resnet<L>_v2.pth in initmodel/ (see initmodel/README.md), or train "
             'from a random backbone with --opts backbone_weights None')
-    return with_fast_paths(build_sccan(backbone_weights, **architecture(cfg)), cfg)
+    net = build_sccan(**architecture(cfg))
+    return with_fast_paths(net if backbone_weights is None else load_backbone_weights(net, backbone_weights), cfg)
 
 
 def check_fits(cfg, checkpoint, path, any_shot=False, any_split=False):

@@ -19,7 +19,7 @@ import os
 from typing import List, Optional, Sequence, Tuple
 
 from util.image_io import read_text
-from util.uncertainty import EpisodeCounts
+from util.uncertainty import RunCounts
 
 FORMAT = 'sccan-episodes/1'
 HEADER_KEYS = ('data_set', 'split', 'shot', 'classes', 'seeds', 'episodes')
@@ -67,7 +67,7 @@ class Manifest:
     def seeds(self) -> List[int]:
         return list(dict.fromkeys(r.seed for r in self.records))
 
-    def counts(self) -> List[EpisodeCounts]:
+    def counts(self) -> List[RunCounts]:
         """The per-episode counts of each seed (in the header's class order), for
         util.uncertainty."""
         if not self.scored:
@@ -78,7 +78,7 @@ class Manifest:
         per_seed = []
         for seed in self.seeds():
             mine = [r for r in self.records if r.seed == seed]
-            per_seed.append(EpisodeCounts.of([classes.index(r.class_id) for r in mine],
+            per_seed.append(RunCounts.of([classes.index(r.class_id) for r in mine],
                                              [r.intersection for r in mine],
                                              [r.union for r in mine], len(classes)))
         return per_seed

@@ -32,8 +32,9 @@ LEVEL = 0.95
 
 
 @dataclasses.dataclass(frozen=True)
-class EpisodeCounts:
-    """The pixel counts of one seed's episodes, as scored.
+class RunCounts:
+    """The pixel counts of one seed's episodes, as scored, and the number of classes they are
+    scored over (the evaluation's util.metrics.EpisodeCounts with it, as numpy arrays).
 
     class_index: (N,) int64, the position of each episode's class in the report's class list;
     intersection, union: (N, 2) int64, background and foreground; num_classes: the classes mIoU
@@ -60,6 +61,12 @@ class EpisodeCounts:
         return cls(as_int(class_index, (-1,)), as_int(intersection, (-1, 2)),
                    as_int(union, (-1, 2)), int(num_classes))
 
+    @classmethod
+    def of_evaluation(cls, counts, num_classes):
+        """From the evaluation's util.metrics.EpisodeCounts (torch tensors)."""
+        return cls.of(counts.class_index.numpy(), counts.intersection.numpy(),
+                      counts.union.numpy(), num_classes)
+
     def __len__(self):
         return len(self.class_index)
 
@@ -67,7 +74,7 @@ class EpisodeCounts:
         return np.bincount(self.class_index, minlength=self.num_classes).tolist()
 
 
-def scores(counts: EpisodeCounts) -> Dict[str, np.ndarray]:
+def scores(counts: RunCounts) -> Dict[str, np.ndarray]:
     """The scores of all of counts' episodes, as util.metrics.IoUMeter computes them:
     {'mIoU': (), 'FB-IoU': (), 'pIoU': (), 'class_IoU': C}."""
     everything = resampled_scores(counts, np.arange(len(counts))[None])
@@ -84,7 +91,7 @@ def stratified_resamples(class_index: np.ndarray, num_classes: int, resamples: i
     return np.concatenate(draws, axis=1) if draws else np.zeros((resamples, 0), np.int64)
 
 
-def resampled_scores(counts: EpisodeCounts, positions: np.ndarray) -> Dict[str, np.ndarray]:
+def resampled_scores(counts: RunCounts, positions: np.ndarray) -> Dict[str, np.ndarray]:
     """Scores of R resamples given as R×N episode positions (rows of stratified_resamples, or
     any selection of episodes); returns {'mIoU': R, ..., 'class_IoU': R×C}."""
     rows = positions.shape[0]
@@ -106,13 +113,13 @@ def seed_rng(seed: int, *stream: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([seed, *stream]))
 
 
-def resample_positions(counts: EpisodeCounts, resamples: int, seed: int, *stream: int):
+def resample_positions(counts: RunCounts, resamples: int, seed: int, *stream: int):
     """R×N stratified resample positions of one seed's episodes, from the stream's generator."""
     return stratified_resamples(counts.class_index, counts.num_classes, resamples,
                                 seed_rng(seed, *stream))
 
 
-def bootstrap(counts: EpisodeCounts, resamples: int = RESAMPLES, seed: int = 0,
+def bootstrap(counts: RunCounts, resamples: int = RESAMPLES, seed: int = 0,
               stream: int = 0) -> Dict[str, np.ndarray]:
     """The scores of `resamples` stratified resamples of one seed's episodes."""
     return resampled_scores(counts, resample_positions(counts, resamples, seed, stream))
@@ -138,13 +145,13 @@ def mean_over_seeds(per_seed: Sequence[Dict[str, np.ndarray]]) -> Dict[str, np.n
     return {key: np.mean([r[key] for r in per_seed], axis=0) for key in per_seed[0]}
 
 
-def uncertainty(per_seed: Sequence[EpisodeCounts], resamples: int = RESAMPLES, seed: int = 0,
+def uncertainty(per_seed: Sequence[RunCounts], resamples: int = RESAMPLES, seed: int = 0,
                 level: float = LEVEL) -> dict:
     """The intervals of a report: per seed (in order) and pooled (of the mean over seeds), with
     the method, the number of resamples, the bootstrap seed and the episodes per class.
 
     Args:
-        per_seed: one EpisodeCounts per episode seed, all with the same classes.
+        per_seed: one RunCounts per episode seed, all with the same classes.
         resamples: bootstrap resamples R; seed: the bootstrap's own seed (seed k of the report
             draws from stream k).
     Returns:
@@ -163,7 +170,7 @@ def uncertainty(per_seed: Sequence[EpisodeCounts], resamples: int = RESAMPLES, s
             'pooled': summary(mean_over_seeds(resampled), level)}
 
 
-def paired_difference(a: Sequence[EpisodeCounts], b: Sequence[EpisodeCounts],
+def paired_difference(a: Sequence[RunCounts], b: Sequence[RunCounts],
                       resamples: int = RESAMPLES, seed: int = 0) -> Dict[str, np.ndarray]:
     """Resampled B − A of the mean over seeds when A and B scored the same episodes: each
     resample draws the same episodes for both, so what the two share (which episodes are
@@ -179,7 +186,7 @@ def paired_difference(a: Sequence[EpisodeCounts], b: Sequence[EpisodeCounts],
     return mean_over_seeds(diffs)
 
 
-def unpaired_difference(a: Sequence[EpisodeCounts], b: Sequence[EpisodeCounts],
+def unpaired_difference(a: Sequence[RunCounts], b: Sequence[RunCounts],
                         resamples: int = RESAMPLES, seed: int = 0) -> Dict[str, np.ndarray]:
     """Resampled B − A of the mean over seeds when the runs scored different episodes: A and
     B are resampled independently (wider than a paired interval)."""

@@ -17,6 +17,7 @@ import os
 import cv2
 import numpy as np
 
+from util.datasets import SYNTHETIC_LISTS
 from util.image_io import IGNORE_LABEL, write_image
 from util.outputs import make_folder
 
@@ -303,7 +304,6 @@ def scene(seed, split, index, styles=None):
     return render_scene(rng, styles, first_class=index % NUM_CLASSES + 1)
 
 
-LIST_NAMES = {'train': 'synthetic_train.txt', 'val': 'synthetic_val.txt'}
 MANIFEST = 'benchmark.json'
 
 
@@ -334,7 +334,7 @@ def write_benchmark(root, seed=0, n_train=2000, n_val=500, size=None):
                         [cv2.IMWRITE_JPEG_QUALITY, 95])
             write_image(os.path.join(root, png), label)
             lines.append(f'{jpg} {png}\n')
-        lists[split] = os.path.join(root, LIST_NAMES[split])
+        lists[split] = os.path.join(root, SYNTHETIC_LISTS[split])
         with open(lists[split], 'w') as f:
             f.writelines(lines)
     with open(os.path.join(root, MANIFEST), 'w') as f:
