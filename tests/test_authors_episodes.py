@@ -64,11 +64,11 @@ def test_the_golden_manifest_fits_its_tree(tree):
     # order of ours (the val list's, images with a novel class).
     ours = EpisodeDataset('pascal', tree[0], tree[2], 0, 1, 'val',
                           list_cache_dir=os.path.join(os.path.dirname(tree[0]), 'lists'))
-    assert [r.query for r in manifest.records] == [e.query for e in ours.plan(321, 20)]
+    assert [r.episode.query for r in manifest.records] == [e.query for e in ours.plan(321, 20)]
     for r in manifest.records:              # supports of the episode's class, never the query
-        assert r.query not in r.supports
-        label = cv2.imread(os.path.join(tree[0], r.supports[0][1]), cv2.IMREAD_GRAYSCALE)
-        assert (label == r.class_id).sum() >= 2 * 32 * 32
+        assert r.episode.query not in r.episode.supports
+        label = cv2.imread(os.path.join(tree[0], r.episode.supports[0][1]), cv2.IMREAD_GRAYSCALE)
+        assert (label == r.episode.class_id).sum() >= 2 * 32 * 32
 
 
 def test_without_their_code_it_says_what_to_set(tree, tmp_path, capsys, monkeypatch):
@@ -97,7 +97,7 @@ def test_their_draws_depend_on_the_workers(tree, tmp_path):
     golden = read_manifest(GOLDEN)                    # their default: 8 workers
     assert len({tuple(identities(m)) for m in (w0, w2, golden)}) == 3
     # the queries are the same (no shuffling), the classes and supports drawn are not
-    assert [r.query for r in w0.records] == [r.query for r in golden.records]
+    assert [r.episode.query for r in w0.records] == [r.episode.query for r in golden.records]
     run_tool(tree, tmp_path / 'again.jsonl', '--episodes', '20', '--workers', '2')
     assert identities(read_manifest(str(tmp_path / 'again.jsonl'))) == identities(w2)
 
@@ -107,7 +107,7 @@ def test_supports_are_recorded_in_their_stacking_order(tree, tmp_path):
     """Their item's stacked supports (s_x) are the manifest's supports, in that order, read and
     transformed as their SemData reads and transforms them."""
     run_tool(tree, tmp_path / 'm.jsonl', '--episodes', '1', '--shot', '3', '--workers', '0')
-    supports = read_manifest(str(tmp_path / 'm.jsonl')).records[0].supports
+    supports = read_manifest(str(tmp_path / 'm.jsonl')).records[0].episode.supports
     theirs = reference.official_modules(OFFICIAL, reference.LOADER_MODULES)
     args = authors_episodes.parse_args(['--data-root', tree[0], '--out', 'unused', '--shot', '3',
                                         '--lists', 'build', '--val-list', tree[2]])

@@ -9,6 +9,7 @@ import pytest
 
 from script_checks import assert_one_error, run_cli
 from test_uncertainty import synthetic_counts
+from util.episodes import Episode
 from util.manifest import EpisodeRecord, make_header, manifest_text, read_manifest
 from util.uncertainty import scores
 
@@ -21,8 +22,8 @@ CLASSES = [1, 2, 3, 4, 5]
 def write_run(path, counts, seed=321, queries=None, classes=CLASSES):
     """A manifest of one seed's scored episodes (counts: util.uncertainty.RunCounts); episode
     e queries image queries[e] (default e)."""
-    records = [EpisodeRecord(seed, e, (f'q{queries[e] if queries else e}.jpg', f'q{e}.png'),
-                             ((f's{e}.jpg', f's{e}.png'),), classes[c],
+    records = [EpisodeRecord(seed, e, Episode((f'q{queries[e] if queries else e}.jpg', f'q{e}.png'),
+                                              ((f's{e}.jpg', f's{e}.png'),), classes[c]),
                              tuple(map(int, i)), tuple(map(int, u)))
                for e, (c, i, u) in enumerate(zip(counts.class_index, counts.intersection, counts.union))]
     os.makedirs(path.parent, exist_ok=True)

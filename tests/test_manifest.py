@@ -4,8 +4,9 @@ import os
 
 import pytest
 
+from util.episodes import Episode
 from util.manifest import (EpisodeRecord, ManifestError, check_fits, make_header, manifest_text,
-                           read_manifest, replay_supports)
+                           read_manifest, replay_plans)
 
 
 def pair(stem):
@@ -17,8 +18,8 @@ def records(shot=2, scored=True):
     out = []
     for seed, index, query, cls in ((5, 0, 'q0', 1), (5, 1, 'q1', 2), (5, 2, 'q0', 1), (6, 0, 'q1', 2)):
         counts = dict(intersection=(10 + index, index), union=(12 + index, 2 + index)) if scored else {}
-        out.append(EpisodeRecord(seed, index, pair(query), tuple(pair(f's{cls}{k}') for k in range(shot)),
-                                 cls, **counts))
+        episode = Episode(pair(query), tuple(pair(f's{cls}{k}') for k in range(shot)), cls)
+        out.append(EpisodeRecord(seed, index, episode, **counts))
     return out
 
 
@@ -96,8 +97,12 @@ def test_a_manifest_fits_its_run_only(tmp_path, data_root):
         check_fits(manifest, 'pascal', 0, 2, [1, 2], data_root)
 
 
-def test_fewer_shots_take_the_supports_drawn_first():
-    record = records(shot=3)[0]        # stacked in reverse draw order: s12 was drawn first
-    assert replay_supports(record, 1) == (pair('s12'),)
-    assert replay_supports(record, 2) == (pair('s11'), pair('s12'))
-    assert replay_supports(record, 3) == record.supports
+def test_replay_plans_take_the_supports_drawn_first(tmp_path):
+    manifest = read_manifest(write(tmp_path, shot=3))
+    plans = replay_plans(manifest, 3)
+    assert list(plans) == [5, 6] and len(plans[5]) == 3 and len(plans[6]) == 1
+    assert plans[5] == [r.episode for r in manifest.records[:3]]
+    # stacked in reverse draw order: s12 was drawn first, then s11
+    assert replay_plans(manifest, 1)[5][0].supports == (pair('s12'),)
+    two = replay_plans(manifest, 2)[5][0]
+    assert two.supports == (pair('s11'), pair('s12')) and two.query == pair('q0') and two.class_id == 1

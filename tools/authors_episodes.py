@@ -43,6 +43,7 @@ TOOLS = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [TOOLS, os.path.dirname(TOOLS)]
 
 import reference  # noqa: E402
+from util.episodes import Episode  # noqa: E402
 from util.cli import ArgumentParser, non_negative_int, positive_int, run_main  # noqa: E402
 from util.folds import fold_classes  # noqa: E402
 from util.manifest import EpisodeRecord, make_header, manifest_text  # noqa: E402
@@ -221,7 +222,8 @@ def record(item, seed, e, data_root_text, classes):
     relative = [os.path.relpath(os.path.normpath(p), os.path.normpath(data_root_text))
                 for p in item['reads']]
     drawn = [tuple(relative[i:i + 2]) for i in range(2, len(relative), 2)]
-    return EpisodeRecord(seed, e, tuple(relative[:2]), tuple(drawn[::-1]), classes[item['subcls']])
+    return EpisodeRecord(seed, e, Episode(tuple(relative[:2]), tuple(drawn[::-1]),
+                                          classes[item['subcls']]))
 
 
 def their_commit(root):

@@ -16,8 +16,9 @@ import dataclasses
 import hashlib
 import json
 import os
-from typing import List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
+from util.episodes import Episode
 from util.image_io import read_text
 from util.uncertainty import RunCounts
 
@@ -32,23 +33,23 @@ class ManifestError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class EpisodeRecord:
-    """One line of a manifest: which episode (seed, index), what it showed and, once scored,
-    its background/foreground intersection and union."""
+    """One line of a manifest: which episode (seed, number e), what it showed (util.episodes
+    Episode) and, once scored, its background/foreground intersection and union."""
     seed: int
     index: int
-    query: Pair
-    supports: Tuple[Pair, ...]
-    class_id: int
+    episode: Episode
     intersection: Optional[Tuple[int, int]] = None
     union: Optional[Tuple[int, int]] = None
 
     def identity(self):
         """What the episode was, without its score: equal identities are the same episode."""
-        return (self.seed, self.index, self.query, self.supports, self.class_id)
+        e = self.episode
+        return (self.seed, self.index, e.query, e.supports, e.class_id)
 
     def to_json(self) -> dict:
-        line = {'seed': self.seed, 'index': self.index, 'query': list(self.query),
-                'supports': [list(s) for s in self.supports], 'class': self.class_id}
+        e = self.episode
+        line = {'seed': self.seed, 'index': self.index, 'query': list(e.query),
+                'supports': [list(s) for s in e.supports], 'class': e.class_id}
         if self.intersection is not None:
             line.update(intersection=list(self.intersection), union=list(self.union))
         return line
@@ -78,7 +79,7 @@ class Manifest:
         per_seed = []
         for seed in self.seeds():
             mine = [r for r in self.records if r.seed == seed]
-            per_seed.append(RunCounts.of([classes.index(r.class_id) for r in mine],
+            per_seed.append(RunCounts.of([classes.index(r.episode.class_id) for r in mine],
                                              [r.intersection for r in mine],
                                              [r.union for r in mine], len(classes)))
         return per_seed
@@ -168,12 +169,12 @@ def _counts(value):
 def _record(path, n, line, header):
     where = f'{path} line {n}'
     try:
-        fields = dict(seed=line['seed'], index=line['index'], query=_pair(line['query']),
-                      supports=tuple(_pair(s) for s in line['supports']),
-                      class_id=line['class'])
+        episode = Episode(_pair(line['query']), tuple(_pair(s) for s in line['supports']),
+                          line['class'])
+        fields = dict(seed=line['seed'], index=line['index'], episode=episode)
         if 'intersection' in line or 'union' in line:
             fields.update(intersection=_counts(line['intersection']), union=_counts(line['union']))
-        if not all(isinstance(fields[k], int) for k in ('seed', 'index', 'class_id')):
+        if not all(isinstance(v, int) for v in (fields['seed'], fields['index'], episode.class_id)):
             raise TypeError
     except KeyError as e:
         raise ManifestError(f'{where}: episode without "{e.args[0]}"') from None
@@ -181,11 +182,11 @@ def _record(path, n, line, header):
         raise ManifestError(f'{where}: not an episode (seed, index, class: integers; query and '
                             'each support: [image, label]; intersection, union: [bg, fg] '
                             'counts)') from None
-    if len(fields['supports']) != header['shot']:
-        raise ManifestError(f'{where}: {len(fields["supports"])} supports in a '
+    if len(episode.supports) != header['shot']:
+        raise ManifestError(f'{where}: {len(episode.supports)} supports in a '
                             f'{header["shot"]}-shot manifest')
-    if fields['class_id'] not in header['classes']:
-        raise ManifestError(f'{where}: class {fields["class_id"]} is not one of the header\'s '
+    if episode.class_id not in header['classes']:
+        raise ManifestError(f'{where}: class {episode.class_id} is not one of the header\'s '
                             f'classes {header["classes"]}')
     return EpisodeRecord(**fields)
 
@@ -208,15 +209,31 @@ def check_fits(manifest: Manifest, data_set, split, shot, classes, data_root):
         raise ManifestError(f'{path} line 1: classes {h["classes"]}, but this run scores '
                             f'{list(classes)}')
     for n, record in enumerate(manifest.records, start=2):
-        for role, pair in (('query', record.query),) + tuple(('support', s) for s in record.supports):
+        episode = record.episode
+        for role, pair in (('query', episode.query),) + tuple(('support', s) for s in episode.supports):
             for kind, relative in zip(('image', 'label'), pair):
                 if not os.path.isfile(os.path.join(data_root, relative)):
                     raise ManifestError(f'{path} line {n}: {role} {kind} {relative} not found '
                                         f'under the data root {data_root}')
 
 
-def replay_supports(record: EpisodeRecord, shot: int) -> Tuple[Pair, ...]:
-    """The supports a `shot`-shot replay stacks: the `shot` drawn first. Both our sampler and
-    the authors' stack the supports in reverse draw order, so these are the last `shot` in
-    stacking order (kept in that order)."""
-    return record.supports[len(record.supports) - shot:]
+def replay_plans(manifest: Manifest, shot: int) -> Dict[int, List[Episode]]:
+    """{seed: its Episodes in order} to replay `shot`-shot. With fewer shots than the manifest's,
+    each episode keeps the supports drawn first: both our sampler and the authors' stack the
+    supports in reverse draw order, so these are the last `shot` in stacking order (kept in
+    that order)."""
+    plans = {seed: [] for seed in manifest.seeds()}
+    for r in manifest.records:
+        supports = r.episode.supports
+        plans[r.seed].append(dataclasses.replace(r.episode, supports=supports[len(supports) - shot:]))
+    return plans
+
+
+def scored_records(seed: int, plan: Sequence[Episode], counts) -> List[EpisodeRecord]:
+    """The manifest lines of a seed's evaluation: plan[e] with its counts as scored
+    (util.metrics.EpisodeCounts, in episode order)."""
+    if counts.episode.tolist() != list(range(len(plan))):
+        raise ValueError(f'{len(counts.episode)} scored episodes for a plan of {len(plan)}')
+    return [EpisodeRecord(seed, e, episode, tuple(i), tuple(u))
+            for e, (episode, i, u) in enumerate(zip(plan, counts.intersection.tolist(),
+                                                     counts.union.tolist()))]
