@@ -18,8 +18,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from util.cli import ArgumentParser, non_negative_int, positive_int, run_main  # noqa: E402
 from util.image_io import read_text  # noqa: E402
 from util.manifest import FORMAT, read_manifest  # noqa: E402
-from util.uncertainty import (LEVEL, RESAMPLES, SCORES, mean_over_seeds,  # noqa: E402
-                              paired_difference, plus_minus, scores, summary,
+from util.uncertainty import (LEVEL, RESAMPLES, SCORES, format_intervals,  # noqa: E402
+                              mean_over_seeds, paired_difference, scores, summary,
                               unpaired_difference, uncertainty)
 
 
@@ -84,7 +84,7 @@ def describe(name, manifest, level, resamples, seed):
     label = (h.get('checkpoint') or {}).get('path') or manifest.path
     return (f'{name}: {label} ({h["data_set"]} fold {h["split"]}, {h["shot"]}-shot, seeds '
             f'{manifest.seeds()}, {len(manifest.records)} episodes): '
-            + ', '.join(f'{m} {plus_minus(point[m].item(), pooled[m])}' for m in SCORES))
+            + format_intervals(point, pooled, ', '))
 
 
 def signed(fraction):

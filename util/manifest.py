@@ -20,6 +20,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from util.episodes import Episode
 from util.image_io import read_text
+from util.outputs import write_atomic
 from util.uncertainty import RunCounts
 
 FORMAT = 'sccan-episodes/1'
@@ -119,6 +120,12 @@ def file_identity(path) -> dict:
 def manifest_text(header: dict, records: Sequence[EpisodeRecord]) -> str:
     lines = [json.dumps(header)] + [json.dumps(r.to_json()) for r in records]
     return '\n'.join(lines) + '\n'
+
+
+def write_manifest(path, header: dict, records: Sequence[EpisodeRecord]) -> dict:
+    """Write a manifest atomically; returns what a report keeps of it ({'path', 'digest'})."""
+    write_atomic(path, manifest_text(header, records))
+    return {'path': path, 'digest': episodes_digest(records)}
 
 
 # ---- reading ----------------------------------------------------------------------------------
