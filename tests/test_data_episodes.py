@@ -12,6 +12,8 @@ from torch.utils.data import DataLoader
 from fakedata import make_coco, make_from_labels, make_pascal
 from util import transform as T
 from util.datasets.pascal_coco import EpisodeDataset, binarise, fill_boxes, support_mask
+from util.config import default_config
+from util.datasets import episode_dataset
 from util.episodes import episode_seed
 from util.image_io import BadFileError, read_label
 
@@ -83,6 +85,18 @@ def test_val_items_carry_original_label_on_fixed_canvas_and_collate(pascal):
         canvas = batch['query_mask_original'][b]
         assert torch.equal(canvas[:h, :w], torch.from_numpy(binarise(label, c)).long())
         assert (canvas[h:] == 255).all() and (canvas[:, w:] == 255).all()
+
+
+def test_a_configs_training_episodes_take_its_crop_and_augmentation(pascal):
+    root, train, val, cache = pascal
+    cfg = default_config().replace(data_root=root, train_list=train, val_list=val, list_dir=cache,
+                                   train_h=57, train_w=65, scale_min=1.5, scale_max=1.5,
+                                   rotate_min=0.0, rotate_max=0.0)
+    ds = episode_dataset(cfg, 'train')
+    scale, rotate = ds.transform.transforms[:2]
+    assert (scale.scale_min, scale.scale_max, rotate.rotate_min, rotate.rotate_max) == (1.5, 1.5, 0, 0)
+    item = ds[0]
+    assert item['query'].shape == (3, 57, 65) and item['support'].shape == (1, 3, 57, 65)
 
 
 def test_train_items_have_no_original_label(pascal):

@@ -6,7 +6,8 @@ import shutil
 
 import pytest
 
-from model.checkpoint import save_checkpoint, weights_checkpoint
+from model.checkpoint import weights_checkpoint
+from util.outputs import save_checkpoint
 from tools import reproduce
 from util.config import REPO_ROOT, load_config
 from util.experiment import build_model, run_paths

@@ -31,12 +31,13 @@ sys.path.insert(0, REPO)
 
 import test_sccan  # noqa: E402
 import train_sccan  # noqa: E402
-from model.checkpoint import model_state, read_checkpoint, save_checkpoint, weights_checkpoint  # noqa: E402
+from model.checkpoint import model_state, read_checkpoint, weights_checkpoint  # noqa: E402
 from util import distributed  # noqa: E402
 from util.cli import ArgumentParser, non_negative_int, positive_int, run_main  # noqa: E402
 from util.config import load_config  # noqa: E402
 from util.evaluate import run_episodes  # noqa: E402
 from util.experiment import build_model, model_for_checkpoint  # noqa: E402
+from util.outputs import save_checkpoint  # noqa: E402
 from util.image_io import IGNORE_LABEL, read_label  # noqa: E402
 from util.precision import precision_for  # noqa: E402
 from util.seeding import seed_all  # noqa: E402

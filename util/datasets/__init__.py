@@ -12,12 +12,13 @@ benchmark, written in the PASCAL layout and read as 'pascal').
 import os
 
 from util import transform as T
+from util.cli import TOOLS
 from util.config import ConfigError
 from util.datasets.pascal_coco import EpisodeDataset
 
 # The synthetic benchmark's list names (synthetic.py writes them): they tell its configs apart.
 SYNTHETIC_LISTS = {'train': 'synthetic_train.txt', 'val': 'synthetic_val.txt'}
-DATA_TOOLS = {'pascal': 'tools/prepare_pascal.py', 'coco': 'tools/prepare_coco.py'}
+DATA_TOOLS = {'pascal': TOOLS['prepare_pascal'], 'coco': TOOLS['prepare_coco']}
 
 
 def pascal_coco(cfg, mode):
@@ -32,7 +33,11 @@ def pascal_coco(cfg, mode):
         if not exists(getattr(cfg, key)):
             raise FileNotFoundError(f'{what} not found: {getattr(cfg, key)} (config key {key} in '
                                     f'{cfg.source}); {how_to_make_data(cfg)}')
-    transform = T.train_transform(cfg) if mode == 'train' else T.val_transform(cfg.val_size)
+    if mode == 'train':
+        transform = T.train_transform(cfg.train_h, cfg.train_w, cfg.scale_min, cfg.scale_max,
+                                      cfg.rotate_min, cfg.rotate_max)
+    else:
+        transform = T.val_transform(cfg.val_size)
     return EpisodeDataset(cfg.data_set, cfg.data_root, getattr(cfg, list_key), cfg.split,
                           cfg.shot, mode, transform=transform, use_split_coco=cfg.use_split_coco,
                           ann_type=cfg.ann_type, skip_bad_files=cfg.skip_bad_files,
@@ -52,6 +57,6 @@ def how_to_make_data(cfg):
     """Where the data a config names comes from, for the error when it is missing."""
     names = {os.path.basename(p) for p in (cfg.train_list, cfg.val_list) if p}
     if names & set(SYNTHETIC_LISTS.values()):
-        return (f'make it with `make demo` or `python tools/make_synthetic.py --root '
+        return (f'make it with `make demo` or `python {TOOLS["make_synthetic"]} --root '
                 f'{cfg.data_root}`')
     return f'{DATA_TOOLS[cfg.data_set]} makes the labels and lists (see README, Data)'

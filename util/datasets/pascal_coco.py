@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from util.cli import TOOLS
 from util.episodes import Episode, episode_seed
 from util.folds import fold_classes
 from util.image_io import IGNORE_LABEL, bad_file, read_pair
@@ -176,7 +177,7 @@ class EpisodeDataset(Dataset):
                             episode.query[0], type(e).__name__, e)
                 episode = self.draw(random.randrange(len(self.queries)))
         raise RuntimeError(f'{MAX_SKIPS_IN_A_ROW} episodes in a row failed to load; check the '
-                           f'data with tools/check_data.py')
+                           f'data with {TOOLS["check_data"]}')
 
     def full_path(self, relative):
         """The path of a file of the data set (given relative to data_root)."""
