@@ -16,7 +16,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from util.cli import ArgumentParser, non_negative_int, positive_int, run_main  # noqa: E402
-from util.image_io import read_text  # noqa: E402
+from util.inputs import read_text  # noqa: E402
 from util.manifest import FORMAT, read_manifest  # noqa: E402
 from util.uncertainty import (LEVEL, RESAMPLES, SCORES, format_intervals,  # noqa: E402
                               mean_over_seeds, paired_difference, scores, summary,

@@ -19,7 +19,7 @@ import os
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from util.episodes import Episode
-from util.image_io import read_text
+from util.inputs import read_text
 from util.outputs import write_atomic
 from util.uncertainty import RunCounts
 
