@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from util.metrics import IoUMeter, intersection_union
-from util.uncertainty import (RunCounts, bootstrap, percentile_interval, plus_minus, scores,
+from util.uncertainty import (RunCounts, bootstrap, combined_half_width, half_width, percentile_interval,
+                              plus_minus, scores,
                               uncertainty)
 
 
@@ -143,3 +144,9 @@ def test_bad_counts_are_refused():
         RunCounts.of([2], [[0, 0]], [[0, 0]], 2)
     with pytest.raises(ValueError, match='resamples must be a positive integer, got 0'):
         uncertainty([RunCounts.of([0], [[0, 0]], [[1, 1]], 1)], resamples=0)
+
+
+def test_half_widths_of_a_mean_of_independent_runs():
+    assert half_width([0.60, 0.64]) == pytest.approx(0.02)
+    assert combined_half_width([0.03, 0.04]) == pytest.approx(0.05 / 2)     # √(9 + 16) / 2
+    assert combined_half_width([0.01] * 4) == pytest.approx(0.01 / 2)       # 4 alike: half as wide

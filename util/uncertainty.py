@@ -196,11 +196,22 @@ def unpaired_difference(a: Sequence[RunCounts], b: Sequence[RunCounts],
     return {key: side_b[key] - side_a[key] for key in side_a}
 
 
-def plus_minus(value: float, interval: Sequence[float]) -> str:
-    """'61.4 ± 0.9': a fraction and its interval in percent, ± the interval's half-width (the
-    interval need not be symmetric; the JSON keeps its ends)."""
+def half_width(interval: Sequence[float]) -> float:
+    """Half the width of an interval (lo, hi): the ± printed beside a score (the interval need
+    not be symmetric; the JSON keeps its ends)."""
     lo, hi = interval
-    return f'{100 * value:.1f} ± {50 * (hi - lo):.1f}'
+    return (hi - lo) / 2
+
+
+def combined_half_width(half_widths: Sequence[float]) -> float:
+    """The ± of the mean of n independent scores (e.g. the four folds) given theirs:
+    √(Σ ±²) / n, the normal approximation."""
+    return float(np.sqrt(np.sum(np.square(half_widths)))) / len(half_widths)
+
+
+def plus_minus(value: float, interval: Sequence[float]) -> str:
+    """'61.4 ± 0.9': a fraction and its interval in percent, ± the interval's half-width."""
+    return f'{100 * value:.1f} ± {100 * half_width(interval):.1f}'
 
 
 def format_intervals(point: dict, intervals: dict, separator: str = '  ') -> str:
