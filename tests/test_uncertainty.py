@@ -7,9 +7,8 @@ import pytest
 import torch
 
 from util.metrics import IoUMeter, intersection_union
-from util.uncertainty import (RunCounts, bootstrap, combined_half_width, half_width, percentile_interval,
-                              plus_minus, scores,
-                              uncertainty)
+from util.uncertainty import (RunCounts, bootstrap, combined_half_width, half_width,
+                              percentile_interval, plus_minus, scores, uncertainty)
 
 
 def synthetic_counts(per_class, num_classes=5, seed=0):
