@@ -34,7 +34,9 @@ from util.log import close_logging, setup_logging
 from util.manifest import (check_fits, file_identity, make_header, read_manifest, replay_plans,
                            scored_records, write_manifest)
 from util.outputs import check_outputs, check_writable, write_atomic
+from util.paper import paper_figure
 from util.precision import precision_for
+from util.report_plot import plot_report, require_matplotlib
 from util.uncertainty import RESAMPLES, RunCounts, format_intervals, uncertainty
 from util.visualize import EPISODE_PATTERN, episode_saver
 
@@ -60,10 +62,14 @@ def parse_args(argv=None):
     p.add_argument('--episodes-from', metavar='FILE',
                    help="replay a manifest's episodes (its seeds and episodes; instead of "
                         '--seeds and --episodes)')
+    p.add_argument('--plot', metavar='FILE.png',
+                   help='also draw the report: per-class IoU with intervals, the seeds\' mIoU, '
+                        "the paper's mIoU of the fold (needs matplotlib)")
     p.add_argument('--bootstrap', type=positive_int, default=RESAMPLES, metavar='R',
                    help=f'bootstrap resamples of the intervals (default {RESAMPLES})')
     p.add_argument('--overwrite', action='store_true',
-                   help='replace an existing report, manifest (--save-episodes) and --viz folder')
+                   help='replace an existing report, manifest (--save-episodes), --plot and --viz '
+                        'folder')
     p.add_argument('--any-shot', action='store_true',
                    help='allow a checkpoint trained with another number of shots')
     p.add_argument('--any-split', action='store_true',
@@ -101,9 +107,9 @@ def claim_outputs(args, report, viz, inputs):
     """Before the evaluation: the report (the manifest of --save-episodes, the --viz folder)
     can be written and replaces nothing unless --overwrite, and none is an input; with
     --overwrite, the episode pictures of an earlier --viz go."""
-    outputs = [p for p in (report, args.save_episodes, viz) if p]
+    outputs = [p for p in (report, args.save_episodes, args.plot, viz) if p]
     check_outputs(outputs, inputs, args.overwrite)
-    for path in (report, args.save_episodes):
+    for path in (report, args.save_episodes, args.plot):
         if path:
             check_writable(path)
     if viz:
@@ -134,6 +140,8 @@ def main(argv=None):
     env = distributed.setup()
     setup_logging(is_main=env.is_main)
     try:
+        if args.plot:
+            require_matplotlib()
         path = checkpoint_path(args, cfg)
         replayed = replayed_manifest(args)
         seeds = replayed.seeds() if replayed else args.seeds or [cfg.manual_seed]
@@ -194,6 +202,9 @@ def main(argv=None):
                 log.info('wrote %s', args.save_episodes)
             write_atomic(out, json.dumps(report, indent=1))
             log.info('wrote %s', out)
+            if args.plot:
+                plot_report(report, args.plot, *paper_figure(cfg))
+                log.info('wrote %s', args.plot)
         return report
     finally:
         close_logging()

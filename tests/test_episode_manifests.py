@@ -6,6 +6,7 @@ import os
 import shutil
 import sys
 
+import cv2
 import pytest
 import torch
 
@@ -153,3 +154,10 @@ def test_manifests_that_do_not_fit_are_refused_by_line(bench, tmp_path, capsys, 
                              capsys)
     assert_one_error(status, err, *needles)
     assert files_below(str(tmp_path)) == before
+
+
+def test_the_report_is_drawn(bench, tmp_path):
+    pytest.importorskip('matplotlib', reason='matplotlib (an optional extra) is not installed')
+    run_test(bench, tmp_path / 'r.json', '--episodes', '4', '--plot', str(tmp_path / 'r.png'))
+    image = cv2.imread(str(tmp_path / 'r.png'))
+    assert image is not None and image.shape[2] == 3

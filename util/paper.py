@@ -2,6 +2,7 @@
 Cross Attention Network for Few-Shot Segmentation", ICCV 2023 (the SCCAN rows): the mean over the
 four folds and, where the tables give them, each fold's mIoU. Keyed by (data_set, backbone
 layers, shot)."""
+import os
 
 PAPER = {
     ('pascal', 50, 1): {'mIoU': 66.8, 'folds': (68.3, 72.5, 66.8, 59.8), 'FB-IoU': 77.7},
@@ -20,3 +21,16 @@ def paper_fold_miou(data_set, layers, shot, split):
     ResNet-101 rows and anything not PASCAL-5i / COCO-20i)."""
     folds = PAPER.get((data_set, layers, shot), {}).get('folds')
     return folds[split] if folds else None
+
+
+TABLES = {'pascal': 'Table 1', 'coco': 'Table 2'}
+
+
+def paper_figure(cfg):
+    """(the paper's mIoU (%) of the config's fold, where it comes from), or (None, '') where the
+    paper has none: another backbone or shot, or the synthetic benchmark (read as 'pascal')."""
+    from util.datasets import SYNTHETIC_LISTS      # (imports the data sets: only when asked)
+    if cfg.val_list and os.path.basename(cfg.val_list) in SYNTHETIC_LISTS.values():
+        return None, ''
+    value = paper_fold_miou(cfg.data_set, cfg.layers, cfg.shot, cfg.split)
+    return (value, f'(SCCAN, ICCV 2023, {TABLES[cfg.data_set]})') if value is not None else (None, '')
