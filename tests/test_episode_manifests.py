@@ -11,11 +11,12 @@ import pytest
 import torch
 
 from fakedata import make_pascal_config
-from model.checkpoint import save_checkpoint, weights_checkpoint
+from model.checkpoint import weights_checkpoint
 from script_checks import assert_one_error, files_below, run_cli
 from util.config import load_config
 from util.experiment import build_model
 from util.manifest import read_manifest
+from util.outputs import save_checkpoint
 
 import test_sccan
 
