@@ -140,10 +140,9 @@ def write_their_lists(theirs, root, cfg, args, novel):
     images, class_files = theirs['util.dataset'].make_dataset(args.split, cfg.data_root, val_list,
                                                               novel, filter_intersection=False)
     # The format of their commented-out writer in SemData.__init__.
-    with open(os.path.join(folder, names[0]), 'w') as f:
-        f.writelines(f'{image} {label}\n' for image, label in images)
-    with open(os.path.join(folder, names[1]), 'w') as f:
-        f.write(str(class_files))
+    write_atomic(os.path.join(folder, names[0]),
+                 ''.join(f'{image} {label}\n' for image, label in images))
+    write_atomic(os.path.join(folder, names[1]), str(class_files))
 
 
 def check_listed_files(their_list, copy, their_root, data_root):
