@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from helpers import CLASSES, assert_one_error, run_cli, synthetic_counts, write_run
+from helpers import assert_one_error, run_cli, synthetic_counts, write_run
 from util.manifest import read_manifest
 from util.uncertainty import scores
 

@@ -28,7 +28,6 @@ it in a scratch folder where that path leads to --data-root, with either
     --val-list (default: their lists/<data_set>/val.txt), as their commented-out code does.
 Nothing is written into their clone.
 """
-import argparse
 import contextlib
 import os
 import shutil
