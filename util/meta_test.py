@@ -124,6 +124,25 @@ def save_episodes(path, cfg, checkpoint, classes, seeds, episodes, records, repo
                                             os.path.dirname(os.path.abspath(report_file))))
 
 
+def score_plans(net, dataset, cfg, env, precision, plans, viz_dir=None, viz=0):
+    """Run each seed's plan ({seed: [Episode]}). Returns, in seed order, the per-seed results
+    (util.evaluate's metrics with seed and class ids), their per-episode counts (RunCounts) and
+    the manifest lines of all episodes (util.manifest.EpisodeRecord)."""
+    predict = make_predictor(net, cfg, precision, env.device)   # one feature cache for all seeds
+    per_seed, counts, records = [], [], []
+    for n, (seed, plan) in enumerate(plans.items()):
+        # every process draws the first `viz` episodes of the seed that it evaluates
+        on_episode = episode_saver(viz_dir, viz, dataset.classes) if viz_dir and n == 0 else None
+        result = run_episodes(net, dataset, cfg, seed, env, precision, plan=plan,
+                              predict=predict, on_episode=on_episode, desc=f'seed {seed}')
+        log.info('seed %d:\n%s', seed, format_result(result, dataset.classes))
+        scored = result.pop('per_episode')
+        counts.append(RunCounts.of_evaluation(scored, len(dataset.classes)))
+        records += scored_records(seed, plan, scored)
+        per_seed.append({'seed': seed, **result, 'class_ids': [int(c) for c in dataset.classes]})
+    return per_seed, counts, records
+
+
 def evaluate_checkpoint(cfg, env, weight: Optional[str] = None,
                         seeds: Optional[Sequence[int]] = None, episodes: Optional[int] = None,
                         viz: int = 0, out: Optional[str] = None, overwrite: bool = False,
@@ -175,18 +194,7 @@ def evaluate_checkpoint(cfg, env, weight: Optional[str] = None,
         plans = {seed: dataset.plan(seed, episodes) for seed in seeds}
     log.info('testing %s: %s-shot, %d episodes × seeds %s%s, on %s', path, cfg.shot, episodes,
              seeds, f' from {files.episodes_from}' if replayed else '', env.device)
-    predict = make_predictor(net, cfg, precision, env.device)   # one feature cache for all seeds
-    per_seed, counts, records = [], [], []
-    for n, (seed, plan) in enumerate(plans.items()):
-        # every process draws the first `viz` episodes of the seed that it evaluates
-        on_episode = episode_saver(viz_dir, viz, dataset.classes) if viz_dir and n == 0 else None
-        result = run_episodes(net, dataset, cfg, seed, env, precision, plan=plan,
-                              predict=predict, on_episode=on_episode, desc=f'seed {seed}')
-        log.info('seed %d:\n%s', seed, format_result(result, dataset.classes))
-        scored = result.pop('per_episode')
-        counts.append(RunCounts.of_evaluation(scored, len(dataset.classes)))
-        records += scored_records(seed, plan, scored)
-        per_seed.append({'seed': seed, **result, 'class_ids': [int(c) for c in dataset.classes]})
+    per_seed, counts, records = score_plans(net, dataset, cfg, env, precision, plans, viz_dir, viz)
     intervals = uncertainty(counts, resamples)
     for result, interval in zip(per_seed, intervals['seeds']):
         log.info('seed %d: %s (95 %% bootstrap interval)', result['seed'],
