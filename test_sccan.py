@@ -7,10 +7,15 @@ For each seed: test_num episodes (or --episodes), scored at the original label r
 per-class IoU, mIoU, FB-IoU and pIoU, then mean ± std over the seeds, and writes them as JSON
 (--out, or next to the checkpoint under a name that says what was measured:
 <checkpoint>_test_<data_set>_split<k>_<K>shot_<episodes>ep_seed<s>[-<s>...].json) with the
-command-line overrides used. An existing report or --viz folder is replaced only with
---overwrite; both are checked before the evaluation. Works with our checkpoints and the
-authors'. The checkpoint is the config's `weight` (a path, or a file name in the run's snapshot
-folder) unless --weight is given. Runs under torchrun too (episodes split over processes).
+command-line overrides used. Every report has 95 % bootstrap intervals (util/uncertainty.py),
+printed as `mIoU 61.4 ± 0.9`. --save-episodes FILE writes every episode and its pixel counts as
+an episode manifest (util/manifest.py); --episodes-from FILE replays a manifest's episodes (its
+seeds, any shot up to its own; tools/compare.py compares two runs episode by episode); --plot
+FILE.png draws the report. An existing report, manifest, picture or --viz folder is replaced only
+with --overwrite (an input never); all are checked before the evaluation. Works with our
+checkpoints and the authors'. The checkpoint is the config's `weight` (a path, or a file name in
+the run's snapshot folder) unless --weight is given. Runs under torchrun too (episodes split over
+processes). See docs/numbers.md.
 """
 import argparse
 import sys
@@ -19,10 +24,12 @@ from util import distributed
 from util.cli import ArgumentParser, non_negative_int, positive_int, run_main
 from util.config import load_config
 from util.log import close_logging, setup_logging
-from util.meta_test import evaluate_checkpoint
+from util.meta_test import EpisodeFiles, evaluate_checkpoint
+from util.uncertainty import RESAMPLES
 
 # The command-line choices a report records.
-OVERRIDES = ('weight', 'seeds', 'episodes', 'viz', 'any_shot', 'any_split', 'opts')
+OVERRIDES = ('weight', 'seeds', 'episodes', 'episodes_from', 'viz', 'any_shot', 'any_split',
+             'opts')
 
 
 def parse_args(argv=None):
@@ -37,8 +44,20 @@ def parse_args(argv=None):
                         "report's name + _viz/")
     p.add_argument('--out', help='report file (default: next to the checkpoint, named after '
                    'what it measured)')
+    p.add_argument('--save-episodes', metavar='FILE',
+                   help='write every episode (files, class, pixel counts as scored) as an '
+                        'episode manifest (JSON Lines)')
+    p.add_argument('--episodes-from', metavar='FILE',
+                   help="replay a manifest's episodes (its seeds and episodes; instead of "
+                        '--seeds and --episodes)')
+    p.add_argument('--plot', metavar='FILE.png',
+                   help="also draw the report: per-class IoU with intervals, the seeds' mIoU, "
+                        "the paper's mIoU of the fold (needs matplotlib)")
+    p.add_argument('--bootstrap', type=positive_int, default=RESAMPLES, metavar='R',
+                   help=f'bootstrap resamples of the intervals (default {RESAMPLES})')
     p.add_argument('--overwrite', action='store_true',
-                   help='replace an existing report and --viz folder')
+                   help='replace an existing report, manifest (--save-episodes), --plot and --viz '
+                        'folder')
     p.add_argument('--any-shot', action='store_true',
                    help='allow a checkpoint trained with another number of shots')
     p.add_argument('--any-split', action='store_true',
@@ -58,7 +77,9 @@ def main(argv=None):
     try:
         evaluate_checkpoint(cfg, env, args.weight, args.seeds, args.episodes, args.viz, args.out,
                             args.overwrite, args.any_shot, args.any_split,
-                            overrides={k: getattr(args, k) for k in OVERRIDES})
+                            overrides={k: getattr(args, k) for k in OVERRIDES},
+                            files=EpisodeFiles(args.save_episodes, args.episodes_from, args.plot),
+                            resamples=args.bootstrap)
         return 0
     finally:
         close_logging()
