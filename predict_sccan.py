@@ -24,7 +24,8 @@ import numpy as np
 
 from util.cli import ArgumentParser, error_line, positive_int, run_main
 from util.image_io import (IGNORE_LABEL, BadFileError, decode, png_chunks, read_bytes, read_image,
-                           require_file, write_image)
+                           write_image)
+from util.inputs import require_file
 from util.outputs import check_outputs
 from util.predictor import FewShotSegmenter, to_mask
 from util.visualize import prediction_overlay, write_rgb

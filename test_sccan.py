@@ -23,7 +23,7 @@ import numpy as np
 from util import distributed
 from util.cli import ArgumentParser, non_negative_int, positive_int, run_main
 from util.config import ConfigError, load_config
-from util.episodes import episode_dataset
+from util.datasets import episode_dataset
 from util.evaluate import format_result, make_predictor, run_episodes
 from util.experiment import find_checkpoint, model_for_checkpoint, run_paths
 from util.log import close_logging, setup_logging
@@ -119,13 +119,13 @@ def main(argv=None):
         predict = make_predictor(net, cfg, precision, env.device)   # one feature cache for all seeds
         per_seed = []
         for n, seed in enumerate(seeds):
-            viz = None
-            if viz_dir and n == 0 and env.is_main:
-                viz = episode_saver(viz_dir, args.viz, dataset.classes)
-            result = run_episodes(net, dataset, len(dataset.classes), cfg, seed, env, precision,
+            # every process draws the first --viz episodes of the seed that it evaluates
+            viz = episode_saver(viz_dir, args.viz, dataset.classes) if viz_dir and n == 0 else None
+            result = run_episodes(net, dataset, cfg, seed, env, precision,
                                   num_episodes=episodes, predict=predict, on_episode=viz,
                                   desc=f'seed {seed}')
             log.info('seed %d:\n%s', seed, format_result(result, dataset.classes))
+            result.pop('per_episode')
             per_seed.append({'seed': seed, **result,
                              'class_ids': [int(c) for c in dataset.classes]})
         mean, std = mean_std(per_seed)

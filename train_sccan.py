@@ -20,17 +20,17 @@ import time
 
 import torch
 
-from model.checkpoint import (check_resumable, leftover_temporaries, read_checkpoint, restore_training,
-                              save_checkpoint, training_checkpoint)
+from model.checkpoint import check_resumable, read_checkpoint, restore_training, training_checkpoint
 from util import distributed
 from util.cli import ArgumentParser, run_main
 from util.config import ConfigError, load_config
-from util.episodes import SeededEpisodes, TrainSampler, episode_dataset, make_loader
+from util.datasets import episode_dataset
+from util.episodes import SeededEpisodes, TrainSampler, make_loader
 from util.evaluate import format_result, make_predictor, run_episodes
 from util.experiment import build_model, check_fits, find_checkpoint, run_paths
 from util.log import close_logging, format_duration, progress, scalar_writer, setup_logging
 from util.optim import apply_schedule, build_optimizers, forward_backward, optimizer_step
-from util.outputs import RunLock, describe
+from util.outputs import RunLock, describe, leftover_temporaries, save_checkpoint
 from util.precision import precision_for
 from util.seeding import capture_rng, restore_rng, seed_all
 
@@ -189,7 +189,7 @@ class Trainer:
                 else:
                     os.remove(path)
                 notes.append(f'--overwrite: deleted {path} of the earlier run')
-        for path in leftover_temporaries(paths['snapshot'], paths['prefix'] + '_'):
+        for path in leftover_temporaries(paths['snapshot'], paths['prefix'] + '_', '.pth'):
             os.remove(path)
             notes.append(f'removed {path}, left by a checkpoint save that was killed')
         return notes
@@ -376,7 +376,7 @@ class Trainer:
         cfg, p = self.cfg, self.progress
         where = f'epoch {epoch_label} (step {p["iteration"]})'
         log.info('validation at %s: %d episodes', where, cfg.test_num)
-        result = run_episodes(self.net, self.val_data, len(self.val_data.classes), cfg,
+        result = run_episodes(self.net, self.val_data, cfg,
                               cfg.manual_seed, self.env, self.precision, predict=self.val_predict)
         p['val_num'] += 1
         log.info('validation at %s:\n%s', where, format_result(result, self.val_data.classes))

@@ -15,6 +15,13 @@ from model.prior import prior_mask
 from model.scca import SCCATransformer, WindowAttention
 
 OUTPUT_STRIDE = 8
+INPUT_SIZE_RULE = f'(size - 1) % {OUTPUT_STRIDE} == 0, e.g. 473, 233, 57'
+
+
+def valid_input_size(size: int) -> bool:
+    """Whether SCCAN takes images `size` pixels high (or wide): the backbone's stride-8 grid
+    must fall on both borders, (size - 1) % 8 == 0 (INPUT_SIZE_RULE)."""
+    return size > 0 and (size - 1) % OUTPUT_STRIDE == 0
 
 
 def reduce_mid_features(in_channels, channels):
@@ -209,7 +216,7 @@ class SCCAN(nn.Module):
         if query.dim() != 4 or query.shape[1] != 3:
             raise ValueError(f"query must be B×3×H×W, got shape {tuple(query.shape)}")
         b, _, h, w = query.shape
-        if (h - 1) % OUTPUT_STRIDE or (w - 1) % OUTPUT_STRIDE:
+        if not (valid_input_size(h) and valid_input_size(w)):
             raise ValueError(f"input size {h}×{w}: (H−1) and (W−1) must be multiples of 8 (e.g. 473, 233, 97)")
         if support.dim() != 5 or support.shape[0] != b or support.shape[2:] != query.shape[1:]:
             raise ValueError(f"support must be B×K×3×H×W = {b}×K×3×{h}×{w}, got {tuple(support.shape)}")

@@ -1,6 +1,5 @@
-"""The checkpoint format (model/checkpoint.py) and the one builder (model/build.py): atomic
-writes, clear refusals, and every architecture key through a checkpoint and back."""
-import errno
+"""The checkpoint format (model/checkpoint.py) and the one builder (model/build.py): clear
+refusals, and every architecture key through a checkpoint and back."""
 import inspect
 import os
 
@@ -10,11 +9,11 @@ import torch
 from model import (ARCHITECTURE_KEYS, MODEL_VARIANTS, PAPER_ARCHITECTURE, SCCAN, CheckpointError, build_sccan,
                    sccan_from_checkpoint)
 from model.build import architecture_of
-from model.checkpoint import (detect_layers, leftover_temporaries, read_checkpoint, save_checkpoint,
-                              training_checkpoint, weights_checkpoint)
+from model.checkpoint import detect_layers, read_checkpoint, training_checkpoint, weights_checkpoint
 from util.config import REPO_ROOT, SCHEMA, default_config, load_config
 from util.config import main as config_main
 from util.experiment import architecture, build_model, check_fits, find_checkpoint, model_for_checkpoint
+from util.outputs import save_checkpoint
 
 from fakedata import random_episode as episode
 from script_checks import assert_one_error, run_cli
@@ -138,15 +137,6 @@ def test_model_for_checkpoint_sets_the_configs_fast_paths(tmp_path):
     assert net.fast_paths == {'channels_last': False, 'recompute': True, 'fused_attention': True}
 
 
-def test_atomic_save_leaves_no_temporary_and_keeps_the_old_file_on_failure(tmp_path):
-    path = str(tmp_path / 'c.pth')
-    save_checkpoint({'epoch': 1, 'state_dict': {'w': torch.ones(2)}}, path)
-    with pytest.raises(Exception):
-        save_checkpoint({'epoch': 2, 'bad': lambda: 0}, path)     # lambdas do not pickle
-    assert os.listdir(tmp_path) == ['c.pth']
-    assert read_checkpoint(path)['epoch'] == 1
-
-
 def test_truncated_checkpoint_is_refused(tmp_path):
     path = tmp_path / 'c.pth'
     save_checkpoint({'state_dict': {'w': torch.randn(1000)}}, str(path))
@@ -174,44 +164,6 @@ def test_checkpoint_names_are_paths_or_snapshot_files(tmp_path):
     assert find_checkpoint('train_latest.pth', str(tmp_path)) == str(tmp_path / 'train_latest.pth')
     with pytest.raises(FileNotFoundError, match='looked as given and in'):
         find_checkpoint('epoch_9.pth', str(tmp_path))
-
-
-def torch_save_on_a_full_disk(obj, f):
-    """What torch.save does when the disk fills: the file's write fails with ENOSPC and torch
-    raises a RuntimeError while handling it."""
-    try:
-        raise OSError(errno.ENOSPC, 'No space left on device')
-    except OSError:
-        raise RuntimeError('[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598')
-
-
-@pytest.mark.parametrize('where', ['torch.save', 'os.fsync'])
-def test_a_full_disk_is_one_line_naming_the_file_and_keeps_the_old_one(tmp_path, monkeypatch, where):
-    path = str(tmp_path / 'train_latest.pth')
-    save_checkpoint({'epoch': 1, 'state_dict': {'w': torch.ones(2)}}, path)
-    before = open(path, 'rb').read()
-    if where == 'torch.save':
-        monkeypatch.setattr(torch, 'save', torch_save_on_a_full_disk)
-    else:
-        def fsync(fd):
-            raise OSError(errno.ENOSPC, 'No space left on device')
-        monkeypatch.setattr(os, 'fsync', fsync)
-    with pytest.raises(OSError) as raised:
-        save_checkpoint({'epoch': 2, 'state_dict': {'w': torch.zeros(2)}}, path)
-    assert str(raised.value) == (f'cannot write {path}: no space left on device; the previous '
-                                 'file is unchanged')
-    assert os.listdir(tmp_path) == ['train_latest.pth'] and open(path, 'rb').read() == before
-
-
-def test_leftover_temporaries_are_those_of_the_named_checkpoints(tmp_path):
-    names = ['.train_latest.pth.ab_c1234.tmp', '.train_epoch_3_0.5.pth.zz9zz9zz.tmp',
-             '.train5_latest.pth.ab_c1234.tmp', '.train_latest_test.json.ab_c1234.tmp',
-             '.train_latest.pth.tmp', 'train_latest.pth', '.other.pth.ab_c1234.tmp']
-    for name in names:
-        (tmp_path / name).write_bytes(b'')
-    assert leftover_temporaries(str(tmp_path), 'train_') == [str(tmp_path / n) for n in
-                                                              sorted(names[:2])]
-    assert leftover_temporaries(str(tmp_path / 'none'), 'train_') == []
 
 
 def test_non_finite_weights_are_refused_naming_the_tensors(tmp_path):

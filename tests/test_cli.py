@@ -15,7 +15,7 @@ from fakedata import make_from_labels
 from tools import make_synthetic
 from util.cli import error_line, run_main
 from util.config import REPO_ROOT
-from util.dataset import EpisodeDataset
+from util.datasets.pascal_coco import EpisodeDataset
 from util.image_io import BadFileError
 
 

@@ -38,7 +38,7 @@ from util.episodes import TRAINING_INPUTS
 from util.experiment import build_model
 from util.optim import build_optimizers, forward_backward, optimizer_step, set_sgd_lr
 from util.precision import Precision, precision_for
-from util.synthetic import write_benchmark
+from util.datasets.synthetic import write_benchmark
 
 pytestmark = pytest.mark.cuda
 
@@ -297,7 +297,7 @@ LOOP = ['train_h', '57', 'train_w', '57', 'val_size', '57', 'fts_size', '16', 'r
 
 @pytest.fixture(scope='module')
 def synthetic(tmp_path_factory):
-    """Config overrides pointing at a small synthetic benchmark (util/synthetic.py)."""
+    """Config overrides pointing at a small synthetic benchmark (util/datasets/synthetic.py)."""
     root = tmp_path_factory.mktemp('synthetic')
     write_benchmark(str(root / 'data'), n_train=60, n_val=40)
     return data_opts(str(root / 'data')) + ['list_dir', str(root / 'lists')]

@@ -9,7 +9,7 @@ import pytest
 
 import util.lists as lists
 from fakedata import make_from_labels, make_pascal
-from util.dataset import EpisodeDataset
+from util.datasets.pascal_coco import EpisodeDataset
 from util.image_io import BadFileError
 
 

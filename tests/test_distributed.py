@@ -15,7 +15,7 @@ import torch.multiprocessing as mp
 from fakedata import make_pascal_config, without_dropout
 from util import distributed
 from util.config import load_config
-from util.episodes import episode_dataset
+from util.datasets import episode_dataset
 from util.evaluate import run_episodes
 from util.experiment import build_model
 from util.optim import build_optimizers, forward_backward, optimizer_step, set_sgd_lr
@@ -43,7 +43,7 @@ def episode_batch(n=4, shot=1):
 
 
 def validate_and_step(env, config):
-    """A validation of 6 episodes, then one training step on this process's share of a fixed
+    """A validation of 7 episodes (dealt unevenly over 2 processes), then one training step on this process's share of a fixed
     batch of 4 episodes; returns (metrics, gradients, weights after the step)."""
     cfg = load_config(config, TINY)
     net = tiny_net(cfg).to(env.device)
@@ -52,8 +52,8 @@ def validate_and_step(env, config):
     set_sgd_lr(sgd, cfg.base_lr)
     precision = Precision(env.device.type)
     dataset = episode_dataset(cfg, 'val')
-    result = run_episodes(net, dataset, len(dataset.classes), cfg, 321, env, precision,
-                          num_episodes=6, show_progress=False)
+    result = run_episodes(net, dataset, cfg, 321, env, precision,
+                          num_episodes=7, show_progress=False)
     result.pop('seconds')
     scaler = precision.grad_scaler()
     share = {k: v[env.rank::env.world_size] for k, v in episode_batch().items()}
@@ -124,8 +124,9 @@ def assert_same_step(one, many, config, tolerance=1.0):
     # convolutions round differently per batch size); the pixel counts below are exact.
     many_result, one_result = dict(many['result']), dict(one_result)
     assert many_result.pop('loss') == pytest.approx(one_result.pop('loss'), rel=1e-6 * tolerance)
-    assert many_result == one_result
-    assert one_result['episodes'] == 6 and one_result['FB-IoU'] > 0
+    assert many_result == one_result            # per_episode too: gathered in episode order
+    assert one_result['episodes'] == 7 and one_result['FB-IoU'] > 0
+    assert one_result['per_episode'].episode.tolist() == list(range(7))
 
 
 def _claim_worker(rank, world_size, port, out_dir):

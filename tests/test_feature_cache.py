@@ -7,7 +7,7 @@ from fakedata import make_pascal_config
 from model import SCCAN
 from util import distributed
 from util.config import load_config
-from util.episodes import episode_dataset
+from util.datasets import episode_dataset
 from util.evaluate import make_predictor, run_episodes
 from util.feature_cache import GB, FeatureCache
 from util.precision import Precision
@@ -96,7 +96,7 @@ def check_cached_evaluation(config, shot, device, cache_device='same', tolerance
     results = []
     predict = make_predictor(net, cached_cfg, precision, env.device)
     for cfg, predictor in ((plain_cfg, None), (cached_cfg, predict), (cached_cfg, predict)):
-        result = run_episodes(net, dataset, len(dataset.classes), cfg, 321, env, precision,
+        result = run_episodes(net, dataset, cfg, 321, env, precision,
                               num_episodes=episodes, predict=predictor, show_progress=False)
         result.pop('seconds')
         results.append(result)

@@ -6,11 +6,12 @@ import shutil
 
 import pytest
 
-from model.checkpoint import save_checkpoint, weights_checkpoint
+from model.checkpoint import weights_checkpoint
+from util.outputs import save_checkpoint
 from tools import reproduce
 from util.config import REPO_ROOT, load_config
 from util.experiment import build_model, run_paths
-from util.synthetic import write_benchmark
+from util.datasets.synthetic import write_benchmark
 
 ARCH = ['fts_size', '8', 'window_size', '4', 'depth', '1', 'num_heads', '2', 'reduce_dim', '16']
 

@@ -15,7 +15,9 @@ PACKAGES = {'model', 'util', 'tools', 'tests'} | SCRIPTS
 
 
 def python_files(folder):
-    return sorted(glob.glob(os.path.join(REPO_ROOT, folder, '*.py')))
+    """The Python files of a folder and its subfolders (of the top level only for '')."""
+    pattern = os.path.join(REPO_ROOT, folder, '**', '*.py') if folder else os.path.join(REPO_ROOT, '*.py')
+    return sorted(glob.glob(pattern, recursive=True))
 
 
 def project_imports(path):

@@ -39,6 +39,7 @@ from torch.utils.flop_counter import FlopCounterMode
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 from model import SCCAN  # noqa: E402
+from model.sccan import valid_input_size  # noqa: E402
 from util.cli import ArgumentParser, positive_int, run_main  # noqa: E402
 from util.config import default_config, parse_opts  # noqa: E402
 from util.episodes import TRAINING_INPUTS  # noqa: E402
@@ -328,7 +329,7 @@ def optional(value):
 
 
 def check_args(args, device):
-    if (args.size - 1) % 8:
+    if not valid_input_size(args.size):
         raise ValueError(f'--size {args.size}: (size−1) must be a multiple of 8 (e.g. 473, 233)')
     if args.reference and args.tiny:
         raise ValueError('--reference compares the full model: drop --tiny')

@@ -28,7 +28,8 @@ from model import build_sccan  # noqa: E402
 from util import distributed  # noqa: E402
 from util.cli import ArgumentParser, positive_int, run_main  # noqa: E402
 from util.config import load_config  # noqa: E402
-from util.episodes import MODEL_INPUTS, episode_dataset  # noqa: E402
+from util.datasets import episode_dataset  # noqa: E402
+from util.episodes import MODEL_INPUTS  # noqa: E402
 from util.evaluate import run_episodes  # noqa: E402
 from util.experiment import model_for_checkpoint  # noqa: E402
 from util.precision import Precision, resolve_device  # noqa: E402
@@ -105,7 +106,7 @@ def synthetic_miou(mode, args, device):
     net, precision = prepared(model_for_checkpoint(cfg, args.checkpoint)[0], mode, device)
     env = distributed.DistEnv(0, 1, 0, device)
     dataset = episode_dataset(cfg, 'val')
-    result = run_episodes(net, dataset, len(dataset.classes), cfg, cfg.manual_seed, env,
+    result = run_episodes(net, dataset, cfg, cfg.manual_seed, env,
                           precision, num_episodes=args.episodes, show_progress=False)
     return result['mIoU']
 

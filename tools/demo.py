@@ -4,7 +4,7 @@ it has never seen, on a CPU, in minutes.
     python tools/demo.py                      # what `make demo` runs
     python tools/demo.py --opts epochs 1      # config overrides go to training and testing
 
-Steps: write the benchmark (util/synthetic.py; skipped when data/synthetic already holds the same
+Steps: write the benchmark (util/datasets/synthetic.py; skipped when data/synthetic already holds the same
 one), meta-train with train_sccan.py on the 15 base classes of fold 0, then score three
 predictors on the same test episodes of the 5 held-out classes with util/evaluate.py:
   (a) the meta-trained SCCAN (test_sccan.py),
@@ -31,17 +31,18 @@ sys.path.insert(0, REPO)
 
 import test_sccan  # noqa: E402
 import train_sccan  # noqa: E402
-from model.checkpoint import model_state, read_checkpoint, save_checkpoint, weights_checkpoint  # noqa: E402
+from model.checkpoint import model_state, read_checkpoint, weights_checkpoint  # noqa: E402
 from util import distributed  # noqa: E402
 from util.cli import ArgumentParser, non_negative_int, positive_int, run_main  # noqa: E402
 from util.config import load_config  # noqa: E402
-from util.episodes import episode_dataset  # noqa: E402
 from util.evaluate import run_episodes  # noqa: E402
 from util.experiment import build_model, model_for_checkpoint  # noqa: E402
+from util.outputs import save_checkpoint  # noqa: E402
 from util.image_io import IGNORE_LABEL, read_label  # noqa: E402
 from util.precision import precision_for  # noqa: E402
 from util.seeding import seed_all  # noqa: E402
-from util.synthetic import LIST_NAMES, is_generated, write_benchmark  # noqa: E402
+from util.datasets import SYNTHETIC_LISTS, episode_dataset  # noqa: E402
+from util.datasets.synthetic import is_generated, write_benchmark  # noqa: E402
 from util.visualize import WHITE, batch_panel, stacked, write_rgb  # noqa: E402
 
 CONFIG = 'config/synthetic/synthetic_split0_resnet50.yaml'
@@ -71,8 +72,8 @@ def say(message):
 
 def data_opts(root):
     """Config overrides pointing at the benchmark in root."""
-    return ['data_root', root, 'train_list', os.path.join(root, LIST_NAMES['train']),
-            'val_list', os.path.join(root, LIST_NAMES['val'])]
+    return ['data_root', root, 'train_list', os.path.join(root, SYNTHETIC_LISTS['train']),
+            'val_list', os.path.join(root, SYNTHETIC_LISTS['val'])]
 
 
 def prepare_data(args):
@@ -102,12 +103,10 @@ def untrained_checkpoint(cfg, trained_path, path):
 def support_blind_predictor(dataset):
     """predict(batch) for util.evaluate: foreground = every pixel of any object (label not 0 and
     not 255), on the L×L canvas the original-size targets use (needs batch_size_val 1)."""
-    label_of = {image: label for (image, label), _, _ in dataset.queries}
-
     def predict(batch):
         logits = []
-        for image, (h, w) in zip(batch['query_path'], batch['original_size'].tolist()):
-            label = torch.from_numpy(read_label(label_of[image]))
+        for episode, (h, w) in zip(batch['episode'], batch['original_size'].tolist()):
+            label = torch.from_numpy(read_label(dataset.full_path(episode.query[1])))
             objects = torch.zeros((max(h, w),) * 2)
             objects[:h, :w] = ((label != 0) & (label != IGNORE_LABEL)).float()
             logits.append(torch.stack([1 - objects, objects]))       # 2×L×L
@@ -119,7 +118,7 @@ def score_support_blind(cfg, episodes):
     cfg = cfg.replace(batch_size_val=1)
     env = distributed.setup()
     dataset = episode_dataset(cfg, 'val')
-    return run_episodes(torch.nn.Identity(), dataset, len(dataset.classes), cfg,
+    return run_episodes(torch.nn.Identity(), dataset, cfg,
                         cfg.manual_seed, env, precision_for(cfg, env.device),
                         num_episodes=episodes, predict=support_blind_predictor(dataset),
                         desc='support-blind')
@@ -141,7 +140,7 @@ def first_episodes(cfg, weight, count):
 
     def keep(n, batch, b, prediction):
         panels.append(batch_panel(batch, b, prediction))
-    run_episodes(net.to(env.device), dataset, len(dataset.classes), cfg, cfg.manual_seed, env,
+    run_episodes(net.to(env.device), dataset, cfg, cfg.manual_seed, env,
                  precision_for(cfg, env.device), num_episodes=count, on_episode=keep, desc='examples')
     return panels
 

@@ -36,8 +36,9 @@ import yaml
 
 from model.backbone import BLOCKS_PER_STAGE
 from model.build import MODEL_VARIANTS
+from model.sccan import INPUT_SIZE_RULE, OUTPUT_STRIDE, valid_input_size
 from util.cli import run_main
-from util.image_io import read_text
+from util.inputs import read_text
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -62,12 +63,7 @@ def _k(section, type_, default, doc, **kw):
     return Key(section, type_, default, doc, **kw)
 
 
-def _multiple_of_8_plus_1(v):
-    return v > 0 and (v - 1) % 8 == 0
-
-
-_SIZE_CHECK = (_multiple_of_8_plus_1, 'a positive size with (size - 1) % 8 == 0, e.g. 473, 233, 57')
-BACKBONE_STRIDE = 8     # model.sccan.OUTPUT_STRIDE
+_SIZE_CHECK = (valid_input_size, f'a positive size with {INPUT_SIZE_RULE}')
 _POSITIVE = (lambda v: v > 0, 'a positive value')
 _NON_NEGATIVE = (lambda v: v >= 0, 'a value >= 0')
 
@@ -406,7 +402,7 @@ def _as_float(value):
 def smallest_input_size(window_size):
     """The smallest train_h / train_w / val_size: the backbone (stride 8) must give a feature
     grid of at least one SCCA window, (size - 1) / 8 + 1 >= window_size."""
-    return BACKBONE_STRIDE * (window_size - 1) + 1
+    return OUTPUT_STRIDE * (window_size - 1) + 1
 
 
 def _finish(values, where):
@@ -416,11 +412,11 @@ def _finish(values, where):
         size = values[name]
         if size < smallest:
             raise ConfigError(
-                f'{where}: {name} {size} is too small: the backbone (stride {BACKBONE_STRIDE}) '
-                f'turns it into a feature grid {(size - 1) // BACKBONE_STRIDE + 1} cells across, '
+                f'{where}: {name} {size} is too small: the backbone (stride {OUTPUT_STRIDE}) '
+                f'turns it into a feature grid {(size - 1) // OUTPUT_STRIDE + 1} cells across, '
                 f'less than one SCCA window (window_size {values["window_size"]}), and validation '
-                f'images, resized to val_size and floored to multiples of {BACKBONE_STRIDE}, '
-                f'lose their short side; the smallest size is {BACKBONE_STRIDE}·(window_size - '
+                f'images, resized to val_size and floored to multiples of {OUTPUT_STRIDE}, '
+                f'lose their short side; the smallest size is {OUTPUT_STRIDE}·(window_size - '
                 f'1) + 1 = {smallest}')
     for low, high in (('scale_min', 'scale_max'), ('rotate_min', 'rotate_max')):
         if values[low] > values[high]:

@@ -1,5 +1,4 @@
-"""Reading and writing images and label maps, and reading text files, with errors that name
-the file.
+"""Reading and writing images and label maps, with errors that name the file.
 
 Label maps are single-channel 8-bit images of class ids: 0 background, 1..N the classes, and
 IGNORE_LABEL (255) for pixels no metric or loss counts (VOC's object borders, padding).
@@ -14,6 +13,8 @@ import struct
 import cv2
 import numpy as np
 
+from util.cli import TOOLS
+from util.inputs import require_file
 from util.outputs import write_atomic
 
 IGNORE_LABEL = 255
@@ -37,30 +38,6 @@ class BadFileError(ValueError):
 
 def bad_file(path, problem):
     return BadFileError(f'{path}: {problem}', path)
-
-
-def require_file(path, what='file'):
-    if os.path.isdir(path):
-        raise IsADirectoryError(f'{what} {path} is a folder, not a file')
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f'{what} not found: {path}')
-
-
-def read_text(path, what='file'):
-    """The content of a UTF-8 text file (a BOM is dropped); ValueError naming the file when it is
-    another encoding (e.g. UTF-16) or binary."""
-    require_file(path, what)
-    with open(path, 'rb') as f:
-        data = f.read()
-    try:
-        text = data.decode('utf-8-sig')
-    except UnicodeDecodeError as e:
-        raise ValueError(f'{path}: {what} is not UTF-8 text (byte {e.start} is '
-                         f'{data[e.start]:#04x}; UTF-16 or binary?): save it as UTF-8') from None
-    if '\0' in text:
-        raise ValueError(f'{path}: {what} holds NUL bytes (UTF-16 or binary?): save it as UTF-8 '
-                         'text')
-    return text
 
 
 def png_chunks(data):
@@ -125,7 +102,7 @@ def read_label(path):
     if label.ndim != 2 or label.dtype != np.uint8:
         raise bad_file(path, f'label must be a single-channel 8-bit image of class ids, got '
                              f'shape {label.shape} {label.dtype} (a colour/palette PNG? convert '
-                             f'it with tools/prepare_pascal.py or tools/prepare_coco.py)')
+                             f'it with {TOOLS["prepare_pascal"]} or {TOOLS["prepare_coco"]})')
     return label
 
 
@@ -160,7 +137,6 @@ def write_image(path, image, params=()):
     if not encoded:
         raise OSError(f'cannot write {path}: OpenCV cannot encode a {np.asarray(image).dtype} '
                       f'image of shape {np.shape(image)} as {extension or "(no extension)"}')
-    try:
-        return write_atomic(path, data.tobytes())
-    except OSError as e:
-        raise OSError(f'cannot write {path}: {e.strerror or e}') from e
+    # no fsync: a data set's thousands of labels can be written again (tools/check_data.py finds
+    # a damaged one)
+    return write_atomic(path, data.tobytes(), sync=False)
