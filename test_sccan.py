@@ -11,6 +11,11 @@ command-line overrides used. An existing report or --viz folder is replaced only
 --overwrite; both are checked before the evaluation. Works with our checkpoints and the
 authors'. The checkpoint is the config's `weight` (a path, or a file name in the run's snapshot
 folder) unless --weight is given. Runs under torchrun too (episodes split over processes).
+
+On PATNet's cross-domain benchmarks (config/cross_domain/, docs/cross_domain.md) any checkpoint is
+tested without --any-split (a model meta-trained on PASCAL meets other classes on purpose), the
+episodes of seed s are PATNet's for fix_randseed(s), --episodes N takes the first N of them, and
+the report's name has no fold: <checkpoint>_test_<data_set>_<K>shot_<episodes>ep_seed<s>.json.
 """
 import argparse
 import glob
@@ -26,6 +31,7 @@ from util.config import ConfigError, load_config
 from util.datasets import episode_dataset
 from util.evaluate import format_result, make_predictor, run_episodes
 from util.experiment import find_checkpoint, model_for_checkpoint, run_paths
+from util.folds import has_folds
 from util.log import close_logging, setup_logging
 from util.outputs import check_outputs, check_writable, write_atomic
 from util.precision import precision_for
@@ -71,11 +77,13 @@ OVERRIDES = ('weight', 'seeds', 'episodes', 'viz', 'any_shot', 'any_split', 'opt
 
 
 def report_path(args, cfg, checkpoint, seeds, episodes):
-    """--out, or <checkpoint>_test_<data_set>_split<k>_<K>shot_<E>ep_seed<s>[-<s>...].json: two
-    reports of different measurements never share a name."""
+    """--out, or <checkpoint>_test_<data_set>_split<k>_<K>shot_<E>ep_seed<s>[-<s>...].json (no
+    _split<k> for a data set without folds): two reports of different measurements never share
+    a name."""
     if args.out:
         return args.out
-    return (f'{os.path.splitext(checkpoint)[0]}_test_{cfg.data_set}_split{cfg.split}_'
+    fold = f'_split{cfg.split}' if has_folds(cfg.data_set) else ''
+    return (f'{os.path.splitext(checkpoint)[0]}_test_{cfg.data_set}{fold}_'
             f'{cfg.shot}shot_{episodes}ep_seed{"-".join(map(str, seeds))}.json')
 
 
@@ -124,7 +132,9 @@ def main(argv=None):
             result = run_episodes(net, dataset, cfg, seed, env, precision,
                                   num_episodes=episodes, predict=predict, on_episode=viz,
                                   desc=f'seed {seed}')
-            log.info('seed %d:\n%s', seed, format_result(result, dataset.classes))
+            # class names where the data set has them (the cross-domain benchmarks), else ids
+            names = getattr(dataset, 'class_names', dataset.classes)
+            log.info('seed %d:\n%s', seed, format_result(result, names))
             result.pop('per_episode')
             per_seed.append({'seed': seed, **result,
                              'class_ids': [int(c) for c in dataset.classes]})

@@ -12,9 +12,11 @@ from tools import make_cross_domain_trees as trees
 from tools import prepare_deepglobe
 from tools.make_patnet_golden import (BENCHMARKS, LOAD_CHECKS, METRIC_CLASSES, SEEDS, SHOTS,
                                       metric_cases, run_key, sha1)
-from util.datasets import cross_domain
+from util.datasets.cross_domain import PatnetEpisodes
+from util.datasets.cross_domain_layouts import layout_of
 from util.datasets.patnet import patnet_image, patnet_mask
 from util.metrics import IoUMeter
+from util.transform import val_transform
 
 GOLDEN = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'golden')
 
@@ -33,10 +35,8 @@ def tree(tmp_path_factory):
 
 
 def data_set(tree, benchmark, shot):
-    root = tree[BENCHMARKS[benchmark]]
-    if benchmark == 'fss':
-        return cross_domain.fss(root, shot, 57, class_list=tree['fss_classes'])
-    return cross_domain.BENCHMARKS[benchmark](root, shot, 57)
+    layout = layout_of(benchmark, tree[BENCHMARKS[benchmark]], tree['fss_classes'])
+    return PatnetEpisodes(layout, benchmark, shot, val_transform(57))
 
 
 def as_patnet_draws(benchmark, episodes):

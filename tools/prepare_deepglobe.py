@@ -130,6 +130,7 @@ def prepare(release, out, workers):
         raise FileExistsError(f'{out} exists already: give a new --out')
     pairs = release_pairs(release)
     partial = f'{out}.partial-{os.getpid()}'
+    os.makedirs(partial)
     try:
         tallies = progress_map(lambda p: prepare_pair(p, partial), pairs, workers,
                                desc='release images', unit='image')

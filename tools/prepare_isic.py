@@ -25,7 +25,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from util.cli import ArgumentParser, run_main  # noqa: E402
 from util.datasets.patnet import ISIC_INPUT, ISIC_TRUTH, LISTS  # noqa: E402
-from util.image_io import read_text  # noqa: E402
+from util.inputs import read_text  # noqa: E402
 
 CLASS_TABLE = os.path.join(LISTS, 'isic_class_id.csv')
 DEFAULT_ORDER = 'melanoma,nevus,seborrheic_keratosis'
@@ -99,6 +99,7 @@ def prepare(images, masks, out, table_path=CLASS_TABLE, order=DEFAULT_ORDER):
     folders = class_folders(table, order, table_path)
     links = plan_links(images, masks, table, folders)
     partial = f'{out}.partial-{os.getpid()}'
+    os.makedirs(partial)
     try:
         for source, destination in links:
             link_or_copy(source, os.path.join(partial, destination))

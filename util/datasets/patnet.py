@@ -23,7 +23,6 @@ from typing import Hashable, Iterator, List, Sequence, Tuple
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, UnidentifiedImageError
 
 from util.image_io import bad_file, read_bytes
 
@@ -119,14 +118,30 @@ def fss_candidates() -> List[str]:
     return [f'{k}.jpg' for k in FSS_NUMBERS]
 
 
-def open_image(path: str) -> Image.Image:
+class MissingPackage(OSError):
+    """A package the requested work needs is not installed (an OSError: the scripts report it
+    on one line)."""
+
+
+def pillow():
+    """PIL.Image, imported on first use: only these benchmarks need Pillow (PATNet reads and
+    resizes with it), so the rest of the repository runs without it."""
+    try:
+        from PIL import Image
+    except ImportError:
+        raise MissingPackage('the cross-domain benchmarks read images with Pillow, as PATNet '
+                             'does: pip install -r requirements.txt') from None
+    return Image
+
+
+def open_image(path: str):
     """A PIL image of a file checked to be complete (util.image_io.read_bytes); BadFileError
     naming the file when Pillow cannot read it."""
     data = read_bytes(path, 'image')
     try:
-        image = Image.open(io.BytesIO(data))
+        image = pillow().open(io.BytesIO(data))
         image.load()
-    except (UnidentifiedImageError, OSError, ValueError) as e:
+    except (OSError, ValueError) as e:       # PIL's UnidentifiedImageError is an OSError
         raise bad_file(path, f'Pillow cannot read it ({e})') from None
     return image
 
@@ -136,15 +151,20 @@ def patnet_image(path: str, size: int = SCORE_SIZE) -> np.ndarray:
     Resize((size, size)) resizes a PIL image (Image.resize with BILINEAR, Pillow's
     antialiasing filter)."""
     image = open_image(path).convert('RGB')
-    return np.asarray(image.resize((size, size), Image.Resampling.BILINEAR))
+    return np.asarray(image.resize((size, size), pillow().Resampling.BILINEAR))
+
+
+def binary_mask(path: str) -> np.ndarray:
+    """H×W uint8 0/1 at the mask's own size: read_mask's grey (PIL's convert('L')) >= 128."""
+    return (np.asarray(open_image(path).convert('L')) >= MASK_THRESHOLD).astype(np.uint8)
 
 
 def patnet_mask(path: str, size: int = SCORE_SIZE) -> np.ndarray:
-    """size×size uint8 of 0/1: read_mask (grey through PIL's convert('L'), 1 where >= 128)
-    then F.interpolate(..., mode='nearest') to size×size, as their __getitem__ does."""
-    grey = torch.from_numpy(np.array(open_image(path).convert('L')))
-    mask = (grey >= MASK_THRESHOLD).float()[None, None]
-    return F.interpolate(mask, (size, size), mode='nearest')[0, 0].to(torch.uint8).numpy()
+    """size×size uint8 of 0/1: binary_mask, then F.interpolate(..., mode='nearest') to
+    size×size, as their __getitem__ does (on their float copy; nearest only picks pixels, so
+    uint8 picks the same ones)."""
+    mask = torch.from_numpy(binary_mask(path))[None, None]
+    return F.interpolate(mask, (size, size), mode='nearest')[0, 0].numpy()
 
 
 def grey_values(path: str) -> List[int]:
