@@ -3,6 +3,7 @@ PASCAL class (split 4), test_sccan.py on each benchmark at 1 and 5 shots with th
 and meta-training and meta-testing on one's own classes."""
 import json
 import os
+import shutil
 
 import pytest
 
@@ -10,6 +11,7 @@ import test_sccan
 import train_sccan
 from script_checks import assert_one_error, run_cli
 from tools import make_cross_domain_trees as trees
+from tools import reproduce
 from fakedata import make_pascal
 from util.config import REPO_ROOT, load_config
 from util.experiment import run_paths
@@ -91,3 +93,35 @@ def test_own_classes_meta_train_and_meta_test(tree, tmp_path):
     report = test_sccan.main(['--config', config('folder', 'folder_resnet50.yaml'), '--weight',
                               os.path.join(snapshot, best[0]), '--opts', *opts])
     assert report['seeds'][0]['class_ids'] == [0] and report['episodes'] == 3
+
+
+def test_reproduce_writes_the_cross_domain_table(tree, all_classes_checkpoints, tmp_path):
+    """tools/reproduce.py: the four targets tested with the all-classes PASCAL checkpoint found
+    under --exp, over two seeds, and their mean."""
+    configs = tmp_path / 'config'
+    for folder in ('cross_domain', 'pascal'):
+        (configs / folder).mkdir(parents=True)
+    for target, folder in BENCHMARKS.items():
+        with open(config('cross_domain', f'{target}_resnet50.yaml')) as f:
+            text = f.read().replace(f'../data/CDFSL/{folder}', tree[folder])
+        (configs / 'cross_domain' / f'{target}_resnet50.yaml').write_text(text)
+    shutil.copy(config('pascal', 'pascal_all_resnet50.yaml'), configs / 'pascal')
+    snapshot = tmp_path / 'exp' / 'pascal' / 'SCCAN' / 'split4' / 'resnet50' / 'snapshot'
+    snapshot.mkdir(parents=True)
+    shutil.copy(all_classes_checkpoints[1], snapshot / 'train_latest.pth')
+    (row,) = reproduce.main(['--exp', str(tmp_path / 'exp'), '--benchmarks', 'cross_domain',
+                             '--layers', '50', '--shots', '1', '--seeds', '0', '1', '--episodes',
+                             '2', '--feature-cache-gb', '0', '--config-dir', str(configs),
+                             '--opts', *TINY, 'val_list', tree['fss_classes']])
+    assert sorted(row['folds']) == sorted(BENCHMARKS)
+    assert row['mIoU'] == pytest.approx(sum(row['folds'].values()) / 4)
+    cells = tmp_path / 'exp' / 'reproduce' / 'cells'
+    with open(cells / 'cross_domain_isic_resnet50_1shot.report.json') as f:
+        report = json.load(f)
+    assert [s['seed'] for s in report['seeds']] == [0, 1] and report['data_set'] == 'isic'
+    assert report['mean']['mIoU'] == row['folds']['isic']
+    with open(tmp_path / 'exp' / 'reproduce' / 'table.md') as f:
+        text = f.read()
+    percents = ' | '.join(f'{100 * row["folds"][t]:.1f}' for t in ('deepglobe', 'isic', 'lung', 'fss'))
+    assert '| backbone | shot | Deepglobe | ISIC | Chest X-ray | FSS-1000 | mIoU |' in text
+    assert f'| ResNet-50 | 1 | {percents} | {100 * row["mIoU"]:.1f} | — |' in text

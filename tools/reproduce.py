@@ -1,9 +1,10 @@
 """The paper's Tables 1-2 in one command: test every checkpoint of an experiment root with the
-authors' protocol and print the table beside the paper's numbers.
+authors' protocol and print the table beside the paper's numbers; and the cross-domain table.
 
     python tools/reproduce.py --exp exp                               # all that exp/ holds
     python tools/reproduce.py --exp exp --benchmarks pascal --seeds 321 123 456 789 1000
     python tools/reproduce.py --exp exp/synthetic --benchmarks synthetic   # the embedded benchmark
+    python tools/reproduce.py --exp exp --benchmarks cross_domain --layers 50 --seeds 0 1 2 3 4
 
 The experiment root is laid out as the authors' exp.zip or as train_sccan.py writes it:
 <exp>/<data_set>/SCCAN/split<k>/resnet<L>/snapshot/. A cell is one benchmark × backbone × shot ×
@@ -17,6 +18,12 @@ each the mean over the seeds, beside the paper's numbers and the difference. Cel
 checkpoint are listed, not fatal. A finished cell is kept in <out>/cells/ and not recomputed
 when the same checkpoint, seeds, episodes and options are asked again, so an interrupted run
 resumes where it stopped.
+
+cross_domain: PATNet's benchmark (docs/cross_domain.md). Its columns are the four target
+benchmarks (Deepglobe, ISIC, Chest X-ray, FSS-1000; configs config/cross_domain/<target>_resnet<L>
+[_5s].yaml) and the mean over them; every column tests the same checkpoint, that of the run of
+config/pascal/pascal_all_resnet<L>[_5s].yaml (all 20 PASCAL classes) under --exp, found as above.
+No published figure stands beside it: the SCCAN paper has no cross-domain results.
 """
 import argparse
 import glob
@@ -33,8 +40,11 @@ from util.config import load_config  # noqa: E402
 from util.experiment import run_paths  # noqa: E402
 from util.outputs import read_keyed, write_json  # noqa: E402
 
-BENCHMARKS = {'pascal': 'PASCAL-5i', 'coco': 'COCO-20i', 'synthetic': 'synthetic (embedded)'}
+BENCHMARKS = {'pascal': 'PASCAL-5i', 'coco': 'COCO-20i', 'synthetic': 'synthetic (embedded)',
+              'cross_domain': 'Cross-domain (PATNet\'s protocol; meta-trained on all 20 PASCAL '
+                              'classes)'}
 FOLDS = (0, 1, 2, 3)
+CROSS_DOMAIN = {'deepglobe': 'Deepglobe', 'isic': 'ISIC', 'lung': 'Chest X-ray', 'fss': 'FSS-1000'}
 # mIoU / FB-IoU (%) of the paper's Tables 1 and 2 (ICCV 2023, SCCAN rows): the mean over the four
 # folds and, where the tables give them, the folds.
 PAPER = {
@@ -73,8 +83,24 @@ def parse_args(argv=None):
 
 # ---- cells ----------------------------------------------------------------------------------
 def config_path(config_dir, benchmark, fold, layers, shot):
+    """The test config of a cell; for cross_domain `fold` is the target benchmark."""
     suffix = '' if shot == 1 else f'_{shot}s'
+    if benchmark == 'cross_domain':
+        return os.path.join(config_dir, benchmark, f'{fold}_resnet{layers}{suffix}.yaml')
     return os.path.join(config_dir, benchmark, f'{benchmark}_split{fold}_resnet{layers}{suffix}.yaml')
+
+
+def training_config(config_dir, benchmark, fold, layers, shot):
+    """The config of the run whose checkpoint a cell tests: its own, or for cross_domain the
+    all-classes PASCAL run."""
+    if benchmark == 'cross_domain':
+        suffix = '' if shot == 1 else f'_{shot}s'
+        return os.path.join(config_dir, 'pascal', f'pascal_all_resnet{layers}{suffix}.yaml')
+    return config_path(config_dir, benchmark, fold, layers, shot)
+
+
+def columns(benchmark, args):
+    return list(CROSS_DOMAIN) if benchmark == 'cross_domain' else args.folds
 
 
 def find_cells(args):
@@ -84,10 +110,11 @@ def find_cells(args):
     for benchmark in args.benchmarks:
         for layers in args.layers:
             for shot in args.shots:
-                for fold in args.folds:
+                for fold in columns(benchmark, args):
                     config = config_path(args.config_dir, benchmark, fold, layers, shot)
-                    if os.path.isfile(config):
-                        cfg = load_config(config, ['exp_dir', args.exp])
+                    trained = training_config(args.config_dir, benchmark, fold, layers, shot)
+                    if os.path.isfile(config) and os.path.isfile(trained):
+                        cfg = load_config(trained, ['exp_dir', args.exp])
                         snapshot = run_paths(cfg)['snapshot']
                         cells.append({'benchmark': benchmark, 'layers': layers, 'shot': shot,
                                       'fold': fold, 'config': config, 'snapshot': snapshot,
@@ -109,7 +136,8 @@ def find_best(cfg, snapshot):
 
 
 def cell_name(cell):
-    return f"{cell['benchmark']}_split{cell['fold']}_resnet{cell['layers']}_{cell['shot']}shot"
+    column = cell['fold'] if cell['benchmark'] == 'cross_domain' else f"split{cell['fold']}"
+    return f"{cell['benchmark']}_{column}_resnet{cell['layers']}_{cell['shot']}shot"
 
 
 def request_of(cell, seeds, episodes, opts):
@@ -159,35 +187,39 @@ def difference(ours, paper):
 
 
 def rows(cells, results):
-    """One row per benchmark × backbone × shot: per-fold and mean mIoU / FB-IoU (fractions) and
-    the paper's (percent)."""
+    """One row per benchmark × backbone × shot: per-fold (cross_domain: per target) and mean
+    mIoU / FB-IoU (fractions) and the paper's (percent)."""
     table = []
     for key in dict.fromkeys((c['benchmark'], c['layers'], c['shot']) for c in cells):
         folds = {c['fold']: results.get(cell_name(c)) for c in cells
                  if (c['benchmark'], c['layers'], c['shot']) == key}
         done = {fold: r['mean'] for fold, r in folds.items() if r}
-        complete = len(done) == len(FOLDS)
+        width = len(CROSS_DOMAIN) if key[0] == 'cross_domain' else len(FOLDS)
+        complete = len(done) == width
         table.append({'benchmark': key[0], 'layers': key[1], 'shot': key[2],
                       'folds': {fold: m['mIoU'] for fold, m in done.items()},
                       'fold_FB-IoU': {fold: m['FB-IoU'] for fold, m in done.items()},
-                      'mIoU': sum(m['mIoU'] for m in done.values()) / 4 if complete else None,
-                      'FB-IoU': sum(m['FB-IoU'] for m in done.values()) / 4 if complete else None,
+                      'mIoU': sum(m['mIoU'] for m in done.values()) / width if complete else None,
+                      'FB-IoU': sum(m['FB-IoU'] for m in done.values()) / width if complete else None,
                       'paper': PAPER.get(key)})
     return table
 
 
 def markdown(table, missing, seeds_note):
-    lines = [f'# SCCAN: mIoU and FB-IoU (%) per fold and mean over the four folds; {seeds_note}',
-             '', 'Each cell: ours (paper); Δ = ours − paper.', '']
+    lines = [f'# SCCAN: mIoU and FB-IoU (%) per fold (cross-domain: per target benchmark) and '
+             f'their mean; {seeds_note}', '', 'Each cell: ours (paper); Δ = ours − paper.', '']
     for benchmark in dict.fromkeys(r['benchmark'] for r in table):
+        keys = list(CROSS_DOMAIN) if benchmark == 'cross_domain' else FOLDS
+        names = list(CROSS_DOMAIN.values()) if benchmark == 'cross_domain' else \
+            [f'fold {f}' for f in FOLDS]
         lines += [f'## {BENCHMARKS[benchmark]}', '',
-                  '| backbone | shot | fold 0 | fold 1 | fold 2 | fold 3 | mIoU | Δ | FB-IoU | Δ |',
-                  '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |']
+                  f'| backbone | shot | {" | ".join(names)} | mIoU | Δ | FB-IoU | Δ |',
+                  '| --- ' * (len(keys) + 6) + '|']
         for r in (r for r in table if r['benchmark'] == benchmark):
             paper = r['paper'] or {}
-            paper_folds = paper.get('folds') or (None,) * len(FOLDS)
+            paper_folds = paper.get('folds') or (None,) * len(keys)
             folds = [percent(r['folds'].get(f)) + (f' ({p})' if p is not None else '')
-                     for f, p in zip(FOLDS, paper_folds)]
+                     for f, p in zip(keys, paper_folds)]
             miou = percent(r['mIoU']) + (f" ({paper['mIoU']})" if paper else '')
             fb = percent(r['FB-IoU']) + (f" ({paper['FB-IoU']})" if paper else '')
             lines.append(f"| ResNet-{r['layers']} | {r['shot']} | {' | '.join(folds)} | {miou} | "
