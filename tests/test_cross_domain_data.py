@@ -1,5 +1,6 @@
 """The cross-domain data sets (util/datasets/cross_domain*.py, patnet.py): PATNet's listing and
 random draws by hand, the items `load` gives, one's own classes for training, and the errors."""
+import logging
 import os
 import random
 import shutil
@@ -55,9 +56,11 @@ def test_pick_draws_what_np_random_choice_draws():
     assert [pick(rng, n) for n in sizes] == theirs
 
 
-def test_a_shorter_plan_is_a_prefix_and_fss_queries_come_round_again(tree):
+def test_a_shorter_plan_is_a_prefix_and_fss_queries_come_round_again(tree, caplog):
     ds = data_set(layout_of('fss', tree['FSS-1000'], tree['fss_classes']), 'fss', 5)
-    long = ds.plan(3, 70)
+    with caplog.at_level(logging.WARNING, logger='sccan'):
+        long = ds.plan(3, 70)
+    assert 'past one pass over its 30 query images' in caplog.text
     assert ds.plan(3, 10) == long[:10]
     assert ds.default_episodes == 30
     assert [e.query for e in long[30:60]] == [e.query for e in long[:30]]
@@ -157,6 +160,8 @@ def test_configs_refuse_what_cannot_be_right(tree):
         episode_dataset(deepglobe, 'train')
     with pytest.raises(ConfigError, match=r'ori_resize: False would score at val_size'):
         episode_dataset(deepglobe.replace(ori_resize=False), 'val')
+    with pytest.raises(ConfigError, match='skip_bad_files is not available for deepglobe'):
+        episode_dataset(deepglobe.replace(skip_bad_files=True), 'val')
     assert episode_dataset(deepglobe, 'val').classes == list(range(6))
     pascal = load_config('config/pascal/pascal_all_resnet50.yaml')
     with pytest.raises(ConfigError, match='split 4 trains on every class and leaves none novel'):

@@ -5,9 +5,10 @@
 
 The Python that runs this needs what their data code imports: torch, torchvision (their
 data/dataset.py builds its transforms with it), Pillow, tensorboardX (common/logger.py), OpenCV and
-NumPy. torchvision does not import beside this repository's torch wheel, so use a separate venv,
+NumPy; and PyYAML and tqdm for this repository's modules it imports. torchvision does not import
+beside this repository's torch wheel, so use a separate venv,
 e.g. `python3 -m venv /tmp/patnet-venv && /tmp/patnet-venv/bin/pip install torch==2.14.1
-torchvision==0.29.1 tensorboardX Pillow opencv-python-headless`.
+torchvision==0.29.1 tensorboardX Pillow opencv-python-headless pyyaml tqdm`.
 
 It writes
 - patnet_episodes.json: on the trees of tools/make_cross_domain_trees.py (seed 0), for each

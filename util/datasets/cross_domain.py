@@ -21,6 +21,7 @@ and its logits are resized to the 400×400 scoring grid (util.evaluate: `query_m
 400×400, `original_size` (400, 400)), where they meet PATNet's mask.
 """
 import itertools
+import logging
 import os
 import random
 from typing import List
@@ -33,6 +34,8 @@ from util.datasets.cross_domain_layouts import Layout, Pair, layout_of
 from util.datasets.patnet import (EPISODES, SCORE_SIZE, binary_mask, class_cycle_episodes,
                                   open_image, patnet_image, patnet_mask, query_order_episodes)
 from util.episodes import Episode
+
+log = logging.getLogger('sccan')
 
 CLASS_CYCLE = ('deepglobe', 'isic', 'lung')
 QUERY_ORDER = ('fss', 'folder')
@@ -84,6 +87,9 @@ class PatnetEpisodes:
 
     def plan(self, seed: int, count: int) -> List[Episode]:
         """The first `count` episodes PATNet's test loop draws after fix_randseed(seed)."""
+        if self.data_set == 'fss' and count > len(self.queries):
+            log.warning('%d FSS-1000 episodes: past one pass over its %d query images, which is '
+                        "PATNet's protocol", count, len(self.queries))
         return [Episode(query, tuple(supports), self.classes[c])
                 for c, query, supports in itertools.islice(self.draws(seed), count)]
 
@@ -153,6 +159,9 @@ def cross_domain_data_set(cfg, mode: str, transform) -> PatnetEpisodes:
         raise ConfigError(f'{cfg.source}: ori_resize: False would score at val_size; '
                           f'{cfg.data_set} is scored on its {SCORE_SIZE}×{SCORE_SIZE} masks '
                           '(ori_resize: True)')
+    if cfg.skip_bad_files:
+        raise ConfigError(f'{cfg.source}: skip_bad_files is not available for {cfg.data_set}: '
+                          'its episodes are fixed by the seed; tools/check_data.py finds bad files')
     if mode == 'train' and cfg.data_set in CLASS_CYCLE:
         raise ConfigError(f'{cfg.source}: {cfg.data_set} is a test benchmark (PATNet meta-trains '
                           'on PASCAL: train with a PASCAL config and split: 4)')

@@ -40,7 +40,7 @@ LISTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'patnet_lists')
 # Deepglobe (data/preprocess.py): `labelset` gives class c + 1 the colour labelset[c], compared
 # with the pixels of cv2.imread, which are BGR. Read as RGB colours of the land-cover release,
 # the classes are agriculture, urban, rangeland, forest, water, barren. Black is the release's
-# 'unknown' (in no class); a tile keeps its place in the filter by every colour it holds.
+# 'unknown': in no class, but a colour like the others in the tile filter.
 DEEPGLOBE_LABELSET_BGR = ((0, 255, 255), (255, 255, 0), (255, 0, 255), (0, 255, 0), (255, 0, 0),
                           (255, 255, 255))
 DEEPGLOBE_CLASSES = ('agriculture', 'urban', 'rangeland', 'forest', 'water', 'barren')
