@@ -9,12 +9,11 @@ import pytest
 
 import test_sccan
 import train_sccan
-from script_checks import assert_one_error, run_cli
 from tools import make_cross_domain_trees as trees
 from tools import reproduce
-from fakedata import make_pascal
+from helpers import assert_one_error, make_pascal, run_cli
 from util.config import REPO_ROOT, load_config
-from util.experiment import run_paths
+from util.run_paths import RunPaths
 
 TINY = ['model', 'tiny', 'backbone_weights', 'None', 'train_h', '33', 'train_w', '33',
         'val_size', '33', 'batch_size', '2', 'workers', '0', 'print_freq', '1']
@@ -46,8 +45,7 @@ def all_classes_checkpoints(tmp_path_factory):
 
 
 def latest_checkpoint(cfg):
-    paths = run_paths(cfg)
-    return os.path.join(paths['snapshot'], f'{paths["prefix"]}_latest.pth')
+    return RunPaths.of(cfg).latest
 
 
 @pytest.mark.parametrize('shot', (1, 5))
@@ -56,14 +54,14 @@ def test_each_benchmark_tests_a_pascal_checkpoint(tree, all_classes_checkpoints,
                                                   tmp_path):
     """No --any-split: a model meta-trained on PASCAL is what these benchmarks test."""
     name = f'{benchmark}_resnet50{"" if shot == 1 else "_5s"}.yaml'
-    report = test_sccan.main(['--config', config('cross_domain', name), '--weight',
-                              all_classes_checkpoints[shot], '--episodes', '3', '--seeds', '1',
-                              '--opts', *TINY, 'data_root', tree[BENCHMARKS[benchmark]],
-                              'val_list', tree['fss_classes']])
+    assert test_sccan.main(['--config', config('cross_domain', name), '--weight',
+                            all_classes_checkpoints[shot], '--episodes', '3', '--seeds', '1',
+                            '--opts', *TINY, 'data_root', tree[BENCHMARKS[benchmark]],
+                            'val_list', tree['fss_classes']]) == 0
     expected = (f'{os.path.splitext(all_classes_checkpoints[shot])[0]}_test_{benchmark}_{shot}shot_'
                 f'3ep_seed1.json')
     with open(expected) as f:
-        assert json.load(f) == json.loads(json.dumps(report))
+        report = json.load(f)
     assert (report['data_set'], report['shot'], report['episodes']) == (benchmark, shot, 3)
     assert [sum(seed['class_episodes']) for seed in report['seeds']] == [3]
     assert report['seeds'][0]['class_ids'] == {'fss': [760, 761, 999], 'deepglobe': list(range(6)),
@@ -88,11 +86,15 @@ def test_own_classes_meta_train_and_meta_test(tree, tmp_path):
                    'val_list', str(tmp_path / 'test.txt'), 'max_iters', '2', 'test_num', '3',
                    'exp_dir', str(tmp_path / 'exp')]
     train_sccan.main(['--config', config('folder', 'folder_resnet50.yaml'), '--opts', *opts])
-    snapshot = run_paths(load_config(config('folder', 'folder_resnet50.yaml'), opts))['snapshot']
-    best = [f for f in os.listdir(snapshot) if f.startswith('train_epoch_')]
-    report = test_sccan.main(['--config', config('folder', 'folder_resnet50.yaml'), '--weight',
-                              os.path.join(snapshot, best[0]), '--opts', *opts])
+    paths = RunPaths.of(load_config(config('folder', 'folder_resnet50.yaml'), opts))
+    (score, best), = paths.best_checkpoints()
+    out = str(tmp_path / 'report.json')
+    test_sccan.main(['--config', config('folder', 'folder_resnet50.yaml'), '--weight', best,
+                     '--out', out, '--opts', *opts])
+    with open(out) as f:
+        report = json.load(f)
     assert report['seeds'][0]['class_ids'] == [0] and report['episodes'] == 3
+    assert report['mean']['mIoU'] == pytest.approx(score, abs=1e-4)     # the validation's
 
 
 def test_reproduce_writes_the_cross_domain_table(tree, all_classes_checkpoints, tmp_path):

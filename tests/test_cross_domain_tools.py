@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from script_checks import assert_one_error, files_below, run_cli
+from helpers import assert_one_error, files_below, run_cli
 from tools import check_data, make_cross_domain_trees, prepare_deepglobe, prepare_isic, split_classes
 from util.datasets.cross_domain import PatnetEpisodes
 from util.datasets.cross_domain_layouts import layout_of
