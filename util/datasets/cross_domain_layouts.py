@@ -96,10 +96,12 @@ def fss_class_ids() -> Dict[str, int]:
 
 
 def in_folder(folder, names, mask_name):
+    """[(folder/name, mask_name(folder, name))] of the listed names."""
     return [(os.path.join(folder, n), mask_name(folder, n)) for n in names]
 
 
 def deepglobe_layout(root: str) -> Layout:
+    """DatasetDeepglobe: classes 1..6 (ids 0..5), masks beside the images' origin folder."""
     folders = [os.path.join(str(c), 'test', 'origin') for c in range(1, 7)]
     ground_truth = lambda folder, n: os.path.join(os.path.dirname(folder), 'groundtruth',  # noqa: E731
                                                   file_id(n) + '.png')
@@ -109,6 +111,7 @@ def deepglobe_layout(root: str) -> Layout:
 
 
 def isic_layout(root: str) -> Layout:
+    """DatasetISIC: classes 1..3 (ids 0..2), masks in one ground-truth folder."""
     folders = [os.path.join(ISIC_INPUT, str(c)) for c in range(1, 4)]
     truth = lambda folder, n: os.path.join(ISIC_TRUTH, file_id(n) + '_segmentation.png')  # noqa: E731
     pairs = [in_folder(f, listing(os.path.join(root, f), 'jpg'), truth) for f in folders]
@@ -117,6 +120,7 @@ def isic_layout(root: str) -> Layout:
 
 
 def lung_layout(root: str) -> Layout:
+    """DatasetLung: one class (id 0), listed from the masks; images without a mask unused."""
     masks = listing(os.path.join(root, LUNG_MASKS), 'png')
     problems = [('name', os.path.join(root, LUNG_MASKS, n),
                  f'a mask name must end in {LUNG_SUFFIX} (PATNet takes the image name from it by '
