@@ -24,11 +24,9 @@ It writes
   file and run here uncommented) on the release image of make_cross_domain_trees
   (write_deepglobe_release): the tiles kept, their class masks and image tiles.
 """
-import argparse
 import contextlib
 import hashlib
 import importlib
-import json
 import os
 import subprocess
 import sys
@@ -42,6 +40,8 @@ TOOLS = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [TOOLS, os.path.dirname(TOOLS)]
 
 import make_cross_domain_trees as trees   # noqa: E402
+from util.cli import ArgumentParser, run_main  # noqa: E402
+from util.outputs import write_json  # noqa: E402
 
 BENCHMARKS = {'fss': 'FSS-1000', 'deepglobe': 'Deepglobe', 'isic': 'ISIC',
               'lung': 'LungSegmentation'}
@@ -267,19 +267,18 @@ def provenance(root):
 
 
 def write(path, content):
-    with open(path, 'w') as f:
-        json.dump(content, f, separators=(',', ':'))
-        f.write('\n')
+    write_json(path, content, compact=True)
     print(f'wrote {path}')
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    p = ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--out', default=os.path.join(os.path.dirname(TOOLS), 'tests', 'golden'))
     args = p.parse_args(argv)
     root = os.environ.get('PATNET')
     if not root or not os.path.isfile(os.path.join(root, 'data', 'fss.py')):
-        sys.exit('error: set PATNET to a checkout of github.com/slei109/PATNet')
+        raise FileNotFoundError(f'PATNET={root or ""}: set it to a checkout of '
+                                'github.com/slei109/PATNet (its data/fss.py not found)')
     root = os.path.abspath(root)
     source = provenance(root)
     with tempfile.TemporaryDirectory() as work, their_code(root) as modules:
@@ -295,4 +294,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    main()
+    run_main(main)
