@@ -16,6 +16,11 @@ with --overwrite (an input never); all are checked before the evaluation. Works 
 checkpoints and the authors'. The checkpoint is the config's `weight` (a path, or a file name in
 the run's snapshot folder) unless --weight is given. Runs under torchrun too (episodes split over
 processes). See docs/numbers.md.
+
+On PATNet's cross-domain benchmarks (config/cross_domain/, docs/cross_domain.md) any checkpoint is
+tested without --any-split (a model meta-trained on PASCAL meets other classes on purpose), the
+episodes of seed s are PATNet's for fix_randseed(s), --episodes N takes the first N of them, and
+the report's name has no fold: <checkpoint>_test_<data_set>_<K>shot_<episodes>ep_seed<s>.json.
 """
 import argparse
 import sys

@@ -34,7 +34,7 @@ def test_coco_fold_examples_by_hand():
     assert fold_classes('coco', 3, use_split_coco=False)[1][0] == 61
 
 
-@pytest.mark.parametrize('data_set, split', [('voc', 0), ('pascal', 4), ('coco', -1),
+@pytest.mark.parametrize('data_set, split', [('voc', 0), ('pascal', 5), ('coco', -1),
                                              ('pascal', '0')])
 def test_unknown_data_set_or_split(data_set, split):
     with pytest.raises(ValueError, match=repr(data_set) if data_set == 'voc' else 'split'):

@@ -1,9 +1,10 @@
 """The paper's Tables 1-2 in one command: test every checkpoint of an experiment root with the
-authors' protocol and print the table beside the paper's numbers.
+authors' protocol and print the table beside the paper's numbers; and the cross-domain table.
 
     python tools/reproduce.py --exp exp                               # all that exp/ holds
     python tools/reproduce.py --exp exp --benchmarks pascal --seeds 321 123 456 789 1000
     python tools/reproduce.py --exp exp/synthetic --benchmarks synthetic   # the embedded benchmark
+    python tools/reproduce.py --exp exp --benchmarks cross_domain --layers 50 --seeds 0 1 2 3 4
 
 The experiment root is laid out as the authors' exp.zip or as train_sccan.py writes it:
 <exp>/<data_set>/SCCAN/split<k>/resnet<L>/snapshot/. A cell is one benchmark × backbone × shot ×
@@ -17,6 +18,12 @@ each the mean over the seeds, beside the paper's numbers and the difference. Cel
 checkpoint are listed, not fatal. A finished cell is kept in <out>/cells/ and not recomputed
 when the same checkpoint, seeds, episodes and options are asked again, so an interrupted run
 resumes where it stopped.
+
+cross_domain: PATNet's benchmark (docs/cross_domain.md). Its columns are the four target
+benchmarks (Deepglobe, ISIC, Chest X-ray, FSS-1000; configs config/cross_domain/<target>_resnet<L>
+[_5s].yaml) and the mean over them; every column tests the same checkpoint, that of the run of
+config/pascal/pascal_all_resnet<L>[_5s].yaml (all 20 PASCAL classes) under --exp, found as above.
+No published figure stands beside it: the SCCAN paper has no cross-domain results.
 """
 import argparse
 import os
@@ -35,8 +42,11 @@ from util.paper import PAPER  # noqa: E402
 from util.run_paths import RunPaths  # noqa: E402
 from util.uncertainty import combined_half_width, half_width  # noqa: E402
 
-BENCHMARKS = {'pascal': 'PASCAL-5i', 'coco': 'COCO-20i', 'synthetic': 'synthetic (embedded)'}
+BENCHMARKS = {'pascal': 'PASCAL-5i', 'coco': 'COCO-20i', 'synthetic': 'synthetic (embedded)',
+              'cross_domain': 'Cross-domain (PATNet\'s protocol; meta-trained on all 20 PASCAL '
+                              'classes)'}
 FOLDS = (0, 1, 2, 3)
+CROSS_DOMAIN = {'deepglobe': 'Deepglobe', 'isic': 'ISIC', 'lung': 'Chest X-ray', 'fss': 'FSS-1000'}
 CACHE_CAP_GB = 16      # covers a 5-shot PASCAL fold at 473 (~300 images of 52 MB)
 
 
@@ -62,8 +72,24 @@ def parse_args(argv=None):
 
 # ---- cells ----------------------------------------------------------------------------------
 def config_path(config_dir, benchmark, fold, layers, shot):
+    """The test config of a cell; for cross_domain `fold` is the target benchmark."""
     suffix = '' if shot == 1 else f'_{shot}s'
+    if benchmark == 'cross_domain':
+        return os.path.join(config_dir, benchmark, f'{fold}_resnet{layers}{suffix}.yaml')
     return os.path.join(config_dir, benchmark, f'{benchmark}_split{fold}_resnet{layers}{suffix}.yaml')
+
+
+def training_config(config_dir, benchmark, fold, layers, shot):
+    """The config of the run whose checkpoint a cell tests: its own, or for cross_domain the
+    all-classes PASCAL run."""
+    if benchmark == 'cross_domain':
+        suffix = '' if shot == 1 else f'_{shot}s'
+        return os.path.join(config_dir, 'pascal', f'pascal_all_resnet{layers}{suffix}.yaml')
+    return config_path(config_dir, benchmark, fold, layers, shot)
+
+
+def columns(benchmark, args):
+    return list(CROSS_DOMAIN) if benchmark == 'cross_domain' else args.folds
 
 
 def find_cells(args):
@@ -73,10 +99,11 @@ def find_cells(args):
     for benchmark in args.benchmarks:
         for layers in args.layers:
             for shot in args.shots:
-                for fold in args.folds:
+                for fold in columns(benchmark, args):
                     config = config_path(args.config_dir, benchmark, fold, layers, shot)
-                    if os.path.isfile(config):
-                        cfg = load_config(config, ['exp_dir', args.exp])
+                    trained = training_config(args.config_dir, benchmark, fold, layers, shot)
+                    if os.path.isfile(config) and os.path.isfile(trained):
+                        cfg = load_config(trained, ['exp_dir', args.exp])
                         paths = RunPaths.of(cfg)
                         cells.append({'benchmark': benchmark, 'layers': layers, 'shot': shot,
                                       'fold': fold, 'config': config, 'snapshot': paths.snapshot,
@@ -95,7 +122,8 @@ def find_best(cfg, paths):
 
 
 def cell_name(cell):
-    return f"{cell['benchmark']}_split{cell['fold']}_resnet{cell['layers']}_{cell['shot']}shot"
+    column = cell['fold'] if cell['benchmark'] == 'cross_domain' else f"split{cell['fold']}"
+    return f"{cell['benchmark']}_{column}_resnet{cell['layers']}_{cell['shot']}shot"
 
 
 def request_of(cell, seeds, episodes, opts):
@@ -150,38 +178,43 @@ def difference(ours, paper):
 
 
 def rows(cells, results):
-    """One row per benchmark × backbone × shot: per-fold and mean mIoU / FB-IoU (fractions) and
-    the paper's (percent)."""
+    """One row per benchmark × backbone × shot: per-fold (cross_domain: per target) and mean
+    mIoU / FB-IoU (fractions) and the paper's (percent)."""
     table = []
     for key in dict.fromkeys((c['benchmark'], c['layers'], c['shot']) for c in cells):
         folds = {c['fold']: results.get(cell_name(c)) for c in cells
                  if (c['benchmark'], c['layers'], c['shot']) == key}
         done = {fold: r for fold, r in folds.items() if r}
-        complete = len(done) == len(FOLDS)
+        width = len(CROSS_DOMAIN) if key[0] == 'cross_domain' else len(FOLDS)
+        complete = len(done) == width
         row = {'benchmark': key[0], 'layers': key[1], 'shot': key[2], 'paper': PAPER.get(key)}
         for m, per_fold in (('mIoU', 'folds'), ('FB-IoU', 'fold_FB-IoU')):
             halves = {fold: half_width(r['interval'][m]) for fold, r in done.items()}
             row[per_fold] = {fold: r['mean'][m] for fold, r in done.items()}
             row[per_fold + '_half_width'] = halves
-            row[m] = sum(row[per_fold].values()) / 4 if complete else None
+            row[m] = sum(row[per_fold].values()) / width if complete else None
             row[m + '_half_width'] = combined_half_width(list(halves.values())) if complete else None
         table.append(row)
     return table
 
 
 def markdown(table, missing, seeds_note):
-    lines = [f'# SCCAN: mIoU and FB-IoU (%) per fold and mean over the four folds; {seeds_note}',
-             '', 'Each cell: ours ± half its 95 % bootstrap interval over episodes (paper); the mean '
-             'over folds ± √(Σ fold ±²) / 4 (the folds are independent runs); Δ = ours − paper.', '']
+    lines = [f'# SCCAN: mIoU and FB-IoU (%) per fold (cross-domain: per target benchmark) and '
+             f'their mean; {seeds_note}', '',
+             'Each cell: ours ± half its 95 % bootstrap interval over episodes (paper); the mean '
+             '± √(Σ cell ±²) / n over its n cells (independent runs); Δ = ours − paper.', '']
     for benchmark in dict.fromkeys(r['benchmark'] for r in table):
+        keys = list(CROSS_DOMAIN) if benchmark == 'cross_domain' else FOLDS
+        names = list(CROSS_DOMAIN.values()) if benchmark == 'cross_domain' else \
+            [f'fold {f}' for f in FOLDS]
         lines += [f'## {BENCHMARKS[benchmark]}', '',
-                  '| backbone | shot | fold 0 | fold 1 | fold 2 | fold 3 | mIoU | Δ | FB-IoU | Δ |',
-                  '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |']
+                  f'| backbone | shot | {" | ".join(names)} | mIoU | Δ | FB-IoU | Δ |',
+                  '| --- ' * (len(keys) + 6) + '|']
         for r in (r for r in table if r['benchmark'] == benchmark):
             paper = r['paper'] or {}
-            paper_folds = paper.get('folds') or (None,) * len(FOLDS)
+            paper_folds = paper.get('folds') or (None,) * len(keys)
             folds = [percent(r['folds'].get(f), r['folds_half_width'].get(f)) +
-                     (f' ({p})' if p is not None else '') for f, p in zip(FOLDS, paper_folds)]
+                     (f' ({p})' if p is not None else '') for f, p in zip(keys, paper_folds)]
             miou = percent(r['mIoU'], r['mIoU_half_width']) + (f" ({paper['mIoU']})" if paper else '')
             fb = percent(r['FB-IoU'], r['FB-IoU_half_width']) + (f" ({paper['FB-IoU']})" if paper else '')
             lines.append(f"| ResNet-{r['layers']} | {r['shot']} | {' | '.join(folds)} | {miou} | "

@@ -69,17 +69,23 @@ _NON_NEGATIVE = (lambda v: v >= 0, 'a value >= 0')
 
 SCHEMA = {
     # --- data ---
-    'data_root': _k('Data', str, None, 'dataset root folder (VOC2012 or MSCOCO2014 layout)',
+    'data_root': _k('Data', str, None, 'dataset root folder (VOC2012 or MSCOCO2014 layout; a '
+                    "cross-domain benchmark's own folder, docs/cross_domain.md)",
                     nullable=True, path=True),
     'train_list': _k('Data', str, None, 'training image list, lines "image label" relative to '
-                     'data_root', nullable=True, path=True),
-    'val_list': _k('Data', str, None, 'validation image list, same format', nullable=True,
-                   path=True),
+                     'data_root (fss, folder: a class list, one class folder per line)',
+                     nullable=True, path=True),
+    'val_list': _k('Data', str, None, 'validation image list, same format (fss, folder: a class '
+                   'list)', nullable=True, path=True),
     'list_dir': _k('Data', str, 'lists', 'cache of the episode lists built from the data',
                    path=True),
-    'data_set': _k('Train', str, 'pascal', 'episode source', choices=('pascal', 'coco')),
-    'split': _k('Train', int, 0, 'fold: its classes are novel (val), the others base (train)',
-                choices=(0, 1, 2, 3)),
+    'data_set': _k('Train', str, 'pascal', 'episode source: pascal, coco; PATNet\'s cross-domain '
+                   'benchmarks fss, deepglobe, isic, lung; folder (own classes in the FSS-1000 '
+                   'layout)', choices=('pascal', 'coco', 'fss', 'deepglobe', 'isic', 'lung',
+                                       'folder')),
+    'split': _k('Train', int, 0, 'fold: its classes are novel (val), the others base (train); 4: '
+                'every class is base, none novel (PATNet\'s "fold 4", training for the '
+                'cross-domain tests)', choices=(0, 1, 2, 3, 4)),
     'shot': _k('Train', int, 1, 'support images per episode (K)', check=_POSITIVE),
     'use_split_coco': _k('Train', bool, True, 'COCO folds: True interleaved (SCCAN/BAM/HSNet), '
                          'False contiguous (PANet)'),
@@ -132,7 +138,8 @@ SCHEMA = {
     'ori_resize': _k('Train', bool, True, 'score at the original label resolution (else at '
                      'val_size)'),
     'test_num': _k('Train', int, None, 'episodes per evaluation; empty: 1,000 for PASCAL, 4,000 '
-                   'for COCO (the authors\' protocol)', nullable=True, check=_POSITIVE),
+                   'for COCO (the authors\' protocol), 600 for deepglobe, isic, lung and 2,400 '
+                   'for fss (PATNet\'s), 1,000 for folder', nullable=True, check=_POSITIVE),
     'workers': _k('Train', int, 8, 'data loading processes per training process',
                   check=_NON_NEGATIVE),
     'manual_seed': _k('Train', int, 321, 'seed of training (+ epoch each epoch) and of '
@@ -184,7 +191,8 @@ SCHEMA = {
                        'good checkpoint) or skip the step and count it', choices=('stop', 'skip')),
 }
 
-DEFAULT_TEST_NUM = {'pascal': 1000, 'coco': 4000}
+DEFAULT_TEST_NUM = {'pascal': 1000, 'coco': 4000, 'fss': 2400, 'deepglobe': 600, 'isic': 600,
+                    'lung': 600, 'folder': 1000}
 
 SECTIONS = ('Data', 'Train', 'Method', 'Test_Finetune', 'Performance', 'Reliability')
 

@@ -1,8 +1,11 @@
 """Fold splits of PASCAL-5i and COCO-20i: which classes are novel (meta-test) and which are base
-(meta-training) in each fold. Class ids are those of the label PNGs (PASCAL 1..20, COCO 1..80)."""
+(meta-training) in each fold. Class ids are those of the label PNGs (PASCAL 1..20, COCO 1..80).
+Split ALL_CLASSES (4, PATNet's "fold 4") has every class base and none novel: training for the
+cross-domain benchmarks, whose classes are other data sets'."""
 
 NUM_CLASSES = {'pascal': 20, 'coco': 80}
 NUM_FOLDS = 4
+ALL_CLASSES = 4
 
 
 def num_classes(data_set):
@@ -12,13 +15,21 @@ def num_classes(data_set):
     return NUM_CLASSES[data_set]
 
 
+def has_folds(data_set):
+    """Whether a config's data_set is split into folds (PASCAL-5i, COCO-20i)."""
+    return data_set in NUM_CLASSES
+
+
 def novel_classes(data_set, split, use_split_coco=True):
     """Sorted novel class ids of fold `split`.
     PASCAL: 5·split+1 .. 5·split+5. COCO with use_split_coco (SCCAN/BAM/HSNet): every 4th class
-    starting at split+1; without it (PANet): 20·split+1 .. 20·split+20."""
+    starting at split+1; without it (PANet): 20·split+1 .. 20·split+20. ALL_CLASSES: none."""
     n = num_classes(data_set)
+    if split == ALL_CLASSES:
+        return []
     if split not in range(NUM_FOLDS):
-        raise ValueError(f'unknown split {split!r} for {data_set}: expected 0, 1, 2 or 3')
+        raise ValueError(f'unknown split {split!r} for {data_set}: expected 0, 1, 2, 3 or '
+                         f'{ALL_CLASSES} (all classes)')
     if data_set == 'coco' and use_split_coco:
         return list(range(split + 1, n + 1, NUM_FOLDS))
     per_fold = n // NUM_FOLDS

@@ -27,6 +27,7 @@ from util.config import ConfigError
 from util.datasets import episode_dataset
 from util.evaluate import format_result, make_predictor, run_episodes
 from util.experiment import find_checkpoint, ready_model
+from util.folds import has_folds
 from util.manifest import (check_fits, file_identity, make_header, read_manifest, replay_plans,
                            scored_records, write_manifest)
 from util.outputs import check_outputs, check_writable, write_json
@@ -67,10 +68,12 @@ class EpisodeFiles:
 
 def report_path(cfg, checkpoint, seeds, episodes, episodes_from=None):
     """<checkpoint>_test_<data_set>_split<k>_<K>shot_<E>ep_seed<s>[-<s>...][_from-<manifest>]
-    .json: two reports of different measurements never share a name."""
+    .json (no _split<k> for a data set without folds, e.g. the cross-domain benchmarks): two
+    reports of different measurements never share a name."""
+    fold = f'_split{cfg.split}' if has_folds(cfg.data_set) else ''
     replayed = (f'_from-{os.path.splitext(os.path.basename(episodes_from))[0]}'
                 if episodes_from else '')
-    return (f'{os.path.splitext(checkpoint)[0]}_test_{cfg.data_set}_split{cfg.split}_'
+    return (f'{os.path.splitext(checkpoint)[0]}_test_{cfg.data_set}{fold}_'
             f'{cfg.shot}shot_{episodes}ep_seed{"-".join(map(str, seeds))}{replayed}.json')
 
 
@@ -135,7 +138,9 @@ def score_plans(net, dataset, cfg, env, precision, plans, viz_dir=None, viz=0):
         on_episode = episode_saver(viz_dir, viz, dataset.classes) if viz_dir and n == 0 else None
         result = run_episodes(net, dataset, cfg, seed, env, precision, plan=plan,
                               predict=predict, on_episode=on_episode, desc=f'seed {seed}')
-        log.info('seed %d:\n%s', seed, format_result(result, dataset.classes))
+        # class names where the data set has them (the cross-domain ones), else class ids
+        names = getattr(dataset, 'class_names', dataset.classes)
+        log.info('seed %d:\n%s', seed, format_result(result, names))
         scored = result.pop('per_episode')
         counts.append(RunCounts.of_evaluation(scored, len(dataset.classes)))
         records += scored_records(seed, plan, scored)

@@ -7,14 +7,18 @@ An evaluation data set follows the episode contract of util.episodes: `classes` 
 mIoU averages over, in report order), `plan(seed, count)` (the Episodes of a seed) and
 `load(episode)` (the item the network and the scorer read). A training data set is indexed by
 query image (`ds[i]`). Homes: pascal_coco.py (PASCAL-5i, COCO-20i), synthetic.py (the procedural
-benchmark, written in the PASCAL layout and read as 'pascal').
+benchmark, written in the PASCAL layout and read as 'pascal'), cross_domain.py (PATNet's
+cross-domain benchmarks fss, deepglobe, isic, lung, and one's own classes in the FSS-1000
+layout, folder).
 """
 import os
 
 from util import transform as T
 from util.cli import TOOLS
 from util.config import ConfigError
+from util.datasets.cross_domain import CROSS_DOMAIN, cross_domain_data_set
 from util.datasets.pascal_coco import EpisodeDataset
+from util.folds import ALL_CLASSES
 
 # The synthetic benchmark's list names (synthetic.py writes them): they tell its configs apart.
 SYNTHETIC_LISTS = {'train': 'synthetic_train.txt', 'val': 'synthetic_val.txt'}
@@ -24,6 +28,11 @@ DATA_TOOLS = {'pascal': TOOLS['prepare_pascal'], 'coco': TOOLS['prepare_coco']}
 def pascal_coco(cfg, mode):
     """The EpisodeDataset of a config: mode 'train' (base classes, train_list, augmentation) or
     'val' (novel classes, val_list, validation resize)."""
+    if mode == 'val' and cfg.split == ALL_CLASSES:
+        raise ConfigError(f'{cfg.source}: split {ALL_CLASSES} trains on every class and leaves '
+                          'none novel to validate or test on: train with evaluate: False '
+                          '(config/pascal/pascal_all_resnet50.yaml) and test on a cross-domain '
+                          'benchmark (config/cross_domain/)')
     list_key = 'train_list' if mode == 'train' else 'val_list'
     for key in ('data_root', list_key):
         if getattr(cfg, key) is None:
@@ -33,19 +42,29 @@ def pascal_coco(cfg, mode):
         if not exists(getattr(cfg, key)):
             raise FileNotFoundError(f'{what} not found: {getattr(cfg, key)} (config key {key} in '
                                     f'{cfg.source}); {how_to_make_data(cfg)}')
-    if mode == 'train':
-        transform = T.train_transform(cfg.train_h, cfg.train_w, cfg.scale_min, cfg.scale_max,
-                                      cfg.rotate_min, cfg.rotate_max)
-    else:
-        transform = T.val_transform(cfg.val_size)
     return EpisodeDataset(cfg.data_set, cfg.data_root, getattr(cfg, list_key), cfg.split,
-                          cfg.shot, mode, transform=transform, use_split_coco=cfg.use_split_coco,
+                          cfg.shot, mode, transform=transform_for(cfg, mode),
+                          use_split_coco=cfg.use_split_coco,
                           ann_type=cfg.ann_type, skip_bad_files=cfg.skip_bad_files,
                           list_cache_dir=cfg.list_dir, query_classes=cfg.query_classes)
 
 
+def transform_for(cfg, mode):
+    """The joint transform of a config's episodes: the training augmentation (mode 'train') or
+    the evaluation resize to val_size."""
+    if mode == 'train':
+        return T.train_transform(cfg.train_h, cfg.train_w, cfg.scale_min, cfg.scale_max,
+                                 cfg.rotate_min, cfg.rotate_max)
+    return T.val_transform(cfg.val_size)
+
+
+def cross_domain(cfg, mode):
+    """The data set of a cross-domain or folder config (util/datasets/cross_domain.py)."""
+    return cross_domain_data_set(cfg, mode, transform_for(cfg, mode))
+
+
 # config data_set → (cfg, mode) → data set
-DATA_SETS = {'pascal': pascal_coco, 'coco': pascal_coco}
+DATA_SETS = {'pascal': pascal_coco, 'coco': pascal_coco, **dict.fromkeys(CROSS_DOMAIN, cross_domain)}
 
 
 def episode_dataset(cfg, mode):
