@@ -23,8 +23,9 @@ from model import SCCAN
 from model.checkpoint import save_checkpoint, weights_checkpoint
 from script_checks import assert_one_error, files_below, run_cli
 from tools import app as app_tool
-from util.app import SegmentationApp, SupportSlot, find_checkpoints
+from util.app import EXAMPLE_CLASS, SegmentationApp, SupportSlot, find_checkpoints, painted_mask
 from util.config import REPO_ROOT
+from util.folds import novel_classes
 from util.image_io import read_label, read_rgb
 from util.predictor import FewShotSegmenter
 from util.synthetic import write_benchmark
@@ -42,7 +43,7 @@ def bench(tmp_path_factory):
     """A small synthetic benchmark and the example the app picks from it: support 1 (image and
     0/255 mask file), and three more images of the same class."""
     root = str(tmp_path_factory.mktemp('synthetic'))
-    write_benchmark(root, seed=0, n_train=1, n_val=40)
+    write_benchmark(root, seed=0, n_train=1, n_val=48)
     app = SegmentationApp(str(tmp_path_factory.mktemp('example')), device='cpu')
     image, mask, others = app.synthetic_example(root, queries=3)
     return {'root': root, 'image': image, 'mask': mask, 'others': others}
@@ -76,6 +77,11 @@ def painting(foreground):
     layer = np.zeros(foreground.shape + (4,), np.uint8)
     layer[foreground] = (0, 120, 255, 128)
     return {'background': None, 'layers': [layer], 'composite': None}
+
+
+def decode(png):
+    """H×W uint8 of single-channel PNG bytes."""
+    return cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_UNCHANGED)
 
 
 def label_of(bench, image):
@@ -119,21 +125,17 @@ def test_app_masks_are_the_command_lines_byte_for_byte(checkpoint, bench, tmp_pa
                                                'support(s).')
     expected = cli_masks(checkpoint, [(bench['image'], bench['mask']), (second, painted_file)],
                          queries, str(tmp_path / 'cli'), capsys)
-    masks = {os.path.basename(p).replace('_mask.png', '.jpg'): open(p, 'rb').read()
-             for p in result.downloads[:-1]}
-    assert masks == expected
-    for data in masks.values():               # masks that depend on the logits, not constant
-        share = (cv2.imdecode(np.frombuffer(data, np.uint8), 0) > 0).mean()
-        assert 0.05 < share < 0.95, share
+    files = {os.path.basename(p): open(p, 'rb').read() for p in result.downloads[:-1]}
+    assert {name.replace('_mask.png', '.jpg'): data for name, data in files.items()} == expected
+    for data in files.values():               # masks that depend on the logits, not constant
+        assert 0.05 < (decode(data) > 0).mean() < 0.95
     with zipfile.ZipFile(result.downloads[-1]) as z:
-        assert sorted(z.namelist()) == sorted([*(os.path.basename(p) for p in result.downloads[:-1]),
-                                               'supports/support1_mask.png',
-                                               'supports/support2_mask.png'])
-        painted_back = cv2.imdecode(np.frombuffer(z.read('supports/support2_mask.png'), np.uint8), 0)
-        assert {os.path.basename(p): z.read(os.path.basename(p))
-                for p in result.downloads[:-1]} == {os.path.basename(p): open(p, 'rb').read()
-                                                    for p in result.downloads[:-1]}
-    np.testing.assert_array_equal(painted_back, painted * 255)
+        zipped = {name: z.read(name) for name in z.namelist()}
+    assert zipped.keys() == {*files, 'supports/support1_mask.png', 'supports/support2_mask.png'}
+    assert all(zipped[name] == data for name, data in files.items())
+    np.testing.assert_array_equal(decode(zipped['supports/support1_mask.png']),
+                                  cv2.imread(bench['mask'], 0))
+    np.testing.assert_array_equal(decode(zipped['supports/support2_mask.png']), painted * 255)
     assert [caption for _, caption in result.overlays] == [os.path.basename(q) for q in queries]
 
     encoded.clear()
@@ -251,6 +253,17 @@ def test_support_shown_for_painting(bench, tmp_path):
         None, 'error: upload the image of this mask first')
 
 
+def test_box_is_the_box_around_the_paint():
+    """One diagonal stroke from corner to corner, with the box option: the box between them."""
+    stroke = np.zeros((20, 30), bool)
+    stroke[np.arange(4, 12), np.arange(6, 22, 2)] = True          # (4, 6) to (11, 20)
+    box = np.zeros((20, 30), bool)
+    box[4:12, 6:21] = True
+    np.testing.assert_array_equal(painted_mask(1, SupportSlot('x.jpg', painting(stroke))), stroke)
+    np.testing.assert_array_equal(
+        painted_mask(1, SupportSlot('x.jpg', painting(stroke), box=True)), box)
+
+
 def test_checkpoints_found_under_exp(tmp_path):
     runs = [tmp_path / 'synthetic' / 'pascal' / 'SCCAN' / 'split0' / 'resnet50' / 'snapshot',
             tmp_path / 'other' / 'snapshot']
@@ -262,6 +275,18 @@ def test_checkpoints_found_under_exp(tmp_path):
     (tmp_path / 'synthetic' / 'untrained.pth').write_bytes(b'x')        # not a run's snapshot
     assert find_checkpoints(str(tmp_path)) == [str(runs[1] / 'best.pth'),
                                                str(runs[0] / 'train_latest.pth')]
+
+
+def test_synthetic_example(bench):
+    """Support and queries show the example class, a class fold 0 never trains on; the mask
+    is that class's pixels."""
+    assert EXAMPLE_CLASS in novel_classes('pascal', 0)
+    label = label_of(bench, bench['image'])
+    np.testing.assert_array_equal(cv2.imread(bench['mask'], 0), (label == EXAMPLE_CLASS) * 255)
+    assert all((label_of(bench, q) == EXAMPLE_CLASS).mean() >= 0.05 for q in bench['others'])
+    for copy in (bench['image'], *bench['others']):
+        original = os.path.join(bench['root'], 'JPEGImages', os.path.basename(copy))
+        assert open(copy, 'rb').read() == open(original, 'rb').read()
 
 
 def test_synthetic_example_needs_the_benchmark(tmp_path):
