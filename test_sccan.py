@@ -13,26 +13,16 @@ authors'. The checkpoint is the config's `weight` (a path, or a file name in the
 folder) unless --weight is given. Runs under torchrun too (episodes split over processes).
 """
 import argparse
-import glob
-import json
-import logging
-import os
-
-import numpy as np
+import sys
 
 from util import distributed
 from util.cli import ArgumentParser, non_negative_int, positive_int, run_main
-from util.config import ConfigError, load_config
-from util.episodes import episode_dataset
-from util.evaluate import format_result, make_predictor, run_episodes
-from util.experiment import find_checkpoint, model_for_checkpoint, run_paths
+from util.config import load_config
 from util.log import close_logging, setup_logging
-from util.outputs import check_outputs, check_writable, write_atomic
-from util.precision import precision_for
-from util.visualize import EPISODE_PATTERN, episode_saver
+from util.meta_test import evaluate_checkpoint
 
-log = logging.getLogger('sccan')
-METRICS = ('mIoU', 'FB-IoU', 'pIoU')
+# The command-line choices a report records.
+OVERRIDES = ('weight', 'seeds', 'episodes', 'viz', 'any_shot', 'any_split', 'opts')
 
 
 def parse_args(argv=None):
@@ -59,90 +49,21 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def checkpoint_path(args, cfg):
-    weight = args.weight or cfg.weight
-    if not weight:
-        raise ConfigError(f'no checkpoint to test: give --weight PATH or set weight in '
-                          f'{cfg.source}')
-    return find_checkpoint(weight, run_paths(cfg)['snapshot'])
-
-
-OVERRIDES = ('weight', 'seeds', 'episodes', 'viz', 'any_shot', 'any_split', 'opts')
-
-
-def report_path(args, cfg, checkpoint, seeds, episodes):
-    """--out, or <checkpoint>_test_<data_set>_split<k>_<K>shot_<E>ep_seed<s>[-<s>...].json: two
-    reports of different measurements never share a name."""
-    if args.out:
-        return args.out
-    return (f'{os.path.splitext(checkpoint)[0]}_test_{cfg.data_set}_split{cfg.split}_'
-            f'{cfg.shot}shot_{episodes}ep_seed{"-".join(map(str, seeds))}.json')
-
-
-def claim_outputs(args, report, viz, inputs):
-    """Before the evaluation: the report (and the --viz folder) can be written and replaces
-    nothing unless --overwrite; with it, the episode pictures of an earlier --viz go."""
-    outputs = [report, viz] if viz else [report]
-    check_outputs(outputs, inputs, args.overwrite)
-    check_writable(report)
-    if viz:
-        for picture in glob.glob(os.path.join(glob.escape(viz), EPISODE_PATTERN)):
-            os.remove(picture)
-
-
-def mean_std(per_seed):
-    """Mean and population std (ddof 0) of each metric over seeds."""
-    values = {m: np.array([r[m] for r in per_seed]) for m in METRICS}
-    return ({m: float(v.mean()) for m, v in values.items()},
-            {m: float(v.std()) for m, v in values.items()})
-
-
 def main(argv=None):
+    """Meta-test as the command line asks; returns the exit status (0)."""
     args = parse_args(argv)
     cfg = load_config(args.config, args.opts)
     env = distributed.setup()
     setup_logging(is_main=env.is_main)
     try:
-        path = checkpoint_path(args, cfg)
-        seeds = args.seeds or [cfg.manual_seed]
-        episodes = args.episodes or cfg.test_num
-        out = report_path(args, cfg, path, seeds, episodes)
-        viz_dir = os.path.splitext(out)[0] + '_viz' if args.viz else None
-        distributed.on_main_process(lambda: claim_outputs(args, out, viz_dir, [path, cfg.source]),
-                                    env)
-        precision = precision_for(cfg, env.device)
-        net, _ = model_for_checkpoint(cfg, path, args.any_shot, args.any_split)
-        net = precision.prepare_model(net.to(env.device))
-        dataset = episode_dataset(cfg, 'val')
-        log.info('testing %s: %s-shot, %d episodes × seeds %s, on %s', path, cfg.shot, episodes,
-                 seeds, env.device)
-        predict = make_predictor(net, cfg, precision, env.device)   # one feature cache for all seeds
-        per_seed = []
-        for n, seed in enumerate(seeds):
-            viz = None
-            if viz_dir and n == 0 and env.is_main:
-                viz = episode_saver(viz_dir, args.viz, dataset.classes)
-            result = run_episodes(net, dataset, len(dataset.classes), cfg, seed, env, precision,
-                                  num_episodes=episodes, predict=predict, on_episode=viz,
-                                  desc=f'seed {seed}')
-            log.info('seed %d:\n%s', seed, format_result(result, dataset.classes))
-            per_seed.append({'seed': seed, **result,
-                             'class_ids': [int(c) for c in dataset.classes]})
-        mean, std = mean_std(per_seed)
-        log.info('over %d seed(s): %s', len(seeds), '  '.join(
-            f'{m} {mean[m]:.4f} ± {std[m]:.4f}' for m in METRICS))
-        report = {'checkpoint': os.path.abspath(path), 'config': os.path.abspath(cfg.source),
-                  'data_set': cfg.data_set, 'split': cfg.split, 'shot': cfg.shot,
-                  'layers': cfg.layers, 'episodes': episodes, 'seeds': per_seed, 'mean': mean,
-                  'std': std, 'overrides': {k: getattr(args, k) for k in OVERRIDES}}
-        if env.is_main:
-            write_atomic(out, json.dumps(report, indent=1))
-            log.info('wrote %s', out)
-        return report
+        evaluate_checkpoint(cfg, env, args.weight, args.seeds, args.episodes, args.viz, args.out,
+                            args.overwrite, args.any_shot, args.any_split,
+                            overrides={k: getattr(args, k) for k in OVERRIDES})
+        return 0
     finally:
         close_logging()
         distributed.cleanup()
 
 
 if __name__ == '__main__':
-    run_main(main)
+    sys.exit(run_main(main))

@@ -2,7 +2,8 @@
 model/backbone_res.py and backbone_utils.py).
 
 Layout and parameter names follow the authors' `backbone.body.*` so their checkpoints and
-`initmodel/resnet{50,101}_v2.pth` load as they are.
+`initmodel/resnet{50,101}_v2.pth` load as they are. A one-block-per-stage depth (14) and other
+base widths than the paper's 64 make small backbones of the same layout, for tests and smoke runs.
 """
 from typing import NamedTuple
 
@@ -10,16 +11,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from model.checkpoint import load_strict, model_state, read_checkpoint
-
-BLOCKS_PER_STAGE = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
+# Depth, counted as for ResNet-50 (3 convolutions per bottleneck + 2) → blocks in layer1..layer4.
+BLOCKS_PER_STAGE = {14: (1, 1, 1, 1), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
 BN_EPS = 1e-5
 
 
 class BackboneFeatures(NamedTuple):
-    """What SCCAN reads from the backbone for a batch of N images (stride 8)."""
-    mid: torch.Tensor   # N×1536×h×w: layer2 ‖ layer3
-    high: torch.Tensor  # N×2048×h×w: layer4
+    """What SCCAN reads from the backbone for a batch of N images (stride 8); widths for the
+    base width w (64 in the paper)."""
+    mid: torch.Tensor   # N×24w×h×w: layer2 ‖ layer3 (1536 channels at w = 64)
+    high: torch.Tensor  # N×32w×h×w: layer4 (2048 channels at w = 64)
 
 
 class FrozenBatchNorm2d(nn.Module):
@@ -87,24 +88,35 @@ class Bottleneck(nn.Module):
 
 
 class DeepStemResNet(nn.Module):
-    """Three 3×3 stem convs, max-pool, four bottleneck stages; layer3/4 dilated (output stride 8)."""
+    """Three 3×3 stem convs, max-pool, four bottleneck stages; layer3/4 dilated (output stride 8).
 
-    def __init__(self, layers=50):
+    Args:
+        layers: depth, a key of BLOCKS_PER_STAGE.
+        width: base width w: the stem is w, w, 2w wide, the stages' bottlenecks w, 2w, 4w, 8w
+            (outputs four times that).
+    """
+
+    def __init__(self, layers=50, width=64):
         super().__init__()
         if layers not in BLOCKS_PER_STAGE:
             raise ValueError(f"layers must be one of {sorted(BLOCKS_PER_STAGE)}, got {layers!r}")
-        self.conv1, self.bn1 = conv_bn(3, 64, 3, stride=2)
-        self.conv2, self.bn2 = conv_bn(64, 64, 3)
-        self.conv3, self.bn3 = conv_bn(64, 128, 3)
+        if width < 1:
+            raise ValueError(f"backbone_width must be positive, got {width!r}")
+        self.conv1, self.bn1 = conv_bn(3, width, 3, stride=2)
+        self.conv2, self.bn2 = conv_bn(width, width, 3)
+        self.conv3, self.bn3 = conv_bn(width, 2 * width, 3)
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
-        self._in_ch = 128
+        self._in_ch = 2 * width
         blocks = BLOCKS_PER_STAGE[layers]
-        self.layer1 = self._stage(64, blocks[0], stride=1, dilation=1, previous_dilation=1)
-        self.layer2 = self._stage(128, blocks[1], stride=2, dilation=1, previous_dilation=1)
+        self.layer1 = self._stage(width, blocks[0], stride=1, dilation=1, previous_dilation=1)
+        self.layer2 = self._stage(2 * width, blocks[1], stride=2, dilation=1, previous_dilation=1)
         # Dilation replaces the stride; the first block keeps the previous dilation (torchvision rule).
-        self.layer3 = self._stage(256, blocks[2], stride=1, dilation=2, previous_dilation=1)
-        self.layer4 = self._stage(512, blocks[3], stride=1, dilation=4, previous_dilation=2)
+        self.layer3 = self._stage(4 * width, blocks[2], stride=1, dilation=2, previous_dilation=1)
+        self.layer4 = self._stage(8 * width, blocks[3], stride=1, dilation=4, previous_dilation=2)
         del self._in_ch
+        expansion = Bottleneck.expansion
+        self.mid_channels = (2 * width + 4 * width) * expansion     # layer2 ‖ layer3
+        self.high_channels = 8 * width * expansion                  # layer4
 
     def _stage(self, width, n_blocks, stride, dilation, previous_dilation):
         blocks = [Bottleneck(self._in_ch, width, stride=stride, dilation=previous_dilation)]
@@ -125,19 +137,12 @@ class DeepStemResNet(nn.Module):
 class Backbone(nn.Module):
     """The frozen feature extractor: never trained, always run without autograd."""
 
-    def __init__(self, layers=50):
+    def __init__(self, layers=50, width=64):
         super().__init__()
-        self.body = DeepStemResNet(layers)
+        self.body = DeepStemResNet(layers, width)
         self.requires_grad_(False)
 
     @torch.no_grad()
     def forward(self, images):  # N×3×H×W → BackboneFeatures at stride 8
         _, layer2, layer3, layer4 = self.body(images)
         return BackboneFeatures(mid=torch.cat([layer2, layer3], dim=1), high=layer4)
-
-    def load_pretrained(self, path):
-        """Load a PSPNet-style plain state dict (conv1/bn1/.../layer4/fc keys). The classifier `fc.*`
-        and BatchNorm's `num_batches_tracked` counters (saved from nn.BatchNorm2d) are ignored."""
-        state = {k: v for k, v in model_state(read_checkpoint(path), path).items()
-                 if not k.startswith('fc.') and not k.endswith('num_batches_tracked')}
-        load_strict(self.body, state, path)

@@ -1,4 +1,4 @@
-"""SCCAN checkpoints: the one place that writes, reads and checks them.
+"""SCCAN checkpoints: the format, and the one place that builds, reads and checks them.
 
 A checkpoint is a dict. The authors' train_sccan.py writes (and resumes from)
     'epoch'           their epoch label: epochs done − 1, e.g. 42, or 42.5 at a half-epoch validation
@@ -12,19 +12,19 @@ and ours add
     'iteration', 'world_size', 'rng', 'scaler', 'progress'
                       what an exact resumption needs: steps done, processes, random generator
                       states, fp16 loss scale, best metrics and early-stop counters.
-Plain state dicts (e.g. PSPNet's backbones, conv1/.../layer4/fc keys) are read too. Files are
-written atomically (temporary file, fsync, rename): a crash or a kill never leaves half a
-checkpoint under the real name, only a hidden temporary (`leftover_temporaries` finds them).
-Weights that are NaN or infinite are refused when loaded.
+Plain state dicts (e.g. PSPNet's backbones, conv1/.../layer4/fc keys) are read too. This module
+builds and reads checkpoints; writing one to disk is the project's one atomic writer's job
+(util.outputs.save_checkpoint), which model/ may not import. Weights that are NaN or infinite are
+refused when loaded.
 """
-import errno
 import os
 import pickle
 import re
-import tempfile
 import zipfile
 
 import torch
+
+from model.backbone import BLOCKS_PER_STAGE
 
 DDP_PREFIX = 'module.'
 # Entries a checkpoint needs to continue a run (the weights aside).
@@ -64,10 +64,11 @@ def metadata(checkpoint):
 
 
 def detect_layers(state_dict):
-    """Backbone depth of a state dict, from the number of layer3 blocks (6: 50, 23: 101)."""
+    """Backbone depth of a state dict, from the number of layer3 blocks (6: 50, 23: 101);
+    None when that number is no known depth's."""
     blocks = {int(m.group(1)) for k in state_dict
               for m in [re.search(r'(?:^|\.)layer3\.(\d+)\.', k)] if m}
-    return {6: 50, 23: 101}.get(len(blocks))
+    return {stages[2]: layers for layers, stages in BLOCKS_PER_STAGE.items()}.get(len(blocks))
 
 
 def stored_architecture(checkpoint, keys):
@@ -116,6 +117,19 @@ def load_weights(net, path):
     return checkpoint
 
 
+def load_backbone_weights(net, path):
+    """Load ImageNet weights into the backbone of the SCCAN `net`, strictly: a PSPNet-style plain
+    state dict (initmodel/resnet<L>_v2.pth: conv1/bn1/.../layer4/fc keys). The classifier `fc.*`
+    and BatchNorm's `num_batches_tracked` counters (saved from nn.BatchNorm2d) are ignored.
+    Returns `net`."""
+    state = {k: v for k, v in model_state(read_checkpoint(path), path).items()
+             if not k.startswith('fc.') and not k.endswith('num_batches_tracked')}
+    architecture = net.architecture
+    load_strict(net.backbone.body, state, path,
+                f" (the backbone of ResNet-{architecture['layers']}, width {architecture['backbone_width']})")
+    return net
+
+
 # ---- checking -----------------------------------------------------------------------------------
 def check_shot(checkpoint, shot, path):
     """Refuse a checkpoint of ours trained with another number of shots (the authors' do not
@@ -161,53 +175,3 @@ def training_checkpoint(net, epoch, optimizer, optimizer_swin, **entries):
     `entries` (shot, config, iteration, rng, ...)."""
     return weights_checkpoint(net, epoch=epoch, optimizer=optimizer.state_dict(),
                               optimizer_swin=optimizer_swin.state_dict(), **entries)
-
-
-# save_checkpoint writes <folder>/.<name>.<8 random characters>.tmp (tempfile.mkstemp) first.
-_TEMPORARY = re.compile(r'^\.(?P<name>.+)\.[a-z0-9_]{8}\.tmp$')
-
-
-def save_checkpoint(obj, path):
-    """torch.save to `path` atomically. A failed write (e.g. a full disk) leaves the previous file
-    as it was and raises OSError naming the file and the reason."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.', suffix='.tmp', dir=folder)
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as e:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        cause = _os_error_in(e)
-        if cause is None:
-            raise
-        reason = 'no space left on device' if cause.errno == errno.ENOSPC else cause.strerror or str(cause)
-        kept = '; the previous file is unchanged' if os.path.exists(path) else ''
-        raise OSError(f"cannot write {path}: {reason}{kept}") from e
-    dir_fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)    # make the rename itself durable
-    finally:
-        os.close(dir_fd)
-
-
-def _os_error_in(error):
-    """The OSError that caused `error`, if any (torch.save reports a failed file write as a
-    RuntimeError raised while handling it)."""
-    while error is not None and not isinstance(error, OSError):
-        error = error.__cause__ or error.__context__
-    return error
-
-
-def leftover_temporaries(folder, name_prefix=''):
-    """The temporary files save_checkpoint left in `folder` when it was killed while writing a
-    checkpoint named <name_prefix>...pth."""
-    if not os.path.isdir(folder):
-        return []
-    return sorted(os.path.join(folder, entry) for entry in os.listdir(folder)
-                  if (m := _TEMPORARY.match(entry)) and m.group('name').startswith(name_prefix)
-                  and m.group('name').endswith('.pth'))

@@ -11,16 +11,27 @@ from model.backbone import Backbone, BackboneFeatures
 from model.decoder import ASPP, classifier, decode, reduce_block, residual_block
 from model.functional import MASKED_MEAN_EPS, resize
 from model.loss import weighted_dice_loss
-from model.prior import prior_mask
+from model.prior import PriorMask
 from model.scca import SCCATransformer, WindowAttention
 
-MID_CHANNELS = 512 + 1024   # layer2 ‖ layer3
 OUTPUT_STRIDE = 8
 
 
-def reduce_mid_features(channels):
-    """down_query / down_supp: 1×1 conv 1536 → C, ReLU, Dropout2d(0.5)."""
-    return nn.Sequential(nn.Conv2d(MID_CHANNELS, channels, 1, bias=False), nn.ReLU(), nn.Dropout2d(p=0.5))
+def valid_input_size(size: int) -> bool:
+    """Whether SCCAN takes images `size` pixels high (or wide): the backbone's stride-8 grid
+    must fall on both borders, (size - 1) % 8 == 0 (input_size_rule)."""
+    return size > 0 and (size - 1) % OUTPUT_STRIDE == 0
+
+
+def input_size_rule(name: str = 'size') -> str:
+    """valid_input_size in words, for messages about the value called `name`."""
+    return f'({name} - 1) % {OUTPUT_STRIDE} == 0, e.g. 473, 233, 57'
+
+
+def reduce_mid_features(in_channels, channels):
+    """down_query / down_supp: 1×1 conv in_channels (the backbone's mid features, 1536 in the
+    paper) → C, ReLU, Dropout2d(0.5)."""
+    return nn.Sequential(nn.Conv2d(in_channels, channels, 1, bias=False), nn.ReLU(), nn.Dropout2d(p=0.5))
 
 
 def fusion(channels):
@@ -37,14 +48,15 @@ def support_prototype(features, masks):
 class SCCAN(nn.Module):
     """The Self-Calibrated Cross Attention Network.
 
-    Every constructor argument but `backbone_weights` is part of the architecture
-    (`self.architecture`): checkpoints store it and model.build rebuilds from it. The defaults
-    are the paper's. The weights do not depend on the number of shots K: any K runs.
+    Every constructor argument is part of the architecture (`self.architecture`): checkpoints
+    store it and model.build rebuilds from it. The defaults are the paper's; model.build names
+    other variants. The weights do not depend on the number of shots K: any K runs. The backbone
+    starts random: model.load_backbone_weights loads ImageNet weights into it.
 
     Args:
-        layers: depth of the frozen ResNet backbone, 50 or 101.
-        backbone_weights: a PSPNet-style ImageNet state dict (initmodel/resnet<L>_v2.pth) to
-            load into the backbone; None leaves it random (enough when a checkpoint follows).
+        layers: depth of the frozen ResNet backbone, 50 or 101 (14: one block per stage).
+        backbone_width: base width of the backbone (64; its mid and high features are 24 and
+            32 times as wide).
         fts_size: side S of the grid the SCCA blocks work on (64).
         window_size: patch (window) side of the SCCA blocks (8).
         depth: number of SCCA blocks (8); odd ones are shifted.
@@ -58,23 +70,23 @@ class SCCAN(nn.Module):
     SCCA blocks in training. Fused attention is off by default.
     """
 
-    def __init__(self, layers: int = 50, backbone_weights: Optional[str] = None, *, fts_size: int = 64,
+    def __init__(self, layers: int = 50, *, backbone_width: int = 64, fts_size: int = 64,
                  window_size: int = 8, depth: int = 8, num_heads: int = 8, mlp_ratio: float = 1.0,
                  reduce_dim: int = 256, zoom_factor: int = 8):
         super().__init__()
         if fts_size % window_size:
             raise ValueError(f"fts_size {fts_size} must be a multiple of window_size {window_size}")
-        self.architecture = dict(layers=layers, fts_size=fts_size, window_size=window_size, depth=depth,
-                                 num_heads=num_heads, mlp_ratio=mlp_ratio, reduce_dim=reduce_dim,
-                                 zoom_factor=zoom_factor)
+        self.architecture = dict(layers=layers, backbone_width=backbone_width, fts_size=fts_size,
+                                 window_size=window_size, depth=depth, num_heads=num_heads,
+                                 mlp_ratio=mlp_ratio, reduce_dim=reduce_dim, zoom_factor=zoom_factor)
         self.fts_size, self.zoom_factor = (fts_size, fts_size), zoom_factor
-        self.backbone = Backbone(layers)
-        if backbone_weights:
-            self.backbone.load_pretrained(backbone_weights)
-        self.down_query = reduce_mid_features(reduce_dim)
-        self.down_supp = reduce_mid_features(reduce_dim)
+        self.backbone = Backbone(layers, backbone_width)
+        mid_channels = self.backbone.body.mid_channels
+        self.down_query = reduce_mid_features(mid_channels, reduce_dim)
+        self.down_supp = reduce_mid_features(mid_channels, reduce_dim)
         self.init_merge_query = fusion(reduce_dim)
         self.init_merge_supp = fusion(reduce_dim)
+        self.prior = PriorMask()
         self.transformer = SCCATransformer(reduce_dim, depth, num_heads, window_size, mlp_ratio)
         self.ASPP_meta = ASPP(reduce_dim)
         self.res1_meta = reduce_block(reduce_dim)
@@ -99,7 +111,7 @@ class SCCAN(nn.Module):
             train mode: (argmax prediction B×H'×W', weighted Dice loss).
         """
         self._check_inputs(query, support, support_masks, query_mask)
-        # Two backbone calls: on the CPU one concatenated batch measured ~5 % slower.
+        # Two backbone calls: one on the concatenated batch would first copy every image, for no gain.
         logits = self.segment(self.encode(query), self.encode(support.flatten(0, 1)), support_masks,
                               self.output_size(query.shape[-2:]))
         if not self.training:
@@ -112,8 +124,8 @@ class SCCAN(nn.Module):
         """Frozen backbone features (no autograd) of N×3×H×W images, for reuse across episodes.
 
         Returns:
-            BackboneFeatures: mid N×1536×h×w (layer2 ‖ layer3), high N×2048×h×w (layer4),
-            h = (H − 1) / 8 + 1.
+            BackboneFeatures: mid N×1536×h×w (layer2 ‖ layer3), high N×2048×h×w (layer4) at the
+            paper's backbone width, h = (H − 1) / 8 + 1.
         """
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
@@ -140,7 +152,7 @@ class SCCAN(nn.Module):
         masks = resize((support_masks == 1).to(query.dtype).flatten(0, 1).unsqueeze(1), size)
         masks = masks.view(b, k, 1, *size)                                        # B×K×1×S×S
         support_high = resize(support_feats.high, size)
-        prior = prior_mask(query_feats.high, support_high.view(b, k, *support_high.shape[1:]),
+        prior = self.prior(query_feats.high, support_high.view(b, k, *support_high.shape[1:]),
                            masks.flatten(2), size)                                # B×1×S×S
         # K-shot fusion is plain averaging of masks, masked features and prototypes.
         prototype = support_prototype(support, masks).mean(dim=1).expand_as(query)
@@ -199,17 +211,12 @@ class SCCAN(nn.Module):
         return ([list(getattr(self, name).parameters()) for name in self.SGD_MODULES],
                 list(self.transformer.parameters()))
 
-    def alignment_indices(self):
-        """Per SCCA block, the aligned support patch of every query patch (B×P) of the last
-        forward that ran uncompiled."""
-        return [block.last_alignment for block in self.transformer.blocks]
-
     # ---- checks ----------------------------------------------------------------------------
     def _check_inputs(self, query, support, support_masks, query_mask):
         if query.dim() != 4 or query.shape[1] != 3:
             raise ValueError(f"query must be B×3×H×W, got shape {tuple(query.shape)}")
         b, _, h, w = query.shape
-        if (h - 1) % OUTPUT_STRIDE or (w - 1) % OUTPUT_STRIDE:
+        if not (valid_input_size(h) and valid_input_size(w)):
             raise ValueError(f"input size {h}×{w}: (H−1) and (W−1) must be multiples of 8 (e.g. 473, 233, 97)")
         if support.dim() != 5 or support.shape[0] != b or support.shape[2:] != query.shape[1:]:
             raise ValueError(f"support must be B×K×3×H×W = {b}×K×3×{h}×{w}, got {tuple(support.shape)}")

@@ -19,19 +19,19 @@ import pytest
 import torch
 
 import predict_sccan
-from model import SCCAN
-from model.checkpoint import save_checkpoint, weights_checkpoint
-from script_checks import assert_one_error, files_below, run_cli
+from model import SCCAN, build_sccan
+from model.checkpoint import weights_checkpoint
+from helpers import assert_one_error, run_cli
 from tools import app as app_tool
 from util.app import EXAMPLE_CLASS, SegmentationApp, SupportSlot, find_checkpoints, painted_mask
 from util.config import REPO_ROOT
 from util.folds import novel_classes
 from util.image_io import read_label, read_rgb
+from util.outputs import save_checkpoint
 from util.predictor import FewShotSegmenter
-from util.synthetic import write_benchmark
+from util.datasets.synthetic import write_benchmark
 
 VAL = 57
-SMALL = dict(fts_size=16, window_size=4, depth=2, num_heads=2, mlp_ratio=1.0, reduce_dim=32)
 CHROMIUM = '/usr/bin/chromium'
 CHROMIUM_FLAGS = ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
                   '--disable-background-networking', '--disable-component-update', '--disable-sync']
@@ -51,10 +51,10 @@ def bench(tmp_path_factory):
 
 @pytest.fixture(scope='module')
 def checkpoint(tmp_path_factory, bench):
-    """A small random SCCAN whose foreground bias is set so that about half of a query's pixels
-    are foreground: masks that depend on every logit, not all background."""
+    """The tiny SCCAN, random, with its foreground bias set so that about half of a query's
+    pixels are foreground: masks that depend on every logit, not all background."""
     torch.manual_seed(0)
-    net = SCCAN(layers=50, **SMALL).eval()
+    net = build_sccan('tiny').eval()
     seg = FewShotSegmenter(net, val_size=VAL)
     prob = seg.probabilities([read_rgb(bench['image'])], [cv2.imread(bench['mask'], 0)],
                              read_rgb(bench['others'][1])).astype(np.float64)
@@ -176,8 +176,10 @@ def _bad_inputs(tmp_path, bench, checkpoint, case):
         return str(tmp_path / 'nope.pth'), good, [image]
     if case == 'checkpoint not loadable':
         return str(text), good, [image]
-    if case == 'checkpoint does not fit':
-        torch.save({'state_dict': {'head.weight': torch.zeros(2)}}, tmp_path / 'other.pth')
+    if case == 'checkpoint does not fit':        # its weights are of a net one SCCA block deeper
+        stored = torch.load(checkpoint, weights_only=False)
+        stored['architecture']['depth'] -= 1
+        torch.save(stored, tmp_path / 'other.pth')
         return str(tmp_path / 'other.pth'), good, [image]
     raise AssertionError(case)
 
@@ -197,7 +199,7 @@ def _bad_inputs(tmp_path, bench, checkpoint, case):
     ('support not an image', 'notes.png: cannot be decoded as an image'),
     ('checkpoint missing', 'error: checkpoint not found: '),
     ('checkpoint not loadable', 'notes.png: not a readable PyTorch checkpoint'),
-    ('checkpoint does not fit', 'does not fit SCCAN: missing keys'),
+    ('checkpoint does not fit', 'does not fit SCCAN: unexpected keys (24): transformer.'),
 ])
 def test_bad_input_is_a_message_and_the_app_goes_on(case, message, checkpoint, bench, tmp_path,
                                                      running_app):

@@ -1,32 +1,39 @@
-"""The checkpoint format (model/checkpoint.py) and the one builder (model/build.py): atomic
-writes, clear refusals, and every architecture key through a checkpoint and back."""
-import errno
+"""The checkpoint format (model/checkpoint.py) and the one builder (model/build.py): clear
+refusals, and every architecture key through a checkpoint and back."""
 import inspect
 import os
 
 import pytest
 import torch
 
-from model import ARCHITECTURE_KEYS, PAPER_ARCHITECTURE, SCCAN, CheckpointError, build_sccan, sccan_from_checkpoint
+from model import (ARCHITECTURE_KEYS, MODEL_VARIANTS, PAPER_ARCHITECTURE, SCCAN, CheckpointError, build_sccan,
+                   sccan_from_checkpoint)
 from model.build import architecture_of
-from model.checkpoint import (detect_layers, leftover_temporaries, read_checkpoint, save_checkpoint,
-                              training_checkpoint, weights_checkpoint)
-from util.config import SCHEMA, default_config
-from util.experiment import architecture, check_fits, find_checkpoint, model_for_checkpoint
+from model.checkpoint import detect_layers, read_checkpoint, training_checkpoint, weights_checkpoint
+from util.config import REPO_ROOT, SCHEMA, default_config, load_config
+from util.config import main as config_main
+from util.experiment import architecture, build_model, check_fits, find_checkpoint, model_for_checkpoint
+from util.outputs import save_checkpoint
 
-# A value for every architecture key that differs from the paper's (and still builds).
-NOT_THE_PAPERS = dict(layers=101, fts_size=16, window_size=4, depth=2, num_heads=2, mlp_ratio=2.0,
-                      reduce_dim=32, zoom_factor=4)
+from helpers import assert_one_error, run_cli
+from util.episodes import random_episode as episode
+
+# A value for every architecture key that differs from the paper's (and still builds, small).
+NOT_THE_PAPERS = dict(layers=14, backbone_width=4, fts_size=16, window_size=4, depth=2, num_heads=2,
+                      mlp_ratio=2.0, reduce_dim=32, zoom_factor=4)
 
 
 def test_the_architecture_is_the_constructor_and_the_config_knows_it():
-    constructor = [name for name in inspect.signature(SCCAN).parameters if name != 'backbone_weights']
-    assert list(ARCHITECTURE_KEYS) == constructor
+    assert list(ARCHITECTURE_KEYS) == list(inspect.signature(SCCAN).parameters)
     assert set(NOT_THE_PAPERS) == set(ARCHITECTURE_KEYS)
-    assert PAPER_ARCHITECTURE == dict(layers=50, fts_size=64, window_size=8, depth=8, num_heads=8,
-                                      mlp_ratio=1.0, reduce_dim=256, zoom_factor=8)
+    assert PAPER_ARCHITECTURE == dict(layers=50, backbone_width=64, fts_size=64, window_size=8, depth=8,
+                                      num_heads=8, mlp_ratio=1.0, reduce_dim=256, zoom_factor=8)
     for key in ARCHITECTURE_KEYS:       # each one settable from a config, with the paper's default
         assert key in SCHEMA and SCHEMA[key].default == PAPER_ARCHITECTURE[key], key
+    assert SCHEMA['model'].choices == tuple(MODEL_VARIANTS) and SCHEMA['model'].default == 'paper'
+    for name, variant in MODEL_VARIANTS.items():     # each variant a full architecture the config accepts
+        assert set(variant) == set(ARCHITECTURE_KEYS), name
+        assert architecture(default_config().replace(**variant)) == variant, name
 
 
 def test_every_architecture_key_round_trips_through_a_checkpoint(tmp_path):
@@ -54,10 +61,60 @@ def test_the_authors_checkpoints_get_the_papers_architecture(tmp_path):
     assert architecture_of({'state_dict': fake_state_dict(23, 'module.')})['layers'] == 101
 
 
+# ---- named variants ------------------------------------------------------------------------------
+R101_CONFIG = os.path.join(REPO_ROOT, 'config', 'pascal', 'pascal_split0_resnet101.yaml')
+TINY = MODEL_VARIANTS['tiny']
+
+
+def test_the_tiny_variant_writes_a_small_checkpoint_that_rebuilds_as_tiny(tmp_path):
+    net = build_sccan('tiny').eval()
+    assert net.architecture == TINY and TINY['layers'] == 14
+    path = str(tmp_path / 'tiny.pth')
+    save_checkpoint(weights_checkpoint(net, shot=1), path)
+    assert os.path.getsize(path) < 1_000_000          # the paper's: 140 MB
+    loaded, checkpoint = sccan_from_checkpoint(path)
+    assert loaded.architecture == TINY == checkpoint['architecture']
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), net.state_dict().values()))
+    query, support, masks, _ = episode(b=1, size=57)
+    with torch.no_grad():
+        assert torch.equal(loaded(query, support, masks), net(query, support, masks))
+
+
+def test_build_sccan_takes_a_variant_and_overrides():
+    assert build_sccan('tiny', depth=3).architecture == {**TINY, 'depth': 3}
+    with pytest.raises(ValueError, match="unknown model variant 'tinny'; known: paper, tiny"):
+        build_sccan('tinny')
+
+
+def test_model_in_the_opts_stands_for_the_variants_architecture_keys_where_it_stands():
+    assert architecture(load_config(R101_CONFIG)) == {**PAPER_ARCHITECTURE, 'layers': 101}
+    assert architecture(load_config(R101_CONFIG, ['model', 'tiny'])) == TINY     # over the file's layers
+    assert architecture(load_config(R101_CONFIG, ['model', 'tiny', 'depth', '3'])) == {**TINY, 'depth': 3}
+    assert architecture(load_config(R101_CONFIG, ['depth', '3', 'model', 'tiny'])) == TINY
+    assert architecture(load_config(R101_CONFIG, ['model', 'tiny', 'model', 'paper'])) == PAPER_ARCHITECTURE
+    # a key given twice counts at its last position
+    assert architecture(load_config(R101_CONFIG, ['depth', '3', 'model', 'tiny', 'depth', '5'])) == {**TINY, 'depth': 5}
+    cfg = load_config(R101_CONFIG, ['model', 'tiny', 'layers', '50'])
+    assert cfg.model == 'tiny' and build_model(cfg).architecture == {**TINY, 'layers': 50}
+
+
+def test_model_in_a_file_sets_the_keys_above_it_and_those_below_override(tmp_path):
+    path = tmp_path / 'tiny.yaml'
+    path.write_text('Method:\n  layers: 101\n  model: tiny\n  depth: 3\nTrain:\n  fts_size: 32\n')
+    assert architecture(load_config(str(path))) == {**TINY, 'depth': 3, 'fts_size': 32}
+    assert architecture(load_config(str(path), ['model', 'paper'])) == PAPER_ARCHITECTURE
+
+
+def test_an_unknown_variant_is_one_error_line_naming_the_closest(capsys):
+    status, _, err = run_cli(config_main, [R101_CONFIG, 'model', 'tinny'], capsys)
+    assert_one_error(status, err, "--opts: model must be one of ['paper', 'tiny'], got 'tinny'; "
+                                  "did you mean 'tiny'?")
+
+
 def test_a_layers_request_that_contradicts_the_checkpoint_is_refused(tmp_path):
     path = str(tmp_path / 'tiny.pth')
-    save_checkpoint(weights_checkpoint(build_sccan(fts_size=16, depth=2, reduce_dim=32, num_heads=4)), path)
-    with pytest.raises(CheckpointError, match='holds a ResNet-50 SCCAN but layers 101 was asked for'):
+    save_checkpoint(weights_checkpoint(build_sccan('tiny')), path)
+    with pytest.raises(CheckpointError, match='holds a ResNet-14 SCCAN but layers 101 was asked for'):
         sccan_from_checkpoint(path, layers=101)
 
 
@@ -73,21 +130,11 @@ def test_checkpoints_of_another_backbone_or_shot_are_refused():
 
 
 def test_model_for_checkpoint_sets_the_configs_fast_paths(tmp_path):
-    tiny = dict(fts_size=16, depth=2, reduce_dim=32, num_heads=4)
     path = str(tmp_path / 'tiny.pth')
-    save_checkpoint(weights_checkpoint(build_sccan(**tiny), shot=1), path)
-    cfg = default_config().replace(channels_last=False, fused_attention=True, **tiny)
+    save_checkpoint(weights_checkpoint(build_sccan('tiny'), shot=1), path)
+    cfg = default_config().replace(model='tiny', channels_last=False, fused_attention=True)
     net, _ = model_for_checkpoint(cfg, path)
     assert net.fast_paths == {'channels_last': False, 'recompute': True, 'fused_attention': True}
-
-
-def test_atomic_save_leaves_no_temporary_and_keeps_the_old_file_on_failure(tmp_path):
-    path = str(tmp_path / 'c.pth')
-    save_checkpoint({'epoch': 1, 'state_dict': {'w': torch.ones(2)}}, path)
-    with pytest.raises(Exception):
-        save_checkpoint({'epoch': 2, 'bad': lambda: 0}, path)     # lambdas do not pickle
-    assert os.listdir(tmp_path) == ['c.pth']
-    assert read_checkpoint(path)['epoch'] == 1
 
 
 def test_truncated_checkpoint_is_refused(tmp_path):
@@ -119,46 +166,8 @@ def test_checkpoint_names_are_paths_or_snapshot_files(tmp_path):
         find_checkpoint('epoch_9.pth', str(tmp_path))
 
 
-def torch_save_on_a_full_disk(obj, f):
-    """What torch.save does when the disk fills: the file's write fails with ENOSPC and torch
-    raises a RuntimeError while handling it."""
-    try:
-        raise OSError(errno.ENOSPC, 'No space left on device')
-    except OSError:
-        raise RuntimeError('[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598')
-
-
-@pytest.mark.parametrize('where', ['torch.save', 'os.fsync'])
-def test_a_full_disk_is_one_line_naming_the_file_and_keeps_the_old_one(tmp_path, monkeypatch, where):
-    path = str(tmp_path / 'train_latest.pth')
-    save_checkpoint({'epoch': 1, 'state_dict': {'w': torch.ones(2)}}, path)
-    before = open(path, 'rb').read()
-    if where == 'torch.save':
-        monkeypatch.setattr(torch, 'save', torch_save_on_a_full_disk)
-    else:
-        def fsync(fd):
-            raise OSError(errno.ENOSPC, 'No space left on device')
-        monkeypatch.setattr(os, 'fsync', fsync)
-    with pytest.raises(OSError) as raised:
-        save_checkpoint({'epoch': 2, 'state_dict': {'w': torch.zeros(2)}}, path)
-    assert str(raised.value) == (f'cannot write {path}: no space left on device; the previous '
-                                 'file is unchanged')
-    assert os.listdir(tmp_path) == ['train_latest.pth'] and open(path, 'rb').read() == before
-
-
-def test_leftover_temporaries_are_those_of_the_named_checkpoints(tmp_path):
-    names = ['.train_latest.pth.ab_c1234.tmp', '.train_epoch_3_0.5.pth.zz9zz9zz.tmp',
-             '.train5_latest.pth.ab_c1234.tmp', '.train_latest_test.json.ab_c1234.tmp',
-             '.train_latest.pth.tmp', 'train_latest.pth', '.other.pth.ab_c1234.tmp']
-    for name in names:
-        (tmp_path / name).write_bytes(b'')
-    assert leftover_temporaries(str(tmp_path), 'train_') == [str(tmp_path / n) for n in
-                                                              sorted(names[:2])]
-    assert leftover_temporaries(str(tmp_path / 'none'), 'train_') == []
-
-
 def test_non_finite_weights_are_refused_naming_the_tensors(tmp_path):
-    net = build_sccan(fts_size=16, depth=2, reduce_dim=32, num_heads=4)
+    net = build_sccan('tiny')
     state = net.state_dict()
     state['cls_meta.3.bias'][0] = float('nan')
     state['res1_meta.0.weight'][0] = float('inf')

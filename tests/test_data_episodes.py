@@ -9,9 +9,12 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from fakedata import make_coco, make_from_labels, make_pascal
+from helpers import make_coco, make_from_labels, make_pascal
 from util import transform as T
-from util.dataset import EpisodeDataset, binarise, fill_boxes, support_mask
+from util.datasets.pascal_coco import EpisodeDataset, binarise, fill_boxes, support_mask
+from util.config import default_config
+from util.datasets import episode_dataset
+from util.episodes import episode_seed
 from util.image_io import BadFileError, read_label
 
 
@@ -29,12 +32,12 @@ def make(pascal, mode='val', shot=1, split=0, **kw):
 
 
 def label_of(image_path, ds):
-    label_path = next(lab for (img, lab), _, _ in ds.queries if img == image_path)
-    return read_label(label_path)
+    label_path = next(lab for (img, lab), _, _ in ds.queries if ds.full_path(img) == image_path)
+    return read_label(ds.full_path(label_path))
 
 
 def top_left(h, w):
-    """A transform keeping the top-left h×w (fakedata images are at least 112×120), so that
+    """A transform keeping the top-left h×w (helpers.make_pascal images are at least 112×120), so that
     K supports of different sizes stack and labels compare pixel for pixel."""
     return T.Compose([lambda image, label: (image[:h, :w], label[:h, :w]), T.ToTensor()])
 
@@ -58,13 +61,14 @@ def test_episode_semantics(pascal, mode, shot):
         assert len(paths) == shot == len(set(paths)) and item['query_path'] not in paths
         assert item['support'].shape[:2] == (shot, 3) and item['support_masks'].shape[0] == shot
         for path, mask in zip(paths, item['support_masks']):
-            assert path in [p[0] for p in ds.class_files[c]]
+            assert path in [ds.full_path(p[0]) for p in ds.class_files[c]]
             expected = binarise(label_of_file(path, ds, c), c)[:112, :120]
             assert torch.equal(mask, torch.from_numpy(expected).long())
 
 
 def label_of_file(image_path, ds, c):
-    return read_label(dict(ds.class_files[c])[image_path])
+    labels = {ds.full_path(image): ds.full_path(label) for image, label in ds.class_files[c]}
+    return read_label(labels[image_path])
 
 
 def test_val_items_carry_original_label_on_fixed_canvas_and_collate(pascal):
@@ -83,15 +87,48 @@ def test_val_items_carry_original_label_on_fixed_canvas_and_collate(pascal):
         assert (canvas[h:] == 255).all() and (canvas[:, w:] == 255).all()
 
 
+def test_a_configs_training_episodes_take_its_crop_and_augmentation(pascal):
+    root, train, val, cache = pascal
+    cfg = default_config().replace(data_root=root, train_list=train, val_list=val, list_dir=cache,
+                                   train_h=57, train_w=65, scale_min=1.5, scale_max=1.5,
+                                   rotate_min=0.0, rotate_max=0.0)
+    ds = episode_dataset(cfg, 'train')
+    scale, rotate = ds.transform.transforms[:2]
+    assert (scale.scale_min, scale.scale_max, rotate.rotate_min, rotate.rotate_max) == (1.5, 1.5, 0, 0)
+    item = ds[0]
+    assert item['query'].shape == (3, 57, 65) and item['support'].shape == (1, 3, 57, 65)
+
+
 def test_train_items_have_no_original_label(pascal):
     item = make(pascal, 'train', transform=T.train_transform(57, 57))[0]
     assert 'query_mask_original' not in item and item['query'].shape == (3, 57, 57)
 
 
-def test_episodes_argument_cycles_through_queries(pascal):
-    ds = make(pascal, 'val', episodes=40)
-    assert len(ds) == 40 and len(ds.queries) == 15
-    assert ds[3]['query_path'] == ds[18]['query_path'] == ds.queries[3][0][0]
+def test_a_plan_cycles_through_the_queries_and_a_shorter_one_is_its_prefix(pascal):
+    ds = make(pascal, 'val', shot=2)
+    plan = ds.plan(321, 40)
+    assert len(ds) == len(ds.queries) == 15 and len(plan) == 40
+    assert [episode.query for episode in plan] == [tuple(ds.queries[e % 15][0]) for e in range(40)]
+    assert ds.plan(321, 7) == plan[:7] and ds.plan(123, 40) != plan
+    for episode in plan:
+        assert episode.class_id in ds.classes and len(episode.supports) == 2
+        assert episode.query[0] not in [image for image, _ in episode.supports]
+
+
+def test_a_planned_episode_is_the_one_drawn_under_its_episode_seed(pascal):
+    """Episode e of seed s is what `ds[e % len(ds)]` draws with Python's `random` seeded by
+    episode_seed(s, e) (how evaluation drew its episodes before plans), and `load` reads it."""
+    ds = make(pascal, 'val', shot=2, transform=T.val_transform(57))
+    for e, episode in enumerate(ds.plan(5, 20)):
+        random.seed(episode_seed(5, e))
+        item = ds[e % len(ds)]
+        assert item['episode'] == episode
+        loaded = ds.load(episode)
+        assert loaded['episode'] == episode and loaded['class_index'] == item['class_index']
+        assert loaded['query_path'] == ds.full_path(episode.query[0]) == item['query_path']
+        assert loaded['support_paths'] == [ds.full_path(i) for i, _ in episode.supports]
+        for key in ('query', 'query_mask', 'support', 'support_masks', 'query_mask_original'):
+            assert torch.equal(loaded[key], item[key]), key
 
 
 def test_same_seed_same_episode_other_seed_other_episode(pascal):
@@ -171,7 +208,7 @@ def test_query_classes_are_the_authors_given_the_same_draws(tmp_path):
     assert ds.query_classes == 'present'          # the default is the authors' rule
     chosen = set()
     for i in range(len(queries)):
-        label = read_label(ds.queries[i][0][1])
+        label = read_label(ds.full_path(ds.queries[i][0][1]))
         for seed in range(25):
             random.seed(seed)
             ours = ds.classes[ds[i]['class_index']]
@@ -186,10 +223,10 @@ def test_supports_are_stacked_in_reverse_draw_order(pascal, monkeypatch):
     ds = make(pascal, 'val', shot=2, transform=top_left(112, 120))
     drawn = []
     draw = ds.draw_supports
-    monkeypatch.setattr(ds, 'draw_supports', lambda c, q: drawn.append(draw(c, q)) or drawn[-1])
-    random.seed(0)
-    item = ds[0]
-    assert item['support_paths'] == [drawn[0][1][0], drawn[0][0][0]]
+    monkeypatch.setattr(ds, 'draw_supports',
+                        lambda c, q, rng: drawn.append(draw(c, q, rng)) or drawn[-1])
+    (episode,) = ds.plan(0, 1)
+    assert episode.supports == (drawn[0][1], drawn[0][0])
 
 
 # ---- weak (bbox) support annotations ----
@@ -257,6 +294,9 @@ def test_unreadable_image_names_file_and_can_be_skipped(small):
     random.seed(0)
     item = ds[0]
     assert item['query_path'] != os.path.join(root, pairs[0][0]) and ds.skipped == 1
+    # the item records the episode loaded in place of the bad one
+    assert item['query_path'] == ds.full_path(item['episode'].query[0])
+    assert item['support_paths'] == [ds.full_path(i) for i, _ in item['episode'].supports]
 
 
 def test_size_mismatch_names_both_files(small):
@@ -308,8 +348,7 @@ def test_supports_of_different_sizes_need_a_transform(tmp_path):
 
 @pytest.mark.parametrize('kw, message', [({'mode': 'test'}, 'unknown mode'),
                                          ({'ann_type': 'scribble'}, 'unknown ann_type'),
-                                         ({'shot': 0}, 'shot must be'),
-                                         ({'episodes': 0}, 'episodes must be')])
+                                         ({'shot': 0}, 'shot must be')])
 def test_bad_arguments(small, kw, message):
     root, data_list, _, cache = small
     args = {'mode': 'val', 'shot': 1, **kw}

@@ -1,6 +1,6 @@
 import pytest
 
-from util.dataset import fold_classes
+from util.folds import fold_classes
 
 
 @pytest.mark.parametrize('split', range(4))

@@ -9,7 +9,7 @@ import torch
 
 from tools import demo
 from util.config import load_config
-from util.episodes import SeededEpisodes, episode_dataset, episode_seed
+from util.datasets import episode_dataset
 from util.image_io import read_label
 
 TINY = ['train_h', '57', 'train_w', '57', 'val_size', '57', 'batch_size', '32', 'test_num', '6',
@@ -60,14 +60,11 @@ def test_support_blind_scores_target_pixels_over_object_pixels(tiny_demo):
     report, argv, _ = tiny_demo
     cfg = config_of(argv)
     dataset = episode_dataset(cfg, 'val')
-    label_of = {image: label for (image, label), _, _ in dataset.queries}
-    episodes = SeededEpisodes(dataset)
     target, objects = np.zeros(5), np.zeros(5)
-    for e in range(cfg.test_num):
-        item = episodes[(e % len(dataset), episode_seed(cfg.manual_seed, e))]
-        label = read_label(label_of[item['query_path']])
-        k = item['class_index']
-        target[k] += (label == dataset.classes[k]).sum()
+    for episode in dataset.plan(cfg.manual_seed, cfg.test_num):
+        label = read_label(dataset.full_path(episode.query[1]))
+        k = dataset.classes.index(episode.class_id)
+        target[k] += (label == episode.class_id).sum()
         objects[k] += ((label != 0) & (label != 255)).sum()
     expected = np.divide(target, objects, out=np.zeros(5), where=objects > 0)
     assert report['results']['support_blind']['class_IoU'] == pytest.approx(expected.tolist())

@@ -14,12 +14,14 @@ def column_logits(batch):
     return torch.stack([-fg, fg], 1)                                  # B×2×S×S
 
 
-def one_episode(label, class_index=0, canvas=(8, 8)):
-    """A batch of one episode whose original label is `label` (h×w), padded to `canvas`."""
+def one_episode(label, class_index=0, canvas=(8, 8), number=0):
+    """A batch of one episode (episode `number` of a plan) whose original label is `label`
+    (h×w), padded to `canvas`."""
     h, w = label.shape
     padded = torch.full(canvas, 255, dtype=torch.long)
     padded[:h, :w] = label
     return {'query': torch.zeros(1, 3, S, S), 'class_index': torch.tensor([class_index]),
+            'episode_number': torch.tensor([number]),
             'query_mask': torch.zeros(1, S, S, dtype=torch.long),
             'query_mask_original': padded[None], 'original_size': torch.tensor([[h, w]])}
 
@@ -51,14 +53,21 @@ def test_without_ori_resize_the_network_size_label_is_used():
 
 
 def test_classes_are_kept_apart_and_episodes_seen_by_the_callback():
-    good = one_episode(torch.tensor([[1, 1, 1, 0, 0, 0]] * 6), class_index=1)
-    empty = one_episode(torch.zeros(6, 6, dtype=torch.long), class_index=0)
+    good = one_episode(torch.tensor([[1, 1, 1, 0, 0, 0]] * 6), class_index=1, number=5)
+    empty = one_episode(torch.zeros(6, 6, dtype=torch.long), class_index=0, number=2)
     seen = []
     result = evaluate(column_logits, [good, empty], num_classes=2, device='cpu',
-                      show_progress=False, on_episode=lambda n, batch, b, pred: seen.append(
-                          (n, int(batch['class_index'][b]), tuple(pred.shape))))
-    assert seen == [(0, 1, (6, 6)), (1, 0, (6, 6))]
+                      show_progress=False, on_episode=lambda e, batch, b, pred: seen.append(
+                          (e, int(batch['class_index'][b]), tuple(pred.shape))))
+    assert seen == [(5, 1, (6, 6)), (2, 0, (6, 6))]
     # class 0 has no foreground, but 3 of 6 columns predicted foreground: IoU 0
     assert result['class_IoU'][0] == 0.0
     assert result['class_IoU'][1] == pytest.approx(1.0)
     assert result['class_episodes'] == [1, 1]
+    # per episode, in episode order: (BG, FG) counts of the 6×6 labels, FG predicted in
+    # columns 0-2 (see above)
+    counts = result['per_episode']
+    assert counts.episode.tolist() == [2, 5] and counts.class_index.tolist() == [0, 1]
+    assert counts.intersection.tolist() == [[18, 0], [18, 18]]
+    assert counts.union.tolist() == [[36, 18], [18, 18]]
+    assert counts.intersection.dtype == counts.union.dtype == torch.int64

@@ -1,4 +1,4 @@
-"""util/image_io.py: truncated images are bad files, writes fail loudly, text files by name."""
+"""util/image_io.py and util/inputs.py: truncated images are bad files, writes fail loudly, text files by name."""
 import os
 import pickle
 import struct
@@ -7,8 +7,8 @@ import cv2
 import numpy as np
 import pytest
 
-from util.image_io import (BadFileError, read_image, read_label, read_text, require_file, truncation,
-                           write_image)
+from util.image_io import BadFileError, read_image, read_label, truncation, write_image
+from util.inputs import read_text, require_file
 from util.lists import read_list
 
 

@@ -2,17 +2,16 @@
 import pytest
 import torch
 
-from model import SCCAN, CheckpointError, load_weights
+from model import MODEL_VARIANTS, SCCAN, CheckpointError, build_sccan, load_backbone_weights, load_weights
 from model.loss import weighted_dice_loss
-from model.prior import prior_mask
+from model.prior import PriorMask
 from util.config import default_config
-from util.optim import apply_schedule, build_optimizers
-from model.scca import SCCABlock, align_patches, gather_patches, merge_patches, split_patches
+from util.episodes import TRAINING_INPUTS
+from util.optim import apply_schedule, build_optimizers, forward_backward, optimizer_step
+from util.precision import Precision
+from model.scca import PatchAlignment, SCCABlock, gather_patches, merge_patches, split_patches
 
-from fakedata import random_episode as episode
-
-TINY = dict(fts_size=16, depth=2, reduce_dim=32, num_heads=4)
-
+from util.episodes import random_episode as episode
 
 def spec_state_dict_keys(layers=50, depth=8):
     """The authors' parameter names (their model/SCCAN.py and swin_sccan.py), written out from
@@ -22,7 +21,7 @@ def spec_state_dict_keys(layers=50, depth=8):
     for i in (1, 2, 3):
         keys.add(f'backbone.body.conv{i}.weight')
         keys.update(f'backbone.body.bn{i}.{b}' for b in bn)
-    blocks = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}[layers]
+    blocks = {14: (1, 1, 1, 1), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}[layers]
     for stage, n in enumerate(blocks, start=1):
         for j in range(n):
             prefix = f'backbone.body.layer{stage}.{j}'
@@ -51,12 +50,21 @@ def net50():
     return SCCAN(layers=50)
 
 
+@pytest.fixture(scope='module')
+def tiny():
+    return build_sccan('tiny').eval()
+
+
 def test_state_dict_keys_are_the_authors(net50):
     assert set(net50.state_dict()) == spec_state_dict_keys(50)
 
 
 def test_resnet101_keys():
     assert set(SCCAN(layers=101).state_dict()) == spec_state_dict_keys(101)
+
+
+def test_tiny_keys_follow_the_authors_naming():
+    assert set(build_sccan('tiny').state_dict()) == spec_state_dict_keys(14, MODEL_VARIANTS['tiny']['depth'])
 
 
 def test_parameter_counts(net50):
@@ -86,21 +94,24 @@ def test_index_split_keeps_the_first_groups_at_base_lr(net50):
     assert [g['lr'] for g in adamw.param_groups] == [cfg.transformer_lr]
 
 
-def test_output_stride_8(net50):
-    features = net50.encode(torch.randn(1, 3, 473, 473))
-    assert features.high.shape == (1, 2048, 60, 60)
-    assert features.mid.shape == (1, 1536, 60, 60)
+def test_output_stride_8_and_feature_widths(net50, tiny):
+    """layer2 ‖ layer3 and layer4 are 24 and 32 times the base width wide (64 in the paper)."""
+    features = net50.encode(torch.randn(1, 3, 57, 57))
+    assert features.mid.shape == (1, 1536, 8, 8) and features.high.shape == (1, 2048, 8, 8)
     assert not features.high.requires_grad
+    width = MODEL_VARIANTS['tiny']['backbone_width']
+    features = tiny.encode(torch.randn(1, 3, 473, 473))
+    assert features.mid.shape == (1, 24 * width, 60, 60) and features.high.shape == (1, 32 * width, 60, 60)
 
 
 def test_unknown_layers_rejected():
-    with pytest.raises(ValueError, match='layers must be one of'):
+    with pytest.raises(ValueError, match=r'layers must be one of \[14, 50, 101\], got 34'):
         SCCAN(layers=34)
 
 
 def test_gradients_reach_every_trainable_parameter_and_no_backbone():
     torch.manual_seed(0)
-    net = SCCAN(layers=50, **TINY).train()
+    net = build_sccan('tiny').train()
     pred, loss = net(*episode())
     assert pred.shape == (2, 65, 65) and pred.dtype == torch.long
     loss.backward()
@@ -115,16 +126,33 @@ def test_gradients_reach_every_trainable_parameter_and_no_backbone():
             assert p.grad is not None and p.grad.abs().sum() > 0, name
 
 
-def test_frozen_bn_stays_fixed_in_train_mode():
-    net = SCCAN(layers=50, **TINY).train()
-    before = {k: v.clone() for k, v in net.backbone.state_dict().items()}
-    net(*episode())
-    assert all(torch.equal(before[k], v) for k, v in net.backbone.state_dict().items())
+def test_the_backbone_stays_fixed_through_a_training_step():
+    """A training step changes the head, never the backbone, whose BN normalises with its stored
+    statistics in train mode as in eval mode (a BatchNorm in train mode would normalise with the
+    batch's and update its running ones)."""
+    torch.manual_seed(0)
+    net = build_sccan('tiny')
+    g = torch.Generator().manual_seed(1)        # BN statistics unlike any batch's
+    net.backbone.load_state_dict({k: torch.rand(v.shape, generator=g) + 0.5
+                                  for k, v in net.backbone.state_dict().items() if v.dim() == 1}, strict=False)
+    inputs = episode()
+    with torch.no_grad():
+        eval_features = net.eval().encode(inputs[0])
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    cfg = default_config()
+    precision = Precision('cpu')
+    scaler = precision.grad_scaler()
+    forward_backward(net.train(), dict(zip(TRAINING_INPUTS, inputs)), precision, scaler, torch.device('cpu'))
+    optimizer_step(scaler, build_optimizers(net, cfg))
+    changed = {k for k, v in net.state_dict().items() if not torch.equal(before[k], v)}
+    assert 'down_query.0.weight' in changed and not any(k.startswith('backbone.') for k in changed)
+    train_features = net.encode(inputs[0])
+    assert torch.equal(train_features.mid, eval_features.mid) and torch.equal(train_features.high, eval_features.high)
 
 
 def test_k_shot_output_invariant_to_shot_order():
     torch.manual_seed(0)
-    net = SCCAN(layers=50, **TINY).eval().double()
+    net = build_sccan('tiny').eval().double()
     query, support, masks, _ = episode(b=1, k=3)
     query, support = query.double(), support.double()
     order = [2, 0, 1]
@@ -138,9 +166,9 @@ def test_prior_mask_stays_float32_under_bf16_autocast():
     g = torch.Generator().manual_seed(0)
     query, support = torch.rand(1, 64, 8, 8, generator=g), torch.rand(1, 2, 64, 16, 16, generator=g)
     masks = (torch.rand(1, 2, 256, generator=g) > 0.7).float()
-    expected = prior_mask(query, support, masks, (16, 16))
+    expected = PriorMask()(query, support, masks, (16, 16))
     with torch.autocast('cpu', dtype=torch.bfloat16):
-        prior = prior_mask(query.bfloat16(), support.bfloat16(), masks.bfloat16(), (16, 16))
+        prior = PriorMask()(query.bfloat16(), support.bfloat16(), masks.bfloat16(), (16, 16))
     assert prior.dtype == torch.float32
     # what remains is the bf16 rounding of the inputs, not of the normalised sums
     assert (prior - expected).abs().max() < 0.01          # 0.25 with the prior in bf16
@@ -160,13 +188,13 @@ def test_patch_alignment_picks_most_similar_foreground_patch():
     mask[0, 0, :2, 2:] = 1
     mask[0, 0, 2:, :2] = 1
     mask[0, 0, 3, 3] = 1
-    index = align_patches(query, support, mask, window)
+    index = PatchAlignment(window)(query, support, mask)
     # Patch 0 is the most similar but has no foreground; patch 2 is the best foreground patch.
     assert index.tolist() == [[2, 2, 2, 2]]
 
 
 def test_patch_alignment_without_foreground_falls_back_to_first_patch():
-    index = align_patches(torch.randn(1, 3, 4, 4), torch.randn(1, 3, 4, 4), torch.zeros(1, 1, 4, 4), 2)
+    index = PatchAlignment(2)(torch.randn(1, 3, 4, 4), torch.randn(1, 3, 4, 4), torch.zeros(1, 1, 4, 4))
     assert index.tolist() == [[0, 0, 0, 0]]
 
 
@@ -190,10 +218,12 @@ def test_blocks_keep_the_grid(shifted):
     block = SCCABlock(dim=8, num_heads=2, window=4, mlp_ratio=1.0, shifted=shifted)
     q, s = torch.randn(2, 8, 8, 8), torch.randn(2, 8, 8, 8)
     mask = (torch.rand(2, 8, 8, 1) > 0.5).float()
+    aligned = []
+    block.align.register_forward_hook(lambda module, inputs, index: aligned.append(index))
     out_q, out_s = block(q, s, mask)
     assert out_q.shape == q.shape and out_s.shape == s.shape
     # 8×8 grid: 4 patches unshifted, 9 when padded by half a window on each side.
-    assert block.last_alignment.shape == (2, 9 if shifted else 4)
+    assert [index.shape for index in aligned] == [(2, 9 if shifted else 4)]
 
 
 def test_shifted_block_crops_back_exactly():
@@ -238,11 +268,6 @@ def test_dice_loss_ignore_pixels_only_add_to_prediction_energy():
         pytest.approx((bg + fg).item(), abs=1e-6)
 
 
-@pytest.fixture(scope='module')
-def tiny():
-    return SCCAN(layers=50, **TINY).eval()
-
-
 def test_any_number_of_shots_runs(tiny):
     """The weights do not depend on K: one net runs 1-, 2- and 5-shot episodes, and K copies of
     one support give the 1-shot logits (the K-shot fusion averages)."""
@@ -272,7 +297,7 @@ def test_input_size_rule(tiny):
 
 
 def test_training_needs_query_mask():
-    net = SCCAN(layers=50, **TINY).train()
+    net = build_sccan('tiny').train()
     query, support, masks, _ = episode(b=1)
     with pytest.raises(ValueError, match='query_mask'):
         net(query, support, masks)
@@ -286,7 +311,7 @@ def test_load_weights_round_trip_and_formats(tiny, tmp_path):
     torch.save({'epoch': 3, 'state_dict': {'module.' + k: v for k, v in state.items()},
                 'optimizer': {}, 'optimizer_swin': {}}, wrapped)
     for path in (plain, wrapped):
-        other = SCCAN(layers=50, **TINY)
+        other = build_sccan('tiny')
         load_weights(other, path)
         assert all(torch.equal(other.state_dict()[k], v) for k, v in state.items())
 
@@ -298,16 +323,16 @@ def test_load_weights_lists_missing_and_unexpected_keys(tiny, tmp_path):
     path = tmp_path / 'bad.pth'
     torch.save(state, path)
     with pytest.raises(CheckpointError) as err:
-        load_weights(SCCAN(layers=50, **TINY), path)
+        load_weights(build_sccan('tiny'), path)
     message = str(err.value)
     assert str(path) in message and 'cls_meta.3.bias' in message and 'extra.weight' in message
 
 
 def test_load_weights_other_backbone(tiny, tmp_path):
-    path = tmp_path / 'r50.pth'
+    path = tmp_path / 'r14.pth'
     torch.save(tiny.state_dict(), path)
     with pytest.raises(CheckpointError, match='missing keys'):
-        load_weights(SCCAN(layers=101, **TINY), path)
+        load_weights(build_sccan('tiny', layers=50), path)
 
 
 def test_truncated_and_foreign_files(tiny, tmp_path):
@@ -325,18 +350,21 @@ def test_truncated_and_foreign_files(tiny, tmp_path):
 
 
 def test_pspnet_backbone_weights_load_and_fc_ignored(tmp_path):
-    net = SCCAN(layers=50, **TINY)
+    net = build_sccan('tiny')
     state = {k: torch.randn_like(v) for k, v in net.backbone.body.state_dict().items()}
     state['bn1.num_batches_tracked'] = torch.tensor(7)
-    state['fc.weight'], state['fc.bias'] = torch.zeros(1000, 2048), torch.zeros(1000)
-    path = tmp_path / 'resnet50_v2.pth'
+    state['fc.weight'], state['fc.bias'] = torch.zeros(1000, 256), torch.zeros(1000)
+    path = tmp_path / 'resnet14_v2.pth'
     torch.save(state, path)
-    loaded = SCCAN(layers=50, backbone_weights=str(path), **TINY)
-    assert torch.equal(loaded.backbone.body.layer4[2].conv3.weight, state['layer4.2.conv3.weight'])
+    head = {k: v.clone() for k, v in net.state_dict().items() if not k.startswith('backbone.')}
+    assert load_backbone_weights(net, str(path)) is net
+    assert torch.equal(net.backbone.body.layer4[0].conv3.weight, state['layer4.0.conv3.weight'])
+    assert all(torch.equal(net.state_dict()[k], v) for k, v in head.items())
     del state['layer1.0.conv1.weight']
     torch.save(state, path)
-    with pytest.raises(CheckpointError, match='layer1.0.conv1.weight'):
-        SCCAN(layers=50, backbone_weights=str(path), **TINY)
+    with pytest.raises(CheckpointError, match=r'resnet14_v2.pth \(the backbone of ResNet-14, width 8\) does not fit '
+                                              r'DeepStemResNet:\n  missing keys \(1\): layer1.0.conv1.weight'):
+        load_backbone_weights(build_sccan('tiny'), str(path))
 
 
 def test_encode_segment_equals_forward(tiny):

@@ -1,4 +1,5 @@
 """util/outputs.py: outputs never inputs, no silent overwrite, atomic writes, the run lock."""
+import errno
 import json
 import os
 import socket
@@ -6,8 +7,11 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
-from util.outputs import FolderInUse, RunLock, check_outputs, check_writable, make_folder, write_atomic
+from model.checkpoint import read_checkpoint
+from util.outputs import (FolderInUse, RunLock, check_outputs, check_writable, leftover_temporaries,
+                          make_folder, save_checkpoint, write_atomic)
 
 
 def test_an_output_that_is_an_input_is_refused_even_through_a_link(tmp_path):
@@ -90,3 +94,62 @@ def test_a_lock_of_a_dead_process_on_this_host_is_taken_over(tmp_path):
     assert json.loads(path.read_text())['pid'] == os.getpid()
     assert os.listdir(tmp_path) == ['train.lock']
     lock.release()
+
+
+def test_atomic_save_leaves_no_temporary_and_keeps_the_old_file_on_failure(tmp_path):
+    path = str(tmp_path / 'c.pth')
+    save_checkpoint({'epoch': 1, 'state_dict': {'w': torch.ones(2)}}, path)
+    with pytest.raises(Exception):
+        save_checkpoint({'epoch': 2, 'bad': lambda: 0}, path)     # lambdas do not pickle
+    assert os.listdir(tmp_path) == ['c.pth']
+    assert read_checkpoint(path)['epoch'] == 1
+
+
+def torch_save_on_a_full_disk(obj, f):
+    """What torch.save does when the disk fills: the file's write fails with ENOSPC and torch
+    raises a RuntimeError while handling it."""
+    try:
+        raise OSError(errno.ENOSPC, 'No space left on device')
+    except OSError:
+        raise RuntimeError('[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598')
+
+
+@pytest.mark.parametrize('where', ['torch.save', 'os.fsync'])
+def test_a_full_disk_is_one_line_naming_the_file_and_keeps_the_old_one(tmp_path, monkeypatch, where):
+    path = str(tmp_path / 'train_latest.pth')
+    save_checkpoint({'epoch': 1, 'state_dict': {'w': torch.ones(2)}}, path)
+    before = open(path, 'rb').read()
+    if where == 'torch.save':
+        monkeypatch.setattr(torch, 'save', torch_save_on_a_full_disk)
+    else:
+        def fsync(fd):
+            raise OSError(errno.ENOSPC, 'No space left on device')
+        monkeypatch.setattr(os, 'fsync', fsync)
+    with pytest.raises(OSError) as raised:
+        save_checkpoint({'epoch': 2, 'state_dict': {'w': torch.zeros(2)}}, path)
+    assert str(raised.value) == (f'cannot write {path}: no space left on device; the previous '
+                                 'file is unchanged')
+    assert os.listdir(tmp_path) == ['train_latest.pth'] and open(path, 'rb').read() == before
+
+
+def test_leftover_temporaries_are_those_of_the_named_files(tmp_path):
+    names = ['.train_latest.pth.ab_c1234.tmp', '.train_epoch_3_0.5.pth.zz9zz9zz.tmp',
+             '.train5_latest.pth.ab_c1234.tmp', '.train_latest_test.json.ab_c1234.tmp',
+             '.train_latest.pth.tmp', 'train_latest.pth', '.other.pth.ab_c1234.tmp']
+    for name in names:
+        (tmp_path / name).write_bytes(b'')
+    assert leftover_temporaries(str(tmp_path), 'train_', '.pth') == [str(tmp_path / n) for n in
+                                                                      sorted(names[:2])]
+    assert leftover_temporaries(str(tmp_path / 'none'), 'train_', '.pth') == []
+
+
+def test_write_atomic_syncs_the_file_and_its_folder_unless_told_not_to(tmp_path, monkeypatch):
+    synced = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, 'fsync', lambda fd: synced.append(os.fstat(fd).st_mode) or real_fsync(fd))
+    path = tmp_path / 'c.bin'
+    write_atomic(str(path), lambda f: f.write(b'written by a function'))
+    assert path.read_bytes() == b'written by a function'
+    assert [os.path.stat.S_ISDIR(mode) for mode in synced] == [False, True]    # file, then folder
+    write_atomic(str(path), b'label', sync=False)
+    assert len(synced) == 2 and path.read_bytes() == b'label'

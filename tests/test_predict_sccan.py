@@ -8,9 +8,10 @@ import torch
 import torch.nn.functional as F
 
 import predict_sccan
-from script_checks import run_cli
+from helpers import run_cli
 from model import SCCAN
-from model.checkpoint import save_checkpoint, weights_checkpoint
+from model.checkpoint import weights_checkpoint
+from util.outputs import save_checkpoint
 from util.predictor import FewShotSegmenter
 
 VAL = 57

@@ -1,13 +1,13 @@
-"""The synthetic benchmark generator (util/synthetic.py, tools/make_synthetic.py)."""
+"""The synthetic benchmark generator (util/datasets/synthetic.py, tools/make_synthetic.py)."""
 import os
 
 import cv2
 import numpy as np
 import pytest
 
-from script_checks import files_below
-from util import synthetic as S
-from util.dataset import EpisodeDataset
+from helpers import files_below
+from util.datasets import synthetic as S
+from util.datasets.pascal_coco import EpisodeDataset
 from util.lists import MIN_PIXELS
 from util.transform import val_transform
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from util.config import default_config
-from util.episodes import EvalSampler, SeededEpisodes, TrainSampler
+from util.episodes import SeededEpisodes, TrainSampler, shard
 from util.optim import apply_schedule, poly_lr, set_sgd_lr
 
 
@@ -49,12 +49,10 @@ def test_train_sampler_pads_skips_and_reshuffles_per_epoch():
     assert [i for i, _ in s] != [i for i, _ in full]
 
 
-def test_eval_sampler_cycles_the_list_and_shards():
-    one = list(EvalSampler(4, 10, seed=321))
-    assert [i for i, _ in one] == [0, 1, 2, 3, 0, 1, 2, 3, 0, 1]
-    assert len({s for _, s in one}) == 10
-    shards = [list(EvalSampler(4, 10, 321, r, 3)) for r in range(3)]
-    assert sorted(sum(shards, [])) == sorted(one)
+def test_evaluation_deals_the_episodes_round_robin():
+    assert list(shard(10)) == list(range(10))
+    assert [list(shard(10, r, 3)) for r in range(3)] == [[0, 3, 6, 9], [1, 4, 7], [2, 5, 8]]
+    assert list(shard(2, 2, 3)) == []             # more processes than episodes
 
 
 # --- seeded episodes ---

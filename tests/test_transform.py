@@ -154,14 +154,6 @@ def test_train_transform_output_and_determinism():
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
 
 
-def test_train_transform_from_config():
-    class Cfg:
-        train_h, train_w, scale_min, scale_max, rotate_min, rotate_max = 41, 49, 1.0, 1.0, 0, 0
-    image, label = colour_coded()
-    out_image, out_label = T.train_transform(Cfg())(image, label)
-    assert out_image.shape == (3, 41, 49)
-
-
 @pytest.mark.parametrize('make', [lambda: T.RandScale(1.2, 1.1), lambda: T.RandScale(0, 1),
                                   lambda: T.RandRotate(10, -10)])
 def test_bad_ranges(make):

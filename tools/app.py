@@ -22,7 +22,7 @@ sys.path.insert(0, REPO)
 
 from util.app import MAX_SUPPORTS, SegmentationApp, SupportSlot, find_checkpoints  # noqa: E402
 from util.cli import ArgumentParser, non_negative_int, run_main  # noqa: E402
-from util.synthetic import LIST_NAMES  # noqa: E402
+from util.datasets import SYNTHETIC_LISTS  # noqa: E402
 from util.visualize import ALPHA, SUPPORT_COLOUR  # noqa: E402
 
 HINT = 'the app needs Gradio, an optional extra: pip install -r requirements-app.txt'
@@ -96,7 +96,7 @@ def build_page(gr, app, exp_root, data_root):
                      'of a .pth')
             rescan = gr.Button('Look again', scale=0, size='sm')
         example = gr.Button('Try an example from the synthetic benchmark', elem_id='example',
-                            visible=os.path.isfile(os.path.join(data_root, LIST_NAMES['val'])))
+                            visible=os.path.isfile(os.path.join(data_root, SYNTHETIC_LISTS['val'])))
         images, masks, editors, boxes = [], [], [], []
         with gr.Tabs():
             for k in range(1, MAX_SUPPORTS + 1):

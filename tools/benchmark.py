@@ -8,7 +8,7 @@
 
 Paths, each a row of every setting, measured in the same run:
 - scripts: as train_sccan.py and test_sccan.py run SCCAN: the default config (util.config; --opts
-  KEY VALUE overrides it), util.experiment.build_model, util.precision, the eval predictor of
+  KEY VALUE overrides it), util.experiment.ready_model, util.precision, the eval predictor of
   util.evaluate (with the feature cache for eval-5shot-cached) and the training step of
   util.optim (SGD + AdamW, loss scaling);
 - api: the bare Python API as a notebook uses it, no config and no Precision: SCCAN(layers=...),
@@ -39,11 +39,12 @@ from torch.utils.flop_counter import FlopCounterMode
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 from model import SCCAN  # noqa: E402
+from model.sccan import valid_input_size  # noqa: E402
 from util.cli import ArgumentParser, positive_int, run_main  # noqa: E402
 from util.config import default_config, parse_opts  # noqa: E402
 from util.episodes import TRAINING_INPUTS  # noqa: E402
 from util.evaluate import forward_predictor, make_predictor  # noqa: E402
-from util.experiment import build_model  # noqa: E402
+from util.experiment import ready_model  # noqa: E402
 from util.optim import build_optimizers, forward_backward, optimizer_step  # noqa: E402
 from util.outputs import write_json  # noqa: E402
 from util.precision import precision_for, resolve_device  # noqa: E402
@@ -94,7 +95,7 @@ def scripts_step(args, mode, inputs, device, amp='none'):
     cfg = default_config().replace(layers=args.layers, amp=amp, **(TINY if args.tiny else {}),
                                    **parse_opts(args.opts))
     precision = precision_for(cfg, device)
-    net = precision.prepare_model(build_model(cfg).to(device))
+    net = ready_model(cfg, device)
     batch = dict(zip(TRAINING_INPUTS, inputs))
     if mode == 'train':
         net.train()
@@ -328,7 +329,7 @@ def optional(value):
 
 
 def check_args(args, device):
-    if (args.size - 1) % 8:
+    if not valid_input_size(args.size):
         raise ValueError(f'--size {args.size}: (size−1) must be a multiple of 8 (e.g. 473, 233)')
     if args.reference and args.tiny:
         raise ValueError('--reference compares the full model: drop --tiny')

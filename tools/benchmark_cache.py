@@ -22,11 +22,11 @@ sys.path.insert(0, REPO)
 from util import distributed  # noqa: E402
 from util.cli import ArgumentParser, positive_float, positive_int, run_main  # noqa: E402
 from util.config import load_config  # noqa: E402
-from util.episodes import episode_dataset  # noqa: E402
+from util.datasets import episode_dataset  # noqa: E402
 from util.evaluate import forward_predictor, make_predictor, run_episodes  # noqa: E402
 from util.experiment import build_model  # noqa: E402
 from util.precision import precision_for  # noqa: E402
-from util.synthetic import write_benchmark  # noqa: E402
+from util.datasets.synthetic import write_benchmark  # noqa: E402
 
 SYNTHETIC_CONFIG = os.path.join(REPO, 'config', 'synthetic', 'synthetic_split0_resnet50.yaml')
 
@@ -60,7 +60,7 @@ def main(argv=None):
             'cached': make_predictor(net, cfg, precision, env.device)}
     results = {}
     for name, predict in runs.items():
-        result = run_episodes(net, dataset, len(dataset.classes), cfg, cfg.manual_seed, env,
+        result = run_episodes(net, dataset, cfg, cfg.manual_seed, env,
                               precision, num_episodes=args.episodes, predict=predict,
                               show_progress=False)
         cache = getattr(predict, 'cache', None)

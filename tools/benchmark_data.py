@@ -1,6 +1,6 @@
 """Episodes per second of one data loading process (= one DataLoader worker).
 
-By default on the synthetic benchmark (util/synthetic.py, PASCAL format) resized to the size of
+By default on the synthetic benchmark (util/datasets/synthetic.py, PASCAL format) resized to the size of
 typical VOC images (375×500 JPEGs);
 or on a real list with --data-set/--data-root/--list. Measures training episodes (augmentation
 + 473 crop) for 1 and 5 shots and validation episodes (resize to 473).
@@ -21,8 +21,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from util import transform as T  # noqa: E402
 from util.cli import ArgumentParser, positive_int, run_main  # noqa: E402
-from util.dataset import EpisodeDataset  # noqa: E402
-from util.synthetic import write_benchmark  # noqa: E402
+from util.datasets.pascal_coco import EpisodeDataset  # noqa: E402
+from util.datasets.synthetic import write_benchmark  # noqa: E402
 
 
 def episodes_per_second(dataset, episodes):

@@ -12,7 +12,7 @@ ones before:
                and bf16 paths, and the authors' model (--reference) when OFFICIAL_SCCAN is set
   modes        tools/benchmark_modes.py: each fast mode but compile against the default
   targets      the performance targets, checked on the benchmark's figures
-Nothing is downloaded; the tests write their synthetic data locally (util/synthetic.py). The
+Nothing is downloaded; the tests write their synthetic data locally (util/datasets/synthetic.py). The
 report goes to DIR/report.md (its path is printed); the exit status is 0 when no step failed.
 A folder that holds a report already is refused unless --overwrite is given: a GPU's figures may
 be the only ones this project gets.

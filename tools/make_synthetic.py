@@ -2,7 +2,7 @@
 
     python tools/make_synthetic.py --root data/synthetic --seed 0 --train 2000 --val 500
 
-See util/synthetic.py for what the images hold. The same seed writes the same files.
+See util/datasets/synthetic.py for what the images hold. The same seed writes the same files.
 """
 import argparse
 import os
@@ -11,7 +11,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from util.cli import ArgumentParser, non_negative_int, positive_int, run_main  # noqa: E402
-from util.synthetic import write_benchmark  # noqa: E402
+from util.datasets.synthetic import write_benchmark  # noqa: E402
 
 
 def parse_args(argv=None):

@@ -24,6 +24,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from util.cli import ArgumentParser, positive_int, run_main  # noqa: E402
 from util.image_io import IGNORE_LABEL, write_image  # noqa: E402
 from util.lists import REPO_LISTS, read_list  # noqa: E402
+from util.outputs import write_atomic  # noqa: E402
 
 SETS = {'train2014': 'train.txt', 'val2014': 'val.txt'}
 _COCO = None          # the set being converted; module-level so forked workers share it
@@ -159,8 +160,7 @@ def main(argv=None):
         if set_name == 'val2014' and args.order_from:
             lines = ordered_like(lines, args.order_from)
         path = os.path.join(args.lists_dir, SETS[set_name])
-        with open(path, 'w') as f:
-            f.writelines(lines)
+        write_atomic(path, ''.join(lines))
         print(f'{path}: {len(lines)} images')
 
 

@@ -22,9 +22,11 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from util.cli import ArgumentParser, positive_int, run_main  # noqa: E402
-from util.image_io import IGNORE_LABEL, bad_file, decode, read_bytes, read_text, write_image  # noqa: E402
+from util.image_io import IGNORE_LABEL, bad_file, decode, read_bytes, write_image  # noqa: E402
+from util.inputs import read_text  # noqa: E402
 from util.lists import REPO_LISTS  # noqa: E402
 from util.log import progress_map  # noqa: E402
+from util.outputs import write_atomic  # noqa: E402
 
 TRAIN_LIST = 'voc_sbd_merge_noduplicate.txt'
 VAL_LIST = 'val.txt'
@@ -121,9 +123,7 @@ def write_list(path, ids, voc):
         if not os.path.isfile(os.path.join(voc, 'JPEGImages', f'{i}.jpg')):
             raise FileNotFoundError(f'image of listed id {i} not found: '
                                     f'{os.path.join(voc, "JPEGImages", i + ".jpg")}')
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, 'w') as f:
-        f.writelines(f'JPEGImages/{i}.jpg SegmentationClassAug/{i}.png\n' for i in ids)
+    write_atomic(path, ''.join(f'JPEGImages/{i}.jpg SegmentationClassAug/{i}.png\n' for i in ids))
     print(f'{path}: {len(ids)} images')
 
 

@@ -14,22 +14,23 @@ page (the app keeps running). Everything they write goes below the app's own fol
 import dataclasses
 import glob
 import hashlib
+import io
 import os
 import re
-import shutil
 import zipfile
 from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from util.cli import error_line
-from util.image_io import read_label, read_mask, read_rgb, require_file, write_image
+from util.datasets import SYNTHETIC_LISTS
+from util.image_io import read_bytes, read_label, read_mask, read_rgb, write_image
+from util.inputs import require_file
 from util.lists import read_list
-from util.outputs import make_folder, output_names
+from util.outputs import unique_stems, write_atomic
 from util.predictor import (EncodedSupport, FewShotSegmenter, check_same_size,
                             foreground_of)
 from util.segment_files import encode_with_notes, segment_file
-from util.synthetic import LIST_NAMES
 from util.visualize import SUPPORT_COLOUR, tint
 
 MAX_SUPPORTS = 5
@@ -150,7 +151,7 @@ class SegmentationApp:
         folder = os.path.join(self.workdir, 'results', f'run{self._runs}')
         result = RunResult('')
         lines = list(notes)
-        names = output_names([os.path.basename(q) for q in queries])
+        names = unique_stems([os.path.basename(q) for q in queries])
         for i, (query, name) in enumerate(zip(queries, names)):
             progress(0.1 + 0.9 * i / len(queries), desc=f'query {i + 1} of {len(queries)}')
             paths = [os.path.join(folder, f'{name}_{kind}.png') for kind in ('mask', 'overlay')]
@@ -183,7 +184,7 @@ class SegmentationApp:
         """
         target = EXAMPLE_CLASS
         found = []
-        for image, label in read_list(os.path.join(data_root, LIST_NAMES['val'])):
+        for image, label in read_list(os.path.join(data_root, SYNTHETIC_LISTS['val'])):
             foreground = read_label(os.path.join(data_root, label)) == target
             if foreground.mean() >= 0.05:             # a clearly visible object
                 found.append((os.path.join(data_root, image), foreground))
@@ -192,8 +193,9 @@ class SegmentationApp:
         else:
             raise ValueError(f'{data_root}: fewer than {queries + 1} validation images show '
                              f'class {target}; run `make demo` to write the synthetic benchmark')
-        folder = make_folder(os.path.join(self.workdir, 'example'))
-        copies = [shutil.copy(path, folder) for path, _ in found]
+        folder = os.path.join(self.workdir, 'example')
+        copies = [write_atomic(os.path.join(folder, os.path.basename(path)), read_bytes(path))
+                  for path, _ in found]
         name = os.path.splitext(os.path.basename(copies[0]))[0]
         mask = write_image(os.path.join(folder, f'{name}_mask.png'),
                            found[0][1].astype(np.uint8) * 255)
@@ -256,7 +258,8 @@ def digest(arrays: Sequence[np.ndarray]) -> str:
 
 def zip_files(paths: Sequence[str], folder: str, target: str) -> str:
     """A zip of the files, named by their paths relative to folder; returns target."""
-    with zipfile.ZipFile(target, 'w', zipfile.ZIP_DEFLATED) as z:
+    content = io.BytesIO()
+    with zipfile.ZipFile(content, 'w', zipfile.ZIP_DEFLATED) as z:
         for path in paths:
             z.write(path, os.path.relpath(path, folder))
-    return target
+    return write_atomic(target, content.getvalue())

@@ -4,6 +4,10 @@ import argparse
 import re
 import sys
 
+# The tools that messages send users to, named in this one place.
+TOOLS = {'check_data': 'tools/check_data.py', 'prepare_pascal': 'tools/prepare_pascal.py',
+         'prepare_coco': 'tools/prepare_coco.py', 'make_synthetic': 'tools/make_synthetic.py'}
+
 # Config, data and checkpoint problems: the message names the file, key or value.
 USAGE_ERRORS = ((ValueError, OSError), 'error', 2)
 INTERRUPTED_STATUS = 130

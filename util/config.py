@@ -7,6 +7,12 @@ Keys left out take the defaults below (the paper's values), so a config only sta
 
     cfg = load_config('config/pascal/pascal_split0_resnet50.yaml', opts=['base_lr', '0.01'])
 
+The key `model` names an architecture (model.build.MODEL_VARIANTS: `paper`, `tiny`) and stands
+for that variant's architecture keys (layers, backbone_width, fts_size, window_size, depth,
+num_heads, mlp_ratio, reduce_dim, zoom_factor): they take its values where `model` stands, and an
+architecture key given after it (below it in the file, after it in --opts, or in --opts after the
+file) overrides that one value: `--opts model tiny depth 3` is the tiny variant with 3 SCCA blocks.
+
 Loading rejects unknown keys (naming the closest known one), keys given twice, and values of the
 wrong type; a number key also takes what Python's float() reads (6e-5, which YAML 1.1 leaves a
 string). Paths in
@@ -28,8 +34,11 @@ import sys
 
 import yaml
 
+from model.backbone import BLOCKS_PER_STAGE
+from model.build import MODEL_VARIANTS
+from model.sccan import OUTPUT_STRIDE, input_size_rule, valid_input_size
 from util.cli import run_main
-from util.image_io import read_text
+from util.inputs import read_text
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -54,12 +63,7 @@ def _k(section, type_, default, doc, **kw):
     return Key(section, type_, default, doc, **kw)
 
 
-def _multiple_of_8_plus_1(v):
-    return v > 0 and (v - 1) % 8 == 0
-
-
-_SIZE_CHECK = (_multiple_of_8_plus_1, 'a positive size with (size - 1) % 8 == 0, e.g. 473, 233, 57')
-BACKBONE_STRIDE = 8     # model.sccan.OUTPUT_STRIDE (this module stays free of torch)
+_SIZE_CHECK = (valid_input_size, f'a positive size with {input_size_rule()}')
 _POSITIVE = (lambda v: v > 0, 'a positive value')
 _NON_NEGATIVE = (lambda v: v >= 0, 'a value >= 0')
 
@@ -137,7 +141,14 @@ SCHEMA = {
     'weight': _k('Test_Finetune', str, None, 'checkpoint for test_sccan.py: a path, or a file '
                  "name in the run's snapshot folder", nullable=True),
     # --- model ---
-    'layers': _k('Method', int, 50, 'ResNet depth of the frozen backbone', choices=(50, 101)),
+    'model': _k('Method', str, 'paper', "a named architecture: sets the architecture keys (layers "
+                'to zoom_factor) to its values where it stands; those given after it override '
+                'them (paper: the paper\'s; tiny: a small one for tests and smoke runs)',
+                choices=tuple(MODEL_VARIANTS)),
+    'layers': _k('Method', int, 50, 'ResNet depth of the frozen backbone (14: one block per '
+                 'stage)', choices=tuple(sorted(BLOCKS_PER_STAGE))),
+    'backbone_width': _k('Method', int, 64, 'base width of the backbone (stem and first stage)',
+                         check=_POSITIVE),
     'backbone_weights': _k('Method', str, None, 'ImageNet weights of the backbone '
                            '(initmodel/resnet<L>_v2.pth); empty: random backbone', nullable=True,
                            path=True),
@@ -208,7 +219,7 @@ class Config:
     def replace(self, **changes):
         values = dict(self._values)
         for name, value in changes.items():
-            values[name] = _check_value(name, value, f'{self.source} (replace)')
+            _assign(values, name, _check_value(name, value, f'{self.source} (replace)'))
         return Config(_finish(values, self.source), self.source)
 
     def to_dict(self):
@@ -246,10 +257,17 @@ def load_config(path, opts=()):
         raise ConfigError(f'{path}: not valid YAML: {e}') from None
     values = {name: key.default for name, key in SCHEMA.items()}
     for name, value in _flatten(raw or {}, path).items():
-        values[name] = _resolve_path(name, _check_value(name, value, path), REPO_ROOT)
+        _assign(values, name, _resolve_path(name, _check_value(name, value, path), REPO_ROOT))
     for name, value in parse_opts(opts).items():
-        values[name] = _resolve_path(name, value, os.getcwd())
+        _assign(values, name, _resolve_path(name, value, os.getcwd()))
     return Config(_finish(values, path), path)
+
+
+def _assign(values, name, value):
+    """values[name] = value; `model` first sets its variant's architecture keys."""
+    if name == 'model':
+        values.update(MODEL_VARIANTS[value])
+    values[name] = value
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -284,7 +302,8 @@ def _parse_yaml(text, name):
 
 def parse_opts(opts):
     """['base_lr', '0.01', 'layers', '101'] → {'base_lr': 0.01, 'layers': 101}, type-checked.
-    Values are read as YAML scalars (true, null, 1e-3); `None` also means null."""
+    Values are read as YAML scalars (true, null, 1e-3); `None` also means null. A key given
+    twice keeps its last value, at its last position (which decides what `model` overrides)."""
     opts = list(opts or ())
     if len(opts) % 2:
         raise ConfigError(f'--opts needs KEY VALUE pairs, got an odd number of items: {opts}')
@@ -292,6 +311,7 @@ def parse_opts(opts):
     for name, text in zip(opts[0::2], opts[1::2]):
         if name not in SCHEMA:
             raise ConfigError(f'--opts: unknown key {name!r}{_suggest(name, SCHEMA)}')
+        parsed.pop(name, None)
         parsed[name] = _check_value(name, _decode(name, text), '--opts')
     return parsed
 
@@ -359,7 +379,8 @@ def _check_value(name, value, where):
     if key.type is float and not math.isfinite(value):
         raise ConfigError(f'{where}: {name} expects a finite number, got {value!r}')
     if key.choices and value not in key.choices:
-        raise ConfigError(f'{where}: {name} must be one of {list(key.choices)}, got {value!r}')
+        closest = _suggest(value, key.choices) if key.type is str else ''
+        raise ConfigError(f'{where}: {name} must be one of {list(key.choices)}, got {value!r}{closest}')
     if key.check and not key.check[0](value):
         raise ConfigError(f'{where}: {name} expects {key.check[1]}, got {value!r}')
     return value
@@ -381,7 +402,7 @@ def _as_float(value):
 def smallest_input_size(window_size):
     """The smallest train_h / train_w / val_size: the backbone (stride 8) must give a feature
     grid of at least one SCCA window, (size - 1) / 8 + 1 >= window_size."""
-    return BACKBONE_STRIDE * (window_size - 1) + 1
+    return OUTPUT_STRIDE * (window_size - 1) + 1
 
 
 def _finish(values, where):
@@ -391,11 +412,11 @@ def _finish(values, where):
         size = values[name]
         if size < smallest:
             raise ConfigError(
-                f'{where}: {name} {size} is too small: the backbone (stride {BACKBONE_STRIDE}) '
-                f'turns it into a feature grid {(size - 1) // BACKBONE_STRIDE + 1} cells across, '
+                f'{where}: {name} {size} is too small: the backbone (stride {OUTPUT_STRIDE}) '
+                f'turns it into a feature grid {(size - 1) // OUTPUT_STRIDE + 1} cells across, '
                 f'less than one SCCA window (window_size {values["window_size"]}), and validation '
-                f'images, resized to val_size and floored to multiples of {BACKBONE_STRIDE}, '
-                f'lose their short side; the smallest size is {BACKBONE_STRIDE}·(window_size - '
+                f'images, resized to val_size and floored to multiples of {OUTPUT_STRIDE}, '
+                f'lose their short side; the smallest size is {OUTPUT_STRIDE}·(window_size - '
                 f'1) + 1 = {smallest}')
     for low, high in (('scale_min', 'scale_max'), ('rotate_min', 'rotate_max')):
         if values[low] > values[high]:

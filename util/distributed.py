@@ -77,6 +77,23 @@ def all_reduce_sum(tensor):
     return tensor
 
 
+def all_gather_rows(rows):
+    """The rows (N_i×... tensors, N_i may differ between processes) of every process,
+    concatenated in rank order; `rows` itself in a single process."""
+    if not is_distributed():
+        return rows
+    world_size = dist.get_world_size()
+    count = torch.tensor([rows.shape[0]], device=rows.device)
+    counts = [torch.zeros_like(count) for _ in range(world_size)]
+    dist.all_gather(counts, count)
+    longest = int(max(counts))
+    padded = rows.new_zeros((longest, *rows.shape[1:]))
+    padded[:rows.shape[0]] = rows
+    gathered = [torch.zeros_like(padded) for _ in range(world_size)]
+    dist.all_gather(gathered, padded)
+    return torch.cat([g[:int(n)] for g, n in zip(gathered, counts)])
+
+
 def on_main_process(action, env):
     """`action()` on the main process only (e.g. claiming the run folder); if it fails, every
     process raises its error, so that none goes on alone. Returns the result (None on the other

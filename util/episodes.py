@@ -1,54 +1,45 @@
-"""Episodes for training and evaluation: the datasets a config describes, which episodes each
-process draws, and with which random numbers.
+"""Episodes for training and evaluation: what an evaluation episode is (`Episode`), which
+episodes each process draws, and with which random numbers.
 
 Every episode gets its own seed, derived from (seed, epoch, position) for training and
-(seed, episode number) for evaluation; the dataset draws its random choices (class, supports,
+(seed, episode number) for evaluation; the data set draws its random choices (class, supports,
 augmentation) under that seed. An episode therefore does not depend on the process, the data
 loading worker, or on whether a run was interrupted and resumed: N processes see exactly the
 episodes one process would, and a resumed run sees exactly the episodes of an uninterrupted one.
 """
-import os
+import dataclasses
 import signal
+from typing import Tuple
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data._utils.collate import default_collate_fn_map
 
-from util import transform as T
-from util.config import ConfigError
-from util.dataset import EpisodeDataset
 from util.seeding import capture_rng, restore_rng, seed_cpu
-from util.synthetic import LIST_NAMES as SYNTHETIC_LISTS
-
-DATA_TOOLS = {'pascal': 'tools/prepare_pascal.py', 'coco': 'tools/prepare_coco.py'}
 
 
-def episode_dataset(cfg, mode):
-    """The EpisodeDataset of a config: mode 'train' (base classes, train_list, augmentation) or
-    'val' (novel classes, val_list, validation resize)."""
-    list_key = 'train_list' if mode == 'train' else 'val_list'
-    for key in ('data_root', list_key):
-        if getattr(cfg, key) is None:
-            raise ConfigError(f'{cfg.source}: {key} is not set')
-    for key, what, exists in (('data_root', 'data root', os.path.isdir),
-                              (list_key, 'list file', os.path.isfile)):
-        if not exists(getattr(cfg, key)):
-            raise FileNotFoundError(f'{what} not found: {getattr(cfg, key)} (config key {key} in '
-                                    f'{cfg.source}); {how_to_make_data(cfg)}')
-    transform = T.train_transform(cfg) if mode == 'train' else T.val_transform(cfg.val_size)
-    return EpisodeDataset(cfg.data_set, cfg.data_root, getattr(cfg, list_key), cfg.split,
-                          cfg.shot, mode, transform=transform, use_split_coco=cfg.use_split_coco,
-                          ann_type=cfg.ann_type, skip_bad_files=cfg.skip_bad_files,
-                          list_cache_dir=cfg.list_dir, query_classes=cfg.query_classes)
+@dataclasses.dataclass(frozen=True)
+class Episode:
+    """One evaluation episode before any pixel is read: what an evaluation data set's `plan`
+    draws and its `load` reads.
+
+    Attributes:
+        query: (image, label) paths relative to the data root.
+        supports: the K (image, label) pairs, in the order they are stacked.
+        class_id: the data set's own class id (VOC 1..20, COCO 1..80, a benchmark's class).
+    """
+    query: Tuple[str, str]
+    supports: Tuple[Tuple[str, str], ...]
+    class_id: int
 
 
-def how_to_make_data(cfg):
-    """Where the data a config names comes from, for the error when it is missing."""
-    names = {os.path.basename(p) for p in (cfg.train_list, cfg.val_list) if p}
-    if names & set(SYNTHETIC_LISTS.values()):
-        return (f'make it with `make demo` or `python tools/make_synthetic.py --root '
-                f'{cfg.data_root}`')
-    return f'{DATA_TOOLS[cfg.data_set]} makes the labels and lists (see README, Data)'
+def _keep_episodes(batch, *, collate_fn_map=None):
+    return list(batch)
+
+
+# A batch's Episodes stay a list of Episodes (torch's documented way to extend default_collate).
+default_collate_fn_map[Episode] = _keep_episodes
 
 
 def episode_seed(*parts):
@@ -56,10 +47,21 @@ def episode_seed(*parts):
     return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0])
 
 
+def seeded(seed, call, *args):
+    """`call(*args)` with the global generators (Python, NumPy, torch CPU) seeded by `seed`; the
+    caller's states are put back after, so that data loading in the main process (workers 0)
+    does not disturb training randomness (dropout)."""
+    saved = capture_rng(cuda=False)
+    try:
+        seed_cpu(seed)
+        return call(*args)
+    finally:
+        restore_rng(saved)
+
+
 class SeededEpisodes(Dataset):
-    """`episodes[(index, seed)]` is `dataset[index]` drawn under `seed`. The caller's global
-    random state is left as it was, so data loading in the main process (workers 0) does not
-    disturb training randomness (dropout)."""
+    """Training: `episodes[(index, seed)]` is `dataset[index]` (an episode of query image
+    `index`, drawn and augmented with the global generators) drawn under `seed`."""
 
     def __init__(self, dataset):
         self.dataset = dataset
@@ -69,12 +71,23 @@ class SeededEpisodes(Dataset):
 
     def __getitem__(self, key):
         index, seed = key
-        saved = capture_rng(cuda=False)
-        try:
-            seed_cpu(seed)
-            return self.dataset[index]
-        finally:
-            restore_rng(saved)
+        return seeded(seed, self.dataset.__getitem__, index)
+
+
+class PlannedEpisodes(Dataset):
+    """Evaluation: item e is `dataset.load(plan[e])` with `episode_number` e, loaded under
+    episode_seed(seed, e) (what a data set that skips bad files draws a replacement with)."""
+
+    def __init__(self, dataset, plan, seed):
+        self.dataset, self.plan, self.seed = dataset, plan, seed
+
+    def __len__(self):
+        return len(self.plan)
+
+    def __getitem__(self, e):
+        item = seeded(episode_seed(self.seed, e), self.dataset.load, self.plan[e])
+        item['episode_number'] = e
+        return item
 
 
 class TrainSampler(Sampler):
@@ -104,24 +117,26 @@ class TrainSampler(Sampler):
         return self.per_rank - self.start
 
 
-class EvalSampler(Sampler):
-    """Evaluation episodes 0..num_episodes-1 of one seed, dealt round-robin over processes.
-    Episode e uses query index e % len(dataset), cycling through the list as the authors do."""
-
-    def __init__(self, size, num_episodes, seed, rank=0, world_size=1):
-        self.size, self.num_episodes, self.seed = size, num_episodes, seed
-        self.rank, self.world_size = rank, world_size
-
-    def __iter__(self):
-        for e in range(self.rank, self.num_episodes, self.world_size):
-            yield e % self.size, episode_seed(self.seed, e)
-
-    def __len__(self):
-        return len(range(self.rank, self.num_episodes, self.world_size))
+def shard(count, rank=0, world_size=1):
+    """The episode numbers of 0..count-1 that process `rank` evaluates: dealt round-robin."""
+    return range(rank, count, world_size)
 
 
 MODEL_INPUTS = ('query', 'support', 'support_masks')
 TRAINING_INPUTS = MODEL_INPUTS + ('query_mask',)     # SCCAN's forward with its loss
+
+
+def random_episode(b=2, k=1, size=65, seed=0):
+    """Random inputs in the shapes of a batch of episodes (smoke runs, benchmarks, tests):
+    query B×3×S×S and support B×K×3×S×S normal noise, support_masks B×K×S×S 0/1 with ignore
+    (255) in the top 4 rows, query_mask B×S×S 0/1 (TRAINING_INPUTS, in that order)."""
+    g = torch.Generator().manual_seed(seed)
+    query = torch.randn(b, 3, size, size, generator=g)
+    support = torch.randn(b, k, 3, size, size, generator=g)
+    masks = (torch.rand(b, k, size, size, generator=g) > 0.6).float()
+    masks[:, :, :4] = 255
+    query_mask = (torch.rand(b, size, size, generator=g) > 0.5).float()
+    return query, support, masks, query_mask
 
 
 def batch_tensors(batch, device, names=MODEL_INPUTS):
@@ -131,9 +146,9 @@ def batch_tensors(batch, device, names=MODEL_INPUTS):
 
 
 def make_loader(episodes, sampler, batch_size, workers, drop_last, pin_memory=False):
-    """DataLoader over SeededEpisodes. Its own generator keeps it from drawing from the global
-    torch generator (which would shift dropout after a mid-epoch resume); its workers leave
-    Ctrl-C to the main process, which stops cleanly."""
+    """DataLoader over SeededEpisodes or PlannedEpisodes. Its own generator keeps it from
+    drawing from the global torch generator (which would shift dropout after a mid-epoch
+    resume); its workers leave Ctrl-C to the main process, which stops cleanly."""
     return DataLoader(episodes, batch_size=batch_size, sampler=sampler, num_workers=workers,
                       drop_last=drop_last, pin_memory=pin_memory,
                       worker_init_fn=_ignore_interrupts if workers else None,

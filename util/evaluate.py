@@ -1,9 +1,10 @@
 """THE evaluation loop: training's validation and test_sccan.py both run `run_episodes`.
 
-Protocol (the authors' test_sccan.py, validate): `num_episodes` episodes of one seed, episode e
-querying image e % len(list); logits resized to the original label resolution (`ori_resize`: the
-label placed top-left in an L×L canvas of ignore, L its longer side) or else compared at the
-network input size. Episodes are dealt over processes and the pixel counts summed, so N
+Protocol (the authors' test_sccan.py, validate): a plan of episodes (by default the data set's
+`plan(seed, num_episodes)`: episode e querying image e % len(list)); logits resized to the
+original label resolution (`ori_resize`: the label placed top-left in an L×L canvas of ignore, L
+its longer side) or else compared at the network input size. Episodes are dealt over processes
+and the pixel counts summed, and the per-episode counts gathered in episode order, so N
 processes report what one would.
 """
 import logging
@@ -13,11 +14,11 @@ import torch
 import torch.nn.functional as F
 
 from util.distributed import all_reduce_sum
-from util.episodes import EvalSampler, SeededEpisodes, batch_tensors, make_loader
+from util.episodes import PlannedEpisodes, batch_tensors, make_loader, shard
 from util.feature_cache import FeatureCache
 from util.image_io import IGNORE_LABEL
 from util.log import progress
-from util.metrics import IoUMeter
+from util.metrics import EpisodeCounts, IoUMeter
 
 log = logging.getLogger('sccan')
 
@@ -76,13 +77,19 @@ def original_targets(batch, device):
 
 def evaluate(predict, loader, num_classes, device, ori_resize=True, desc='val',
              show_progress=True, on_episode=None):
-    """Run `predict` over the loader; returns the metrics of util.metrics plus 'loss' (mean
-    cross-entropy per episode, for reference), summed over processes.
-    on_episode(n, batch, b, pred): called for this process's n-th episode (b-th of its batch)
-    with its prediction at target resolution (for visualisation)."""
+    """Run `predict` over the loader's batches (each with the `episode_number` of its
+    episodes).
+
+    Returns:
+        dict: the metrics of util.metrics (mIoU, FB-IoU, pIoU, class_IoU, class_episodes,
+        episodes), 'loss' (mean cross-entropy per episode, for reference) and 'seconds', summed
+        over processes, and 'per_episode': the EpisodeCounts of every episode of every process.
+        on_episode(e, batch, b, pred) is called for episode number e (the b-th of its batch)
+        with its prediction at target resolution (for visualisation).
+    """
     meter = IoUMeter(num_classes, device)
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-    count = 0
+    rows = []        # episode, class index, BG ∩, FG ∩, BG ∪, FG ∪ of this process's episodes
     start = time.time()
     with torch.no_grad():
         for batch in progress(loader, desc=desc, enabled=show_progress):
@@ -98,49 +105,58 @@ def evaluate(predict, loader, num_classes, device, ori_resize=True, desc='val',
                 if (target != IGNORE_LABEL).any():
                     loss_sum += F.cross_entropy(out, target, ignore_index=IGNORE_LABEL).double()
                 pred = out.argmax(1)
-                meter.update(pred, target, batch['class_index'][b:b + 1])
+                class_index = batch['class_index'][b:b + 1]
+                inter, union = meter.update(pred, target, class_index)
+                e = int(batch['episode_number'][b])
+                rows.append(torch.cat([torch.tensor([e, int(class_index)], device=device),
+                                       inter[0], union[0]]))
                 if on_episode is not None:
-                    on_episode(count, batch, b, pred[0])
-                count += 1
-    episodes = torch.tensor(count, dtype=torch.int64, device=device)
+                    on_episode(e, batch, b, pred[0])
+    episodes = torch.tensor(len(rows), dtype=torch.int64, device=device)
     all_reduce_sum(episodes)
     all_reduce_sum(loss_sum)
     result = meter.all_reduce().summary()
     result['loss'] = loss_sum.item() / max(int(episodes), 1)
     result['seconds'] = time.time() - start
+    mine = torch.stack(rows) if rows else torch.zeros((0, 6), dtype=torch.int64, device=device)
+    result['per_episode'] = EpisodeCounts.gathered(mine)
     return result
 
 
-def run_episodes(net, dataset, num_classes, cfg, seed, env, precision, num_episodes=None,
+def run_episodes(net, dataset, cfg, seed, env, precision, num_episodes=None, plan=None,
                  predict=None, show_progress=True, on_episode=None, desc='val'):
-    """Evaluate `net` on the episodes of one seed, sharded over the processes of `env`. The
+    """Evaluate `net` on a plan of episodes, dealt round-robin over the processes of `env`. The
     network is put in eval mode and back.
 
     Args:
         net: the SCCAN to evaluate.
-        dataset: a val-mode EpisodeDataset.
-        num_classes: len(dataset.classes), the classes mIoU averages over.
+        dataset: an evaluation data set (util.datasets: classes, plan, load); mIoU averages
+            over its `classes`.
         cfg: the config (batch_size_val, workers, ori_resize, test_num, feature cache keys).
-        seed: the episode seed; episode e draws with episode_seed(seed, e).
+        seed: the episode seed: the default plan is dataset.plan(seed, num_episodes), and
+            episode e loads under episode_seed(seed, e).
         env: util.distributed.DistEnv; precision: util.precision.Precision.
         num_episodes: default cfg.test_num.
+        plan: the Episodes to run instead of the seed's (e.g. replayed from a file).
         predict: predict(batch) → logits; default make_predictor(net, cfg, ...).
-        on_episode: on_episode(n, batch, b, prediction) per episode of this process.
+        on_episode: on_episode(e, batch, b, prediction) per episode of this process.
 
     Returns:
-        dict: mIoU, FB-IoU, pIoU, class_IoU, class_episodes, episodes, loss, seconds.
+        dict: mIoU, FB-IoU, pIoU, class_IoU, class_episodes, episodes, loss, seconds and
+        per_episode (util.metrics.EpisodeCounts, of all processes, in episode order).
     """
-    num_episodes = num_episodes or cfg.test_num
-    sampler = EvalSampler(len(dataset), num_episodes, seed, env.rank, env.world_size)
-    loader = make_loader(SeededEpisodes(dataset), sampler,
+    if plan is None:
+        plan = dataset.plan(seed, num_episodes or cfg.test_num)
+    loader = make_loader(PlannedEpisodes(dataset, plan, seed),
+                         shard(len(plan), env.rank, env.world_size),
                          cfg.batch_size_val, cfg.workers, drop_last=False,
                          pin_memory=env.device.type == 'cuda')
     predict = predict or make_predictor(net, cfg, precision, env.device)
     was_training = net.training
     net.eval()
     try:
-        result = evaluate(predict, loader, num_classes, env.device, cfg.ori_resize, desc,
-                          show_progress and env.is_main, on_episode)
+        result = evaluate(predict, loader, len(dataset.classes), env.device, cfg.ori_resize,
+                          desc, show_progress and env.is_main, on_episode)
     finally:
         net.train(was_training)
     cache = getattr(predict, 'cache', None)

@@ -1,5 +1,4 @@
-"""Reading and writing images and label maps, and reading text files, with errors that name
-the file.
+"""Reading and writing images and label maps, with errors that name the file.
 
 Label maps are single-channel 8-bit images of class ids: 0 background, 1..N the classes, and
 IGNORE_LABEL (255) for pixels no metric or loss counts (VOC's object borders, padding).
@@ -14,6 +13,8 @@ import struct
 import cv2
 import numpy as np
 
+from util.cli import TOOLS
+from util.inputs import require_file
 from util.outputs import write_atomic
 
 IGNORE_LABEL = 255
@@ -37,30 +38,6 @@ class BadFileError(ValueError):
 
 def bad_file(path, problem):
     return BadFileError(f'{path}: {problem}', path)
-
-
-def require_file(path, what='file'):
-    if os.path.isdir(path):
-        raise IsADirectoryError(f'{what} {path} is a folder, not a file')
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f'{what} not found: {path}')
-
-
-def read_text(path, what='file'):
-    """The content of a UTF-8 text file (a BOM is dropped); ValueError naming the file when it is
-    another encoding (e.g. UTF-16) or binary."""
-    require_file(path, what)
-    with open(path, 'rb') as f:
-        data = f.read()
-    try:
-        text = data.decode('utf-8-sig')
-    except UnicodeDecodeError as e:
-        raise ValueError(f'{path}: {what} is not UTF-8 text (byte {e.start} is '
-                         f'{data[e.start]:#04x}; UTF-16 or binary?): save it as UTF-8') from None
-    if '\0' in text:
-        raise ValueError(f'{path}: {what} holds NUL bytes (UTF-16 or binary?): save it as UTF-8 '
-                         'text')
-    return text
 
 
 def png_chunks(data):
@@ -169,8 +146,52 @@ def read_label(path):
     if label.ndim != 2 or label.dtype != np.uint8:
         raise bad_file(path, f'label must be a single-channel 8-bit image of class ids, got '
                              f'shape {label.shape} {label.dtype} (a colour/palette PNG? convert '
-                             f'it with tools/prepare_pascal.py or tools/prepare_coco.py)')
+                             f'it with {TOOLS["prepare_pascal"]} or {TOOLS["prepare_coco"]})')
     return label
+
+
+def read_rgb(path):
+    """H×W×3 uint8 RGB of an image file (grayscale and alpha files converted)."""
+    return read_image(path).astype(np.uint8)
+
+
+def read_mask(path):
+    """H×W mask array of a file: bool for palette PNGs (index not in {0, 255}), else the grey
+    values (colour masks: brightest channel) for util.predictor's mask rule (MASK_RULE)."""
+    data = read_bytes(path, 'mask')
+    palette = png_palette(data)
+    mask = decode(data, path, cv2.IMREAD_COLOR if palette is not None else cv2.IMREAD_UNCHANGED,
+                  'a mask image')
+    if palette is not None:
+        index = palette_index(mask[:, :, ::-1], palette, path)
+        return (index != 0) & (index != IGNORE_LABEL)
+    return mask[:, :, :3].max(axis=2) if mask.ndim == 3 else mask
+
+
+def png_palette(data):
+    """The PLTE colours (N×3 RGB) of indexed-colour PNG bytes; None for any other file."""
+    colour_type = None
+    for kind, body in png_chunks(data):
+        if kind == b'IHDR':
+            colour_type = body[9]
+        elif kind == b'PLTE' and colour_type == 3:
+            return np.frombuffer(body, np.uint8).reshape(-1, 3)
+        elif kind == b'IDAT':
+            return None
+    return None
+
+
+def palette_index(rgb, palette, path):
+    """Palette indices back from the colours OpenCV expands a palette PNG to. A colour listed
+    twice maps to its first index."""
+    codes = rgb.astype(np.int32) @ np.array([1 << 16, 1 << 8, 1])
+    known, first = np.unique(palette.astype(np.int32) @ np.array([1 << 16, 1 << 8, 1]),
+                             return_index=True)
+    pos = np.clip(np.searchsorted(known, codes), 0, len(known) - 1)
+    if (known[pos] != codes).any():
+        raise BadFileError(f'{path}: pixel colours not in its palette; cannot recover the '
+                           'indices', path)
+    return first[pos]
 
 
 def read_pair(image_path, label_path):
@@ -204,7 +225,6 @@ def write_image(path, image, params=()):
     if not encoded:
         raise OSError(f'cannot write {path}: OpenCV cannot encode a {np.asarray(image).dtype} '
                       f'image of shape {np.shape(image)} as {extension or "(no extension)"}')
-    try:
-        return write_atomic(path, data.tobytes())
-    except OSError as e:
-        raise OSError(f'cannot write {path}: {e.strerror or e}') from e
+    # no fsync: a data set's thousands of labels can be written again (tools/check_data.py finds
+    # a damaged one)
+    return write_atomic(path, data.tobytes(), sync=False)

@@ -16,8 +16,10 @@ import os
 
 import numpy as np
 
+from util.cli import TOOLS
 from util.folds import num_classes
-from util.image_io import check_label_values, read_label, read_text, require_file
+from util.image_io import check_label_values, read_label
+from util.inputs import read_text, require_file
 from util.log import progress_map
 from util.outputs import read_keyed, write_json
 
@@ -67,8 +69,8 @@ def check_val_order(data_set, data_list, pairs):
     if known and image_order(pairs) != known:
         log.warning("%s: its images are not in the order of the authors' lists/%s/val.txt; the "
                     'first test_num episodes query other images than theirs, so scores are not '
-                    'comparable with the paper (tools/prepare_coco.py --order-from <their '
-                    'val.txt> writes their order; README, COCO-20i)', data_list, data_set)
+                    'comparable with the paper (%s --order-from <their val.txt> writes their '
+                    'order; README, COCO-20i)', data_list, data_set, TOOLS['prepare_coco'])
 
 
 def scan_pair(data_root, pair, classes):

@@ -9,9 +9,11 @@ background/foreground pixel counts.
 Counts are int64 pixel sums, so adding the shards of several processes (`all_reduce`) gives exactly
 the numbers one process would get.
 """
+import dataclasses
+
 import torch
 
-from util.distributed import all_reduce_sum
+from util.distributed import all_gather_rows, all_reduce_sum
 from util.image_io import IGNORE_LABEL
 
 EPS = 1e-10     # the authors' guard: an empty union scores 0
@@ -45,8 +47,13 @@ class IoUMeter:
 
     def update(self, pred, target, class_index):
         """pred, target: B×H×W; class_index: B (position of the episode's class in the novel
-        class list)."""
+        class list). Returns the episodes' intersection and union, B×2 (BG, FG)."""
         inter, union = intersection_union(pred, target)
+        self.add(inter, union, class_index)
+        return inter, union
+
+    def add(self, inter, union, class_index):
+        """Counts of B episodes: inter, union B×2 (BG, FG); class_index B."""
         class_index = torch.as_tensor(class_index, device=self.inter.device).reshape(-1)
         self.inter += inter.sum(0)
         self.union += union.sum(0)
@@ -72,3 +79,32 @@ class IoUMeter:
             'class_episodes': self.class_episodes.cpu().tolist(),
             'episodes': int(self.class_episodes.sum()),
         }
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class EpisodeCounts:
+    """The pixel counts of every episode as scored, in episode order (int64, on the CPU).
+
+    Attributes:
+        episode: E, the episode numbers e of the plan.
+        class_index: E, the position of each episode's class in the data set's `classes`.
+        intersection: E×2 (background, foreground).
+        union: E×2 (background, foreground).
+    """
+    episode: torch.Tensor
+    class_index: torch.Tensor
+    intersection: torch.Tensor
+    union: torch.Tensor
+
+    def __eq__(self, other):
+        return isinstance(other, EpisodeCounts) and all(
+            torch.equal(getattr(self, f.name), getattr(other, f.name))
+            for f in dataclasses.fields(self))
+
+    @classmethod
+    def gathered(cls, rows):
+        """The counts of all processes from this process's rows (N×6: episode, class index,
+        BG ∩, FG ∩, BG ∪, FG ∪), sorted by episode."""
+        rows = all_gather_rows(rows).cpu()
+        rows = rows[rows[:, 0].argsort()]
+        return cls(rows[:, 0], rows[:, 1], rows[:, 2:4], rows[:, 4:6])

@@ -1,13 +1,17 @@
 """What the scripts may write: never one of their inputs, never a file they did not create unless
 asked (--overwrite), only where they can (checked before the long work), whole or not at all
-(atomic writes; JSON caches read back only when they answer the same question), and one
-training run at a time per run (a lock file naming its holder)."""
+(write_atomic, the one writer of the project; JSON caches read back only when they answer the
+same question), and one training run at a time per run (a lock file naming its holder)."""
+import errno
 import json
 import os
+import re
 import socket
 import sys
 import tempfile
 import time
+
+import torch
 
 # The permissions a plain open() would give a new file (mkstemp's are 0600); read once, as
 # os.umask can only be read by setting it, which is not thread-safe.
@@ -37,8 +41,9 @@ def check_outputs(outputs, inputs=(), overwrite=False):
                                   'write elsewhere')
 
 
-def output_names(paths):
-    """File stems, made unique (a/x.jpg, b/x.jpg → x, x_1)."""
+def unique_stems(paths):
+    """The file names of `paths` without their extensions, made unique for outputs named after
+    them (a/x.jpg, b/x.jpg → x, x_1)."""
     names, seen = [], set()
     for path in paths:
         stem = name = os.path.splitext(os.path.basename(path))[0]
@@ -72,21 +77,86 @@ def check_writable(path):
         raise OSError(f'cannot write {path}: {e.strerror or e}') from e
 
 
-def write_atomic(path, content):
-    """Write `content` (str or bytes) through a temporary file and a rename: readers never see
-    half of it, and a failure leaves the previous file as it was."""
+# write_atomic writes <folder>/.<name>.<8 random characters>.tmp (tempfile.mkstemp) first.
+_TEMPORARY = re.compile(r'^\.(?P<name>.+)\.[a-z0-9_]{8}\.tmp$')
+
+
+def write_atomic(path, content, sync=True):
+    """THE writer of reports, checkpoints and every other output: `content` goes to a temporary
+    file beside `path`, which then replaces `path` in one rename. Readers never see half a file,
+    and a failure leaves the previous file as it was.
+
+    Args:
+        path: the file to write (its folder is created).
+        content: str, bytes, or a function writing to a binary file object
+            (e.g. `lambda f: torch.save(checkpoint, f)`).
+        sync: fsync the file and then its folder, so that a crash right after leaves the new
+            file whole under its name (False for many small files that can be made again,
+            e.g. a data set's labels).
+
+    Returns:
+        path.
+
+    Raises:
+        OSError 'cannot write <path>: <reason>[; the previous file is unchanged]' (e.g. a full
+        disk).
+    """
     folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f'.{os.path.basename(path)}.', suffix='.tmp', dir=folder)
+    try:
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f'.{os.path.basename(path)}.', suffix='.tmp', dir=folder)
+    except OSError as e:
+        raise OSError(f'cannot write {path}: {e.strerror or e}') from e
     try:
         os.fchmod(fd, 0o666 & ~_UMASK)
-        with os.fdopen(fd, 'wb' if isinstance(content, bytes) else 'w') as f:
-            f.write(content)
+        with os.fdopen(fd, 'wb') as f:
+            if callable(content):
+                content(f)
+            else:
+                f.write(content.encode() if isinstance(content, str) else content)
+            if sync:
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        os.remove(tmp)
-        raise
+    except BaseException as e:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        cause = _os_error_in(e)
+        if cause is None:
+            raise
+        reason = 'no space left on device' if cause.errno == errno.ENOSPC else cause.strerror or str(cause)
+        kept = '; the previous file is unchanged' if os.path.exists(path) else ''
+        raise OSError(f'cannot write {path}: {reason}{kept}') from e
+    if sync:
+        dir_fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)    # make the rename itself durable
+        finally:
+            os.close(dir_fd)
     return path
+
+
+def _os_error_in(error):
+    """The OSError that caused `error`, if any (torch.save reports a failed file write as a
+    RuntimeError raised while handling it)."""
+    while error is not None and not isinstance(error, OSError):
+        error = error.__cause__ or error.__context__
+    return error
+
+
+def leftover_temporaries(folder, name_prefix='', name_suffix=''):
+    """The temporary files write_atomic left in `folder` when it was killed while writing a file
+    named <name_prefix>...<name_suffix>."""
+    if not os.path.isdir(folder):
+        return []
+    return sorted(os.path.join(folder, entry) for entry in os.listdir(folder)
+                  if (m := _TEMPORARY.match(entry)) and m.group('name').startswith(name_prefix)
+                  and m.group('name').endswith(name_suffix))
+
+
+def save_checkpoint(checkpoint, path):
+    """torch.save a checkpoint (model.checkpoint builds them) to `path` with write_atomic."""
+    return write_atomic(path, lambda f: torch.save(checkpoint, f))
 
 
 def write_json(path, obj, compact=False):

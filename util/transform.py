@@ -182,14 +182,8 @@ class Normalize:
 
 def train_transform(train_h, train_w=None, scale_min=0.9, scale_max=1.1, rotate_min=-10,
                     rotate_max=10, padding_label=IGNORE_LABEL):
-    """The training augmentation: scale, rotate, blur, flip, foreground-keeping crop,
-    normalise. `train_h` may also be a config with the keys train_h, train_w, scale_min,
-    scale_max, rotate_min, rotate_max (as util.config loads them)."""
-    if hasattr(train_h, 'train_h'):
-        cfg = train_h
-        train_h, train_w = cfg.train_h, cfg.train_w
-        scale_min, scale_max = cfg.scale_min, cfg.scale_max
-        rotate_min, rotate_max = cfg.rotate_min, cfg.rotate_max
+    """The training augmentation: scale, rotate, blur, flip, foreground-keeping crop to
+    train_h×train_w (train_w default: train_h), normalise."""
     train_w = train_h if train_w is None else train_w
     return Compose([
         RandScale(scale_min, scale_max),

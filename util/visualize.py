@@ -119,12 +119,12 @@ EPISODE_PATTERN = 'episode_*_class*.png'      # the names episode_saver writes
 
 
 def episode_saver(folder, limit, class_ids):
-    """on_episode callback for util.evaluate: saves the first `limit` episodes of this process
-    as folder/episode_0000_class<id>.png."""
-    def on_episode(n, batch, b, prediction):
-        if n >= limit:
+    """on_episode callback for util.evaluate: saves episodes 0..limit-1 of the plan (those that
+    this process evaluates) as folder/episode_<e>_class<id>.png."""
+    def on_episode(e, batch, b, prediction):
+        if e >= limit:
             return
         class_id = class_ids[int(torch.as_tensor(batch['class_index'][b]))]
-        write_rgb(os.path.join(folder, f'episode_{n:04d}_class{class_id}.png'),
+        write_rgb(os.path.join(folder, f'episode_{e:04d}_class{class_id}.png'),
                   batch_panel(batch, b, prediction))
     return on_episode

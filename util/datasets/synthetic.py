@@ -17,8 +17,9 @@ import os
 import cv2
 import numpy as np
 
+from util.datasets import SYNTHETIC_LISTS
 from util.image_io import IGNORE_LABEL, write_image
-from util.outputs import make_folder
+from util.outputs import make_folder, write_atomic, write_json
 
 NUM_CLASSES = 20
 SHAPES = ('ellipse', 'rectangle', 'triangle', 'star', 'cross', 'ring', 'crescent', 'hexagon',
@@ -303,7 +304,6 @@ def scene(seed, split, index, styles=None):
     return render_scene(rng, styles, first_class=index % NUM_CLASSES + 1)
 
 
-LIST_NAMES = {'train': 'synthetic_train.txt', 'val': 'synthetic_val.txt'}
 MANIFEST = 'benchmark.json'
 
 
@@ -334,11 +334,8 @@ def write_benchmark(root, seed=0, n_train=2000, n_val=500, size=None):
                         [cv2.IMWRITE_JPEG_QUALITY, 95])
             write_image(os.path.join(root, png), label)
             lines.append(f'{jpg} {png}\n')
-        lists[split] = os.path.join(root, LIST_NAMES[split])
-        with open(lists[split], 'w') as f:
-            f.writelines(lines)
-    with open(os.path.join(root, MANIFEST), 'w') as f:
-        json.dump(manifest(seed, n_train, n_val, size), f, indent=1)
+        lists[split] = write_atomic(os.path.join(root, SYNTHETIC_LISTS[split]), ''.join(lines))
+    write_json(os.path.join(root, MANIFEST), manifest(seed, n_train, n_val, size))
     return lists
 
 

@@ -1,0 +1,62 @@
+"""The data sets, by the name a config gives them (`data_set`).
+
+    from util.datasets import episode_dataset
+    dataset = episode_dataset(cfg, 'val')        # mode 'train' or 'val'
+
+An evaluation data set follows the episode contract of util.episodes: `classes` (the class ids
+mIoU averages over, in report order), `plan(seed, count)` (the Episodes of a seed) and
+`load(episode)` (the item the network and the scorer read). A training data set is indexed by
+query image (`ds[i]`). Homes: pascal_coco.py (PASCAL-5i, COCO-20i), synthetic.py (the procedural
+benchmark, written in the PASCAL layout and read as 'pascal').
+"""
+import os
+
+from util import transform as T
+from util.cli import TOOLS
+from util.config import ConfigError
+from util.datasets.pascal_coco import EpisodeDataset
+
+# The synthetic benchmark's list names (synthetic.py writes them): they tell its configs apart.
+SYNTHETIC_LISTS = {'train': 'synthetic_train.txt', 'val': 'synthetic_val.txt'}
+DATA_TOOLS = {'pascal': TOOLS['prepare_pascal'], 'coco': TOOLS['prepare_coco']}
+
+
+def pascal_coco(cfg, mode):
+    """The EpisodeDataset of a config: mode 'train' (base classes, train_list, augmentation) or
+    'val' (novel classes, val_list, validation resize)."""
+    list_key = 'train_list' if mode == 'train' else 'val_list'
+    for key in ('data_root', list_key):
+        if getattr(cfg, key) is None:
+            raise ConfigError(f'{cfg.source}: {key} is not set')
+    for key, what, exists in (('data_root', 'data root', os.path.isdir),
+                              (list_key, 'list file', os.path.isfile)):
+        if not exists(getattr(cfg, key)):
+            raise FileNotFoundError(f'{what} not found: {getattr(cfg, key)} (config key {key} in '
+                                    f'{cfg.source}); {how_to_make_data(cfg)}')
+    if mode == 'train':
+        transform = T.train_transform(cfg.train_h, cfg.train_w, cfg.scale_min, cfg.scale_max,
+                                      cfg.rotate_min, cfg.rotate_max)
+    else:
+        transform = T.val_transform(cfg.val_size)
+    return EpisodeDataset(cfg.data_set, cfg.data_root, getattr(cfg, list_key), cfg.split,
+                          cfg.shot, mode, transform=transform, use_split_coco=cfg.use_split_coco,
+                          ann_type=cfg.ann_type, skip_bad_files=cfg.skip_bad_files,
+                          list_cache_dir=cfg.list_dir, query_classes=cfg.query_classes)
+
+
+# config data_set → (cfg, mode) → data set
+DATA_SETS = {'pascal': pascal_coco, 'coco': pascal_coco}
+
+
+def episode_dataset(cfg, mode):
+    """The data set a config describes, for mode 'train' or 'val'."""
+    return DATA_SETS[cfg.data_set](cfg, mode)
+
+
+def how_to_make_data(cfg):
+    """Where the data a config names comes from, for the error when it is missing."""
+    names = {os.path.basename(p) for p in (cfg.train_list, cfg.val_list) if p}
+    if names & set(SYNTHETIC_LISTS.values()):
+        return (f'make it with `make demo` or `python {TOOLS["make_synthetic"]} --root '
+                f'{cfg.data_root}`')
+    return f'{DATA_TOOLS[cfg.data_set]} makes the labels and lists (see README, Data)'
