@@ -19,17 +19,17 @@ import pytest
 import torch
 
 import predict_sccan
+from helpers import assert_one_error, run_cli
 from model import SCCAN, build_sccan
 from model.checkpoint import weights_checkpoint
-from helpers import assert_one_error, run_cli
 from tools import app as app_tool
 from util.app import EXAMPLE_CLASS, SegmentationApp, SupportSlot, find_checkpoints, painted_mask
 from util.config import REPO_ROOT
+from util.datasets.synthetic import write_benchmark
 from util.folds import novel_classes
 from util.image_io import read_label, read_rgb
 from util.outputs import save_checkpoint
 from util.predictor import FewShotSegmenter
-from util.datasets.synthetic import write_benchmark
 
 VAL = 57
 CHROMIUM = '/usr/bin/chromium'
@@ -336,8 +336,8 @@ def test_taken_port_is_one_clear_error(capsys):
 
 # --- the page in a real browser ------------------------------------------------------------------
 def browser_or_skip():
-    """Playwright's sync API when the browser test can run; otherwise skip, or fail when
-    SCCAN_REQUIRE_BROWSER=1."""
+    """Playwright's (sync_playwright, expect) when the browser test can run; otherwise skip, or
+    fail when SCCAN_REQUIRE_BROWSER=1."""
     missing = [what for what, ok in (
         ('Gradio (pip install -r requirements-app.txt)', importlib.util.find_spec('gradio')),
         ('Playwright (pip install -r requirements-app.txt)', importlib.util.find_spec('playwright')),
@@ -348,60 +348,70 @@ def browser_or_skip():
         if os.environ.get('SCCAN_REQUIRE_BROWSER') == '1':
             pytest.fail(reason + ' (SCCAN_REQUIRE_BROWSER=1)')
         pytest.skip(reason)
-    from playwright.sync_api import sync_playwright
-    return sync_playwright
+    from playwright.sync_api import expect, sync_playwright
+    return sync_playwright, expect
 
 
 @pytest.fixture
 def served(tmp_path, checkpoint):
-    """tools/app.py running on a free port, started from an empty folder with its own TMPDIR;
-    yields (url, its temporary folder, the empty folder); stopped with SIGTERM."""
-    sync_playwright = browser_or_skip()
-    cwd, tmp = tmp_path / 'cwd', tmp_path / 'tmp'
-    cwd.mkdir()
-    tmp.mkdir()
+    """tools/app.py on a free port, started in an empty folder with an empty HOME and TMPDIR;
+    yields (Playwright's (sync_playwright, expect), the page's address). Once stopped with SIGTERM, its
+    temporary folder is gone and the three folders are still empty."""
+    playwright = browser_or_skip()
+    cwd, tmp, home = tmp_path / 'cwd', tmp_path / 'tmp', tmp_path / 'home'
+    for folder in (cwd, tmp, home):
+        folder.mkdir()
+    log = tmp_path / 'app.log'
     exp = os.path.dirname(os.path.dirname(os.path.dirname(checkpoint)))
-    process = subprocess.Popen(
-        [sys.executable, os.path.join(REPO_ROOT, 'tools', 'app.py'), '--port', '0', '--exp', exp,
-         '--device', 'cpu', '--data', str(tmp_path / 'no-data')],
-        cwd=cwd, env=dict(os.environ, TMPDIR=str(tmp)), stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    with open(log, 'w') as output:
+        process = subprocess.Popen(
+            [sys.executable, os.path.join(REPO_ROOT, 'tools', 'app.py'), '--port', '0', '--exp',
+             exp, '--device', 'cpu', '--data', str(tmp_path / 'no-data')],
+            cwd=cwd, env=dict(os.environ, TMPDIR=str(tmp), HOME=str(home)), stdout=output,
+            stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        line = process.stdout.readline()
-        found = re.match(r'SCCAN app on (http://127\.0\.0\.1:\d+) .* temporary files in (\S+),', line)
-        assert found, line
+        found = wait_for(lambda: re.match(r'SCCAN app on (http://127\.0\.0\.1:\d+) .* temporary '
+                                          r'files in (\S+),', log.read_text()), process, log)
         url, workdir = found.groups()
-        wait_for(url)
-        yield sync_playwright, url, workdir, cwd
+        wait_for(lambda: page_answers(url), process, log)
+        yield playwright, url
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=30)
     assert not os.path.exists(workdir), 'the temporary folder outlived the app'
-    assert os.listdir(cwd) == [] and os.listdir(tmp) == []
+    assert os.listdir(cwd) == os.listdir(tmp) == os.listdir(home) == []
 
 
-def wait_for(url, seconds=60):
+def wait_for(ready, process, log, seconds=60):
+    """ready()'s first true answer, polled while the app runs (its log on failure)."""
     deadline = time.time() + seconds
-    while True:
-        try:
-            with urllib.request.urlopen(url, timeout=5):
-                return
-        except OSError:
-            if time.time() > deadline:
-                raise
-            time.sleep(0.2)
+    while not (answer := ready()):
+        assert process.poll() is None and time.time() < deadline, log.read_text()
+        time.sleep(0.2)
+    return answer
+
+
+def page_answers(url):
+    try:
+        with urllib.request.urlopen(url, timeout=5):
+            return True
+    except OSError:
+        return False
 
 
 def test_browser_paint_run_download(served, bench, checkpoint, tmp_path, capsys):
     """Upload support 1 with its mask, paint support 2 with mouse strokes, upload a query, run,
     download the mask and the zip: the mask is predict_sccan.py's with the supports as used."""
-    sync_playwright, url, _, _ = served
+    (sync_playwright, expect), url = served
     second, query = bench['others'][0], bench['others'][1]
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
         try:
             page = browser.new_page(viewport={'width': 1280, 'height': 1400}, accept_downloads=True)
             page.goto(url)
+            page.locator('#run').click()                      # nothing given yet: said in words
+            expect(page.locator('#messages textarea')).to_have_value(
+                re.compile('^error: no support: upload a support image'))
             page.locator('#support-1-image input[type=file]').set_input_files(bench['image'])
             page.locator('#support-1-mask input[type=file]').set_input_files(bench['mask'])
             page.get_by_text('mask from ').wait_for()
@@ -445,6 +455,5 @@ def paint_strokes(page, canvas):
     for dy in (-6, 6):
         page.mouse.move(x - 30, y + dy)
         page.mouse.down()
-        for step in range(1, 16):
-            page.mouse.move(x - 30 + 4 * step, y + dy + step)
+        page.mouse.move(x + 30, y + dy + 15, steps=4)
         page.mouse.up()
