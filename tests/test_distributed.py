@@ -107,15 +107,14 @@ def test_when_the_main_process_cannot_claim_the_run_no_process_goes_on(two_proce
                                       'on host h'}
 
 
-def test_two_gloo_processes_step_and_validate_as_one(config, two_processes, one_thread):
+def test_two_gloo_processes_step_and_validate_as_one(config, two_processes):
     one = validate_and_step(distributed.DistEnv(0, 1, 0, torch.device('cpu')), config)
     assert_same_step(one, torch.load(os.path.join(two_processes, 'step.pt'), weights_only=False),
                      config)
 
 
 def test_viz_under_two_processes_draws_the_first_episodes_of_the_seed(config, checkpoint,
-                                                                     two_processes, tmp_path,
-                                                                     one_thread):
+                                                                     two_processes, tmp_path):
     """--viz 3 means episodes 0, 1, 2 of the seed, whichever process evaluates them (each
     process numbered its own episodes before): the pictures one process draws."""
     cfg = load_config(config, TINY)

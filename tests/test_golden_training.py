@@ -22,6 +22,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, 'tools'))
 import golden  # noqa: E402
 
+pytestmark = pytest.mark.paper_size      # every core (tests/conftest.py)
 TOLERANCE = 1e-10
 RECIPE = golden.TRAINING
 
