@@ -17,14 +17,13 @@ own line and the others are still segmented (exit status 2 at the end).
 """
 import os
 import sys
-import warnings
 
 from util.cli import ArgumentParser, error_line, positive_int, run_main
-from util.image_io import read_mask, read_rgb, write_image
+from util.image_io import read_mask, read_rgb
 from util.inputs import require_file
 from util.outputs import check_outputs, unique_stems
-from util.predictor import FewShotSegmenter, to_mask
-from util.visualize import prediction_overlay, write_rgb
+from util.predictor import FewShotSegmenter
+from util.segment_files import encode_with_notes, segment_file
 
 
 def parse_args(argv=None):
@@ -63,25 +62,15 @@ def main(argv=None):
 
     seg = FewShotSegmenter.from_checkpoint(args.weight, layers=args.layers, device=args.device,
                                            val_size=args.val_size)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter('always')
-        support = seg.encode_support(images, masks, names=args.support)
-    for warning in caught:
-        print(f'warning: {warning.message}', file=sys.stderr)
-    if seg.trained_shot and seg.trained_shot != support.shot:
-        print(f'note: {args.weight} was trained with {seg.trained_shot} shot(s); running it with '
-              f'{support.shot} (SCCAN averages the shots, its weights do not depend on K)',
-              file=sys.stderr)
+    support, notes = encode_with_notes(seg, images, masks, args.support, args.weight)
+    for note in notes:
+        print(note, file=sys.stderr)
 
     os.makedirs(args.out, exist_ok=True)
     failed = 0
     for path, mask_path, overlay_path in outputs:
         try:
-            query = read_rgb(path)
-            mask = to_mask(seg.predict(support, query, name=path))     # H×W uint8, 1 = foreground
-            write_image(mask_path, mask * 255)
-            write_rgb(overlay_path, prediction_overlay(query, mask, support.images,
-                                                       support.foregrounds))
+            mask = segment_file(seg, support, path, mask_path, overlay_path)
         except (ValueError, OSError) as e:      # the next query may be fine
             print(f'error: {error_line(e)}', file=sys.stderr)
             failed += 1
