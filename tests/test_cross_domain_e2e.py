@@ -126,6 +126,11 @@ def test_reproduce_writes_the_cross_domain_table(tree, all_classes_checkpoints, 
     assert report['mean']['mIoU'] == row['folds']['isic']
     with open(tmp_path / 'exp' / 'reproduce' / 'table.md') as f:
         text = f.read()
-    percents = ' | '.join(f'{100 * row["folds"][t]:.1f}' for t in ('deepglobe', 'isic', 'lung', 'fss'))
+    halves = row['folds_half_width']
+    assert row['mIoU_half_width'] == pytest.approx(
+        sum(h * h for h in halves.values()) ** 0.5 / 4)    # the four targets are independent runs
+    percents = ' | '.join(f'{100 * row["folds"][t]:.1f} ± {100 * halves[t]:.1f}'
+                          for t in ('deepglobe', 'isic', 'lung', 'fss'))
     assert '| backbone | shot | Deepglobe | ISIC | Chest X-ray | FSS-1000 | mIoU |' in text
-    assert f'| ResNet-50 | 1 | {percents} | {100 * row["mIoU"]:.1f} | — |' in text
+    assert (f'| ResNet-50 | 1 | {percents} | {100 * row["mIoU"]:.1f} ± '
+            f'{100 * row["mIoU_half_width"]:.1f} | — |') in text
