@@ -39,6 +39,8 @@ class CheckpointError(ValueError):
 def read_checkpoint(path):
     """The object saved in `path` (on the CPU), or CheckpointError naming the file."""
     path = os.fspath(path)
+    if os.path.isdir(path):
+        raise IsADirectoryError(f'checkpoint {path} is a folder, not a checkpoint file')
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
