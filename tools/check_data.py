@@ -6,6 +6,8 @@ Problems found (one line each in the report file, "kind<TAB>path<TAB>detail"):
                 a PNG without its IEND chunk), or a label is not a single-channel 8-bit image
   size          image and label differ in height or width
   values        the label holds values other than 0, the data set's class ids and 255
+  thin          (--config, its val_list) an image too thin for the config's val_size: the
+                validation resize would shrink its short side to nothing
 
     python tools/check_data.py --config config/pascal/pascal_split0_resnet50.yaml
     python tools/check_data.py --data-set pascal --data-root ../data/VOCdevkit2012/VOC2012 \\
@@ -26,11 +28,12 @@ from util.lists import REPO_LISTS, read_list  # noqa: E402
 from util.log import progress_map  # noqa: E402
 from util.outputs import write_atomic  # noqa: E402
 
-KINDS = ('missing', 'unreadable', 'size', 'values')
+KINDS = ('missing', 'unreadable', 'size', 'values', 'thin')
 
 
-def check_pair(data_root, pair, classes):
-    """[(kind, path, detail)] of one list entry (empty when it is fine)."""
+def check_pair(data_root, pair, classes, size_problem=None):
+    """[(kind, path, detail)] of one list entry (empty when it is fine); `size_problem(h, w)`:
+    why the transforms the list goes through cannot take an image of that size, or None."""
     image_path, label_path = (os.path.join(data_root, p) for p in pair)
     problems, loaded = [], {}
     for path, reader in ((image_path, read_image), (label_path, read_label)):
@@ -51,28 +54,34 @@ def check_pair(data_root, pair, classes):
         check_label_values(label, label_path, classes)
     except BadFileError as e:
         problems.append(('values', label_path, str(e)))
+    problem = size_problem and size_problem(*label.shape)
+    if problem:
+        problems.append(('thin', image_path, problem))
     return problems
 
 
-def check_list(data_set, data_root, data_list, workers=8):
-    """All problems of one list file."""
+def check_list(data_set, data_root, data_list, workers=8, size_problem=None):
+    """All problems of one list file (check_pair)."""
     pairs = read_list(data_list)
     classes = num_classes(data_set)
-    results = progress_map(lambda p: check_pair(data_root, p, classes), pairs, workers,
-                           desc=os.path.basename(data_list), unit='pair')
+    results = progress_map(lambda p: check_pair(data_root, p, classes, size_problem), pairs,
+                           workers, desc=os.path.basename(data_list), unit='pair')
     return len(pairs), [problem for found in results for problem in found]
 
 
 def sources_from_args(args):
-    """(data_set, data_root, [list files]) from --config or the explicit arguments."""
+    """(data_set, data_root, [(list file, size_problem or None)]) from --config (its val_list's
+    images checked against the validation resize of its val_size, as training and testing
+    check them) or the explicit arguments."""
     if args.config:
         from util.config import load_config
+        from util.transform import val_transform
         cfg = load_config(args.config, args.opts)
-        lists = [p for p in (cfg.train_list, cfg.val_list) if p]
-        return cfg.data_set, cfg.data_root, lists
+        lists = [(cfg.train_list, None), (cfg.val_list, val_transform(cfg.val_size).size_problem)]
+        return cfg.data_set, cfg.data_root, [(path, check) for path, check in lists if path]
     if not (args.data_set and args.data_root and args.list):
         raise ValueError('give --config, or --data-set, --data-root and at least one --list')
-    return args.data_set, args.data_root, args.list
+    return args.data_set, args.data_root, [(path, None) for path in args.list]
 
 
 def parse_args(argv=None):
@@ -95,8 +104,8 @@ def main(argv=None):
     if not os.path.isdir(data_root):
         raise FileNotFoundError(f'data root not found: {data_root}')
     problems, total = [], 0
-    for data_list in lists:
-        count, found = check_list(data_set, data_root, data_list, args.workers)
+    for data_list, size_problem in lists:
+        count, found = check_list(data_set, data_root, data_list, args.workers, size_problem)
         total += count
         problems += found
     out = args.out or os.path.join(REPO_LISTS, data_set, 'bad_files.txt')

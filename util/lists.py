@@ -173,10 +173,21 @@ def load_cache(path, key, count):
 
 
 def _is_record(record):
-    return isinstance(record, dict) and ('error' in record or (
-        isinstance(record.get('size'), list) and len(record['size']) == 2 and
-        isinstance(record.get('pixels'), list) and
-        all(isinstance(p, list) and len(p) == 2 for p in record['pixels'])))
+    """Whether `record` is what scan_pair (or a skipped bad file) gives: a size of two positive
+    integers and [class, count] pairs of positive integers, or an error message. Anything else
+    (e.g. a count written as a string) would silently drop its image from the lists."""
+    if not isinstance(record, dict):
+        return False
+    if record.keys() == {'error'}:
+        return isinstance(record['error'], str)
+    size, pixels = record.get('size'), record.get('pixels')
+    return (record.keys() == {'size', 'pixels'} and isinstance(size, list) and len(size) == 2
+            and isinstance(pixels, list) and all(isinstance(p, list) and len(p) == 2 for p in pixels)
+            and all(_positive_int(n) for n in size + [n for p in pixels for n in p]))
+
+
+def _positive_int(value):
+    return type(value) is int and value > 0
 
 
 def save_cache(path, key, records):
