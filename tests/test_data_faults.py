@@ -100,3 +100,49 @@ def test_a_cache_record_with_a_malformed_entry_is_rebuilt_not_half_used(tmp_path
     with caplog.at_level(logging.WARNING, logger='sccan'):
         assert lists.class_pixels('pascal', cfg.data_root, cfg.val_list, cfg.list_dir) == (pairs, records)
     assert f'{path} does not hold the records of its list: rebuilding' in caplog.text
+
+
+# ---- tools/prepare_coco.py ----
+
+@pytest.fixture
+def coco_val(tmp_path):
+    """MSCOCO2014/ with two val2014 images of one person each, and their annotation file."""
+    import cv2
+    root = tmp_path / 'MSCOCO2014'
+    images = [{'id': i, 'file_name': f'COCO_val2014_{i:012d}.jpg', 'height': 20, 'width': 20}
+              for i in (5, 7)]
+    for image in images:
+        os.makedirs(root / 'val2014', exist_ok=True)
+        cv2.imwrite(str(root / 'val2014' / image['file_name']), np.zeros((20, 20, 3), np.uint8))
+    annotations = [{'id': n, 'image_id': image['id'], 'category_id': 1, 'iscrowd': 0,
+                    'area': 49.0, 'segmentation': [[2, 2, 9, 2, 9, 9, 2, 9]], 'bbox': [2, 2, 7, 7]}
+                   for n, image in enumerate(images, 1)]
+    os.makedirs(root / 'annotations')
+    ann_file = root / 'annotations' / 'instances_val2014.json'
+    ann_file.write_text(json.dumps({'images': images, 'annotations': annotations,
+                                    'categories': [{'id': 1, 'name': 'person'}]}))
+    return {'root': str(root), 'ann_file': str(ann_file), 'lists': str(tmp_path / 'lists'),
+            'argv': ['--coco', str(root), '--sets', 'val2014', '--lists-dir',
+                     str(tmp_path / 'lists'), '--workers', '1']}
+
+
+def test_prepare_coco_order_from_a_list_of_none_of_the_val_images_is_refused(coco_val, tmp_path,
+                                                                             capsys):
+    import prepare_coco
+    train_list = tmp_path / 'train.txt'      # e.g. the authors' train list given by mistake
+    train_list.write_text('train2014/COCO_train2014_000000000009.jpg '
+                          'annotations/train2014/COCO_train2014_000000000009.png\n')
+    status, out, err = run_cli(prepare_coco.main, coco_val['argv'] + ['--order-from',
+                                                                      str(train_list)], capsys)
+    assert_one_error(status, err, f'--order-from {train_list}: none of its 1 images is one of the '
+                                  '2 of this set (e.g. COCO_train2014_000000000009.jpg is not)')
+    assert not os.path.exists(os.path.join(coco_val['lists'], 'val.txt'))
+
+
+def test_prepare_coco_truncated_annotations_are_named(coco_val, capsys):
+    import prepare_coco
+    with open(coco_val['ann_file'], 'r+') as f:
+        f.truncate(len(f.read()) // 2)
+    status, _, err = run_cli(prepare_coco.main, coco_val['argv'], capsys)
+    assert_one_error(status, err, f'{coco_val["ann_file"]}: not a readable COCO annotation file '
+                                  '(truncated JSON?): ')

@@ -73,7 +73,11 @@ def load_set(coco_root, set_name):
     ann_file = os.path.join(coco_root, 'annotations', f'instances_{set_name}.json')
     if not os.path.isfile(ann_file):
         raise FileNotFoundError(f'COCO annotation file not found: {ann_file}')
-    coco = COCO(ann_file)
+    try:
+        coco = COCO(ann_file)
+    except ValueError as e:         # json.JSONDecodeError, whose message names no file
+        raise ValueError(f'{ann_file}: not a readable COCO annotation file (truncated JSON?): '
+                         f'{e}') from None
     check_categories(coco, ann_file)
     image_ids = sorted(i for i in coco.imgs if coco.getAnnIds(imgIds=i, iscrowd=None))
     for image_id in image_ids:
@@ -116,6 +120,10 @@ def ordered_like(lines, order_list):
     reference = [os.path.basename(image) for image, _ in read_list(order_list)]
     by_name = {os.path.basename(line.split()[0]): line for line in lines}
     ordered = [by_name.pop(name) for name in reference if name in by_name]
+    if not ordered:
+        raise ValueError(f'--order-from {order_list}: none of its {len(reference)} images is '
+                         f'one of the {len(lines)} of this set (e.g. {reference[0]} is not): the '
+                         "authors' lists/coco/val.txt is the list meant")
     rest = [line for line in lines if os.path.basename(line.split()[0]) in by_name]
     print(f'{len(ordered)} images in the order of {order_list}; {len(rest)} not named there '
           f'(appended); {len(reference) - len(ordered)} of its images not in this set')
