@@ -24,9 +24,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from util.cli import ArgumentParser, positive_int, run_main  # noqa: E402
 from util.folds import NUM_CLASSES, num_classes  # noqa: E402
 from util.image_io import BadFileError, check_label_values, read_image, read_label  # noqa: E402
-from util.lists import REPO_LISTS, read_list  # noqa: E402
+from util.lists import REPO_LISTS, list_inputs, read_list  # noqa: E402
 from util.log import progress_map  # noqa: E402
-from util.outputs import write_atomic  # noqa: E402
+from util.outputs import InputFiles, check_outputs, write_atomic  # noqa: E402
 
 KINDS = ('missing', 'unreadable', 'size', 'values', 'thin')
 
@@ -60,28 +60,32 @@ def check_pair(data_root, pair, classes, size_problem=None):
     return problems
 
 
-def check_list(data_set, data_root, data_list, workers=8, size_problem=None):
-    """All problems of one list file (check_pair)."""
-    pairs = read_list(data_list)
+def check_list(data_set, data_root, pairs, desc, workers=8, size_problem=None):
+    """All problems of one list's (image, label) pairs (check_pair)."""
     classes = num_classes(data_set)
     results = progress_map(lambda p: check_pair(data_root, p, classes, size_problem), pairs,
-                           workers, desc=os.path.basename(data_list), unit='pair')
-    return len(pairs), [problem for found in results for problem in found]
+                           workers, desc=desc, unit='pair')
+    return [problem for found in results for problem in found]
+
+
+Sources = collections.namedtuple('Sources', 'data_set data_root lists list_dir config')
 
 
 def sources_from_args(args):
-    """(data_set, data_root, [(list file, size_problem or None)]) from --config (its val_list's
-    images checked against the validation resize of its val_size, as training and testing
-    check them) or the explicit arguments."""
+    """Sources: data_set, data_root, lists [(list file, size_problem or None)], list_dir (where
+    the lists' scans are cached) and config (None without --config). With --config, its
+    val_list's images are checked against the validation resize of its val_size, as training
+    and testing check them."""
     if args.config:
         from util.config import load_config
         from util.transform import val_transform
         cfg = load_config(args.config, args.opts)
         lists = [(cfg.train_list, None), (cfg.val_list, val_transform(cfg.val_size).size_problem)]
-        return cfg.data_set, cfg.data_root, [(path, check) for path, check in lists if path]
+        return Sources(cfg.data_set, cfg.data_root, [(path, check) for path, check in lists if path],
+                       cfg.list_dir, args.config)
     if not (args.data_set and args.data_root and args.list):
         raise ValueError('give --config, or --data-set, --data-root and at least one --list')
-    return args.data_set, args.data_root, [(path, None) for path in args.list]
+    return Sources(args.data_set, args.data_root, [(path, None) for path in args.list], None, None)
 
 
 def parse_args(argv=None):
@@ -100,15 +104,19 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    data_set, data_root, lists = sources_from_args(args)
+    data_set, data_root, lists, list_dir, config = sources_from_args(args)
     if not os.path.isdir(data_root):
         raise FileNotFoundError(f'data root not found: {data_root}')
-    problems, total = [], 0
-    for data_list, size_problem in lists:
-        count, found = check_list(data_set, data_root, data_list, args.workers, size_problem)
-        total += count
-        problems += found
+    listed = [(data_list, read_list(data_list), size_problem) for data_list, size_problem in lists]
     out = args.out or os.path.join(REPO_LISTS, data_set, 'bad_files.txt')
+    inputs = InputFiles([config] if config else [])
+    for data_list, pairs, _ in listed:
+        inputs.add(list_inputs(data_set, data_root, data_list, pairs, list_dir))
+    check_outputs([out], inputs, overwrite=True)      # its report, never a file it checks
+    problems = [problem for data_list, pairs, size_problem in listed
+                for problem in check_list(data_set, data_root, pairs, os.path.basename(data_list),
+                                          args.workers, size_problem)]
+    total = sum(len(pairs) for _, pairs, _ in listed)
     write_atomic(out, ''.join(f'{kind}\t{path}\t{detail}\n' for kind, path, detail in problems))
     counts = collections.Counter(kind for kind, _, _ in problems)
     print(f'{total} image/label pairs checked in {len(lists)} list(s): ' +

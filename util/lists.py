@@ -21,7 +21,7 @@ from util.folds import num_classes
 from util.image_io import check_label_values, read_label
 from util.inputs import read_text, require_file
 from util.log import progress_map
-from util.outputs import read_keyed, write_json
+from util.outputs import InputFiles, read_keyed, write_json
 
 log = logging.getLogger('sccan')
 
@@ -106,6 +106,14 @@ def cache_path(data_set, data_root, data_list, cache_dir=None):
     stem = os.path.splitext(os.path.basename(data_list))[0]
     root = hashlib.sha1(os.path.realpath(data_root).encode()).hexdigest()[:8]
     return os.path.join(cache_dir or REPO_LISTS, data_set, 'class_pixels', f'{stem}-{root}.json')
+
+
+def list_inputs(data_set, data_root, data_list, pairs, cache_dir=None):
+    """The files a list makes a run read: the list, its scan cache (cache_path) and every image
+    and label it names (`pairs`, relative to data_root), as util.outputs.InputFiles."""
+    inputs = InputFiles([data_list, cache_path(data_set, data_root, data_list, cache_dir)])
+    return inputs.add((os.path.join(data_root, p) for pair in pairs for p in pair),
+                      follow_links=False)
 
 
 def labels_signature(data_root, pairs):

@@ -23,22 +23,88 @@ def _same_file(a, b):
         os.path.exists(a) and os.path.exists(b) and os.path.samefile(a, b))
 
 
+class InputFiles:
+    """The files a run reads (lists, images, labels, list caches, checkpoints, configs,
+    manifests): no output may replace one, --overwrite or not. Indexed by file name, so that an
+    output is compared with the few inputs of its name only, however many files a data set
+    lists.
+
+        inputs = InputFiles([checkpoint, cfg.source]).add(dataset.input_files())
+        check_outputs([report], inputs, overwrite=True)
+    """
+
+    def __init__(self, paths=()):
+        self._by_name = {}
+        self.add(paths)
+
+    def add(self, paths, follow_links=True):
+        """Add files (or another InputFiles); returns self.
+
+        Args:
+            paths: file paths, or an InputFiles.
+            follow_links: also find each file under the name it links to. False for the many
+                files of a data set's lists (resolving 100,000 paths takes seconds): a file is
+                found by its own name then, and through links to folders.
+        """
+        if isinstance(paths, InputFiles):
+            for name, sources in paths._by_name.items():
+                self._by_name.setdefault(name, []).extend(sources)
+            return self
+        for path in paths:
+            path = os.fspath(path)
+            names = {os.path.basename(path)}
+            if follow_links:
+                names.add(os.path.basename(os.path.realpath(path)))
+            for name in names:
+                self._by_name.setdefault(name, []).append(path)
+        return self
+
+    def find(self, path, real_path=None):
+        """The input that writing `path` would replace (the same file, through links or another
+        spelling of its path), or None. real_path: os.path.realpath(path), when known."""
+        names = {os.path.basename(path), os.path.basename(real_path or os.path.realpath(path))}
+        for name in names:
+            for source in self._by_name.get(name, ()):
+                if _same_file(path, source):
+                    return source
+        return None
+
+
 def check_outputs(outputs, inputs=(), overwrite=False):
     """Refuse, before anything is written, an output that is also an input (the same file after
-    resolving links: never allowed), that two outputs share, or that exists already (allowed
-    with `overwrite`)."""
-    outputs = list(outputs)
-    for n, path in enumerate(outputs):
-        for source in inputs:
-            if _same_file(path, source):
-                raise ValueError(f'output {path} would overwrite the input {source}; write the '
-                                 'outputs elsewhere')
-        for other in outputs[:n]:
-            if _same_file(path, other):
-                raise ValueError(f'two outputs of this run would both be written to {path}')
+    resolving links: never allowed, --overwrite or not), that two outputs share, or that exists
+    already (allowed with `overwrite`).
+
+    Args:
+        outputs: the files the run will write.
+        inputs: an InputFiles, or the paths of the files the run reads.
+        overwrite: whether existing outputs may be replaced.
+    """
+    inputs = inputs if isinstance(inputs, InputFiles) else InputFiles(inputs)
+    claimed = set()
+    for path in outputs:
+        real_path = os.path.realpath(path)
+        source = inputs.find(path, real_path)
+        if source is not None:
+            raise ValueError(f'output {path} would overwrite the input {source}; write the '
+                             'outputs elsewhere')
+        identity = _identity(path, real_path)
+        if identity & claimed:
+            raise ValueError(f'two outputs of this run would both be written to {path}')
+        claimed |= identity
         if os.path.lexists(path) and not overwrite:
             raise FileExistsError(f'{path} exists already; pass --overwrite to replace it, or '
                                   'write elsewhere')
+
+
+def _identity(path, real_path):
+    """What tells a file apart: its real path and, when it exists, its device and inode (a hard
+    link)."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return {real_path}
+    return {real_path, (stat.st_dev, stat.st_ino)}
 
 
 def make_folder(path, what='folder'):
@@ -175,8 +241,10 @@ class RunLock:
     host, start time and command of the holder; `release` removes it. A lock whose holder is
     gone (same host, dead PID; e.g. after a SIGKILL) is taken over."""
 
-    def __init__(self, path):
+    def __init__(self, path, what=None):
+        """path: the lock file; what: the thing claimed, for messages (default: its folder)."""
         self.path = path
+        self.what = what or os.path.dirname(path)
         self.held = False
 
     def acquire(self):
@@ -189,7 +257,7 @@ class RunLock:
             except FileExistsError:
                 holder = self.holder()
                 if not self._is_stale(holder):
-                    raise FolderInUse(f'{os.path.dirname(self.path)} is in use by another run: '
+                    raise FolderInUse(f'{self.what} is in use by another run: '
                                       f'{describe(holder)} (lock file {self.path}; delete it '
                                       'if that run is over)') from None
                 if self._remove_stale(holder):

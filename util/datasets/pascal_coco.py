@@ -22,7 +22,7 @@ from util.cli import TOOLS
 from util.episodes import Episode, episode_seed
 from util.folds import fold_classes
 from util.image_io import IGNORE_LABEL, bad_file, read_pair
-from util.lists import MIN_PIXELS, check_val_order, class_pixels, fold_lists
+from util.lists import MIN_PIXELS, check_val_order, class_pixels, fold_lists, list_inputs
 from util.transform import ImageTooThin, ToTensor
 
 log = logging.getLogger('sccan')
@@ -118,6 +118,7 @@ class EpisodeDataset(Dataset):
 
         pairs, records = class_pixels(data_set, data_root, data_list, list_cache_dir,
                                       skip_bad_files)
+        self._inputs = (data_list, pairs, list_cache_dir)
         records = self.check_sizes(data_list, pairs, records)
         if mode == 'val':
             check_val_order(data_set, data_list, pairs)
@@ -160,6 +161,12 @@ class EpisodeDataset(Dataset):
             raise ValueError(f'{data_list}: {self.mode} classes of {self.data_set} fold '
                              f'{self.split} with fewer than shot + 1 = {self.shot + 1} eligible '
                              f'images (class: count): {few}')
+
+    def input_files(self):
+        """Every file this data set may read: its list, the list's scan cache and every image and
+        label the list names (util.outputs.InputFiles), which no output may replace."""
+        data_list, pairs, cache_dir = self._inputs
+        return list_inputs(self.data_set, self.data_root, data_list, pairs, cache_dir)
 
     def __len__(self):
         return len(self.queries)
