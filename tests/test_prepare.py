@@ -77,7 +77,8 @@ def test_voc_palette_by_hand():
 
 def test_prepare_pascal_labels_and_lists(voc_sbd):
     voc, sbd, lists = voc_sbd
-    prepare_pascal.main(['--voc', voc, '--sbd', sbd, '--lists-dir', lists, '--workers', '2'])
+    prepare_pascal.main(['--voc', voc, '--sbd', sbd, '--lists-dir', lists, '--workers', '2',
+                         '--train-list', 'full'])
     assert np.array_equal(aug_label(voc, '2007_000001'), voc_label(1))    # VOC wins over SBD
     assert np.array_equal(aug_label(voc, '2007_000002'), voc_label(15))
     assert np.array_equal(aug_label(voc, '2008_000004'), sbd_label(9))
@@ -93,11 +94,12 @@ def test_prepare_pascal_labels_and_lists(voc_sbd):
 def test_prepare_pascal_with_sbd_val_and_lists_only(voc_sbd):
     voc, sbd, lists = voc_sbd
     prepare_pascal.main(['--voc', voc, '--sbd', sbd, '--sbd-sets', 'train,val',
-                         '--lists-dir', lists])
+                         '--lists-dir', lists, '--train-list', 'full'])
     assert np.array_equal(aug_label(voc, '2008_000005'), sbd_label(12))
     assert read_ids(os.path.join(lists, prepare_pascal.TRAIN_LIST))[-1] == '2008_000005'
     os.remove(os.path.join(voc, 'SegmentationClassAug', '2008_000005.png'))
-    prepare_pascal.main(['--voc', voc, '--lists-dir', lists, '--lists-only'])
+    prepare_pascal.main(['--voc', voc, '--lists-dir', lists, '--lists-only', '--train-list',
+                         'full'])
     assert read_ids(os.path.join(lists, prepare_pascal.TRAIN_LIST)) == ['2007_000001']
     assert aug_label(voc, '2008_000005') is None
 
@@ -109,12 +111,43 @@ def test_prepare_pascal_errors(voc_sbd):
     write_palette_png(os.path.join(voc, 'SegmentationClass', '2008_000004.png'), voc_label(3),
                       odd)
     with pytest.raises(ValueError, match=r'2008_000004.png: colour RGB\(1, 2, 3\) is not a VOC'):
-        prepare_pascal.main(['--voc', voc, '--lists-dir', lists, '--workers', '1'])
+        prepare_pascal.main(['--voc', voc, '--lists-dir', lists, '--workers', '1',
+                             '--train-list', 'full'])
     os.remove(os.path.join(voc, 'JPEGImages', '2007_000002.jpg'))
     with pytest.raises(FileNotFoundError, match='2007_000002'):
-        prepare_pascal.main(['--voc', voc, '--lists-dir', lists, '--lists-only'])
+        prepare_pascal.main(['--voc', voc, '--lists-dir', lists, '--lists-only',
+                             '--train-list', 'full'])
     with pytest.raises(FileNotFoundError, match=r'SBD annotation not found: .*2008_000009\.mat'):
         prepare_pascal.read_sbd_label(os.path.join(sbd, 'cls', '2008_000009.mat'))
+
+
+def test_the_paper_training_list_is_the_default(voc_sbd, tmp_path):
+    voc, _, lists = voc_sbd
+    paper = prepare_pascal.read_ids(prepare_pascal.PAPER_TRAIN_IDS)
+    assert len(paper) == len(set(paper)) == 5953            # PFENet's list, as the authors ship it
+    assert paper[:2] == ['2008_000008', '2008_000015'] and paper[-1] == '2011_003151'
+    for i in paper:                                          # --lists-only reads no pixels
+        open(os.path.join(voc, 'JPEGImages', f'{i}.jpg'), 'w').close()
+    prepare_pascal.main(['--voc', voc, '--lists-dir', lists, '--lists-only'])
+    assert read_ids(os.path.join(lists, prepare_pascal.TRAIN_LIST)) == paper
+    assert read_ids(os.path.join(lists, 'val.txt')) == ['2007_000002', '2008_000003']
+    os.remove(os.path.join(voc, 'JPEGImages', f'{paper[100]}.jpg'))
+    with pytest.raises(FileNotFoundError, match=f'image of listed id {paper[100]} not found'):
+        prepare_pascal.main(['--voc', voc, '--lists-dir', lists, '--lists-only'])
+
+
+def test_the_paper_list_takes_labels_from_sbd_where_voc_has_none(voc_sbd):
+    voc, sbd, _ = voc_sbd
+    sources = prepare_pascal.label_sources(voc, sbd, ['2008_000004', '2007_000001'])
+    assert sources['2008_000004'] == (prepare_pascal.read_sbd_label,
+                                      os.path.join(sbd, 'cls', '2008_000004.mat'))
+    assert sources['2007_000001'][0] is prepare_pascal.read_voc_label    # VOC wins
+    assert '2008_000005' not in sources                                  # not a training image
+    with pytest.raises(FileNotFoundError, match='1 training images have no VOC2012 label '
+                                                r'\(the first: 2008_000004\): give the SBD'):
+        prepare_pascal.label_sources(voc, None, ['2008_000004'])
+    with pytest.raises(ValueError, match='--sbd-sets chooses the SBD images of --train-list full'):
+        prepare_pascal.main(['--voc', voc, '--sbd', sbd, '--sbd-sets', 'train,val'])
 
 
 # ---- COCO ----
@@ -246,7 +279,7 @@ def test_prepare_pascal_labels_that_cannot_be_written_stop_it(voc_sbd, capsys):
     with open(os.path.join(voc, 'SegmentationClassAug'), 'w') as f:
         f.write('a file where the label folder should be')
     result = run_cli(prepare_pascal.main, ['--voc', voc, '--sbd', sbd, '--lists-dir', lists,
-                                           '--workers', '2'], capsys)
+                                           '--workers', '2', '--train-list', 'full'], capsys)
     one_line_error(*result, f'cannot write {voc}/SegmentationClassAug/', '.png: File exists')
     assert not os.path.exists(lists)
 
@@ -254,7 +287,7 @@ def test_prepare_pascal_labels_that_cannot_be_written_stop_it(voc_sbd, capsys):
 @pytest.mark.parametrize('case', ['grey label', 'empty VOC folder', 'listed id without image'])
 def test_prepare_pascal_input_errors_are_one_line(voc_sbd, capsys, tmp_path, case):
     voc, sbd, lists = voc_sbd
-    argv = ['--voc', voc, '--lists-dir', lists, '--workers', '1']
+    argv = ['--voc', voc, '--lists-dir', lists, '--workers', '1', '--train-list', 'full']
     if case == 'grey label':
         grey = os.path.join(voc, 'SegmentationClass', '2007_000002.png')
         cv2.imwrite(grey, voc_label(15))
@@ -262,7 +295,7 @@ def test_prepare_pascal_input_errors_are_one_line(voc_sbd, capsys, tmp_path, cas
     elif case == 'empty VOC folder':
         argv[1] = str(tmp_path / 'empty')
         os.makedirs(argv[1])
-        needles = ['VOC2012 SegmentationClass folder not found: ', 'empty/SegmentationClass']
+        needles = ['image id list not found: ', 'empty/ImageSets/Segmentation/train.txt']
     else:
         os.remove(os.path.join(voc, 'JPEGImages', '2008_000003.jpg'))
         needles = ['image of listed id 2008_000003 not found: ', 'JPEGImages/2008_000003.jpg']

@@ -50,10 +50,16 @@ def test_one_command_tests_every_fold_and_writes_the_table(bench):
             report = json.load(f)
         assert report['mean']['mIoU'] == row['folds'][fold] and report['split'] == fold
         assert report['episodes'] == 4 and report['checkpoint'].endswith(f'train_epoch_{fold}_0.{fold + 1}000.pth')
+        lo, hi = report['uncertainty']['pooled']['mIoU']        # ± half the fold's interval
+        assert row['folds_half_width'][fold] == (hi - lo) / 2
+    halves = list(row['folds_half_width'].values())          # the mean of 4 independent folds
+    assert row['mIoU_half_width'] == pytest.approx(sum(h * h for h in halves) ** 0.5 / 4)
     with open(os.path.join(out, 'table.md')) as f:
         text = f.read()
-    folds = ' | '.join(f'{100 * row["folds"][f]:.1f}' for f in range(4))
-    assert f'| ResNet-50 | 1 | {folds} | {100 * row["mIoU"]:.1f} | — |' in text
+    folds = ' | '.join(f'{100 * row["folds"][f]:.1f} ± {100 * row["folds_half_width"][f]:.1f}'
+                       for f in range(4))
+    assert (f'| ResNet-50 | 1 | {folds} | {100 * row["mIoU"]:.1f} ± {100 * row["mIoU_half_width"]:.1f} '
+            '| — |') in text
     with open(os.path.join(out, 'table.json')) as f:
         assert json.load(f)['missing'] == []
 

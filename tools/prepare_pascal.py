@@ -4,12 +4,16 @@ Labels: one single-channel PNG of class ids per image (0 background, 1..20 class
 "void" border), written to <voc>/SegmentationClassAug/<id>.png:
 - from VOC2012 SegmentationClass (palette PNGs; the palette colour gives the class id, the
   cream border colour gives 255) for every image VOC annotates;
-- from SBD cls/<id>.mat (GTcls.Segmentation, no border) for the other images of the chosen SBD
-  sets. VOC's annotation wins where both exist.
+- from SBD cls/<id>.mat (GTcls.Segmentation, no border) for the other images of the training
+  list. VOC's annotation wins where both exist.
 Lists (lines "JPEGImages/<id>.jpg SegmentationClassAug/<id>.png", relative to <voc>):
 - val.txt: VOC2012 ImageSets/Segmentation/val.txt (1,449 images);
-- voc_sbd_merge_noduplicate.txt: VOC2012 train, then the SBD sets' images, without duplicates and
-  without any VOC2012 val image.
+- voc_sbd_merge_noduplicate.txt, the training list, by --train-list:
+  'paper' (default): the 5,953 images the paper's models were trained on, PFENet's list as the
+  authors ship it (image ids in lists/pascal/pfenet_train_ids.txt, in their order, with where
+  they come from);
+  'full': VOC2012 train, then the images of the SBD sets (--sbd-sets), without duplicates and
+  without any VOC2012 val image (>= 7,049 images with SBD train).
 
     python tools/prepare_pascal.py --voc ../data/VOCdevkit2012/VOC2012 --sbd ../data/SBD/dataset
 """
@@ -30,6 +34,8 @@ from util.outputs import write_atomic  # noqa: E402
 
 TRAIN_LIST = 'voc_sbd_merge_noduplicate.txt'
 VAL_LIST = 'val.txt'
+PAPER_TRAIN_IDS = os.path.join(REPO_LISTS, 'pascal', 'pfenet_train_ids.txt')
+TRAIN_LISTS = ('paper', 'full')
 
 
 def voc_palette():
@@ -90,22 +96,25 @@ def read_sbd_label(path):
 
 
 def read_ids(path):
-    return [line.strip() for line in read_text(path, 'image id list').splitlines() if line.strip()]
+    """The image ids of a list, one a line; lines starting with '#' are comments."""
+    lines = (line.strip() for line in read_text(path, 'image id list').splitlines())
+    return [line for line in lines if line and not line.startswith('#')]
 
 
-def label_sources(voc, sbd, sbd_sets):
-    """{image id: (reader, source path)}: VOC's palette PNG where it exists, else SBD's .mat."""
-    sources = {}
-    if sbd:
-        for name in sbd_sets:
-            for i in read_ids(os.path.join(sbd, f'{name}.txt')):
-                sources[i] = (read_sbd_label, os.path.join(sbd, 'cls', f'{i}.mat'))
+def label_sources(voc, sbd, train_ids):
+    """{image id: (reader, source path)}: VOC's palette PNG for every image VOC annotates, SBD's
+    .mat for the training images VOC does not."""
     voc_labels = os.path.join(voc, 'SegmentationClass')
     if not os.path.isdir(voc_labels):
         raise FileNotFoundError(f'VOC2012 SegmentationClass folder not found: {voc_labels}')
-    for name in sorted(os.listdir(voc_labels)):
-        if name.endswith('.png'):
-            sources[name[:-4]] = (read_voc_label, os.path.join(voc_labels, name))
+    sources = {name[:-4]: (read_voc_label, os.path.join(voc_labels, name))
+               for name in sorted(os.listdir(voc_labels)) if name.endswith('.png')}
+    from_sbd = [i for i in train_ids if i not in sources]
+    if from_sbd and not sbd:
+        raise FileNotFoundError(f'{len(from_sbd)} training images have no VOC2012 label (the '
+                                f'first: {from_sbd[0]}): give the SBD folder with --sbd')
+    for i in from_sbd:
+        sources[i] = (read_sbd_label, os.path.join(sbd, 'cls', f'{i}.mat'))
     return sources
 
 
@@ -127,16 +136,25 @@ def write_list(path, ids, voc):
     print(f'{path}: {len(ids)} images')
 
 
-def make_lists(voc, sbd, sbd_sets, out_dir):
-    sets = os.path.join(voc, 'ImageSets', 'Segmentation')
-    val = read_ids(os.path.join(sets, 'val.txt'))
-    train = read_ids(os.path.join(sets, 'train.txt'))
-    if sbd:
-        for name in sbd_sets:
-            train += read_ids(os.path.join(sbd, f'{name}.txt'))
-    held_out = set(val)
-    train = [i for i in dict.fromkeys(train) if i not in held_out]
-    write_list(os.path.join(out_dir, VAL_LIST), val, voc)
+def val_ids(voc):
+    return read_ids(os.path.join(voc, 'ImageSets', 'Segmentation', 'val.txt'))
+
+
+def train_ids(voc, sbd, sbd_sets, train_list):
+    """The training image ids: the paper's (shipped) or VOC2012 train + the SBD sets without
+    duplicates; never a VOC2012 val image."""
+    if train_list == 'paper':
+        ids = read_ids(PAPER_TRAIN_IDS)
+    else:
+        ids = read_ids(os.path.join(voc, 'ImageSets', 'Segmentation', 'train.txt'))
+        for name in sbd_sets if sbd else ():
+            ids += read_ids(os.path.join(sbd, f'{name}.txt'))
+    held_out = set(val_ids(voc))
+    return [i for i in dict.fromkeys(ids) if i not in held_out]
+
+
+def make_lists(voc, train, out_dir):
+    write_list(os.path.join(out_dir, VAL_LIST), val_ids(voc), voc)
     write_list(os.path.join(out_dir, TRAIN_LIST), train, voc)
 
 
@@ -148,8 +166,13 @@ def parse_args(argv=None):
                              'data_root of the configs')
     parser.add_argument('--sbd', help='SBD "dataset" folder (cls/*.mat, train.txt, val.txt); '
                                       'without it only VOC labels are used')
-    parser.add_argument('--sbd-sets', default='train',
-                        help='comma-separated SBD id lists merged into training (default: train)')
+    parser.add_argument('--train-list', choices=TRAIN_LISTS, default='paper',
+                        help="'paper': the 5,953 images the paper trained on (PFENet's list, "
+                             "shipped in lists/pascal/pfenet_train_ids.txt; default); 'full': "
+                             'VOC2012 train + the SBD sets (--sbd-sets)')
+    parser.add_argument('--sbd-sets',
+                        help='with --train-list full: comma-separated SBD id lists merged into '
+                             'training (default: train)')
     parser.add_argument('--lists-dir', default=os.path.join(REPO_LISTS, 'pascal'),
                         help='where val.txt and voc_sbd_merge_noduplicate.txt go '
                              '(default: lists/pascal of the repo)')
@@ -166,11 +189,15 @@ def main(argv=None):
         raise FileNotFoundError(f'VOC2012 folder not found: {args.voc}')
     if args.sbd and not os.path.isdir(args.sbd):
         raise FileNotFoundError(f'SBD folder not found: {args.sbd}')
-    sbd_sets = [s for s in args.sbd_sets.split(',') if s]
+    if args.sbd_sets and args.train_list != 'full':
+        raise ValueError('--sbd-sets chooses the SBD images of --train-list full; the paper\'s '
+                         'list (the default) is fixed')
+    sbd_sets = [s for s in (args.sbd_sets or 'train').split(',') if s]
+    train = train_ids(args.voc, args.sbd, sbd_sets, args.train_list)
     if not args.lists_only:
-        convert_labels(label_sources(args.voc, args.sbd, sbd_sets),
+        convert_labels(label_sources(args.voc, args.sbd, train),
                        os.path.join(args.voc, 'SegmentationClassAug'), args.workers)
-    make_lists(args.voc, args.sbd, sbd_sets, args.lists_dir)
+    make_lists(args.voc, train, args.lists_dir)
 
 
 if __name__ == '__main__':

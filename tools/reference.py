@@ -31,7 +31,12 @@ from torch import nn
 
 ENV = 'OFFICIAL_SCCAN'
 _CLASHING = ('model', 'util')          # names their tree and ours both provide
-_cache = {}                            # absolute root → {module name: their module}
+MODEL_MODULES = ('model.SCCAN', 'util.util')
+# Their test loader (util/dataset.py SemData, util/transform.py, util/config.py). Kept apart from
+# MODEL_MODULES: importing their util/transform.py seeds Python's, NumPy's and torch's global
+# generators (module level, seed 123).
+LOADER_MODULES = ('util.dataset', 'util.transform', 'util.config', 'util.util')
+_cache = {}                            # (absolute root, module names) → {module name: their module}
 
 
 # ---- where their code is ---------------------------------------------------------------------
@@ -115,11 +120,14 @@ def _stand_ins():
         'torchvision.models._utils': _module('torchvision.models._utils',
                                              IntermediateLayerGetter=_IntermediateLayerGetter),
     }
-    # Libraries their util/util.py imports at the top (for plots, data and metrics, not for
-    # poly_learning_rate or fix_bn).
-    top_level = {'PIL': ('PIL',), 'matplotlib': ('matplotlib', 'matplotlib.pyplot', 'matplotlib.ticker'),
+    # Libraries their util/util.py and util/get_weak_anns.py import at the top (for plots, data,
+    # metrics and weak annotations, not for poly_learning_rate, fix_bn or SemData's masks).
+    top_level = {'PIL': ('PIL',), 'matplotlib': ('matplotlib', 'matplotlib.pyplot', 'matplotlib.ticker',
+                                                 'matplotlib.patches'),
                 'seaborn': ('seaborn', 'seaborn.distributions'), 'pandas': ('pandas',),
-                'tqdm': ('tqdm',), 'cv2': ('cv2',), 'scipy': ('scipy', 'scipy.ndimage')}
+                'tqdm': ('tqdm',), 'cv2': ('cv2',), 'scipy': ('scipy', 'scipy.ndimage', 'scipy.special'),
+                'networkx': ('networkx',), 'skimage': ('skimage', 'skimage.filters', 'skimage.morphology'),
+                'sklearn': ('sklearn', 'sklearn.neighbors')}
     for top, names in top_level.items():
         if importlib.util.find_spec(top) is None:     # installed ones are used as they are
             stand_ins.update((name, _Unused(name)) for name in names)
@@ -135,15 +143,17 @@ def _holds_clashing_package(path_entry):
     return any(os.path.isdir(os.path.join(path_entry or '.', name)) for name in _CLASHING)
 
 
-def official_modules(root=None):
-    """{name: module} of their tree ('model.SCCAN', 'model.swin_sccan', 'util.util', ...)."""
+def official_modules(root=None, names=MODEL_MODULES):
+    """{name: module} of their tree: `names` and what they import ('model.SCCAN',
+    'model.swin_sccan', 'util.util', ...; with LOADER_MODULES 'util.dataset', ...)."""
     root = official_root(root)
-    if root not in _cache:
-        _cache[root] = _import_isolated(root)
-    return _cache[root]
+    key = (root, tuple(names))
+    if key not in _cache:
+        _cache[key] = _import_isolated(root, names)
+    return _cache[key]
 
 
-def _import_isolated(root):
+def _import_isolated(root, names):
     stand_ins = _stand_ins()
     touched = lambda name: _is_clashing_name(name) or name in stand_ins
     saved_modules = {name: m for name, m in sys.modules.items() if touched(name)}
@@ -154,7 +164,7 @@ def _import_isolated(root):
     sys.path[:] = [root] + [p for p in saved_path if not _holds_clashing_package(p)]
     sys.dont_write_bytecode = True          # leave their folder as it is
     try:
-        for name in ('model.SCCAN', 'util.util'):
+        for name in names:
             importlib.import_module(name)
         theirs = {name: m for name, m in sys.modules.items() if _is_clashing_name(name)}
     finally:
@@ -163,11 +173,12 @@ def _import_isolated(root):
         sys.modules.update(saved_modules)
         sys.path[:] = saved_path
         sys.dont_write_bytecode = saved_bytecode
-    # No initmodel/ ImageNet weights here: an empty path makes their backbone_res._resnet skip
-    # torch.load and keep the random initialisation.
-    resnets = theirs['model.backbone_utils'].resnets_dict
-    for name, (constructor, _) in list(resnets.items()):
-        resnets[name] = (constructor, '')
+    if 'model.backbone_utils' in theirs:
+        # No initmodel/ ImageNet weights here: an empty path makes their backbone_res._resnet
+        # skip torch.load and keep the random initialisation.
+        resnets = theirs['model.backbone_utils'].resnets_dict
+        for name, (constructor, _) in list(resnets.items()):
+            resnets[name] = (constructor, '')
     return theirs
 
 

@@ -32,21 +32,11 @@ from util.cli import run_main  # noqa: E402
 from util.config import load_config  # noqa: E402
 from util.experiment import run_paths  # noqa: E402
 from util.outputs import read_keyed, write_json  # noqa: E402
+from util.paper import PAPER  # noqa: E402
+from util.uncertainty import combined_half_width, half_width  # noqa: E402
 
 BENCHMARKS = {'pascal': 'PASCAL-5i', 'coco': 'COCO-20i', 'synthetic': 'synthetic (embedded)'}
 FOLDS = (0, 1, 2, 3)
-# mIoU / FB-IoU (%) of the paper's Tables 1 and 2 (ICCV 2023, SCCAN rows): the mean over the four
-# folds and, where the tables give them, the folds.
-PAPER = {
-    ('pascal', 50, 1): {'mIoU': 66.8, 'folds': (68.3, 72.5, 66.8, 59.8), 'FB-IoU': 77.7},
-    ('pascal', 50, 5): {'mIoU': 70.3, 'folds': (72.3, 74.1, 69.1, 65.6), 'FB-IoU': 81.8},
-    ('pascal', 101, 1): {'mIoU': 68.3, 'folds': (70.9, 73.9, 66.8, 61.7), 'FB-IoU': 78.5},
-    ('pascal', 101, 5): {'mIoU': 71.5, 'folds': None, 'FB-IoU': 82.1},
-    ('coco', 50, 1): {'mIoU': 46.3, 'folds': (40.4, 49.7, 49.6, 45.6), 'FB-IoU': 69.9},
-    ('coco', 50, 5): {'mIoU': 53.9, 'folds': None, 'FB-IoU': 74.2},
-    ('coco', 101, 1): {'mIoU': 48.2, 'folds': (42.6, 51.4, 50.0, 48.8), 'FB-IoU': 69.7},
-    ('coco', 101, 5): {'mIoU': 57.0, 'folds': None, 'FB-IoU': 74.8},
-}
 BEST = re.compile(r'^(?:\w+_)?train(\d*)_epoch_[\d.]+_(\d\.\d+)\.pth$')   # the authors' names
 CACHE_CAP_GB = 16      # covers a 5-shot PASCAL fold at 473 (~300 images of 52 MB)
 
@@ -129,6 +119,7 @@ def run_cell(cell, request, cache, cells_dir):
     argv += ['--episodes', str(request['episodes'])] if request['episodes'] else []
     report = test_sccan.main(argv + ['--opts', *request['opts'], *cache])
     return {'request': request, 'mean': report['mean'], 'std': report['std'],
+            'interval': {m: report['uncertainty']['pooled'][m] for m in ('mIoU', 'FB-IoU')},
             'seeds': [r['seed'] for r in report['seeds']], 'episodes': report['episodes']}
 
 
@@ -150,8 +141,11 @@ def available_gb():
 
 
 # ---- the table ------------------------------------------------------------------------------
-def percent(value):
-    return '—' if value is None else f'{100 * value:.1f}'
+def percent(value, half=None):
+    """'61.4', or '61.4 ± 0.9' with the half-width of an interval; '—' for no value."""
+    if value is None:
+        return '—'
+    return f'{100 * value:.1f}' + ('' if half is None else f' ± {100 * half:.1f}')
 
 
 def difference(ours, paper):
@@ -165,20 +159,23 @@ def rows(cells, results):
     for key in dict.fromkeys((c['benchmark'], c['layers'], c['shot']) for c in cells):
         folds = {c['fold']: results.get(cell_name(c)) for c in cells
                  if (c['benchmark'], c['layers'], c['shot']) == key}
-        done = {fold: r['mean'] for fold, r in folds.items() if r}
+        done = {fold: r for fold, r in folds.items() if r}
         complete = len(done) == len(FOLDS)
-        table.append({'benchmark': key[0], 'layers': key[1], 'shot': key[2],
-                      'folds': {fold: m['mIoU'] for fold, m in done.items()},
-                      'fold_FB-IoU': {fold: m['FB-IoU'] for fold, m in done.items()},
-                      'mIoU': sum(m['mIoU'] for m in done.values()) / 4 if complete else None,
-                      'FB-IoU': sum(m['FB-IoU'] for m in done.values()) / 4 if complete else None,
-                      'paper': PAPER.get(key)})
+        row = {'benchmark': key[0], 'layers': key[1], 'shot': key[2], 'paper': PAPER.get(key)}
+        for m, per_fold in (('mIoU', 'folds'), ('FB-IoU', 'fold_FB-IoU')):
+            halves = {fold: half_width(r['interval'][m]) for fold, r in done.items()}
+            row[per_fold] = {fold: r['mean'][m] for fold, r in done.items()}
+            row[per_fold + '_half_width'] = halves
+            row[m] = sum(row[per_fold].values()) / 4 if complete else None
+            row[m + '_half_width'] = combined_half_width(list(halves.values())) if complete else None
+        table.append(row)
     return table
 
 
 def markdown(table, missing, seeds_note):
     lines = [f'# SCCAN: mIoU and FB-IoU (%) per fold and mean over the four folds; {seeds_note}',
-             '', 'Each cell: ours (paper); Δ = ours − paper.', '']
+             '', 'Each cell: ours ± half its 95 % bootstrap interval over episodes (paper); the mean '
+             'over folds ± √(Σ fold ±²) / 4 (the folds are independent runs); Δ = ours − paper.', '']
     for benchmark in dict.fromkeys(r['benchmark'] for r in table):
         lines += [f'## {BENCHMARKS[benchmark]}', '',
                   '| backbone | shot | fold 0 | fold 1 | fold 2 | fold 3 | mIoU | Δ | FB-IoU | Δ |',
@@ -186,10 +183,10 @@ def markdown(table, missing, seeds_note):
         for r in (r for r in table if r['benchmark'] == benchmark):
             paper = r['paper'] or {}
             paper_folds = paper.get('folds') or (None,) * len(FOLDS)
-            folds = [percent(r['folds'].get(f)) + (f' ({p})' if p is not None else '')
-                     for f, p in zip(FOLDS, paper_folds)]
-            miou = percent(r['mIoU']) + (f" ({paper['mIoU']})" if paper else '')
-            fb = percent(r['FB-IoU']) + (f" ({paper['FB-IoU']})" if paper else '')
+            folds = [percent(r['folds'].get(f), r['folds_half_width'].get(f)) +
+                     (f' ({p})' if p is not None else '') for f, p in zip(FOLDS, paper_folds)]
+            miou = percent(r['mIoU'], r['mIoU_half_width']) + (f" ({paper['mIoU']})" if paper else '')
+            fb = percent(r['FB-IoU'], r['FB-IoU_half_width']) + (f" ({paper['FB-IoU']})" if paper else '')
             lines.append(f"| ResNet-{r['layers']} | {r['shot']} | {' | '.join(folds)} | {miou} | "
                          f"{difference(r['mIoU'], paper.get('mIoU'))} | {fb} | "
                          f"{difference(r['FB-IoU'], paper.get('FB-IoU'))} |")
@@ -215,7 +212,7 @@ def main(argv=None):
         path = os.path.join(cells_dir, cell_name(cell) + '.json')
         request = request_of(cell, args.seeds, args.episodes, opts)
         result = read_keyed(path, 'request', request)
-        if result is None:
+        if result is None or 'interval' not in result:      # (cells kept before intervals)
             print(f'[reproduce] testing {cell_name(cell)}: {cell["checkpoint"]}', flush=True)
             result = run_cell(cell, request, cache, cells_dir)
             write_json(path, result)

@@ -11,6 +11,7 @@ the numbers one process would get.
 """
 import dataclasses
 
+import numpy as np
 import torch
 
 from util.distributed import all_gather_rows, all_reduce_sum
@@ -69,16 +70,33 @@ class IoUMeter:
         return self
 
     def summary(self):
-        class_iou = (self.class_inter.double() / (self.class_union.double() + EPS)).cpu()
-        iou = (self.inter.double() / (self.union.double() + EPS)).cpu()
+        sums = [t.cpu().numpy() for t in (self.class_inter, self.class_union, self.inter,
+                                          self.union)]
+        scores = scores_from_sums(*sums)
         return {
-            'mIoU': class_iou.mean().item(),
-            'FB-IoU': iou.mean().item(),
-            'pIoU': iou[1].item(),
-            'class_IoU': class_iou.tolist(),
+            'mIoU': scores['mIoU'].item(),
+            'FB-IoU': scores['FB-IoU'].item(),
+            'pIoU': scores['pIoU'].item(),
+            'class_IoU': scores['class_IoU'].tolist(),
             'class_episodes': self.class_episodes.cpu().tolist(),
             'episodes': int(self.class_episodes.sum()),
         }
+
+
+def scores_from_sums(class_inter, class_union, inter, union):
+    """The scores from summed counts, for any leading shape S (one run: S = (); bootstrap
+    resamples, util.uncertainty: S = (R,)).
+
+    Args:
+        class_inter, class_union: S×C FG sums per class; inter, union: S×2 BG/FG sums over all
+            episodes (arrays of integers).
+    Returns:
+        {'mIoU': S, 'FB-IoU': S, 'pIoU': S, 'class_IoU': S×C} float64 numpy arrays.
+    """
+    class_iou = np.asarray(class_inter, np.float64) / (np.asarray(class_union, np.float64) + EPS)
+    iou = np.asarray(inter, np.float64) / (np.asarray(union, np.float64) + EPS)
+    return {'mIoU': class_iou.mean(-1), 'FB-IoU': iou.mean(-1), 'pIoU': iou[..., 1],
+            'class_IoU': class_iou}
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

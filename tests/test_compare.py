@@ -1,0 +1,111 @@
+"""tools/compare.py on manifests and reports: paired when the episodes are the same, unpaired
+(and saying why) otherwise, one-line errors for what it cannot compare."""
+import json
+import os
+import sys
+
+import numpy as np
+import pytest
+
+from script_checks import assert_one_error, run_cli
+from test_uncertainty import synthetic_counts
+from util.episodes import Episode
+from util.manifest import EpisodeRecord, make_header, manifest_text, read_manifest
+from util.uncertainty import scores
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'tools'))
+import compare  # noqa: E402
+
+CLASSES = [1, 2, 3, 4, 5]
+
+
+def write_run(path, counts, seed=321, queries=None, classes=CLASSES):
+    """A manifest of one seed's scored episodes (counts: util.uncertainty.RunCounts); episode
+    e queries image queries[e] (default e)."""
+    records = [EpisodeRecord(seed, e, Episode((f'q{queries[e] if queries else e}.jpg', f'q{e}.png'),
+                                              ((f's{e}.jpg', f's{e}.png'),), classes[c]),
+                             tuple(map(int, i)), tuple(map(int, u)))
+               for e, (c, i, u) in enumerate(zip(counts.class_index, counts.intersection, counts.union))]
+    os.makedirs(path.parent, exist_ok=True)
+    path.write_text(manifest_text(make_header('pascal', 0, 1, classes, [seed], len(records), 'test'),
+                                  records))
+    return str(path)
+
+
+def better(counts, gain=0.05, seed=1):
+    """The same episodes scored by a model that overlaps more on most of them."""
+    rng = np.random.default_rng(seed)
+    inter = counts.intersection.copy()
+    extra = (counts.union[:, 1] - inter[:, 1]) * np.clip(gain + rng.normal(0, 0.05, len(inter)), 0, 1)
+    inter[:, 1] += extra.astype(np.int64)
+    return type(counts)(counts.class_index, inter, counts.union, counts.num_classes)
+
+
+def test_the_same_run_twice_differs_by_exactly_zero(tmp_path, capsys):
+    counts = synthetic_counts(40)
+    a = write_run(tmp_path / 'a.jsonl', counts)
+    b = write_run(tmp_path / 'b.jsonl', counts)
+    result = compare.main([a, b, '--resamples', '300'])
+    assert result['paired'] and result['difference']['mIoU'] == 0
+    assert result['interval']['mIoU'] == [0.0, 0.0] and result['interval']['FB-IoU'] == [0.0, 0.0]
+    assert capsys.readouterr().out.splitlines()[-1].endswith('no difference at all.')
+
+
+def test_two_models_on_the_same_episodes(tmp_path, capsys):
+    counts_a = synthetic_counts(60)
+    counts_b = better(counts_a)
+    a, b = write_run(tmp_path / 'a.jsonl', counts_a), write_run(tmp_path / 'b.jsonl', counts_b)
+    paired = compare.main([a, b, '--resamples', '1000'])
+    out = capsys.readouterr().out
+    expected = scores(counts_b)['mIoU'] - scores(counts_a)['mIoU']
+    assert paired['paired'] and paired['difference']['mIoU'] == expected > 0
+    lo, hi = paired['interval']['mIoU']
+    assert 0 < lo < expected < hi
+    assert out.splitlines()[-1].endswith('larger than the noise.') and 'paired' in out.splitlines()[-1]
+    assert len([line for line in out.splitlines() if line.startswith('  class ')]) == 5
+    # Scored on other episodes (other queries): unpaired, says why, and the interval is wider.
+    c = write_run(tmp_path / 'c.jsonl', counts_b, queries=list(range(1, 301)))
+    unpaired = compare.main([a, c, '--resamples', '1000'])
+    out = capsys.readouterr().out
+    assert not unpaired['paired'] and 'episode 0 of seed 321 (manifest line 2) shows other images' in out
+    assert unpaired['difference']['mIoU'] == expected
+    u_lo, u_hi = unpaired['interval']['mIoU']
+    assert u_hi - u_lo > 2 * (hi - lo)
+
+
+def test_reports_name_their_manifest(tmp_path):
+    manifest = write_run(tmp_path / 'runs' / 'a.jsonl', synthetic_counts(20))
+    report = tmp_path / 'runs' / 'a.json'
+    report.write_text(json.dumps({'manifest': {'path': 'a.jsonl', 'digest': read_manifest(manifest).digest()}}))
+    assert compare.main([str(report), manifest, '--resamples', '50'])['paired']
+
+
+@pytest.mark.parametrize('case', ['report without manifest', 'not json', 'unscored', 'other classes',
+                                  'digest', 'missing'])
+def test_what_cannot_be_compared_is_one_line(tmp_path, capsys, case):
+    counts = synthetic_counts(10)
+    good = write_run(tmp_path / 'good.jsonl', counts)
+    bad = tmp_path / 'bad.json'
+    if case == 'report without manifest':
+        bad.write_text(json.dumps({'mean': {'mIoU': 0.5}}))
+        needles = [f'{bad}: a report without an episode manifest; test with test_sccan.py --save-episodes']
+    elif case == 'not json':
+        bad.write_text('mIoU 0.5\n')
+        needles = [f'{bad}: neither a test report (JSON) nor an episode manifest']
+    elif case == 'unscored':
+        lines = open(good).read().splitlines()
+        records = [json.loads(line) for line in lines[1:]]
+        for r in records:
+            del r['intersection'], r['union']
+        bad.write_text('\n'.join([lines[0]] + [json.dumps(r) for r in records]))
+        needles = [f'{bad}: its episodes are not scored']
+    elif case == 'other classes':
+        write_run(bad, counts, classes=[6, 7, 8, 9, 10])
+        needles = [f'{good} and {bad} score different classes (pascal [1, 2, 3, 4, 5], pascal [6, 7, 8, 9, 10])']
+    elif case == 'digest':
+        bad.write_text(json.dumps({'manifest': {'path': 'good.jsonl', 'digest': 'abc'}}))
+        needles = [f'{bad}: its manifest', 'holds other episodes than the report scored']
+    else:
+        bad = tmp_path / 'absent.json'
+        needles = [f'report or manifest not found: {bad}']
+    assert_one_error(*run_cli(compare.main, [good, str(bad)], capsys)[::2], *needles)

@@ -1,0 +1,63 @@
+"""test_sccan.py --plot: the report drawn (where matplotlib is installed), a one-line hint where it
+is not, and the paper's figure only where the paper has one."""
+import os
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+from script_checks import assert_one_error, files_below, run_cli
+from util.config import REPO_ROOT, load_config
+from util.paper import paper_figure
+from util.report_plot import HINT, plot_report
+
+import test_sccan
+
+
+
+def red_pixels(image):
+    """Pixels of the paper's red line (#c53030, anti-aliased); nothing else drawn is red."""
+    b, g, r = image[..., 0].astype(int), image[..., 1].astype(int), image[..., 2].astype(int)
+    return int(((r > 150) & (g < 120) & (b < 120)).sum())
+
+
+def report(seeds=2):
+    """A test report as test_sccan.py writes it, the fields the picture reads."""
+    rng = np.random.default_rng(0)
+    per_seed = [{'seed': s, 'mIoU': 0.6 + 0.01 * s, 'class_IoU': list(rng.uniform(0.4, 0.8, 5)),
+                 'class_ids': [1, 2, 3, 4, 5]} for s in range(seeds)]
+    return {'data_set': 'pascal', 'split': 0, 'shot': 1, 'episodes': 1000, 'seeds': per_seed,
+            'mean': {'mIoU': 0.605},
+            'uncertainty': {'pooled': {'mIoU': [0.59, 0.62],
+                                       'class_IoU': [[0.3, 0.9]] * 5}}}
+
+
+def test_the_picture_shows_the_paper_line_only_when_given(tmp_path):
+    pytest.importorskip('matplotlib', reason='matplotlib (an optional extra) is not installed')
+    with_paper = plot_report(report(), str(tmp_path / 'a.png'), 68.3, '(SCCAN, ICCV 2023, Table 1)')
+    without = plot_report(report(), str(tmp_path / 'b.png'))
+    a, b = cv2.imread(with_paper), cv2.imread(without)
+    assert a.shape == b.shape and a.shape[2] == 3 and a.shape[0] == int(4.2 * 120)
+    assert red_pixels(a) > 200 and red_pixels(b) == 0
+
+
+def test_without_matplotlib_one_line_before_any_work(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, 'matplotlib', None)        # import matplotlib fails
+    argv = ['--config', os.path.join(REPO_ROOT, 'config', 'synthetic', 'synthetic_split0_resnet50.yaml'),
+            '--weight', str(tmp_path / 'absent.pth'), '--out', str(tmp_path / 'r.json'),
+            '--plot', str(tmp_path / 'r.png')]
+    status, _, err = run_cli(test_sccan.main, argv, capsys)
+    assert_one_error(status, err, HINT)
+    assert files_below(str(tmp_path)) == {}
+
+
+@pytest.mark.parametrize('config, opts, expected', [
+    ('pascal/pascal_split0_resnet50.yaml', [], (68.3, '(SCCAN, ICCV 2023, Table 1)')),
+    ('coco/coco_split3_resnet101.yaml', [], (48.8, '(SCCAN, ICCV 2023, Table 2)')),
+    ('pascal/pascal_split1_resnet101_5s.yaml', [], (None, '')),      # the paper gives the mean only
+    ('pascal/pascal_split0_resnet50.yaml', ['model', 'tiny'], (None, '')),     # another backbone
+    ('synthetic/synthetic_split0_resnet50.yaml', [], (None, '')),    # read as 'pascal', not PASCAL
+])
+def test_the_paper_figure_of_a_config(config, opts, expected):
+    assert paper_figure(load_config(os.path.join(REPO_ROOT, 'config', config), opts)) == expected

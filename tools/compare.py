@@ -1,0 +1,142 @@
+"""Is B better than A, or is the difference noise? Two test runs compared episode by episode.
+
+    python tools/compare.py A.json B.json [--resamples 2000] [--seed 0]
+
+A and B: test reports written with an episode manifest (test_sccan.py --save-episodes), or the
+manifests themselves. When both scored the same episodes (same seeds, queries, supports and
+classes, in the same order), a paired bootstrap of B − A (each resample draws the same episodes
+for both, within each class); otherwise it says why and falls back to an unpaired bootstrap (A
+and B resampled independently: wider). Prints both runs' scores, B − A per class and for mIoU,
+FB-IoU and pIoU with 95 % intervals, and last one line: whether the mIoU difference is larger
+than the noise (its interval excludes 0).
+"""
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from util.cli import ArgumentParser, non_negative_int, positive_int, run_main  # noqa: E402
+from util.inputs import read_text  # noqa: E402
+from util.manifest import FORMAT, read_manifest  # noqa: E402
+from util.uncertainty import (LEVEL, RESAMPLES, SCORES, format_intervals,  # noqa: E402
+                              mean_over_seeds, paired_difference, scores, summary,
+                              unpaired_difference, uncertainty)
+
+
+def parse_args(argv=None):
+    p = ArgumentParser(description=__doc__.split('\n')[0])
+    p.add_argument('a', metavar='A.json', help='the baseline: a test report with its manifest, '
+                   'or a manifest')
+    p.add_argument('b', metavar='B.json', help='the other run, scored against A')
+    p.add_argument('--resamples', type=positive_int, default=RESAMPLES,
+                   help=f'bootstrap resamples (default {RESAMPLES})')
+    p.add_argument('--seed', type=non_negative_int, default=0, help='bootstrap seed (default 0)')
+    return p.parse_args(argv)
+
+
+def load_manifest(path):
+    """The scored manifest of a run: `path` itself, or the one its test report names."""
+    text = read_text(path, 'report or manifest')
+    first = text.split('\n', 1)[0]
+    try:
+        header = json.loads(first)
+    except ValueError:
+        header = None
+    if isinstance(header, dict) and header.get('format') == FORMAT:
+        manifest = read_manifest(path)
+    else:
+        try:
+            report = json.loads(text)
+        except ValueError as e:
+            raise ValueError(f'{path}: neither a test report (JSON) nor an episode manifest '
+                             f'(JSON Lines) ({e})') from None
+        named = report.get('manifest') if isinstance(report, dict) else None
+        if not isinstance(named, dict) or not named.get('path'):
+            raise ValueError(f'{path}: a report without an episode manifest; test with '
+                             'test_sccan.py --save-episodes FILE to compare episode by episode')
+        manifest_path = os.path.join(os.path.dirname(os.path.abspath(path)), named['path'])
+        manifest = read_manifest(manifest_path)
+        if manifest.digest() != named.get('digest'):
+            raise ValueError(f'{path}: its manifest {manifest_path} holds other episodes than '
+                             'the report scored (digest differs)')
+    manifest.counts()          # refuses a manifest whose episodes were never scored
+    return manifest
+
+
+def why_not_paired(a, b):
+    """None when a and b hold the same episodes in the same order, else the first difference."""
+    if a.seeds() != b.seeds():
+        return f'seeds {a.seeds()} and {b.seeds()}'
+    if len(a.records) != len(b.records):
+        return f'{len(a.records)} and {len(b.records)} episodes'
+    for n, (x, y) in enumerate(zip(a.records, b.records)):
+        if x.identity() != y.identity():
+            return (f'episode {x.index} of seed {x.seed} (manifest line {n + 2}) shows other '
+                    'images or another class')
+    return None
+
+
+def describe(name, manifest, level, resamples, seed):
+    h = manifest.header
+    counts = manifest.counts()
+    point = mean_over_seeds([scores(c) for c in counts])
+    pooled = uncertainty(counts, resamples, seed, level)['pooled']
+    label = (h.get('checkpoint') or {}).get('path') or manifest.path
+    return (f'{name}: {label} ({h["data_set"]} fold {h["split"]}, {h["shot"]}-shot, seeds '
+            f'{manifest.seeds()}, {len(manifest.records)} episodes): '
+            + format_intervals(point, pooled, ', '))
+
+
+def signed(fraction):
+    return f'{100 * fraction:+.1f}'
+
+
+def verdict(difference, interval, paired):
+    lo, hi = interval
+    how = 'paired: the same episodes' if paired else 'unpaired: different episodes'
+    line = (f'B − A: mIoU {signed(difference)} points, 95 % interval {signed(lo)} … {signed(hi)} '
+            f'({how}): ')
+    if lo > 0 or hi < 0:
+        return line + 'larger than the noise.'
+    if lo == hi == difference == 0:
+        return line + 'no difference at all.'
+    return line + 'within the noise (the interval contains 0).'
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    a, b = load_manifest(args.a), load_manifest(args.b)
+    if a.header['classes'] != b.header['classes'] or a.header['data_set'] != b.header['data_set']:
+        raise ValueError(f'{args.a} and {args.b} score different classes ({a.header["data_set"]} '
+                         f'{a.header["classes"]}, {b.header["data_set"]} {b.header["classes"]}): '
+                         'nothing to compare')
+    counts_a, counts_b = a.counts(), b.counts()
+    reason = why_not_paired(a, b)
+    if reason is None:
+        resampled = paired_difference(counts_a, counts_b, args.resamples, args.seed)
+    else:
+        print(f'not the same episodes ({reason}): unpaired bootstrap, wider than a paired one')
+        resampled = unpaired_difference(counts_a, counts_b, args.resamples, args.seed)
+    point_a, point_b = (mean_over_seeds([scores(c) for c in counts]) for counts in (counts_a, counts_b))
+    difference = {key: point_b[key] - point_a[key] for key in point_a}
+    intervals = summary(resampled, LEVEL)
+    for name, manifest in (('A', a), ('B', b)):
+        print(describe(name, manifest, LEVEL, args.resamples, args.seed))
+    print('B − A per class (IoU points, 95 % interval):')
+    for c, d, (lo, hi) in zip(a.header['classes'], difference['class_IoU'],
+                              intervals['class_IoU']):
+        print(f'  class {c}: {signed(d)} ({signed(lo)} … {signed(hi)})')
+    for m in ('FB-IoU', 'pIoU'):
+        lo, hi = intervals[m]
+        print(f'B − A: {m} {signed(difference[m].item())} points ({signed(lo)} … {signed(hi)})')
+    line = verdict(difference['mIoU'].item(), intervals['mIoU'], reason is None)
+    print(line)
+    return {'paired': reason is None, 'why_not_paired': reason,
+            'difference': {m: difference[m].item() for m in SCORES},
+            'class_difference': difference['class_IoU'].tolist(),
+            'interval': intervals, 'resamples': args.resamples, 'seed': args.seed,
+            'verdict': line}
+
+
+if __name__ == '__main__':
+    run_main(main)
