@@ -17,18 +17,13 @@ own line and the others are still segmented (exit status 2 at the end).
 """
 import os
 import sys
-import warnings
-
-import cv2
-import numpy as np
 
 from util.cli import ArgumentParser, error_line, positive_int, run_main
-from util.image_io import (IGNORE_LABEL, BadFileError, decode, png_chunks, read_bytes, read_image,
-                           write_image)
+from util.image_io import read_mask, read_rgb
 from util.inputs import require_file
-from util.outputs import check_outputs
-from util.predictor import FewShotSegmenter, to_mask
-from util.visualize import prediction_overlay, write_rgb
+from util.outputs import check_outputs, output_names
+from util.predictor import FewShotSegmenter
+from util.segment_files import encode_with_notes, segment_file
 
 
 def parse_args(argv=None):
@@ -67,90 +62,21 @@ def main(argv=None):
 
     seg = FewShotSegmenter.from_checkpoint(args.weight, layers=args.layers, device=args.device,
                                            val_size=args.val_size)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter('always')
-        support = seg.encode_support(images, masks, names=args.support)
-    for warning in caught:
-        print(f'warning: {warning.message}', file=sys.stderr)
-    if seg.trained_shot and seg.trained_shot != support.shot:
-        print(f'note: {args.weight} was trained with {seg.trained_shot} shot(s); running it with '
-              f'{support.shot} (SCCAN averages the shots, its weights do not depend on K)',
-              file=sys.stderr)
+    support, notes = encode_with_notes(seg, images, masks, args.support, args.weight)
+    for note in notes:
+        print(note, file=sys.stderr)
 
     os.makedirs(args.out, exist_ok=True)
     failed = 0
     for path, mask_path, overlay_path in outputs:
         try:
-            query = read_rgb(path)
-            mask = to_mask(seg.predict(support, query, name=path))     # H×W uint8, 1 = foreground
-            write_image(mask_path, mask * 255)
-            write_rgb(overlay_path, prediction_overlay(query, mask, support.images,
-                                                       support.foregrounds))
+            mask = segment_file(seg, support, path, mask_path, overlay_path)
         except (ValueError, OSError) as e:      # the next query may be fine
             print(f'error: {error_line(e)}', file=sys.stderr)
             failed += 1
             continue
         print(f'{path}: foreground {mask.mean():.1%} -> {mask_path}')
     return 2 if failed else 0
-
-
-# --- files ---------------------------------------------------------------------------------------
-def read_rgb(path):
-    """H×W×3 uint8 RGB of an image file (grayscale and alpha files converted)."""
-    return read_image(path).astype(np.uint8)
-
-
-def read_mask(path):
-    """H×W mask array of a file: bool for palette PNGs (index not in {0, 255}), else the grey
-    values (colour masks: brightest channel) for FewShotSegmenter's mask rule."""
-    data = read_bytes(path, 'mask')
-    palette = png_palette(data)
-    mask = decode(data, path, cv2.IMREAD_COLOR if palette is not None else cv2.IMREAD_UNCHANGED,
-                  'a mask image')
-    if palette is not None:
-        index = palette_index(mask[:, :, ::-1], palette, path)
-        return (index != 0) & (index != IGNORE_LABEL)
-    return mask[:, :, :3].max(axis=2) if mask.ndim == 3 else mask
-
-
-def png_palette(data):
-    """The PLTE colours (N×3 RGB) of indexed-colour PNG bytes; None for any other file."""
-    colour_type = None
-    for kind, body in png_chunks(data):
-        if kind == b'IHDR':
-            colour_type = body[9]
-        elif kind == b'PLTE' and colour_type == 3:
-            return np.frombuffer(body, np.uint8).reshape(-1, 3)
-        elif kind == b'IDAT':
-            return None
-    return None
-
-
-def palette_index(rgb, palette, path):
-    """Palette indices back from the colours OpenCV expands a palette PNG to. A colour listed
-    twice maps to its first index."""
-    codes = rgb.astype(np.int32) @ np.array([1 << 16, 1 << 8, 1])
-    known, first = np.unique(palette.astype(np.int32) @ np.array([1 << 16, 1 << 8, 1]),
-                             return_index=True)
-    pos = np.clip(np.searchsorted(known, codes), 0, len(known) - 1)
-    if (known[pos] != codes).any():
-        raise BadFileError(f'{path}: pixel colours not in its palette; cannot recover the '
-                           'indices', path)
-    return first[pos]
-
-
-def output_names(paths):
-    """File stems, made unique (a/x.jpg, b/x.jpg → x, x_1)."""
-    names, seen = [], set()
-    for path in paths:
-        stem = name = os.path.splitext(os.path.basename(path))[0]
-        n = 0
-        while name in seen:
-            n += 1
-            name = f'{stem}_{n}'
-        seen.add(name)
-        names.append(name)
-    return names
 
 
 if __name__ == '__main__':

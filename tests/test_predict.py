@@ -15,6 +15,7 @@ import torch
 
 import predict_sccan
 from script_checks import files_below, run_cli
+from util.image_io import read_mask
 from util.predictor import FewShotSegmenter, as_rgb, foreground_of
 from util.transform import MEAN, STD
 
@@ -215,7 +216,7 @@ def test_cli_reads_palette_masks(tmp_path):
     palette[1], palette[2], palette[255] = (128, 0, 0), (0, 128, 0), (224, 224, 192)
     path = tmp_path / 'p.png'
     write_palette_png(path, index, palette)
-    np.testing.assert_array_equal(predict_sccan.read_mask(str(path)),
+    np.testing.assert_array_equal(read_mask(str(path)),
                                   (index != 0) & (index != 255))
 
 

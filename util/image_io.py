@@ -95,6 +95,50 @@ def read_image(path):
     return np.float32(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
 
 
+def read_rgb(path):
+    """H×W×3 uint8 RGB of an image file (grayscale and alpha files converted)."""
+    return read_image(path).astype(np.uint8)
+
+
+def read_mask(path):
+    """H×W mask array of a support-mask file, as predict_sccan.py and the browser app read it:
+    bool for palette PNGs (index not in {0, 255}), else the grey values (colour masks: brightest
+    channel) for util.predictor's mask rule (foreground_of)."""
+    data = read_bytes(path, 'mask')
+    palette = png_palette(data)
+    mask = decode(data, path, cv2.IMREAD_COLOR if palette is not None else cv2.IMREAD_UNCHANGED,
+                  'a mask image')
+    if palette is not None:
+        index = palette_index(mask[:, :, ::-1], palette, path)
+        return (index != 0) & (index != IGNORE_LABEL)
+    return mask[:, :, :3].max(axis=2) if mask.ndim == 3 else mask
+
+
+def png_palette(data):
+    """The PLTE colours (N×3 RGB) of indexed-colour PNG bytes; None for any other file."""
+    colour_type = None
+    for kind, body in png_chunks(data):
+        if kind == b'IHDR':
+            colour_type = body[9]
+        elif kind == b'PLTE' and colour_type == 3:
+            return np.frombuffer(body, np.uint8).reshape(-1, 3)
+        elif kind == b'IDAT':
+            return None
+    return None
+
+
+def palette_index(rgb, palette, path):
+    """Palette indices back from the colours OpenCV expands a palette PNG to. A colour listed
+    twice maps to its first index."""
+    codes = rgb.astype(np.int32) @ np.array([1 << 16, 1 << 8, 1])
+    known, first = np.unique(palette.astype(np.int32) @ np.array([1 << 16, 1 << 8, 1]),
+                             return_index=True)
+    pos = np.clip(np.searchsorted(known, codes), 0, len(known) - 1)
+    if (known[pos] != codes).any():
+        raise bad_file(path, 'pixel colours not in its palette; cannot recover the indices')
+    return first[pos]
+
+
 def read_label(path):
     """Label map as uint8 H×W of class ids (0 background, 255 ignore). Only single-channel 8-bit
     PNGs are accepted: a colour (e.g. VOC palette) PNG would silently turn into grey levels."""

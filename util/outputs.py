@@ -107,6 +107,20 @@ def _identity(path, real_path):
     return {real_path, (stat.st_dev, stat.st_ino)}
 
 
+def output_names(paths):
+    """File stems, made unique (a/x.jpg, b/x.jpg → x, x_1)."""
+    names, seen = [], set()
+    for path in paths:
+        stem = name = os.path.splitext(os.path.basename(path))[0]
+        n = 0
+        while name in seen:
+            n += 1
+            name = f'{stem}_{n}'
+        seen.add(name)
+        names.append(name)
+    return names
+
+
 def make_folder(path, what='folder'):
     """os.makedirs(path), with an error naming `what` when path is a file."""
     if os.path.exists(path) and not os.path.isdir(path):

@@ -133,9 +133,7 @@ class FewShotSegmenter:
         for image, mask, (image_name, mask_name) in zip(images, masks, names):
             rgb = as_rgb(image, image_name)
             fg = foreground_of(mask, mask_name)
-            if fg.shape != rgb.shape[:2]:
-                raise ValueError(f'{mask_name} is {fg.shape[0]}×{fg.shape[1]} (H×W) but '
-                                 f'{image_name} is {rgb.shape[0]}×{rgb.shape[1]}; they must match')
+            check_same_size(fg, rgb, mask_name, image_name)
             if not fg.any():
                 raise ValueError(f'{mask_name} has no foreground pixels; ' + MASK_RULE)
             for warning in mask_warnings(mask, fg, mask_name):
@@ -220,6 +218,13 @@ def foreground_of(mask, what):
     if np.issubdtype(mask.dtype, np.floating) and mask.max() <= 1:
         return mask >= 0.5
     return mask >= 128
+
+
+def check_same_size(foreground, rgb, mask_name, image_name):
+    """ValueError naming both when an H×W mask and an H×W×3 image differ in size."""
+    if foreground.shape[:2] != rgb.shape[:2]:
+        raise ValueError(f'{mask_name} is {foreground.shape[0]}×{foreground.shape[1]} (H×W) but '
+                         f'{image_name} is {rgb.shape[0]}×{rgb.shape[1]}; they must match')
 
 
 # A support mask whose foreground covers less or more than this is probably not what was meant.

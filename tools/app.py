@@ -1,0 +1,174 @@
+"""Segment your own images in the browser: paint the support masks, see the result, download it.
+
+    pip install -r requirements-app.txt     # once: Gradio, an optional extra
+    python tools/app.py                     # then open http://127.0.0.1:7860
+    python tools/app.py --port 8000 --device cpu
+
+A local web page (127.0.0.1 only) over predict_sccan.py's steps (util/app.py does the work): 1-5
+supports, each an image with its mask painted on it or uploaded; query images; a checkpoint
+found under exp/ (`make demo` trains one) or given by its path. Run shows each query with its
+mask and offers each mask (0/255 PNG, the same bytes predict_sccan.py writes) and a zip of all.
+Files live in the app's own temporary folder, removed when the app stops (Ctrl-C).
+"""
+import os
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+from util.app import MAX_SUPPORTS, SegmentationApp, SupportSlot, find_checkpoints  # noqa: E402
+from util.cli import ArgumentParser, non_negative_int, run_main  # noqa: E402
+from util.synthetic import LIST_NAMES  # noqa: E402
+from util.visualize import ALPHA, SUPPORT_COLOUR  # noqa: E402
+
+HINT = 'the app needs Gradio, an optional extra: pip install -r requirements-app.txt'
+HOST = '127.0.0.1'
+INTRO = """# SCCAN: segment your own images
+Show the model an object in one to five **support** images, and it finds that kind of object in
+your **query** images, even a kind it was never trained on.
+
+1. **Checkpoint**: pick a trained model (`make demo` trains one on the synthetic benchmark).
+2. **Support 1**: upload an image, then paint the object on it with the brush (or upload a mask
+   file). More supports, each in its own tab, help.
+3. **Queries**: upload the images to segment, and press **Run**.
+"""
+
+
+def parse_args(argv=None):
+    p = ArgumentParser(description=__doc__.split('\n')[0])
+    p.add_argument('--port', type=non_negative_int, default=7860,
+                   help='port on 127.0.0.1 (0: any free one)')
+    p.add_argument('--exp', default=os.path.join(REPO, 'exp'),
+                   help='folder searched for checkpoints (the runs\' snapshot/ folders)')
+    p.add_argument('--data', default=os.path.join(REPO, 'data', 'synthetic'),
+                   help='synthetic benchmark for the example button (make demo writes it)')
+    p.add_argument('--device', default='auto', choices=('auto', 'cpu', 'cuda'))
+    return p.parse_args(argv)
+
+
+def free_port(port):
+    """`port` when it is free on HOST (0: any free port), else OSError saying what to do."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)    # as the web server binds
+        try:
+            s.bind((HOST, port))
+        except OSError:
+            raise OSError(f'port {port} on {HOST} is taken (is the app running already?); '
+                          'choose another with --port N, or --port 0 for any free one') from None
+        return s.getsockname()[1]
+
+
+def import_gradio():
+    try:
+        import gradio
+    except ImportError as e:
+        raise ImportError(f'{HINT} ({e})') from None
+    return gradio
+
+
+def checkpoint_choices(exp_root):
+    """(label, path) of the checkpoints under exp_root for the chooser, labelled from exp/ on."""
+    return [(os.path.relpath(path, os.path.dirname(exp_root)), path)
+            for path in find_checkpoints(exp_root)]
+
+
+def build_page(gr, app, exp_root, data_root):
+    """The page: Gradio components wired to the handlers of `app` (util.app)."""
+    brush = gr.Brush(colors=[('rgb({}, {}, {})'.format(*SUPPORT_COLOUR), ALPHA)], color_mode='fixed')
+    choices = checkpoint_choices(exp_root)
+    with gr.Blocks(title='SCCAN: segment your own images') as page:
+        gr.Markdown(INTRO)
+        with gr.Row():
+            checkpoint = gr.Dropdown(
+                choices, value=choices[0][1] if choices else None, allow_custom_value=True,
+                label='Checkpoint', scale=4, elem_id='checkpoint',
+                info=f'runs found under {exp_root}, newest first; or type the path of a .pth')
+            rescan = gr.Button('Look again', scale=0, size='sm')
+        example = gr.Button('Try an example from the synthetic benchmark', elem_id='example',
+                            visible=os.path.isfile(os.path.join(data_root, LIST_NAMES['val'])))
+        images, masks, editors = [], [], []
+        with gr.Tabs():
+            for k in range(1, MAX_SUPPORTS + 1):
+                with gr.Tab(f'Support {k}', id=f'support-{k}', elem_id=f'support-{k}-tab'):
+                    with gr.Row():
+                        with gr.Column(scale=1):
+                            image = gr.File(label=f'Support {k}: image', file_types=['image'],
+                                            elem_id=f'support-{k}-image')
+                            mask = gr.File(label='Mask file (optional, replaces the painting): '
+                                                 'binary, palette or 0/255 PNG',
+                                           file_types=['image'], elem_id=f'support-{k}-mask')
+                            note = gr.Markdown(elem_id=f'support-{k}-note')
+                        editor = gr.ImageEditor(
+                            label='Paint the object (brush; the eraser removes paint)',
+                            sources=(), type='numpy', format='png', layers=False, transforms=(),
+                            brush=brush, scale=2, elem_id=f'support-{k}-editor')
+
+                    def show(image, mask, number=k):
+                        return app.show_support(number, image, mask)
+                    for source in (image, mask):
+                        source.change(show, [image, mask], [editor, note])
+                images.append(image)
+                masks.append(mask)
+                editors.append(editor)
+        queries = gr.File(label='Query images: one or more to segment', file_count='multiple',
+                          file_types=['image'], elem_id='queries')
+        run = gr.Button('Run', variant='primary', elem_id='run')
+        messages = gr.Textbox(label='Messages', interactive=False, lines=2, elem_id='messages')
+        gallery = gr.Gallery(label='Each query with its mask (red); the supports (blue) on its '
+                                   'right', columns=2, object_fit='contain', format='png',
+                             elem_id='results')
+        downloads = gr.File(label='Download: the mask of each query (0/255 PNG), and all in a zip',
+                            file_count='multiple', interactive=False, elem_id='downloads')
+
+        def segment(checkpoint, *values, progress=gr.Progress()):
+            files, paintings, mask_files, queries = (
+                values[:MAX_SUPPORTS], values[MAX_SUPPORTS:2 * MAX_SUPPORTS],
+                values[2 * MAX_SUPPORTS:3 * MAX_SUPPORTS], values[-1])
+            slots = [SupportSlot(*slot) for slot in zip(files, paintings, mask_files)]
+            result = app.run(checkpoint, slots, queries, progress)
+            return result.messages, result.overlays, result.downloads
+
+        def try_example():
+            try:
+                support, mask, queries = app.synthetic_example(data_root)
+            except (ValueError, OSError) as e:
+                return None, None, None, f'error: {e}'
+            return support, mask, queries, ('Example loaded: support 1 and its mask, and two '
+                                            'queries of the same class. Press Run.')
+
+        run.click(segment, [checkpoint, *images, *editors, *masks, queries],
+                  [messages, gallery, downloads])
+        example.click(try_example, None, [images[0], masks[0], queries, messages])
+        rescan.click(lambda: gr.Dropdown(choices=checkpoint_choices(exp_root)), None, checkpoint)
+    return page
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    port = free_port(args.port)
+    workdir = tempfile.mkdtemp(prefix='sccan-app-')
+    try:
+        # Gradio keeps uploads and served files in GRADIO_TEMP_DIR, read when it is imported
+        os.environ['GRADIO_TEMP_DIR'] = os.path.join(workdir, 'gradio')
+        os.environ.setdefault('GRADIO_ANALYTICS_ENABLED', 'False')
+        gr = import_gradio()
+        page = build_page(gr, SegmentationApp(workdir, args.device), os.path.abspath(args.exp),
+                          os.path.abspath(args.data))
+        print(f'SCCAN app on http://{HOST}:{port} (Ctrl-C stops it); temporary files in '
+              f'{workdir}, removed when it stops', flush=True)
+        signal.signal(signal.SIGTERM, signal.default_int_handler)    # stop as on Ctrl-C
+        page.queue().launch(server_name=HOST, server_port=port, ssr_mode=False,
+                            run_history=False, footer_links=[], show_error=True, quiet=True,
+                            theme=gr.themes.Default(font=['ui-sans-serif', 'system-ui',
+                                                          'sans-serif']))
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(run_main(main, (ImportError, 'error', 2)))

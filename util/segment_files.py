@@ -1,0 +1,49 @@
+"""Segmenting image files with a FewShotSegmenter: the steps predict_sccan.py and the browser app
+(tools/app.py) share, so that both write the same mask for the same inputs, byte for byte."""
+import warnings
+from typing import List, Sequence, Tuple
+
+import numpy as np
+
+from util.image_io import read_rgb, write_image
+from util.predictor import EncodedSupport, FewShotSegmenter, to_mask
+from util.visualize import prediction_overlay, write_rgb
+
+
+def encode_with_notes(seg: FewShotSegmenter, images: Sequence[np.ndarray],
+                      masks: Sequence[np.ndarray], names: Sequence[Sequence[str]],
+                      checkpoint_name: str) -> Tuple[EncodedSupport, List[str]]:
+    """seg.encode_support, with what the user should read about it as sentences.
+
+    Args:
+        images, masks, names: as FewShotSegmenter.encode_support takes them.
+        checkpoint_name: how the notes call the checkpoint (e.g. its path).
+    Returns:
+        The encoded supports, and the notes: 'warning: ...' for each doubtful mask (see
+        util.predictor.mask_warnings), 'note: ...' when the checkpoint was trained with another
+        number of shots.
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        support = seg.encode_support(images, masks, names=names)
+    notes = [f'warning: {warning.message}' for warning in caught]
+    if seg.trained_shot and seg.trained_shot != support.shot:
+        notes.append(f'note: {checkpoint_name} was trained with {seg.trained_shot} shot(s); '
+                     f'running it with {support.shot} (SCCAN averages the shots, its weights do '
+                     'not depend on K)')
+    return support, notes
+
+
+def segment_file(seg: FewShotSegmenter, support: EncodedSupport, query_path: str, mask_path: str,
+                 overlay_path: str) -> np.ndarray:
+    """Segment one query image file; write its mask (0/255 PNG, the query's size) and its
+    overlay (util.visualize.prediction_overlay).
+
+    Returns:
+        The H×W uint8 mask, 1 = foreground.
+    """
+    query = read_rgb(query_path)
+    mask = to_mask(seg.predict(support, query, name=query_path))
+    write_image(mask_path, mask * 255)
+    write_rgb(overlay_path, prediction_overlay(query, mask, support.images, support.foregrounds))
+    return mask
