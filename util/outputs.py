@@ -189,7 +189,7 @@ def write_atomic(path, content, sync=True):
         cause = _os_error_in(e)
         if cause is None:
             raise
-        reason = 'no space left on device' if cause.errno == errno.ENOSPC else cause.strerror or str(cause)
+        reason = _reason(cause)
         kept = '; the previous file is unchanged' if os.path.exists(path) else ''
         raise OSError(f'cannot write {path}: {reason}{kept}') from e
     if sync:
@@ -199,6 +199,11 @@ def write_atomic(path, content, sync=True):
         finally:
             os.close(dir_fd)
     return path
+
+
+def _reason(error):
+    """Why an OSError happened, in the words of the messages."""
+    return 'no space left on device' if error.errno == errno.ENOSPC else error.strerror or str(error)
 
 
 def _os_error_in(error):
@@ -253,7 +258,10 @@ def _process_alive(pid):
 class RunLock:
     """An exclusive claim on one run's files: `path` is created exclusively and holds the PID,
     host, start time and command of the holder; `release` removes it. A lock whose holder is
-    gone (same host, dead PID; e.g. after a SIGKILL) is taken over."""
+    gone (same host, dead PID; e.g. after a SIGKILL) is taken over, and so is one whose record
+    is still unreadable a minute after it was made (its writer failed, e.g. on a full disk)."""
+
+    UNWRITTEN_SECONDS = 60      # a record is written within milliseconds of the file
 
     def __init__(self, path, what=None):
         """path: the lock file; what: the thing claimed, for messages (default: its folder)."""
@@ -270,17 +278,21 @@ class RunLock:
                 fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             except FileExistsError:
                 holder = self.holder()
-                if not self._is_stale(holder):
+                if not self._is_stale(holder, self.path):
                     raise FolderInUse(f'{self.what} is in use by another run: '
                                       f'{describe(holder)} (lock file {self.path}; delete it '
                                       'if that run is over)') from None
                 if self._remove_stale(holder):
-                    taken_over = holder
+                    taken_over = holder or {'record': 'unreadable'}
                 continue
-            with os.fdopen(fd, 'w') as f:
-                json.dump({'pid': os.getpid(), 'host': socket.gethostname(),
-                           'started': time.strftime('%Y-%m-%d %H:%M:%S'),
-                           'command': ' '.join(sys.argv)}, f)
+            try:
+                with os.fdopen(fd, 'w') as f:
+                    json.dump({'pid': os.getpid(), 'host': socket.gethostname(),
+                               'started': time.strftime('%Y-%m-%d %H:%M:%S'),
+                               'command': ' '.join(sys.argv)}, f)
+            except OSError as e:     # an empty lock left behind would block every later run
+                os.remove(self.path)
+                raise OSError(f'cannot write {self.path}: {_reason(e)}') from e
             self.held = True
             return taken_over
         raise FolderInUse(f'could not take the lock {self.path}: other processes keep '
@@ -290,9 +302,14 @@ class RunLock:
         """The record in the lock file ({} when unreadable, e.g. half written)."""
         return _read_record(self.path)
 
-    @staticmethod
-    def _is_stale(holder):
+    @classmethod
+    def _is_stale(cls, holder, path):
         # only a process of this host can be checked; an unreadable record may be being written
+        if not holder:
+            try:
+                return time.time() - os.path.getmtime(path) > cls.UNWRITTEN_SECONDS
+            except OSError:
+                return False
         return (holder.get('host') == socket.gethostname() and isinstance(holder.get('pid'), int)
                 and not _process_alive(holder['pid']))
 
@@ -332,7 +349,7 @@ def _read_record(path):
 
 def describe(holder):
     """'process 123 on host x since <time> (<command>)' of a lock record."""
-    if not holder:
+    if 'pid' not in holder:
         return 'a process that did not record itself'
     return (f'process {holder.get("pid")} on host {holder.get("host")} since '
             f'{holder.get("started")} ({holder.get("command")})')
