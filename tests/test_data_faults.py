@@ -146,3 +146,24 @@ def test_prepare_coco_truncated_annotations_are_named(coco_val, capsys):
     status, _, err = run_cli(prepare_coco.main, coco_val['argv'], capsys)
     assert_one_error(status, err, f'{coco_val["ann_file"]}: not a readable COCO annotation file '
                                   '(truncated JSON?): ')
+
+
+def test_a_list_cache_that_cannot_be_written_is_a_warning_naming_it(tmp_path, monkeypatch, caplog):
+    """The scan is in memory: a full disk (or a read-only lists folder) costs the next run a new
+    scan, not this run."""
+    import errno
+    config = make_pascal_config(str(tmp_path), n_train=20, n_val=10)
+    cfg = load_config(config)
+    real_fsync = os.fsync
+
+    def full_disk(fd):
+        if os.path.basename(os.readlink(f'/proc/self/fd/{fd}')).startswith('.val-'):
+            raise OSError(errno.ENOSPC, 'No space left on device')
+        return real_fsync(fd)
+    monkeypatch.setattr(os, 'fsync', full_disk)
+    with caplog.at_level(logging.WARNING, logger='sccan'):
+        dataset = episode_dataset(cfg, 'val')
+    path = lists.cache_path('pascal', cfg.data_root, cfg.val_list, cfg.list_dir)
+    assert len(dataset.queries) == 5 and not os.path.exists(path)
+    assert (f'cannot write {path}: no space left on device: the list scan is not cached (set '
+            'list_dir to a writable folder)') in caplog.text

@@ -199,8 +199,14 @@ def _positive_int(value):
 
 
 def save_cache(path, key, records):
-    # atomic: several processes may build the same cache
-    write_json(path, {'key': key, 'records': records}, compact=True)
+    """Write the cache atomically (several processes may build the same one). A cache that
+    cannot be written (a full disk, a read-only lists folder) is only a warning: the records
+    are in memory, and the next run scans again."""
+    try:
+        write_json(path, {'key': key, 'records': records}, compact=True)
+    except OSError as e:
+        log.warning('%s: the list scan is not cached (set list_dir to a writable folder); the '
+                    'next run scans the labels again', e)
 
 
 def fold_lists(pairs, records, classes, novel, mode, min_pixels=MIN_PIXELS):
