@@ -152,15 +152,16 @@ def test_a_list_cache_that_cannot_be_written_is_a_warning_naming_it(tmp_path, mo
     """The scan is in memory: a full disk (or a read-only lists folder) costs the next run a new
     scan, not this run."""
     import errno
+    import tempfile
     config = make_pascal_config(str(tmp_path), n_train=20, n_val=10)
     cfg = load_config(config)
-    real_fsync = os.fsync
+    real_mkstemp = tempfile.mkstemp
 
-    def full_disk(fd):
-        if os.path.basename(os.readlink(f'/proc/self/fd/{fd}')).startswith('.val-'):
+    def full_disk(*args, prefix='', **kwargs):
+        if prefix.startswith('.val-'):        # the val list's cache file
             raise OSError(errno.ENOSPC, 'No space left on device')
-        return real_fsync(fd)
-    monkeypatch.setattr(os, 'fsync', full_disk)
+        return real_mkstemp(*args, prefix=prefix, **kwargs)
+    monkeypatch.setattr(tempfile, 'mkstemp', full_disk)
     with caplog.at_level(logging.WARNING, logger='sccan'):
         dataset = episode_dataset(cfg, 'val')
     path = lists.cache_path('pascal', cfg.data_root, cfg.val_list, cfg.list_dir)

@@ -139,7 +139,7 @@ def check_writable(path):
         os.close(fd)
         os.remove(scratch)
     except OSError as e:
-        raise OSError(f'cannot write {path}: {e.strerror or e}') from e
+        raise OSError(f'cannot write {path}: {_reason(e)}') from e
 
 
 # write_atomic writes <folder>/.<name>.<8 random characters>.tmp (tempfile.mkstemp) first.
@@ -171,7 +171,7 @@ def write_atomic(path, content, sync=True):
         os.makedirs(folder, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f'.{os.path.basename(path)}.', suffix='.tmp', dir=folder)
     except OSError as e:
-        raise OSError(f'cannot write {path}: {e.strerror or e}') from e
+        raise OSError(f'cannot write {path}: {_reason(e)}') from e
     try:
         os.fchmod(fd, 0o666 & ~_UMASK)
         with os.fdopen(fd, 'wb') as f:
