@@ -29,7 +29,8 @@ from util.cli import ArgumentParser, non_negative_int, positive_int, run_main
 from util.config import ConfigError, load_config
 from util.datasets import episode_dataset
 from util.evaluate import format_result, make_predictor, run_episodes
-from util.experiment import find_checkpoint, model_for_checkpoint, run_paths
+from util.experiment import find_checkpoint, model_for_checkpoint
+from util.run_paths import RunPaths
 from util.log import close_logging, setup_logging
 from util.manifest import (check_fits, file_identity, make_header, read_manifest, replay_plans,
                            scored_records, write_manifest)
@@ -85,7 +86,7 @@ def checkpoint_path(args, cfg):
     if not weight:
         raise ConfigError(f'no checkpoint to test: give --weight PATH or set weight in '
                           f'{cfg.source}')
-    return find_checkpoint(weight, run_paths(cfg)['snapshot'])
+    return find_checkpoint(weight, RunPaths.of(cfg).snapshot)
 
 
 OVERRIDES = ('weight', 'seeds', 'episodes', 'episodes_from', 'viz', 'any_shot', 'any_split',

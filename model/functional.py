@@ -15,7 +15,6 @@ def resize(x, size):
     x N×C×h×w → N×C×size, channels-last.
 
     PyTorch's CPU bilinear kernel works channels-last and would convert an N×C×H×W input there
-    and back, a slow transposing copy on wide maps (5×2048×60×60: 0.86 s instead of 0.18 s).
-    The values are the same either way."""
+    and back, a slow transposing copy on wide maps. The values are the same either way."""
     return F.interpolate(x.contiguous(memory_format=torch.channels_last), size=size, mode='bilinear',
                          align_corners=True)

@@ -3,22 +3,26 @@ where in the query the support's foreground likely is, from cosine similarities 
 features. Nothing here is trained."""
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from model.functional import COSINE_EPS
 
 
-def prior_mask(query_high, support_high, support_masks, fts_size):
-    """query_high B×C×h×w, support_high B×K×C×S×S, support_masks B×K×S·S (at the feature grid)
-    → B×1×fts_size×fts_size, averaged over the K shots.
+class PriorMask(nn.Module):
+    """The prior mask; a module without parameters, so that a forward hook can read it.
 
     Always computed in float32 (float64 for float64 inputs), also under bf16/fp16 autocast: the
     min–max normalisation stretches the narrow range of the softmax-weighted mask sums to [0, 1],
     so their bf16 rounding moved the prior by up to 0.19 on a golden episode (5-shot, 233×233);
     in float32 it stays within 2e-5 of float64. The price: one similarity matmul per shot runs
     in float32 instead of bf16."""
-    dtype = torch.promote_types(query_high.dtype, torch.float32)
-    with torch.autocast(query_high.device.type, enabled=False):
-        return _prior_mask(query_high.to(dtype), support_high.to(dtype), support_masks.to(dtype), fts_size)
+
+    def forward(self, query_high, support_high, support_masks, fts_size):
+        """query_high B×C×h×w, support_high B×K×C×S×S, support_masks B×K×S·S (at the feature
+        grid) → B×1×fts_size×fts_size, averaged over the K shots."""
+        dtype = torch.promote_types(query_high.dtype, torch.float32)
+        with torch.autocast(query_high.device.type, enabled=False):
+            return _prior_mask(query_high.to(dtype), support_high.to(dtype), support_masks.to(dtype), fts_size)
 
 
 def _prior_mask(query_high, support_high, support_masks, fts_size):

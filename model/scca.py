@@ -23,20 +23,28 @@ def merge_patches(patches, window, height, width):
     return x.reshape(b, height, width, c)
 
 
-def align_patches(query, support, support_mask, window):
+class PatchAlignment(nn.Module):
     """Patch alignment (PAM): for every query patch, the index of the most similar support patch
-    that holds foreground. query/support B×C×H×W, support_mask B×1×H×W → B×P (long)."""
-    b, c = query.shape[:2]
-    area = window * window
-    query_protos = F.avg_pool2d(query, window).view(b, c, -1)                       # B×C×P
-    mask_sums = F.avg_pool2d(support_mask, window) * area + MASKED_MEAN_EPS                # B×1×Ph×Pw
-    support_protos = F.avg_pool2d(support * support_mask, window) * area / mask_sums
-    support_protos = support_protos.view(b, c, -1).transpose(1, 2)                 # B×P×C
-    # A patch holds foreground unless its mask sum is exactly zero (the reference's test).
-    has_foreground = (mask_sums.view(b, -1, 1) != MASKED_MEAN_EPS).to(query.dtype)         # B×P×1
-    norms = support_protos.norm(dim=2, keepdim=True) @ query_protos.norm(dim=1, keepdim=True)
-    cosine = (support_protos @ query_protos) / (norms + COSINE_EPS)                # B×Ps×Pq
-    return (((cosine + 1) / 2) * has_foreground).max(dim=1).indices                # B×Pq
+    that holds foreground. A module without parameters, so that a forward hook can read what it
+    aligns."""
+
+    def __init__(self, window):
+        super().__init__()
+        self.window = window
+
+    def forward(self, query, support, support_mask):
+        """query/support B×C×H×W, support_mask B×1×H×W → B×P (long), patches in row-major order."""
+        b, c = query.shape[:2]
+        window, area = self.window, self.window * self.window
+        query_protos = F.avg_pool2d(query, window).view(b, c, -1)                   # B×C×P
+        mask_sums = F.avg_pool2d(support_mask, window) * area + MASKED_MEAN_EPS            # B×1×Ph×Pw
+        support_protos = F.avg_pool2d(support * support_mask, window) * area / mask_sums
+        support_protos = support_protos.view(b, c, -1).transpose(1, 2)             # B×P×C
+        # A patch holds foreground unless its mask sum is exactly zero (the reference's test).
+        has_foreground = (mask_sums.view(b, -1, 1) != MASKED_MEAN_EPS).to(query.dtype)     # B×P×1
+        norms = support_protos.norm(dim=2, keepdim=True) @ query_protos.norm(dim=1, keepdim=True)
+        cosine = (support_protos @ query_protos) / (norms + COSINE_EPS)            # B×Ps×Pq
+        return (((cosine + 1) / 2) * has_foreground).max(dim=1).indices            # B×Pq
 
 
 def gather_patches(patches, index):
@@ -78,7 +86,7 @@ class WindowAttention(nn.Module):
     def _attention(self, q, k, v):
         """The authors' arithmetic (swin_sccan.py, WindowAttention.forward), each similarity
         scaled in place in one logits tensor: no slices and concatenation of the M×h×N×N'
-        tensor (bitwise the same values and gradients, ~20 % less time on a CPU)."""
+        tensor, so fewer passes over it (bitwise the same values and gradients)."""
         n = q.shape[2]
         logits = q @ k.transpose(-2, -1)                                              # M×h×N×N'
         logits[..., :n].mul_(self.scale)
@@ -129,7 +137,7 @@ class SCCABlock(nn.Module):
         hidden = int(dim * mlp_ratio)
         self.mlp_q = Mlp(dim, hidden)
         self.mlp_s = Mlp(dim, hidden)
-        self.last_alignment = None   # B×P indices of the latest eager forward, for inspection
+        self.align = PatchAlignment(window)
 
     def _pad(self, x):  # B×H×W×C → B×H'×W'×C
         if not self.shifted:
@@ -151,10 +159,7 @@ class SCCABlock(nn.Module):
         padded_h, padded_w = q_norm.shape[1:3]
         q_patches = split_patches(q_norm, self.window)                     # B×P×N×C
         s_patches = split_patches(s_norm, self.window)
-        index = align_patches(q_norm.permute(0, 3, 1, 2), s_norm.permute(0, 3, 1, 2),
-                              mask.permute(0, 3, 1, 2), self.window)
-        if not torch.compiler.is_compiling():   # a side effect would break the compiled graph
-            self.last_alignment = index
+        index = self.align(q_norm.permute(0, 3, 1, 2), s_norm.permute(0, 3, 1, 2), mask.permute(0, 3, 1, 2))
         keys = torch.cat([q_patches, gather_patches(s_patches, index)], dim=2)   # B×P×2N×C
         q = q + self._attend(self.attn_q, q_patches, keys, padded_h, padded_w, height, width)
         q = q + self.mlp_q(self.norm2(q))

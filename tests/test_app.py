@@ -21,7 +21,7 @@ import torch
 import predict_sccan
 from model import SCCAN
 from model.checkpoint import save_checkpoint, weights_checkpoint
-from script_checks import assert_one_error, files_below, run_cli
+from helpers import assert_one_error, files_below, run_cli
 from tools import app as app_tool
 from util.app import SegmentationApp, SupportSlot, find_checkpoints
 from util.config import REPO_ROOT

@@ -19,8 +19,7 @@ import numpy as np
 import pytest
 import torch
 
-from fakedata import make_pascal
-from script_checks import assert_one_error, run_cli
+from helpers import assert_one_error, make_pascal, run_cli
 from util.datasets.pascal_coco import EpisodeDataset
 from util.manifest import check_fits, read_manifest
 

@@ -4,7 +4,7 @@ import os
 import subprocess
 import sys
 
-from fakedata import make_pascal_config
+from helpers import make_pascal_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

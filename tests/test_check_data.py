@@ -6,8 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from script_checks import assert_one_error, run_cli
-from fakedata import make_pascal
+from helpers import assert_one_error, make_pascal, run_cli
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                 'tools'))

@@ -10,13 +10,14 @@ from torch.utils.data import DataLoader
 
 import test_sccan
 import train_sccan
-from script_checks import assert_one_error, run_cli
-from fakedata import make_from_labels
+from helpers import assert_one_error, make_from_labels, run_cli
 from tools import make_synthetic
 from util.cli import error_line, run_main
 from util.config import REPO_ROOT
 from util.datasets.pascal_coco import EpisodeDataset
 from util.image_io import BadFileError
+from util.training import FAILURES
+from util.training.signals import StopFlag
 
 
 @pytest.mark.parametrize('main, argv, needles', [
@@ -67,11 +68,11 @@ def test_ctrl_c_is_one_line_with_status_130(capsys):
 
 
 def test_second_signal_stops_training_at_once_with_one_line(capsys):
-    flag = train_sccan.StopFlag('exp/snapshot/train_latest.pth')
+    flag = StopFlag('exp/snapshot/train_latest.pth')
     flag._handle(2, None)                      # the first asks for a clean stop
     assert flag.requested
     with pytest.raises(SystemExit) as exit_info:
-        run_main(lambda: flag._handle(2, None), *train_sccan.FAILURES)
+        run_main(lambda: flag._handle(2, None), *FAILURES)
     assert exit_info.value.code == 130
     err = capsys.readouterr().err
     assert err.count('\n') == 1 and err.startswith('interrupted: stopped at once by a second '

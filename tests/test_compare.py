@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from script_checks import assert_one_error, run_cli
+from helpers import assert_one_error, run_cli
 from test_uncertainty import synthetic_counts
 from util.episodes import Episode
 from util.manifest import EpisodeRecord, make_header, manifest_text, read_manifest

@@ -198,7 +198,7 @@ def test_a_seed_out_of_range_is_refused_naming_the_key(tmp_path, text, opts):
 
 def test_a_negative_seed_stops_training_before_the_run_folder_is_made(tmp_path, capsys):
     import train_sccan
-    from script_checks import assert_one_error, run_cli
+    from helpers import assert_one_error, run_cli
     exp = tmp_path / 'exp'
     status, _, err = run_cli(train_sccan.main, ['--config', CONFIGS[0], '--opts', 'manual_seed',
                                                 '-5', 'backbone_weights', 'None',

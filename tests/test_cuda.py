@@ -26,8 +26,8 @@ import torch
 
 import test_sccan
 import train_sccan
-from fakedata import make_pascal_config, random_episode, without_dropout
-from model import SCCAN
+from helpers import make_pascal_config, random_episode, without_dropout
+from model import build_sccan
 from model.scca import WindowAttention
 from test_distributed import assert_same_step, validate_and_step
 from test_feature_cache import check_cached_evaluation
@@ -35,7 +35,7 @@ from tools.demo import data_opts
 from util import distributed
 from util.config import default_config
 from util.episodes import TRAINING_INPUTS
-from util.experiment import build_model
+from util.experiment import compile_model, ready_model
 from util.optim import build_optimizers, forward_backward, optimizer_step, set_sgd_lr
 from util.precision import Precision, precision_for
 from util.datasets.synthetic import write_benchmark
@@ -45,7 +45,6 @@ pytestmark = pytest.mark.cuda
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEVICE_ENV = 'SCCAN_CUDA_TESTS_DEVICE'
 GOLDEN_DIR = os.path.join(ROOT, 'tests', 'golden')
-TINY = dict(fts_size=16, depth=2, reduce_dim=32, num_heads=4)
 
 
 @pytest.fixture(scope='module')
@@ -82,7 +81,7 @@ def tiny_twins(first, second):
     """Two tiny SCCANs with the same weights and no dropout, their fast paths switched as
     `first` and `second` say (SCCAN.set_fast_paths; {}: the defaults)."""
     torch.manual_seed(0)
-    nets = [without_dropout(SCCAN(layers=50, **TINY)).set_fast_paths(**paths) for paths in (first, second)]
+    nets = [without_dropout(build_sccan('tiny')).set_fast_paths(**paths) for paths in (first, second)]
     nets[1].load_state_dict(nets[0].state_dict())
     return nets
 
@@ -133,9 +132,7 @@ GOLDEN_CASES = (sorted(GOLDEN.CASES) if GOLDEN else
 def golden_net(name):
     """Our SCCAN for golden case `name` with its weights, on the CPU; built once (a ResNet-101
     takes seconds to initialise), copied for each use."""
-    net = SCCAN(layers=GOLDEN.CASES[name]['layers'])
-    net.load_state_dict(GOLDEN.make_state_dict(net.state_dict()))
-    return net.eval()
+    return GOLDEN.golden_model(GOLDEN.CASES[name])
 
 
 def golden_logits(name, device, dtype, precision):
@@ -165,8 +162,10 @@ LOWER_PRECISIONS = {'float32': (None, False), 'float32-default-tf32': (None, Non
 @pytest.mark.parametrize('precision', LOWER_PRECISIONS)
 @pytest.mark.parametrize('name', GOLDEN_CASES)
 def test_golden_episodes_in_lower_precision(device, name, precision, record_property):
-    """float32 must agree with the authors' float64 logits; TF32 convolutions (PyTorch's default)
-    and bf16 autocast are reported, and checked only for gross breakage."""
+    """float32 must agree with the authors' float64 logits. TF32 convolutions (PyTorch's default)
+    and bf16 autocast are reported and bounded: on the CPU, bf16 moved logits by 0.38–0.49 and
+    kept 92.8–99.9 % of the argmax (the ResNet-101 episode, with random weights and small
+    margins, the lowest); bf16 must also change them more than float32 may, or it did not run."""
     autocast_dtype, allow_tf32 = LOWER_PRECISIONS[precision]
     with tf32(allow_tf32) if allow_tf32 is not None else contextlib.nullcontext():
         ours, theirs = golden_logits(name, device, torch.float32, Precision(device.type, autocast_dtype))
@@ -174,11 +173,13 @@ def test_golden_episodes_in_lower_precision(device, name, precision, record_prop
     change = (ours - theirs).abs().max().item()
     record_property('argmax_agreement', agreement)
     record_property('max_abs_logit_change', change)
-    assert math.isfinite(change)
+    float32_bound = 1e-3
     if precision == 'float32':
-        assert agreement >= 0.999 and change <= 1e-3
+        assert agreement >= 0.999 and change <= float32_bound
     else:
-        assert agreement >= 0.8
+        assert agreement >= 0.9 and change <= 1.0
+    if precision == 'bf16':
+        assert change > float32_bound
 
 
 # ---- training steps -----------------------------------------------------------------------------
@@ -187,10 +188,10 @@ def test_training_steps_lower_the_loss_on_a_fixed_batch(device, amp, record_prop
     """Six steps of train_sccan.py's step (SGD + AdamW, one GradScaler for both) on one batch."""
     if amp == 'fp16' and device.type != 'cuda':
         pytest.skip('fp16 autocast with loss scaling runs on CUDA only (util.precision)')
-    cfg = default_config().replace(amp=amp, **TINY)
+    cfg = default_config().replace(model='tiny', amp=amp)
     precision = precision_for(cfg, device)
     torch.manual_seed(0)
-    net = precision.prepare_model(without_dropout(build_model(cfg)).to(device)).train()
+    net = without_dropout(ready_model(cfg, device)).train()
     sgd, adamw = build_optimizers(net, cfg)
     set_sgd_lr(sgd, cfg.base_lr)
     scaler = precision.grad_scaler()
@@ -218,7 +219,7 @@ def test_fast_path_computes_what_the_plain_path_does(device, exact_float32, swit
 def test_compiled_model_computes_what_the_eager_model_does(device, exact_float32, record_property):
     torch._dynamo.reset()        # no graphs of other models (recompile limit)
     eager, compiled = (net.to(device) for net in tiny_twins({}, {}))   # the defaults
-    Precision(device.type, compile=True).prepare_model(compiled)
+    compile_model(compiled)
     start = time.time()
     compare_outputs_and_gradients(eager, compiled, device, record_property)
     record_property('seconds_with_compilation', round(time.time() - start, 1))
@@ -290,7 +291,7 @@ def test_feature_cache_on_the_device(device, exact_float32, fake_pascal, cache_d
 
 
 SYNTHETIC_CONFIG = os.path.join(ROOT, 'config', 'synthetic', 'synthetic_split0_resnet50.yaml')
-LOOP = ['train_h', '57', 'train_w', '57', 'val_size', '57', 'fts_size', '16', 'reduce_dim', '32',
+LOOP = ['train_h', '57', 'train_w', '57', 'val_size', '57', 'model', 'tiny',
         'batch_size', '4', 'batch_size_val', '2', 'workers', '2', 'evaluate', 'True', 'test_num', '4',
         'print_freq', '1', 'feature_cache_gb', '0.5']
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from fakedata import make_coco, make_from_labels, make_pascal
+from helpers import make_coco, make_from_labels, make_pascal
 from util import transform as T
 from util.datasets.pascal_coco import EpisodeDataset, binarise, fill_boxes, support_mask
 from util.config import default_config
@@ -37,7 +37,7 @@ def label_of(image_path, ds):
 
 
 def top_left(h, w):
-    """A transform keeping the top-left h×w (fakedata images are at least 112×120), so that
+    """A transform keeping the top-left h×w (helpers.make_pascal images are at least 112×120), so that
     K supports of different sizes stack and labels compare pixel for pixel."""
     return T.Compose([lambda image, label: (image[:h, :w], label[:h, :w]), T.ToTensor()])
 

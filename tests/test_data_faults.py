@@ -11,8 +11,7 @@ import pytest
 
 import train_sccan
 import util.lists as lists
-from fakedata import make_pascal_config, write_pair
-from script_checks import assert_one_error, run_cli
+from helpers import assert_one_error, make_pascal_config, run_cli, write_pair
 from util.config import load_config
 from util.datasets import episode_dataset
 from util.image_io import BadFileError

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import util.lists as lists
-from fakedata import make_from_labels, make_pascal
+from helpers import make_from_labels, make_pascal
 from util.datasets.pascal_coco import EpisodeDataset
 from util.image_io import BadFileError
 

@@ -12,7 +12,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from fakedata import make_pascal_config, without_dropout
+from helpers import make_pascal_config, without_dropout
 from util import distributed
 from util.config import load_config
 from util.datasets import episode_dataset

@@ -10,9 +10,8 @@ import cv2
 import pytest
 import torch
 
-from fakedata import make_pascal_config
+from helpers import assert_one_error, files_below, make_pascal_config, run_cli
 from model.checkpoint import save_checkpoint, weights_checkpoint
-from script_checks import assert_one_error, files_below, run_cli
 from util.config import load_config
 from util.experiment import build_model
 from util.manifest import read_manifest

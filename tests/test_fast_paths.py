@@ -1,18 +1,22 @@
 """Optimised paths compute what the plain ones do: folded frozen BN, activation recomputation,
 fused attention, channels-last and torch.compile."""
+import os
+import sys
+
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from model import SCCAN
+from model import build_sccan
 from model.backbone import BN_EPS, conv_bn, conv_bn_forward
 from model.scca import WindowAttention
-from util.precision import Precision
 
-from fakedata import random_episode as episode
+from helpers import random_episode as episode
+from helpers import without_dropout
 
-TINY = dict(fts_size=16, depth=2, reduce_dim=32, num_heads=4)
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'tools'))
+import golden  # noqa: E402
 
 
 def random_bn_state(bn, generator):
@@ -54,7 +58,7 @@ def test_folded_weights_follow_loads_and_casts():
 
 
 def test_folding_leaves_the_state_dict_alone():
-    net = SCCAN(layers=50, **TINY).eval()
+    net = build_sccan('tiny').eval()
     before = {k: v.clone() for k, v in net.state_dict().items()}
     with torch.no_grad():
         net(*episode())
@@ -63,7 +67,8 @@ def test_folding_leaves_the_state_dict_alone():
     assert all(torch.equal(before[k], after[k]) for k in before)
 
 
-def loss_gradients_and_saved_bytes(net, inputs):
+def saved_bytes(net, inputs):
+    """(output of net(*inputs) with autograd on, bytes autograd keeps for the backward pass)."""
     saved = []
 
     def pack(tensor):
@@ -71,8 +76,12 @@ def loss_gradients_and_saved_bytes(net, inputs):
         return tensor
     torch.manual_seed(0)                                    # the same dropout draws in every run
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-        _, loss = net(*inputs)
-    stored = sum(saved)
+        out = net(*inputs)
+    return out, sum(saved)
+
+
+def loss_gradients_and_saved_bytes(net, inputs):
+    (_, loss), stored = saved_bytes(net, inputs)
     net.zero_grad(set_to_none=True)
     loss.backward()
     grads = {n: p.grad.clone() for n, p in net.named_parameters() if p.grad is not None}
@@ -81,8 +90,8 @@ def loss_gradients_and_saved_bytes(net, inputs):
 
 def test_recompute_gives_the_same_gradients_and_stores_less():
     torch.manual_seed(0)
-    plain = SCCAN(layers=50, **TINY).set_fast_paths(recompute=False).train()
-    recomputed = SCCAN(layers=50, **TINY).set_fast_paths(recompute=True).train()
+    plain = build_sccan('tiny').set_fast_paths(recompute=False).train()
+    recomputed = build_sccan('tiny').set_fast_paths(recompute=True).train()
     recomputed.load_state_dict(plain.state_dict())
     inputs = episode()
     loss_a, grads_a, stored_a = loss_gradients_and_saved_bytes(plain, inputs)
@@ -96,10 +105,16 @@ def test_recompute_gives_the_same_gradients_and_stores_less():
 
 
 def test_recompute_is_off_in_eval():
-    net = SCCAN(layers=50, **TINY).set_fast_paths(recompute=True).eval()
-    with torch.no_grad():
-        out = net(*episode()[:3])
-    assert out.shape == (2, 2, 65, 65)
+    """In eval mode with autograd on (e.g. for saliency), recompute=True stores what
+    recompute=False stores: nothing is rerun."""
+    plain = build_sccan('tiny').set_fast_paths(recompute=False).eval()
+    recomputed = build_sccan('tiny').set_fast_paths(recompute=True).eval()
+    recomputed.load_state_dict(plain.state_dict())
+    inputs = episode()[:3]
+    logits_a, stored_a = saved_bytes(plain, inputs)
+    logits_b, stored_b = saved_bytes(recomputed, inputs)
+    assert stored_a > 0 and stored_b == stored_a
+    assert torch.equal(logits_a, logits_b)
 
 
 def attention_pair(dim=16, heads=4, seed=0):
@@ -127,8 +142,8 @@ def test_fused_attention_equals_plain_with_gradients(cross):
 
 def test_fused_attention_model_agrees_with_plain_model():
     torch.manual_seed(0)
-    plain = SCCAN(layers=50, **TINY).eval()
-    fused = SCCAN(layers=50, **TINY).set_fast_paths(fused_attention=True).eval()
+    plain = build_sccan('tiny').eval()
+    fused = build_sccan('tiny').set_fast_paths(fused_attention=True).eval()
     fused.load_state_dict(plain.state_dict())
     assert fused.fast_paths['fused_attention'] and not plain.fast_paths['fused_attention']
     inputs = episode(k=2, seed=1)[:3]
@@ -138,12 +153,11 @@ def test_fused_attention_model_agrees_with_plain_model():
     assert torch.equal(a.argmax(1), b.argmax(1))
 
 
-def test_channels_last_and_compiled_model_agree_with_contiguous_model():
+def test_channels_last_model_agrees_with_contiguous_model():
     torch.manual_seed(0)
-    plain = SCCAN(layers=50, **TINY).set_fast_paths(channels_last=False).eval()
-    fast = SCCAN(layers=50, **TINY).eval()           # channels-last by default
+    plain = build_sccan('tiny').set_fast_paths(channels_last=False).eval()
+    fast = build_sccan('tiny').eval()           # channels-last by default
     fast.load_state_dict(plain.state_dict())
-    fast = Precision('cpu', compile=True).prepare_model(fast)
     query, support, masks = episode(seed=2)[:3]
     with torch.no_grad():
         a, b = plain(query, support, masks), fast(query, support, masks)
@@ -153,11 +167,51 @@ def test_channels_last_and_compiled_model_agree_with_contiguous_model():
     assert torch.equal(a.argmax(1), b.argmax(1))
 
 
+def compiled_twins():
+    """An eager tiny SCCAN without dropout and a copy whose backbone and SCCA transformer are
+    compiled each into one graph (fullgraph: a graph break is an error), as `compile: True`
+    compiles them. The aot_eager backend traces forward and backward as the default one does
+    but runs the traced graph without generating kernels: it checks what our code decides (one
+    graph, in-place ops, recomputation, hooks) in seconds; tests/test_cuda.py compiles with the
+    default backend."""
+    torch._dynamo.reset()        # no graphs of other models (recompile limit)
+    torch.manual_seed(0)
+    eager, compiled = without_dropout(build_sccan('tiny')), without_dropout(build_sccan('tiny'))
+    compiled.load_state_dict(eager.state_dict())
+    compiled.backbone.compile(fullgraph=True, backend='aot_eager')
+    compiled.transformer.compile(fullgraph=True, backend='aot_eager')
+    return eager, compiled
+
+
+def test_compiled_model_is_one_graph_per_module_and_trains_as_the_eager_one():
+    eager, compiled = compiled_twins()
+    inputs = episode(seed=2)
+    loss_a, grads_a, _ = loss_gradients_and_saved_bytes(eager.train(), inputs)   # recomputed blocks
+    loss_b, grads_b, _ = loss_gradients_and_saved_bytes(compiled.train(), inputs)
+    assert torch.allclose(loss_a, loss_b, rtol=1e-5) and grads_a.keys() == grads_b.keys()
+    for name in grads_a:
+        assert torch.allclose(grads_a[name], grads_b[name], rtol=1e-4, atol=1e-6), name
+
+
+def test_forward_hooks_record_inside_the_compiled_transformer():
+    """The golden tests' hooks (golden.recording) inside a transformer compiled into one graph
+    record what they record in the eager model."""
+    eager, compiled = (net.eval() for net in compiled_twins())
+    query, support, masks = episode(seed=3)[:3]
+    with torch.no_grad(), golden.recording(eager) as expected, golden.recording(compiled) as captured:
+        assert torch.allclose(eager(query, support, masks), compiled(query, support, masks), atol=1e-5)
+    assert len(captured['pam_index']) == 2
+    for ours, theirs in zip(captured['pam_index'], expected['pam_index']):
+        assert torch.equal(ours, theirs)
+    assert torch.allclose(captured['prior'], expected['prior'], atol=1e-6)
+    assert torch.allclose(captured['transformer_out'], expected['transformer_out'], atol=1e-5)
+
+
 def test_channels_last_survives_loading_moving_and_casting(tmp_path):
     """The layout is the model's own default: a state dict loaded into it, .double() and .to()
     keep it, so a bare SCCAN in a notebook runs the fast path."""
-    net = SCCAN(layers=50, **TINY)
-    net.load_state_dict({k: v.contiguous() for k, v in SCCAN(layers=50, **TINY).state_dict().items()})
+    net = build_sccan('tiny')
+    net.load_state_dict({k: v.contiguous() for k, v in build_sccan('tiny').state_dict().items()})
     net = net.double().to('cpu')
     assert net.fast_paths['channels_last']
     assert net.backbone.body.layer1[0].conv2.weight.is_contiguous(memory_format=torch.channels_last)

@@ -3,7 +3,7 @@ per distinct image, and keeps within its byte budget."""
 import pytest
 import torch
 
-from fakedata import make_pascal_config
+from helpers import make_pascal_config
 from model import SCCAN
 from util import distributed
 from util.config import load_config

@@ -12,8 +12,6 @@ import sys
 import pytest
 import torch
 
-import model.sccan as sccan_module
-from model import SCCAN
 from model.loss import weighted_dice_loss
 from util.episodes import TRAINING_INPUTS
 
@@ -24,36 +22,10 @@ import golden  # noqa: E402
 GOLDEN_DIR = os.path.join(ROOT, 'tests', 'golden')
 
 
-def build_ours(layers, **fast_paths):
-    """Our model for a case (any number of shots), as a bare `SCCAN(...)` in a notebook gets it:
-    the one place these tests construct it. fast_paths: SCCAN.set_fast_paths switches."""
-    return SCCAN(layers=layers).set_fast_paths(**fast_paths)
-
-
-def golden_model(case, make_state_dict=golden.make_state_dict, **fast_paths):
-    """build_ours filled with deterministic weights (strict load), float64, eval mode."""
-    net = build_ours(case['layers'], **fast_paths)
-    net.load_state_dict(make_state_dict(net.state_dict()), strict=True)
-    return net.double().eval()
-
-
 def run_ours(net, inputs):
-    """One eval forward without autograd → (logits B×2×S×S, {'prior': B×1×64×64,
-    'transformer_out': B×C×64×64})."""
-    captured = {}
-    hook = net.transformer.register_forward_hook(lambda m, i, out: captured.update(transformer_out=out))
-    original_prior = sccan_module.prior_mask
-
-    def recording_prior(*args):
-        captured['prior'] = original_prior(*args)
-        return captured['prior']
-    sccan_module.prior_mask = recording_prior
-    try:
-        with torch.no_grad():
-            logits = net(inputs['query'], inputs['support'], inputs['support_masks'])
-    finally:
-        sccan_module.prior_mask = original_prior
-        hook.remove()
+    """One eval forward without autograd → (logits B×2×S×S, golden.recording's dict)."""
+    with torch.no_grad(), golden.recording(net) as captured:
+        logits = net(inputs['query'], inputs['support'], inputs['support_masks'])
     return logits, captured
 
 
@@ -61,8 +33,7 @@ def max_abs(a, b):
     return (a - b).abs().max().item()
 
 
-def assert_alignment_equal(net, expected):
-    indices = net.alignment_indices()
+def assert_alignment_equal(indices, expected):
     assert len(indices) == len(expected) == 8
     for block, (ours, theirs) in enumerate(zip(indices, expected)):
         assert torch.equal(ours, theirs), f"block {block}"
@@ -84,35 +55,34 @@ def test_golden_files_are_those_of_the_cases():
 @pytest.fixture(scope='module', params=list(golden.CASES))
 def golden_run(request):
     expected, inputs = load_case(request.param)
-    net = golden_model(golden.CASES[request.param])
-    logits, captured = run_ours(net, inputs)
-    return expected, inputs, net, logits, captured
+    logits, captured = run_ours(golden.golden_model(golden.CASES[request.param]), inputs)
+    return expected, inputs, logits, captured
 
 
 def test_logits_match(golden_run):
-    expected, _, _, logits, _ = golden_run
+    expected, _, logits, _ = golden_run
     assert logits.dtype == torch.float64
     assert max_abs(logits, expected['logits']) <= 1e-8
 
 
 def test_patch_alignment_identical(golden_run):
-    expected, _, net, _, _ = golden_run
-    assert_alignment_equal(net, expected['pam_index'])
+    expected, _, _, captured = golden_run
+    assert_alignment_equal(captured['pam_index'], expected['pam_index'])
 
 
 def test_prior_matches(golden_run):
-    expected, _, _, _, captured = golden_run
+    expected, _, _, captured = golden_run
     assert max_abs(captured['prior'], expected['prior']) <= 1e-10
 
 
 def test_transformer_out_matches(golden_run):
-    expected, _, _, _, captured = golden_run
+    expected, _, _, captured = golden_run
     ours = golden.subsample_transformer_out(captured['transformer_out'])
     assert max_abs(ours, expected['transformer_out']) <= 1e-5
 
 
 def test_dice_loss_matches(golden_run):
-    expected, inputs, _, logits, _ = golden_run
+    expected, inputs, logits, _ = golden_run
     loss = weighted_dice_loss(logits, inputs['query_mask'])
     assert abs(loss.item() - expected['dice_loss']) <= 1e-10
 
@@ -132,7 +102,7 @@ FAST_PATH_CASES = [name for name, case in golden.CASES.items() if case['layers']
 @pytest.mark.parametrize('name', FAST_PATH_CASES)
 def test_fast_paths_match_golden(mode, name):
     expected, inputs = load_case(name)
-    logits, _ = run_ours(golden_model(golden.CASES[name], **FAST_PATHS[mode]), inputs)
+    logits, _ = run_ours(golden.golden_model(golden.CASES[name], **FAST_PATHS[mode]), inputs)
     assert max_abs(logits, expected['logits']) <= 1e-8
 
 
@@ -154,10 +124,10 @@ def shared_weights():
 @pytest.mark.parametrize('path', SHARED_CASES, ids=lambda p: os.path.basename(p) if p else 'absent')
 def test_shared_golden_cross_check(path):
     expected = torch.load(path, weights_only=False)
-    net = golden_model(expected['case'], shared_weights().make_state_dict)
+    net = golden.golden_model(expected['case'], shared_weights().make_state_dict)
     inputs = {key: expected[key].double() for key in TRAINING_INPUTS}
     logits, captured = run_ours(net, inputs)
     assert max_abs(logits, expected['logits']) <= 1e-8
-    assert_alignment_equal(net, expected['pam_index'])
+    assert_alignment_equal(captured['pam_index'], expected['pam_index'])
     assert max_abs(captured['prior'], expected['prior']) <= 1e-10
     assert abs(weighted_dice_loss(logits, inputs['query_mask']).item() - float(expected['dice_loss'])) <= 1e-10

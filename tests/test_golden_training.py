@@ -13,7 +13,6 @@ import sys
 import pytest
 import torch
 
-from test_golden import build_ours
 from util.config import default_config
 from util.optim import apply_schedule, build_optimizers, forward_backward, optimizer_step
 from util.precision import Precision
@@ -28,9 +27,7 @@ RECIPE = golden.TRAINING
 
 def run_ours():
     """Our run of RECIPE → (per step {'loss', 'sgd_lr', 'adamw_lr'}, golden.parameter_view)."""
-    net = build_ours(RECIPE['layers'])
-    net.load_state_dict(golden.make_state_dict(net.state_dict()), strict=True)
-    net = golden.disable_dropout(net.double()).train()
+    net = golden.disable_dropout(golden.golden_model(RECIPE)).train()
     cfg = default_config().replace(
         base_lr=RECIPE['base_lr'], power=RECIPE['power'], index_split=RECIPE['index_split'],
         momentum=RECIPE['momentum'], weight_decay=RECIPE['weight_decay'],

@@ -6,8 +6,7 @@ import sys
 
 import pytest
 
-from fakedata import make_pascal_config
-from script_checks import assert_one_error, files_below, run_cli
+from helpers import assert_one_error, files_below, make_pascal_config, run_cli
 from util.config import load_config
 from util.datasets import episode_dataset
 from util.outputs import InputFiles, check_outputs

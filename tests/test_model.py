@@ -4,12 +4,14 @@ import torch
 
 from model import MODEL_VARIANTS, SCCAN, CheckpointError, build_sccan, load_backbone_weights, load_weights
 from model.loss import weighted_dice_loss
-from model.prior import prior_mask
+from model.prior import PriorMask
 from util.config import default_config
-from util.optim import apply_schedule, build_optimizers
-from model.scca import SCCABlock, align_patches, gather_patches, merge_patches, split_patches
+from util.episodes import TRAINING_INPUTS
+from util.optim import apply_schedule, build_optimizers, forward_backward, optimizer_step
+from util.precision import Precision
+from model.scca import PatchAlignment, SCCABlock, gather_patches, merge_patches, split_patches
 
-from fakedata import random_episode as episode
+from helpers import random_episode as episode
 
 def spec_state_dict_keys(layers=50, depth=8):
     """The authors' parameter names (their model/SCCAN.py and swin_sccan.py), written out from
@@ -124,11 +126,28 @@ def test_gradients_reach_every_trainable_parameter_and_no_backbone():
             assert p.grad is not None and p.grad.abs().sum() > 0, name
 
 
-def test_frozen_bn_stays_fixed_in_train_mode():
-    net = build_sccan('tiny').train()
-    before = {k: v.clone() for k, v in net.backbone.state_dict().items()}
-    net(*episode())
-    assert all(torch.equal(before[k], v) for k, v in net.backbone.state_dict().items())
+def test_the_backbone_stays_fixed_through_a_training_step():
+    """A training step changes the head, never the backbone, whose BN normalises with its stored
+    statistics in train mode as in eval mode (a BatchNorm in train mode would normalise with the
+    batch's and update its running ones)."""
+    torch.manual_seed(0)
+    net = build_sccan('tiny')
+    g = torch.Generator().manual_seed(1)        # BN statistics unlike any batch's
+    net.backbone.load_state_dict({k: torch.rand(v.shape, generator=g) + 0.5
+                                  for k, v in net.backbone.state_dict().items() if v.dim() == 1}, strict=False)
+    inputs = episode()
+    with torch.no_grad():
+        eval_features = net.eval().encode(inputs[0])
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    cfg = default_config()
+    precision = Precision('cpu')
+    scaler = precision.grad_scaler()
+    forward_backward(net.train(), dict(zip(TRAINING_INPUTS, inputs)), precision, scaler, torch.device('cpu'))
+    optimizer_step(scaler, build_optimizers(net, cfg))
+    changed = {k for k, v in net.state_dict().items() if not torch.equal(before[k], v)}
+    assert 'down_query.0.weight' in changed and not any(k.startswith('backbone.') for k in changed)
+    train_features = net.encode(inputs[0])
+    assert torch.equal(train_features.mid, eval_features.mid) and torch.equal(train_features.high, eval_features.high)
 
 
 def test_k_shot_output_invariant_to_shot_order():
@@ -147,9 +166,9 @@ def test_prior_mask_stays_float32_under_bf16_autocast():
     g = torch.Generator().manual_seed(0)
     query, support = torch.rand(1, 64, 8, 8, generator=g), torch.rand(1, 2, 64, 16, 16, generator=g)
     masks = (torch.rand(1, 2, 256, generator=g) > 0.7).float()
-    expected = prior_mask(query, support, masks, (16, 16))
+    expected = PriorMask()(query, support, masks, (16, 16))
     with torch.autocast('cpu', dtype=torch.bfloat16):
-        prior = prior_mask(query.bfloat16(), support.bfloat16(), masks.bfloat16(), (16, 16))
+        prior = PriorMask()(query.bfloat16(), support.bfloat16(), masks.bfloat16(), (16, 16))
     assert prior.dtype == torch.float32
     # what remains is the bf16 rounding of the inputs, not of the normalised sums
     assert (prior - expected).abs().max() < 0.01          # 0.25 with the prior in bf16
@@ -169,13 +188,13 @@ def test_patch_alignment_picks_most_similar_foreground_patch():
     mask[0, 0, :2, 2:] = 1
     mask[0, 0, 2:, :2] = 1
     mask[0, 0, 3, 3] = 1
-    index = align_patches(query, support, mask, window)
+    index = PatchAlignment(window)(query, support, mask)
     # Patch 0 is the most similar but has no foreground; patch 2 is the best foreground patch.
     assert index.tolist() == [[2, 2, 2, 2]]
 
 
 def test_patch_alignment_without_foreground_falls_back_to_first_patch():
-    index = align_patches(torch.randn(1, 3, 4, 4), torch.randn(1, 3, 4, 4), torch.zeros(1, 1, 4, 4), 2)
+    index = PatchAlignment(2)(torch.randn(1, 3, 4, 4), torch.randn(1, 3, 4, 4), torch.zeros(1, 1, 4, 4))
     assert index.tolist() == [[0, 0, 0, 0]]
 
 
@@ -199,10 +218,12 @@ def test_blocks_keep_the_grid(shifted):
     block = SCCABlock(dim=8, num_heads=2, window=4, mlp_ratio=1.0, shifted=shifted)
     q, s = torch.randn(2, 8, 8, 8), torch.randn(2, 8, 8, 8)
     mask = (torch.rand(2, 8, 8, 1) > 0.5).float()
+    aligned = []
+    block.align.register_forward_hook(lambda module, inputs, index: aligned.append(index))
     out_q, out_s = block(q, s, mask)
     assert out_q.shape == q.shape and out_s.shape == s.shape
     # 8×8 grid: 4 patches unshifted, 9 when padded by half a window on each side.
-    assert block.last_alignment.shape == (2, 9 if shifted else 4)
+    assert [index.shape for index in aligned] == [(2, 9 if shifted else 4)]
 
 
 def test_shifted_block_crops_back_exactly():

@@ -5,8 +5,6 @@ canvas itself, and segment() marks foreground where the query is bright red (R >
 the canvas is padding, so any padding that reached the output would show as foreground.
 """
 import os
-import struct
-import zlib
 
 import cv2
 import numpy as np
@@ -14,7 +12,7 @@ import pytest
 import torch
 
 import predict_sccan
-from script_checks import files_below, run_cli
+from helpers import files_below, run_cli, write_palette_png
 from util.image_io import read_mask
 from util.predictor import FewShotSegmenter, as_rgb, foreground_of
 from util.transform import MEAN, STD
@@ -218,18 +216,6 @@ def test_cli_reads_palette_masks(tmp_path):
     write_palette_png(path, index, palette)
     np.testing.assert_array_equal(read_mask(str(path)),
                                   (index != 0) & (index != 255))
-
-
-def write_palette_png(path, index, palette):
-    def chunk(kind, body):
-        return (struct.pack('>I', len(body)) + kind + body
-                + struct.pack('>I', zlib.crc32(kind + body) & 0xffffffff))
-    h, w = index.shape
-    rows = b''.join(b'\x00' + row.tobytes() for row in index)   # filter type 0 per row
-    header = struct.pack('>IIBBBBB', w, h, 8, 3, 0, 0, 0)        # 8-bit, colour type 3
-    path.write_bytes(b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', header)
-                     + chunk(b'PLTE', palette.tobytes()) + chunk(b'IDAT', zlib.compress(rows))
-                     + chunk(b'IEND', b''))
 
 
 def _cli_error_cases(files, tmp_path):

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 import predict_sccan
-from script_checks import run_cli
+from helpers import run_cli
 from model import SCCAN
 from model.checkpoint import weights_checkpoint
 from util.outputs import save_checkpoint

@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 from scipy.io import savemat
 
-from script_checks import assert_one_error, run_cli
-from fakedata import write_palette_png
+from helpers import assert_one_error, run_cli, write_palette_png
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                 'tools'))

@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
-from script_checks import assert_one_error, files_below, run_cli
+from helpers import assert_one_error, files_below, run_cli
 from util.config import REPO_ROOT, load_config
 from util.paper import paper_figure
 from util.report_plot import HINT, plot_report

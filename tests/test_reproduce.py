@@ -10,7 +10,8 @@ from model.checkpoint import weights_checkpoint
 from util.outputs import save_checkpoint
 from tools import reproduce
 from util.config import REPO_ROOT, load_config
-from util.experiment import build_model, run_paths
+from util.experiment import build_model
+from util.run_paths import RunPaths
 from util.datasets.synthetic import write_benchmark
 
 ARCH = ['fts_size', '8', 'window_size', '4', 'depth', '1', 'num_heads', '2', 'reduce_dim', '16']
@@ -28,7 +29,7 @@ def bench(tmp_path_factory):
     for fold in range(4):
         cfg = load_config(reproduce.config_path(os.path.join(REPO_ROOT, 'config'), 'synthetic', fold, 50, 1),
                           opts + ['exp_dir', exp])
-        path = os.path.join(run_paths(cfg)['snapshot'], f'train_epoch_{fold}_0.{fold + 1}000.pth')
+        path = os.path.join(RunPaths.of(cfg).snapshot, f'train_epoch_{fold}_0.{fold + 1}000.pth')
         save_checkpoint(weights_checkpoint(build_model(cfg), epoch=fold, shot=1, config=cfg.to_dict()), path)
     return exp, opts
 
@@ -69,13 +70,15 @@ def test_finished_cells_are_kept_and_changed_ones_recomputed(bench, monkeypatch,
     run(exp, opts)                                  # everything done (or kept) once
     capsys.readouterr()
     tested = []
-    real = reproduce.test_sccan.main
-    monkeypatch.setattr(reproduce.test_sccan, 'main', lambda argv: tested.append(argv) or real(argv))
+    real = reproduce.evaluate_checkpoint
+    monkeypatch.setattr(reproduce, 'evaluate_checkpoint',
+                        lambda cfg, env, weight, seeds, *args, **kw: tested.append(seeds) or
+                        real(cfg, env, weight, seeds, *args, **kw))
     run(exp, opts)
     out = capsys.readouterr().out
     assert tested == [] and out.count(': kept from ') == 4 and '0 tested now, 4 kept' in out
     run(exp, opts, '--seeds', '321', '7', '--folds', '0')    # another request: tested again
-    assert len(tested) == 1 and '7' in tested[0]
+    assert tested == [[321, 7]]
 
 
 def test_missing_checkpoints_are_listed_not_fatal(bench, tmp_path):
@@ -93,18 +96,19 @@ def test_missing_checkpoints_are_listed_not_fatal(bench, tmp_path):
 def test_the_best_checkpoint_of_the_shot_is_picked(tmp_path):
     cfg = load_config(reproduce.config_path(os.path.join(REPO_ROOT, 'config'), 'pascal', 0, 50, 1),
                       ['exp_dir', str(tmp_path), 'weight', 'None'])
-    snapshot = run_paths(cfg)['snapshot']
+    paths = RunPaths.of(cfg)
+    snapshot = paths.snapshot
     os.makedirs(snapshot)
     for name in ('train_epoch_10_0.6000.pth', 'win8_train_epoch_43_0.6753.pth', 'train_latest.pth',
                  'train5_epoch_20_0.7100.pth', 'train_epoch_12.5_0.6500.pth'):
         open(os.path.join(snapshot, name), 'w').close()
-    assert os.path.basename(reproduce.find_best(cfg, snapshot)) == 'win8_train_epoch_43_0.6753.pth'
+    assert os.path.basename(reproduce.find_best(cfg, paths)) == 'win8_train_epoch_43_0.6753.pth'
     five = cfg.replace(shot=5)
-    assert os.path.basename(reproduce.find_best(five, snapshot)) == 'train5_epoch_20_0.7100.pth'
+    assert os.path.basename(reproduce.find_best(five, RunPaths.of(five))) == 'train5_epoch_20_0.7100.pth'
     named = cfg.replace(weight='train_epoch_10_0.6000.pth')      # the config's weight wins
-    assert os.path.basename(reproduce.find_best(named, snapshot)) == 'train_epoch_10_0.6000.pth'
-    assert reproduce.find_best(cfg, str(tmp_path / 'none')) is None
+    assert os.path.basename(reproduce.find_best(named, paths)) == 'train_epoch_10_0.6000.pth'
+    assert reproduce.find_best(cfg, RunPaths(str(tmp_path / 'none'), 1)) is None
     for name in os.listdir(snapshot):
         if 'epoch' in name and not name.startswith('train5'):
             os.remove(os.path.join(snapshot, name))
-    assert os.path.basename(reproduce.find_best(cfg, snapshot)) == 'train_latest.pth'   # never validated
+    assert os.path.basename(reproduce.find_best(cfg, paths)) == 'train_latest.pth'   # never validated

@@ -4,7 +4,7 @@ import os
 import pytest
 
 import train_sccan
-from fakedata import make_pascal_config
+from helpers import make_pascal_config
 
 # a tiny run: two steps of the tiny variant, no validation
 TINY_RUN = ['model', 'tiny', 'backbone_weights', 'None', 'train_h', '57', 'train_w', '57',

@@ -5,7 +5,7 @@ import cv2
 import numpy as np
 import pytest
 
-from script_checks import files_below
+from helpers import files_below
 from util.datasets import synthetic as S
 from util.datasets.pascal_coco import EpisodeDataset
 from util.lists import MIN_PIXELS

@@ -14,10 +14,12 @@ import torch
 
 import test_sccan
 import train_sccan
-from script_checks import assert_one_error, files_below, run_cli
-from fakedata import make_pascal_config
-from util.config import REPO_ROOT, ConfigError
+from helpers import assert_one_error, files_below, make_pascal_config, run_cli
 from model import CheckpointError
+from util import distributed, meta_test
+from util.config import REPO_ROOT, ConfigError, load_config
+from util.training import FAILURES, NonFiniteLoss, train
+from util.training import trainer as trainer_module
 
 PYTHON = sys.executable
 # tiny and fast: 57×57 inputs, a 2-block SCCA stack at 16×16, random ResNet-50 backbone
@@ -156,7 +158,7 @@ def nan_at_step_3(monkeypatch):
     faster on a busy machine)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    build = train_sccan.build_model
+    build = trainer_module.ready_model
 
     def build_with_nan(*args):
         net = build(*args)
@@ -168,7 +170,7 @@ def nan_at_step_3(monkeypatch):
             return pred, loss * float('nan') if len(calls) == 3 else loss
         net.forward = nan_forward
         return net
-    monkeypatch.setattr(train_sccan, 'build_model', build_with_nan)
+    monkeypatch.setattr(trainer_module, 'ready_model', build_with_nan)
     yield
     torch.set_num_threads(threads)
 
@@ -176,16 +178,16 @@ def nan_at_step_3(monkeypatch):
 def test_nan_loss_stops_naming_the_iteration(bench, tmp_path, nan_at_step_3):
     argv = ['--config', bench['config'], '--opts', *TINY, 'exp_dir', str(tmp_path),
             'evaluate', 'False']
-    with pytest.raises(train_sccan.NonFiniteLoss, match=r'at iteration 3 \(epoch 1, step 3/'):
+    with pytest.raises(NonFiniteLoss, match=r'at iteration 3 \(epoch 1, step 3/'):
         train_sccan.main(argv)
     assert not os.path.exists(latest(tmp_path))      # nothing written after the bad step
 
 
 def test_nan_loss_skipped_with_on_nonfinite_skip(bench, tmp_path, nan_at_step_3):
-    argv = ['--config', bench['config'], '--opts', *TINY, 'exp_dir', str(tmp_path),
-            'evaluate', 'False', 'epochs', '1', 'on_nonfinite', 'skip']
-    trainer = train_sccan.main(argv)
-    assert trainer.progress['skipped_steps'] == 1
+    cfg = load_config(bench['config'], [*TINY, 'exp_dir', str(tmp_path), 'evaluate', 'False',
+                                        'epochs', '1', 'on_nonfinite', 'skip'])
+    trainer = train(cfg, distributed.setup())
+    assert trainer.progress.skipped_steps == 1
     assert all(torch.isfinite(v).all() for v in weights(latest(tmp_path)).values()
                if v.is_floating_point())
 
@@ -217,7 +219,7 @@ RUN = os.path.join('pascal', 'SCCAN', 'split0', 'resnet50')
 def run_train(bench, exp_dir, capsys, *extra, opts=()):
     """(status, stdout, stderr) of train_sccan.py run in this process."""
     argv = ['--config', bench['config'], *extra, '--opts', *TINY, 'exp_dir', str(exp_dir), *opts]
-    return run_cli(train_sccan.main, argv, capsys, *train_sccan.FAILURES)
+    return run_cli(train_sccan.main, argv, capsys, *FAILURES)
 
 
 def run_test_sccan(bench, weight, capsys, *extra, opts=()):
@@ -359,7 +361,7 @@ def test_reports_say_what_they_measured_and_are_never_replaced_silently(bench, r
     # the same measurement again, or outputs that exist: refused before the evaluation
     def no_evaluation(*args, **kwargs):
         raise ValueError('the evaluation was reached')
-    monkeypatch.setattr(test_sccan, 'run_episodes', no_evaluation)
+    monkeypatch.setattr(meta_test, 'run_episodes', no_evaluation)
     (tmp_path / 'other_viz').mkdir()
     blocker = tmp_path / 'a_file'
     blocker.write_text('')

@@ -8,7 +8,7 @@
 
 Paths, each a row of every setting, measured in the same run:
 - scripts: as train_sccan.py and test_sccan.py run SCCAN: the default config (util.config; --opts
-  KEY VALUE overrides it), util.experiment.build_model, util.precision, the eval predictor of
+  KEY VALUE overrides it), util.experiment.ready_model, util.precision, the eval predictor of
   util.evaluate (with the feature cache for eval-5shot-cached) and the training step of
   util.optim (SGD + AdamW, loss scaling);
 - api: the bare Python API as a notebook uses it, no config and no Precision: SCCAN(layers=...),
@@ -44,7 +44,7 @@ from util.cli import ArgumentParser, positive_int, run_main  # noqa: E402
 from util.config import default_config, parse_opts  # noqa: E402
 from util.episodes import TRAINING_INPUTS  # noqa: E402
 from util.evaluate import forward_predictor, make_predictor  # noqa: E402
-from util.experiment import build_model  # noqa: E402
+from util.experiment import ready_model  # noqa: E402
 from util.optim import build_optimizers, forward_backward, optimizer_step  # noqa: E402
 from util.outputs import write_json  # noqa: E402
 from util.precision import precision_for, resolve_device  # noqa: E402
@@ -95,7 +95,7 @@ def scripts_step(args, mode, inputs, device, amp='none'):
     cfg = default_config().replace(layers=args.layers, amp=amp, **(TINY if args.tiny else {}),
                                    **parse_opts(args.opts))
     precision = precision_for(cfg, device)
-    net = precision.prepare_model(build_model(cfg).to(device))
+    net = ready_model(cfg, device)
     batch = dict(zip(TRAINING_INPUTS, inputs))
     if mode == 'train':
         net.train()

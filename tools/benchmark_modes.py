@@ -31,7 +31,7 @@ from util.config import load_config  # noqa: E402
 from util.datasets import episode_dataset  # noqa: E402
 from util.episodes import MODEL_INPUTS  # noqa: E402
 from util.evaluate import run_episodes  # noqa: E402
-from util.experiment import model_for_checkpoint  # noqa: E402
+from util.experiment import compile_model, model_for_checkpoint  # noqa: E402
 from util.precision import Precision, resolve_device  # noqa: E402
 
 SYNTHETIC_CONFIG = os.path.join(REPO, 'config', 'synthetic', 'synthetic_split0_resnet50.yaml')
@@ -42,7 +42,7 @@ MODES = {   # name: (SCCAN.set_fast_paths switches = config keys, Precision keyw
     'fused_attention': ({'fused_attention': True}, {}),
     'bf16': ({}, {'dtype': torch.bfloat16}),
     'fp16': ({}, {'dtype': torch.float16}),
-    'compile': ({}, {'compile': True}),
+    'compile': ({}, {}),
 }
 
 
@@ -66,9 +66,11 @@ def parse_args(argv=None):
 def prepared(net, mode, device):
     """(net on device in `mode`, its Precision)."""
     precision = Precision(device.type, **MODES[mode][1])
-    if precision.compile:   # a fresh model: forget graphs of earlier ones (recompile limit)
+    net = net.set_fast_paths(**MODES[mode][0]).to(device)
+    if mode == 'compile':   # a fresh model: forget graphs of earlier ones (recompile limit)
         torch._dynamo.reset()
-    return precision.prepare_model(net.set_fast_paths(**MODES[mode][0]).to(device)), precision
+        compile_model(net)
+    return net, precision
 
 
 def timings(mode, args, device):

@@ -4,11 +4,12 @@ it has never seen, on a CPU, in minutes.
     python tools/demo.py                      # what `make demo` runs
     python tools/demo.py --opts epochs 1      # config overrides go to training and testing
 
-Steps: write the benchmark (util/datasets/synthetic.py; skipped when data/synthetic already holds the same
-one), meta-train with train_sccan.py on the 15 base classes of fold 0, then score three
-predictors on the same test episodes of the 5 held-out classes with util/evaluate.py:
-  (a) the meta-trained SCCAN (test_sccan.py),
-  (b) the same SCCAN untrained: the weights training started from (test_sccan.py),
+Steps: write the benchmark (util/datasets/synthetic.py; skipped when data/synthetic already holds
+the same one), meta-train as train_sccan.py does (util.training) on the 15 base classes of fold
+0, then score three predictors on the same test episodes of the 5 held-out classes with
+util/evaluate.py:
+  (a) the meta-trained SCCAN (as test_sccan.py tests: util.meta_test),
+  (b) the same SCCAN untrained: the weights training started from (likewise),
   (c) a support-blind baseline that marks every object pixel, of any class, as foreground.
 (c) finds every object but cannot tell which one the support shows; beating it by a margin
 means the model reads the support. Writes report.md, report.json and examples.png (episodes of
@@ -16,7 +17,6 @@ means the model reads the support. Writes report.md, report.json and examples.pn
 <exp_dir>/demo/, and exits with status 1 when (a) misses its targets over (b) and (c).
 """
 import argparse
-import json
 import math
 import os
 import sys
@@ -29,20 +29,21 @@ import torch
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-import test_sccan  # noqa: E402
-import train_sccan  # noqa: E402
 from model.checkpoint import model_state, read_checkpoint, weights_checkpoint  # noqa: E402
 from util import distributed  # noqa: E402
 from util.cli import ArgumentParser, non_negative_int, positive_int, run_main  # noqa: E402
 from util.config import load_config  # noqa: E402
-from util.evaluate import run_episodes  # noqa: E402
-from util.experiment import build_model, model_for_checkpoint  # noqa: E402
-from util.outputs import save_checkpoint  # noqa: E402
-from util.image_io import IGNORE_LABEL, read_label  # noqa: E402
-from util.precision import precision_for  # noqa: E402
-from util.seeding import seed_all  # noqa: E402
 from util.datasets import SYNTHETIC_LISTS, episode_dataset  # noqa: E402
 from util.datasets.synthetic import is_generated, write_benchmark  # noqa: E402
+from util.evaluate import run_episodes  # noqa: E402
+from util.experiment import build_model, ready_model  # noqa: E402
+from util.image_io import IGNORE_LABEL, read_label  # noqa: E402
+from util.log import close_logging, setup_logging  # noqa: E402
+from util.meta_test import evaluate_checkpoint  # noqa: E402
+from util.outputs import save_checkpoint, write_atomic, write_json  # noqa: E402
+from util.precision import precision_for  # noqa: E402
+from util.seeding import seed_all  # noqa: E402
+from util.training import train  # noqa: E402
 from util.visualize import WHITE, batch_panel, stacked, write_rgb  # noqa: E402
 
 CONFIG = 'config/synthetic/synthetic_split0_resnet50.yaml'
@@ -114,9 +115,8 @@ def support_blind_predictor(dataset):
     return predict
 
 
-def score_support_blind(cfg, episodes):
+def score_support_blind(cfg, env, episodes):
     cfg = cfg.replace(batch_size_val=1)
-    env = distributed.setup()
     dataset = episode_dataset(cfg, 'val')
     return run_episodes(torch.nn.Identity(), dataset, cfg,
                         cfg.manual_seed, env, precision_for(cfg, env.device),
@@ -124,23 +124,22 @@ def score_support_blind(cfg, episodes):
                         desc='support-blind')
 
 
-def test(config, opts, weight, episodes, out):
-    report = test_sccan.main(['--config', config, '--weight', weight, '--episodes',
-                              str(episodes), '--out', out, '--overwrite', '--opts', *opts])
+def test(cfg, env, weight, episodes, out):
+    """test_sccan.py's scores of a checkpoint on the first `episodes` of manual_seed."""
+    report = evaluate_checkpoint(cfg, env, weight, episodes=episodes, out=out, overwrite=True,
+                                 overrides={'weight': weight, 'episodes': episodes})
     return report['seeds'][0]
 
 
-def first_episodes(cfg, weight, count):
+def first_episodes(cfg, env, weight, count):
     """Panels (util.visualize.episode_panel) of the first `count` test episodes, with the
     model's predictions: the same seed as the scores."""
-    env = distributed.setup()
-    net, _ = model_for_checkpoint(cfg, weight)
     dataset = episode_dataset(cfg, 'val')
     panels = []
 
-    def keep(n, batch, b, prediction):
+    def keep(e, batch, b, prediction):
         panels.append(batch_panel(batch, b, prediction))
-    run_episodes(net.to(env.device), dataset, cfg, cfg.manual_seed, env,
+    run_episodes(ready_model(cfg, env.device, weight), dataset, cfg, cfg.manual_seed, env,
                  precision_for(cfg, env.device), num_episodes=count, on_episode=keep, desc='examples')
     return panels
 
@@ -188,6 +187,14 @@ def markdown(report):
 
 def main(argv=None):
     args = parse_args(argv)
+    env = distributed.setup()
+    try:
+        return run_demo(args, env)
+    finally:
+        distributed.cleanup()
+
+
+def run_demo(args, env):
     start = time.time()
     seconds = {}
     opts = data_opts(args.root) + args.opts
@@ -200,25 +207,26 @@ def main(argv=None):
     say(f'2/4 meta-training on the base classes of fold {cfg.split} ({args.config})')
     tick = time.time()
     # each demo starts its training over, replacing the previous demo run
-    trainer = train_sccan.main(['--config', args.config, '--overwrite', '--opts', *opts])
-    trained_path = trainer.latest_path
+    trained_path = train(cfg, env, overwrite=True).paths.latest
     seconds['training'] = time.time() - tick
 
     say('3/4 meta-testing on the held-out classes')
     tick = time.time()
     episodes = cfg.test_num
     out_dir = os.path.join(cfg.exp_dir, 'demo')
-    os.makedirs(out_dir, exist_ok=True)
     untrained_path = untrained_checkpoint(cfg, trained_path,
                                           os.path.join(out_dir, 'untrained.pth'))
-    results = {name: test(args.config, opts, path, episodes,
-                          os.path.join(out_dir, f'test_{name}.json'))
-               for name, path in (('trained', trained_path), ('untrained', untrained_path))}
-    results['support_blind'] = score_support_blind(cfg, episodes)
+    setup_logging(is_main=env.is_main)
+    try:
+        results = {name: test(cfg, env, path, episodes, os.path.join(out_dir, f'test_{name}.json'))
+                   for name, path in (('trained', trained_path), ('untrained', untrained_path))}
+        results['support_blind'] = score_support_blind(cfg, env, episodes)
+    finally:
+        close_logging()
     seconds['testing'] = time.time() - tick
 
     say('4/4 report')
-    example_sheet(first_episodes(cfg, trained_path, args.examples),
+    example_sheet(first_episodes(cfg, env, trained_path, args.examples),
                   os.path.join(out_dir, 'examples.png'), cfg.shot)
     seconds['total'] = time.time() - start
     novel = results['trained']['class_ids']
@@ -227,11 +235,9 @@ def main(argv=None):
               'results': {k: {m: v[m] for m in ('mIoU', 'FB-IoU', 'pIoU', 'class_IoU')}
                           for k, v in results.items()},
               'checks': summary(results), 'seconds': seconds}
-    with open(os.path.join(out_dir, 'report.json'), 'w') as f:
-        json.dump(report, f, indent=1)
+    write_json(os.path.join(out_dir, 'report.json'), report)
     text = markdown(report)
-    with open(os.path.join(out_dir, 'report.md'), 'w') as f:
-        f.write(text)
+    write_atomic(os.path.join(out_dir, 'report.md'), text)
     print('\n' + text.split('\n![')[0])
     say(f'report, examples and weights in {out_dir}')
     return report

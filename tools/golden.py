@@ -1,6 +1,7 @@
 """Golden files: what tools/make_golden.py runs through the authors' code and tests/test_golden*.py
 run through ours. Both sides take everything from here: the deterministic weights, the episodes
-(regenerated from a seed, never stored), the training recipe and the compact parameter view.
+(regenerated from a seed, never stored), the training recipe and the compact parameter view; our
+side also its model (`golden_model`) and what it records from inside it (`recording`).
 
 Files (tests/golden/*.pt, `load` / `save`), each with `torch` (version), `note` and
 `official_commit` (of their clone, where known):
@@ -13,11 +14,13 @@ Files (tests/golden/*.pt, `load` / `save`), each with `torch` (version), `note` 
 - TRAINING['name'].pt: `training` (the TRAINING dict), `steps` (per step: `iteration`, `loss`,
   `sgd_lr` one per SGD group, `adamw_lr`) and `parameters` (`parameter_view` after the last step).
 """
+import contextlib
 import math
 import zlib
 
 import torch
 
+from model import SCCAN
 from util.image_io import IGNORE_LABEL
 
 # name → episode batch: ResNet depth, shots K, batch B, image side S, seed of the inputs.
@@ -73,6 +76,44 @@ def make_state_dict(reference):
     `weight_for`, others copied."""
     return {key: weight_for(key, tuple(value.shape)).to(value.dtype) if value.is_floating_point()
             else value.clone() for key, value in reference.items()}
+
+
+def golden_model(case, state_dict=make_state_dict, **fast_paths):
+    """Our SCCAN for a case (CASES or TRAINING; any number of shots) as a bare `SCCAN(...)` in a
+    notebook gets it, with `state_dict(reference)` weights loaded strictly, float64, eval mode.
+
+    Args:
+        case: holds 'layers'.
+        state_dict: weights for a state dict of the model's keys and shapes.
+        **fast_paths: SCCAN.set_fast_paths switches; none: the model's defaults.
+    """
+    net = SCCAN(layers=case['layers']).set_fast_paths(**fast_paths)
+    net.load_state_dict(state_dict(net.state_dict()), strict=True)
+    return net.double().eval()
+
+
+def _keep_output(container, key):
+    def hook(module, inputs, output):
+        container[key] = output
+    return hook
+
+
+@contextlib.contextmanager
+def recording(net):
+    """Forward hooks on our SCCAN `net` while inside; yields the dict they fill with what the
+    golden files keep from its last forward: 'prior' (B×1×S×S, after shot averaging),
+    'pam_index' (per SCCA block, B×P aligned support patch per query patch) and
+    'transformer_out' (B×C×S×S, query tokens after norm0)."""
+    captured = {'pam_index': [None] * len(net.transformer.blocks)}
+    hooks = [net.prior.register_forward_hook(_keep_output(captured, 'prior')),
+             net.transformer.register_forward_hook(_keep_output(captured, 'transformer_out'))]
+    hooks += [block.align.register_forward_hook(_keep_output(captured['pam_index'], i))
+              for i, block in enumerate(net.transformer.blocks)]
+    try:
+        yield captured
+    finally:
+        for hook in hooks:
+            hook.remove()
 
 
 def disable_dropout(net):

@@ -30,7 +30,7 @@ sys.path.insert(0, REPO)
 import test_sccan  # noqa: E402
 from util.cli import run_main  # noqa: E402
 from util.config import load_config  # noqa: E402
-from util.experiment import run_paths  # noqa: E402
+from util.run_paths import RunPaths  # noqa: E402
 from util.outputs import read_keyed, write_json  # noqa: E402
 from util.paper import PAPER  # noqa: E402
 from util.uncertainty import combined_half_width, half_width  # noqa: E402
@@ -78,7 +78,7 @@ def find_cells(args):
                     config = config_path(args.config_dir, benchmark, fold, layers, shot)
                     if os.path.isfile(config):
                         cfg = load_config(config, ['exp_dir', args.exp])
-                        snapshot = run_paths(cfg)['snapshot']
+                        snapshot = RunPaths.of(cfg).snapshot
                         cells.append({'benchmark': benchmark, 'layers': layers, 'shot': shot,
                                       'fold': fold, 'config': config, 'snapshot': snapshot,
                                       'checkpoint': find_best(cfg, snapshot)})

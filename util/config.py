@@ -36,7 +36,7 @@ import yaml
 
 from model.backbone import BLOCKS_PER_STAGE
 from model.build import MODEL_VARIANTS
-from model.sccan import INPUT_SIZE_RULE, OUTPUT_STRIDE, valid_input_size
+from model.sccan import OUTPUT_STRIDE, input_size_rule, valid_input_size
 from util.cli import run_main
 from util.inputs import read_text
 
@@ -63,7 +63,7 @@ def _k(section, type_, default, doc, **kw):
     return Key(section, type_, default, doc, **kw)
 
 
-_SIZE_CHECK = (valid_input_size, f'a positive size with {INPUT_SIZE_RULE}')
+_SIZE_CHECK = (valid_input_size, f'a positive size with {input_size_rule()}')
 _POSITIVE = (lambda v: v > 0, 'a positive value')
 _NON_NEGATIVE = (lambda v: v >= 0, 'a value >= 0')
 # numpy's seeds and the episode seeds (util.episodes.episode_seed) take non-negative 32-bit values

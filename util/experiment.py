@@ -1,5 +1,6 @@
-"""What a config names besides data: the SCCAN it describes, the checkpoint it tests or resumes,
-and the folders its run writes."""
+"""What a config names besides data: the SCCAN it describes (`ready_model`: built or from a
+checkpoint, checked to fit, on its device) and the checkpoint it tests or resumes. The files of a
+run: util.run_paths."""
 import os
 
 from model import ARCHITECTURE_KEYS, CheckpointError, build_sccan, load_backbone_weights, sccan_from_checkpoint
@@ -9,18 +10,6 @@ from model.checkpoint import check_shot, metadata
 # What decides which classes are novel: a checkpoint trained with other values has seen the
 # classes it would be scored on.
 CLASS_KEYS = ('data_set', 'split', 'use_split_coco')
-
-
-def run_paths(cfg):
-    """The authors' layout: <exp_dir>/<data_set>/SCCAN/split<k>/resnet<L>/{snapshot,result};
-    1- and 5-shot runs share it, their files are told apart by the 'train'/'train5' prefix, and
-    so is their lock (<run>/<prefix>.lock): a 1-shot and a 5-shot run may train side by side."""
-    run = os.path.join(cfg.exp_dir, cfg.data_set, 'SCCAN', f'split{cfg.split}',
-                       f'resnet{cfg.layers}')
-    prefix = 'train' if cfg.shot == 1 else f'train{cfg.shot}'
-    return {'run': run, 'snapshot': os.path.join(run, 'snapshot'),
-            'result': os.path.join(run, 'result'), 'prefix': prefix,
-            'lock': os.path.join(run, prefix + '.lock')}
 
 
 def find_checkpoint(name, snapshot_dir):
@@ -101,3 +90,34 @@ def model_for_checkpoint(cfg, path, any_shot=False, any_split=False):
     net, checkpoint = sccan_from_checkpoint(path)
     check_fits(cfg, checkpoint, path, any_shot, any_split)
     return with_fast_paths(net, cfg), checkpoint
+
+
+def compile_model(net):
+    """`net` with its heavy parts, the backbone and the SCCA transformer, compiled in place
+    (torch.compile of the modules): parameter names and the encode / segment entry points that
+    the feature cache uses stay as they are. Returns net."""
+    net.backbone.compile()
+    net.transformer.compile()
+    return net
+
+
+def ready_model(cfg, device, checkpoint=None, any_shot=False, any_split=False):
+    """THE way to the network a config describes, ready to run.
+
+    Args:
+        cfg: the config: architecture, fast paths (channels_last, recompute, fused_attention),
+            compile, backbone_weights.
+        device: torch.device it runs on.
+        checkpoint: path of a checkpoint whose weights it gets, checked to fit the config
+            (check_fits with any_shot, any_split); None: built as the config says, the backbone
+            from cfg.backbone_weights (random without them).
+
+    Returns:
+        SCCAN on `device`, its heavy parts compiled when cfg.compile (compile_model).
+    """
+    if checkpoint is None:
+        net = build_model(cfg, cfg.backbone_weights)
+    else:
+        net, _ = model_for_checkpoint(cfg, checkpoint, any_shot, any_split)
+    net = net.to(device)
+    return compile_model(net) if cfg.compile else net

@@ -1,6 +1,6 @@
-"""Where and in which precision the network runs: the device (`resolve_device`), optional mixed
-precision (`amp: bf16|fp16`) and torch.compile. The exact speed-ups (channels-last, recomputation,
-fused attention) belong to the model (SCCAN.set_fast_paths).
+"""Where and in which precision the network runs: the device (`resolve_device`) and optional mixed
+precision (`amp: bf16|fp16`). The exact speed-ups (channels-last, recomputation, fused attention)
+belong to the model (SCCAN.set_fast_paths); compiling it to util.experiment.compile_model.
 
 bf16 autocast runs on CUDA and CPU; fp16 needs CUDA (with loss scaling) and is ignored with a
 warning on the CPU. Weights, optimiser states and metrics stay float32.
@@ -29,9 +29,10 @@ def resolve_device(name='auto'):
 
 @dataclasses.dataclass(frozen=True)
 class Precision:
+    """Mixed precision on one kind of device: `autocast()` around forward passes, and the loss
+    scaler of the optimisation steps."""
     device_type: str
     dtype: torch.dtype = None      # autocast dtype; None: full float32
-    compile: bool = False
 
     def autocast(self):
         if self.dtype is None:
@@ -42,19 +43,11 @@ class Precision:
         """Loss scaling, active for fp16 only."""
         return torch.amp.GradScaler(self.device_type, enabled=self.dtype == torch.float16)
 
-    def prepare_model(self, net):
-        """The SCCAN to run, changed in place. compile: the backbone and the SCCA transformer
-        (the heavy parts) are compiled as modules, so parameter names and the encode/segment
-        entry points used by the feature cache stay as they are."""
-        if self.compile:
-            net.backbone.compile()
-            net.transformer.compile()
-        return net
-
 
 def precision_for(cfg, device):
+    """The Precision of a config's `amp` on `device` (fp16 on a CPU: float32, with a warning)."""
     dtype = _DTYPES[cfg.amp]
     if dtype == torch.float16 and device.type != 'cuda':
         log.warning('amp: fp16 needs CUDA; running in float32 on %s', device)
         dtype = None
-    return Precision(device.type, dtype, cfg.compile)
+    return Precision(device.type, dtype)

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 from model import BackboneFeatures, SCCAN, sccan_from_checkpoint
 from model.checkpoint import metadata
-from model.sccan import INPUT_SIZE_RULE, valid_input_size
+from model.sccan import input_size_rule, valid_input_size
 from util.image_io import IGNORE_LABEL
 from util.precision import resolve_device
 from util.transform import ImageTooThin, val_resize_shape, val_transform
@@ -62,7 +62,7 @@ class FewShotSegmenter:
 
     def __init__(self, net: SCCAN, val_size: int = 473, trained_shot: Optional[int] = None):
         if val_size < 9 or not valid_input_size(val_size):
-            raise ValueError(f'val_size must satisfy {INPUT_SIZE_RULE}; got {val_size}')
+            raise ValueError(f'val_size must satisfy {input_size_rule("val_size")}; got {val_size}')
         self.net = net.eval()
         self.val_size = val_size
         self.transform = val_transform(val_size)

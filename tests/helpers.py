@@ -1,4 +1,7 @@
-"""Tiny PASCAL-5i / COCO-20i datasets on disk, in the real formats, for tests.
+"""What several test modules share (test modules never import each other): tiny data sets on
+disk, small models and inputs, and checks of the command-line scripts.
+
+Data sets. Tiny PASCAL-5i / COCO-20i data sets in the real formats.
 
 `make_pascal(root)` writes root/JPEGImages/*.jpg, root/SegmentationClassAug/*.png (one byte per
 pixel: 0 background, class id on the object, 255 on a 2-pixel band around it) and root/train.txt,
@@ -12,12 +15,16 @@ class, and with the default counts every class of every fold has >= 6 eligible i
 lists: 1- and 5-shot episodes work for all folds. Image sizes vary a little (and are not square)
 so size mistakes show. All functions return (data_root, train_list, val_list).
 """
+import hashlib
 import os
+import struct
+import zlib
 
 import cv2
 import numpy as np
 import torch
 
+from util.cli import run_main
 from util.image_io import IGNORE_LABEL, write_image
 
 BORDER = 2          # width of the 255 band around objects, as in VOC labels
@@ -140,9 +147,6 @@ def make_from_labels(root, labels, list_name='list.txt', folder='custom'):
 def write_palette_png(path, indices, palette):
     """An 8-bit palette PNG (colour type 3), as VOC's SegmentationClass files are; OpenCV can
     read but not write those. indices: H×W uint8; palette: N×3 uint8 RGB."""
-    import struct
-    import zlib
-
     def chunk(kind, data):
         body = kind + data
         return struct.pack('>I', len(data)) + body + struct.pack('>I', zlib.crc32(body))
@@ -185,3 +189,36 @@ def without_dropout(net):
         if isinstance(module, torch.nn.modules.dropout._DropoutNd):
             module.p = 0.0
     return net
+
+
+# ---- command-line scripts: run in the test process; what they must leave ----
+def run_cli(main, argv, capsys, *failures):
+    """(exit status, stdout, stderr) of `main(argv)` run as its script's `__main__` runs it:
+    through util.cli.run_main with `failures`."""
+    try:
+        result = run_main(lambda: main(argv), *failures)
+    except SystemExit as e:
+        result = e.code
+    out, err = capsys.readouterr()
+    return (result if isinstance(result, int) else 0), out, err
+
+
+def assert_one_error(status, err, *needles):
+    """Exit status 2 and, last on stderr (below any progress bar), exactly one line
+    `error: ...` holding every needle; no traceback."""
+    lines = err.splitlines()
+    errors = [line for line in lines if line.startswith('error: ')]
+    assert status == 2 and errors and errors == lines[-1:] and 'Traceback' not in err, err
+    assert all(needle in errors[0] for needle in needles), errors[0]
+
+
+def files_below(folder):
+    """{relative path: SHA-1 of the content} of every file below `folder`, to show that a run
+    left them as they were."""
+    found = {}
+    for parent, _, names in os.walk(folder):
+        for name in names:
+            path = os.path.join(parent, name)
+            with open(path, 'rb') as f:
+                found[os.path.relpath(path, folder)] = hashlib.sha1(f.read()).hexdigest()
+    return found

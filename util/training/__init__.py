@@ -1,0 +1,20 @@
+"""Meta-training SCCAN (the authors' train_sccan.py recipe), in parts with one job each:
+
+    trainer.py      the loop: optimisation steps, epochs, when to validate, save and stop
+    run_folder.py   claiming the run folder (lock; an earlier run's files; killed saves)
+    checkpoints.py  the latest and the best checkpoint; resuming a run exactly
+    validation.py   validation during training
+    signals.py      SIGINT/SIGTERM: a clean stop after the current step
+    scalars.py      what a run reports as it goes: log lines, progress bar, TensorBoard
+
+    trainer = train(cfg, env, resume='train_latest.pth')
+
+The files of a run are named by util.run_paths.RunPaths.
+"""
+from util.training.signals import Interrupted
+from util.training.trainer import NonFiniteLoss, Trainer, train
+
+# Failures with their own exit status (util.cli.run_main); other errors end with status 2.
+FAILURES = ((NonFiniteLoss, 'error', 1), (Interrupted, 'interrupted', 130))
+
+__all__ = ['train', 'Trainer', 'NonFiniteLoss', 'Interrupted', 'FAILURES']

@@ -1,0 +1,91 @@
+"""The checkpoints of a training run: the latest (to continue from) and the best (by validation
+mIoU), what they record of the run's progress, and resuming a run exactly."""
+import dataclasses
+import logging
+import os
+from typing import Callable, Optional
+
+from model.checkpoint import check_resumable, read_checkpoint, restore_training
+from util.experiment import check_fits, find_checkpoint
+from util.outputs import save_checkpoint
+from util.run_paths import RunPaths
+
+log = logging.getLogger('sccan')
+
+# Keys whose change makes a resumed run differ from an uninterrupted one ('processes': how many).
+RUN_DEFINING_KEYS = ('epochs', 'batch_size', 'base_lr', 'transformer_lr', 'train_list',
+                     'manual_seed', 'processes')
+
+
+@dataclasses.dataclass
+class Progress:
+    """Where a run stands: stored in its checkpoints ('progress') and restored on resume."""
+    iteration: int = 0                  # optimisation steps done
+    best_miou: Optional[float] = None   # the best validation so far ...
+    best_fb_iou: Optional[float] = None
+    best_piou: Optional[float] = None
+    best_epoch: Optional[float] = None  # ... at this epoch label
+    best_path: Optional[str] = None     # ... saved here (main process only)
+    keep_epoch: int = 0                 # epochs begun since the last new best (early stop)
+    val_num: int = 0                    # validations run
+    skipped_steps: int = 0              # steps skipped for a non-finite loss
+
+    @classmethod
+    def of_checkpoint(cls, checkpoint) -> 'Progress':
+        names = {f.name for f in dataclasses.fields(cls)}
+        stored = {k: v for k, v in checkpoint['progress'].items() if k in names}
+        return cls(**{**stored, 'iteration': checkpoint['iteration']})
+
+
+class Checkpointer:
+    """Writes the run's checkpoints, on the main process: the latest (paths.latest) and the
+    best, which replaces the previous best of this run folder. `checkpoint` arguments are
+    functions building the checkpoint, called on the main process only."""
+
+    def __init__(self, paths: RunPaths, is_main: bool):
+        self.paths, self.is_main = paths, is_main
+        self.saved_iteration = None      # the step of the last latest checkpoint (every process)
+
+    def save_latest(self, checkpoint: Callable[[], dict], iteration: int):
+        if self.is_main:
+            save_checkpoint(checkpoint(), self.paths.latest)
+            log.info('saved %s (iteration %d)', self.paths.latest, iteration)
+        self.saved_iteration = iteration
+
+    def save_best(self, checkpoint: Callable[[], dict], epoch_label, miou: float,
+                  progress: Progress):
+        """Write the new best and delete the previous one, if it is in this run's snapshot
+        folder: a run resumed from another folder leaves that run's files alone."""
+        if not self.is_main:
+            return
+        path = self.paths.best(epoch_label, miou)
+        save_checkpoint(checkpoint(), path)
+        previous = progress.best_path
+        if previous and previous != path and os.path.exists(previous) and self.paths.holds(previous):
+            os.remove(previous)
+        progress.best_path = path
+        log.info('new best mIoU %.4f: saved %s', miou, path)
+
+
+def resumable(cfg, resume: str, paths: RunPaths):
+    """(path, checkpoint) to resume from: `resume` is a path or a file name in the run's snapshot
+    folder; checked to continue a run of this config (same architecture, shot, data set and
+    fold) and to hold the training state, before anything is built or written."""
+    path = find_checkpoint(resume, paths.snapshot)
+    checkpoint = read_checkpoint(path)
+    check_fits(cfg, checkpoint, path)
+    check_resumable(checkpoint, path)
+    return path, checkpoint
+
+
+def restore(checkpoint, path, cfg, world_size, net, sgd, adamw, scaler) -> Progress:
+    """Load a resumable checkpoint's weights, optimiser and loss-scale states; warn when a
+    RUN_DEFINING_KEYS value differs from the run's. Returns its progress."""
+    restore_training(checkpoint, path, net, sgd, adamw, scaler)
+    before = {**checkpoint['config'], 'processes': checkpoint.get('world_size')}
+    now = {**cfg.to_dict(), 'processes': world_size}
+    changed = [k for k in RUN_DEFINING_KEYS if before.get(k) != now[k]]
+    if changed:
+        log.warning('resuming with changed %s: the run will not match an uninterrupted one',
+                    ', '.join(f'{k} ({before.get(k)} → {now[k]})' for k in changed))
+    return Progress.of_checkpoint(checkpoint)

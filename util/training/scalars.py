@@ -1,0 +1,55 @@
+"""What a training run reports as it goes: per step a progress bar, TensorBoard scalars (loss,
+learning rates) and every print_freq steps a log line with the time left; per validation its
+metrics as scalars."""
+import logging
+import time
+
+from util.log import format_duration, progress, scalar_writer
+
+log = logging.getLogger('sccan')
+
+VALIDATION_SCALARS = (('mIoU_val', 'mIoU'), ('FBIoU_val', 'FB-IoU'), ('pIoU_val', 'pIoU'),
+                      ('loss_val', 'loss'))
+
+
+class TrainingLog:
+    """The reports of one run (scalars on the main process only)."""
+
+    def __init__(self, cfg, tensorboard_dir, is_main, iters_per_epoch, max_iter):
+        self.cfg, self.is_main = cfg, is_main
+        self.iters_per_epoch, self.max_iter = iters_per_epoch, max_iter
+        self.writer = scalar_writer(tensorboard_dir, is_main)
+        self.bar, self.step_time, self.tick = None, None, None
+
+    def start_epoch(self, epoch, offset):
+        """The epoch's progress bar (a context manager), `offset` steps done already."""
+        self.step_time, self.tick = None, time.time()
+        self.bar = progress(total=self.iters_per_epoch, initial=offset,
+                            desc=f'epoch {epoch + 1}/{self.cfg.epochs}', enabled=self.is_main)
+        return self.bar
+
+    def step(self, epoch, i, iteration, loss, sgd_lr, transformer_lr):
+        """Step i of the epoch (iteration: steps done in all) ended with `loss`."""
+        elapsed, self.tick = time.time() - self.tick, time.time()
+        # a moving average of the step time, for the time left
+        self.step_time = elapsed if self.step_time is None else 0.9 * self.step_time + 0.1 * elapsed
+        self.bar.update(1)
+        self.bar.set_postfix(loss=f'{loss:.4f}', lr=f'{sgd_lr:.2e}')
+        self.writer.add_scalar('loss_train', loss, iteration)
+        self.writer.add_scalar('lr_sgd', sgd_lr, iteration)
+        self.writer.add_scalar('lr_transformer', transformer_lr, iteration)
+        if (i + 1) % self.cfg.print_freq == 0:
+            log.info('epoch [%d/%d][%d/%d] loss %.4f lr %.2e remain %s', epoch + 1,
+                     self.cfg.epochs, i + 1, self.iters_per_epoch, loss, sgd_lr,
+                     format_duration((self.max_iter - iteration) * self.step_time))
+
+    def paused(self):
+        """The time since the last step was not training (a validation): leave it out."""
+        self.tick = time.time()
+
+    def validation(self, result, iteration):
+        for name, key in VALIDATION_SCALARS:
+            self.writer.add_scalar(name, result[key], iteration)
+
+    def close(self):
+        self.writer.close()

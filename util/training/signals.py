@@ -1,0 +1,41 @@
+"""SIGINT/SIGTERM during training: the latest checkpoint is written after the current step, then
+the run stops (Interrupted); a second signal stops at once (StoppedAtOnce)."""
+import logging
+import signal
+
+log = logging.getLogger('sccan')
+
+
+class Interrupted(Exception):
+    """SIGINT/SIGTERM received; the latest checkpoint has been written."""
+
+
+class StoppedAtOnce(KeyboardInterrupt):
+    """A second SIGINT/SIGTERM: the run stops where it is, without writing a checkpoint."""
+
+
+class StopFlag:
+    """`requested` turns True on SIGINT/SIGTERM while installed; a second signal raises
+    StoppedAtOnce naming `latest_path`, the checkpoint to continue from."""
+
+    def __init__(self, latest_path):
+        self.latest_path = latest_path
+        self.requested = False
+        self._previous = {}
+
+    def install(self):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._previous[sig] = signal.signal(sig, self._handle)
+
+    def uninstall(self):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise StoppedAtOnce(f'stopped at once by a second {signal.Signals(signum).name}; '
+                                f'continue from the last checkpoint with --resume {self.latest_path}')
+        self.requested = True
+        log.warning('%s received: writing the latest checkpoint after this step, then stopping '
+                    '(send it again to stop at once)', signal.Signals(signum).name)

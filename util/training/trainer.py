@@ -1,0 +1,254 @@
+"""The training loop: the authors' schedule of steps, validations (at the end of every epoch and,
+for runs of at most 100 epochs, half-way through from the second one), checkpoints and stops
+(max_iters, early stop after stop_interval epochs without a new best, a signal, a non-finite
+loss); resumable at any step with the same result as an uninterrupted run."""
+import logging
+import math
+import os
+import time
+
+import torch
+
+from model.checkpoint import training_checkpoint
+from util import distributed
+from util.config import ConfigError
+from util.datasets import episode_dataset
+from util.episodes import SeededEpisodes, TrainSampler, make_loader
+from util.experiment import ready_model
+from util.log import close_logging, format_duration, setup_logging
+from util.optim import apply_schedule, build_optimizers, forward_backward, optimizer_step
+from util.precision import precision_for
+from util.run_paths import RunPaths
+from util.seeding import capture_rng, restore_rng, seed_all
+from util.training.checkpoints import Checkpointer, Progress, restore, resumable
+from util.training.run_folder import claim_run_folder
+from util.training.scalars import TrainingLog
+from util.training.signals import Interrupted, StopFlag
+from util.training.validation import Validation
+
+log = logging.getLogger('sccan')
+
+
+class NonFiniteLoss(RuntimeError):
+    """The training loss became NaN or infinite (on_nonfinite: stop)."""
+
+
+class Trainer:
+    """One meta-training run of a config on the processes of `env`.
+
+    Args:
+        cfg: the config.
+        env: util.distributed.DistEnv.
+        resume: a checkpoint to continue from (a path or a file name in the run's snapshot
+            folder), checked before anything is written.
+        overwrite: start over in a run folder holding an earlier run's checkpoints (deleting
+            them, its log and TensorBoard scalars).
+
+    `fit()` trains; `close()` gives the run folder back. `paths` names the run's files,
+    `progress` says where it stands.
+    """
+
+    def __init__(self, cfg, env, resume=None, overwrite=False):
+        self.cfg, self.env = cfg, env
+        self.paths = RunPaths.of(cfg)
+        resumed = resumable(cfg, resume, self.paths) if resume else None
+        self.lock = None
+        try:
+            claimed = distributed.on_main_process(
+                lambda: claim_run_folder(self.paths, resumed and resumed[0], overwrite), env)
+            self.lock, notes = claimed or (None, [])
+            self.setup(resumed, notes)
+        except BaseException:
+            self.close()
+            raise
+
+    def setup(self, resumed, notes):
+        cfg, env, paths = self.cfg, self.env, self.paths
+        if env.is_main:
+            os.makedirs(paths.snapshot, exist_ok=True)
+            os.makedirs(paths.result, exist_ok=True)
+        setup_logging(paths.log, env.is_main)
+        for note in notes:
+            log.warning('%s', note)
+        if cfg.seed_deterministic:
+            os.environ.setdefault('CUBLAS_WORKSPACE_CONFIG', ':4096:8')
+            torch.use_deterministic_algorithms(True, warn_only=True)
+            torch.backends.cudnn.benchmark = False
+        seed_all(cfg.manual_seed)          # before building: the initial weights come from it
+        self.precision = precision_for(cfg, env.device)
+        self.net = ready_model(cfg, env.device)
+        self.sgd, self.adamw = build_optimizers(self.net, cfg)
+        self.scaler = self.precision.grad_scaler()
+        train_data = episode_dataset(cfg, 'train')
+        self.sampler = TrainSampler(len(train_data), cfg.manual_seed, env.rank, env.world_size)
+        self.loader = make_loader(SeededEpisodes(train_data), self.sampler, cfg.batch_size,
+                                  cfg.workers, drop_last=True, pin_memory=env.device.type == 'cuda')
+        self.iters_per_epoch = len(self.loader)
+        if self.iters_per_epoch == 0:
+            raise ConfigError(f'{len(train_data)} training images are fewer than one batch '
+                              f'(batch_size {cfg.batch_size} × {env.world_size} processes)')
+        self.max_iter = cfg.epochs * self.iters_per_epoch
+        self.validation = Validation(cfg, env, self.net, self.precision) if cfg.evaluate else None
+        self.progress = Progress()
+        self.checkpointer = Checkpointer(paths, env.is_main)
+        if resumed:
+            path, checkpoint = resumed
+            self.progress = restore(checkpoint, path, cfg, env.world_size, self.net, self.sgd,
+                                    self.adamw, self.scaler)
+            restore_rng(checkpoint['rng'])
+            log.info('resumed %s at iteration %d (epoch %.2f)', path, checkpoint['iteration'],
+                     checkpoint['iteration'] / self.iters_per_epoch)
+        self.model = distributed.wrap_ddp(self.net, env) if env.distributed else self.net
+        self.log = TrainingLog(cfg, paths.tensorboard, env.is_main, self.iters_per_epoch,
+                               self.max_iter)
+        self.stop = StopFlag(paths.latest)
+
+    def close(self):
+        """Give the run folder back (the lock)."""
+        if self.lock is not None:
+            self.lock.release()
+
+    # --- the run ---
+    def fit(self):
+        cfg, p = self.cfg, self.progress
+        self.stop.install()
+        start = time.time()
+        first_epoch, offset = divmod(p.iteration, self.iters_per_epoch)
+        log.info('training %s: %d epochs × %d steps, %d process(es) × batch %d, on %s',
+                 cfg.source, cfg.epochs, self.iters_per_epoch, self.env.world_size,
+                 cfg.batch_size, self.env.device)
+        try:
+            for epoch in range(first_epoch, cfg.epochs):
+                if self.max_iters_reached():
+                    break
+                if not (epoch == first_epoch and offset):     # an epoch begins
+                    if self.stop_requested():
+                        self.interrupt()
+                    if p.keep_epoch >= cfg.stop_interval:
+                        log.info('early stop: no new best mIoU for %d epochs', cfg.stop_interval)
+                        break
+                    seed_all(cfg.manual_seed + epoch)
+                    p.keep_epoch += 1
+                self.train_epoch(epoch, offset if epoch == first_epoch else 0)
+                stopping = self.max_iters_reached()
+                if cfg.evaluate:
+                    self.validate(self.epoch_label() if stopping else epoch)
+                elif (epoch + 1) % cfg.save_freq == 0:
+                    self.save_latest(epoch)
+                if stopping:
+                    log.info('max_iters %d reached: stopping', cfg.max_iters)
+                    break
+            if self.checkpointer.saved_iteration != p.iteration:
+                self.save_latest(self.epoch_label())
+        finally:
+            self.stop.uninstall()
+            self.log.close()
+        self.report(time.time() - start)
+
+    def train_epoch(self, epoch, offset):
+        cfg, n = self.cfg, self.iters_per_epoch
+        self.sampler.set_epoch(epoch, start=offset * cfg.batch_size)
+        self.model.train()
+        half = round(n / 2)
+        with self.log.start_epoch(epoch, offset):
+            for i, batch in enumerate(self.loader, start=offset):
+                iteration = epoch * n + i + 1
+                apply_schedule(self.sgd, cfg, iteration, self.max_iter, n)
+                loss = self.step(batch, iteration, epoch, i)
+                self.progress.iteration = iteration
+                self.log.step(epoch, i, iteration, loss, self.sgd.param_groups[-1]['lr'],
+                              self.adamw.param_groups[0]['lr'])
+                if (cfg.evaluate and cfg.SubEpoch_val and cfg.epochs <= 100 and epoch > 0
+                        and i == half and i < n - 1):
+                    self.validate(epoch - 0.5)      # the authors' label for the half epoch
+                    self.log.paused()
+                if i < n - 1 and self.stop_requested():    # after the last step: once validated
+                    self.interrupt()
+                if self.max_iters_reached():
+                    break
+
+    def step(self, batch, iteration, epoch, i):
+        """One optimisation step; returns the loss averaged over processes."""
+        loss = forward_backward(self.model, batch, self.precision, self.scaler, self.env.device)
+        loss_value = distributed.all_reduce_mean(loss.item(), self.env.device)
+        if not math.isfinite(loss_value):
+            where = (f'iteration {iteration} (epoch {epoch + 1}, step {i + 1}/'
+                     f'{self.iters_per_epoch})')
+            if self.cfg.on_nonfinite == 'stop':
+                last = self.paths.latest if self.checkpointer.saved_iteration is not None else 'none yet'
+                raise NonFiniteLoss(f'non-finite training loss ({loss_value}) at {where}; '
+                                    f'stopping. Last good checkpoint: {last}. (on_nonfinite: '
+                                    'skip skips such steps instead.)')
+            self.progress.skipped_steps += 1
+            log.warning('non-finite loss at %s: step skipped (%d so far)', where,
+                        self.progress.skipped_steps)
+            return loss_value
+        optimizer_step(self.scaler, (self.sgd, self.adamw))
+        return loss_value
+
+    def validate(self, epoch_label):
+        p = self.progress
+        result = self.validation(f'epoch {epoch_label} (step {p.iteration})')
+        p.val_num += 1
+        self.log.validation(result, p.iteration)
+        if p.best_miou is None or result['mIoU'] > p.best_miou:
+            p.best_miou, p.best_fb_iou, p.best_piou = result['mIoU'], result['FB-IoU'], result['pIoU']
+            p.best_epoch, p.keep_epoch = epoch_label, 0
+            self.checkpointer.save_best(lambda: self.checkpoint(epoch_label), epoch_label,
+                                        result['mIoU'], p)
+        self.save_latest(epoch_label)
+
+    # --- checkpoints and stops ---
+    def checkpoint(self, epoch_label):
+        """The run's checkpoint now (model.checkpoint.training_checkpoint)."""
+        return training_checkpoint(self.net, epoch_label, self.sgd, self.adamw,
+                                   shot=self.cfg.shot, config=self.cfg.to_dict(),
+                                   iteration=self.progress.iteration,
+                                   world_size=self.env.world_size, rng=capture_rng(),
+                                   scaler=self.scaler.state_dict(),
+                                   progress=vars(self.progress).copy())
+
+    def save_latest(self, epoch_label):
+        self.checkpointer.save_latest(lambda: self.checkpoint(epoch_label), self.progress.iteration)
+
+    def max_iters_reached(self):
+        return self.cfg.max_iters is not None and self.progress.iteration >= self.cfg.max_iters
+
+    def stop_requested(self):
+        """Whether any process got a stop signal (all processes agree, so they stop together)."""
+        flag = torch.tensor(float(self.stop.requested), device=self.env.device)
+        return distributed.all_reduce_sum(flag).item() > 0
+
+    def epoch_label(self):
+        """The authors' epoch label of the current step: epochs done − 1."""
+        label = self.progress.iteration / self.iters_per_epoch - 1
+        return int(label) if label.is_integer() else round(label, 3)
+
+    def interrupt(self):
+        if self.checkpointer.saved_iteration != self.progress.iteration:
+            self.save_latest(self.epoch_label())
+        raise Interrupted(f'stopped at iteration {self.progress.iteration}; continue with '
+                          f'--resume {self.paths.latest}')
+
+    def report(self, seconds):
+        p = self.progress
+        best = ('no validation' if p.best_path is None else
+                f'best mIoU {p.best_miou:.4f} (FB-IoU {p.best_fb_iou:.4f}, pIoU '
+                f'{p.best_piou:.4f}) at epoch {p.best_epoch}: {p.best_path}')
+        skipped = p.skipped_steps
+        log.info('done in %s, %d validations; %s%s', format_duration(seconds), p.val_num, best,
+                 f'; {skipped} non-finite steps skipped' if skipped else '')
+
+
+def train(cfg, env, resume=None, overwrite=False) -> Trainer:
+    """Run a training of `cfg` on the processes of `env` to its end (Trainer's arguments), the
+    run folder given back and the log closed after. Returns the Trainer (its paths, progress)."""
+    try:
+        trainer = Trainer(cfg, env, resume=resume, overwrite=overwrite)
+        try:
+            trainer.fit()
+        finally:
+            trainer.close()
+        return trainer
+    finally:
+        close_logging()
