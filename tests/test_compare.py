@@ -22,13 +22,19 @@ CLASSES = [1, 2, 3, 4, 5]
 def write_run(path, counts, seed=321, queries=None, classes=CLASSES):
     """A manifest of one seed's scored episodes (counts: util.uncertainty.RunCounts); episode
     e queries image queries[e] (default e)."""
+    return write_seeds(path, {seed: counts}, queries, classes)
+
+
+def write_seeds(path, per_seed, queries=None, classes=CLASSES):
+    """A manifest of several seeds' scored episodes: {seed: RunCounts}."""
     records = [EpisodeRecord(seed, e, Episode((f'q{queries[e] if queries else e}.jpg', f'q{e}.png'),
                                               ((f's{e}.jpg', f's{e}.png'),), classes[c]),
                              tuple(map(int, i)), tuple(map(int, u)))
+               for seed, counts in per_seed.items()
                for e, (c, i, u) in enumerate(zip(counts.class_index, counts.intersection, counts.union))]
     os.makedirs(path.parent, exist_ok=True)
-    path.write_text(manifest_text(make_header('pascal', 0, 1, classes, [seed], len(records), 'test'),
-                                  records))
+    header = make_header('pascal', 0, 1, classes, list(per_seed), len(records) // len(per_seed), 'test')
+    path.write_text(manifest_text(header, records))
     return str(path)
 
 

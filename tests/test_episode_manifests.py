@@ -11,10 +11,11 @@ import pytest
 import torch
 
 from helpers import assert_one_error, files_below, make_pascal_config, run_cli
-from model.checkpoint import save_checkpoint, weights_checkpoint
+from model.checkpoint import weights_checkpoint
 from util.config import load_config
 from util.experiment import build_model
 from util.manifest import read_manifest
+from util.outputs import save_checkpoint
 
 import test_sccan
 

@@ -70,6 +70,11 @@ class RunCounts:
     def __len__(self):
         return len(self.class_index)
 
+    def first(self, n: int) -> 'RunCounts':
+        """The counts of the first n episodes (what a run of n episodes of the seed scored)."""
+        return RunCounts(self.class_index[:n], self.intersection[:n], self.union[:n],
+                         self.num_classes)
+
     def class_episodes(self) -> List[int]:
         return np.bincount(self.class_index, minlength=self.num_classes).tolist()
 

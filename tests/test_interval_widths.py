@@ -1,0 +1,42 @@
+"""tools/interval_widths.py: interval widths of the first N episodes of each seed of a manifest."""
+import os
+import sys
+
+import numpy as np
+import pytest
+
+from helpers import assert_one_error, run_cli
+from test_compare import write_seeds
+from test_uncertainty import synthetic_counts
+from util.uncertainty import RunCounts, scores
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'tools'))
+import interval_widths  # noqa: E402
+
+
+def shuffled(counts, seed):
+    """The episodes of `counts` in a random order (a run draws its classes in no order)."""
+    order = np.random.default_rng(seed).permutation(len(counts))
+    return RunCounts(counts.class_index[order], counts.intersection[order], counts.union[order],
+                     counts.num_classes)
+
+
+def test_widths_of_prefixes(tmp_path, capsys):
+    per_seed = {s: shuffled(synthetic_counts(80, seed=0), s) for s in range(4)}   # 400 a seed
+    path = write_seeds(tmp_path / 'm.jsonl', per_seed)
+    rows = interval_widths.main([path, '--resamples', '1000'])
+    assert [r['episodes'] for r in rows] == [25, 100, 400]                       # / 16, / 4, / 1
+    small, _, full = rows
+    assert 0.4 < full['seed_width'] / rows[1]['seed_width'] < 0.6                # 1/√4
+    assert full['pooled_width'] < full['seed_width']                             # 4 seeds: ~ 1/2
+    first = [scores(c.first(25))['mIoU'] for c in per_seed.values()]
+    assert small['mIoU'] == pytest.approx(np.mean(first)) and small['seed_std'] == pytest.approx(np.std(first))
+    # all seeds hold the same 400 episodes in other orders: the full runs score alike
+    assert full['seed_std'] == pytest.approx(0, abs=1e-12)
+    assert '| 400 |' in capsys.readouterr().out
+
+
+def test_more_episodes_than_the_manifest_holds(tmp_path, capsys):
+    path = write_seeds(tmp_path / 'm.jsonl', {1: synthetic_counts(4)})
+    status, _, err = run_cli(interval_widths.main, [path, '--episodes', '10', '30'], capsys)
+    assert_one_error(status, err, f'{path}: 20 episodes per seed, fewer than 30')
