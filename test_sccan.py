@@ -29,7 +29,7 @@ from util.cli import ArgumentParser, non_negative_int, positive_int, run_main
 from util.config import ConfigError, load_config
 from util.datasets import episode_dataset
 from util.evaluate import format_result, make_predictor, run_episodes
-from util.experiment import find_checkpoint, model_for_checkpoint
+from util.experiment import find_checkpoint, ready_model
 from util.run_paths import RunPaths
 from util.log import close_logging, setup_logging
 from util.manifest import (check_fits, file_identity, make_header, read_manifest, replay_plans,
@@ -152,8 +152,7 @@ def main(argv=None):
         inputs = [p for p in (path, cfg.source, args.episodes_from) if p]
         distributed.on_main_process(lambda: claim_outputs(args, out, viz_dir, inputs), env)
         precision = precision_for(cfg, env.device)
-        net, _ = model_for_checkpoint(cfg, path, args.any_shot, args.any_split)
-        net = precision.prepare_model(net.to(env.device))
+        net = ready_model(cfg, env.device, path, args.any_shot, args.any_split)
         dataset = episode_dataset(cfg, 'val')
         if replayed:
             check_fits(replayed, cfg.data_set, cfg.split, cfg.shot, dataset.classes, cfg.data_root)
