@@ -4,7 +4,7 @@ import os
 import pytest
 
 import train_sccan
-from helpers import make_pascal_config
+from helpers import assert_one_error, make_pascal_config, run_cli
 
 # a tiny run: two steps of the tiny variant, no validation
 TINY_RUN = ['model', 'tiny', 'backbone_weights', 'None', 'train_h', '57', 'train_w', '57',
@@ -24,10 +24,34 @@ def bench(tmp_path_factory):
     return {'root': root, 'config': make_pascal_config(str(root), n_train=20, n_val=10)}
 
 
-def test_checkpoints_follow_the_umask_as_every_other_output(bench):
-    exp = bench['root'] / 'modes'
+@pytest.fixture(scope='module')
+def tiny_run(bench):
+    """The folder of a finished tiny run (exp_dir) and its latest checkpoint."""
+    exp = bench['root'] / 'run'
     train_sccan.main(['--config', bench['config'], '--opts', *TINY_RUN, 'exp_dir', str(exp)])
+    latest = exp / 'pascal' / 'SCCAN' / 'split0' / 'resnet14' / 'snapshot' / 'train_latest.pth'
+    return {'exp': exp, 'latest': str(latest)}
+
+
+def test_checkpoints_follow_the_umask_as_every_other_output(tiny_run):
+    exp = tiny_run['exp']
     files = [os.path.join(folder, name) for folder, _, names in os.walk(exp) for name in names]
     assert any(f.endswith('train_latest.pth') for f in files)
     expected = 0o666 & ~current_umask()      # what a plain open() gives: colleagues can read
     assert {f: oct(os.stat(f).st_mode & 0o777) for f in files} == {f: oct(expected) for f in files}
+
+
+@pytest.mark.parametrize('opts, needles', [
+    (['shot', '2'], ['was trained with shot 1 but the config has shot 2; a resumed run goes on '
+                     'with the config it was trained with: use that config']),
+    (['split', '1'], ['was trained with split 0 but', 'has split 1: its base classes would be '
+                      'scored as novel ones. a resumed run goes on with the config it was '
+                      'trained with: use that config'])])
+def test_resuming_with_another_shot_or_fold_names_no_option_of_the_tester(bench, tiny_run, tmp_path,
+                                                                          capsys, opts, needles):
+    """--any-shot and --any-split are test_sccan.py's: train_sccan.py has neither."""
+    status, _, err = run_cli(train_sccan.main, ['--config', bench['config'], '--resume',
+                                                tiny_run['latest'], '--opts', *TINY_RUN, *opts,
+                                                'exp_dir', str(tmp_path)], capsys)
+    assert_one_error(status, err, *needles)
+    assert '--any-' not in err
