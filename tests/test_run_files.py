@@ -55,3 +55,50 @@ def test_resuming_with_another_shot_or_fold_names_no_option_of_the_tester(bench,
                                                 'exp_dir', str(tmp_path)], capsys)
     assert_one_error(status, err, *needles)
     assert '--any-' not in err
+
+
+def test_a_killed_process_of_a_torchrun_run_leaves_the_others_one_line(bench, tmp_path):
+    """torchrun, 2 CPU processes; process 1 is killed after a few steps: process 0 stops with
+    one line saying so (its collective failed), not the backend's traceback, although torchrun
+    sends it SIGTERM at the same time."""
+    import glob
+    import signal
+    import subprocess
+    import sys
+    import time
+    from util.config import REPO_ROOT
+    exp, logs = tmp_path / 'exp', tmp_path / 'logs'
+    log = exp / 'pascal' / 'SCCAN' / 'split0' / 'resnet14' / 'result' / 'train.log'
+    run = subprocess.Popen(
+        [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2',
+         '--log-dir', str(logs), '--redirects', '3', 'train_sccan.py', '--config',
+         bench['config'], '--opts', 'model', 'tiny', 'backbone_weights', 'None', 'train_h', '57',
+         'train_w', '57', 'batch_size', '1', 'workers', '0', 'epochs', '100', 'evaluate',
+         'false', 'print_freq', '1', 'exp_dir', str(exp)],
+        cwd=REPO_ROOT, env={**os.environ, 'OMP_NUM_THREADS': '1'}, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while not (log.exists() and '[3/' in log.read_text()):
+            assert run.poll() is None and time.time() < deadline, 'the run did not start'
+            time.sleep(0.2)
+        workers = subprocess.run(['pgrep', '-P', str(run.pid)], capture_output=True,
+                                 text=True).stdout.split()
+        ranks = {}
+        for pid in workers:
+            with open(f'/proc/{pid}/environ', 'rb') as f:
+                ranks.update({v.split(b'=')[1]: int(pid) for v in f.read().split(b'\0')
+                              if v.startswith(b'RANK=')})
+        os.kill(ranks[b'1'], signal.SIGKILL)
+        run.wait(timeout=120)
+    finally:
+        run.kill()
+    with open(glob.glob(str(logs / '*' / 'attempt_0' / '0' / 'stderr.log'))[0]) as f:
+        err = f.read()
+    assert 'Traceback' not in err, err
+    assert err.splitlines()[-1].startswith(
+        'error: another process of this run stopped, so process 0 of 2 stops too (its own output '
+        'says why; here: '), err
+    assert err.endswith('no checkpoint was written yet ('
+                        f'{exp}/pascal/SCCAN/split0/resnet14/snapshot/train_latest.pth does not '
+                        'exist): run it again from the start\n'), err
