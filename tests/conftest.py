@@ -10,14 +10,21 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 
-@pytest.fixture
-def one_thread():
-    """This process computes with one thread, as the processes the test starts do: the same
-    float sums."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+# Tests compute with one thread: as the processes tests start do (the same float sums), and as
+# fast for the small models of the tests, which a second thread's synchronisation slows down many
+# times on a machine that other work shares. Tests marked paper_size (the paper's network at its
+# size) use every core.
+ALL_CORES = torch.get_num_threads()
+torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def one_thread(request):
+    """One thread, or every core for a test marked paper_size."""
+    if request.node.get_closest_marker('paper_size'):
+        torch.set_num_threads(ALL_CORES)
     yield
-    torch.set_num_threads(threads)
+    torch.set_num_threads(1)
 
 
 def pytest_runtest_logreport(report):

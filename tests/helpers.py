@@ -1,5 +1,6 @@
 """What several test modules share (test modules never import each other): tiny data sets on
-disk, small models and inputs, and checks of the command-line scripts.
+disk, the tiny run every script test uses, checks shared with tests/test_cuda.py (a step and a
+validation over processes, the feature cache), and checks of the command-line scripts.
 
 Data sets. Tiny PASCAL-5i / COCO-20i data sets in the real formats.
 
@@ -22,12 +23,28 @@ import zlib
 
 import cv2
 import numpy as np
+import pytest
 import torch
+import torch.distributed as dist
 
+from model import build_sccan
+from util import distributed
 from util.cli import run_main
+from util.config import load_config
+from util.datasets import episode_dataset
+from util.episodes import TRAINING_INPUTS, random_episode
+from util.evaluate import make_predictor, run_episodes
+from util.experiment import build_model
 from util.image_io import IGNORE_LABEL, write_image
+from util.optim import build_optimizers, forward_backward, optimizer_step, set_sgd_lr
+from util.precision import Precision
+from util.seeding import without_dropout
 
 BORDER = 2          # width of the 255 band around objects, as in VOC labels
+SIZE = 33           # network input side of the tiny runs
+# --opts of a tiny run: the tiny model at 33×33, a random backbone, data loaded in-process
+TINY = ['model', 'tiny', 'train_h', str(SIZE), 'train_w', str(SIZE), 'val_size', str(SIZE),
+        'backbone_weights', 'None', 'workers', '0']
 
 
 def class_colour(c):
@@ -172,23 +189,96 @@ def make_pascal_config(root, extra='', **sizes):
     return path
 
 
-def random_episode(b=2, k=1, size=65, seed=0):
-    """Model inputs (query, support, support_masks with ignore rows, query_mask) of random values."""
-    g = torch.Generator().manual_seed(seed)
-    query = torch.randn(b, 3, size, size, generator=g)
-    support = torch.randn(b, k, 3, size, size, generator=g)
-    masks = (torch.rand(b, k, size, size, generator=g) > 0.6).float()
-    masks[:, :, :4] = 255
-    query_mask = (torch.rand(b, size, size, generator=g) > 0.5).float()
-    return query, support, masks, query_mask
+# ---- a step and a validation over processes (test_distributed.py, test_cuda.py) ----
+def tiny_net(cfg):
+    """The config's SCCAN, seeded, without dropout (its draws differ between processes)."""
+    torch.manual_seed(0)
+    return without_dropout(build_model(cfg))
 
 
-def without_dropout(net):
-    """`net` with p = 0 on every dropout module, so that its training steps are deterministic."""
-    for module in net.modules():
-        if isinstance(module, torch.nn.modules.dropout._DropoutNd):
-            module.p = 0.0
-    return net
+def validate_and_step(env, config):
+    """A validation of 7 episodes (dealt unevenly over 2 processes), then one training step on
+    this process's share of a fixed batch of 4 episodes; returns (metrics, gradients, weights
+    after the step)."""
+    cfg = load_config(config, TINY + ['batch_size_val', '2'])
+    net = tiny_net(cfg).to(env.device)
+    model = distributed.wrap_ddp(net, env) if dist.is_initialized() else net
+    sgd, adamw = build_optimizers(net, cfg)
+    set_sgd_lr(sgd, cfg.base_lr)
+    precision = Precision(env.device.type)
+    dataset = episode_dataset(cfg, 'val')
+    result = run_episodes(net, dataset, cfg, 321, env, precision,
+                          num_episodes=7, show_progress=False)
+    result.pop('seconds')
+    scaler = precision.grad_scaler()
+    batch = dict(zip(TRAINING_INPUTS, random_episode(b=4, size=SIZE, seed=1)))
+    share = {k: v[env.rank::env.world_size] for k, v in batch.items()}
+    model.train()
+    forward_backward(model, share, precision, scaler, env.device)
+    grads = {n: p.grad.to('cpu', copy=True) for n, p in net.named_parameters() if p.grad is not None}
+    optimizer_step(scaler, (sgd, adamw))
+    return result, grads, {k: v.to('cpu', copy=True) for k, v in net.state_dict().items()}
+
+
+def max_difference(a, b, keys):
+    return max((a[k].double() - b[k].double()).abs().max().item() for k in keys)
+
+
+def assert_same_step(one, many, config, tolerance=1.0):
+    """`many` (what validate_and_step saved from several processes) against `one`
+    (validate_and_step of one process with the whole batch); the float tolerances are
+    multiplied by `tolerance`."""
+    one_result, one_grads, one_weights = one
+    # gradients of 2 × 2 episodes averaged by DDP = gradients of the 4-episode batch
+    assert one_grads.keys() == many['grads'].keys()
+    assert max_difference(one_grads, many['grads'], one_grads) <= 1e-6 * tolerance
+    # so are the SGD-trained weights after the step; AdamW's first step moves every weight by
+    # about ±lr·g/(|g| + 1e-8), which turns rounding in near-zero gradients into ~1e-6 changes
+    sgd_trained = [k for k in one_weights if not k.startswith('transformer.')]
+    assert max_difference(one_weights, many['weights'], sgd_trained) <= 1e-6 * tolerance
+    assert max_difference(one_weights, many['weights'], one_weights) <= 1e-5 * tolerance
+    initial = tiny_net(load_config(config, TINY)).state_dict()
+    moved = [k for k in initial if not torch.equal(initial[k], one_weights[k])]
+    assert any(k.startswith('transformer.') for k in moved) and 'cls_meta.3.bias' in moved
+    # sharded validation: the same episodes, the same summed pixel counts
+    # The cross-entropy is a float sum over batches of other sizes per process (and float
+    # convolutions round differently per batch size); the pixel counts below are exact.
+    many_result, one_result = dict(many['result']), dict(one_result)
+    assert many_result.pop('loss') == pytest.approx(one_result.pop('loss'), rel=1e-6 * tolerance)
+    assert many_result == one_result            # per_episode too: gathered in episode order
+    assert one_result['episodes'] == 7 and one_result['FB-IoU'] > 0
+    assert one_result['per_episode'].episode.tolist() == list(range(7))
+
+
+# ---- the feature cache (test_feature_cache.py, test_cuda.py) ----
+def check_cached_evaluation(config, shot, device, cache_device='same', tolerance=1e-6):
+    """Evaluates the same episodes without the cache, then twice with one cached predictor
+    (features kept on `cache_device`), and checks that the results agree; returns the largest
+    metric change between the plain and the cached run."""
+    opts = TINY + ['batch_size_val', '2', 'shot', str(shot), 'feature_cache_device', cache_device]
+    plain_cfg = load_config(config, opts)
+    cached_cfg = load_config(config, opts + ['feature_cache_gb', '1'])
+    torch.manual_seed(0)
+    net = build_sccan('tiny').to(device).eval()
+    env = distributed.DistEnv(0, 1, 0, device)
+    precision = Precision(device.type)
+    dataset = episode_dataset(plain_cfg, 'val')
+    episodes = 12
+    results = []
+    predict = make_predictor(net, cached_cfg, precision, env.device)
+    for cfg, predictor in ((plain_cfg, None), (cached_cfg, predict), (cached_cfg, predict)):
+        result = run_episodes(net, dataset, cfg, 321, env, precision,
+                              num_episodes=episodes, predict=predictor, show_progress=False)
+        result.pop('seconds')
+        results.append(result)
+    assert results[0]['mIoU'] == pytest.approx(results[1]['mIoU'], abs=tolerance)
+    assert results[0]['class_IoU'] == pytest.approx(results[1]['class_IoU'], abs=tolerance)
+    assert results[1] == results[2]
+    # The second evaluation ran no backbone at all; the first, each distinct image once.
+    distinct = predict.cache.backbone_passes
+    assert predict.cache.misses == distinct and predict.cache.hits == 2 * episodes * (1 + shot) - distinct
+    assert distinct < episodes * (1 + shot)
+    return max(abs(results[0][m] - results[1][m]) for m in ('mIoU', 'FB-IoU', 'pIoU'))
 
 
 # ---- command-line scripts: run in the test process; what they must leave ----

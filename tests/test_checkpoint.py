@@ -16,7 +16,7 @@ from util.experiment import architecture, build_model, check_fits, find_checkpoi
 from util.outputs import save_checkpoint
 
 from helpers import assert_one_error, run_cli
-from helpers import random_episode as episode
+from util.episodes import random_episode as episode
 
 # A value for every architecture key that differs from the paper's (and still builds, small).
 NOT_THE_PAPERS = dict(layers=14, backbone_width=4, fts_size=16, window_size=4, depth=2, num_heads=2,

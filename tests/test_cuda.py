@@ -26,18 +26,17 @@ import torch
 
 import test_sccan
 import train_sccan
-from helpers import make_pascal_config, random_episode, without_dropout
+from helpers import assert_same_step, check_cached_evaluation, make_pascal_config, validate_and_step
 from model import build_sccan
 from model.scca import WindowAttention
-from test_distributed import assert_same_step, validate_and_step
-from test_feature_cache import check_cached_evaluation
 from tools.demo import data_opts
 from util import distributed
 from util.config import default_config
-from util.episodes import TRAINING_INPUTS
+from util.episodes import TRAINING_INPUTS, random_episode
 from util.experiment import compile_model, ready_model
 from util.optim import build_optimizers, forward_backward, optimizer_step, set_sgd_lr
 from util.precision import Precision, precision_for
+from util.seeding import without_dropout
 from util.datasets.synthetic import write_benchmark
 
 pytestmark = pytest.mark.cuda

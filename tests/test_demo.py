@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import TINY
 from tools import demo
+from util import distributed
 from util.config import load_config
 from util.datasets import episode_dataset
 from util.image_io import read_label
-
-TINY = ['train_h', '57', 'train_w', '57', 'val_size', '57', 'batch_size', '32', 'test_num', '6',
-        'fts_size', '8', 'window_size', '4', 'depth', '1', 'num_heads', '2', 'reduce_dim', '16']
+from util.training import Trainer
 
 
 @pytest.fixture(scope='module')
@@ -22,7 +22,7 @@ def tiny_demo(tmp_path_factory):
     tmp = tmp_path_factory.mktemp('demo')
     argv = ['--root', str(tmp / 'data'), '--train-images', '120', '--val-images', '60',
             '--examples', '2', '--opts', 'exp_dir', str(tmp / 'exp'),
-            'list_dir', str(tmp / 'lists'), *TINY]
+            'list_dir', str(tmp / 'lists'), *TINY, 'batch_size', '32', 'test_num', '6']
     return demo.main(argv), argv, tmp
 
 
@@ -72,10 +72,15 @@ def test_support_blind_scores_target_pixels_over_object_pixels(tiny_demo):
 
 
 def test_the_untrained_model_is_where_training_started(tiny_demo, tmp_path):
+    """(b) has every weight of the network a training run of the config starts from."""
     report, argv, _ = tiny_demo
     cfg = config_of(argv)
     path = demo.untrained_checkpoint(cfg, report['checkpoint'], str(tmp_path / 'u.pth'))
     untrained = torch.load(path, weights_only=False)['state_dict']
+    start = Trainer(cfg.replace(exp_dir=str(tmp_path / 'exp')), distributed.setup())
+    start.close()
+    assert untrained.keys() == start.net.state_dict().keys()
+    assert all(torch.equal(value, untrained[name]) for name, value in start.net.state_dict().items())
     trained = torch.load(report['checkpoint'], weights_only=False)['state_dict']
     head = [k for k in trained if not k.startswith('backbone.')]
     assert any(not torch.equal(untrained[k], trained[k]) for k in head)   # training moved it

@@ -1,4 +1,6 @@
-"""Two processes (Gloo, CPU) against one: the same step and the same validation metrics.
+"""Two processes (Gloo, CPU) against one: the same step, the same validation metrics and
+per-episode counts, --viz drawing the seed's first episodes, and a failure to claim the run
+folder stopping both.
 
 Run as a script under torchrun (`torchrun --nproc_per_node=N tests/test_distributed.py CONFIG
 OUT`, with the repository on PYTHONPATH), each process does the same step: tests/test_cuda.py
@@ -12,63 +14,14 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from helpers import make_pascal_config, without_dropout
+from helpers import (TINY, assert_same_step, files_below, make_pascal_config, tiny_net,
+                     validate_and_step)
+from model.checkpoint import weights_checkpoint
 from util import distributed
 from util.config import load_config
 from util.datasets import episode_dataset
-from util.evaluate import run_episodes
-from util.experiment import build_model
-from util.optim import build_optimizers, forward_backward, optimizer_step, set_sgd_lr
-from util.outputs import FolderInUse
-from util.precision import Precision
-
-SIZE = 57
-TINY = ['train_h', '57', 'train_w', '57', 'val_size', '57', 'fts_size', '16', 'depth', '2',
-        'reduce_dim', '32', 'backbone_weights', 'None', 'batch_size_val', '2', 'workers', '0']
-
-
-def tiny_net(cfg):
-    torch.manual_seed(0)
-    return without_dropout(build_model(cfg))   # dropout draws differ between processes
-
-
-def episode_batch(n=4, shot=1):
-    g = torch.Generator().manual_seed(1)
-    masks = lambda *s: (torch.rand(*s, generator=g) > 0.6).long()  # noqa: E731
-    query_mask = masks(n, SIZE, SIZE)
-    query_mask[:, :3] = 255
-    return {'query': torch.randn(n, 3, SIZE, SIZE, generator=g),
-            'support': torch.randn(n, shot, 3, SIZE, SIZE, generator=g),
-            'support_masks': masks(n, shot, SIZE, SIZE), 'query_mask': query_mask}
-
-
-def validate_and_step(env, config):
-    """A validation of 7 episodes (dealt unevenly over 2 processes), then one training step on this process's share of a fixed
-    batch of 4 episodes; returns (metrics, gradients, weights after the step)."""
-    cfg = load_config(config, TINY)
-    net = tiny_net(cfg).to(env.device)
-    model = distributed.wrap_ddp(net, env) if dist.is_initialized() else net
-    sgd, adamw = build_optimizers(net, cfg)
-    set_sgd_lr(sgd, cfg.base_lr)
-    precision = Precision(env.device.type)
-    dataset = episode_dataset(cfg, 'val')
-    result = run_episodes(net, dataset, cfg, 321, env, precision,
-                          num_episodes=7, show_progress=False)
-    result.pop('seconds')
-    scaler = precision.grad_scaler()
-    share = {k: v[env.rank::env.world_size] for k, v in episode_batch().items()}
-    model.train()
-    forward_backward(model, share, precision, scaler, env.device)
-    grads = {n: p.grad.to('cpu', copy=True) for n, p in net.named_parameters() if p.grad is not None}
-    optimizer_step(scaler, (sgd, adamw))
-    return result, grads, {k: v.to('cpu', copy=True) for k, v in net.state_dict().items()}
-
-
-def _worker(rank, world_size, port, config, out):
-    os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port), RANK=str(rank),
-                      WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank))
-    step_and_save(config, out)
-
+from util.meta_test import evaluate_checkpoint
+from util.outputs import FolderInUse, save_checkpoint
 
 def step_and_save(config, out):
     """One process of a world that torchrun's variables describe: validate_and_step, and rank 0
@@ -100,67 +53,77 @@ def config(tmp_path_factory):
     return make_pascal_config(str(tmp_path_factory.mktemp('ddp')), n_train=0, n_val=10)
 
 
-def max_difference(a, b, keys):
-    return max((a[k].double() - b[k].double()).abs().max().item() for k in keys)
+@pytest.fixture(scope='module')
+def checkpoint(config, tmp_path_factory):
+    path = str(tmp_path_factory.mktemp('weights') / 'tiny.pth')
+    cfg = load_config(config, TINY)
+    save_checkpoint(weights_checkpoint(tiny_net(cfg), shot=1, config=cfg.to_dict()), path)
+    return path
 
 
-def assert_same_step(one, many, config, tolerance=1.0):
-    """`many` (what step_and_save saved from several processes) against `one` (validate_and_step
-    of one process with the whole batch); the float tolerances are multiplied by `tolerance`."""
-    one_result, one_grads, one_weights = one
-    # gradients of 2 × 2 episodes averaged by DDP = gradients of the 4-episode batch
-    assert one_grads.keys() == many['grads'].keys()
-    assert max_difference(one_grads, many['grads'], one_grads) <= 1e-6 * tolerance
-    # so are the SGD-trained weights after the step; AdamW's first step moves every weight by
-    # about ±lr·g/(|g| + 1e-8), which turns rounding in near-zero gradients into ~1e-6 changes
-    sgd_trained = [k for k in one_weights if not k.startswith('transformer.')]
-    assert max_difference(one_weights, many['weights'], sgd_trained) <= 1e-6 * tolerance
-    assert max_difference(one_weights, many['weights'], one_weights) <= 1e-5 * tolerance
-    initial = tiny_net(load_config(config, TINY)).state_dict()
-    moved = [k for k in initial if not torch.equal(initial[k], one_weights[k])]
-    assert any(k.startswith('transformer.') for k in moved) and 'cls_meta.3.bias' in moved
-    # sharded validation: the same episodes, the same summed pixel counts
-    # The cross-entropy is a float sum over batches of other sizes per process (and float
-    # convolutions round differently per batch size); the pixel counts below are exact.
-    many_result, one_result = dict(many['result']), dict(one_result)
-    assert many_result.pop('loss') == pytest.approx(one_result.pop('loss'), rel=1e-6 * tolerance)
-    assert many_result == one_result            # per_episode too: gathered in episode order
-    assert one_result['episodes'] == 7 and one_result['FB-IoU'] > 0
-    assert one_result['per_episode'].episode.tolist() == list(range(7))
-
-
-def _claim_worker(rank, world_size, port, out_dir):
-    """Rank 0 fails to claim (as when another run holds the folder); every rank records what
-    it raised."""
+def _worker(rank, world_size, port, config, checkpoint, out_dir):
+    """One of two Gloo processes: what rank 0 failing to claim the run folder does to each
+    process; the step and validation of validate_and_step (rank 0 saves them); test_sccan.py's
+    evaluation with --viz 3."""
     os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port), RANK=str(rank),
                       WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
     env = distributed.setup()
 
     def claim():
         raise FolderInUse('exp/run is in use by another run: process 1 on host h')
     try:
-        distributed.on_main_process(claim, env)
-        outcome = 'went on'
-    except Exception as e:
-        outcome = f'{type(e).__name__}: {e}'
+        try:
+            distributed.on_main_process(claim, env)
+            outcome = 'went on'
+        except Exception as e:
+            outcome = f'{type(e).__name__}: {e}'
+        with open(os.path.join(out_dir, f'claim_rank{rank}'), 'w') as f:
+            f.write(outcome)
+        result, grads, weights = validate_and_step(env, config)
+        if env.is_main:
+            torch.save({'grads': grads, 'weights': weights, 'result': result},
+                       os.path.join(out_dir, 'step.pt'))
+        evaluate_checkpoint(load_config(config, TINY), env, checkpoint, episodes=5, viz=3,
+                            out=os.path.join(out_dir, 'report.json'))
     finally:
         distributed.cleanup()
-    with open(os.path.join(out_dir, f'rank{rank}'), 'w') as f:
-        f.write(outcome)
 
 
-def test_when_the_main_process_cannot_claim_the_run_no_process_goes_on(tmp_path):
-    mp.spawn(_claim_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
-    outcomes = {name: (tmp_path / name).read_text() for name in ('rank0', 'rank1')}
+@pytest.fixture(scope='module')
+def two_processes(config, checkpoint, tmp_path_factory):
+    """The folder where the two processes of _worker left their results."""
+    out_dir = str(tmp_path_factory.mktemp('two_processes'))
+    mp.spawn(_worker, args=(2, free_port(), config, checkpoint, out_dir), nprocs=2, join=True)
+    return out_dir
+
+
+def test_when_the_main_process_cannot_claim_the_run_no_process_goes_on(two_processes):
+    outcomes = {}
+    for rank in (0, 1):
+        with open(os.path.join(two_processes, f'claim_rank{rank}')) as f:
+            outcomes[rank] = f.read()
     assert set(outcomes.values()) == {'FolderInUse: exp/run is in use by another run: process 1 '
                                       'on host h'}
 
 
-def test_two_gloo_processes_step_and_validate_as_one(config, tmp_path, one_thread):
-    out = str(tmp_path / 'rank0.pt')
-    mp.spawn(_worker, args=(2, free_port(), config, out), nprocs=2, join=True)
+def test_two_gloo_processes_step_and_validate_as_one(config, two_processes):
     one = validate_and_step(distributed.DistEnv(0, 1, 0, torch.device('cpu')), config)
-    assert_same_step(one, torch.load(out, weights_only=False), config)
+    assert_same_step(one, torch.load(os.path.join(two_processes, 'step.pt'), weights_only=False),
+                     config)
+
+
+def test_viz_under_two_processes_draws_the_first_episodes_of_the_seed(config, checkpoint,
+                                                                     two_processes, tmp_path):
+    """--viz 3 means episodes 0, 1, 2 of the seed, whichever process evaluates them (each
+    process numbered its own episodes before): the pictures one process draws."""
+    cfg = load_config(config, TINY)
+    expected = [f'episode_{e:04d}_class{episode.class_id}.png'
+                for e, episode in enumerate(episode_dataset(cfg, 'val').plan(321, 3))]
+    evaluate_checkpoint(cfg, distributed.DistEnv(0, 1, 0, torch.device('cpu')), checkpoint,
+                        episodes=5, viz=3, out=str(tmp_path / 'report.json'))
+    assert sorted(os.listdir(tmp_path / 'report_viz')) == expected
+    assert files_below(os.path.join(two_processes, 'report_viz')) == files_below(tmp_path / 'report_viz')
 
 
 if __name__ == '__main__':     # torchrun tests/test_distributed.py CONFIG OUT

@@ -71,3 +71,18 @@ def test_classes_are_kept_apart_and_episodes_seen_by_the_callback():
     assert counts.intersection.tolist() == [[18, 0], [18, 18]]
     assert counts.union.tolist() == [[36, 18], [18, 18]]
     assert counts.intersection.dtype == counts.union.dtype == torch.int64
+
+
+def test_an_episode_whose_target_is_all_ignore_counts_as_an_episode_and_scores_nothing():
+    good = one_episode(torch.tensor([[1, 1, 1, 0, 0, 0]] * 6), class_index=1, number=0)
+    ignored = one_episode(torch.full((6, 6), 255, dtype=torch.long), class_index=1, number=1)
+    alone = evaluate(column_logits, [good], num_classes=2, device='cpu', show_progress=False)
+    both = evaluate(column_logits, [good, ignored], num_classes=2, device='cpu',
+                    show_progress=False)
+    for metric in ('mIoU', 'FB-IoU', 'pIoU', 'class_IoU'):
+        assert both[metric] == alone[metric], metric
+    assert both['class_episodes'] == [0, 2] and both['episodes'] == 2
+    counts = both['per_episode']
+    assert counts.intersection[1].tolist() == [0, 0] and counts.union[1].tolist() == [0, 0]
+    # its cross-entropy has no pixel to average: it adds nothing, and the mean is per episode
+    assert both['loss'] == pytest.approx(alone['loss'] / 2) and alone['loss'] > 0

@@ -12,8 +12,8 @@ from model import build_sccan
 from model.backbone import BN_EPS, conv_bn, conv_bn_forward
 from model.scca import WindowAttention
 
-from helpers import random_episode as episode
-from helpers import without_dropout
+from util.episodes import random_episode as episode
+from util.seeding import without_dropout
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'tools'))
 import golden  # noqa: E402

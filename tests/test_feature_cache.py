@@ -3,22 +3,15 @@ per distinct image, and keeps within its byte budget."""
 import pytest
 import torch
 
-from helpers import make_pascal_config
-from model import SCCAN
-from util import distributed
-from util.config import load_config
-from util.datasets import episode_dataset
-from util.evaluate import make_predictor, run_episodes
+from helpers import check_cached_evaluation, make_pascal_config
+from model import build_sccan
 from util.feature_cache import GB, FeatureCache
-from util.precision import Precision
-
-TINY_NET = dict(fts_size=16, depth=2, reduce_dim=32, num_heads=4)
 
 
 @pytest.fixture(scope='module')
 def net():
     torch.manual_seed(0)
-    return SCCAN(layers=50, **TINY_NET).eval()
+    return build_sccan('tiny').eval()
 
 
 def entry_bytes(net, size=33):
@@ -76,38 +69,6 @@ def test_bad_arguments():
 @pytest.fixture(scope='module')
 def config(tmp_path_factory):
     return make_pascal_config(str(tmp_path_factory.mktemp('cache')), n_train=0, n_val=60)
-
-
-def check_cached_evaluation(config, shot, device, cache_device='same', tolerance=1e-6):
-    """Evaluates the same episodes without the cache, then twice with one cached predictor
-    (features kept on `cache_device`), and checks that the results agree; returns the largest
-    metric change between the plain and the cached run."""
-    opts = ['val_size', '57', 'fts_size', '16', 'depth', '2', 'reduce_dim', '32', 'num_heads', '4',
-            'backbone_weights', 'None', 'batch_size_val', '2', 'workers', '0', 'shot', str(shot),
-            'feature_cache_device', cache_device]
-    plain_cfg = load_config(config, opts)
-    cached_cfg = load_config(config, opts + ['feature_cache_gb', '1'])
-    torch.manual_seed(0)
-    net = SCCAN(layers=50, **TINY_NET).to(device).eval()
-    env = distributed.DistEnv(0, 1, 0, device)
-    precision = Precision(device.type)
-    dataset = episode_dataset(plain_cfg, 'val')
-    episodes = 12
-    results = []
-    predict = make_predictor(net, cached_cfg, precision, env.device)
-    for cfg, predictor in ((plain_cfg, None), (cached_cfg, predict), (cached_cfg, predict)):
-        result = run_episodes(net, dataset, cfg, 321, env, precision,
-                              num_episodes=episodes, predict=predictor, show_progress=False)
-        result.pop('seconds')
-        results.append(result)
-    assert results[0]['mIoU'] == pytest.approx(results[1]['mIoU'], abs=tolerance)
-    assert results[0]['class_IoU'] == pytest.approx(results[1]['class_IoU'], abs=tolerance)
-    assert results[1] == results[2]
-    # The second evaluation ran no backbone at all; the first, each distinct image once.
-    distinct = predict.cache.backbone_passes
-    assert predict.cache.misses == distinct and predict.cache.hits == 2 * episodes * (1 + shot) - distinct
-    assert distinct < episodes * (1 + shot)
-    return max(abs(results[0][m] - results[1][m]) for m in ('mIoU', 'FB-IoU', 'pIoU'))
 
 
 @pytest.mark.parametrize('shot', [1, 5])

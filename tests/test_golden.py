@@ -20,6 +20,7 @@ sys.path.insert(0, os.path.join(ROOT, 'tools'))
 import golden  # noqa: E402
 
 GOLDEN_DIR = os.path.join(ROOT, 'tests', 'golden')
+pytestmark = pytest.mark.paper_size      # every core (tests/conftest.py)
 
 
 def run_ours(net, inputs):

@@ -16,18 +16,20 @@ import torch
 from util.config import default_config
 from util.optim import apply_schedule, build_optimizers, forward_backward, optimizer_step
 from util.precision import Precision
+from util.seeding import without_dropout
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, 'tools'))
 import golden  # noqa: E402
 
+pytestmark = pytest.mark.paper_size      # every core (tests/conftest.py)
 TOLERANCE = 1e-10
 RECIPE = golden.TRAINING
 
 
 def run_ours():
     """Our run of RECIPE → (per step {'loss', 'sgd_lr', 'adamw_lr'}, golden.parameter_view)."""
-    net = golden.disable_dropout(golden.golden_model(RECIPE)).train()
+    net = without_dropout(golden.golden_model(RECIPE)).train()
     cfg = default_config().replace(
         base_lr=RECIPE['base_lr'], power=RECIPE['power'], index_split=RECIPE['index_split'],
         momentum=RECIPE['momentum'], weight_decay=RECIPE['weight_decay'],

@@ -6,6 +6,7 @@ import shutil
 
 import pytest
 
+from helpers import TINY
 from model.checkpoint import weights_checkpoint
 from util.outputs import save_checkpoint
 from tools import reproduce
@@ -14,22 +15,22 @@ from util.experiment import build_model
 from util.run_paths import RunPaths
 from util.datasets.synthetic import write_benchmark
 
-ARCH = ['fts_size', '8', 'window_size', '4', 'depth', '1', 'num_heads', '2', 'reduce_dim', '16']
 
 
 @pytest.fixture(scope='module')
 def bench(tmp_path_factory):
-    """Synthetic data, and an experiment root holding one tiny checkpoint per fold (random
-    weights) under the authors' names."""
+    """Synthetic data, and an experiment root holding one checkpoint of the tiny model per fold
+    (random weights) under the authors' names, where the fold's config (ResNet-50) looks."""
     tmp = tmp_path_factory.mktemp('reproduce')
     lists = write_benchmark(str(tmp / 'data'), n_train=20, n_val=60)
     opts = ['data_root', str(tmp / 'data'), 'train_list', lists['train'], 'val_list', lists['val'],
-            'list_dir', str(tmp / 'lists'), 'val_size', '57', 'test_num', '4', *ARCH]
+            'list_dir', str(tmp / 'lists'), 'test_num', '4', *TINY]
     exp = str(tmp / 'exp')
     for fold in range(4):
-        cfg = load_config(reproduce.config_path(os.path.join(REPO_ROOT, 'config'), 'synthetic', fold, 50, 1),
-                          opts + ['exp_dir', exp])
-        path = os.path.join(RunPaths.of(cfg).snapshot, f'train_epoch_{fold}_0.{fold + 1}000.pth')
+        config = reproduce.config_path(os.path.join(REPO_ROOT, 'config'), 'synthetic', fold, 50, 1)
+        cfg = load_config(config, opts + ['exp_dir', exp])
+        snapshot = RunPaths.of(load_config(config, ['exp_dir', exp])).snapshot
+        path = os.path.join(snapshot, f'train_epoch_{fold}_0.{fold + 1}000.pth')
         save_checkpoint(weights_checkpoint(build_model(cfg), epoch=fold, shot=1, config=cfg.to_dict()), path)
     return exp, opts
 

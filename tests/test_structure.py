@@ -1,8 +1,11 @@
-"""Where things live: the import graph between the project's packages points one way.
+"""Where things live, as far as a test can state it.
 
-model/ is the model alone (it imports nothing else of the project, so it can be lifted into any
-codebase); util/ builds on model/; the scripts and tools/ build on both; nothing imports tests/,
-and tools/ import a top-level script only to run its main().
+The import graph points one way: model/ is the model alone (it imports nothing else of the
+project, so it can be lifted into any codebase); util/ builds on model/; the scripts and tools/
+build on both, and no tool imports a script (the library does the work, a script only parses its
+command line); nothing imports tests/, and no test module imports another (shared helpers live in
+tests/helpers.py). The scripts are thin. Outputs are written by the one atomic writer
+(util.outputs.write_atomic), and the input-size rule of SCCAN is written once (model.sccan).
 """
 import ast
 import glob
@@ -12,6 +15,9 @@ from util.config import REPO_ROOT
 
 SCRIPTS = {'train_sccan', 'test_sccan', 'predict_sccan'}
 PACKAGES = {'model', 'util', 'tools', 'tests'} | SCRIPTS
+MAX_SCRIPT_LINES = 120
+WRITER = os.path.join('util', 'outputs.py')       # the one module that opens files for writing
+WRITE_MODES = set('wax+')
 
 
 def python_files(folder):
@@ -20,32 +26,42 @@ def python_files(folder):
     return sorted(glob.glob(pattern, recursive=True))
 
 
-def project_imports(path):
-    """{top-level project module: [names used on it]} imported anywhere in a file (function
-    bodies included). tools/ and tests/ put their own folder on sys.path, so a bare `import demo`
-    there is a sibling."""
+def project_code():
+    """The files of the project's code: model/, util/, tools/ and the scripts."""
+    return [p for folder in ('model', 'util', 'tools', '') for p in python_files(folder)]
+
+
+def parse(path):
     with open(path) as f:
-        tree = ast.parse(f.read(), path)
-    siblings = {os.path.splitext(os.path.basename(p))[0] for p in glob.glob(os.path.join(os.path.dirname(path), '*.py'))}
-    found = {}
+        return ast.parse(f.read(), path)
+
+
+def imported_modules(tree):
+    """The module names a file imports anywhere (function bodies included)."""
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
-            names = [(alias.name, alias.asname or alias.name) for alias in node.names]
+            yield from (alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            names = [(node.module, alias.asname or alias.name) for alias in node.names]
-        else:
-            continue
-        for module, bound in names:
-            top = module.split('.')[0]
-            if top in siblings and top not in PACKAGES:
-                top = os.path.basename(os.path.dirname(path))
-            if top in PACKAGES:
-                found.setdefault(top, []).append(bound)
-    return found, tree
+            yield node.module
+
+
+def project_imports(path):
+    """The top-level project modules a file imports. tools/ and tests/ put their own folder on
+    sys.path, so a bare `import demo` there is a sibling: it counts as its folder."""
+    siblings = {os.path.splitext(os.path.basename(p))[0]
+                for p in glob.glob(os.path.join(os.path.dirname(path), '*.py'))}
+    found = set()
+    for module in imported_modules(parse(path)):
+        top = module.split('.')[0]
+        if top in siblings and top not in PACKAGES:
+            top = os.path.basename(os.path.dirname(path))
+        if top in PACKAGES:
+            found.add(top)
+    return found
 
 
 def imported_packages(folder):
-    return {os.path.relpath(p, REPO_ROOT): set(project_imports(p)[0]) for p in python_files(folder)}
+    return {os.path.relpath(p, REPO_ROOT): project_imports(p) for p in python_files(folder)}
 
 
 def test_model_imports_nothing_else_of_the_project():
@@ -64,14 +80,69 @@ def test_nothing_imports_the_tests():
             assert 'tests' not in packages, path
 
 
-def test_tools_import_a_script_only_to_run_it():
-    for path in python_files('tools'):
-        imports, tree = project_imports(path)
-        taken = {alias.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
-                 and node.module in SCRIPTS for alias in node.names}
-        assert taken <= {'main'}, f'{path} takes {taken - {"main"}} from a script'
-        scripts = {name for top, names in imports.items() if top in SCRIPTS for name in names}
-        used = {node.attr for node in ast.walk(tree)
-                if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
-                and node.value.id in scripts}
-        assert used <= {'main'}, f'{path} uses {used - {"main"}} of {scripts}'
+def test_no_tool_imports_a_script():
+    for path, packages in imported_packages('tools').items():
+        assert not packages & SCRIPTS, f'{path} imports {packages & SCRIPTS}: call the library'
+
+
+def test_no_test_imports_another_test():
+    for path in python_files('tests'):
+        tests = {os.path.splitext(os.path.basename(p))[0] for p in python_files('tests')
+                 if os.path.basename(p).startswith('test_')}
+        imported = {module.split('.')[-1] for module in imported_modules(parse(path))}
+        assert not imported & tests, f'{path} imports {imported & tests}: share it in helpers.py'
+
+
+def test_the_scripts_are_thin():
+    for name in sorted(SCRIPTS):
+        with open(os.path.join(REPO_ROOT, name + '.py')) as f:
+            lines = len(f.readlines())
+        assert lines <= MAX_SCRIPT_LINES, f'{name}.py has {lines} lines: move the work to util/'
+
+
+def write_calls(tree):
+    """(line, what) of every call that opens a file for writing: open / os.fdopen / io.open
+    with a writing mode, and pathlib's write_text / write_bytes."""
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        func = node.func
+        name = func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else ''
+        if name in ('write_text', 'write_bytes'):
+            yield node.lineno, name
+        elif name in ('open', 'fdopen'):
+            mode = node.args[1] if len(node.args) > 1 else next(
+                (k.value for k in node.keywords if k.arg == 'mode'), None)
+            if isinstance(mode, ast.Constant) and WRITE_MODES & set(str(mode.value)):
+                yield node.lineno, f'{name}(..., {mode.value!r})'
+
+
+def test_outputs_are_written_by_the_one_writer_only():
+    found = [f'{os.path.relpath(path, REPO_ROOT)}:{line} {what}' for path in project_code()
+             if os.path.relpath(path, REPO_ROOT) != WRITER
+             for line, what in write_calls(parse(path))]
+    assert not found, f'write through util.outputs.write_atomic instead: {found}'
+
+
+def is_input_size_rule(node):
+    """`(x - 1) % n`: the rule that SCCAN's inputs have (size - 1) % 8 == 0."""
+    return (isinstance(node, ast.BinOp) and isinstance(node.op, ast.Mod)
+            and isinstance(node.left, ast.BinOp) and isinstance(node.left.op, ast.Sub)
+            and isinstance(node.left.right, ast.Constant) and node.left.right.value == 1)
+
+
+def test_the_input_size_rule_is_written_once_in_the_model():
+    found = [f'{os.path.relpath(path, REPO_ROOT)}:{node.lineno}' for path in project_code()
+             for node in ast.walk(parse(path)) if is_input_size_rule(node)]
+    assert len(found) == 1 and found[0].startswith(os.path.join('model', 'sccan.py')), found
+
+
+def test_the_rules_above_catch_what_they_forbid():
+    """Each rule finds a breach of it written for the purpose (a rule that finds nothing in any
+    code would pass as well)."""
+    breach = ast.parse("import test_model\nopen(path, 'w')\nos.fdopen(fd, mode='ab')\n"
+                       "Path('r').write_text('x')\nok = (h - 1) % 8\nopen(path)\n")
+    assert [what for _, what in write_calls(breach)] == ["open(..., 'w')", "fdopen(..., 'ab')",
+                                                          'write_text']
+    assert sum(map(is_input_size_rule, ast.walk(breach))) == 1
+    assert list(imported_modules(breach)) == ['test_model']

@@ -14,19 +14,20 @@ import torch
 
 import test_sccan
 import train_sccan
-from helpers import assert_one_error, files_below, make_pascal_config, run_cli
+from helpers import TINY, assert_one_error, files_below, make_pascal_config, run_cli
 from model import CheckpointError
 from util import distributed, meta_test
 from util.config import REPO_ROOT, ConfigError, load_config
+from util.datasets import episode_dataset
 from util.training import FAILURES, NonFiniteLoss, train
 from util.training import trainer as trainer_module
 
 PYTHON = sys.executable
-# tiny and fast: 57×57 inputs, a 2-block SCCA stack at 16×16, random ResNet-50 backbone
-TINY = ['train_h', '57', 'train_w', '57', 'val_size', '57', 'fts_size', '16', 'depth', '2',
-        'reduce_dim', '32', 'backbone_weights', 'None', 'batch_size', '2', 'batch_size_val', '2',
-        'workers', '0', 'test_num', '4', 'print_freq', '1', 'save_freq', '1']
-SNAPSHOT = os.path.join('pascal', 'SCCAN', 'split0', 'resnet50', 'snapshot')
+# the tiny model at 33×33 (helpers.TINY), 2 episodes a step, 4 validation episodes
+RUN_OPTS = TINY + ['batch_size', '2', 'batch_size_val', '2', 'test_num', '4', 'print_freq', '1',
+                   'save_freq', '1']
+RUN = os.path.join('pascal', 'SCCAN', 'split0', 'resnet14')
+SNAPSHOT = os.path.join(RUN, 'snapshot')
 
 
 @pytest.fixture(scope='module')
@@ -38,18 +39,13 @@ def bench(tmp_path_factory):
 
 
 def env_1_thread():
-    # the same thread count in every run keeps CPU arithmetic bit-identical between runs
+    # one thread, as the tests in this process (tests/conftest.py): the same float sums
     return {**os.environ, 'OMP_NUM_THREADS': '1'}
 
 
 def train_cmd(bench, exp_dir, *extra):
     return [PYTHON, os.path.join(REPO_ROOT, 'train_sccan.py'), '--config', bench['config'],
-            *extra, '--opts', *TINY, 'exp_dir', str(exp_dir)]
-
-
-def run(cmd, **kw):
-    return subprocess.run(cmd, env=env_1_thread(), cwd=REPO_ROOT, capture_output=True,
-                          text=True, timeout=300, **kw)
+            *extra, '--opts', *RUN_OPTS, 'exp_dir', str(exp_dir)]
 
 
 def latest(exp_dir):
@@ -66,40 +62,51 @@ def assert_same_weights(a, b):
     assert not different, f'{len(different)} tensors differ, e.g. {different[:3]}'
 
 
+def run_train(bench, exp_dir, capsys, *extra, opts=()):
+    """(status, stdout, stderr) of train_sccan.py run in this process."""
+    argv = ['--config', bench['config'], *extra, '--opts', *RUN_OPTS, 'exp_dir', str(exp_dir), *opts]
+    return run_cli(train_sccan.main, argv, capsys, *FAILURES)
+
+
+def run_test_sccan(bench, weight, capsys, *extra, opts=()):
+    """(status, stdout, stderr) of test_sccan.py run in this process."""
+    argv = ['--config', bench['config'], '--weight', str(weight), *extra, '--opts', *RUN_OPTS, *opts]
+    return run_cli(test_sccan.main, argv, capsys)
+
+
 @pytest.fixture(scope='module')
 def reference_run(bench):
     """An uninterrupted 2-epoch run: the target of the resumption tests."""
     exp = bench['root'] / 'reference'
-    done = run(train_cmd(bench, exp))
-    assert done.returncode == 0, done.stderr[-3000:]
-    return {'exp': exp, 'log': done.stderr}
+    assert train_sccan.main(['--config', bench['config'], '--opts', *RUN_OPTS,
+                             'exp_dir', str(exp)]) == 0
+    return {'exp': exp}
 
 
-def test_training_writes_authors_format_checkpoints_that_test_sccan_reads(bench, reference_run):
+def test_training_writes_authors_format_checkpoints_that_test_sccan_reads(bench, reference_run,
+                                                                           capsys):
     exp = reference_run['exp']
     snapshot = os.path.join(exp, SNAPSHOT)
     best = [f for f in os.listdir(snapshot) if f.startswith('train_epoch_')]
     assert len(best) == 1, os.listdir(snapshot)
     ckpt = torch.load(os.path.join(snapshot, best[0]), map_location='cpu', weights_only=False)
     assert {'epoch', 'state_dict', 'optimizer', 'optimizer_swin'} <= ckpt.keys()
-    assert (ckpt['architecture']['layers'], ckpt['shot']) == (50, 1)
+    assert (ckpt['architecture']['layers'], ckpt['shot']) == (14, 1)
     assert 'down_query.0.weight' in ckpt['state_dict'] and 'cls_meta.3.bias' in ckpt['state_dict']
     assert not any(k.startswith('module.') for k in ckpt['state_dict'])
     last = torch.load(latest(exp), map_location='cpu', weights_only=False)
     n = last['iteration'] // 2
     assert last['iteration'] == 2 * n and last['epoch'] == 1            # 2 epochs done
-    log = reference_run['log']
-    assert 'validation at epoch 0.5 (step' in log    # mid-epoch validation in the 2nd epoch
-    result = os.path.join(exp, 'pascal', 'SCCAN', 'split0', 'resnet50', 'result')
-    assert os.path.isfile(os.path.join(result, 'train.log'))
+    result = os.path.join(exp, RUN, 'result')
+    with open(os.path.join(result, 'train.log')) as f:
+        assert 'validation at epoch 0.5 (step' in f.read()    # mid-epoch validation in the 2nd
     assert any(f.startswith('events.') for f in
                os.listdir(os.path.join(result, 'train_tensorboard')))
 
-    tested = run([PYTHON, 'test_sccan.py', '--config', bench['config'], '--weight',
-                  os.path.join(snapshot, best[0]), '--seeds', '321', '7', '--episodes', '4',
-                  '--viz', '2', '--opts', *TINY])
-    assert tested.returncode == 0, tested.stderr[-3000:]
-    assert 'mIoU' in tested.stderr and '±' in tested.stderr
+    status, _, err = run_test_sccan(bench, os.path.join(snapshot, best[0]), capsys, '--seeds',
+                                    '321', '7', '--episodes', '4', '--viz', '2')
+    assert status == 0, err
+    assert 'mIoU' in err and '±' in err
     report_path = os.path.join(snapshot, best[0][:-4] + '_test_pascal_split0_1shot_4ep_seed321-7.json')
     with open(report_path) as f:
         report = json.load(f)
@@ -113,6 +120,8 @@ def test_training_writes_authors_format_checkpoints_that_test_sccan_reads(bench,
 
 
 def run_until_first_checkpoint_then(sig, bench, exp):
+    """train_sccan.py in a process of its own, sent `sig` once its first checkpoint is written;
+    (exit status, stderr)."""
     proc = subprocess.Popen(train_cmd(bench, exp), env=env_1_thread(), cwd=REPO_ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 240
@@ -127,7 +136,7 @@ def run_until_first_checkpoint_then(sig, bench, exp):
 
 
 @pytest.mark.parametrize('sig', [signal.SIGINT, signal.SIGKILL], ids=['SIGINT', 'SIGKILL'])
-def test_interrupted_and_resumed_run_ends_with_the_same_weights(bench, reference_run, sig):
+def test_interrupted_and_resumed_run_ends_with_the_same_weights(bench, reference_run, sig, capsys):
     exp = bench['root'] / f'stopped_{sig.name}'
     code, err = run_until_first_checkpoint_then(sig, bench, exp)
     if sig == signal.SIGINT:
@@ -136,28 +145,24 @@ def test_interrupted_and_resumed_run_ends_with_the_same_weights(bench, reference
         assert code == -signal.SIGKILL
     stopped_at = torch.load(latest(exp), map_location='cpu', weights_only=False)['iteration']
     # episodes do not depend on who loads them: resuming with loader workers changes nothing
-    workers = ['workers', '2'] if sig == signal.SIGKILL else []
-    resumed = run(train_cmd(bench, exp, '--resume', 'train_latest.pth') + workers)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert f'at iteration {stopped_at}' in resumed.stderr
+    workers = ('workers', '2') if sig == signal.SIGKILL else ()
+    status, _, err = run_train(bench, exp, capsys, '--resume', 'train_latest.pth', opts=workers)
+    assert status == 0, err
+    assert f'at iteration {stopped_at}' in err
     assert_same_weights(weights(latest(exp)), weights(latest(reference_run['exp'])))
 
 
-def test_truncated_checkpoint_is_refused(bench, reference_run, tmp_path):
+def test_truncated_checkpoint_is_refused(bench, reference_run, tmp_path, capsys):
     broken = tmp_path / 'broken.pth'
     data = open(latest(reference_run['exp']), 'rb').read()
     broken.write_bytes(data[:len(data) // 3])
-    done = run(train_cmd(bench, tmp_path / 'exp', '--resume', str(broken)))
-    assert done.returncode == 2
-    assert 'truncated or corrupted' in done.stderr
+    status, _, err = run_train(bench, tmp_path / 'exp', capsys, '--resume', str(broken))
+    assert_one_error(status, err, 'truncated or corrupted')
 
 
 @pytest.fixture
 def nan_at_step_3(monkeypatch):
-    """The real net, whose training loss is NaN at its third step (computed with one thread:
-    faster on a busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    """The real net, whose training loss is NaN at its third step."""
     build = trainer_module.ready_model
 
     def build_with_nan(*args):
@@ -171,12 +176,10 @@ def nan_at_step_3(monkeypatch):
         net.forward = nan_forward
         return net
     monkeypatch.setattr(trainer_module, 'ready_model', build_with_nan)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_nan_loss_stops_naming_the_iteration(bench, tmp_path, nan_at_step_3):
-    argv = ['--config', bench['config'], '--opts', *TINY, 'exp_dir', str(tmp_path),
+    argv = ['--config', bench['config'], '--opts', *RUN_OPTS, 'exp_dir', str(tmp_path),
             'evaluate', 'False']
     with pytest.raises(NonFiniteLoss, match=r'at iteration 3 \(epoch 1, step 3/'):
         train_sccan.main(argv)
@@ -184,7 +187,7 @@ def test_nan_loss_stops_naming_the_iteration(bench, tmp_path, nan_at_step_3):
 
 
 def test_nan_loss_skipped_with_on_nonfinite_skip(bench, tmp_path, nan_at_step_3):
-    cfg = load_config(bench['config'], [*TINY, 'exp_dir', str(tmp_path), 'evaluate', 'False',
+    cfg = load_config(bench['config'], [*RUN_OPTS, 'exp_dir', str(tmp_path), 'evaluate', 'False',
                                         'epochs', '1', 'on_nonfinite', 'skip'])
     trainer = train(cfg, distributed.setup())
     assert trainer.progress.skipped_steps == 1
@@ -192,41 +195,26 @@ def test_nan_loss_skipped_with_on_nonfinite_skip(bench, tmp_path, nan_at_step_3)
                if v.is_floating_point())
 
 
-def test_missing_data_root_and_config_are_clear_errors(bench, tmp_path):
-    done = run(train_cmd(bench, tmp_path) + ['data_root', str(tmp_path / 'nowhere')])
-    assert done.returncode == 2 and 'data root not found' in done.stderr
-    done = run([PYTHON, 'train_sccan.py', '--config', 'config/pascal/nope.yaml'])
-    assert done.returncode == 2 and 'config file not found' in done.stderr
+def test_missing_data_root_and_config_are_clear_errors(bench, tmp_path, capsys):
+    status, _, err = run_train(bench, tmp_path, capsys, opts=('data_root', str(tmp_path / 'nowhere')))
+    assert_one_error(status, err, f'data root not found: {tmp_path / "nowhere"}')
+    status, _, err = run_cli(train_sccan.main, ['--config', 'config/pascal/nope.yaml'], capsys)
+    assert_one_error(status, err, 'config file not found: config/pascal/nope.yaml')
 
 
 def test_test_sccan_names_missing_or_mismatching_checkpoints(bench, reference_run, tmp_path):
-    argv = ['--config', bench['config'], '--opts', *TINY, 'exp_dir', str(tmp_path)]
+    argv = ['--config', bench['config'], '--opts', *RUN_OPTS, 'exp_dir', str(tmp_path)]
     with pytest.raises(ConfigError, match='no checkpoint to test: give --weight'):
         test_sccan.main(argv)
     with pytest.raises(FileNotFoundError, match='checkpoint not found: nope.pth'):
         test_sccan.main(['--weight', 'nope.pth'] + argv)
-    with pytest.raises(CheckpointError, match=r'layers 50 \(config: 101\)'):
+    with pytest.raises(CheckpointError, match=r'layers 14 \(config: 101\)'):
         test_sccan.main(['--weight', latest(reference_run['exp'])] + argv + ['layers', '101'])
     with pytest.raises(CheckpointError, match='trained with shot 1 but the config has shot 5'):
         test_sccan.main(['--weight', latest(reference_run['exp'])] + argv + ['shot', '5'])
 
 
 # ---- the user's files and numbers: refusals before anything is written or computed ----
-
-RUN = os.path.join('pascal', 'SCCAN', 'split0', 'resnet50')
-
-
-def run_train(bench, exp_dir, capsys, *extra, opts=()):
-    """(status, stdout, stderr) of train_sccan.py run in this process."""
-    argv = ['--config', bench['config'], *extra, '--opts', *TINY, 'exp_dir', str(exp_dir), *opts]
-    return run_cli(train_sccan.main, argv, capsys, *FAILURES)
-
-
-def run_test_sccan(bench, weight, capsys, *extra, opts=()):
-    """(status, stdout, stderr) of test_sccan.py run in this process."""
-    argv = ['--config', bench['config'], '--weight', str(weight), *extra, '--opts', *TINY, *opts]
-    return run_cli(test_sccan.main, argv, capsys)
-
 
 def test_a_run_into_a_folder_held_by_a_live_process_stops_naming_it(bench, tmp_path, capsys):
     holder = subprocess.Popen(['sleep', '60'])
@@ -297,7 +285,7 @@ def test_a_full_disk_while_saving_is_one_line(bench, tmp_path, capsys, monkeypat
 
 @pytest.mark.parametrize('opts, needles', [
     (('split', '1'), ['was trained with split 0 but', 'has split 1']),
-    (('window_size', '4'), ['another architecture', 'window_size 8 (config: 4)']),
+    (('window_size', '2'), ['another architecture', 'window_size 4 (config: 2)']),
     (('zoom_factor', '4'), ['zoom_factor 8 (config: 4)']),
     (('shot', '2'), ['trained with shot 1 but the config has shot 2']),
 ])
@@ -332,7 +320,7 @@ def test_missing_synthetic_data_says_how_to_make_it(bench, tmp_path, capsys):
 
 @pytest.mark.parametrize('opts, needles', [
     (('split', '1'), ['was trained with split 0 but', 'has split 1', '--any-split']),
-    (('window_size', '4'), ['window_size 8 (config: 4)']),
+    (('window_size', '2'), ['window_size 4 (config: 2)']),
 ])
 def test_test_sccan_refuses_another_fold_or_architecture(bench, reference_run, tmp_path, capsys,
                                                          opts, needles):
@@ -390,7 +378,65 @@ def test_a_truncated_image_in_testing_is_one_line_naming_it(bench, reference_run
     with open(image, 'wb') as f:
         f.write(data[:len(data) // 3])
     argv = ['--config', config, '--weight', latest(reference_run['exp']), '--episodes', '4',
-            '--out', str(tmp_path / 'r.json'), '--opts', *TINY, 'workers', workers]
+            '--out', str(tmp_path / 'r.json'), '--opts', *RUN_OPTS, 'workers', workers]
     status, _, err = run_cli(test_sccan.main, argv, capsys)
     assert_one_error(status, err, f'{image}: truncated or corrupt JPEG')
     assert not (tmp_path / 'r.json').exists()
+
+
+# ---- when a run stops, what a resumed run warns about, 5 shots ----
+
+def test_early_stop_after_stop_interval_epochs_without_a_new_best(bench, tmp_path, capsys):
+    """With zero learning rates every validation scores what the first did: no new best after
+    it, so the run stops when stop_interval (2) more epochs have passed (the authors'
+    keep_epoch), after 3 of its 6 epochs."""
+    status, _, err = run_train(bench, tmp_path, capsys, opts=(
+        'epochs', '6', 'stop_interval', '2', 'base_lr', '0', 'transformer_lr', '0',
+        'SubEpoch_val', 'False', 'batch_size', '5'))
+    assert status == 0, err
+    assert 'early stop: no new best mIoU for 2 epochs' in err
+    last = torch.load(latest(tmp_path), weights_only=False)
+    steps_per_epoch = len(episode_dataset(load_config(bench['config'], RUN_OPTS), 'train')) // 5
+    assert last['iteration'] == 3 * steps_per_epoch and last['epoch'] == 2
+    assert last['progress']['val_num'] == 3 and last['progress']['best_epoch'] == 0
+
+
+def test_resuming_with_a_changed_run_defining_key_warns_naming_it(bench, tmp_path, capsys):
+    fast = ('evaluate', 'False')
+    assert run_train(bench, tmp_path, capsys, opts=('max_iters', '1', *fast))[0] == 0
+    status, _, err = run_train(bench, tmp_path, capsys, '--resume', 'train_latest.pth',
+                               opts=('max_iters', '2', *fast))
+    assert status == 0 and 'resuming with changed' not in err, err
+    status, _, err = run_train(bench, tmp_path, capsys, '--resume', 'train_latest.pth',
+                               opts=('max_iters', '3', 'base_lr', '0.01', *fast))
+    assert status == 0, err
+    assert ('resuming with changed base_lr (0.005 → 0.01): the run will not match an '
+            'uninterrupted one') in err
+
+
+@pytest.fixture(scope='module')
+def bench_5shot(tmp_path_factory):
+    """Data with 6 images of every class in both lists (5 supports and a query)."""
+    root = tmp_path_factory.mktemp('bench5')
+    return make_pascal_config(str(root), n_train=60, n_val=60)
+
+
+def test_a_5_shot_run_trains_names_its_files_and_tests(bench_5shot, tmp_path, capsys):
+    argv = ['--config', bench_5shot, '--opts', *RUN_OPTS, 'exp_dir', str(tmp_path), 'shot', '5',
+            'epochs', '1', 'max_iters', '3']
+    status, _, err = run_cli(train_sccan.main, argv, capsys, *FAILURES)
+    assert status == 0, err
+    snapshot = tmp_path / SNAPSHOT
+    best = [name for name in os.listdir(snapshot) if name.startswith('train5_epoch_')]
+    assert sorted(os.listdir(snapshot)) == sorted(best + ['train5_latest.pth']) and len(best) == 1
+    last = torch.load(snapshot / 'train5_latest.pth', weights_only=False)
+    assert last['shot'] == 5 and last['iteration'] == 3 and last['config']['shot'] == 5
+    assert os.listdir(tmp_path / RUN / 'result') == ['train5.log', 'train5_tensorboard']
+    assert not (tmp_path / RUN / 'train5.lock').exists()
+    status, _, err = run_cli(test_sccan.main, ['--config', bench_5shot, '--weight',
+                                               str(snapshot / best[0]), '--episodes', '3',
+                                               '--opts', *RUN_OPTS, 'shot', '5'], capsys)
+    assert status == 0, err
+    with open(snapshot / (best[0][:-len('.pth')] + '_test_pascal_split0_5shot_3ep_seed321.json')) as f:
+        report = json.load(f)
+    assert report['shot'] == 5 and report['seeds'][0]['episodes'] == 3

@@ -1,4 +1,5 @@
 """Training building blocks without a model: schedule, samplers, seeded episodes, precision."""
+import os
 import random
 
 import numpy as np
@@ -7,6 +8,9 @@ import torch
 
 from util.config import default_config
 from util.episodes import SeededEpisodes, TrainSampler, shard
+from util.outputs import save_checkpoint
+from util.run_paths import RunPaths
+from util.training.checkpoints import Checkpointer, Progress
 from util.optim import apply_schedule, poly_lr, set_sgd_lr
 
 
@@ -88,3 +92,26 @@ def test_amp_settings_on_cpu(caplog):
     fp16 = precision_for(default_config().replace(amp='fp16'), cpu)
     assert fp16.dtype is None
     assert 'fp16 needs CUDA' in caplog.text
+
+
+# --- the best checkpoint ---
+def test_a_new_best_replaces_only_this_run_folders_previous_best(tmp_path):
+    """A run resumed from another folder's checkpoint carries that run's best_path: its first
+    new best leaves that file alone; its next new best replaces its own first one."""
+    other_run = RunPaths(str(tmp_path / 'other'), 1)
+    os.makedirs(other_run.snapshot)
+    theirs = other_run.best(3, 0.5)
+    save_checkpoint({'epoch': 3}, theirs)
+    paths = RunPaths(str(tmp_path / 'run'), 1)
+    progress = Progress(best_path=theirs)
+    checkpointer = Checkpointer(paths, is_main=True)
+    checkpointer.save_best(lambda: {'epoch': 4}, 4, 0.6, progress)
+    first = paths.best(4, 0.6)
+    assert progress.best_path == first and os.listdir(paths.snapshot) == [os.path.basename(first)]
+    assert os.path.exists(theirs)
+    checkpointer.save_best(lambda: {'epoch': 5}, 5, 0.7, progress)
+    assert os.listdir(paths.snapshot) == ['train_epoch_5_0.7000.pth'] and os.path.exists(theirs)
+    assert torch.load(progress.best_path, weights_only=False) == {'epoch': 5}
+    # other processes write nothing
+    Checkpointer(paths, is_main=False).save_best(lambda: {'epoch': 6}, 6, 0.8, progress)
+    assert os.listdir(paths.snapshot) == ['train_epoch_5_0.7000.pth']

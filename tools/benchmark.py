@@ -42,7 +42,7 @@ from model import SCCAN  # noqa: E402
 from model.sccan import valid_input_size  # noqa: E402
 from util.cli import ArgumentParser, positive_int, run_main  # noqa: E402
 from util.config import default_config, parse_opts  # noqa: E402
-from util.episodes import TRAINING_INPUTS  # noqa: E402
+from util.episodes import TRAINING_INPUTS, random_episode  # noqa: E402
 from util.evaluate import forward_predictor, make_predictor  # noqa: E402
 from util.experiment import ready_model  # noqa: E402
 from util.optim import build_optimizers, forward_backward, optimizer_step  # noqa: E402
@@ -193,12 +193,7 @@ def paths_of(args):
 
 
 def episode(batch, shot, size, device):
-    g = torch.Generator().manual_seed(0)
-    query = torch.randn(batch, 3, size, size, generator=g)
-    support = torch.randn(batch, shot, 3, size, size, generator=g)
-    masks = (torch.rand(batch, shot, size, size, generator=g) > 0.5).float()
-    query_mask = (torch.rand(batch, size, size, generator=g) > 0.5).float()
-    return [t.to(device) for t in (query, support, masks, query_mask)]
+    return [t.to(device) for t in random_episode(batch, shot, size)]
 
 
 # ---- measuring ----------------------------------------------------------------------------------

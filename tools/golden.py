@@ -22,6 +22,7 @@ import torch
 
 from model import SCCAN
 from util.image_io import IGNORE_LABEL
+from util.outputs import write_atomic
 
 # name → episode batch: ResNet depth, shots K, batch B, image side S, seed of the inputs.
 CASES = {
@@ -116,14 +117,6 @@ def recording(net):
             hook.remove()
 
 
-def disable_dropout(net):
-    """p = 0 on every dropout module (theirs and ours alike), so training is deterministic."""
-    for module in net.modules():
-        if isinstance(module, torch.nn.modules.dropout._DropoutNd):
-            module.p = 0.0
-    return net
-
-
 # ---- episodes --------------------------------------------------------------------------------
 def _label(g, size):
     """S×S float64 label: 0 background, 1 a random rectangle (a quarter to two thirds of the side),
@@ -189,7 +182,7 @@ def parameter_view(initial, final):
 
 # ---- files -----------------------------------------------------------------------------------
 def save(path, payload):
-    torch.save(payload, path)
+    write_atomic(path, lambda f: torch.save(payload, f))
 
 
 def load(path):

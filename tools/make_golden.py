@@ -19,6 +19,7 @@ sys.path[:0] = [TOOLS, os.path.dirname(TOOLS)]
 
 import golden      # noqa: E402
 import reference   # noqa: E402
+from util.seeding import without_dropout  # noqa: E402
 
 NOTE = ("outputs of the authors' SCCAN (github.com/Sam1224/SCCAN) in float64, written by "
         "tools/make_golden.py; inputs and weights from tools/golden.py")
@@ -82,7 +83,7 @@ def run_training(root):
     forward with the query mask, loss = main + 1.0·aux1 + 1.0·aux2 (their aux weights), both
     optimisers zeroed, backward, both stepped."""
     t = golden.TRAINING
-    net = golden.disable_dropout(their_model(t['layers'], t['shot'], root))
+    net = without_dropout(their_model(t['layers'], t['shot'], root))
     sgd, adamw = reference.optimizers(net, t['base_lr'], t['momentum'], t['weight_decay'])
     # Their OneModel.get_optim fixes the AdamW lr; the test gives ours TRAINING's value.
     assert [g['lr'] for g in adamw.param_groups] == [t['transformer_lr']]

@@ -1,5 +1,6 @@
 """The process's random generators: seeding them, and saving and restoring their states (so that
-a resumed run continues the random streams of the interrupted one)."""
+a resumed run continues the random streams of the interrupted one); and a network that draws
+nothing at random (`without_dropout`), for deterministic training steps in tests and fixtures."""
 import random
 
 import numpy as np
@@ -36,3 +37,12 @@ def restore_rng(state):
     torch.set_rng_state(state['torch'])
     if 'cuda' in state and torch.cuda.is_available():
         torch.cuda.set_rng_state(state['cuda'])
+
+
+def without_dropout(net):
+    """`net` with p = 0 on every dropout module (ours and the authors' alike), so that its
+    training steps draw nothing at random (compared across processes, devices or codebases)."""
+    for module in net.modules():
+        if isinstance(module, torch.nn.modules.dropout._DropoutNd):
+            module.p = 0.0
+    return net

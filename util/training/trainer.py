@@ -44,8 +44,8 @@ class Trainer:
         overwrite: start over in a run folder holding an earlier run's checkpoints (deleting
             them, its log and TensorBoard scalars).
 
-    `fit()` trains; `close()` gives the run folder back. `paths` names the run's files,
-    `progress` says where it stands.
+    `fit()` trains; `close()` gives the run folder back and closes the log. `paths` names the
+    run's files, `progress` says where it stands.
     """
 
     def __init__(self, cfg, env, resume=None, overwrite=False):
@@ -104,9 +104,10 @@ class Trainer:
         self.stop = StopFlag(paths.latest)
 
     def close(self):
-        """Give the run folder back (the lock)."""
+        """Give the run folder back (the lock) and close the log."""
         if self.lock is not None:
             self.lock.release()
+        close_logging()
 
     # --- the run ---
     def fit(self):
@@ -252,13 +253,10 @@ def train(cfg, env, resume=None, overwrite=False) -> Trainer:
     """Run a training of `cfg` on the processes of `env` to its end (Trainer's arguments), the
     run folder given back and the log closed after. Returns the Trainer (its paths, progress)."""
     paths = RunPaths.of(cfg)
-    try:
-        with distributed.peers_watched(env, lambda: way_on(paths.latest)):
-            trainer = Trainer(cfg, env, resume=resume, overwrite=overwrite)
-            try:
-                trainer.fit()
-            finally:
-                trainer.close()
-        return trainer
-    finally:
-        close_logging()
+    with distributed.peers_watched(env, lambda: way_on(paths.latest)):
+        trainer = Trainer(cfg, env, resume=resume, overwrite=overwrite)
+        try:
+            trainer.fit()
+        finally:
+            trainer.close()
+    return trainer
