@@ -102,3 +102,16 @@ def test_a_killed_process_of_a_torchrun_run_leaves_the_others_one_line(bench, tm
     assert err.endswith('no checkpoint was written yet ('
                         f'{exp}/pascal/SCCAN/split0/resnet14/snapshot/train_latest.pth does not '
                         'exist): run it again from the start\n'), err
+
+
+def test_overwrite_never_deletes_a_file_the_new_run_reads(bench, tiny_run, capsys):
+    """--overwrite deletes the earlier run's checkpoints, but not one the new run reads (here
+    its backbone_weights)."""
+    before = open(tiny_run['latest'], 'rb').read()
+    status, _, err = run_cli(train_sccan.main, ['--config', bench['config'], '--overwrite', '--opts',
+                                                *TINY_RUN[:2], 'backbone_weights', tiny_run['latest'],
+                                                *TINY_RUN[4:], 'exp_dir', str(tiny_run['exp'])],
+                             capsys)
+    assert_one_error(status, err, f'output {tiny_run["latest"]} would overwrite the input '
+                                  f'{tiny_run["latest"]}')
+    assert open(tiny_run['latest'], 'rb').read() == before

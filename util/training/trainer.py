@@ -54,8 +54,10 @@ class Trainer:
         resumed = resumable(cfg, resume, self.paths) if resume else None
         self.lock = None
         try:
+            inputs = [p for p in (cfg.source, cfg.backbone_weights) if p]
             claimed = distributed.on_main_process(
-                lambda: claim_run_folder(self.paths, resumed and resumed[0], overwrite), env)
+                lambda: claim_run_folder(self.paths, resumed and resumed[0], overwrite, inputs),
+                env)
             self.lock, notes = claimed or (None, [])
             self.setup(resumed, notes)
         except BaseException:
