@@ -32,13 +32,15 @@ from util import distributed
 from util.cli import run_main
 from util.config import load_config
 from util.datasets import episode_dataset
-from util.episodes import TRAINING_INPUTS, random_episode
+from util.episodes import TRAINING_INPUTS, Episode, random_episode
 from util.evaluate import make_predictor, run_episodes
 from util.experiment import build_model
 from util.image_io import IGNORE_LABEL, write_image
+from util.manifest import EpisodeRecord, make_header, manifest_text
 from util.optim import build_optimizers, forward_backward, optimizer_step, set_sgd_lr
 from util.precision import Precision
 from util.seeding import without_dropout
+from util.uncertainty import RunCounts
 
 BORDER = 2          # width of the 255 band around objects, as in VOC labels
 SIZE = 33           # network input side of the tiny runs
@@ -312,3 +314,40 @@ def files_below(folder):
             with open(path, 'rb') as f:
                 found[os.path.relpath(path, folder)] = hashlib.sha1(f.read()).hexdigest()
     return found
+
+
+# ---- per-episode counts and scored manifests (util.uncertainty, util.manifest) ----------------
+CLASSES = [1, 2, 3, 4, 5]
+
+
+def synthetic_counts(per_class, num_classes=5, seed=0):
+    """Counts of `per_class` episodes of each class: FG unions of 200..2000 pixels, each class
+    with its own typical overlap, background of 5,000..20,000 pixels."""
+    rng = np.random.default_rng(seed)
+    class_index = np.repeat(np.arange(num_classes), per_class)
+    quality = rng.uniform(0.3, 0.8, num_classes)[class_index]
+    fg_union = rng.integers(200, 2000, len(class_index))
+    fg_inter = (fg_union * np.clip(quality + rng.normal(0, 0.2, len(class_index)), 0, 1)).astype(np.int64)
+    bg_union = rng.integers(5000, 20000, len(class_index))
+    bg_inter = bg_union - (fg_union - fg_inter)
+    return RunCounts.of(class_index, np.stack([bg_inter, fg_inter], 1),
+                            np.stack([bg_union, fg_union], 1), num_classes)
+
+
+def write_run(path, counts, seed=321, queries=None, classes=CLASSES):
+    """A manifest of one seed's scored episodes (counts: util.uncertainty.RunCounts); episode
+    e queries image queries[e] (default e)."""
+    return write_seeds(path, {seed: counts}, queries, classes)
+
+
+def write_seeds(path, per_seed, queries=None, classes=CLASSES):
+    """A manifest of several seeds' scored episodes: {seed: RunCounts}."""
+    records = [EpisodeRecord(seed, e, Episode((f'q{queries[e] if queries else e}.jpg', f'q{e}.png'),
+                                              ((f's{e}.jpg', f's{e}.png'),), classes[c]),
+                             tuple(map(int, i)), tuple(map(int, u)))
+               for seed, counts in per_seed.items()
+               for e, (c, i, u) in enumerate(zip(counts.class_index, counts.intersection, counts.union))]
+    os.makedirs(path.parent, exist_ok=True)
+    header = make_header('pascal', 0, 1, classes, list(per_seed), len(records) // len(per_seed), 'test')
+    path.write_text(manifest_text(header, records))
+    return str(path)

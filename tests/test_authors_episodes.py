@@ -5,8 +5,8 @@ run it are skipped without. The manifest it wrote on the generated tree below is
 (tests/golden/authors_episodes_pascal_split0_1shot.jsonl), so that what needs only the manifest
 runs everywhere. Regenerate it with
 
-    OFFICIAL_SCCAN=... python -c "import sys; sys.path[:0] = ['tests', '.']; import fakedata; \\
-        fakedata.make_pascal('/tmp/authors-tree')"
+    OFFICIAL_SCCAN=... python -c "import sys; sys.path[:0] = ['tests', '.']; import helpers; \\
+        helpers.make_pascal('/tmp/authors-tree')"
     OFFICIAL_SCCAN=... python tools/authors_episodes.py --data-root /tmp/authors-tree \\
         --lists build --val-list /tmp/authors-tree/val.txt --episodes 20 \\
         --out tests/golden/authors_episodes_pascal_split0_1shot.jsonl --overwrite

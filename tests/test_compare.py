@@ -7,36 +7,12 @@ import sys
 import numpy as np
 import pytest
 
-from helpers import assert_one_error, run_cli
-from test_uncertainty import synthetic_counts
-from util.episodes import Episode
-from util.manifest import EpisodeRecord, make_header, manifest_text, read_manifest
+from helpers import assert_one_error, run_cli, synthetic_counts, write_run
+from util.manifest import read_manifest
 from util.uncertainty import scores
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'tools'))
 import compare  # noqa: E402
-
-CLASSES = [1, 2, 3, 4, 5]
-
-
-def write_run(path, counts, seed=321, queries=None, classes=CLASSES):
-    """A manifest of one seed's scored episodes (counts: util.uncertainty.RunCounts); episode
-    e queries image queries[e] (default e)."""
-    return write_seeds(path, {seed: counts}, queries, classes)
-
-
-def write_seeds(path, per_seed, queries=None, classes=CLASSES):
-    """A manifest of several seeds' scored episodes: {seed: RunCounts}."""
-    records = [EpisodeRecord(seed, e, Episode((f'q{queries[e] if queries else e}.jpg', f'q{e}.png'),
-                                              ((f's{e}.jpg', f's{e}.png'),), classes[c]),
-                             tuple(map(int, i)), tuple(map(int, u)))
-               for seed, counts in per_seed.items()
-               for e, (c, i, u) in enumerate(zip(counts.class_index, counts.intersection, counts.union))]
-    os.makedirs(path.parent, exist_ok=True)
-    header = make_header('pascal', 0, 1, classes, list(per_seed), len(records) // len(per_seed), 'test')
-    path.write_text(manifest_text(header, records))
-    return str(path)
-
 
 def better(counts, gain=0.05, seed=1):
     """The same episodes scored by a model that overlaps more on most of them."""

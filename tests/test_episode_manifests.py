@@ -10,8 +10,8 @@ import cv2
 import pytest
 import torch
 
-from helpers import assert_one_error, files_below, make_pascal_config, run_cli
 from model.checkpoint import weights_checkpoint
+from helpers import assert_one_error, files_below, make_pascal_config, run_cli
 from util.config import load_config
 from util.experiment import build_model
 from util.manifest import read_manifest
@@ -29,7 +29,7 @@ OPTS = ['model', 'tiny', 'val_size', '57', 'workers', '0', 'batch_size_val', '2'
 
 @pytest.fixture(scope='module')
 def bench(tmp_path_factory):
-    """fakedata.make_pascal's default tree (the one the authors' golden manifest was drawn on),
+    """helpers.make_pascal's default tree (the one the authors' golden manifest was drawn on),
     a config for it and two tiny checkpoints of different random weights."""
     root = tmp_path_factory.mktemp('manifests')
     config = make_pascal_config(str(root))
@@ -45,8 +45,11 @@ def bench(tmp_path_factory):
 
 
 def run_test(bench, out, *extra, checkpoint=0, opts=()):
-    return test_sccan.main(['--config', bench['config'], '--weight', bench['checkpoints'][checkpoint],
-                            '--out', str(out), *extra, '--opts', *OPTS, *opts])
+    """test_sccan.py's command line; returns the report it wrote."""
+    assert test_sccan.main(['--config', bench['config'], '--weight', bench['checkpoints'][checkpoint],
+                            '--out', str(out), *extra, '--opts', *OPTS, *opts]) == 0
+    with open(out) as f:
+        return json.load(f)
 
 
 def measured(report):

@@ -5,9 +5,7 @@ import sys
 import numpy as np
 import pytest
 
-from helpers import assert_one_error, run_cli
-from test_compare import write_seeds
-from test_uncertainty import synthetic_counts
+from helpers import assert_one_error, run_cli, synthetic_counts, write_seeds
 from util.uncertainty import RunCounts, scores
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'tools'))

@@ -6,23 +6,10 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import synthetic_counts
 from util.metrics import IoUMeter, intersection_union
 from util.uncertainty import (RunCounts, bootstrap, combined_half_width, half_width,
                               percentile_interval, plus_minus, scores, uncertainty)
-
-
-def synthetic_counts(per_class, num_classes=5, seed=0):
-    """Counts of `per_class` episodes of each class: FG unions of 200..2000 pixels, each class
-    with its own typical overlap, background of 5,000..20,000 pixels."""
-    rng = np.random.default_rng(seed)
-    class_index = np.repeat(np.arange(num_classes), per_class)
-    quality = rng.uniform(0.3, 0.8, num_classes)[class_index]
-    fg_union = rng.integers(200, 2000, len(class_index))
-    fg_inter = (fg_union * np.clip(quality + rng.normal(0, 0.2, len(class_index)), 0, 1)).astype(np.int64)
-    bg_union = rng.integers(5000, 20000, len(class_index))
-    bg_inter = bg_union - (fg_union - fg_inter)
-    return RunCounts.of(class_index, np.stack([bg_inter, fg_inter], 1),
-                            np.stack([bg_union, fg_union], 1), num_classes)
 
 
 def test_scores_are_those_of_the_meter():

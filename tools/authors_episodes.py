@@ -28,7 +28,6 @@ it in a scratch folder where that path leads to --data-root, with either
     --val-list (default: their lists/<data_set>/val.txt), as their commented-out code does.
 Nothing is written into their clone.
 """
-import argparse
 import contextlib
 import os
 import shutil
@@ -140,10 +139,9 @@ def write_their_lists(theirs, root, cfg, args, novel):
     images, class_files = theirs['util.dataset'].make_dataset(args.split, cfg.data_root, val_list,
                                                               novel, filter_intersection=False)
     # The format of their commented-out writer in SemData.__init__.
-    with open(os.path.join(folder, names[0]), 'w') as f:
-        f.writelines(f'{image} {label}\n' for image, label in images)
-    with open(os.path.join(folder, names[1]), 'w') as f:
-        f.write(str(class_files))
+    write_atomic(os.path.join(folder, names[0]),
+                 ''.join(f'{image} {label}\n' for image, label in images))
+    write_atomic(os.path.join(folder, names[1]), str(class_files))
 
 
 def check_listed_files(their_list, copy, their_root, data_root):

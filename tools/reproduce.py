@@ -19,25 +19,24 @@ when the same checkpoint, seeds, episodes and options are asked again, so an int
 resumes where it stopped.
 """
 import argparse
-import glob
 import os
-import re
 import sys
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-import test_sccan  # noqa: E402
+from util import distributed  # noqa: E402
 from util.cli import run_main  # noqa: E402
 from util.config import load_config  # noqa: E402
-from util.run_paths import RunPaths  # noqa: E402
-from util.outputs import read_keyed, write_json  # noqa: E402
+from util.log import close_logging, setup_logging  # noqa: E402
+from util.meta_test import evaluate_checkpoint  # noqa: E402
+from util.outputs import read_keyed, write_atomic, write_json  # noqa: E402
 from util.paper import PAPER  # noqa: E402
+from util.run_paths import RunPaths  # noqa: E402
 from util.uncertainty import combined_half_width, half_width  # noqa: E402
 
 BENCHMARKS = {'pascal': 'PASCAL-5i', 'coco': 'COCO-20i', 'synthetic': 'synthetic (embedded)'}
 FOLDS = (0, 1, 2, 3)
-BEST = re.compile(r'^(?:\w+_)?train(\d*)_epoch_[\d.]+_(\d\.\d+)\.pth$')   # the authors' names
 CACHE_CAP_GB = 16      # covers a 5-shot PASCAL fold at 473 (~300 images of 52 MB)
 
 
@@ -78,24 +77,21 @@ def find_cells(args):
                     config = config_path(args.config_dir, benchmark, fold, layers, shot)
                     if os.path.isfile(config):
                         cfg = load_config(config, ['exp_dir', args.exp])
-                        snapshot = RunPaths.of(cfg).snapshot
+                        paths = RunPaths.of(cfg)
                         cells.append({'benchmark': benchmark, 'layers': layers, 'shot': shot,
-                                      'fold': fold, 'config': config, 'snapshot': snapshot,
-                                      'checkpoint': find_best(cfg, snapshot)})
+                                      'fold': fold, 'config': config, 'snapshot': paths.snapshot,
+                                      'checkpoint': find_best(cfg, paths)})
     return cells
 
 
-def find_best(cfg, snapshot):
-    """The checkpoint to test for a config in its snapshot folder: the config's `weight`, else
-    the best validation checkpoint, else (a run that never validated, e.g. the synthetic
-    configs') its latest one; None when there is none."""
-    if cfg.weight and os.path.isfile(os.path.join(snapshot, cfg.weight)):
-        return os.path.join(snapshot, cfg.weight)
-    shot_tag = '' if cfg.shot == 1 else str(cfg.shot)
-    scored = [(float(m.group(2)), path) for path in glob.glob(os.path.join(snapshot, '*.pth'))
-              for m in [BEST.match(os.path.basename(path))] if m and m.group(1) == shot_tag]
-    latest = os.path.join(snapshot, f'train{shot_tag}_latest.pth')
-    return max(scored)[1] if scored else latest if os.path.isfile(latest) else None
+def find_best(cfg, paths):
+    """The checkpoint to test for a config in the snapshot folder of its RunPaths: the config's
+    `weight`, else the best validation checkpoint, else (a run that never validated, e.g. the
+    synthetic configs') its latest one; None when there is none."""
+    if cfg.weight and os.path.isfile(os.path.join(paths.snapshot, cfg.weight)):
+        return os.path.join(paths.snapshot, cfg.weight)
+    scored = paths.best_checkpoints()
+    return max(scored)[1] if scored else paths.latest if os.path.isfile(paths.latest) else None
 
 
 def cell_name(cell):
@@ -110,14 +106,15 @@ def request_of(cell, seeds, episodes, opts):
             'seeds': seeds, 'episodes': episodes, 'opts': opts}
 
 
-def run_cell(cell, request, cache, cells_dir):
-    """Test one cell (test_sccan.py's protocol); returns its stored result."""
-    report_path = os.path.join(cells_dir, cell_name(cell) + '.report.json')
-    # --overwrite: the report is this tool's own file, replaced when its cell is recomputed.
-    argv = ['--config', cell['config'], '--weight', cell['checkpoint'], '--out', report_path, '--overwrite']
-    argv += ['--seeds', *map(str, request['seeds'])] if request['seeds'] else []
-    argv += ['--episodes', str(request['episodes'])] if request['episodes'] else []
-    report = test_sccan.main(argv + ['--opts', *request['opts'], *cache])
+def run_cell(cell, request, cache, cells_dir, env):
+    """Test one cell as test_sccan.py tests (util.meta_test); returns its stored result."""
+    opts = [*request['opts'], *cache]
+    # overwrite: the report is this tool's own file, replaced when its cell is recomputed
+    report = evaluate_checkpoint(
+        load_config(cell['config'], opts), env, cell['checkpoint'], request['seeds'],
+        request['episodes'], out=os.path.join(cells_dir, cell_name(cell) + '.report.json'),
+        overwrite=True, overrides={'weight': cell['checkpoint'], 'seeds': request['seeds'],
+                                   'episodes': request['episodes'], 'opts': opts})
     return {'request': request, 'mean': report['mean'], 'std': report['std'],
             'interval': {m: report['uncertainty']['pooled'][m] for m in ('mIoU', 'FB-IoU')},
             'seeds': [r['seed'] for r in report['seeds']], 'episodes': report['episodes']}
@@ -200,6 +197,18 @@ def markdown(table, missing, seeds_note):
 
 def main(argv=None):
     args = parse_args(argv)
+    env = distributed.setup()
+    setup_logging(is_main=env.is_main)
+    try:
+        return reproduce(args, env)
+    finally:
+        close_logging()
+        distributed.cleanup()
+
+
+def reproduce(args, env):
+    """Test the cells the arguments ask for (those kept from earlier runs excepted); write and
+    print the table. Returns its rows."""
     out = args.out or os.path.join(args.exp, 'reproduce')
     cells_dir = os.path.join(out, 'cells')
     os.makedirs(cells_dir, exist_ok=True)
@@ -214,7 +223,7 @@ def main(argv=None):
         result = read_keyed(path, 'request', request)
         if result is None or 'interval' not in result:      # (cells kept before intervals)
             print(f'[reproduce] testing {cell_name(cell)}: {cell["checkpoint"]}', flush=True)
-            result = run_cell(cell, request, cache, cells_dir)
+            result = run_cell(cell, request, cache, cells_dir, env)
             write_json(path, result)
         else:
             kept += 1
@@ -223,8 +232,7 @@ def main(argv=None):
     table = rows(cells, results)
     seeds = sorted({seed for r in results.values() for seed in r['seeds']})
     text = markdown(table, missing, f'mean over seeds {seeds}' if seeds else 'nothing tested')
-    with open(os.path.join(out, 'table.md'), 'w') as f:
-        f.write(text)
+    write_atomic(os.path.join(out, 'table.md'), text)
     write_json(os.path.join(out, 'table.json'),
                {'rows': table, 'cells': results, 'missing': [cell_name(c) for c in missing]})
     print('\n' + text)

@@ -3,13 +3,19 @@ of one fold, for one or more episode seeds, reported as JSON.
 
     report = evaluate_checkpoint(cfg, env, checkpoint='best.pth', seeds=[321, 123])
 
-For each seed: the episodes of the seed (cfg.test_num, or `episodes`), scored at the original
-label resolution; the report holds per-class IoU, mIoU, FB-IoU and pIoU per seed, their mean and
-population std over the seeds, and what was asked. It is written next to the checkpoint under a
-name saying what was measured (`report_path`), or to `out`. Outputs are claimed before the
-evaluation: an existing report or --viz folder is replaced only with `overwrite`.
+For each seed: the episodes of the seed (cfg.test_num, or `episodes`), or those of an episode
+manifest (`files.episodes_from`), scored at the original label resolution; the report holds
+per-class IoU, mIoU, FB-IoU and pIoU per seed, their mean and population std over the seeds,
+95 % bootstrap intervals per seed and pooled (util.uncertainty), and what was asked. It is
+written next to the checkpoint under a name saying what was measured (`report_path`), or to
+`out`; `files` may add the episodes as a manifest and a picture. Outputs are claimed before the
+evaluation: an existing report, manifest, picture or --viz folder is replaced only with
+`overwrite`, and none may be an input.
 """
+import dataclasses
 import glob
+import hashlib
+import json
 import logging
 import os
 from typing import Optional, Sequence
@@ -21,9 +27,14 @@ from util.config import ConfigError
 from util.datasets import episode_dataset
 from util.evaluate import format_result, make_predictor, run_episodes
 from util.experiment import find_checkpoint, ready_model
+from util.manifest import (check_fits, file_identity, make_header, read_manifest, replay_plans,
+                           scored_records, write_manifest)
 from util.outputs import check_outputs, check_writable, write_json
+from util.paper import paper_figure
 from util.precision import precision_for
+from util.report_plot import plot_report, require_matplotlib
 from util.run_paths import RunPaths
+from util.uncertainty import RESAMPLES, RunCounts, format_intervals, uncertainty
 from util.visualize import EPISODE_PATTERN, episode_saver
 
 log = logging.getLogger('sccan')
@@ -40,19 +51,38 @@ def checkpoint_to_test(cfg, weight=None):
     return find_checkpoint(weight, RunPaths.of(cfg).snapshot)
 
 
-def report_path(cfg, checkpoint, seeds, episodes):
-    """<checkpoint>_test_<data_set>_split<k>_<K>shot_<E>ep_seed<s>[-<s>...].json: two reports
-    of different measurements never share a name."""
+@dataclasses.dataclass(frozen=True)
+class EpisodeFiles:
+    """Files of a meta-test besides its report (test_sccan.py's options).
+
+    Attributes:
+        save_episodes: write the episodes and their pixel counts here (an episode manifest).
+        episodes_from: replay this manifest's episodes (its seeds and episodes).
+        plot: draw the report into this PNG (needs matplotlib).
+    """
+    save_episodes: Optional[str] = None
+    episodes_from: Optional[str] = None
+    plot: Optional[str] = None
+
+
+def report_path(cfg, checkpoint, seeds, episodes, episodes_from=None):
+    """<checkpoint>_test_<data_set>_split<k>_<K>shot_<E>ep_seed<s>[-<s>...][_from-<manifest>]
+    .json: two reports of different measurements never share a name."""
+    replayed = (f'_from-{os.path.splitext(os.path.basename(episodes_from))[0]}'
+                if episodes_from else '')
     return (f'{os.path.splitext(checkpoint)[0]}_test_{cfg.data_set}_split{cfg.split}_'
-            f'{cfg.shot}shot_{episodes}ep_seed{"-".join(map(str, seeds))}.json')
+            f'{cfg.shot}shot_{episodes}ep_seed{"-".join(map(str, seeds))}{replayed}.json')
 
 
-def claim_outputs(report, viz, inputs, overwrite):
-    """Before the evaluation: the report (and the --viz folder) can be written and replace
-    nothing unless `overwrite`; with it, the episode pictures of an earlier --viz go."""
-    outputs = [report, viz] if viz else [report]
+def claim_outputs(report, viz, inputs, overwrite, files=EpisodeFiles()):
+    """Before the evaluation: the report (the manifest and picture of `files`, the --viz folder)
+    can be written and replace nothing unless `overwrite`, and none is an input; with
+    `overwrite`, the episode pictures of an earlier --viz go."""
+    outputs = [p for p in (report, files.save_episodes, files.plot, viz) if p]
     check_outputs(outputs, inputs, overwrite)
-    check_writable(report)
+    for path in (report, files.save_episodes, files.plot):
+        if path:
+            check_writable(path)
     if viz:
         for picture in glob.glob(os.path.join(glob.escape(viz), EPISODE_PATTERN)):
             os.remove(picture)
@@ -65,11 +95,41 @@ def mean_std(per_seed):
             {m: float(v.std()) for m, v in values.items()})
 
 
+def replayed_manifest(files, seeds, episodes):
+    """The manifest of files.episodes_from (None without), which brings its own seeds and
+    episodes."""
+    if not files.episodes_from:
+        return None
+    if seeds or episodes:
+        raise ValueError('--episodes-from replays the seeds and episodes of its manifest: drop '
+                         '--seeds and --episodes')
+    return read_manifest(files.episodes_from)
+
+
+def config_digest(cfg):
+    """SHA-256 of the config's values after --opts: equal digests, the same settings."""
+    text = json.dumps(cfg.to_dict(), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def save_episodes(path, cfg, checkpoint, classes, seeds, episodes, records, report_file):
+    """Write the scored episodes as a manifest; returns what the report keeps of it: its path
+    relative to the report's folder (so that the two move together) and its digest."""
+    header = make_header(cfg.data_set, cfg.split, cfg.shot, classes, seeds, episodes,
+                         'test_sccan.py', checkpoint=file_identity(checkpoint),
+                         config=dict(file_identity(cfg.source), values_sha256=config_digest(cfg)))
+    saved = write_manifest(path, header, records)
+    log.info('wrote %s', path)
+    return dict(saved, path=os.path.relpath(os.path.abspath(path),
+                                            os.path.dirname(os.path.abspath(report_file))))
+
+
 def evaluate_checkpoint(cfg, env, weight: Optional[str] = None,
                         seeds: Optional[Sequence[int]] = None, episodes: Optional[int] = None,
                         viz: int = 0, out: Optional[str] = None, overwrite: bool = False,
                         any_shot: bool = False, any_split: bool = False,
-                        overrides: Optional[dict] = None) -> dict:
+                        overrides: Optional[dict] = None, files: EpisodeFiles = EpisodeFiles(),
+                        resamples: int = RESAMPLES) -> dict:
     """Meta-test a checkpoint on the config's fold, sharded over the processes of `env`.
 
     Args:
@@ -84,42 +144,71 @@ def evaluate_checkpoint(cfg, env, weight: Optional[str] = None,
         any_shot, any_split: test a checkpoint trained with another number of shots / on other
             classes (util.experiment.check_fits).
         overrides: recorded in the report as given (the command line's choices).
+        files: a manifest to write, one to replay, a picture to draw (EpisodeFiles).
+        resamples: bootstrap resamples of the intervals.
 
     Returns:
         The report (a dict, also written as JSON by the main process): checkpoint, config,
         data_set, split, shot, layers, episodes, seeds (per seed: seed, the metrics of
-        util.evaluate and the class ids), mean, std, overrides.
+        util.evaluate and the class ids), mean, std, uncertainty (util.uncertainty), overrides;
+        with files: manifest (path relative to the report, digest), episodes_from (path,
+        digest).
     """
+    if files.plot:
+        require_matplotlib()
     path = checkpoint_to_test(cfg, weight)
-    seeds = list(seeds or [cfg.manual_seed])
-    episodes = episodes or cfg.test_num
-    out = out or report_path(cfg, path, seeds, episodes)
+    replayed = replayed_manifest(files, seeds, episodes)
+    seeds = replayed.seeds() if replayed else list(seeds or [cfg.manual_seed])
+    episodes = replayed.header['episodes'] if replayed else episodes or cfg.test_num
+    out = out or report_path(cfg, path, seeds, episodes, files.episodes_from)
     viz_dir = os.path.splitext(out)[0] + '_viz' if viz else None
-    distributed.on_main_process(lambda: claim_outputs(out, viz_dir, [path, cfg.source], overwrite),
+    inputs = [p for p in (path, cfg.source, files.episodes_from) if p]
+    distributed.on_main_process(lambda: claim_outputs(out, viz_dir, inputs, overwrite, files),
                                 env)
     precision = precision_for(cfg, env.device)
     net = ready_model(cfg, env.device, path, any_shot, any_split)
     dataset = episode_dataset(cfg, 'val')
-    log.info('testing %s: %s-shot, %d episodes × seeds %s, on %s', path, cfg.shot, episodes,
-             seeds, env.device)
+    if replayed:
+        check_fits(replayed, cfg.data_set, cfg.split, cfg.shot, dataset.classes, cfg.data_root)
+        plans = replay_plans(replayed, cfg.shot)
+    else:
+        plans = {seed: dataset.plan(seed, episodes) for seed in seeds}
+    log.info('testing %s: %s-shot, %d episodes × seeds %s%s, on %s', path, cfg.shot, episodes,
+             seeds, f' from {files.episodes_from}' if replayed else '', env.device)
     predict = make_predictor(net, cfg, precision, env.device)   # one feature cache for all seeds
-    per_seed = []
-    for n, seed in enumerate(seeds):
+    per_seed, counts, records = [], [], []
+    for n, (seed, plan) in enumerate(plans.items()):
         # every process draws the first `viz` episodes of the seed that it evaluates
         on_episode = episode_saver(viz_dir, viz, dataset.classes) if viz_dir and n == 0 else None
-        result = run_episodes(net, dataset, cfg, seed, env, precision, num_episodes=episodes,
+        result = run_episodes(net, dataset, cfg, seed, env, precision, plan=plan,
                               predict=predict, on_episode=on_episode, desc=f'seed {seed}')
         log.info('seed %d:\n%s', seed, format_result(result, dataset.classes))
-        result.pop('per_episode')
+        scored = result.pop('per_episode')
+        counts.append(RunCounts.of_evaluation(scored, len(dataset.classes)))
+        records += scored_records(seed, plan, scored)
         per_seed.append({'seed': seed, **result, 'class_ids': [int(c) for c in dataset.classes]})
+    intervals = uncertainty(counts, resamples)
+    for result, interval in zip(per_seed, intervals['seeds']):
+        log.info('seed %d: %s (95 %% bootstrap interval)', result['seed'],
+                 format_intervals(result, interval))
     mean, std = mean_std(per_seed)
-    log.info('over %d seed(s): %s', len(seeds), '  '.join(
-        f'{m} {mean[m]:.4f} ± {std[m]:.4f}' for m in METRICS))
+    log.info('over %d seed(s): %s; std over seeds %s', len(seeds),
+             format_intervals(mean, intervals['pooled']),
+             '  '.join(f'{m} {100 * std[m]:.1f}' for m in METRICS))
     report = {'checkpoint': os.path.abspath(path), 'config': os.path.abspath(cfg.source),
               'data_set': cfg.data_set, 'split': cfg.split, 'shot': cfg.shot,
               'layers': cfg.layers, 'episodes': episodes, 'seeds': per_seed, 'mean': mean,
-              'std': std, 'overrides': dict(overrides or {})}
+              'std': std, 'uncertainty': intervals, 'overrides': dict(overrides or {})}
+    if replayed:
+        report['episodes_from'] = {'path': os.path.abspath(files.episodes_from),
+                                   'digest': replayed.digest()}
     if env.is_main:
+        if files.save_episodes:
+            report['manifest'] = save_episodes(files.save_episodes, cfg, path, dataset.classes,
+                                               seeds, episodes, records, out)
         write_json(out, report)
         log.info('wrote %s', out)
+        if files.plot:
+            plot_report(report, files.plot, *paper_figure(cfg))
+            log.info('wrote %s', files.plot)
     return report

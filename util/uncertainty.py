@@ -108,8 +108,11 @@ def resampled_scores(counts: RunCounts, positions: np.ndarray) -> Dict[str, np.n
         return np.bincount(cells, weights=values[positions].ravel(),
                            minlength=rows * counts.num_classes).reshape(rows, counts.num_classes)
 
+    def sums(values):           # R×2 BG/FG sums, one column at a time (R×N, not R×N×2)
+        return np.stack([values[:, k][positions].sum(1) for k in (0, 1)], axis=1)
+
     return scores_from_sums(class_sums(counts.intersection[:, 1]), class_sums(counts.union[:, 1]),
-                            counts.intersection[positions].sum(1), counts.union[positions].sum(1))
+                            sums(counts.intersection), sums(counts.union))
 
 
 def seed_rng(seed: int, *stream: int) -> np.random.Generator:
