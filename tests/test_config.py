@@ -219,3 +219,11 @@ def test_a_key_given_twice_in_the_opts_is_refused_as_in_files():
 def test_an_empty_path_is_refused_not_read_as_the_repository(tmp_path, text, opts, key):
     with pytest.raises(ConfigError, match=f'{key} is an empty path; give a path'):
         load_config(write(tmp_path, text), opts)
+
+
+def test_merged_opts_let_the_later_list_decide_without_a_key_given_twice():
+    """Tools set keys (e.g. the demo's data) and let the user's --opts change them."""
+    from util.config import merged_opts
+    assert merged_opts(['data_root', 'a', 'epochs', '2'], ['epochs', '3', 'depth', '1']) == \
+        ['data_root', 'a', 'epochs', '3', 'depth', '1']
+    assert parse_opts(merged_opts(['epochs', '2'], ['epochs', '3'])) == {'epochs': 3}

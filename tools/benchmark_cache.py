@@ -21,7 +21,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 from util import distributed  # noqa: E402
 from util.cli import ArgumentParser, positive_float, positive_int, run_main  # noqa: E402
-from util.config import load_config  # noqa: E402
+from util.config import load_config, merged_opts  # noqa: E402
 from util.datasets import episode_dataset  # noqa: E402
 from util.evaluate import forward_predictor, make_predictor, run_episodes  # noqa: E402
 from util.experiment import build_model  # noqa: E402
@@ -44,8 +44,8 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    cfg = load_config(args.config, ['shot', str(args.shot), 'feature_cache_gb', str(args.cache_gb),
-                                    *args.opts])
+    cfg = load_config(args.config, merged_opts(['shot', str(args.shot), 'feature_cache_gb',
+                                                str(args.cache_gb)], args.opts))
     if os.path.abspath(args.config) == SYNTHETIC_CONFIG and not os.path.isfile(cfg.val_list):
         write_benchmark(cfg.data_root)
     env = distributed.setup()

@@ -27,7 +27,7 @@ sys.path.insert(0, REPO)
 
 from util import distributed  # noqa: E402
 from util.cli import run_main  # noqa: E402
-from util.config import load_config  # noqa: E402
+from util.config import load_config, merged_opts  # noqa: E402
 from util.log import close_logging, setup_logging  # noqa: E402
 from util.meta_test import evaluate_checkpoint  # noqa: E402
 from util.outputs import read_keyed, write_atomic, write_json  # noqa: E402
@@ -108,7 +108,7 @@ def request_of(cell, seeds, episodes, opts):
 
 def run_cell(cell, request, cache, cells_dir, env):
     """Test one cell as test_sccan.py tests (util.meta_test); returns its stored result."""
-    opts = [*request['opts'], *cache]
+    opts = merged_opts(cache, request['opts'])     # the user's --opts decide
     # overwrite: the report is this tool's own file, replaced when its cell is recomputed
     report = evaluate_checkpoint(
         load_config(cell['config'], opts), env, cell['checkpoint'], request['seeds'],
@@ -212,7 +212,7 @@ def reproduce(args, env):
     out = args.out or os.path.join(args.exp, 'reproduce')
     cells_dir = os.path.join(out, 'cells')
     os.makedirs(cells_dir, exist_ok=True)
-    opts = ['exp_dir', args.exp, *args.opts]
+    opts = merged_opts(['exp_dir', args.exp], args.opts)
     cache = cache_options(args.feature_cache_gb)    # changes speed, not results: not in requests
     cells = find_cells(args)
     missing = [c for c in cells if c['checkpoint'] is None]

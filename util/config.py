@@ -320,6 +320,16 @@ def parse_opts(opts):
     return parsed
 
 
+def merged_opts(base, overrides):
+    """KEY VALUE lists (as after --opts) in one: `overrides` replace the values `base` gives
+    for the same keys (where a tool sets keys and lets its user's --opts change them; one
+    --opts list may not give a key twice)."""
+    replaced = set(overrides[0::2])
+    kept = [item for key, value in zip(base[0::2], base[1::2]) if key not in replaced
+            for item in (key, value)]
+    return kept + list(overrides)
+
+
 def _decode(name, text):
     key = SCHEMA[name]
     if key.nullable and text in ('None', 'null', '~', ''):
