@@ -15,6 +15,11 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
                                 'tools'))
 import check_data  # noqa: E402
 import prepare_coco  # noqa: E402
+import test_sccan  # noqa: E402
+
+
+TEST_OPTS = ['model', 'tiny', 'val_size', '57', 'workers', '0', 'batch_size_val', '2',
+             'test_num', '2']
 
 
 @pytest.fixture
@@ -85,3 +90,99 @@ def test_prepare_coco_never_writes_its_list_over_the_order_from_list(tmp_path, c
     assert_one_error(status, err, f'output {theirs} would overwrite the input {theirs}')
     assert theirs.read_text() == f'val2014/{name}.jpg annotations/val2014/{name}.png\n'
     assert not (root / 'annotations' / 'val2014').exists()       # nothing painted
+
+
+# ---- test_sccan.py: its report is never written over an input, nor by two runs at once ----
+
+@pytest.fixture
+def checkpoint(tiny_data, tmp_path):
+    """A tiny checkpoint of the config's architecture (random weights)."""
+    import torch
+    from model.checkpoint import weights_checkpoint
+    from util.experiment import build_model
+    from util.outputs import save_checkpoint
+    cfg = load_config(tiny_data['config'], TEST_OPTS)
+    torch.manual_seed(0)
+    path = str(tmp_path / 'tiny.pth')
+    save_checkpoint(weights_checkpoint(build_model(cfg), epoch=1, shot=1, config=cfg.to_dict()),
+                    path)
+    return path
+
+
+def run_test(tiny_data, checkpoint, capsys, *extra):
+    return run_cli(test_sccan.main, ['--config', tiny_data['config'], '--weight', checkpoint,
+                                     *extra, '--opts', *TEST_OPTS], capsys)
+
+
+@pytest.mark.parametrize('target', ['val.txt', 'JPEGImages/2008_000021.jpg',
+                                    'SegmentationClassAug/2008_000022.png', 'cache'])
+def test_test_sccan_never_writes_its_report_over_a_file_of_its_data(tiny_data, checkpoint, capsys,
+                                                                    target):
+    if target == 'cache':
+        cache = os.path.join(tiny_data['cfg'].list_dir, 'pascal', 'class_pixels')
+        target = os.path.join(cache, next(f for f in os.listdir(cache) if f.startswith('val-')))
+    else:
+        target = os.path.join(tiny_data['root'], target)
+    below = os.path.dirname(os.path.dirname(target))
+    before = files_below(below)
+    status, _, err = run_test(tiny_data, checkpoint, capsys, '--out', target, '--overwrite')
+    assert_one_error(status, err, f'output {target} would overwrite the input {target}')
+    assert files_below(below) == before
+
+
+def test_a_second_run_writing_the_same_report_is_refused_while_the_first_runs(tiny_data, checkpoint,
+                                                                              tmp_path, capsys,
+                                                                              monkeypatch):
+    """The first run claims the report when it starts and holds the claim until it has written
+    it; a second run started meanwhile (here: while the first evaluates) is refused at once."""
+    import util.meta_test
+    from util.evaluate import run_episodes
+    out = str(tmp_path / 'report.json')
+    second = {}
+
+    def evaluating(*args, **kwargs):
+        if not second:         # the first run's evaluation (not the second's, if it got there)
+            second['started'] = True
+            second['result'] = run_test(tiny_data, checkpoint, capsys, '--out', out, '--overwrite')
+        return run_episodes(*args, **kwargs)
+    monkeypatch.setattr(util.meta_test, 'run_episodes', evaluating)
+    status, _, err = run_test(tiny_data, checkpoint, capsys, '--out', out)
+    assert status == 0, err
+    status, _, err = second['result']
+    assert_one_error(status, err, f'the report {out} is in use by another run: process '
+                                  f'{os.getpid()} ', f'(lock file {out}.lock; delete it if that '
+                                  'run is over)')
+    assert os.path.isfile(out) and not os.path.exists(out + '.lock')    # the claim is given back
+
+
+def test_a_report_named_as_a_folder_is_refused_before_the_evaluation(tiny_data, checkpoint,
+                                                                     tmp_path, capsys,
+                                                                     monkeypatch):
+    import util.meta_test
+    monkeypatch.setattr(util.meta_test, 'run_episodes', None)     # not reached
+    for extra in ([], ['--overwrite']):
+        status, _, err = run_test(tiny_data, checkpoint, capsys, '--out', str(tmp_path), *extra)
+        assert_one_error(status, err, f'cannot write {tmp_path}: it is a folder; give a file name')
+
+
+def test_a_report_that_cannot_be_written_is_printed_whole(tiny_data, checkpoint, tmp_path, capsys,
+                                                          monkeypatch):
+    """A full disk after the evaluation: the error names the report, and its content is on
+    stdout, not lost."""
+    import errno
+    import json
+    import tempfile
+    out = str(tmp_path / 'report.json')
+    real_mkstemp = tempfile.mkstemp
+
+    def full_disk(*args, prefix='', **kwargs):
+        if prefix == '.report.json.':
+            raise OSError(errno.ENOSPC, 'No space left on device')
+        return real_mkstemp(*args, prefix=prefix, **kwargs)
+    monkeypatch.setattr(tempfile, 'mkstemp', full_disk)
+    status, stdout, err = run_test(tiny_data, checkpoint, capsys, '--out', out)
+    assert_one_error(status, err, f'cannot write {out}: no space left on device; the report is '
+                                  'printed on stdout instead')
+    report = json.loads(stdout)
+    assert report['episodes'] == 2 and 0 <= report['mean']['mIoU'] <= 1
+    assert not os.path.exists(out)

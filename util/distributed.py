@@ -64,7 +64,8 @@ def _is_communication_failure(error):
     """Whether `error` comes from the process group's backend: NCCL raises torch's DistError
     types, Gloo a RuntimeError naming its source file."""
     dist_error = getattr(dist, 'DistError', ())
-    return isinstance(error, dist_error) or re.search(r'\b(gloo|nccl)\b', str(error), re.I) is not None
+    return (isinstance(error, dist_error) or
+            re.search(r'\b(gloo|nccl)\b', str(error), re.I) is not None)
 
 
 def _reason(error):

@@ -131,7 +131,11 @@ def make_folder(path, what='folder'):
 
 def check_writable(path):
     """Create `path`'s folder and a scratch file in it, so that a report that cannot be written
-    fails before the work that produces it; OSError naming the path otherwise."""
+    fails before the work that produces it; OSError naming the path otherwise (also when `path`
+    is a folder, which the file could not replace)."""
+    if os.path.isdir(path):
+        raise IsADirectoryError(f'cannot write {path}: it is a folder; give a file name (e.g. '
+                                f'{os.path.join(path, "report.json")})')
     folder = os.path.dirname(os.path.abspath(path))
     try:
         os.makedirs(folder, exist_ok=True)
@@ -203,7 +207,9 @@ def write_atomic(path, content, sync=True):
 
 def _reason(error):
     """Why an OSError happened, in the words of the messages."""
-    return 'no space left on device' if error.errno == errno.ENOSPC else error.strerror or str(error)
+    if error.errno == errno.ENOSPC:
+        return 'no space left on device'
+    return error.strerror or str(error)
 
 
 def _os_error_in(error):
