@@ -24,19 +24,19 @@ import time
 import pytest
 import torch
 
-import test_sccan
-import train_sccan
 from helpers import assert_same_step, check_cached_evaluation, make_pascal_config, validate_and_step
 from model import build_sccan
 from model.scca import WindowAttention
 from tools.demo import data_opts
 from util import distributed
-from util.config import default_config
+from util.config import default_config, load_config
 from util.episodes import TRAINING_INPUTS, random_episode
 from util.experiment import compile_model, ready_model
+from util.meta_test import evaluate_checkpoint
 from util.optim import build_optimizers, forward_backward, optimizer_step, set_sgd_lr
 from util.precision import Precision, precision_for
 from util.seeding import without_dropout
+from util.training import train
 from util.datasets.synthetic import write_benchmark
 
 pytestmark = pytest.mark.cuda
@@ -305,20 +305,20 @@ def synthetic(tmp_path_factory):
 
 @pytest.mark.parametrize('amp', ['none', 'fp16'])
 def test_training_loop_resumption_and_test_script(device, synthetic, amp, tmp_path, record_property):
-    """train_sccan.py for an epoch (pinned memory, workers, validation with the feature cache),
-    resumed for a second one (CUDA random state and loss scale from the checkpoint), then
-    test_sccan.py on the result."""
+    """Training as train_sccan.py runs it for an epoch (pinned memory, workers, validation with
+    the feature cache), resumed for a second one (CUDA random state and loss scale from the
+    checkpoint), then test_sccan.py's evaluation of the result."""
     if amp == 'fp16' and device.type != 'cuda':
         pytest.skip('fp16 autocast with loss scaling runs on CUDA only (util.precision)')
     opts = [*synthetic, *LOOP, 'amp', amp, 'exp_dir', str(tmp_path)]
-    first = train_sccan.main(['--config', SYNTHETIC_CONFIG, '--opts', *opts, 'epochs', '1'])
-    steps = first.progress['iteration']
-    resumed = train_sccan.main(['--config', SYNTHETIC_CONFIG, '--resume', first.latest_path,
-                                '--opts', *opts, 'epochs', '2'])
-    report = test_sccan.main(['--config', SYNTHETIC_CONFIG, '--weight', resumed.latest_path,
-                              '--episodes', '4', '--opts', *opts])
-    record_property('training_steps', resumed.progress['iteration'])
+    env = distributed.setup()
+    first = train(load_config(SYNTHETIC_CONFIG, opts + ['epochs', '1']), env)
+    steps = first.progress.iteration
+    cfg = load_config(SYNTHETIC_CONFIG, opts + ['epochs', '2'])
+    resumed = train(cfg, env, resume=first.paths.latest)
+    report = evaluate_checkpoint(cfg, env, resumed.paths.latest, episodes=4)
+    record_property('training_steps', resumed.progress.iteration)
     record_property('test_mIoU', report['mean']['mIoU'])
-    assert steps > 0 and resumed.progress['iteration'] == 2 * steps
+    assert steps > 0 and resumed.progress.iteration == 2 * steps
     assert resumed.net.backbone.body.conv1.weight.device.type == device.type
     assert math.isfinite(report['mean']['mIoU']) and report['seeds'][0]['episodes'] == 4

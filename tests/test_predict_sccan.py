@@ -9,20 +9,19 @@ import torch.nn.functional as F
 
 import predict_sccan
 from helpers import run_cli
-from model import SCCAN
+from model import SCCAN, build_sccan
 from model.checkpoint import weights_checkpoint
 from util.outputs import save_checkpoint
 from util.predictor import FewShotSegmenter
 
 VAL = 57
-TINY = dict(fts_size=16, window_size=4, depth=2, num_heads=2, mlp_ratio=1.0, reduce_dim=32)
 
 
 @pytest.fixture(scope='module')
 def checkpoint(tmp_path_factory):
-    """A 1-shot ResNet-50 checkpoint in our format (weights, architecture, shot, config)."""
+    """A 1-shot checkpoint of the tiny model in our format (weights, architecture, shot, config)."""
     torch.manual_seed(0)
-    net = SCCAN(layers=50, **TINY).eval()
+    net = build_sccan('tiny').eval()
     path = str(tmp_path_factory.mktemp('ckpt') / 'tiny.pth')
     save_checkpoint(weights_checkpoint(net, epoch=0, shot=1, config={'shot': 1, 'val_size': VAL}), path)
     return net, path
@@ -111,9 +110,9 @@ def _bad_checkpoint(tmp_path, checkpoint, case):
     ('missing', [], 'checkpoint not found'),
     ('not a checkpoint', [], 'not a readable PyTorch checkpoint'),
     ('wrong architecture', [],
-     "ResNet-50 SCCAN, the paper's architecture, as the checkpoint states none) does not fit "
+     "ResNet-14 SCCAN, the paper's architecture, as the checkpoint states none) does not fit "
      'SCCAN: missing keys'),
-    ('good', ['--layers', '101'], 'holds a ResNet-50 SCCAN but layers 101 was asked for'),
+    ('good', ['--layers', '101'], 'holds a ResNet-14 SCCAN but layers 101 was asked for'),
     ('nan weights', [], 'nan weights.pth holds NaN or infinite values in 1 of its tensors (cls_meta.3.bias)'),
 ])
 def test_cli_checkpoint_errors(case, extra, message, checkpoint, files, capsys, tmp_path):
