@@ -170,3 +170,15 @@ def test_an_interrupted_check_stops_its_step_and_reports_what_ran(tmp_path, sig)
                 '| modes | skipped |', '| targets | skipped |'):
         assert row in report
     assert '## Output of the tests step (interrupted)' in report
+
+
+def test_the_figures_of_an_earlier_run_are_kept_unless_overwrite_is_asked(tmp_path):
+    """A folder holding an earlier run's benchmark figures but no report (deleted, or the run
+    was killed before writing it): the figures were deleted before the steps ran."""
+    figures = tmp_path / 'benchmark.json'
+    figures.write_text('{"rows": "of the only GPU run so far"}')
+    run = subprocess.run([sys.executable, os.path.join(ROOT, 'tools', 'gpu_check.py'), '--cpu-smoke',
+                          '--out', str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2 and run.stderr.strip().splitlines() == [
+        f'error: {figures} exists already; pass --overwrite to replace it, or write elsewhere']
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['benchmark.json']

@@ -52,6 +52,8 @@ SMOKE_LIMITS = {'environment': 60, 'tests': 300, 'benchmark': 300, 'modes': 300}
 # The tests the CPU smoke run selects (`pytest -k`): one that records figures, one that skips.
 SMOKE_TESTS = 'plain_path and fused_attention or steps and fp16'
 BENCHMARK_SETTINGS = ['eval-1shot', 'eval-5shot', 'train-b8']
+# What the steps write in the report's folder besides report.md.
+FIGURE_FILES = ('tests.jsonl', 'benchmark.json', 'modes.json')
 TARGETS = {   # target: (settings, paths, ratio to the reference, upper bound)
     'float32 time ≤ 1.0× the reference': (BENCHMARK_SETTINGS, ('scripts', 'api'), 'time_ratio', 1.0),
     'float32 peak memory ≤ 0.6× the reference at batch 8': (['train-b8'], ('scripts', 'api'), 'memory_ratio', 0.6),
@@ -188,7 +190,7 @@ def run_all(args, interruption=NO_INTERRUPTION):
     records, benchmark results)."""
     os.makedirs(args.out, exist_ok=True)
     limits = SMOKE_LIMITS if args.cpu_smoke else LIMITS
-    paths = {name: os.path.join(args.out, name) for name in ('tests.jsonl', 'benchmark.json', 'modes.json')}
+    paths = {name: os.path.join(args.out, name) for name in FIGURE_FILES}
     for path in paths.values():
         if os.path.exists(path):
             os.remove(path)
@@ -417,7 +419,9 @@ def main(argv=None):
     if not args.cpu_smoke:
         check_gpu_visible()
     path = os.path.join(args.out, 'report.md')
-    check_outputs([path], overwrite=args.overwrite)     # before minutes of work
+    # before minutes of work: the figures of an earlier run go only with --overwrite
+    check_outputs([path] + [os.path.join(args.out, name) for name in FIGURE_FILES],
+                  overwrite=args.overwrite)
     start = time.time()
     with Interruption() as interruption:
         steps, env_info, tests, figures = run_all(args, interruption)
