@@ -1,30 +1,44 @@
-"""The benchmark tools run end to end at a tiny size (their timings are not asserted)."""
+"""The benchmark tool's four modes run end to end at a tiny size (their timings are not asserted,
+only what the figures must satisfy whatever the machine)."""
 import json
 import os
 import subprocess
 import sys
 
-from helpers import make_pascal_config
+import pytest
+
+from tools import benchmark
+
+from helpers import assert_one_error, make_pascal, make_pascal_config, run_cli
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def test_tiny_benchmark_prints_a_row_per_setting_and_path(tmp_path):
-    out = subprocess.run([sys.executable, os.path.join(ROOT, 'tools', 'benchmark.py'), '--tiny',
-                          '--settings', 'eval-5shot-cached', 'train-b2', '--json', str(tmp_path / 'b.json')],
-                         capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0, out.stderr
-    lines = out.stdout.splitlines()
-    assert 'matmul' in lines[0] and lines[0].endswith('base: scripts')
-    assert lines[1].split()[:3] == ['setting', 'path', 'seconds']
-    rows = [line.split() for line in lines[2:]]
+def table(out):
+    """(header, column titles line, rows split on runs of spaces) of a mode's printed table."""
+    lines = out.splitlines()
+    return lines[0], lines[1], [line.split() for line in lines[2:]]
+
+
+def test_paths_is_the_default_mode_and_prints_a_row_per_setting_and_path(tmp_path, capsys):
+    status, out, err = run_cli(benchmark.main, ['--tiny', '--settings', 'eval-5shot-cached', 'train-b2',
+                                                '--json', str(tmp_path / 'b.json')], capsys)
+    assert status == 0, err
+    header, titles, rows = table(out)
+    assert 'the tiny model' in header and 'matmul' in header and header.endswith('base: scripts')
+    assert titles.split()[:3] == ['setting', 'path', 'seconds']
     assert [row[:2] for row in rows] == [['eval-5shot-cached', 'scripts'], ['eval-5shot-cached', 'api'],
                                          ['train-b2', 'scripts'], ['train-b2', 'api']]
-    assert all(row[-2] == '1.00' for row in rows[0::2])          # the scripts path ÷ itself
+    assert all(row[-2:] == ['1.00', '1.00'] for row in rows[0::2])      # the scripts path ÷ itself
+    assert all(row[7] == '—' for row in rows)                            # reserved GB: CUDA only
     with open(tmp_path / 'b.json') as f:
         report = json.load(f)
+    assert report['mode'] == 'paths' and report['tiny'] and report['header'] == header
     assert [(r['setting'], r['path']) for r in report['rows']] == [tuple(row[:2]) for row in rows]
-    assert all(r['peak_gb'] > 0 and 'error' not in r for r in report['rows'])
+    for r in report['rows']:
+        assert r['peak_gb'] > 0 and 'error' not in r
+        assert r['gflops'] == pytest.approx(r['gflop'] / r['seconds'])
+        assert r['matmul_ratio'] == pytest.approx(r['gflops'] / report['matmul_gflops'])
 
 
 def test_peak_memory_is_the_measuring_process_own():
@@ -41,33 +55,53 @@ def test_peak_memory_is_the_measuring_process_own():
     assert float(child.stdout) < 0.8
 
 
-def test_bad_size_is_refused():
-    out = subprocess.run([sys.executable, os.path.join(ROOT, 'tools', 'benchmark.py'),
-                          '--size', '100'], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 2 and out.stderr.strip().splitlines() == [
-        'error: --size 100: (size−1) must be a multiple of 8 (e.g. 473, 233)']
+@pytest.mark.parametrize('argv, message', [
+    (['--size', '100'], 'error: --size 100: (size−1) must be a multiple of 8 (e.g. 473, 233)'),
+    (['paths', '--tiny', '--reference'], 'error: --reference compares the full model: drop --tiny'),
+    (['modes', '--modes', 'fast'], "error: argument --modes: invalid choice: 'fast'"),
+])
+def test_bad_arguments_are_one_error_line(capsys, argv, message):
+    status, _, err = run_cli(benchmark.main, argv, capsys)
+    assert_one_error(status, err, message)
 
 
-def test_tiny_modes_benchmark_prints_a_row_per_mode():
-    out = subprocess.run([sys.executable, os.path.join(ROOT, 'tools', 'benchmark_modes.py'), '--tiny',
-                          '--device', 'cpu', '--modes', 'fused_attention', 'bf16', 'fp16'],
-                         capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr
-    rows = [line.split() for line in out.stdout.splitlines()[2:]]
+def test_modes_prints_a_row_per_mode_against_the_default(tmp_path, capsys):
+    status, out, err = run_cli(benchmark.main, ['modes', '--tiny', '--device', 'cpu', '--modes', 'fused_attention',
+                                                'bf16', 'fp16', '--json', str(tmp_path / 'm.json')], capsys)
+    assert status == 0, err
+    header, _, rows = table(out)
+    assert 'golden episodes: skipped (--tiny)' in header
     assert [row[0] for row in rows] == ['default', 'fused_attention', 'bf16']   # fp16: CUDA only
-    assert float(rows[0][2]) == 1.0 and float(rows[0][4]) == 1.0               # default ÷ itself
+    assert rows[0][2] == '1.00' and rows[0][4] == '1.00'                      # default ÷ itself
+    with open(tmp_path / 'm.json') as f:
+        report = json.load(f)
+    for row in report['rows']:
+        assert row['eval_ratio'] == pytest.approx(row['eval_seconds'] / report['rows'][0]['eval_seconds'])
 
 
-def test_cache_benchmark_cuts_backbone_passes(tmp_path):
+def test_cache_cuts_backbone_passes_and_changes_no_metric(tmp_path, capsys):
     config = make_pascal_config(str(tmp_path))
-    out = subprocess.run([sys.executable, os.path.join(ROOT, 'tools', 'benchmark_cache.py'),
-                          '--config', config, '--shot', '5', '--episodes', '12', '--opts',
-                          'val_size', '57', 'fts_size', '16', 'depth', '2', 'reduce_dim', '32',
-                          'num_heads', '4', 'workers', '0'],
-                         capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr
-    rows = {line.split()[0]: line.split() for line in out.stdout.splitlines()[1:3]}
-    assert float(rows['plain'][1]) == 6.0                  # query + 5 supports per episode
-    assert float(rows['cached'][1]) < 6.0                  # images recur across episodes
-    change = float(out.stdout.split('largest metric change')[1])
-    assert change < 1e-4
+    status, out, err = run_cli(benchmark.main, ['cache', '--config', config, '--shot', '5', '--episodes', '12',
+                                                '--device', 'cpu', '--opts', 'model', 'tiny', 'val_size', '57',
+                                                'workers', '0'], capsys)
+    assert status == 0, err
+    _, _, rows = table(out)
+    plain, cached = rows
+    assert plain[:2] == ['plain', '6.00']            # query + 5 supports per episode
+    assert cached[0] == 'cached' and float(cached[1]) < 6.0      # images recur across episodes
+    assert float(plain[3]) == 1.0 and float(cached[5]) < 1e-4
+
+
+def test_data_measures_each_mode_and_shot(tmp_path, capsys):
+    root, _, val_list = make_pascal(str(tmp_path))
+    status, out, err = run_cli(benchmark.main, ['data', '--episodes', '2', '--size', '57', '--data-root', root,
+                                                '--list', val_list, '--list-dir', str(tmp_path / 'lists'),
+                                                '--json', str(tmp_path / 'd.json')], capsys)
+    assert status == 0, err
+    _, _, rows = table(out)
+    assert [row[:3] for row in rows] == [['train', '1', '57'], ['train', '5', '57'], ['val', '1', '57'],
+                                         ['val', '5', '57']]
+    with open(tmp_path / 'd.json') as f:
+        report = json.load(f)
+    for row in report['rows']:       # a query and its supports per episode
+        assert row['images_per_second'] == pytest.approx(row['episodes_per_second'] * (row['shot'] + 1))

@@ -1,7 +1,7 @@
 """What only a GPU can show (marker `cuda`): the golden episodes on the device, training steps in
 float32, bf16 and fp16, the fast paths and torch.compile against the plain path, a torchrun
 (NCCL) step against one process, the evaluation feature cache on the device, and the training
-loop, resumption and test_sccan.py end to end. tools/gpu_check.sh runs them and puts the figures
+loop, resumption and meta-testing end to end. tools/gpu_check.sh runs them and puts the figures
 they record (record_property) in its report.
 
 Without CUDA they are skipped. SCCAN_CUDA_TESTS_DEVICE=cpu runs them on the CPU instead, which
@@ -305,18 +305,18 @@ def synthetic(tmp_path_factory):
 
 @pytest.mark.parametrize('amp', ['none', 'fp16'])
 def test_training_loop_resumption_and_test_script(device, synthetic, amp, tmp_path, record_property):
-    """Training as train_sccan.py runs it for an epoch (pinned memory, workers, validation with
-    the feature cache), resumed for a second one (CUDA random state and loss scale from the
-    checkpoint), then test_sccan.py's evaluation of the result."""
+    """Training as train_sccan.py runs it (util.training.train) for an epoch (pinned memory,
+    workers, validation with the feature cache), resumed for a second one (CUDA random state and
+    loss scale from the checkpoint), then meta-testing as test_sccan.py does
+    (util.meta_test.evaluate_checkpoint) on the result."""
     if amp == 'fp16' and device.type != 'cuda':
         pytest.skip('fp16 autocast with loss scaling runs on CUDA only (util.precision)')
     opts = [*synthetic, *LOOP, 'amp', amp, 'exp_dir', str(tmp_path)]
-    env = distributed.setup()
-    first = train(load_config(SYNTHETIC_CONFIG, opts + ['epochs', '1']), env)
+    env = distributed.DistEnv(0, 1, 0, device)
+    first = train(load_config(SYNTHETIC_CONFIG, [*opts, 'epochs', '1']), env)
     steps = first.progress.iteration
-    cfg = load_config(SYNTHETIC_CONFIG, opts + ['epochs', '2'])
-    resumed = train(cfg, env, resume=first.paths.latest)
-    report = evaluate_checkpoint(cfg, env, resumed.paths.latest, episodes=4)
+    resumed = train(load_config(SYNTHETIC_CONFIG, [*opts, 'epochs', '2']), env, resume=first.paths.latest)
+    report = evaluate_checkpoint(load_config(SYNTHETIC_CONFIG, opts), env, resumed.paths.latest, episodes=4)
     record_property('training_steps', resumed.progress.iteration)
     record_property('test_mIoU', report['mean']['mIoU'])
     assert steps > 0 and resumed.progress.iteration == 2 * steps

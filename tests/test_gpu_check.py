@@ -42,12 +42,12 @@ def test_a_failing_or_overrunning_step_is_reported_and_stopped():
 
 
 def benchmark_row(setting, path, seconds, peak_gb):
-    return {'setting': setting, 'path': path, 'seconds': seconds, 'gflop': 100.0, 'peak_gb': peak_gb,
-            'reserved_gb': peak_gb + 0.5}
+    return {'setting': setting, 'path': path, 'seconds': seconds, 'gflop': 100.0, 'gflops': 100.0 / seconds,
+            'matmul_ratio': 0.5, 'peak_gb': peak_gb, 'reserved_gb': peak_gb + 0.5}
 
 
 def gpu_benchmark():
-    """What tools/benchmark.py --reference --with-amp bf16 --json writes on a GPU (made up)."""
+    """What tools/benchmark.py paths --reference --with-amp bf16 --json writes on a GPU (made up)."""
     figures = {'scripts': (0.9, 2.0), 'api': (0.95, 2.1), 'scripts+bf16': (0.3, 1.5), 'reference': (1.0, 4.0)}
     rows = []
     for setting in gpu_check.BENCHMARK_SETTINGS:
@@ -58,11 +58,20 @@ def gpu_benchmark():
         reference = next(r for r in rows if r['setting'] == row['setting'] and r['path'] == 'reference')
         row.update(time_ratio=row['seconds'] / reference['seconds'],
                    memory_ratio=row['peak_gb'] / reference['peak_gb'])
-    return {'header': 'device cuda (H100)', 'device': 'cuda:0', 'gpu': 'NVIDIA H100', 'tiny': False,
-            'baseline': 'reference', 'rows': rows}
+    return {'mode': 'paths', 'header': 'device cuda (H100)', 'device': 'cuda:0', 'gpu': 'NVIDIA H100',
+            'tiny': False, 'baseline': 'reference', 'rows': rows}
 
 
-def test_targets_and_the_third_party_figure_come_from_the_benchmark():
+def gpu_modes():
+    """What tools/benchmark.py modes --json writes on a GPU (made up)."""
+    return {'mode': 'modes', 'header': 'device cuda:0, 473×473', 'rows': [
+        {'mode': 'default', 'eval_seconds': 0.1, 'eval_ratio': 1.0, 'train_seconds': 0.5, 'train_ratio': 1.0,
+         'argmax_agreement': 1.0, 'max_logit_change': 0.0},
+        {'mode': 'bf16', 'eval_seconds': 0.05, 'eval_ratio': 0.5, 'train_seconds': 0.2, 'train_ratio': 0.4,
+         'argmax_agreement': 0.97, 'max_logit_change': 0.41}]}
+
+
+def test_the_report_shows_the_benchmarks_figures_and_the_targets_met_or_missed():
     args = argparse.Namespace(cpu_smoke=False)
     targets = gpu_check.targets_step(args, gpu_benchmark())
     missed = [v for v in targets['verdicts'] if v[2] != 'met']
@@ -73,9 +82,14 @@ def test_targets_and_the_third_party_figure_come_from_the_benchmark():
              for name in ('environment', 'tests', 'benchmark', 'modes')] + [targets]
     tests = [{'test': 'tests/test_cuda.py::test_golden_episodes_in_lower_precision[r50-bf16]', 'when': 'call',
               'outcome': 'passed', 'seconds': 1.0, 'properties': {'argmax_agreement': 0.98}, 'message': ''}]
-    report = gpu_check.report(args, steps, {'gpus': []}, tests, gpu_benchmark(), 10.0)
+    report = gpu_check.report(args, steps, {'gpus': []}, tests, {'paths': gpu_benchmark(), 'modes': gpu_modes()},
+                              10.0)
     assert '**Result: failed: targets.**' in report
-    assert '0.04 s per 1-shot episode and 4.8 GB' in report and 'Ours on NVIDIA H100: 0.900 s, 2.5 GB' in report
+    assert ('| setting | path | seconds | GFLOP | GFLOP/s | ÷matmul | peak GB | reserved GB | time÷base | '
+            'mem÷base |') in report
+    assert '| eval-5shot | api | 1.140 | 100.0 | 87.7 | 0.50 | 2.10 | 2.60 | 1.14 | 0.53 |' in report
+    assert '| bf16 | 0.050 | 0.50 | 0.200 | 0.40 | 97.000 % | 4.10e-01 | — | — |' in report
+    assert 'max \\|Δlogit\\|' in report                      # a | in a cell does not split it
     assert 'test_golden_episodes_in_lower_precision[r50-bf16] 98.00 %' in report
     assert gpu_check.target_verdicts(args, dict(gpu_benchmark(), baseline='scripts')).startswith('not checked')
 

@@ -8,9 +8,10 @@ Steps, each in its own process group with its own time limit, each run whatever 
 ones before:
   environment  GPU, driver, torch / CUDA / cuDNN versions, TF32 settings
   tests        pytest -m cuda (tests/test_cuda.py) on the GPU, with the figures the tests record
-  benchmark    tools/benchmark.py: eval 1-shot, eval 5-shot, train batch 8; the scripts, bare-API
-               and bf16 paths, and the authors' model (--reference) when OFFICIAL_SCCAN is set
-  modes        tools/benchmark_modes.py: each fast mode but compile against the default
+  benchmark    tools/benchmark.py paths: eval 1-shot, eval 5-shot, train batch 8; the scripts,
+               bare-API and bf16 paths, and the authors' model (--reference) when OFFICIAL_SCCAN
+               is set
+  modes        tools/benchmark.py modes: each fast mode but compile against the default
   targets      the performance targets, checked on the benchmark's figures
 Nothing is downloaded; the tests write their synthetic data locally (util/datasets/synthetic.py). The
 report goes to DIR/report.md (its path is printed); the exit status is 0 when no step failed.
@@ -19,8 +20,9 @@ be the only ones this project gets.
 
 The CPU smoke run runs the same steps on the CPU at tiny sizes, so that it takes about a minute:
 two of the tests marked cuda (SMOKE_TESTS) on the CPU (SCCAN_CUDA_TESTS_DEVICE=cpu; all of them
-pass there too, in a few minutes), the benchmarks with --tiny. Its figures mean nothing; its
-report shows that the kit works.
+pass there too, in a few minutes), the benchmarks with --tiny (the tiny model variant). Its
+figures mean nothing; its report shows that the kit works. The report's tables are the
+benchmark's own (benchmark.COLUMNS, benchmark.cells), read from the JSON it writes.
 """
 import argparse
 import datetime
@@ -32,8 +34,10 @@ import subprocess
 import sys
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
+TOOLS = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(TOOLS)
+sys.path[:0] = [REPO, TOOLS]
+import benchmark  # noqa: E402  (tools/benchmark.py)
 from util.cli import ArgumentParser, run_main  # noqa: E402
 from util.outputs import check_outputs, write_atomic  # noqa: E402
 
@@ -45,8 +49,6 @@ SMOKE_LIMITS = {'environment': 60, 'tests': 300, 'benchmark': 300, 'modes': 300}
 # The tests the CPU smoke run selects (`pytest -k`): one that records figures, one that skips.
 SMOKE_TESTS = 'plain_path and fused_attention or steps and fp16'
 BENCHMARK_SETTINGS = ['eval-1shot', 'eval-5shot', 'train-b8']
-# A third-party port's figures for the authors' model on an RTX 4090: per 1-shot episode, memory.
-THIRD_PARTY_4090 = {'seconds': 0.04, 'gb': 4.8}
 TARGETS = {   # target: (settings, paths, ratio to the reference, upper bound)
     'float32 time ≤ 1.0× the reference': (BENCHMARK_SETTINGS, ('scripts', 'api'), 'time_ratio', 1.0),
     'float32 peak memory ≤ 0.6× the reference at batch 8': (['train-b8'], ('scripts', 'api'), 'memory_ratio', 0.6),
@@ -135,7 +137,7 @@ def run_all(args):
     """Every step, in order; returns (steps, environment, test records, benchmark results)."""
     os.makedirs(args.out, exist_ok=True)
     limits = SMOKE_LIMITS if args.cpu_smoke else LIMITS
-    paths = {name: os.path.join(args.out, name) for name in ('tests.jsonl', 'benchmark.json')}
+    paths = {name: os.path.join(args.out, name) for name in ('tests.jsonl', 'benchmark.json', 'modes.json')}
     for path in paths.values():
         if os.path.exists(path):
             os.remove(path)
@@ -143,11 +145,11 @@ def run_all(args):
     env_info = json_output(steps[0])
     steps.append(run_step('tests', tests_command(args), limits['tests'], tests_environment(args, paths)))
     steps.append(run_step('benchmark', benchmark_command(args, paths['benchmark.json']), limits['benchmark']))
-    steps.append(run_step('modes', modes_command(args), limits['modes']))
+    steps.append(run_step('modes', modes_command(args, paths['modes.json']), limits['modes']))
     tests = read_jsonl(paths['tests.jsonl'])
-    benchmark = read_json(paths['benchmark.json'])
-    steps.append(targets_step(args, benchmark))
-    return steps, env_info, tests, benchmark
+    figures = {'paths': read_json(paths['benchmark.json']), 'modes': read_json(paths['modes.json'])}
+    steps.append(targets_step(args, figures['paths']))
+    return steps, env_info, tests, figures
 
 
 def tests_command(args):
@@ -165,20 +167,20 @@ def tests_environment(args, paths):
 
 
 def benchmark_command(args, json_path):
-    cmd = [PYTHON, 'tools/benchmark.py', '--with-amp', 'bf16', '--json', json_path]
+    cmd = [PYTHON, 'tools/benchmark.py', 'paths', '--with-amp', 'bf16', '--json', json_path]
     if args.cpu_smoke:
         return cmd + ['--device', 'cpu', '--tiny', '--settings', 'eval-1shot']
     return cmd + ['--device', 'cuda', '--settings', *BENCHMARK_SETTINGS] + (
         ['--reference'] if os.environ.get('OFFICIAL_SCCAN') else [])
 
 
-def modes_command(args):
+def modes_command(args, json_path):
+    cmd = [PYTHON, 'tools/benchmark.py', 'modes', '--json', json_path]
     if args.cpu_smoke:
-        return [PYTHON, 'tools/benchmark_modes.py', '--device', 'cpu', '--tiny', '--modes', 'fused_attention']
+        return cmd + ['--device', 'cpu', '--tiny', '--modes', 'fused_attention']
     # Not compile: compiling the full model for eval and training takes minutes (its
     # correctness and compilation time come from the tests).
-    return [PYTHON, 'tools/benchmark_modes.py', '--device', 'cuda', '--modes', 'contiguous',
-            'fused_attention', 'bf16', 'fp16']
+    return cmd + ['--device', 'cuda', '--modes', 'contiguous', 'fused_attention', 'bf16', 'fp16']
 
 
 def json_output(step):
@@ -205,14 +207,14 @@ def read_jsonl(path):
 
 
 # ---- targets ------------------------------------------------------------------------------------
-def target_verdicts(args, benchmark):
+def target_verdicts(args, figures):
     """[(target, measured, verdict)] for TARGETS, or the reason none was checked."""
     if args.cpu_smoke:
         return 'not checked: a CPU smoke run (tiny model, no reference)'
-    if not benchmark or benchmark['baseline'] != 'reference':
+    if not figures or figures['baseline'] != 'reference':
         return ("not checked: the authors' model was not measured (set OFFICIAL_SCCAN to the folder "
                 "holding their model/ and util/)")
-    rows = {(r['setting'], r['path']): r for r in benchmark['rows']}
+    rows = {(r['setting'], r['path']): r for r in figures['rows']}
     verdicts = []
     for target, (settings, paths, quantity, bound) in TARGETS.items():
         for setting in settings:
@@ -224,8 +226,8 @@ def target_verdicts(args, benchmark):
     return verdicts
 
 
-def targets_step(args, benchmark):
-    verdicts = target_verdicts(args, benchmark)
+def targets_step(args, figures):
+    verdicts = target_verdicts(args, figures)
     if isinstance(verdicts, str):
         return skipped('targets', verdicts)
     missed = [v for v in verdicts if v[2] != 'met']
@@ -236,8 +238,10 @@ def targets_step(args, benchmark):
 
 # ---- the report ---------------------------------------------------------------------------------
 def markdown_table(header, rows):
-    lines = ['| ' + ' | '.join(header) + ' |', '|' + ' --- |' * len(header)]
-    return lines + ['| ' + ' | '.join(str(cell) for cell in row) + ' |' for row in rows]
+    """Lines of a Markdown table; a '|' inside a cell (e.g. |Δlogit|) is escaped."""
+    def line(cells):
+        return '| ' + ' | '.join(str(cell).replace('|', '\\|') for cell in cells) + ' |'
+    return [line(header), '|' + ' --- |' * len(header)] + [line(row) for row in rows]
 
 
 def environment_section(env_info):
@@ -281,40 +285,18 @@ def format_figure(value):
     return str(value)
 
 
-def benchmark_section(benchmark):
-    lines = ["## Speed and memory: ours and the authors' (tools/benchmark.py)", '']
-    if not benchmark:
+def figures_table(mode, figures):
+    """The benchmark's table of one mode's figures (its JSON), in Markdown."""
+    return markdown_table([title for title, _, _ in benchmark.COLUMNS[mode]],
+                          [benchmark.cells(mode, row) for row in figures['rows']])
+
+
+def benchmark_section(figures):
+    lines = ["## Speed and memory: ours and the authors' (tools/benchmark.py paths)", '']
+    if not figures:
         return lines + ['No figures: the benchmark step wrote none (see its output below).']
-    lines += [benchmark['header'], '', f'Ratios are to the {benchmark["baseline"]} row of the same setting.', '']
-    rows = [(r['setting'], r['path'], *benchmark_cells(r)) for r in benchmark['rows']]
-    lines += markdown_table(('setting', 'path', 'seconds', 'GFLOP/s', 'peak GB (CUDA: allocated)',
-                             'peak GB (CUDA: reserved)', 'time ÷ base', 'memory ÷ base'), rows)
-    return lines + [''] + third_party_comparison(benchmark)
-
-
-def benchmark_cells(row):
-    if 'error' in row:
-        return ('failed: ' + row['error'][:150], '', '', '', '', '')
-    return (f'{row["seconds"]:.4f}', f'{row["gflop"] / row["seconds"]:.0f}',
-            *(two_decimals(row.get(key)) for key in ('peak_gb', 'reserved_gb', 'time_ratio', 'memory_ratio')))
-
-
-def two_decimals(value):
-    return '—' if value is None else f'{value:.2f}'
-
-
-def third_party_comparison(benchmark):
-    rows = {(r['setting'], r['path']): r for r in benchmark['rows'] if 'error' not in r}
-    ours = rows.get(('eval-1shot', 'scripts'))
-    if not ours or benchmark.get('tiny'):
-        return []
-    theirs = rows.get(('eval-1shot', 'reference'))
-    measured = (f"; the authors' model here: {theirs['seconds']:.3f} s, {theirs.get('reserved_gb', 0):.1f} GB"
-                if theirs else '')
-    return [f"A third-party port reports {THIRD_PARTY_4090['seconds']} s per 1-shot episode and "
-            f"{THIRD_PARTY_4090['gb']} GB for the authors' model on an RTX 4090. Ours on "
-            f"{benchmark.get('gpu') or benchmark['device']}: {ours['seconds']:.3f} s, "
-            f"{ours.get('reserved_gb', ours['peak_gb']):.1f} GB reserved{measured}."]
+    return lines + [figures['header'], '', f'Ratios are to the {figures["baseline"]} row of the same setting; '
+                    'on CUDA, peak GB is the allocated memory.', ''] + figures_table('paths', figures)
 
 
 def targets_section(step, tests):
@@ -330,8 +312,15 @@ def targets_section(step, tests):
     return lines
 
 
-def outputs_section(steps, modes):
-    lines = ['## Fast modes (tools/benchmark_modes.py)', '', '```text', modes['output'].strip(), '```']
+def modes_section(figures):
+    lines = ['## Fast modes (tools/benchmark.py modes)', '']
+    if not figures:
+        return lines + ['No figures: the modes step wrote none (see its output below).']
+    return lines + [figures['header'], ''] + figures_table('modes', figures)
+
+
+def failures_section(steps):
+    lines = []
     for step in steps:
         if step['status'] in ('failed', 'timed out') and step['name'] != 'targets':
             lines += ['', f'## Output of the {step["name"]} step ({step["status"]})', '',
@@ -339,7 +328,7 @@ def outputs_section(steps, modes):
     return lines
 
 
-def report(args, steps, env_info, tests, benchmark, seconds):
+def report(args, steps, env_info, tests, figures, seconds):
     failed = [s['name'] for s in steps if s['status'] in ('failed', 'timed out')]
     mode = ('CPU smoke run: every step at tiny sizes on the CPU; the figures check the kit, not '
             'a GPU' if args.cpu_smoke else 'GPU run')
@@ -348,8 +337,8 @@ def report(args, steps, env_info, tests, benchmark, seconds):
              f'{seconds:.0f} s in all.', '',
              f'**Result: {"all steps passed" if not failed else "failed: " + ", ".join(failed)}.**', '']
     lines += environment_section(env_info) + [''] + steps_section(steps) + [''] + tests_section(tests)
-    lines += [''] + benchmark_section(benchmark) + [''] + targets_section(steps[-1], tests)
-    lines += [''] + outputs_section(steps, next(s for s in steps if s['name'] == 'modes'))
+    lines += [''] + benchmark_section(figures['paths']) + [''] + targets_section(steps[-1], tests)
+    lines += [''] + modes_section(figures['modes']) + failures_section(steps)
     return '\n'.join(lines) + '\n'
 
 
@@ -367,8 +356,8 @@ def main(argv=None):
     path = os.path.join(args.out, 'report.md')
     check_outputs([path], overwrite=args.overwrite)     # before minutes of work
     start = time.time()
-    steps, env_info, tests, benchmark = run_all(args)
-    write_atomic(path, report(args, steps, env_info, tests, benchmark, time.time() - start))
+    steps, env_info, tests, figures = run_all(args)
+    write_atomic(path, report(args, steps, env_info, tests, figures, time.time() - start))
     failed = [s for s in steps if s['status'] in ('failed', 'timed out')]
     print(f'[gpu_check] report: {path}' + (f' ({len(failed)} step(s) failed)' if failed else ''))
     return 1 if failed else 0
