@@ -154,6 +154,25 @@ def save_episodes(path, cfg, checkpoint, classes, seeds, episodes, records, repo
                                             os.path.dirname(os.path.abspath(report_file))))
 
 
+def score_plans(net, dataset, cfg, env, precision, plans, viz_dir=None, viz=0):
+    """Run each seed's plan ({seed: [Episode]}). Returns, in seed order, the per-seed results
+    (util.evaluate's metrics with seed and class ids), their per-episode counts (RunCounts) and
+    the manifest lines of all episodes (util.manifest.EpisodeRecord)."""
+    predict = make_predictor(net, cfg, precision, env.device)   # one feature cache for all seeds
+    per_seed, counts, records = [], [], []
+    for n, (seed, plan) in enumerate(plans.items()):
+        # every process draws the first `viz` episodes of the seed that it evaluates
+        on_episode = episode_saver(viz_dir, viz, dataset.classes) if viz_dir and n == 0 else None
+        result = run_episodes(net, dataset, cfg, seed, env, precision, plan=plan,
+                              predict=predict, on_episode=on_episode, desc=f'seed {seed}')
+        log.info('seed %d:\n%s', seed, format_result(result, dataset.classes))
+        scored = result.pop('per_episode')
+        counts.append(RunCounts.of_evaluation(scored, len(dataset.classes)))
+        records += scored_records(seed, plan, scored)
+        per_seed.append({'seed': seed, **result, 'class_ids': [int(c) for c in dataset.classes]})
+    return per_seed, counts, records
+
+
 def evaluate_checkpoint(cfg, env, weight: Optional[str] = None,
                         seeds: Optional[Sequence[int]] = None, episodes: Optional[int] = None,
                         viz: int = 0, out: Optional[str] = None, overwrite: bool = False,
@@ -206,21 +225,8 @@ def evaluate_checkpoint(cfg, env, weight: Optional[str] = None,
             plans = {seed: dataset.plan(seed, episodes) for seed in seeds}
         log.info('testing %s: %s-shot, %d episodes × seeds %s%s, on %s', path, cfg.shot,
                  episodes, seeds, f' from {files.episodes_from}' if replayed else '', env.device)
-        # one predictor, one feature cache for all seeds
-        predict = make_predictor(net, cfg, precision, env.device)
-        per_seed, counts, records = [], [], []
-        for n, (seed, plan) in enumerate(plans.items()):
-            # every process draws the first `viz` episodes of the seed that it evaluates
-            on_episode = (episode_saver(viz_dir, viz, dataset.classes) if viz_dir and n == 0
-                          else None)
-            result = run_episodes(net, dataset, cfg, seed, env, precision, plan=plan,
-                                  predict=predict, on_episode=on_episode, desc=f'seed {seed}')
-            log.info('seed %d:\n%s', seed, format_result(result, dataset.classes))
-            scored = result.pop('per_episode')
-            counts.append(RunCounts.of_evaluation(scored, len(dataset.classes)))
-            records += scored_records(seed, plan, scored)
-            per_seed.append({'seed': seed, **result,
-                             'class_ids': [int(c) for c in dataset.classes]})
+        per_seed, counts, records = score_plans(net, dataset, cfg, env, precision, plans, viz_dir,
+                                                viz)
         intervals = uncertainty(counts, resamples)
         for result, interval in zip(per_seed, intervals['seeds']):
             log.info('seed %d: %s (95 %% bootstrap interval)', result['seed'],
@@ -237,17 +243,23 @@ def evaluate_checkpoint(cfg, env, weight: Optional[str] = None,
             report['episodes_from'] = {'path': os.path.abspath(files.episodes_from),
                                        'digest': replayed.digest()}
         if env.is_main:
-            try:
-                if files.save_episodes:
-                    report['manifest'] = save_episodes(files.save_episodes, cfg, path,
-                                                       dataset.classes, seeds, episodes, records,
-                                                       out)
-                write_json(out, report)
-            except OSError as e:     # e.g. a full disk: the evaluation's results are not lost
-                print(json.dumps(report, indent=1))
-                raise OSError(f'{e}; the report is printed on stdout instead') from e
-            log.info('wrote %s', out)
-            if files.plot:
-                plot_report(report, files.plot, *paper_figure(cfg))
-                log.info('wrote %s', files.plot)
+            write_outputs(report, out, files, cfg, path, dataset.classes, seeds, episodes, records)
         return report
+
+
+def write_outputs(report, out, files, cfg, checkpoint, classes, seeds, episodes, records):
+    """Write the manifest (files.save_episodes), the report and its picture (files.plot). A
+    manifest or report that cannot be written (e.g. a full disk) is an error naming it, with the
+    report printed on stdout: the evaluation's results are not lost."""
+    try:
+        if files.save_episodes:
+            report['manifest'] = save_episodes(files.save_episodes, cfg, checkpoint, classes,
+                                               seeds, episodes, records, out)
+        write_json(out, report)
+    except OSError as e:
+        print(json.dumps(report, indent=1))
+        raise OSError(f'{e}; the report is printed on stdout instead') from e
+    log.info('wrote %s', out)
+    if files.plot:
+        plot_report(report, files.plot, *paper_figure(cfg))
+        log.info('wrote %s', files.plot)
