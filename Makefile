@@ -1,13 +1,15 @@
 # Two commands set up and run everything on a fresh machine (see README):
 #   make test   create .venv if needed, install requirements, run the test suite
 #   make demo   meta-train and meta-test SCCAN on the synthetic benchmark (CPU)
+#   make app    the browser app (tools/app.py) on http://127.0.0.1:7860, after installing its
+#               optional extras (requirements-app.txt) into .venv
 #   make gpu-check   on a GPU machine: CUDA tests and benchmarks, one report (tools/gpu_check.sh;
 #                    uses .venv when there is one, installs nothing: such machines may be offline)
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: test demo venv gpu-check
+.PHONY: test demo venv app app-venv gpu-check
 
 venv: $(VENV)/.installed
 
@@ -22,6 +24,15 @@ test: venv
 
 demo: venv
 	$(PY) tools/demo.py
+
+app-venv: $(VENV)/.installed-app
+
+$(VENV)/.installed-app: $(VENV)/.installed requirements-app.txt
+	$(PY) -m pip install --quiet -r requirements-app.txt
+	touch $@
+
+app: app-venv
+	$(PY) tools/app.py
 
 gpu-check:
 	tools/gpu_check.sh

@@ -22,7 +22,7 @@ import sys
 from util.cli import ArgumentParser, error_line, positive_int, run_main
 from util.image_io import read_mask, read_rgb
 from util.inputs import require_file
-from util.outputs import check_outputs, output_names
+from util.outputs import check_outputs, unique_stems
 from util.predictor import FewShotSegmenter
 from util.segment_files import encode_with_notes, segment_file
 
@@ -55,7 +55,7 @@ def main(argv=None):
         raise ValueError(f'--out {args.out} exists and is not a folder')
     outputs = [(path, os.path.join(args.out, name + '_mask.png'),
                 os.path.join(args.out, name + '_overlay.png'))
-               for path, name in zip(args.query, output_names(args.query))]
+               for path, name in zip(args.query, unique_stems(args.query))]
     inputs = [args.weight, *(p for pair in args.support for p in pair), *args.query]
     check_outputs([p for _, *written in outputs for p in written], inputs, args.overwrite)
     images = [read_rgb(img) for img, _ in args.support]

@@ -19,18 +19,19 @@ import pytest
 import torch
 
 import predict_sccan
-from model import SCCAN
-from model.checkpoint import save_checkpoint, weights_checkpoint
-from helpers import assert_one_error, files_below, run_cli
+from helpers import assert_one_error, run_cli
+from model import SCCAN, build_sccan
+from model.checkpoint import weights_checkpoint
 from tools import app as app_tool
-from util.app import SegmentationApp, SupportSlot, find_checkpoints
+from util.app import EXAMPLE_CLASS, SegmentationApp, SupportSlot, find_checkpoints, painted_mask
 from util.config import REPO_ROOT
+from util.datasets.synthetic import write_benchmark
+from util.folds import novel_classes
 from util.image_io import read_label, read_rgb
+from util.outputs import save_checkpoint
 from util.predictor import FewShotSegmenter
-from util.synthetic import write_benchmark
 
 VAL = 57
-SMALL = dict(fts_size=16, window_size=4, depth=2, num_heads=2, mlp_ratio=1.0, reduce_dim=32)
 CHROMIUM = '/usr/bin/chromium'
 CHROMIUM_FLAGS = ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
                   '--disable-background-networking', '--disable-component-update', '--disable-sync']
@@ -42,7 +43,7 @@ def bench(tmp_path_factory):
     """A small synthetic benchmark and the example the app picks from it: support 1 (image and
     0/255 mask file), and three more images of the same class."""
     root = str(tmp_path_factory.mktemp('synthetic'))
-    write_benchmark(root, seed=0, n_train=1, n_val=40)
+    write_benchmark(root, seed=0, n_train=1, n_val=48)
     app = SegmentationApp(str(tmp_path_factory.mktemp('example')), device='cpu')
     image, mask, others = app.synthetic_example(root, queries=3)
     return {'root': root, 'image': image, 'mask': mask, 'others': others}
@@ -50,10 +51,10 @@ def bench(tmp_path_factory):
 
 @pytest.fixture(scope='module')
 def checkpoint(tmp_path_factory, bench):
-    """A small random SCCAN whose foreground bias is set so that about half of a query's pixels
-    are foreground: masks that depend on every logit, not all background."""
+    """The tiny SCCAN, random, with its foreground bias set so that about half of a query's
+    pixels are foreground: masks that depend on every logit, not all background."""
     torch.manual_seed(0)
-    net = SCCAN(layers=50, **SMALL).eval()
+    net = build_sccan('tiny').eval()
     seg = FewShotSegmenter(net, val_size=VAL)
     prob = seg.probabilities([read_rgb(bench['image'])], [cv2.imread(bench['mask'], 0)],
                              read_rgb(bench['others'][1])).astype(np.float64)
@@ -76,6 +77,11 @@ def painting(foreground):
     layer = np.zeros(foreground.shape + (4,), np.uint8)
     layer[foreground] = (0, 120, 255, 128)
     return {'background': None, 'layers': [layer], 'composite': None}
+
+
+def decode(png):
+    """H×W uint8 of single-channel PNG bytes."""
+    return cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_UNCHANGED)
 
 
 def label_of(bench, image):
@@ -119,21 +125,17 @@ def test_app_masks_are_the_command_lines_byte_for_byte(checkpoint, bench, tmp_pa
                                                'support(s).')
     expected = cli_masks(checkpoint, [(bench['image'], bench['mask']), (second, painted_file)],
                          queries, str(tmp_path / 'cli'), capsys)
-    masks = {os.path.basename(p).replace('_mask.png', '.jpg'): open(p, 'rb').read()
-             for p in result.downloads[:-1]}
-    assert masks == expected
-    for data in masks.values():               # masks that depend on the logits, not constant
-        share = (cv2.imdecode(np.frombuffer(data, np.uint8), 0) > 0).mean()
-        assert 0.05 < share < 0.95, share
+    files = {os.path.basename(p): open(p, 'rb').read() for p in result.downloads[:-1]}
+    assert {name.replace('_mask.png', '.jpg'): data for name, data in files.items()} == expected
+    for data in files.values():               # masks that depend on the logits, not constant
+        assert 0.05 < (decode(data) > 0).mean() < 0.95
     with zipfile.ZipFile(result.downloads[-1]) as z:
-        assert sorted(z.namelist()) == sorted([*(os.path.basename(p) for p in result.downloads[:-1]),
-                                               'supports/support1_mask.png',
-                                               'supports/support2_mask.png'])
-        painted_back = cv2.imdecode(np.frombuffer(z.read('supports/support2_mask.png'), np.uint8), 0)
-        assert {os.path.basename(p): z.read(os.path.basename(p))
-                for p in result.downloads[:-1]} == {os.path.basename(p): open(p, 'rb').read()
-                                                    for p in result.downloads[:-1]}
-    np.testing.assert_array_equal(painted_back, painted * 255)
+        zipped = {name: z.read(name) for name in z.namelist()}
+    assert zipped.keys() == {*files, 'supports/support1_mask.png', 'supports/support2_mask.png'}
+    assert all(zipped[name] == data for name, data in files.items())
+    np.testing.assert_array_equal(decode(zipped['supports/support1_mask.png']),
+                                  cv2.imread(bench['mask'], 0))
+    np.testing.assert_array_equal(decode(zipped['supports/support2_mask.png']), painted * 255)
     assert [caption for _, caption in result.overlays] == [os.path.basename(q) for q in queries]
 
     encoded.clear()
@@ -174,8 +176,10 @@ def _bad_inputs(tmp_path, bench, checkpoint, case):
         return str(tmp_path / 'nope.pth'), good, [image]
     if case == 'checkpoint not loadable':
         return str(text), good, [image]
-    if case == 'checkpoint does not fit':
-        torch.save({'state_dict': {'head.weight': torch.zeros(2)}}, tmp_path / 'other.pth')
+    if case == 'checkpoint does not fit':        # its weights are of a net one SCCA block deeper
+        stored = torch.load(checkpoint, weights_only=False)
+        stored['architecture']['depth'] -= 1
+        torch.save(stored, tmp_path / 'other.pth')
         return str(tmp_path / 'other.pth'), good, [image]
     raise AssertionError(case)
 
@@ -195,7 +199,7 @@ def _bad_inputs(tmp_path, bench, checkpoint, case):
     ('support not an image', 'notes.png: cannot be decoded as an image'),
     ('checkpoint missing', 'error: checkpoint not found: '),
     ('checkpoint not loadable', 'notes.png: not a readable PyTorch checkpoint'),
-    ('checkpoint does not fit', 'does not fit SCCAN: missing keys'),
+    ('checkpoint does not fit', 'does not fit SCCAN: unexpected keys (24): transformer.'),
 ])
 def test_bad_input_is_a_message_and_the_app_goes_on(case, message, checkpoint, bench, tmp_path,
                                                      running_app):
@@ -251,6 +255,17 @@ def test_support_shown_for_painting(bench, tmp_path):
         None, 'error: upload the image of this mask first')
 
 
+def test_box_is_the_box_around_the_paint():
+    """One diagonal stroke from corner to corner, with the box option: the box between them."""
+    stroke = np.zeros((20, 30), bool)
+    stroke[np.arange(4, 12), np.arange(6, 22, 2)] = True          # (4, 6) to (11, 20)
+    box = np.zeros((20, 30), bool)
+    box[4:12, 6:21] = True
+    np.testing.assert_array_equal(painted_mask(1, SupportSlot('x.jpg', painting(stroke))), stroke)
+    np.testing.assert_array_equal(
+        painted_mask(1, SupportSlot('x.jpg', painting(stroke), box=True)), box)
+
+
 def test_checkpoints_found_under_exp(tmp_path):
     runs = [tmp_path / 'synthetic' / 'pascal' / 'SCCAN' / 'split0' / 'resnet50' / 'snapshot',
             tmp_path / 'other' / 'snapshot']
@@ -262,6 +277,18 @@ def test_checkpoints_found_under_exp(tmp_path):
     (tmp_path / 'synthetic' / 'untrained.pth').write_bytes(b'x')        # not a run's snapshot
     assert find_checkpoints(str(tmp_path)) == [str(runs[1] / 'best.pth'),
                                                str(runs[0] / 'train_latest.pth')]
+
+
+def test_synthetic_example(bench):
+    """Support and queries show the example class, a class fold 0 never trains on; the mask
+    is that class's pixels."""
+    assert EXAMPLE_CLASS in novel_classes('pascal', 0)
+    label = label_of(bench, bench['image'])
+    np.testing.assert_array_equal(cv2.imread(bench['mask'], 0), (label == EXAMPLE_CLASS) * 255)
+    assert all((label_of(bench, q) == EXAMPLE_CLASS).mean() >= 0.05 for q in bench['others'])
+    for copy in (bench['image'], *bench['others']):
+        original = os.path.join(bench['root'], 'JPEGImages', os.path.basename(copy))
+        assert open(copy, 'rb').read() == open(original, 'rb').read()
 
 
 def test_synthetic_example_needs_the_benchmark(tmp_path):
@@ -309,8 +336,8 @@ def test_taken_port_is_one_clear_error(capsys):
 
 # --- the page in a real browser ------------------------------------------------------------------
 def browser_or_skip():
-    """Playwright's sync API when the browser test can run; otherwise skip, or fail when
-    SCCAN_REQUIRE_BROWSER=1."""
+    """Playwright's (sync_playwright, expect) when the browser test can run; otherwise skip, or
+    fail when SCCAN_REQUIRE_BROWSER=1."""
     missing = [what for what, ok in (
         ('Gradio (pip install -r requirements-app.txt)', importlib.util.find_spec('gradio')),
         ('Playwright (pip install -r requirements-app.txt)', importlib.util.find_spec('playwright')),
@@ -321,60 +348,70 @@ def browser_or_skip():
         if os.environ.get('SCCAN_REQUIRE_BROWSER') == '1':
             pytest.fail(reason + ' (SCCAN_REQUIRE_BROWSER=1)')
         pytest.skip(reason)
-    from playwright.sync_api import sync_playwright
-    return sync_playwright
+    from playwright.sync_api import expect, sync_playwright
+    return sync_playwright, expect
 
 
 @pytest.fixture
 def served(tmp_path, checkpoint):
-    """tools/app.py running on a free port, started from an empty folder with its own TMPDIR;
-    yields (url, its temporary folder, the empty folder); stopped with SIGTERM."""
-    sync_playwright = browser_or_skip()
-    cwd, tmp = tmp_path / 'cwd', tmp_path / 'tmp'
-    cwd.mkdir()
-    tmp.mkdir()
+    """tools/app.py on a free port, started in an empty folder with an empty HOME and TMPDIR;
+    yields (Playwright's (sync_playwright, expect), the page's address). Once stopped with SIGTERM, its
+    temporary folder is gone and the three folders are still empty."""
+    playwright = browser_or_skip()
+    cwd, tmp, home = tmp_path / 'cwd', tmp_path / 'tmp', tmp_path / 'home'
+    for folder in (cwd, tmp, home):
+        folder.mkdir()
+    log = tmp_path / 'app.log'
     exp = os.path.dirname(os.path.dirname(os.path.dirname(checkpoint)))
-    process = subprocess.Popen(
-        [sys.executable, os.path.join(REPO_ROOT, 'tools', 'app.py'), '--port', '0', '--exp', exp,
-         '--device', 'cpu', '--data', str(tmp_path / 'no-data')],
-        cwd=cwd, env=dict(os.environ, TMPDIR=str(tmp)), stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    with open(log, 'w') as output:
+        process = subprocess.Popen(
+            [sys.executable, os.path.join(REPO_ROOT, 'tools', 'app.py'), '--port', '0', '--exp',
+             exp, '--device', 'cpu', '--data', str(tmp_path / 'no-data')],
+            cwd=cwd, env=dict(os.environ, TMPDIR=str(tmp), HOME=str(home)), stdout=output,
+            stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        line = process.stdout.readline()
-        found = re.match(r'SCCAN app on (http://127\.0\.0\.1:\d+) .* temporary files in (\S+),', line)
-        assert found, line
+        found = wait_for(lambda: re.match(r'SCCAN app on (http://127\.0\.0\.1:\d+) .* temporary '
+                                          r'files in (\S+),', log.read_text()), process, log)
         url, workdir = found.groups()
-        wait_for(url)
-        yield sync_playwright, url, workdir, cwd
+        wait_for(lambda: page_answers(url), process, log)
+        yield playwright, url
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=30)
     assert not os.path.exists(workdir), 'the temporary folder outlived the app'
-    assert os.listdir(cwd) == [] and os.listdir(tmp) == []
+    assert os.listdir(cwd) == os.listdir(tmp) == os.listdir(home) == []
 
 
-def wait_for(url, seconds=60):
+def wait_for(ready, process, log, seconds=60):
+    """ready()'s first true answer, polled while the app runs (its log on failure)."""
     deadline = time.time() + seconds
-    while True:
-        try:
-            with urllib.request.urlopen(url, timeout=5):
-                return
-        except OSError:
-            if time.time() > deadline:
-                raise
-            time.sleep(0.2)
+    while not (answer := ready()):
+        assert process.poll() is None and time.time() < deadline, log.read_text()
+        time.sleep(0.2)
+    return answer
+
+
+def page_answers(url):
+    try:
+        with urllib.request.urlopen(url, timeout=5):
+            return True
+    except OSError:
+        return False
 
 
 def test_browser_paint_run_download(served, bench, checkpoint, tmp_path, capsys):
     """Upload support 1 with its mask, paint support 2 with mouse strokes, upload a query, run,
     download the mask and the zip: the mask is predict_sccan.py's with the supports as used."""
-    sync_playwright, url, _, _ = served
+    (sync_playwright, expect), url = served
     second, query = bench['others'][0], bench['others'][1]
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
         try:
             page = browser.new_page(viewport={'width': 1280, 'height': 1400}, accept_downloads=True)
             page.goto(url)
+            page.locator('#run').click()                      # nothing given yet: said in words
+            expect(page.locator('#messages textarea')).to_have_value(
+                re.compile('^error: no support: upload a support image'))
             page.locator('#support-1-image input[type=file]').set_input_files(bench['image'])
             page.locator('#support-1-mask input[type=file]').set_input_files(bench['mask'])
             page.get_by_text('mask from ').wait_for()
@@ -418,6 +455,5 @@ def paint_strokes(page, canvas):
     for dy in (-6, 6):
         page.mouse.move(x - 30, y + dy)
         page.mouse.down()
-        for step in range(1, 16):
-            page.mouse.move(x - 30 + 4 * step, y + dy + step)
+        page.mouse.move(x + 30, y + dy + 15, steps=4)
         page.mouse.up()

@@ -22,7 +22,7 @@ sys.path.insert(0, REPO)
 
 from util.app import MAX_SUPPORTS, SegmentationApp, SupportSlot, find_checkpoints  # noqa: E402
 from util.cli import ArgumentParser, non_negative_int, run_main  # noqa: E402
-from util.synthetic import LIST_NAMES  # noqa: E402
+from util.datasets import SYNTHETIC_LISTS  # noqa: E402
 from util.visualize import ALPHA, SUPPORT_COLOUR  # noqa: E402
 
 HINT = 'the app needs Gradio, an optional extra: pip install -r requirements-app.txt'
@@ -70,6 +70,12 @@ def import_gradio():
     return gradio
 
 
+def shown_path(path):
+    """`path` relative to the current folder when it lies below it, as a user would type it."""
+    relative = os.path.relpath(path)
+    return path if relative.startswith('..') else relative
+
+
 def checkpoint_choices(exp_root):
     """(label, path) of the checkpoints under exp_root for the chooser, labelled from exp/ on."""
     return [(os.path.relpath(path, os.path.dirname(exp_root)), path)
@@ -86,11 +92,12 @@ def build_page(gr, app, exp_root, data_root):
             checkpoint = gr.Dropdown(
                 choices, value=choices[0][1] if choices else None, allow_custom_value=True,
                 label='Checkpoint', scale=4, elem_id='checkpoint',
-                info=f'runs found under {exp_root}, newest first; or type the path of a .pth')
+                info=f'runs found under {shown_path(exp_root)}, newest first; or type the path '
+                     'of a .pth')
             rescan = gr.Button('Look again', scale=0, size='sm')
         example = gr.Button('Try an example from the synthetic benchmark', elem_id='example',
-                            visible=os.path.isfile(os.path.join(data_root, LIST_NAMES['val'])))
-        images, masks, editors = [], [], []
+                            visible=os.path.isfile(os.path.join(data_root, SYNTHETIC_LISTS['val'])))
+        images, masks, editors, boxes = [], [], [], []
         with gr.Tabs():
             for k in range(1, MAX_SUPPORTS + 1):
                 with gr.Tab(f'Support {k}', id=f'support-{k}', elem_id=f'support-{k}-tab'):
@@ -101,6 +108,9 @@ def build_page(gr, app, exp_root, data_root):
                             mask = gr.File(label='Mask file (optional, replaces the painting): '
                                                  'binary, palette or 0/255 PNG',
                                            file_types=['image'], elem_id=f'support-{k}-mask')
+                            box = gr.Checkbox(label='Box: the mask is the box around the '
+                                                    'paint (drag one stroke corner to corner)',
+                                              elem_id=f'support-{k}-box')
                             note = gr.Markdown(elem_id=f'support-{k}-note')
                         editor = gr.ImageEditor(
                             label='Paint the object (brush; the eraser removes paint)',
@@ -114,6 +124,7 @@ def build_page(gr, app, exp_root, data_root):
                 images.append(image)
                 masks.append(mask)
                 editors.append(editor)
+                boxes.append(box)
         queries = gr.File(label='Query images: one or more to segment', file_count='multiple',
                           file_types=['image'], elem_id='queries')
         run = gr.Button('Run', variant='primary', elem_id='run')
@@ -125,11 +136,9 @@ def build_page(gr, app, exp_root, data_root):
                             file_count='multiple', interactive=False, elem_id='downloads')
 
         def segment(checkpoint, *values, progress=gr.Progress()):
-            files, paintings, mask_files, queries = (
-                values[:MAX_SUPPORTS], values[MAX_SUPPORTS:2 * MAX_SUPPORTS],
-                values[2 * MAX_SUPPORTS:3 * MAX_SUPPORTS], values[-1])
-            slots = [SupportSlot(*slot) for slot in zip(files, paintings, mask_files)]
-            result = app.run(checkpoint, slots, queries, progress)
+            columns = [values[i:i + MAX_SUPPORTS] for i in range(0, 4 * MAX_SUPPORTS, MAX_SUPPORTS)]
+            slots = [SupportSlot(*slot) for slot in zip(*columns)]    # image, painting, mask, box
+            result = app.run(checkpoint, slots, values[-1], progress)
             return result.messages, result.overlays, result.downloads
 
         def try_example():
@@ -140,7 +149,7 @@ def build_page(gr, app, exp_root, data_root):
             return support, mask, queries, ('Example loaded: support 1 and its mask, and two '
                                             'queries of the same class. Press Run.')
 
-        run.click(segment, [checkpoint, *images, *editors, *masks, queries],
+        run.click(segment, [checkpoint, *images, *editors, *masks, *boxes, queries],
                   [messages, gallery, downloads])
         example.click(try_example, None, [images[0], masks[0], queries, messages])
         rescan.click(lambda: gr.Dropdown(choices=checkpoint_choices(exp_root)), None, checkpoint)

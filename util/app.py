@@ -2,8 +2,9 @@
 these handlers, which need no Gradio (the tests call them directly).
 
 A support slot of the page is an image file, the painting on it (Gradio ImageEditor's value: a
-dict whose 'layers' are H×W×4 RGBA arrays; any painted pixel is foreground) and, optionally, a
-mask file, which replaces the painting and is read as predict_sccan.py reads it. Query images are
+dict whose 'layers' are H×W×4 RGBA arrays; any painted pixel is foreground, or with the slot's
+box option the box around them) and, optionally, a mask file, which replaces the painting and is
+read as predict_sccan.py reads it. Query images are
 files too, decoded as the command line decodes them, and each is segmented by the same function
 (util.segment_files.segment_file), so the app's mask PNG is predict_sccan.py's, byte for byte.
 
@@ -13,26 +14,29 @@ page (the app keeps running). Everything they write goes below the app's own fol
 import dataclasses
 import glob
 import hashlib
+import io
 import os
 import re
-import shutil
 import zipfile
 from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from util.cli import error_line
-from util.folds import novel_classes
-from util.image_io import read_label, read_mask, read_rgb, require_file, write_image
+from util.datasets import SYNTHETIC_LISTS
+from util.image_io import read_bytes, read_label, read_mask, read_rgb, write_image
+from util.inputs import require_file
 from util.lists import read_list
-from util.outputs import make_folder, output_names
+from util.outputs import unique_stems, write_atomic
 from util.predictor import (EncodedSupport, FewShotSegmenter, check_same_size,
                             foreground_of)
 from util.segment_files import encode_with_notes, segment_file
-from util.synthetic import LIST_NAMES
 from util.visualize import SUPPORT_COLOUR, tint
 
 MAX_SUPPORTS = 5
+# The synthetic example's class: green checkered rectangles, novel in fold 0 (the demo's model never
+# trained on it), and of colours that neither the red mask nor the blue support tint hides.
+EXAMPLE_CLASS = 2
 
 
 @dataclasses.dataclass
@@ -41,6 +45,7 @@ class SupportSlot:
     image: Optional[str] = None        # path of the uploaded image file
     painting: Optional[dict] = None    # the ImageEditor's value (see the module docstring)
     mask: Optional[str] = None         # path of an uploaded mask file; wins over the painting
+    box: bool = False                  # the mask is the box around the painted pixels
 
 
 @dataclasses.dataclass
@@ -60,14 +65,18 @@ def find_checkpoints(exp_root: str) -> List[str]:
 
 
 def painted_mask(number: int, slot: SupportSlot) -> np.ndarray:
-    """H×W bool of the pixels painted on any layer of the slot's painting (alpha > 0);
-    ValueError when nothing is painted."""
+    """H×W bool of the pixels painted on any layer of the slot's painting (alpha > 0), or with
+    slot.box the smallest box holding them all; ValueError when nothing is painted."""
     layers = [np.asarray(layer) for layer in (slot.painting or {}).get('layers') or []]
     painted = [layer[:, :, 3] > 0 for layer in layers if layer.ndim == 3 and layer.shape[2] == 4]
     if not any(p.any() for p in painted):
         raise ValueError(f'support {number}: empty mask: paint the object on the image with the '
                          'brush, or upload its mask file')
-    return np.logical_or.reduce(painted)
+    mask = np.logical_or.reduce(painted)
+    if slot.box:
+        rows, columns = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+        mask[rows[0]:rows[-1] + 1, columns[0]:columns[-1] + 1] = True
+    return mask
 
 
 def slot_names(number: int, slot: SupportSlot) -> Tuple[str, str]:
@@ -142,7 +151,7 @@ class SegmentationApp:
         folder = os.path.join(self.workdir, 'results', f'run{self._runs}')
         result = RunResult('')
         lines = list(notes)
-        names = output_names([os.path.basename(q) for q in queries])
+        names = unique_stems([os.path.basename(q) for q in queries])
         for i, (query, name) in enumerate(zip(queries, names)):
             progress(0.1 + 0.9 * i / len(queries), desc=f'query {i + 1} of {len(queries)}')
             paths = [os.path.join(folder, f'{name}_{kind}.png') for kind in ('mask', 'overlay')]
@@ -165,19 +174,17 @@ class SegmentationApp:
         result.messages = '\n'.join(lines)
         return result
 
-    def synthetic_example(self, data_root: str, split: int = 0,
-                          queries: int = 2) -> Tuple[str, str, List[str]]:
+    def synthetic_example(self, data_root: str, queries: int = 2) -> Tuple[str, str, List[str]]:
         """A ready example from the synthetic benchmark (`make demo` writes it in data_root): the
-        first validation image holding the smallest novel class of fold `split` (one the demo's
-        model never trained on) as the support, its mask as a 0/255 PNG, and the next `queries`
-        images holding that class. Copies go to the app's folder.
+        first validation image holding EXAMPLE_CLASS as the support, its mask as a 0/255 PNG,
+        and the next `queries` images holding that class. Copies go to the app's folder.
 
         Returns:
             (support image, support mask, query images), paths below workdir.
         """
-        target = novel_classes('pascal', split)[0]
+        target = EXAMPLE_CLASS
         found = []
-        for image, label in read_list(os.path.join(data_root, LIST_NAMES['val'])):
+        for image, label in read_list(os.path.join(data_root, SYNTHETIC_LISTS['val'])):
             foreground = read_label(os.path.join(data_root, label)) == target
             if foreground.mean() >= 0.05:             # a clearly visible object
                 found.append((os.path.join(data_root, image), foreground))
@@ -186,8 +193,9 @@ class SegmentationApp:
         else:
             raise ValueError(f'{data_root}: fewer than {queries + 1} validation images show '
                              f'class {target}; run `make demo` to write the synthetic benchmark')
-        folder = make_folder(os.path.join(self.workdir, 'example'))
-        copies = [shutil.copy(path, folder) for path, _ in found]
+        folder = os.path.join(self.workdir, 'example')
+        copies = [write_atomic(os.path.join(folder, os.path.basename(path)), read_bytes(path))
+                  for path, _ in found]
         name = os.path.splitext(os.path.basename(copies[0]))[0]
         mask = write_image(os.path.join(folder, f'{name}_mask.png'),
                            found[0][1].astype(np.uint8) * 255)
@@ -250,7 +258,8 @@ def digest(arrays: Sequence[np.ndarray]) -> str:
 
 def zip_files(paths: Sequence[str], folder: str, target: str) -> str:
     """A zip of the files, named by their paths relative to folder; returns target."""
-    with zipfile.ZipFile(target, 'w', zipfile.ZIP_DEFLATED) as z:
+    content = io.BytesIO()
+    with zipfile.ZipFile(content, 'w', zipfile.ZIP_DEFLATED) as z:
         for path in paths:
             z.write(path, os.path.relpath(path, folder))
-    return target
+    return write_atomic(target, content.getvalue())

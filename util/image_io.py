@@ -95,6 +95,17 @@ def read_image(path):
     return np.float32(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
 
 
+def read_label(path):
+    """Label map as uint8 H×W of class ids (0 background, 255 ignore). Only single-channel 8-bit
+    PNGs are accepted: a colour (e.g. VOC palette) PNG would silently turn into grey levels."""
+    label = decode(read_bytes(path, 'label'), path, cv2.IMREAD_UNCHANGED, 'a label image')
+    if label.ndim != 2 or label.dtype != np.uint8:
+        raise bad_file(path, f'label must be a single-channel 8-bit image of class ids, got '
+                             f'shape {label.shape} {label.dtype} (a colour/palette PNG? convert '
+                             f'it with {TOOLS["prepare_pascal"]} or {TOOLS["prepare_coco"]})')
+    return label
+
+
 def read_rgb(path):
     """H×W×3 uint8 RGB of an image file (grayscale and alpha files converted)."""
     return read_image(path).astype(np.uint8)
@@ -145,19 +156,9 @@ def palette_index(rgb, palette, path):
                              return_index=True)
     pos = np.clip(np.searchsorted(known, codes), 0, len(known) - 1)
     if (known[pos] != codes).any():
-        raise bad_file(path, 'pixel colours not in its palette; cannot recover the indices')
+        raise BadFileError(f'{path}: pixel colours not in its palette; cannot recover the '
+                           'indices', path)
     return first[pos]
-
-
-def read_label(path):
-    """Label map as uint8 H×W of class ids (0 background, 255 ignore). Only single-channel 8-bit
-    PNGs are accepted: a colour (e.g. VOC palette) PNG would silently turn into grey levels."""
-    label = decode(read_bytes(path, 'label'), path, cv2.IMREAD_UNCHANGED, 'a label image')
-    if label.ndim != 2 or label.dtype != np.uint8:
-        raise bad_file(path, f'label must be a single-channel 8-bit image of class ids, got '
-                             f'shape {label.shape} {label.dtype} (a colour/palette PNG? convert '
-                             f'it with {TOOLS["prepare_pascal"]} or {TOOLS["prepare_coco"]})')
-    return label
 
 
 def read_pair(image_path, label_path):

@@ -107,8 +107,9 @@ def _identity(path, real_path):
     return {real_path, (stat.st_dev, stat.st_ino)}
 
 
-def output_names(paths):
-    """File stems, made unique (a/x.jpg, b/x.jpg → x, x_1)."""
+def unique_stems(paths):
+    """The file names of `paths` without their extensions, made unique for outputs named after
+    them (a/x.jpg, b/x.jpg → x, x_1)."""
     names, seen = [], set()
     for path in paths:
         stem = name = os.path.splitext(os.path.basename(path))[0]
