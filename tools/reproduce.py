@@ -30,7 +30,7 @@ from util.cli import ArgumentParser, non_negative_int, positive_int, run_main  #
 from util.config import load_config, merged_opts  # noqa: E402
 from util.log import close_logging, setup_logging  # noqa: E402
 from util.meta_test import evaluate_checkpoint  # noqa: E402
-from util.outputs import check_outputs, read_keyed, write_atomic, write_json  # noqa: E402
+from util.outputs import read_keyed, write_atomic, write_json  # noqa: E402
 from util.paper import PAPER  # noqa: E402
 from util.run_paths import RunPaths  # noqa: E402
 from util.uncertainty import combined_half_width, half_width  # noqa: E402
@@ -246,10 +246,6 @@ def reproduce(args, env):
     cells = find_cells(args)
     missing = [c for c in cells if c['checkpoint'] is None]
     check_cells(args, cells, missing)
-    check_outputs([os.path.join(out, name) for name in ('table.md', 'table.json')] +
-                  [os.path.join(cells_dir, cell_name(c) + '.json') for c in cells],
-                  [path for c in cells for path in (c['config'], c['checkpoint']) if path],
-                  overwrite=True)     # its own files, never a config or checkpoint it tests
     os.makedirs(cells_dir, exist_ok=True)
     results, kept = {}, 0
     for cell in (c for c in cells if c['checkpoint']):
