@@ -8,9 +8,10 @@ For each query, writes <out>/<name>_mask.png (0/255, the query's size) and <out>
 the foreground fraction. The supports are encoded once for all queries.
 
 Mask files: palette PNGs (VOC style) count every index except 0 (background) and 255 (ignore) as
-foreground; other files follow util.predictor.MASK_RULE ({0,1}: 1; otherwise >= 128), colour
-masks by their brightest channel; a mask that is (almost) all foreground or looks like a class-id
-label map gives a warning.
+foreground; JPEG masks (lossy: their grey levels are noise) are >= 128; other files follow
+util.predictor.MASK_RULE ({0,1}: 1; otherwise >= 128), colour masks by their brightest channel,
+and a cut-out (one colour, varying transparency) by its alpha channel; a mask that is (almost) all
+foreground or looks like a class-id label map gives a warning.
 No output is ever written over an input, nor over an existing file without --overwrite. Bad
 input ends with one line `error: ...` and exit status 2; a query that fails is reported on its
 own line and the others are still segmented (exit status 2 at the end).

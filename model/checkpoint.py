@@ -39,6 +39,8 @@ class CheckpointError(ValueError):
 def read_checkpoint(path):
     """The object saved in `path` (on the CPU), or CheckpointError naming the file."""
     path = os.fspath(path)
+    if os.path.isdir(path):
+        raise IsADirectoryError(f'checkpoint {path} is a folder, not a checkpoint file')
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
@@ -131,14 +133,13 @@ def load_backbone_weights(net, path):
 
 
 # ---- checking -----------------------------------------------------------------------------------
-def check_shot(checkpoint, shot, path):
+def check_shot(checkpoint, shot, path, way_on='use the matching config'):
     """Refuse a checkpoint of ours trained with another number of shots (the authors' do not
-    say; their file names do: train5_... is 5-shot)."""
+    say; their file names do: train5_... is 5-shot); `way_on` ends the message."""
     trained = metadata(checkpoint).get('shot')
     if trained is not None and trained != shot:
         raise CheckpointError(f'{path} was trained with shot {trained} but the config has shot {shot}; '
-                              'use the matching config (or --any-shot to evaluate it with another '
-                              'number of shots on purpose)')
+                              f'{way_on}')
 
 
 def check_resumable(checkpoint, path):

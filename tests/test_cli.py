@@ -67,17 +67,23 @@ def test_ctrl_c_is_one_line_with_status_130(capsys):
     assert capsys.readouterr().err == 'interrupted: stopped at once by a second SIGINT\n'
 
 
-def test_second_signal_stops_training_at_once_with_one_line(capsys):
-    flag = StopFlag('exp/snapshot/train_latest.pth')
+@pytest.mark.parametrize('saved', [True, False])
+def test_second_signal_stops_training_at_once_with_one_line(capsys, tmp_path, saved):
+    latest = tmp_path / 'snapshot' / 'train_latest.pth'
+    if saved:
+        latest.parent.mkdir()
+        latest.write_bytes(b'')
+    flag = StopFlag(str(latest))
     flag._handle(2, None)                      # the first asks for a clean stop
     assert flag.requested
     with pytest.raises(SystemExit) as exit_info:
         run_main(lambda: flag._handle(2, None), *FAILURES)
     assert exit_info.value.code == 130
     err = capsys.readouterr().err
-    assert err.count('\n') == 1 and err.startswith('interrupted: stopped at once by a second '
-                                                   'SIGINT; continue from the last checkpoint '
-                                                   'with --resume exp/snapshot/train_latest.pth')
+    way_on = (f'continue from the last checkpoint with --resume {latest}' if saved else
+              f'no checkpoint was written yet ({latest} does not exist): run it again from the '
+              'start')      # before the first save: no --resume with a file that is not there
+    assert err == f'interrupted: stopped at once by a second SIGINT; {way_on}\n'
 
 
 def test_python_m_util_config_with_a_bad_value_is_one_line():

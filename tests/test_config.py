@@ -186,3 +186,44 @@ def test_max_iters_is_empty_by_default_and_positive():
     assert load_config(CONFIGS[0], ['max_iters', '3']).max_iters == 3
     with pytest.raises(ConfigError, match='max_iters expects a positive value'):
         load_config(CONFIGS[0], ['max_iters', '0'])
+
+
+@pytest.mark.parametrize('text, opts', [('Train:\n  manual_seed: -5\n', []),
+                                        ('', ['manual_seed', '-5']),
+                                        ('', ['manual_seed', str(2 ** 32)])])
+def test_a_seed_out_of_range_is_refused_naming_the_key(tmp_path, text, opts):
+    with pytest.raises(ConfigError, match=r'manual_seed expects a seed from 0 to 2\*\*32 - 1, got'):
+        load_config(write(tmp_path, text), opts)
+
+
+def test_a_negative_seed_stops_training_before_the_run_folder_is_made(tmp_path, capsys):
+    import train_sccan
+    from helpers import assert_one_error, run_cli
+    exp = tmp_path / 'exp'
+    status, _, err = run_cli(train_sccan.main, ['--config', CONFIGS[0], '--opts', 'manual_seed',
+                                                '-5', 'backbone_weights', 'None',
+                                                'exp_dir', str(exp)], capsys)
+    assert_one_error(status, err, '--opts: manual_seed expects a seed from 0 to 2**32 - 1, got -5')
+    assert not exp.exists()
+
+
+def test_a_key_given_twice_in_the_opts_is_refused_as_in_files():
+    with pytest.raises(ConfigError, match=r"--opts: depth is given twice \(2, then '3'\); give it "
+                                          'once'):
+        parse_opts(['depth', '2', 'layers', '101', 'depth', '3'])
+
+
+@pytest.mark.parametrize('text, opts, key', [("Train:\n  exp_dir: ''\n", [], 'exp_dir'),
+                                             ('', ['exp_dir', ''], 'exp_dir'),
+                                             ("Data:\n  data_root: ''\n", [], 'data_root')])
+def test_an_empty_path_is_refused_not_read_as_the_repository(tmp_path, text, opts, key):
+    with pytest.raises(ConfigError, match=f'{key} is an empty path; give a path'):
+        load_config(write(tmp_path, text), opts)
+
+
+def test_merged_opts_let_the_later_list_decide_without_a_key_given_twice():
+    """Tools set keys (e.g. the demo's data) and let the user's --opts change them."""
+    from util.config import merged_opts
+    assert merged_opts(['data_root', 'a', 'epochs', '2'], ['epochs', '3', 'depth', '1']) == \
+        ['data_root', 'a', 'epochs', '3', 'depth', '1']
+    assert parse_opts(merged_opts(['epochs', '2'], ['epochs', '3'])) == {'epochs': 3}

@@ -4,8 +4,12 @@ the GPU-only parts of the report are filled from the benchmark's figures."""
 import argparse
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
+
+import pytest
 
 from tools import gpu_check
 
@@ -110,3 +114,71 @@ def test_each_run_gets_a_new_folder_by_default():
     assert os.path.dirname(out) == os.path.join(ROOT, 'exp', 'gpu_check')
     assert re.fullmatch(r'\d{8}-\d{6}', os.path.basename(out))        # its start, to the second
     assert gpu_check.parse_args(['--out', 'elsewhere']).out == 'elsewhere'
+
+
+def test_without_a_visible_gpu_it_stops_at_once_pointing_to_the_cpu_smoke_run(tmp_path):
+    """Not 'tests: passed' with every test skipped, then failing benchmarks, under 'GPU run'."""
+    run = subprocess.run([sys.executable, os.path.join(ROOT, 'tools', 'gpu_check.py'), '--out',
+                          str(tmp_path / 'check')], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, 'CUDA_VISIBLE_DEVICES': ''})
+    assert run.returncode == 2 and run.stderr.strip().splitlines() == [
+        'error: no GPU is visible to PyTorch (torch.cuda.is_available() is False): this kit '
+        'measures a GPU; tools/gpu_check.sh --cpu-smoke checks the kit itself on the CPU']
+    assert not (tmp_path / 'check').exists()
+
+
+def processes_with(variable):
+    """PIDs of this user's processes whose environment holds `variable` (NAME=value)."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir('/proc')):
+        try:
+            with open(f'/proc/{pid}/environ', 'rb') as f:
+                if variable.encode() in f.read().split(b'\0'):
+                    found.append(int(pid))
+        except OSError:
+            pass
+    return found
+
+
+@pytest.mark.parametrize('sig', [signal.SIGINT, signal.SIGTERM])
+def test_an_interrupted_check_stops_its_step_and_reports_what_ran(tmp_path, sig):
+    """Ctrl-C (SIGINT) or `timeout` (SIGTERM) during the tests step: the step's process group
+    gets the signal and ends (no orphan), the later steps do not run, the report says so."""
+    out = tmp_path / 'check'
+    kit = subprocess.Popen([sys.executable, os.path.join(ROOT, 'tools', 'gpu_check.py'),
+                            '--cpu-smoke', '--out', str(out)], stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True)
+    try:
+        for line in kit.stdout:           # the environment step ends, the tests step starts
+            if line.startswith('[gpu_check] environment:'):
+                break
+        test_log = f'SCCAN_TEST_LOG={out / "tests.jsonl"}'
+        deadline = time.time() + 60
+        while not processes_with(test_log) and time.time() < deadline:
+            time.sleep(0.1)
+        assert processes_with(test_log), 'the tests step did not start'
+        kit.send_signal(sig)
+        rest = kit.communicate(timeout=120)[0]
+    finally:
+        kit.kill()
+    assert kit.returncode == 130, rest
+    assert f'[gpu_check] interrupted by {sig.name}: partial report {out / "report.md"}' in rest
+    assert processes_with(test_log) == []                          # no step left running
+    report = (out / 'report.md').read_text()
+    assert '**Result: interrupted during tests; the steps after it did not run.**' in report
+    for row in ('| environment | passed |', '| tests | interrupted |', '| benchmark | skipped |',
+                '| modes | skipped |', '| targets | skipped |'):
+        assert row in report
+    assert '## Output of the tests step (interrupted)' in report
+
+
+def test_the_figures_of_an_earlier_run_are_kept_unless_overwrite_is_asked(tmp_path):
+    """A folder holding an earlier run's benchmark figures but no report (deleted, or the run
+    was killed before writing it): the figures were deleted before the steps ran."""
+    figures = tmp_path / 'benchmark.json'
+    figures.write_text('{"rows": "of the only GPU run so far"}')
+    run = subprocess.run([sys.executable, os.path.join(ROOT, 'tools', 'gpu_check.py'), '--cpu-smoke',
+                          '--out', str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2 and run.stderr.strip().splitlines() == [
+        f'error: {figures} exists already; pass --overwrite to replace it, or write elsewhere']
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['benchmark.json']

@@ -91,3 +91,41 @@ def test_text_files_in_another_encoding_are_named(tmp_path):
 def test_a_folder_is_not_called_missing(tmp_path):
     with pytest.raises(IsADirectoryError, match=f'query image {tmp_path} is a folder, not a file'):
         require_file(str(tmp_path), 'query image')
+
+
+def support_mask_of(path):
+    """What predict_sccan.py makes of a support-mask file: (foreground, warnings)."""
+    from util.image_io import read_mask
+    from util.predictor import foreground_of, mask_warnings
+    mask = read_mask(str(path))
+    foreground = foreground_of(mask, path.name)
+    return foreground, mask_warnings(mask, foreground, path.name)
+
+
+def disc_with_stripes():
+    mask = np.zeros((120, 160), np.uint8)
+    cv2.circle(mask, (80, 60), 40, 255, -1)
+    mask[:, ::16] = 255
+    return mask
+
+
+def test_a_cut_out_mask_gives_the_foreground_of_its_alpha_channel(tmp_path):
+    """Colours all black, the object opaque and the rest transparent (an editor's cut-out)."""
+    shape = disc_with_stripes()
+    rgba = np.zeros(shape.shape + (4,), np.uint8)
+    rgba[:, :, 3] = shape
+    cv2.imwrite(str(tmp_path / 'cut.png'), rgba)
+    foreground, warnings = support_mask_of(tmp_path / 'cut.png')
+    assert np.array_equal(foreground, shape == 255) and warnings == []
+    rgba[:, :, 2] = shape                 # colours that carry the mask win over transparency
+    rgba[:, :, 3] = 255 - shape
+    cv2.imwrite(str(tmp_path / 'red.png'), rgba)
+    assert np.array_equal(support_mask_of(tmp_path / 'red.png')[0], shape == 255)
+
+
+def test_a_black_and_white_mask_saved_as_jpeg_is_no_label_map(tmp_path):
+    """JPEG turns 0 and 255 into many nearby grey levels: compression noise, not class ids."""
+    shape = disc_with_stripes()
+    cv2.imwrite(str(tmp_path / 'mask.jpg'), shape, [cv2.IMWRITE_JPEG_QUALITY, 75])
+    foreground, warnings = support_mask_of(tmp_path / 'mask.jpg')
+    assert warnings == [] and (foreground == (shape == 255)).mean() > 0.99

@@ -153,3 +153,28 @@ def test_write_atomic_syncs_the_file_and_its_folder_unless_told_not_to(tmp_path,
     assert [os.path.stat.S_ISDIR(mode) for mode in synced] == [False, True]    # file, then folder
     write_atomic(str(path), b'label', sync=False)
     assert len(synced) == 2 and path.read_bytes() == b'label'
+
+
+def test_a_lock_that_cannot_be_written_is_not_left_behind_to_block_the_next_run(tmp_path, monkeypatch):
+    path = tmp_path / 'train.lock'
+
+    def full_disk(record, f):
+        raise OSError(errno.ENOSPC, 'No space left on device')
+    with monkeypatch.context() as patch:
+        patch.setattr(json, 'dump', full_disk)
+        with pytest.raises(OSError, match=f'^cannot write {path}: no space left on device$'):
+            RunLock(str(path)).acquire()
+    assert not path.exists()
+    assert RunLock(str(path)).acquire() is None
+
+
+def test_an_empty_lock_is_taken_over_once_its_writer_has_had_a_minute(tmp_path):
+    path = tmp_path / 'train.lock'
+    path.write_text('')                       # left by an older version on a full disk
+    with pytest.raises(FolderInUse, match='a process that did not record itself'):
+        RunLock(str(path)).acquire()          # its writer may still be writing
+    minutes_ago = os.path.getmtime(path) - 120
+    os.utime(path, (minutes_ago, minutes_ago))
+    lock = RunLock(str(path))
+    assert lock.acquire() == {'record': 'unreadable'}
+    assert lock.holder()['pid'] == os.getpid()

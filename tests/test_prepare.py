@@ -125,8 +125,10 @@ def test_the_paper_training_list_is_the_default(voc_sbd, tmp_path):
     paper = prepare_pascal.read_ids(prepare_pascal.PAPER_TRAIN_IDS)
     assert len(paper) == len(set(paper)) == 5953            # PFENet's list, as the authors ship it
     assert paper[:2] == ['2008_000008', '2008_000015'] and paper[-1] == '2011_003151'
-    for i in paper:                                          # --lists-only reads no pixels
-        open(os.path.join(voc, 'JPEGImages', f'{i}.jpg'), 'w').close()
+    os.makedirs(os.path.join(voc, 'SegmentationClassAug'))
+    for i in paper + ['2007_000002', '2008_000003']:        # --lists-only reads no pixels
+        for path in (f'JPEGImages/{i}.jpg', f'SegmentationClassAug/{i}.png'):
+            open(os.path.join(voc, path), 'a').close()
     prepare_pascal.main(['--voc', voc, '--lists-dir', lists, '--lists-only'])
     assert read_ids(os.path.join(lists, prepare_pascal.TRAIN_LIST)) == paper
     assert read_ids(os.path.join(lists, 'val.txt')) == ['2007_000002', '2008_000003']
@@ -334,3 +336,39 @@ def test_make_synthetic_over_a_file_is_one_line(tmp_path, capsys):
                      capsys)
     one_line_error(*result, f'benchmark root {root} exists and is not a folder')
     assert root.read_text() == 'not a folder'
+
+
+# ---- every label a list names exists; no list or label over an input ----
+
+@pytest.mark.parametrize('case', ['val id without a VOC label', 'lists only, no labels'])
+def test_prepare_pascal_never_lists_a_label_that_is_not_there(voc_sbd, capsys, case):
+    voc, sbd, lists = voc_sbd
+    argv = ['--voc', voc, '--sbd', sbd, '--lists-dir', lists, '--workers', '1', '--train-list',
+            'full']
+    if case == 'val id without a VOC label':      # it has an image, and an SBD label
+        with open(os.path.join(voc, 'ImageSets', 'Segmentation', 'val.txt'), 'a') as f:
+            f.write('2008_000004\n')
+        needles = [f'listed id 2008_000004 has no label: {voc}/SegmentationClass/2008_000004.png '
+                   'not found (a validation image needs its VOC2012 label)']
+    else:
+        argv = ['--voc', voc, '--lists-dir', lists, '--lists-only', '--train-list', 'full']
+        needles = [f'label of listed id 2007_000002 not found: {voc}/SegmentationClassAug/'
+                   '2007_000002.png (--lists-only lists the labels written before']
+    one_line_error(*run_cli(prepare_pascal.main, argv, capsys), *needles)
+    assert not os.path.exists(lists) and not os.path.exists(os.path.join(voc, 'SegmentationClassAug'))
+
+
+@pytest.mark.parametrize('where', ['voc', 'sbd'])
+def test_prepare_pascal_never_writes_its_lists_over_the_id_lists_it_reads(voc_sbd, capsys, where):
+    voc, sbd, _ = voc_sbd
+    lists = os.path.join(voc, 'ImageSets', 'Segmentation') if where == 'voc' else sbd
+    with open(os.path.join(lists, 'val.txt')) as f:
+        before = f.read()
+    status, _, err = run_cli(prepare_pascal.main, ['--voc', voc, '--sbd', sbd, '--train-list',
+                                                   'full', '--sbd-sets', 'train,val',
+                                                   '--lists-dir', lists], capsys)
+    assert_one_error(status, err, f'output {lists}/val.txt would overwrite the input '
+                                  f'{lists}/val.txt')
+    with open(os.path.join(lists, 'val.txt')) as f:
+        assert f.read() == before
+    assert not os.path.exists(os.path.join(voc, 'SegmentationClassAug'))

@@ -113,3 +113,52 @@ def test_the_best_checkpoint_of_the_shot_is_picked(tmp_path):
         if 'epoch' in name and not name.startswith('train5'):
             os.remove(os.path.join(snapshot, name))
     assert os.path.basename(reproduce.find_best(cfg, paths)) == 'train_latest.pth'   # never validated
+
+
+# ---- what it is asked wrongly: one line, nothing written ----
+
+def test_a_missing_exp_root_or_config_dir_is_one_line_and_writes_nothing(bench, tmp_path, capsys):
+    from helpers import assert_one_error, run_cli
+    exp, opts = bench
+    missing = str(tmp_path / 'no_exp')
+    status, _, err = run_cli(reproduce.main, ['--exp', missing, '--opts', *opts], capsys)
+    assert_one_error(status, err, f'--exp {missing}: folder not found')
+    assert not os.path.exists(missing)                       # not made, no empty table in it
+    table = os.path.join(exp, 'reproduce', 'table.md')
+    os.makedirs(os.path.dirname(table), exist_ok=True)
+    with open(table, 'w') as f:
+        f.write('an earlier table')
+    status, _, err = run_cli(reproduce.main, ['--exp', exp, '--config-dir', str(tmp_path / 'none'),
+                                              '--opts', *opts], capsys)
+    assert_one_error(status, err, f'--config-dir {tmp_path / "none"}: folder not found')
+    (tmp_path / 'configs').mkdir()
+    status, _, err = run_cli(reproduce.main, ['--exp', exp, '--config-dir', str(tmp_path / 'configs'),
+                                              '--benchmarks', 'synthetic', '--opts', *opts], capsys)
+    assert_one_error(status, err, f'--config-dir {tmp_path / "configs"} holds no config of the '
+                                  'cells asked (e.g. ')
+    status, _, err = run_cli(reproduce.main, ['--exp', str(tmp_path), '--benchmarks', 'synthetic',
+                                              '--opts', *opts], capsys)
+    assert_one_error(status, err, f'--exp {tmp_path}: none of the 4 cells asked has a checkpoint')
+    with open(table) as f:
+        assert f.read() == 'an earlier table'
+
+
+@pytest.mark.parametrize('argv, needles', [
+    (['--episodes', '0'], ['argument --episodes: expected a positive integer, got \'0\'']),
+    (['--seeds', 'x'], ['argument --seeds: expected an integer >= 0, got \'x\'']),
+    (['--folds', '5'], ['argument --folds: invalid choice: 5']),
+    (['--layers', 'fifty'], ['argument --layers: invalid int value: \'fifty\'']),
+    (['--feature-cache-gb', 'lots'], ["argument --feature-cache-gb: expected 'auto' or a number of "
+                                      "GB >= 0, got 'lots'"])])
+def test_bad_options_are_one_line(tmp_path, capsys, argv, needles):
+    from helpers import assert_one_error, run_cli
+    status, _, err = run_cli(reproduce.main, ['--exp', str(tmp_path), *argv], capsys)
+    assert_one_error(status, err, *needles)
+
+
+def test_help_says_what_it_does_in_whole_sentences(capsys):
+    with pytest.raises(SystemExit):
+        reproduce.main(['--help'])
+    text = ' '.join(capsys.readouterr().out.split())
+    assert ("The paper's Tables 1-2 in one command: test every checkpoint of an experiment root "
+            "with the authors' protocol and print the table beside the paper's numbers.") in text

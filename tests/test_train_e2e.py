@@ -17,7 +17,7 @@ import train_sccan
 from helpers import TINY, assert_one_error, files_below, make_pascal_config, run_cli
 from model import CheckpointError
 from util import distributed, meta_test
-from util.config import REPO_ROOT, ConfigError, load_config
+from util.config import REPO_ROOT, ConfigError, load_config, merged_opts
 from util.datasets import episode_dataset
 from util.training import FAILURES, NonFiniteLoss, train
 from util.training import trainer as trainer_module
@@ -64,13 +64,15 @@ def assert_same_weights(a, b):
 
 def run_train(bench, exp_dir, capsys, *extra, opts=()):
     """(status, stdout, stderr) of train_sccan.py run in this process."""
-    argv = ['--config', bench['config'], *extra, '--opts', *RUN_OPTS, 'exp_dir', str(exp_dir), *opts]
+    argv = ['--config', bench['config'], *extra, '--opts',
+            *merged_opts(RUN_OPTS, ['exp_dir', str(exp_dir), *opts])]
     return run_cli(train_sccan.main, argv, capsys, *FAILURES)
 
 
 def run_test_sccan(bench, weight, capsys, *extra, opts=()):
     """(status, stdout, stderr) of test_sccan.py run in this process."""
-    argv = ['--config', bench['config'], '--weight', str(weight), *extra, '--opts', *RUN_OPTS, *opts]
+    argv = ['--config', bench['config'], '--weight', str(weight), *extra, '--opts',
+            *merged_opts(RUN_OPTS, opts)]
     return run_cli(test_sccan.main, argv, capsys)
 
 
@@ -378,7 +380,7 @@ def test_a_truncated_image_in_testing_is_one_line_naming_it(bench, reference_run
     with open(image, 'wb') as f:
         f.write(data[:len(data) // 3])
     argv = ['--config', config, '--weight', latest(reference_run['exp']), '--episodes', '4',
-            '--out', str(tmp_path / 'r.json'), '--opts', *RUN_OPTS, 'workers', workers]
+            '--out', str(tmp_path / 'r.json'), '--opts', *merged_opts(RUN_OPTS, ['workers', workers])]
     status, _, err = run_cli(test_sccan.main, argv, capsys)
     assert_one_error(status, err, f'{image}: truncated or corrupt JPEG')
     assert not (tmp_path / 'r.json').exists()

@@ -63,7 +63,7 @@ from model import build_sccan  # noqa: E402
 from model.sccan import valid_input_size  # noqa: E402
 from util import transform as T  # noqa: E402
 from util.cli import ArgumentParser, positive_float, positive_int, run_main  # noqa: E402
-from util.config import default_config, load_config, parse_opts  # noqa: E402
+from util.config import default_config, load_config, merged_opts, parse_opts  # noqa: E402
 from util.datasets import episode_dataset  # noqa: E402
 from util.datasets.pascal_coco import EpisodeDataset  # noqa: E402
 from util.datasets.synthetic import write_benchmark  # noqa: E402
@@ -156,7 +156,7 @@ def plain_step(net, mode, inputs, query_mask_argument=False):
 
 def model_opts(args):
     """--opts of a model mode, after `model tiny` for --tiny."""
-    return (['model', 'tiny'] if getattr(args, 'tiny', False) else []) + args.opts
+    return merged_opts(['model', 'tiny'] if getattr(args, 'tiny', False) else [], args.opts)
 
 
 def evaluate_episodes(net, dataset, cfg, precision, device, episodes, predict=None):
@@ -448,7 +448,8 @@ def run_modes(args, argv, show):
 
 # ---- cache --------------------------------------------------------------------------------------
 def run_cache(args, argv, show):
-    cfg = load_config(args.config, ['shot', str(args.shot), 'feature_cache_gb', str(args.cache_gb), *args.opts])
+    cfg = load_config(args.config, merged_opts(['shot', str(args.shot), 'feature_cache_gb',
+                                                str(args.cache_gb)], args.opts))
     if os.path.abspath(args.config) == SYNTHETIC_CONFIG and not os.path.isfile(cfg.val_list):
         write_benchmark(cfg.data_root)
     device = resolve_device(args.device)

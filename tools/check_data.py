@@ -6,6 +6,8 @@ Problems found (one line each in the report file, "kind<TAB>path<TAB>detail"):
                 a PNG without its IEND chunk), or a label is not a single-channel 8-bit image
   size          image and label differ in height or width
   values        the label holds values other than 0, the data set's class ids and 255
+  thin          (--config, its val_list) an image too thin for the config's val_size: the
+                validation resize would shrink its short side to nothing
 For PATNet's cross-domain layouts (fss, deepglobe, isic, lung, and folder: docs/cross_domain.md)
 every (image, mask) pair the benchmark uses, masks read as PATNet reads them (grey):
   missing       a mask, image or class folder (or FSS-1000's 1.jpg .. 10.jpg) is not there
@@ -35,16 +37,17 @@ from util.datasets.cross_domain_layouts import layout_of  # noqa: E402
 from util.datasets.patnet import grey_values, open_image  # noqa: E402
 from util.folds import NUM_CLASSES, num_classes  # noqa: E402
 from util.image_io import BadFileError, check_label_values, read_image, read_label  # noqa: E402
-from util.lists import REPO_LISTS, read_list  # noqa: E402
+from util.lists import REPO_LISTS, list_inputs, read_list  # noqa: E402
 from util.log import progress_map  # noqa: E402
-from util.outputs import write_atomic  # noqa: E402
+from util.outputs import InputFiles, check_outputs, write_atomic  # noqa: E402
 
-KINDS = ('missing', 'unreadable', 'size', 'values')
+KINDS = ('missing', 'unreadable', 'size', 'values', 'thin')
 LAYOUT_KINDS = ('missing', 'name', 'few', 'unreadable', 'size', 'values')    # cross-domain
 
 
-def check_pair(data_root, pair, classes):
-    """[(kind, path, detail)] of one list entry (empty when it is fine)."""
+def check_pair(data_root, pair, classes, size_problem=None):
+    """[(kind, path, detail)] of one list entry (empty when it is fine); `size_problem(h, w)`:
+    why the transforms the list goes through cannot take an image of that size, or None."""
     image_path, label_path = (os.path.join(data_root, p) for p in pair)
     problems, loaded = [], {}
     for path, reader in ((image_path, read_image), (label_path, read_label)):
@@ -65,16 +68,21 @@ def check_pair(data_root, pair, classes):
         check_label_values(label, label_path, classes)
     except BadFileError as e:
         problems.append(('values', label_path, str(e)))
+    problem = size_problem and size_problem(*label.shape)
+    if problem:
+        problems.append(('thin', image_path, problem))
     return problems
 
 
-def check_list(data_set, data_root, data_list, workers=8):
-    """All problems of one list file."""
-    pairs = read_list(data_list)
+def check_list(data_set, data_root, pairs, desc, workers=8, size_problem=None):
+    """All problems of one list's (image, label) pairs (check_pair)."""
     classes = num_classes(data_set)
-    results = progress_map(lambda p: check_pair(data_root, p, classes), pairs, workers,
-                           desc=os.path.basename(data_list), unit='pair')
-    return len(pairs), [problem for found in results for problem in found]
+    results = progress_map(lambda p: check_pair(data_root, p, classes, size_problem), pairs,
+                           workers, desc=desc, unit='pair')
+    return [problem for found in results for problem in found]
+
+
+Sources = collections.namedtuple('Sources', 'data_set data_root lists list_dir config shot')
 
 
 def check_mask_pair(root, pair):
@@ -100,10 +108,22 @@ def check_mask_pair(root, pair):
     return problems
 
 
-def check_layouts(data_set, data_root, class_lists, shot, workers=8):
-    """(pairs checked, problems, notes) of a cross-domain layout: its own problems (names,
+def read_layouts(data_set, data_root, class_lists):
+    """The cross-domain layouts to check: one per class list (FSS-1000 and folder trees), or the
+    benchmark's own."""
+    return [layout_of(data_set, data_root, class_list) for class_list in class_lists or [None]]
+
+
+def layout_inputs(layouts, data_root, class_lists):
+    """The files checking `layouts` reads (class lists, images, masks), as InputFiles."""
+    inputs = InputFiles(class_lists)
+    return inputs.add((os.path.join(data_root, p) for layout in layouts for pairs in layout.pairs
+                       for pair in pairs for p in pair), follow_links=False)
+
+
+def check_layouts(layouts, data_root, shot, desc, workers=8):
+    """(pairs checked, problems, notes) of cross-domain layouts: their own problems (names,
     missing files, classes with fewer than shot + 1 images), then every pair's."""
-    layouts = [layout_of(data_set, data_root, class_list) for class_list in class_lists or [None]]
     problems = [problem for layout in layouts for problem in layout.problems]
     missing = {path for kind, path, _ in problems if kind == 'missing'}
     notes = []
@@ -119,20 +139,26 @@ def check_layouts(data_set, data_root, class_lists, shot, workers=8):
                                             for p in pairs)
              if not {os.path.join(data_root, p) for p in pair} & missing]
     results = progress_map(lambda p: check_mask_pair(data_root, p), pairs, workers,
-                           desc=data_set, unit='pair')
+                           desc=desc, unit='pair')
     return len(pairs), problems + [problem for found in results for problem in found], notes
 
 
 def sources_from_args(args):
-    """(data_set, data_root, [list files], shot) from --config or the explicit arguments."""
+    """Sources: data_set, data_root, lists [(list file, size_problem or None)] (for the
+    cross-domain layouts: class lists), list_dir (where the lists' scans are cached), config
+    (None without --config) and shot. With --config, its val_list's images are checked against
+    the validation resize of its val_size, as training and testing check them."""
     if args.config:
         from util.config import load_config
+        from util.transform import val_transform
         cfg = load_config(args.config, args.opts)
-        lists = [p for p in (cfg.train_list, cfg.val_list) if p]
-        return cfg.data_set, cfg.data_root, lists, cfg.shot
+        lists = [(cfg.train_list, None), (cfg.val_list, val_transform(cfg.val_size).size_problem)]
+        return Sources(cfg.data_set, cfg.data_root, [(path, check) for path, check in lists if path],
+                       cfg.list_dir, args.config, cfg.shot)
     if not (args.data_set and args.data_root and (args.list or args.data_set in CROSS_DOMAIN)):
         raise ValueError('give --config, or --data-set, --data-root and at least one --list')
-    return args.data_set, args.data_root, args.list, args.shot
+    return Sources(args.data_set, args.data_root, [(path, None) for path in args.list or []], None,
+                   None, args.shot)
 
 
 def parse_args(argv=None):
@@ -156,19 +182,27 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    data_set, data_root, lists, shot = sources_from_args(args)
+    data_set, data_root, lists, list_dir, config, shot = sources_from_args(args)
     if not os.path.isdir(data_root):
         raise FileNotFoundError(f'data root not found: {data_root}')
-    lists = lists or []
-    problems, total, notes = [], 0, []
-    if data_set in CROSS_DOMAIN:
-        total, problems, notes = check_layouts(data_set, data_root, lists, shot, args.workers)
-    else:
-        for data_list in lists:
-            count, found = check_list(data_set, data_root, data_list, args.workers)
-            total += count
-            problems += found
     out = args.out or os.path.join(REPO_LISTS, data_set, 'bad_files.txt')
+    inputs = InputFiles([config] if config else [])
+    if data_set in CROSS_DOMAIN:
+        layouts = read_layouts(data_set, data_root, [path for path, _ in lists])
+        inputs.add(layout_inputs(layouts, data_root, [path for path, _ in lists]))
+        check_outputs([out], inputs, overwrite=True)      # its report, never a file it checks
+        total, problems, notes = check_layouts(layouts, data_root, shot, data_set, args.workers)
+    else:
+        listed = [(data_list, read_list(data_list), size_problem)
+                  for data_list, size_problem in lists]
+        for data_list, pairs, _ in listed:
+            inputs.add(list_inputs(data_set, data_root, data_list, pairs, list_dir))
+        check_outputs([out], inputs, overwrite=True)      # its report, never a file it checks
+        problems = [problem for data_list, pairs, size_problem in listed
+                    for problem in check_list(data_set, data_root, pairs,
+                                              os.path.basename(data_list), args.workers,
+                                              size_problem)]
+        total, notes = sum(len(pairs) for _, pairs, _ in listed), []
     write_atomic(out, ''.join(f'{kind}\t{path}\t{detail}\n' for kind, path, detail in problems))
     counts = collections.Counter(kind for kind, _, _ in problems)
     where = data_set if data_set in CROSS_DOMAIN and not lists else f'{len(lists)} list(s)'

@@ -32,7 +32,7 @@ sys.path.insert(0, REPO)
 from model.checkpoint import model_state, read_checkpoint, weights_checkpoint  # noqa: E402
 from util import distributed  # noqa: E402
 from util.cli import ArgumentParser, non_negative_int, positive_int, run_main  # noqa: E402
-from util.config import load_config  # noqa: E402
+from util.config import load_config, merged_opts  # noqa: E402
 from util.datasets import SYNTHETIC_LISTS, episode_dataset  # noqa: E402
 from util.datasets.synthetic import is_generated, write_benchmark  # noqa: E402
 from util.evaluate import run_episodes  # noqa: E402
@@ -197,7 +197,7 @@ def main(argv=None):
 def run_demo(args, env):
     start = time.time()
     seconds = {}
-    opts = data_opts(args.root) + args.opts
+    opts = merged_opts(data_opts(args.root), args.opts)
     cfg = load_config(args.config, opts)
 
     say('1/4 synthetic benchmark')

@@ -16,7 +16,10 @@ ones before:
 Nothing is downloaded; the tests write their synthetic data locally (util/datasets/synthetic.py). The
 report goes to DIR/report.md (its path is printed); the exit status is 0 when no step failed.
 A folder that holds a report already is refused unless --overwrite is given: a GPU's figures may
-be the only ones this project gets.
+be the only ones this project gets. Without a GPU visible to PyTorch it stops at once and points
+to --cpu-smoke. Ctrl-C or SIGTERM (e.g. from `timeout`) is passed on to the running step, which
+is given 10 s to end (then killed with its process group), the steps after it are not run, and
+the report says what ran (exit status 130).
 
 The CPU smoke run runs the same steps on the CPU at tiny sizes, so that it takes about a minute:
 two of the tests marked cuda (SMOKE_TESTS) on the CPU (SCCAN_CUDA_TESTS_DEVICE=cpu; all of them
@@ -49,6 +52,8 @@ SMOKE_LIMITS = {'environment': 60, 'tests': 300, 'benchmark': 300, 'modes': 300}
 # The tests the CPU smoke run selects (`pytest -k`): one that records figures, one that skips.
 SMOKE_TESTS = 'plain_path and fused_attention or steps and fp16'
 BENCHMARK_SETTINGS = ['eval-1shot', 'eval-5shot', 'train-b8']
+# What the steps write in the report's folder besides report.md.
+FIGURE_FILES = ('tests.jsonl', 'benchmark.json', 'modes.json')
 TARGETS = {   # target: (settings, paths, ratio to the reference, upper bound)
     'float32 time ≤ 1.0× the reference': (BENCHMARK_SETTINGS, ('scripts', 'api'), 'time_ratio', 1.0),
     'float32 peak memory ≤ 0.6× the reference at batch 8': (['train-b8'], ('scripts', 'api'), 'memory_ratio', 0.6),
@@ -70,27 +75,74 @@ def parse_args(argv=None):
 
 
 # ---- running steps ------------------------------------------------------------------------------
-def run_step(name, cmd, limit, env=None):
+class Interrupted(Exception):
+    """SIGINT or SIGTERM reached the kit while a step ran."""
+
+    def __init__(self, signum):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+class Interruption:
+    """SIGINT/SIGTERM while installed: raised as Interrupted in a running step (run_step passes
+    it on to the step's process group), else remembered (`signum`) for the loop over steps.
+    Later signals only add to the record: the kit is stopping already."""
+
+    def __init__(self):
+        self.signum = None
+        self.step_running = False
+        self._previous = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum, frame):
+        first = self.signum is None
+        self.signum = self.signum or signum
+        if first and self.step_running:
+            raise Interrupted(signum)
+
+
+NO_INTERRUPTION = Interruption()        # never installed: for a step run on its own
+
+
+def run_step(name, cmd, limit, env=None, interruption=NO_INTERRUPTION):
     """Run `cmd` from the repository root in its own process group, killed (with everything it
-    started) after `limit` seconds. Returns {'name', 'status' (passed / failed / timed out),
-    'seconds', 'limit', 'output' (stdout and stderr), 'command'}."""
+    started) after `limit` seconds, or after `interruption`'s signal has been passed on to it.
+    Returns {'name', 'status' (passed / failed / timed out / interrupted), 'seconds', 'limit',
+    'output' (stdout and stderr), 'command'}."""
     start = time.time()
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, start_new_session=True)
     try:
+        interruption.step_running = True
+        if interruption.signum is not None:      # it came while the step was being started
+            raise Interrupted(interruption.signum)
         output, _ = proc.communicate(timeout=limit)
         status = 'passed' if proc.returncode == 0 else 'failed'
     except subprocess.TimeoutExpired:
         output = stop_group(proc)
         status = 'timed out'
+    except Interrupted as e:
+        output = stop_group(proc, e.signum)
+        status = 'interrupted'
+    finally:
+        interruption.step_running = False
     print(f'[gpu_check] {name}: {status} ({time.time() - start:.0f} s)', flush=True)
     return {'name': name, 'status': status, 'seconds': time.time() - start, 'limit': limit,
             'output': output, 'command': ' '.join(cmd)}
 
 
-def stop_group(proc):
-    """SIGTERM to the step's process group, SIGKILL 10 s later; returns what it printed."""
-    for sig, grace in ((signal.SIGTERM, 10), (signal.SIGKILL, None)):
+def stop_group(proc, first=signal.SIGTERM):
+    """`first` (SIGTERM, or the signal the kit got) to the step's process group, SIGKILL 10 s
+    later; returns what it printed."""
+    for sig, grace in ((first, 10), (signal.SIGKILL, None)):
         try:
             os.killpg(proc.pid, sig)
         except ProcessLookupError:
@@ -133,22 +185,30 @@ def nvidia_smi(field):
     return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else 'unknown'
 
 
-def run_all(args):
-    """Every step, in order; returns (steps, environment, test records, benchmark results)."""
+def run_all(args, interruption=NO_INTERRUPTION):
+    """Every step, in order, until one is interrupted; returns (steps, environment, test
+    records, benchmark results)."""
     os.makedirs(args.out, exist_ok=True)
     limits = SMOKE_LIMITS if args.cpu_smoke else LIMITS
-    paths = {name: os.path.join(args.out, name) for name in ('tests.jsonl', 'benchmark.json', 'modes.json')}
+    paths = {name: os.path.join(args.out, name) for name in FIGURE_FILES}
     for path in paths.values():
         if os.path.exists(path):
             os.remove(path)
-    steps = [run_step('environment', [PYTHON, __file__, '--environment'], limits['environment'])]
+    plan = [('environment', [PYTHON, __file__, '--environment'], None),
+            ('tests', tests_command(args), tests_environment(args, paths)),
+            ('benchmark', benchmark_command(args, paths['benchmark.json']), None),
+            ('modes', modes_command(args, paths['modes.json']), None)]
+    steps = []
+    for name, cmd, env in plan:
+        if interruption.signum is not None:
+            steps.append(skipped(name, 'not run: the check was interrupted'))
+        else:
+            steps.append(run_step(name, cmd, limits[name], env, interruption))
     env_info = json_output(steps[0])
-    steps.append(run_step('tests', tests_command(args), limits['tests'], tests_environment(args, paths)))
-    steps.append(run_step('benchmark', benchmark_command(args, paths['benchmark.json']), limits['benchmark']))
-    steps.append(run_step('modes', modes_command(args, paths['modes.json']), limits['modes']))
     tests = read_jsonl(paths['tests.jsonl'])
     figures = {'paths': read_json(paths['benchmark.json']), 'modes': read_json(paths['modes.json'])}
-    steps.append(targets_step(args, figures['paths']))
+    steps.append(skipped('targets', 'not checked: the check was interrupted')
+                 if interruption.signum is not None else targets_step(args, figures['paths']))
     return steps, env_info, tests, figures
 
 
@@ -322,7 +382,7 @@ def modes_section(figures):
 def failures_section(steps):
     lines = []
     for step in steps:
-        if step['status'] in ('failed', 'timed out') and step['name'] != 'targets':
+        if step['status'] in ('failed', 'timed out', 'interrupted') and step['name'] != 'targets':
             lines += ['', f'## Output of the {step["name"]} step ({step["status"]})', '',
                       f'`{step["command"]}`', '', '```text', step['output'][-6000:].strip(), '```']
     return lines
@@ -330,12 +390,15 @@ def failures_section(steps):
 
 def report(args, steps, env_info, tests, figures, seconds):
     failed = [s['name'] for s in steps if s['status'] in ('failed', 'timed out')]
+    interrupted = [s['name'] for s in steps if s['status'] == 'interrupted']
     mode = ('CPU smoke run: every step at tiny sizes on the CPU; the figures check the kit, not '
             'a GPU' if args.cpu_smoke else 'GPU run')
+    result = ('interrupted during ' + ', '.join(interrupted) + '; the steps after it did not run'
+              if interrupted else 'failed: ' + ', '.join(failed) if failed else 'all steps passed')
     lines = ['# SCCAN GPU check', '',
              f'{datetime.datetime.now().isoformat(timespec="seconds")}, commit {git_commit()}, {mode}, '
              f'{seconds:.0f} s in all.', '',
-             f'**Result: {"all steps passed" if not failed else "failed: " + ", ".join(failed)}.**', '']
+             f'**Result: {result}.**', '']
     lines += environment_section(env_info) + [''] + steps_section(steps) + [''] + tests_section(tests)
     lines += [''] + benchmark_section(figures['paths']) + [''] + targets_section(steps[-1], tests)
     lines += [''] + modes_section(figures['modes']) + failures_section(steps)
@@ -353,15 +416,37 @@ def main(argv=None):
     if args.environment:
         print(json.dumps(environment()))
         return 0
+    if not args.cpu_smoke:
+        check_gpu_visible()
     path = os.path.join(args.out, 'report.md')
-    check_outputs([path], overwrite=args.overwrite)     # before minutes of work
+    # before minutes of work: the figures of an earlier run go only with --overwrite
+    check_outputs([path] + [os.path.join(args.out, name) for name in FIGURE_FILES],
+                  overwrite=args.overwrite)
     start = time.time()
-    steps, env_info, tests, figures = run_all(args)
-    write_atomic(path, report(args, steps, env_info, tests, figures, time.time() - start))
+    with Interruption() as interruption:
+        steps, env_info, tests, figures = run_all(args, interruption)
+        write_atomic(path, report(args, steps, env_info, tests, figures, time.time() - start))
     failed = [s for s in steps if s['status'] in ('failed', 'timed out')]
+    if interruption.signum is not None:
+        print(f'[gpu_check] interrupted by {signal.Signals(interruption.signum).name}: partial '
+              f'report {path}')
+        return 130
     print(f'[gpu_check] report: {path}' + (f' ({len(failed)} step(s) failed)' if failed else ''))
     return 1 if failed else 0
 
 
+class NoGPU(Exception):
+    """A GPU run on a machine where PyTorch sees no GPU."""
+
+
+def check_gpu_visible():
+    """A GPU run needs a GPU: without one, every CUDA test would skip and the benchmarks fail."""
+    import torch
+    if not torch.cuda.is_available():
+        raise NoGPU('no GPU is visible to PyTorch (torch.cuda.is_available() is False): '
+                           'this kit measures a GPU; tools/gpu_check.sh --cpu-smoke checks the kit '
+                           'itself on the CPU')
+
+
 if __name__ == '__main__':
-    sys.exit(run_main(main))
+    sys.exit(run_main(main, (NoGPU, 'error', 2)))

@@ -24,7 +24,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from util.cli import ArgumentParser, positive_int, run_main  # noqa: E402
 from util.image_io import IGNORE_LABEL, write_image  # noqa: E402
 from util.lists import REPO_LISTS, read_list  # noqa: E402
-from util.outputs import write_atomic  # noqa: E402
+from util.outputs import InputFiles, check_outputs, write_atomic  # noqa: E402
 
 SETS = {'train2014': 'train.txt', 'val2014': 'val.txt'}
 _COCO = None          # the set being converted; module-level so forked workers share it
@@ -48,10 +48,14 @@ def paint_label(coco, image_id, classes, crowd='class'):
     return label
 
 
+def label_path(coco, image_id, out_dir):
+    """<out_dir>/<image name>.png: where an image's label goes."""
+    return os.path.join(out_dir, os.path.splitext(coco.imgs[image_id]['file_name'])[0] + '.png')
+
+
 def convert_one(image_id):
     coco, (classes, out_dir, crowd) = _COCO, _OPTIONS
-    name = os.path.splitext(coco.imgs[image_id]['file_name'])[0]
-    write_image(os.path.join(out_dir, f'{name}.png'), paint_label(coco, image_id, classes, crowd))
+    write_image(label_path(coco, image_id, out_dir), paint_label(coco, image_id, classes, crowd))
 
 
 def check_categories(coco, ann_file):
@@ -66,21 +70,45 @@ def check_categories(coco, ann_file):
                          f'({len(unknown)} such annotations)')
 
 
+def annotation_file(coco_root, set_name):
+    return os.path.join(coco_root, 'annotations', f'instances_{set_name}.json')
+
+
+def image_path(coco_root, set_name, coco, image_id):
+    return os.path.join(coco_root, set_name, coco.imgs[image_id]['file_name'])
+
+
 def load_set(coco_root, set_name):
     """(COCO annotations of one set, ids of its images with at least one annotation, sorted);
     every such image must exist and every annotation's category be listed."""
     from pycocotools.coco import COCO
-    ann_file = os.path.join(coco_root, 'annotations', f'instances_{set_name}.json')
+    ann_file = annotation_file(coco_root, set_name)
     if not os.path.isfile(ann_file):
         raise FileNotFoundError(f'COCO annotation file not found: {ann_file}')
-    coco = COCO(ann_file)
+    try:
+        coco = COCO(ann_file)
+    except ValueError as e:         # json.JSONDecodeError, whose message names no file
+        raise ValueError(f'{ann_file}: not a readable COCO annotation file (truncated JSON?): '
+                         f'{e}') from None
     check_categories(coco, ann_file)
     image_ids = sorted(i for i in coco.imgs if coco.getAnnIds(imgIds=i, iscrowd=None))
     for image_id in image_ids:
-        image_path = os.path.join(coco_root, set_name, coco.imgs[image_id]['file_name'])
-        if not os.path.isfile(image_path):
-            raise FileNotFoundError(f'image of {ann_file} not found: {image_path}')
+        image = image_path(coco_root, set_name, coco, image_id)
+        if not os.path.isfile(image):
+            raise FileNotFoundError(f'image of {ann_file} not found: {image}')
     return coco, image_ids
+
+
+def check_set_outputs(args, set_name, coco, image_ids, list_path):
+    """Before a set is written: none of its labels or its list replaces a file this run reads
+    (its annotations, its images, the --order-from list); earlier labels and lists of this
+    tool are replaced."""
+    inputs = InputFiles([annotation_file(args.coco, set_name)] +
+                        ([args.order_from] if args.order_from else []))
+    inputs.add((image_path(args.coco, set_name, coco, i) for i in image_ids), follow_links=False)
+    label_dir = os.path.join(args.coco, 'annotations', set_name)
+    labels = [] if args.lists_only else [label_path(coco, i, label_dir) for i in image_ids]
+    check_outputs(labels + [list_path], inputs, overwrite=True)
 
 
 def paint_labels(coco, image_ids, out_dir, crowd, workers):
@@ -116,6 +144,10 @@ def ordered_like(lines, order_list):
     reference = [os.path.basename(image) for image, _ in read_list(order_list)]
     by_name = {os.path.basename(line.split()[0]): line for line in lines}
     ordered = [by_name.pop(name) for name in reference if name in by_name]
+    if not ordered:
+        raise ValueError(f'--order-from {order_list}: none of its {len(reference)} images is '
+                         f'one of the {len(lines)} of this set (e.g. {reference[0]} is not): the '
+                         "authors' lists/coco/val.txt is the list meant")
     rest = [line for line in lines if os.path.basename(line.split()[0]) in by_name]
     print(f'{len(ordered)} images in the order of {order_list}; {len(rest)} not named there '
           f'(appended); {len(reference) - len(ordered)} of its images not in this set')
@@ -153,13 +185,14 @@ def main(argv=None):
         if set_name not in SETS:
             raise ValueError(f'unknown set {set_name!r}: expected {sorted(SETS)}')
         coco, image_ids = load_set(args.coco, set_name)
+        path = os.path.join(args.lists_dir, SETS[set_name])
+        check_set_outputs(args, set_name, coco, image_ids, path)
         if not args.lists_only:
             paint_labels(coco, image_ids, os.path.join(args.coco, 'annotations', set_name),
                          args.crowd, args.workers)
         lines = list_lines(coco, image_ids, set_name)
         if set_name == 'val2014' and args.order_from:
             lines = ordered_like(lines, args.order_from)
-        path = os.path.join(args.lists_dir, SETS[set_name])
         write_atomic(path, ''.join(lines))
         print(f'{path}: {len(lines)} images')
 

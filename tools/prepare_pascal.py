@@ -14,6 +14,9 @@ Lists (lines "JPEGImages/<id>.jpg SegmentationClassAug/<id>.png", relative to <v
   they come from);
   'full': VOC2012 train, then the images of the SBD sets (--sbd-sets), without duplicates and
   without any VOC2012 val image (>= 7,049 images with SBD train).
+Before anything is written, every listed id is checked to have its image and its label (one this
+run writes, or with --lists-only one in SegmentationClassAug), and no list or label may replace a
+file the tool reads (e.g. --lists-dir naming VOC's ImageSets/Segmentation).
 
     python tools/prepare_pascal.py --voc ../data/VOCdevkit2012/VOC2012 --sbd ../data/SBD/dataset
 """
@@ -30,9 +33,10 @@ from util.image_io import IGNORE_LABEL, bad_file, decode, read_bytes, write_imag
 from util.inputs import read_text  # noqa: E402
 from util.lists import REPO_LISTS  # noqa: E402
 from util.log import progress_map  # noqa: E402
-from util.outputs import write_atomic  # noqa: E402
+from util.outputs import InputFiles, check_outputs, write_atomic  # noqa: E402
 
 TRAIN_LIST = 'voc_sbd_merge_noduplicate.txt'
+AUG_LABELS = 'SegmentationClassAug'
 VAL_LIST = 'val.txt'
 PAPER_TRAIN_IDS = os.path.join(REPO_LISTS, 'pascal', 'pfenet_train_ids.txt')
 TRAIN_LISTS = ('paper', 'full')
@@ -127,35 +131,70 @@ def convert_labels(sources, out_dir, workers):
     progress_map(convert, sorted(sources.items()), workers, desc='labels', unit='label')
 
 
-def write_list(path, ids, voc):
+def image_path(voc, image_id):
+    return os.path.join(voc, 'JPEGImages', f'{image_id}.jpg')
+
+
+def label_path(voc, image_id):
+    return os.path.join(voc, AUG_LABELS, f'{image_id}.png')
+
+
+def check_listed(ids, voc, sources):
+    """Before anything is written: every listed id has its image and its label, one this run
+    writes (`sources`) or, with --lists-only (sources None), one in SegmentationClassAug
+    already; the SBD files the labels come from exist."""
     for i in ids:
-        if not os.path.isfile(os.path.join(voc, 'JPEGImages', f'{i}.jpg')):
-            raise FileNotFoundError(f'image of listed id {i} not found: '
-                                    f'{os.path.join(voc, "JPEGImages", i + ".jpg")}')
-    write_atomic(path, ''.join(f'JPEGImages/{i}.jpg SegmentationClassAug/{i}.png\n' for i in ids))
+        if not os.path.isfile(image_path(voc, i)):
+            raise FileNotFoundError(f'image of listed id {i} not found: {image_path(voc, i)}')
+        if sources is None:
+            if not os.path.isfile(label_path(voc, i)):
+                raise FileNotFoundError(f'label of listed id {i} not found: {label_path(voc, i)} '
+                                        '(--lists-only lists the labels written before: run '
+                                        'without it to write them)')
+        elif i not in sources:
+            raise FileNotFoundError(f'listed id {i} has no label: '
+                                    f'{os.path.join(voc, "SegmentationClass", i + ".png")} not '
+                                    'found (a validation image needs its VOC2012 label)')
+        elif not os.path.isfile(sources[i][1]):
+            raise FileNotFoundError(f'label of listed id {i} not found: {sources[i][1]}')
+
+
+def write_list(path, ids):
+    write_atomic(path, ''.join(f'JPEGImages/{i}.jpg {AUG_LABELS}/{i}.png\n' for i in ids))
     print(f'{path}: {len(ids)} images')
 
 
-def val_ids(voc):
-    return read_ids(os.path.join(voc, 'ImageSets', 'Segmentation', 'val.txt'))
+def val_id_list(voc):
+    return os.path.join(voc, 'ImageSets', 'Segmentation', 'val.txt')
 
 
-def train_ids(voc, sbd, sbd_sets, train_list):
-    """The training image ids: the paper's (shipped) or VOC2012 train + the SBD sets without
-    duplicates; never a VOC2012 val image."""
+def train_id_lists(voc, sbd, sbd_sets, train_list):
+    """The id lists the training list is made of: the paper's (shipped) or VOC2012 train and
+    the SBD sets."""
     if train_list == 'paper':
-        ids = read_ids(PAPER_TRAIN_IDS)
-    else:
-        ids = read_ids(os.path.join(voc, 'ImageSets', 'Segmentation', 'train.txt'))
-        for name in sbd_sets if sbd else ():
-            ids += read_ids(os.path.join(sbd, f'{name}.txt'))
-    held_out = set(val_ids(voc))
-    return [i for i in dict.fromkeys(ids) if i not in held_out]
+        return [PAPER_TRAIN_IDS]
+    return [os.path.join(voc, 'ImageSets', 'Segmentation', 'train.txt')] + [
+        os.path.join(sbd, f'{name}.txt') for name in (sbd_sets if sbd else ())]
 
 
-def make_lists(voc, train, out_dir):
-    write_list(os.path.join(out_dir, VAL_LIST), val_ids(voc), voc)
-    write_list(os.path.join(out_dir, TRAIN_LIST), train, voc)
+def listed_ids(voc, id_lists):
+    """(training ids, validation ids): the ids of the training `id_lists` without duplicates
+    and never a validation image; VOC2012's validation ids."""
+    train = [i for path in id_lists for i in read_ids(path)]
+    val = read_ids(val_id_list(voc))
+    held_out = set(val)
+    return [i for i in dict.fromkeys(train) if i not in held_out], val
+
+
+def check_run_outputs(args, id_lists, sources, listed):
+    """Before anything is written: no label or list this run writes replaces a file it reads
+    (id lists, images, VOC and SBD labels); its own earlier labels and lists are replaced."""
+    inputs = InputFiles(id_lists)
+    inputs.add((image_path(args.voc, i) for i in listed), follow_links=False)
+    inputs.add((path for _, path in (sources or {}).values()), follow_links=False)
+    labels = [label_path(args.voc, i) for i in sources or ()]
+    check_outputs(labels + [os.path.join(args.lists_dir, name) for name in (VAL_LIST, TRAIN_LIST)],
+                  inputs, overwrite=True)
 
 
 def parse_args(argv=None):
@@ -193,11 +232,16 @@ def main(argv=None):
         raise ValueError('--sbd-sets chooses the SBD images of --train-list full; the paper\'s '
                          'list (the default) is fixed')
     sbd_sets = [s for s in (args.sbd_sets or 'train').split(',') if s]
-    train = train_ids(args.voc, args.sbd, sbd_sets, args.train_list)
-    if not args.lists_only:
-        convert_labels(label_sources(args.voc, args.sbd, train),
-                       os.path.join(args.voc, 'SegmentationClassAug'), args.workers)
-    make_lists(args.voc, train, args.lists_dir)
+    id_lists = train_id_lists(args.voc, args.sbd, sbd_sets, args.train_list)
+    train, val = listed_ids(args.voc, id_lists)
+    sources = None if args.lists_only else label_sources(args.voc, args.sbd, train)
+    for ids in (val, train):
+        check_listed(ids, args.voc, sources)
+    check_run_outputs(args, [val_id_list(args.voc)] + id_lists, sources, val + train)
+    if sources:
+        convert_labels(sources, os.path.join(args.voc, AUG_LABELS), args.workers)
+    write_list(os.path.join(args.lists_dir, VAL_LIST), val)
+    write_list(os.path.join(args.lists_dir, TRAIN_LIST), train)
 
 
 if __name__ == '__main__':

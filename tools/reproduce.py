@@ -33,8 +33,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from util import distributed  # noqa: E402
-from util.cli import run_main  # noqa: E402
-from util.config import load_config  # noqa: E402
+from util.cli import ArgumentParser, non_negative_int, positive_int, run_main  # noqa: E402
+from util.config import load_config, merged_opts  # noqa: E402
 from util.log import close_logging, setup_logging  # noqa: E402
 from util.meta_test import evaluate_checkpoint  # noqa: E402
 from util.outputs import read_keyed, write_atomic, write_json  # noqa: E402
@@ -51,16 +51,16 @@ CACHE_CAP_GB = 16      # covers a 5-shot PASCAL fold at 473 (~300 images of 52 M
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--exp', required=True, help='experiment root (exp_dir), e.g. exp')
     p.add_argument('--benchmarks', nargs='+', default=['pascal', 'coco'], choices=list(BENCHMARKS))
     p.add_argument('--layers', nargs='+', type=int, default=[50, 101], choices=(50, 101))
     p.add_argument('--shots', nargs='+', type=int, default=[1, 5], choices=(1, 5))
     p.add_argument('--folds', nargs='+', type=int, default=list(FOLDS), choices=FOLDS)
-    p.add_argument('--seeds', nargs='+', type=int, help="episode seeds (default: each config's "
-                   'manual_seed, 321); the table shows the mean over them')
-    p.add_argument('--episodes', type=int, help='episodes per seed (default: test_num)')
-    p.add_argument('--feature-cache-gb', default='auto',
+    p.add_argument('--seeds', nargs='+', type=non_negative_int, help="episode seeds (default: "
+                   "each config's manual_seed, 321); the table shows the mean over them")
+    p.add_argument('--episodes', type=positive_int, help='episodes per seed (default: test_num)')
+    p.add_argument('--feature-cache-gb', type=cache_size, default='auto',
                    help="memory for the evaluation feature cache: 'auto' (half the free host "
                         f'memory, at most {CACHE_CAP_GB}), a number, or 0 (off)')
     p.add_argument('--out', help='where cells/, table.md and table.json go (default: <exp>/reproduce)')
@@ -68,6 +68,19 @@ def parse_args(argv=None):
     p.add_argument('--opts', nargs=argparse.REMAINDER, default=[],
                    help='KEY VALUE pairs for every test, e.g. workers 4')
     return p.parse_args(argv)
+
+
+def cache_size(text):
+    """argparse type of --feature-cache-gb: 'auto' or a number of GB >= 0."""
+    if text == 'auto':
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        value = None
+    if value is None or not 0 <= value < float('inf'):
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a number of GB >= 0, got {text!r}")
+    return value
 
 
 # ---- cells ----------------------------------------------------------------------------------
@@ -111,6 +124,20 @@ def find_cells(args):
     return cells
 
 
+def check_cells(args, cells, missing):
+    """Refuse a request with nothing to test (no config for any cell asked, or no checkpoint
+    for any), which would replace an earlier table with an empty one."""
+    if not cells:
+        example = config_path(args.config_dir, args.benchmarks[0], args.folds[0], args.layers[0],
+                              args.shots[0])
+        raise FileNotFoundError(f'--config-dir {args.config_dir} holds no config of the cells '
+                                f'asked (e.g. {example})')
+    if len(missing) == len(cells):
+        raise FileNotFoundError(f'--exp {args.exp}: none of the {len(cells)} cells asked has a '
+                                f'checkpoint (e.g. none in {cells[0]["snapshot"]}); nothing to '
+                                'test, the table is left as it was')
+
+
 def find_best(cfg, paths):
     """The checkpoint to test for a config in the snapshot folder of its RunPaths: the config's
     `weight`, else the best validation checkpoint, else (a run that never validated, e.g. the
@@ -136,7 +163,7 @@ def request_of(cell, seeds, episodes, opts):
 
 def run_cell(cell, request, cache, cells_dir, env):
     """Test one cell as test_sccan.py tests (util.meta_test); returns its stored result."""
-    opts = [*request['opts'], *cache]
+    opts = merged_opts(cache, request['opts'])     # the user's --opts decide
     # overwrite: the report is this tool's own file, replaced when its cell is recomputed
     report = evaluate_checkpoint(
         load_config(cell['config'], opts), env, cell['checkpoint'], request['seeds'],
@@ -242,13 +269,17 @@ def main(argv=None):
 def reproduce(args, env):
     """Test the cells the arguments ask for (those kept from earlier runs excepted); write and
     print the table. Returns its rows."""
+    for folder, option in ((args.exp, '--exp'), (args.config_dir, '--config-dir')):
+        if not os.path.isdir(folder):
+            raise FileNotFoundError(f'{option} {folder}: folder not found')
     out = args.out or os.path.join(args.exp, 'reproduce')
     cells_dir = os.path.join(out, 'cells')
-    os.makedirs(cells_dir, exist_ok=True)
-    opts = ['exp_dir', args.exp, *args.opts]
+    opts = merged_opts(['exp_dir', args.exp], args.opts)
     cache = cache_options(args.feature_cache_gb)    # changes speed, not results: not in requests
     cells = find_cells(args)
     missing = [c for c in cells if c['checkpoint'] is None]
+    check_cells(args, cells, missing)
+    os.makedirs(cells_dir, exist_ok=True)
     results, kept = {}, 0
     for cell in (c for c in cells if c['checkpoint']):
         path = os.path.join(cells_dir, cell_name(cell) + '.json')

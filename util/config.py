@@ -66,6 +66,8 @@ def _k(section, type_, default, doc, **kw):
 _SIZE_CHECK = (valid_input_size, f'a positive size with {input_size_rule()}')
 _POSITIVE = (lambda v: v > 0, 'a positive value')
 _NON_NEGATIVE = (lambda v: v >= 0, 'a value >= 0')
+# numpy's seeds and the episode seeds (util.episodes.episode_seed) take non-negative 32-bit values
+_SEED = (lambda v: 0 <= v < 2 ** 32, 'a seed from 0 to 2**32 - 1')
 
 SCHEMA = {
     # --- data ---
@@ -143,7 +145,7 @@ SCHEMA = {
     'workers': _k('Train', int, 8, 'data loading processes per training process',
                   check=_NON_NEGATIVE),
     'manual_seed': _k('Train', int, 321, 'seed of training (+ epoch each epoch) and of '
-                      'validation episodes'),
+                      'validation episodes', check=_SEED),
     'seed_deterministic': _k('Train', bool, False, 'deterministic kernels (slower on GPU)'),
     'weight': _k('Test_Finetune', str, None, 'checkpoint for test_sccan.py: a path, or a file '
                  "name in the run's snapshot folder", nullable=True),
@@ -311,7 +313,7 @@ def _parse_yaml(text, name):
 def parse_opts(opts):
     """['base_lr', '0.01', 'layers', '101'] → {'base_lr': 0.01, 'layers': 101}, type-checked.
     Values are read as YAML scalars (true, null, 1e-3); `None` also means null. A key given
-    twice keeps its last value, at its last position (which decides what `model` overrides)."""
+    twice is refused, as in a config file."""
     opts = list(opts or ())
     if len(opts) % 2:
         raise ConfigError(f'--opts needs KEY VALUE pairs, got an odd number of items: {opts}')
@@ -319,9 +321,21 @@ def parse_opts(opts):
     for name, text in zip(opts[0::2], opts[1::2]):
         if name not in SCHEMA:
             raise ConfigError(f'--opts: unknown key {name!r}{_suggest(name, SCHEMA)}')
-        parsed.pop(name, None)
+        if name in parsed:
+            raise ConfigError(f'--opts: {name} is given twice ({parsed[name]!r}, then {text!r}); '
+                              'give it once')
         parsed[name] = _check_value(name, _decode(name, text), '--opts')
     return parsed
+
+
+def merged_opts(base, overrides):
+    """KEY VALUE lists (as after --opts) in one: `overrides` replace the values `base` gives
+    for the same keys (where a tool sets keys and lets its user's --opts change them; one
+    --opts list may not give a key twice)."""
+    replaced = set(overrides[0::2])
+    kept = [item for key, value in zip(base[0::2], base[1::2]) if key not in replaced
+            for item in (key, value)]
+    return kept + list(overrides)
 
 
 def _decode(name, text):
@@ -384,6 +398,10 @@ def _check_value(name, value, where):
     if type(value) is not key.type:
         raise ConfigError(f'{where}: {name} expects {_type_name(key)}, got '
                           f'{type(value).__name__} {value!r}')
+    if key.path and value == '':
+        # os.path.join(root, '') is the root itself: exp_dir '' would write into the repository
+        raise ConfigError(f'{where}: {name} is an empty path; give a path'
+                          + (' or leave the value empty for none' if key.nullable else ''))
     if key.type is float and not math.isfinite(value):
         raise ConfigError(f'{where}: {name} expects a finite number, got {value!r}')
     if key.choices and value not in key.choices:

@@ -5,10 +5,13 @@ One code path for every case: a plain `python train_sccan.py` is a world of one 
 joins the group, NCCL on GPUs and Gloo on CPU. The device is picked here: the process's GPU when
 CUDA is available, else the CPU.
 """
+import contextlib
 import dataclasses
 import datetime
 import os
 import pickle
+import re
+import signal
 
 import torch
 import torch.distributed as dist
@@ -50,6 +53,51 @@ def setup(timeout_minutes=30):
     dist.init_process_group(backend, timeout=datetime.timedelta(minutes=timeout_minutes),
                             device_id=device if backend == 'nccl' else None)
     return DistEnv(rank, world_size, local_rank, device)
+
+
+class PeerLost(RuntimeError):
+    """Another process of the run stopped (killed, crashed, out of memory) while this one waited
+    for it in a collective operation."""
+
+
+def _is_communication_failure(error):
+    """Whether `error` comes from the process group's backend: NCCL raises torch's DistError
+    types, Gloo a RuntimeError naming its source file."""
+    dist_error = getattr(dist, 'DistError', ())
+    return (isinstance(error, dist_error) or
+            re.search(r'\b(gloo|nccl)\b', str(error), re.I) is not None)
+
+
+def _reason(error):
+    """The backend's own first sentence, without its source location ('[.../pair.cc:537] ')."""
+    text = re.sub(r'^\s*\[[^\]]*\]\s*', '', str(error).strip().splitlines()[0])
+    return text.split('. ')[0].rstrip('.')
+
+
+@contextlib.contextmanager
+def peers_watched(env, way_on=lambda: ''):
+    """Inside: a collective that fails because another process of the run stopped raises
+    PeerLost, one sentence for the user instead of the backend's traceback; from then on
+    SIGINT and SIGTERM are ignored, so that the process lives to say it.
+
+    Args:
+        env: this process's DistEnv (a single process has no peers to lose).
+        way_on: a function giving what to do next (e.g. the checkpoint to resume from), called
+            when it happens.
+    """
+    try:
+        yield
+    except RuntimeError as e:
+        if not (env.distributed and _is_communication_failure(e)) or isinstance(e, PeerLost):
+            raise
+        # torchrun sends SIGTERM to the processes left: this one is stopping already, and must
+        # live to say why (the default action would end it silently)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
+        next_step = way_on()
+        raise PeerLost(f'another process of this run stopped, so process {env.rank} of '
+                       f'{env.world_size} stops too (its own output says why; here: '
+                       f'{_reason(e)})' + (f'; {next_step}' if next_step else '')) from e
 
 
 def wrap_ddp(net, env):

@@ -1,12 +1,16 @@
 """What a config names besides data: the SCCAN it describes (`ready_model`: built or from a
 checkpoint, checked to fit, on its device) and the checkpoint it tests or resumes. The files of a
 run: util.run_paths."""
+import logging
 import os
+import re
 
 from model import ARCHITECTURE_KEYS, CheckpointError, build_sccan, load_backbone_weights, sccan_from_checkpoint
 from model.build import architecture_of
 from model.checkpoint import check_shot, metadata
 from util.datasets.cross_domain import TEST_BENCHMARKS
+
+log = logging.getLogger('sccan')
 
 # What decides which classes are novel: a checkpoint trained with other values has seen the
 # classes it would be scored on.
@@ -15,10 +19,16 @@ CLASS_KEYS = ('data_set', 'split', 'use_split_coco')
 
 def find_checkpoint(name, snapshot_dir):
     """A resume/weight value: an existing path as given, else a file in the run's snapshot
-    folder (the authors' habit: `resume: epoch_10.pth`)."""
+    folder (the authors' habit: `resume: epoch_10.pth`). A folder is refused naming the
+    checkpoints it holds."""
     for candidate in (name, os.path.join(snapshot_dir, name)):
         if os.path.isfile(candidate):
             return candidate
+        if os.path.isdir(candidate):
+            held = sorted(f for f in os.listdir(candidate) if f.endswith('.pth'))
+            raise IsADirectoryError(f'checkpoint {candidate} is a folder, not a checkpoint file; '
+                                    + (f'it holds {", ".join(held)}' if held else
+                                       'it holds no .pth file'))
     raise FileNotFoundError(f'checkpoint not found: {name} (looked as given and in '
                             f'{snapshot_dir})')
 
@@ -47,10 +57,11 @@ def build_model(cfg, backbone_weights=None):
     return with_fast_paths(net if backbone_weights is None else load_backbone_weights(net, backbone_weights), cfg)
 
 
-def check_fits(cfg, checkpoint, path, any_shot=False, any_split=False):
+def check_fits(cfg, checkpoint, path, any_shot=False, any_split=False, resuming=False):
     """Refuse a checkpoint of another architecture than the config's (e.g. another backbone);
     unless `any_shot`, one of ours trained with another number of shots; unless `any_split`,
-    one of ours trained on another data set, fold or COCO fold scheme."""
+    one of ours trained on another data set, fold or COCO fold scheme. `resuming`: the
+    checkpoint is to continue a training run (whose config cannot change), not to be tested."""
     stored, wanted = architecture_of(checkpoint, path), architecture(cfg)
     differ = [key for key in ARCHITECTURE_KEYS if stored[key] != wanted[key]]
     if differ:
@@ -59,28 +70,58 @@ def check_fits(cfg, checkpoint, path, any_shot=False, any_split=False):
         raise CheckpointError(f'{path} is an SCCAN of another architecture than {cfg.source}: ' +
                               ', '.join(f'{k} {stored[k]} (config: {wanted[k]})' for k in differ) + hint)
     if not any_shot:
-        check_shot(checkpoint, cfg.shot, path)
+        check_shot(checkpoint, cfg.shot, path, RESUME_HINT if resuming else
+                   'use the matching config (or --any-shot to evaluate it with another number '
+                   'of shots on purpose)')
     if not any_split:
-        check_classes(cfg, checkpoint, path)
+        check_classes(cfg, checkpoint, path, resuming)
 
 
-def check_classes(cfg, checkpoint, path):
+# A run continues as it began: the way on when a checkpoint to resume does not fit the config.
+RESUME_HINT = 'a resumed run goes on with the config it was trained with: use that config'
+
+
+def check_classes(cfg, checkpoint, path, resuming=False):
     """Refuse a checkpoint of ours trained on other classes than the config's fold (CLASS_KEYS;
-    the COCO fold scheme only for COCO). The authors' checkpoints record none of them. A
-    cross-domain test benchmark takes any checkpoint: testing a model meta-trained on other data
-    (PASCAL) is what it measures."""
+    the COCO fold scheme only for COCO). The authors' checkpoints record none of them: a
+    warning says so, with the data set and fold their folder names suggest. A cross-domain test
+    benchmark takes any checkpoint: testing a model meta-trained on other data (PASCAL) is what
+    it measures."""
     if cfg.data_set in TEST_BENCHMARKS:
         return
-    trained = metadata(checkpoint).get('config') or {}
+    trained = metadata(checkpoint).get('config')
+    if trained is None:
+        log.warning('%s', unknown_classes(cfg, path))
+        return
     differ = [key for key in CLASS_KEYS if key in trained and trained[key] != getattr(cfg, key)
               and (key != 'use_split_coco' or cfg.data_set == 'coco')]
     if differ:
         raise CheckpointError(
             f'{path} was trained with ' + ', '.join(f'{k} {trained[k]}' for k in differ) +
             f' but {cfg.source} has ' + ', '.join(f'{k} {getattr(cfg, k)}' for k in differ) +
-            ': its base classes would be scored as novel ones. Use the matching config '
-            '(test_sccan.py --any-split tests it on other classes on purpose, e.g. across data '
-            'sets)')
+            ': its base classes would be scored as novel ones. ' + (
+                RESUME_HINT if resuming else
+                'Use the matching config (test_sccan.py --any-split tests it on other classes on '
+                'purpose, e.g. across data sets)'))
+
+
+def unknown_classes(cfg, path):
+    """The sentence for a checkpoint that records no data set or fold (the authors' format),
+    with what the names of its folders suggest (their exp.zip: <data_set>/SCCAN/split<k>/...)."""
+    folders = os.path.normpath(os.path.abspath(path)).split(os.sep)[:-1]
+    data_set = next((name for name in reversed(folders) if name in ('pascal', 'coco')), None)
+    split = next((int(m.group(1)) for name in reversed(folders)
+                  for m in [re.fullmatch(r'split(\d)', name)] if m), None)
+    sentence = (f'{path} records no data set or fold (the authors\' format): whether its base '
+                f'classes are the novel ones of {cfg.data_set} split {cfg.split} cannot be '
+                'checked; ')
+    if split is None:
+        return sentence + 'its folders do not name a split either'
+    suggested = f'{data_set or cfg.data_set} split {split}'
+    same = suggested == f'{cfg.data_set} split {cfg.split}'
+    return sentence + f'its folders suggest {suggested}' + (
+        '' if same else f', not the config\'s {cfg.data_set} split {cfg.split}: its scores would '
+                        'count base classes as novel')
 
 
 def model_for_checkpoint(cfg, path, any_shot=False, any_split=False):

@@ -112,8 +112,12 @@ def read_rgb(path):
 
 
 def read_mask(path):
-    """H×W mask array of a file: bool for palette PNGs (index not in {0, 255}), else the grey
-    values (colour masks: brightest channel) for util.predictor's mask rule (MASK_RULE)."""
+    """H×W mask array of a support-mask file, as predict_sccan.py and the browser app read it:
+    bool for palette PNGs (index not in {0, 255}) and for JPEGs (>= 128: lossy compression
+    turns a black-and-white mask into many grey levels, which are not classes), else the grey
+    values for util.predictor's mask rule (foreground_of). Colour masks give their brightest
+    channel; a mask whose colours are all the same but whose transparency varies (a cut-out)
+    gives its alpha channel."""
     data = read_bytes(path, 'mask')
     palette = png_palette(data)
     mask = decode(data, path, cv2.IMREAD_COLOR if palette is not None else cv2.IMREAD_UNCHANGED,
@@ -121,7 +125,14 @@ def read_mask(path):
     if palette is not None:
         index = palette_index(mask[:, :, ::-1], palette, path)
         return (index != 0) & (index != IGNORE_LABEL)
-    return mask[:, :, :3].max(axis=2) if mask.ndim == 3 else mask
+    grey = mask[:, :, :3].max(axis=2) if mask.ndim == 3 else mask
+    if mask.ndim == 3 and mask.shape[2] == 4 and grey.min() == grey.max():
+        alpha = mask[:, :, 3]
+        if alpha.min() != alpha.max():
+            return alpha
+    if data.startswith(JPEG_SIGNATURE):
+        return grey >= 128
+    return grey
 
 
 def png_palette(data):

@@ -21,7 +21,7 @@ from util.folds import num_classes
 from util.image_io import check_label_values, read_label
 from util.inputs import read_text, require_file
 from util.log import progress_map
-from util.outputs import read_keyed, write_json
+from util.outputs import InputFiles, read_keyed, write_json
 
 log = logging.getLogger('sccan')
 
@@ -108,6 +108,14 @@ def cache_path(data_set, data_root, data_list, cache_dir=None):
     return os.path.join(cache_dir or REPO_LISTS, data_set, 'class_pixels', f'{stem}-{root}.json')
 
 
+def list_inputs(data_set, data_root, data_list, pairs, cache_dir=None):
+    """The files a list makes a run read: the list, its scan cache (cache_path) and every image
+    and label it names (`pairs`, relative to data_root), as util.outputs.InputFiles."""
+    inputs = InputFiles([data_list, cache_path(data_set, data_root, data_list, cache_dir)])
+    return inputs.add((os.path.join(data_root, p) for pair in pairs for p in pair),
+                      follow_links=False)
+
+
 def labels_signature(data_root, pairs):
     """A digest of every label file's size and modification time: regenerated labels under an
     unchanged list make the cache stale. Missing files count as absent, not as errors, here."""
@@ -173,15 +181,32 @@ def load_cache(path, key, count):
 
 
 def _is_record(record):
-    return isinstance(record, dict) and ('error' in record or (
-        isinstance(record.get('size'), list) and len(record['size']) == 2 and
-        isinstance(record.get('pixels'), list) and
-        all(isinstance(p, list) and len(p) == 2 for p in record['pixels'])))
+    """Whether `record` is what scan_pair (or a skipped bad file) gives: a size of two positive
+    integers and [class, count] pairs of positive integers, or an error message. Anything else
+    (e.g. a count written as a string) would silently drop its image from the lists."""
+    if not isinstance(record, dict):
+        return False
+    if record.keys() == {'error'}:
+        return isinstance(record['error'], str)
+    size, pixels = record.get('size'), record.get('pixels')
+    return (record.keys() == {'size', 'pixels'} and isinstance(size, list) and len(size) == 2
+            and isinstance(pixels, list) and all(isinstance(p, list) and len(p) == 2 for p in pixels)
+            and all(_positive_int(n) for n in size + [n for p in pixels for n in p]))
+
+
+def _positive_int(value):
+    return type(value) is int and value > 0
 
 
 def save_cache(path, key, records):
-    # atomic: several processes may build the same cache
-    write_json(path, {'key': key, 'records': records}, compact=True)
+    """Write the cache atomically (several processes may build the same one). A cache that
+    cannot be written (a full disk, a read-only lists folder) is only a warning: the records
+    are in memory, and the next run scans again."""
+    try:
+        write_json(path, {'key': key, 'records': records}, compact=True)
+    except OSError as e:
+        log.warning('%s: the list scan is not cached (set list_dir to a writable folder); the '
+                    'next run scans the labels again', e)
 
 
 def fold_lists(pairs, records, classes, novel, mode, min_pixels=MIN_PIXELS):

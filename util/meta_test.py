@@ -10,8 +10,11 @@ per-class IoU, mIoU, FB-IoU and pIoU per seed, their mean and population std ove
 written next to the checkpoint under a name saying what was measured (`report_path`), or to
 `out`; `files` may add the episodes as a manifest and a picture. Outputs are claimed before the
 evaluation: an existing report, manifest, picture or --viz folder is replaced only with
-`overwrite`, and none may be an input.
+`overwrite`, none may be an input (the checkpoint, the config, a replayed manifest, the data
+set's lists, list caches, images and labels), and a second run writing the same report is refused
+while this one holds it. A report that cannot be written is printed on stdout.
 """
+import contextlib
 import dataclasses
 import glob
 import hashlib
@@ -30,7 +33,7 @@ from util.experiment import find_checkpoint, ready_model
 from util.folds import has_folds
 from util.manifest import (check_fits, file_identity, make_header, read_manifest, replay_plans,
                            scored_records, write_manifest)
-from util.outputs import check_outputs, check_writable, write_json
+from util.outputs import InputFiles, RunLock, check_outputs, check_writable, write_json
 from util.paper import paper_figure
 from util.precision import precision_for
 from util.report_plot import plot_report, require_matplotlib
@@ -78,17 +81,44 @@ def report_path(cfg, checkpoint, seeds, episodes, episodes_from=None):
 
 
 def claim_outputs(report, viz, inputs, overwrite, files=EpisodeFiles()):
-    """Before the evaluation: the report (the manifest and picture of `files`, the --viz folder)
-    can be written and replace nothing unless `overwrite`, and none is an input; with
-    `overwrite`, the episode pictures of an earlier --viz go."""
-    outputs = [p for p in (report, files.save_episodes, files.plot, viz) if p]
-    check_outputs(outputs, inputs, overwrite)
-    for path in (report, files.save_episodes, files.plot):
-        if path:
-            check_writable(path)
+    """Before the evaluation: claim the report for this run (a lock, <report>.lock: another run
+    writing the same report is refused while this one runs), and check that the report (the
+    manifest and picture of `files`, the --viz folder) can be written, replaces nothing
+    unless `overwrite` and is no input; with `overwrite`, the episode pictures of an earlier
+    --viz go.
+
+    Args:
+        inputs: the files the run reads (util.outputs.InputFiles or paths).
+
+    Returns:
+        The claim (util.outputs.RunLock), to release once the report is written.
+    """
+    written = [p for p in (report, files.save_episodes, files.plot) if p]
+    for path in written:
+        check_writable(path)
+    claim = RunLock(report + '.lock', what=f'the report {report}')
+    claim.acquire()
+    try:
+        check_outputs(written + ([viz] if viz else []), inputs, overwrite)
+    except BaseException:
+        claim.release()
+        raise
     if viz:
         for picture in glob.glob(os.path.join(glob.escape(viz), EPISODE_PATTERN)):
             os.remove(picture)
+    return claim
+
+
+@contextlib.contextmanager
+def claimed(env, claim):
+    """Inside: the outputs claimed by `claim()` (claim_outputs, on the main process only),
+    given back on the way out."""
+    lock = distributed.on_main_process(claim, env)
+    try:
+        yield
+    finally:
+        if lock is not None:
+            lock.release()
 
 
 def mean_std(per_seed):
@@ -186,42 +216,55 @@ def evaluate_checkpoint(cfg, env, weight: Optional[str] = None,
     episodes = replayed.header['episodes'] if replayed else episodes or cfg.test_num
     out = out or report_path(cfg, path, seeds, episodes, files.episodes_from)
     viz_dir = os.path.splitext(out)[0] + '_viz' if viz else None
-    inputs = [p for p in (path, cfg.source, files.episodes_from) if p]
-    distributed.on_main_process(lambda: claim_outputs(out, viz_dir, inputs, overwrite, files),
-                                env)
-    precision = precision_for(cfg, env.device)
-    net = ready_model(cfg, env.device, path, any_shot, any_split)
+    net = ready_model(cfg, env.device, path, any_shot, any_split)    # refuses one that does not fit
     dataset = episode_dataset(cfg, 'val')
-    if replayed:
-        check_fits(replayed, cfg.data_set, cfg.split, cfg.shot, dataset.classes, cfg.data_root)
-        plans = replay_plans(replayed, cfg.shot)
-    else:
-        plans = {seed: dataset.plan(seed, episodes) for seed in seeds}
-    log.info('testing %s: %s-shot, %d episodes × seeds %s%s, on %s', path, cfg.shot, episodes,
-             seeds, f' from {files.episodes_from}' if replayed else '', env.device)
-    per_seed, counts, records = score_plans(net, dataset, cfg, env, precision, plans, viz_dir, viz)
-    intervals = uncertainty(counts, resamples)
-    for result, interval in zip(per_seed, intervals['seeds']):
-        log.info('seed %d: %s (95 %% bootstrap interval)', result['seed'],
-                 format_intervals(result, interval))
-    mean, std = mean_std(per_seed)
-    log.info('over %d seed(s): %s; std over seeds %s', len(seeds),
-             format_intervals(mean, intervals['pooled']),
-             '  '.join(f'{m} {100 * std[m]:.1f}' for m in METRICS))
-    report = {'checkpoint': os.path.abspath(path), 'config': os.path.abspath(cfg.source),
-              'data_set': cfg.data_set, 'split': cfg.split, 'shot': cfg.shot,
-              'layers': cfg.layers, 'episodes': episodes, 'seeds': per_seed, 'mean': mean,
-              'std': std, 'uncertainty': intervals, 'overrides': dict(overrides or {})}
-    if replayed:
-        report['episodes_from'] = {'path': os.path.abspath(files.episodes_from),
-                                   'digest': replayed.digest()}
-    if env.is_main:
+    inputs = InputFiles(p for p in (path, cfg.source, files.episodes_from) if p)
+    with claimed(env, lambda: claim_outputs(out, viz_dir, inputs.add(dataset.input_files()),
+                                            overwrite, files)):
+        precision = precision_for(cfg, env.device)
+        if replayed:
+            check_fits(replayed, cfg.data_set, cfg.split, cfg.shot, dataset.classes,
+                       cfg.data_root)
+            plans = replay_plans(replayed, cfg.shot)
+        else:
+            plans = {seed: dataset.plan(seed, episodes) for seed in seeds}
+        log.info('testing %s: %s-shot, %d episodes × seeds %s%s, on %s', path, cfg.shot,
+                 episodes, seeds, f' from {files.episodes_from}' if replayed else '', env.device)
+        per_seed, counts, records = score_plans(net, dataset, cfg, env, precision, plans, viz_dir,
+                                                viz)
+        intervals = uncertainty(counts, resamples)
+        for result, interval in zip(per_seed, intervals['seeds']):
+            log.info('seed %d: %s (95 %% bootstrap interval)', result['seed'],
+                     format_intervals(result, interval))
+        mean, std = mean_std(per_seed)
+        log.info('over %d seed(s): %s; std over seeds %s', len(seeds),
+                 format_intervals(mean, intervals['pooled']),
+                 '  '.join(f'{m} {100 * std[m]:.1f}' for m in METRICS))
+        report = {'checkpoint': os.path.abspath(path), 'config': os.path.abspath(cfg.source),
+                  'data_set': cfg.data_set, 'split': cfg.split, 'shot': cfg.shot,
+                  'layers': cfg.layers, 'episodes': episodes, 'seeds': per_seed, 'mean': mean,
+                  'std': std, 'uncertainty': intervals, 'overrides': dict(overrides or {})}
+        if replayed:
+            report['episodes_from'] = {'path': os.path.abspath(files.episodes_from),
+                                       'digest': replayed.digest()}
+        if env.is_main:
+            write_outputs(report, out, files, cfg, path, dataset.classes, seeds, episodes, records)
+        return report
+
+
+def write_outputs(report, out, files, cfg, checkpoint, classes, seeds, episodes, records):
+    """Write the manifest (files.save_episodes), the report and its picture (files.plot). A
+    manifest or report that cannot be written (e.g. a full disk) is an error naming it, with the
+    report printed on stdout: the evaluation's results are not lost."""
+    try:
         if files.save_episodes:
-            report['manifest'] = save_episodes(files.save_episodes, cfg, path, dataset.classes,
+            report['manifest'] = save_episodes(files.save_episodes, cfg, checkpoint, classes,
                                                seeds, episodes, records, out)
         write_json(out, report)
-        log.info('wrote %s', out)
-        if files.plot:
-            plot_report(report, files.plot, *paper_figure(cfg))
-            log.info('wrote %s', files.plot)
-    return report
+    except OSError as e:
+        print(json.dumps(report, indent=1))
+        raise OSError(f'{e}; the report is printed on stdout instead') from e
+    log.info('wrote %s', out)
+    if files.plot:
+        plot_report(report, files.plot, *paper_figure(cfg))
+        log.info('wrote %s', files.plot)

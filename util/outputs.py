@@ -23,22 +23,88 @@ def _same_file(a, b):
         os.path.exists(a) and os.path.exists(b) and os.path.samefile(a, b))
 
 
+class InputFiles:
+    """The files a run reads (lists, images, labels, list caches, checkpoints, configs,
+    manifests): no output may replace one, --overwrite or not. Indexed by file name, so that an
+    output is compared with the few inputs of its name only, however many files a data set
+    lists.
+
+        inputs = InputFiles([checkpoint, cfg.source]).add(dataset.input_files())
+        check_outputs([report], inputs, overwrite=True)
+    """
+
+    def __init__(self, paths=()):
+        self._by_name = {}
+        self.add(paths)
+
+    def add(self, paths, follow_links=True):
+        """Add files (or another InputFiles); returns self.
+
+        Args:
+            paths: file paths, or an InputFiles.
+            follow_links: also find each file under the name it links to. False for the many
+                files of a data set's lists (resolving 100,000 paths takes seconds): a file is
+                found by its own name then, and through links to folders.
+        """
+        if isinstance(paths, InputFiles):
+            for name, sources in paths._by_name.items():
+                self._by_name.setdefault(name, []).extend(sources)
+            return self
+        for path in paths:
+            path = os.fspath(path)
+            names = {os.path.basename(path)}
+            if follow_links:
+                names.add(os.path.basename(os.path.realpath(path)))
+            for name in names:
+                self._by_name.setdefault(name, []).append(path)
+        return self
+
+    def find(self, path, real_path=None):
+        """The input that writing `path` would replace (the same file, through links or another
+        spelling of its path), or None. real_path: os.path.realpath(path), when known."""
+        names = {os.path.basename(path), os.path.basename(real_path or os.path.realpath(path))}
+        for name in names:
+            for source in self._by_name.get(name, ()):
+                if _same_file(path, source):
+                    return source
+        return None
+
+
 def check_outputs(outputs, inputs=(), overwrite=False):
     """Refuse, before anything is written, an output that is also an input (the same file after
-    resolving links: never allowed), that two outputs share, or that exists already (allowed
-    with `overwrite`)."""
-    outputs = list(outputs)
-    for n, path in enumerate(outputs):
-        for source in inputs:
-            if _same_file(path, source):
-                raise ValueError(f'output {path} would overwrite the input {source}; write the '
-                                 'outputs elsewhere')
-        for other in outputs[:n]:
-            if _same_file(path, other):
-                raise ValueError(f'two outputs of this run would both be written to {path}')
+    resolving links: never allowed, --overwrite or not), that two outputs share, or that exists
+    already (allowed with `overwrite`).
+
+    Args:
+        outputs: the files the run will write.
+        inputs: an InputFiles, or the paths of the files the run reads.
+        overwrite: whether existing outputs may be replaced.
+    """
+    inputs = inputs if isinstance(inputs, InputFiles) else InputFiles(inputs)
+    claimed = set()
+    for path in outputs:
+        real_path = os.path.realpath(path)
+        source = inputs.find(path, real_path)
+        if source is not None:
+            raise ValueError(f'output {path} would overwrite the input {source}; write the '
+                             'outputs elsewhere')
+        identity = _identity(path, real_path)
+        if identity & claimed:
+            raise ValueError(f'two outputs of this run would both be written to {path}')
+        claimed |= identity
         if os.path.lexists(path) and not overwrite:
             raise FileExistsError(f'{path} exists already; pass --overwrite to replace it, or '
                                   'write elsewhere')
+
+
+def _identity(path, real_path):
+    """What tells a file apart: its real path and, when it exists, its device and inode (a hard
+    link)."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return {real_path}
+    return {real_path, (stat.st_dev, stat.st_ino)}
 
 
 def unique_stems(paths):
@@ -66,7 +132,11 @@ def make_folder(path, what='folder'):
 
 def check_writable(path):
     """Create `path`'s folder and a scratch file in it, so that a report that cannot be written
-    fails before the work that produces it; OSError naming the path otherwise."""
+    fails before the work that produces it; OSError naming the path otherwise (also when `path`
+    is a folder, which the file could not replace)."""
+    if os.path.isdir(path):
+        raise IsADirectoryError(f'cannot write {path}: it is a folder; give a file name (e.g. '
+                                f'{os.path.join(path, "report.json")})')
     folder = os.path.dirname(os.path.abspath(path))
     try:
         os.makedirs(folder, exist_ok=True)
@@ -74,7 +144,7 @@ def check_writable(path):
         os.close(fd)
         os.remove(scratch)
     except OSError as e:
-        raise OSError(f'cannot write {path}: {e.strerror or e}') from e
+        raise OSError(f'cannot write {path}: {_reason(e)}') from e
 
 
 # write_atomic writes <folder>/.<name>.<8 random characters>.tmp (tempfile.mkstemp) first.
@@ -106,7 +176,7 @@ def write_atomic(path, content, sync=True):
         os.makedirs(folder, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f'.{os.path.basename(path)}.', suffix='.tmp', dir=folder)
     except OSError as e:
-        raise OSError(f'cannot write {path}: {e.strerror or e}') from e
+        raise OSError(f'cannot write {path}: {_reason(e)}') from e
     try:
         os.fchmod(fd, 0o666 & ~_UMASK)
         with os.fdopen(fd, 'wb') as f:
@@ -124,7 +194,7 @@ def write_atomic(path, content, sync=True):
         cause = _os_error_in(e)
         if cause is None:
             raise
-        reason = 'no space left on device' if cause.errno == errno.ENOSPC else cause.strerror or str(cause)
+        reason = _reason(cause)
         kept = '; the previous file is unchanged' if os.path.exists(path) else ''
         raise OSError(f'cannot write {path}: {reason}{kept}') from e
     if sync:
@@ -134,6 +204,13 @@ def write_atomic(path, content, sync=True):
         finally:
             os.close(dir_fd)
     return path
+
+
+def _reason(error):
+    """Why an OSError happened, in the words of the messages."""
+    if error.errno == errno.ENOSPC:
+        return 'no space left on device'
+    return error.strerror or str(error)
 
 
 def _os_error_in(error):
@@ -188,10 +265,15 @@ def _process_alive(pid):
 class RunLock:
     """An exclusive claim on one run's files: `path` is created exclusively and holds the PID,
     host, start time and command of the holder; `release` removes it. A lock whose holder is
-    gone (same host, dead PID; e.g. after a SIGKILL) is taken over."""
+    gone (same host, dead PID; e.g. after a SIGKILL) is taken over, and so is one whose record
+    is still unreadable a minute after it was made (its writer failed, e.g. on a full disk)."""
 
-    def __init__(self, path):
+    UNWRITTEN_SECONDS = 60      # a record is written within milliseconds of the file
+
+    def __init__(self, path, what=None):
+        """path: the lock file; what: the thing claimed, for messages (default: its folder)."""
         self.path = path
+        self.what = what or os.path.dirname(path)
         self.held = False
 
     def acquire(self):
@@ -203,17 +285,21 @@ class RunLock:
                 fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             except FileExistsError:
                 holder = self.holder()
-                if not self._is_stale(holder):
-                    raise FolderInUse(f'{os.path.dirname(self.path)} is in use by another run: '
+                if not self._is_stale(holder, self.path):
+                    raise FolderInUse(f'{self.what} is in use by another run: '
                                       f'{describe(holder)} (lock file {self.path}; delete it '
                                       'if that run is over)') from None
                 if self._remove_stale(holder):
-                    taken_over = holder
+                    taken_over = holder or {'record': 'unreadable'}
                 continue
-            with os.fdopen(fd, 'w') as f:
-                json.dump({'pid': os.getpid(), 'host': socket.gethostname(),
-                           'started': time.strftime('%Y-%m-%d %H:%M:%S'),
-                           'command': ' '.join(sys.argv)}, f)
+            try:
+                with os.fdopen(fd, 'w') as f:
+                    json.dump({'pid': os.getpid(), 'host': socket.gethostname(),
+                               'started': time.strftime('%Y-%m-%d %H:%M:%S'),
+                               'command': ' '.join(sys.argv)}, f)
+            except OSError as e:     # an empty lock left behind would block every later run
+                os.remove(self.path)
+                raise OSError(f'cannot write {self.path}: {_reason(e)}') from e
             self.held = True
             return taken_over
         raise FolderInUse(f'could not take the lock {self.path}: other processes keep '
@@ -223,9 +309,14 @@ class RunLock:
         """The record in the lock file ({} when unreadable, e.g. half written)."""
         return _read_record(self.path)
 
-    @staticmethod
-    def _is_stale(holder):
+    @classmethod
+    def _is_stale(cls, holder, path):
         # only a process of this host can be checked; an unreadable record may be being written
+        if not holder:
+            try:
+                return time.time() - os.path.getmtime(path) > cls.UNWRITTEN_SECONDS
+            except OSError:
+                return False
         return (holder.get('host') == socket.gethostname() and isinstance(holder.get('pid'), int)
                 and not _process_alive(holder['pid']))
 
@@ -265,7 +356,7 @@ def _read_record(path):
 
 def describe(holder):
     """'process 123 on host x since <time> (<command>)' of a lock record."""
-    if not holder:
+    if 'pid' not in holder:
         return 'a process that did not record itself'
     return (f'process {holder.get("pid")} on host {holder.get("host")} since '
             f'{holder.get("started")} ({holder.get("command")})')

@@ -26,6 +26,15 @@ class Compose:
             image, label = t(image, label)
         return image, label
 
+    def size_problem(self, h, w):
+        """Why an h×w image cannot go through these transforms (the first that refuses it:
+        those with a `size_problem` method), or None."""
+        for t in self.transforms:
+            problem = t.size_problem(h, w) if hasattr(t, 'size_problem') else None
+            if problem:
+                return problem
+        return None
+
 
 class RandScale:
     """Resize both by one factor drawn uniformly from [scale_min, scale_max]."""
@@ -146,11 +155,20 @@ class ValResize:
     def __init__(self, size, ignore=IGNORE_LABEL):
         self.size, self.ignore = size, ignore
 
-    def __call__(self, image, label):
-        new_h, new_w = val_resize_shape(*label.shape, self.size)
+    def size_problem(self, h, w):
+        """Why an h×w image cannot be resized (its short side would shrink to nothing), or None:
+        known from the size alone, so a list's sizes are checked before any image is read."""
+        new_h, new_w = val_resize_shape(h, w, self.size)
         if not (new_h and new_w):
-            raise ImageTooThin(f'{label.shape[0]}×{label.shape[1]} image: too thin to keep a '
-                               f'pixel of its short side at val_size {self.size}')
+            return (f'{h}×{w} image: too thin to keep a pixel of its short side at val_size '
+                    f'{self.size}')
+        return None
+
+    def __call__(self, image, label):
+        problem = self.size_problem(*label.shape)
+        if problem:
+            raise ImageTooThin(problem)
+        new_h, new_w = val_resize_shape(*label.shape, self.size)
         image_canvas = np.zeros((self.size, self.size, 3), np.float32)
         image_canvas[:new_h, :new_w] = cv2.resize(image, (new_w, new_h),
                                                   interpolation=cv2.INTER_LINEAR)

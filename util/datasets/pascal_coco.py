@@ -22,7 +22,7 @@ from util.cli import TOOLS
 from util.episodes import Episode, episode_seed
 from util.folds import fold_classes
 from util.image_io import IGNORE_LABEL, bad_file, read_pair
-from util.lists import MIN_PIXELS, check_val_order, class_pixels, fold_lists
+from util.lists import MIN_PIXELS, check_val_order, class_pixels, fold_lists, list_inputs
 from util.transform import ImageTooThin, ToTensor
 
 log = logging.getLogger('sccan')
@@ -118,6 +118,8 @@ class EpisodeDataset(Dataset):
 
         pairs, records = class_pixels(data_set, data_root, data_list, list_cache_dir,
                                       skip_bad_files)
+        self._inputs = (data_list, pairs, list_cache_dir)
+        records = self.check_sizes(data_list, pairs, records)
         if mode == 'val':
             check_val_order(data_set, data_list, pairs)
         self.bad_files = [(pair, r['error']) for pair, r in zip(pairs, records) if 'error' in r]
@@ -129,6 +131,27 @@ class EpisodeDataset(Dataset):
         self.check_lists(data_list)
         self.original_canvas = max(max(size) for size in sizes)
 
+    def check_sizes(self, data_list, pairs, records):
+        """`records`, checked against the sizes the transform can take (e.g. the val resize
+        cannot shrink a very thin image): the list scan recorded every size, so such images are
+        found before training, not at the first validation. With skip_bad_files their records
+        become errors (left out of the lists); otherwise BadFileError names the first."""
+        size_problem = getattr(self.transform, 'size_problem', None)
+        if size_problem is None:
+            return records
+        unusable = [(i, self.full_path(pairs[i][0]), problem) for i, record in enumerate(records)
+                    if 'error' not in record and (problem := size_problem(*record['size']))]
+        if unusable and not self.skip_bad_files:
+            _, path, problem = unusable[0]
+            more = f', and {len(unusable) - 1} more such images' if len(unusable) > 1 else ''
+            raise bad_file(path, f'{problem} (listed in {data_list}{more}); remove it from the '
+                                 'list, or set skip_bad_files: True to leave such images out '
+                                 f'({TOOLS["check_data"]} --config lists them)')
+        records = list(records)
+        for i, path, problem in unusable:
+            records[i] = {'error': f'BadFileError: {path}: {problem}'}
+        return records
+
     def check_lists(self, data_list):
         if not self.queries:
             raise ValueError(f'{data_list}: no image has a {self.mode} class of fold {self.split} '
@@ -138,6 +161,12 @@ class EpisodeDataset(Dataset):
             raise ValueError(f'{data_list}: {self.mode} classes of {self.data_set} fold '
                              f'{self.split} with fewer than shot + 1 = {self.shot + 1} eligible '
                              f'images (class: count): {few}')
+
+    def input_files(self):
+        """Every file this data set may read: its list, the list's scan cache and every image and
+        label the list names (util.outputs.InputFiles), which no output may replace."""
+        data_list, pairs, cache_dir = self._inputs
+        return list_inputs(self.data_set, self.data_root, data_list, pairs, cache_dir)
 
     def __len__(self):
         return len(self.queries)

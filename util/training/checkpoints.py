@@ -73,7 +73,7 @@ def resumable(cfg, resume: str, paths: RunPaths):
     fold) and to hold the training state, before anything is built or written."""
     path = find_checkpoint(resume, paths.snapshot)
     checkpoint = read_checkpoint(path)
-    check_fits(cfg, checkpoint, path)
+    check_fits(cfg, checkpoint, path, resuming=True)
     check_resumable(checkpoint, path)
     return path, checkpoint
 

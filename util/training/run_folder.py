@@ -1,18 +1,19 @@
 """Claiming a run folder before anything is written in it."""
 import os
 import shutil
-from typing import List, Optional, Tuple
+from typing import List, Optional, Sequence, Tuple
 
-from util.outputs import RunLock, describe
+from util.outputs import RunLock, check_outputs, describe
 from util.run_paths import RunPaths
 
 
-def claim_run_folder(paths: RunPaths, resume_path: Optional[str],
-                     overwrite: bool) -> Tuple[RunLock, List[str]]:
+def claim_run_folder(paths: RunPaths, resume_path: Optional[str], overwrite: bool,
+                     inputs: Sequence[str] = ()) -> Tuple[RunLock, List[str]]:
     """Take the run's lock (held until released), refuse to start over an earlier run's
     checkpoints unless continuing it (resuming from its snapshot folder) or `overwrite` (then
-    they go, with its log and TensorBoard scalars), and remove the temporaries of saves that
-    were killed. Call it on the main process only.
+    they go, with its log and TensorBoard scalars, unless one is among the `inputs` the run
+    reads, e.g. its backbone_weights), and remove the temporaries of saves that were killed.
+    Call it on the main process only.
 
     Returns:
         (the lock, notes for the log).
@@ -35,6 +36,7 @@ def claim_run_folder(paths: RunPaths, resume_path: Optional[str],
                     f'run would replace: continue that run with --resume '
                     f'{os.path.basename(checkpoints[-1])}, start over with --overwrite (deletes '
                     'them, its log and TensorBoard scalars), or set another exp_dir')
+            check_outputs(checkpoints + paths.records(), inputs, overwrite=True)
             for path in checkpoints + paths.records():
                 if os.path.isdir(path):
                     shutil.rmtree(path)

@@ -23,7 +23,7 @@ from util.seeding import capture_rng, restore_rng, seed_all
 from util.training.checkpoints import Checkpointer, Progress, restore, resumable
 from util.training.run_folder import claim_run_folder
 from util.training.scalars import TrainingLog
-from util.training.signals import Interrupted, StopFlag
+from util.training.signals import Interrupted, StopFlag, way_on
 from util.training.validation import Validation
 
 log = logging.getLogger('sccan')
@@ -54,8 +54,10 @@ class Trainer:
         resumed = resumable(cfg, resume, self.paths) if resume else None
         self.lock = None
         try:
+            inputs = [p for p in (cfg.source, cfg.backbone_weights) if p]
             claimed = distributed.on_main_process(
-                lambda: claim_run_folder(self.paths, resumed and resumed[0], overwrite), env)
+                lambda: claim_run_folder(self.paths, resumed and resumed[0], overwrite, inputs),
+                env)
             self.lock, notes = claimed or (None, [])
             self.setup(resumed, notes)
         except BaseException:
@@ -119,32 +121,40 @@ class Trainer:
                  cfg.source, cfg.epochs, self.iters_per_epoch, self.env.world_size,
                  cfg.batch_size, self.env.device)
         try:
-            for epoch in range(first_epoch, cfg.epochs):
-                if self.max_iters_reached():
-                    break
-                if not (epoch == first_epoch and offset):     # an epoch begins
-                    if self.stop_requested():
-                        self.interrupt()
-                    if p.keep_epoch >= cfg.stop_interval:
-                        log.info('early stop: no new best mIoU for %d epochs', cfg.stop_interval)
-                        break
-                    seed_all(cfg.manual_seed + epoch)
-                    p.keep_epoch += 1
-                self.train_epoch(epoch, offset if epoch == first_epoch else 0)
-                stopping = self.max_iters_reached()
-                if cfg.evaluate:
-                    self.validate(self.epoch_label() if stopping else epoch)
-                elif (epoch + 1) % cfg.save_freq == 0:
-                    self.save_latest(epoch)
-                if stopping:
-                    log.info('max_iters %d reached: stopping', cfg.max_iters)
-                    break
-            if self.checkpointer.saved_iteration != p.iteration:
-                self.save_latest(self.epoch_label())
+            # within the flag's time, so that the signals ignored once a process is lost stay so
+            with distributed.peers_watched(self.env, lambda: way_on(self.paths.latest)):
+                self.epochs(first_epoch, offset)
         finally:
             self.stop.uninstall()
             self.log.close()
         self.report(time.time() - start)
+
+    def epochs(self, first_epoch, offset):
+        """Train from step `offset` of `first_epoch` to the end, validating and saving as the
+        config says."""
+        cfg, p = self.cfg, self.progress
+        for epoch in range(first_epoch, cfg.epochs):
+            if self.max_iters_reached():
+                break
+            if not (epoch == first_epoch and offset):     # an epoch begins
+                if self.stop_requested():
+                    self.interrupt()
+                if p.keep_epoch >= cfg.stop_interval:
+                    log.info('early stop: no new best mIoU for %d epochs', cfg.stop_interval)
+                    break
+                seed_all(cfg.manual_seed + epoch)
+                p.keep_epoch += 1
+            self.train_epoch(epoch, offset if epoch == first_epoch else 0)
+            stopping = self.max_iters_reached()
+            if cfg.evaluate:
+                self.validate(self.epoch_label() if stopping else epoch)
+            elif (epoch + 1) % cfg.save_freq == 0:
+                self.save_latest(epoch)
+            if stopping:
+                log.info('max_iters %d reached: stopping', cfg.max_iters)
+                break
+        if self.checkpointer.saved_iteration != p.iteration:
+            self.save_latest(self.epoch_label())
 
     def train_epoch(self, epoch, offset):
         cfg, n = self.cfg, self.iters_per_epoch
@@ -244,9 +254,11 @@ class Trainer:
 def train(cfg, env, resume=None, overwrite=False) -> Trainer:
     """Run a training of `cfg` on the processes of `env` to its end (Trainer's arguments), the
     run folder given back and the log closed after. Returns the Trainer (its paths, progress)."""
-    trainer = Trainer(cfg, env, resume=resume, overwrite=overwrite)
-    try:
-        trainer.fit()
-    finally:
-        trainer.close()
+    paths = RunPaths.of(cfg)
+    with distributed.peers_watched(env, lambda: way_on(paths.latest)):
+        trainer = Trainer(cfg, env, resume=resume, overwrite=overwrite)
+        try:
+            trainer.fit()
+        finally:
+            trainer.close()
     return trainer
