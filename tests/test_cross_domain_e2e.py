@@ -12,7 +12,7 @@ import test_sccan
 import train_sccan
 from tools import make_cross_domain_trees as trees
 from tools import reproduce
-from helpers import assert_one_error, make_pascal, run_cli
+from helpers import assert_one_error, files_below, make_pascal, run_cli
 from util.config import REPO_ROOT, load_config
 from util.run_paths import RunPaths
 
@@ -68,6 +68,22 @@ def test_each_benchmark_tests_a_pascal_checkpoint(tree, all_classes_checkpoints,
     assert report['seeds'][0]['class_ids'] == {'fss': [760, 761, 999], 'deepglobe': list(range(6)),
                                                'isic': [0, 1, 2], 'lung': [0]}[benchmark]
     os.remove(expected)
+
+
+@pytest.mark.parametrize('benchmark', list(BENCHMARKS))
+def test_the_report_never_replaces_a_mask_of_the_benchmark(tree, all_classes_checkpoints,
+                                                          benchmark, capsys):
+    """A benchmark's images and masks are inputs: --out naming one is refused, --overwrite or
+    not, before anything is written."""
+    root = tree[BENCHMARKS[benchmark]]
+    mask = sorted(glob.glob(os.path.join(root, '**', '*.png'), recursive=True))[0]
+    before = files_below(root)
+    status, _, err = run_cli(test_sccan.main, [
+        '--config', config('cross_domain', f'{benchmark}_resnet50.yaml'), '--weight',
+        all_classes_checkpoints[1], '--episodes', '2', '--out', mask, '--overwrite', '--opts',
+        *TINY, 'data_root', root, 'val_list', tree['fss_classes']], capsys)
+    assert_one_error(status, err, f'output {mask} would overwrite the input')
+    assert files_below(root) == before
 
 
 def test_an_empty_benchmark_folder_is_a_one_line_error(all_classes_checkpoints, tmp_path, capsys):

@@ -114,11 +114,12 @@ def read_layouts(data_set, data_root, class_lists):
     return [layout_of(data_set, data_root, class_list) for class_list in class_lists or [None]]
 
 
-def layout_inputs(layouts, data_root, class_lists):
+def layout_inputs(layouts, class_lists):
     """The files checking `layouts` reads (class lists, images, masks), as InputFiles."""
     inputs = InputFiles(class_lists)
-    return inputs.add((os.path.join(data_root, p) for layout in layouts for pairs in layout.pairs
-                       for pair in pairs for p in pair), follow_links=False)
+    for layout in layouts:
+        inputs.add(layout.files(), follow_links=False)
+    return inputs
 
 
 def check_layouts(layouts, data_root, shot, desc, workers=8):
@@ -189,7 +190,7 @@ def main(argv=None):
     inputs = InputFiles([config] if config else [])
     if data_set in CROSS_DOMAIN:
         layouts = read_layouts(data_set, data_root, [path for path, _ in lists])
-        inputs.add(layout_inputs(layouts, data_root, [path for path, _ in lists]))
+        inputs.add(layout_inputs(layouts, [path for path, _ in lists]))
         check_outputs([out], inputs, overwrite=True)      # its report, never a file it checks
         total, problems, notes = check_layouts(layouts, data_root, shot, data_set, args.workers)
     else:

@@ -24,7 +24,7 @@ import itertools
 import logging
 import os
 import random
-from typing import List
+from typing import List, Optional
 
 import numpy as np
 import torch
@@ -34,6 +34,7 @@ from util.datasets.cross_domain_layouts import Layout, Pair, layout_of
 from util.datasets.patnet import (EPISODES, SCORE_SIZE, binary_mask, class_cycle_episodes,
                                   open_image, patnet_image, patnet_mask, query_order_episodes)
 from util.episodes import Episode
+from util.outputs import InputFiles
 
 log = logging.getLogger('sccan')
 
@@ -63,7 +64,8 @@ class PatnetEpisodes:
         default_episodes: the protocol's episode count (600, or one per query image).
     """
 
-    def __init__(self, layout: Layout, data_set: str, shot: int, transform):
+    def __init__(self, layout: Layout, data_set: str, shot: int, transform,
+                 class_list: Optional[str] = None):
         if not os.path.isdir(layout.root):
             raise FileNotFoundError(f'data root not found: {layout.root}')
         layout.raise_first_problem()
@@ -72,6 +74,7 @@ class PatnetEpisodes:
                 raise ValueError(f'{os.path.join(layout.root, folder)}: {len(pairs)} images, '
                                  f'fewer than shot + 1 = {shot + 1}')
         self.layout, self.data_set, self.shot = layout, data_set, shot
+        self.class_list = class_list
         self.data_root = layout.root
         self.classes, self.class_names = layout.classes, layout.names
         self.transform = transform
@@ -92,6 +95,12 @@ class PatnetEpisodes:
                         "PATNet's protocol", count, len(self.queries))
         return [Episode(query, tuple(supports), self.classes[c])
                 for c, query, supports in itertools.islice(self.draws(seed), count)]
+
+    def input_files(self) -> InputFiles:
+        """Every file this data set may read (its class list, the layout's images and masks),
+        which no output may replace (util.outputs.InputFiles)."""
+        files = InputFiles([self.class_list] if self.class_list else [])
+        return files.add(self.layout.files(), follow_links=False)
 
     def full_path(self, relative: str) -> str:
         return os.path.join(self.data_root, relative)
@@ -175,4 +184,4 @@ def cross_domain_data_set(cfg, mode: str, transform) -> PatnetEpisodes:
         raise FileNotFoundError(f'data root not found: {cfg.data_root} (config key data_root in '
                                 f'{cfg.source}); see docs/cross_domain.md')
     return PatnetEpisodes(layout_of(cfg.data_set, cfg.data_root, class_list), cfg.data_set,
-                          cfg.shot, transform)
+                          cfg.shot, transform, class_list)

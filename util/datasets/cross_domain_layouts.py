@@ -15,6 +15,7 @@ to it:
 """
 import collections
 import dataclasses
+import itertools
 import os
 from typing import Dict, List, Optional, Tuple
 
@@ -52,6 +53,12 @@ class Layout:
     problems: List[Problem]
     candidates: Optional[List[List[Pair]]] = None
     unused: List[str] = dataclasses.field(default_factory=list)
+
+    def files(self) -> List[str]:
+        """Every image and mask the benchmark may read (its pairs and support candidates), as
+        paths under the root."""
+        pairs = itertools.chain(*self.pairs, *(self.candidates or []))
+        return list(dict.fromkeys(os.path.join(self.root, p) for pair in pairs for p in pair))
 
     def raise_first_problem(self):
         """A usable layout, or the first problem as FileNotFoundError ('missing') or ValueError."""
