@@ -161,4 +161,5 @@ def test_help_says_what_it_does_in_whole_sentences(capsys):
         reproduce.main(['--help'])
     text = ' '.join(capsys.readouterr().out.split())
     assert ("The paper's Tables 1-2 in one command: test every checkpoint of an experiment root "
-            "with the authors' protocol and print the table beside the paper's numbers.") in text
+            "with the authors' protocol and print the table beside the paper's numbers; and the "
+            "cross-domain table.") in text
