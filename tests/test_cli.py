@@ -15,6 +15,7 @@ from tools import make_synthetic
 from util.cli import error_line, run_main
 from util.config import REPO_ROOT
 from util.datasets.pascal_coco import EpisodeDataset
+from util.episodes import batches_of
 from util.image_io import BadFileError
 from util.training import FAILURES
 from util.training.signals import StopFlag
@@ -44,10 +45,9 @@ def test_an_error_from_a_dataloader_worker_is_the_workers_own_line(tmp_path):
     bad = os.path.join(root, pairs[0][0])
     with open(bad, 'wb') as f:
         f.write(b'garbage')
-    batches = iter(DataLoader(ds, batch_size=1, num_workers=1))
-    with pytest.raises(BadFileError) as raised:
-        next(batches)
-    batches._shutdown_workers()
+    with batches_of(DataLoader(ds, batch_size=1, num_workers=1)) as batches:
+        with pytest.raises(BadFileError) as raised:
+            next(batches)
     assert 'Original Traceback' in str(raised.value)      # what torch raises: 20+ lines
     assert error_line(raised.value) == f'{bad}: cannot be decoded as an image'
 

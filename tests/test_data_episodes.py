@@ -14,7 +14,7 @@ from util import transform as T
 from util.datasets.pascal_coco import EpisodeDataset, binarise, fill_boxes, support_mask
 from util.config import default_config
 from util.datasets import episode_dataset
-from util.episodes import episode_seed
+from util.episodes import batches_of, episode_seed
 from util.image_io import BadFileError, read_label
 
 
@@ -324,16 +324,12 @@ def test_error_in_dataloader_worker_names_file(small, damage, error, message):
 
 
 def first_batch_error(loader):
-    """(type, message) of the error loading the first batch. The worker is shut down here:
-    left to garbage collection (the traceback holds the iterator) it costs a later test torch's
-    5 s join timeout."""
-    batches = iter(loader)
-    try:
-        next(batches)
-    except Exception as e:
-        return type(e), str(e)
-    finally:
-        batches._shutdown_workers()
+    """(type, message) of the error loading the first batch."""
+    with batches_of(loader) as batches:
+        try:
+            next(batches)
+        except Exception as e:
+            return type(e), str(e)
     raise AssertionError('no error raised')
 
 

@@ -7,6 +7,7 @@ augmentation) under that seed. An episode therefore does not depend on the proce
 loading worker, or on whether a run was interrupted and resumed: N processes see exactly the
 episodes one process would, and a resumed run sees exactly the episodes of an uninterrupted one.
 """
+import contextlib
 import dataclasses
 import signal
 from typing import Tuple
@@ -153,6 +154,21 @@ def make_loader(episodes, sampler, batch_size, workers, drop_last, pin_memory=Fa
                       drop_last=drop_last, pin_memory=pin_memory,
                       worker_init_fn=_ignore_interrupts if workers else None,
                       generator=torch.Generator().manual_seed(0))
+
+
+@contextlib.contextmanager
+def batches_of(loader):
+    """An iterator over `loader` (a DataLoader or any iterable) whose loading processes are shut
+    down when the `with` block ends, by an error too: otherwise they live on until the garbage
+    collector frees the error's traceback, and joining them then waits out torch's timeouts."""
+    batches = iter(loader)
+    try:
+        yield batches
+    finally:
+        # torch has no public call for it; a DataLoader's iterator shuts down its workers here
+        shutdown = getattr(batches, '_shutdown_workers', None)
+        if shutdown is not None:
+            shutdown()
 
 
 def _ignore_interrupts(worker_id):

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from util.distributed import all_reduce_sum
-from util.episodes import PlannedEpisodes, batch_tensors, make_loader, shard
+from util.episodes import PlannedEpisodes, batch_tensors, batches_of, make_loader, shard
 from util.feature_cache import FeatureCache
 from util.image_io import IGNORE_LABEL
 from util.log import progress
@@ -91,8 +91,8 @@ def evaluate(predict, loader, num_classes, device, ori_resize=True, desc='val',
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     rows = []        # episode, class index, BG ∩, FG ∩, BG ∪, FG ∪ of this process's episodes
     start = time.time()
-    with torch.no_grad():
-        for batch in progress(loader, desc=desc, enabled=show_progress):
+    with torch.no_grad(), batches_of(loader) as batches:
+        for batch in progress(batches, total=len(loader), desc=desc, enabled=show_progress):
             logits = predict(batch).float()                     # B×2×H×W
             if ori_resize:
                 targets = original_targets(batch, device)

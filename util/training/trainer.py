@@ -13,7 +13,7 @@ from model.checkpoint import training_checkpoint
 from util import distributed
 from util.config import ConfigError
 from util.datasets import episode_dataset
-from util.episodes import SeededEpisodes, TrainSampler, make_loader
+from util.episodes import SeededEpisodes, TrainSampler, batches_of, make_loader
 from util.experiment import ready_model
 from util.log import close_logging, format_duration, setup_logging
 from util.optim import apply_schedule, build_optimizers, forward_backward, optimizer_step
@@ -161,8 +161,8 @@ class Trainer:
         self.sampler.set_epoch(epoch, start=offset * cfg.batch_size)
         self.model.train()
         half = round(n / 2)
-        with self.log.start_epoch(epoch, offset):
-            for i, batch in enumerate(self.loader, start=offset):
+        with self.log.start_epoch(epoch, offset), batches_of(self.loader) as batches:
+            for i, batch in enumerate(batches, start=offset):
                 iteration = epoch * n + i + 1
                 apply_schedule(self.sgd, cfg, iteration, self.max_iter, n)
                 loss = self.step(batch, iteration, epoch, i)
