@@ -19,8 +19,9 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	touch $@
 
+# The tests run in parallel processes, one thread each (tests/conftest.py), at most 4.
 test: venv
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n auto --maxprocesses 4 --dist worksteal tests
 
 demo: venv
 	$(PY) tools/demo.py

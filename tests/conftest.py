@@ -14,7 +14,8 @@ if ROOT not in sys.path:
 # fast for the small models of the tests, which a second thread's synchronisation slows down many
 # times on a machine that other work shares. Tests marked paper_size (the paper's network at its
 # size) use every core.
-ALL_CORES = torch.get_num_threads()
+# Under pytest-xdist (make test: -n auto) each worker gets its share of the cores.
+ALL_CORES = max(1, torch.get_num_threads() // int(os.environ.get('PYTEST_XDIST_WORKER_COUNT', 1)))
 torch.set_num_threads(1)
 
 
