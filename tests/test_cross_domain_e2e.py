@@ -126,7 +126,8 @@ def test_reproduce_writes_the_cross_domain_table(tree, all_classes_checkpoints, 
             text = f.read().replace(f'../data/CDFSL/{folder}', tree[folder])
         (configs / 'cross_domain' / f'{target}_resnet50.yaml').write_text(text)
     shutil.copy(config('pascal', 'pascal_all_resnet50.yaml'), configs / 'pascal')
-    snapshot = tmp_path / 'exp' / 'pascal' / 'SCCAN' / 'split4' / 'resnet50' / 'snapshot'
+    # where train_sccan.py --opts model tiny puts the all-classes run: resnet14/
+    snapshot = tmp_path / 'exp' / 'pascal' / 'SCCAN' / 'split4' / 'resnet14' / 'snapshot'
     snapshot.mkdir(parents=True)
     shutil.copy(all_classes_checkpoints[1], snapshot / 'train_latest.pth')
     (row,) = reproduce.main(['--exp', str(tmp_path / 'exp'), '--benchmarks', 'cross_domain',

@@ -20,7 +20,8 @@ from util.datasets.synthetic import write_benchmark
 @pytest.fixture(scope='module')
 def bench(tmp_path_factory):
     """Synthetic data, and an experiment root holding one checkpoint of the tiny model per fold
-    (random weights) under the authors' names, where the fold's config (ResNet-50) looks."""
+    (random weights) under the authors' names, where train_sccan.py with the fold's config and
+    these options writes its run (resnet14/: the tiny model's backbone)."""
     tmp = tmp_path_factory.mktemp('reproduce')
     lists = write_benchmark(str(tmp / 'data'), n_train=20, n_val=60)
     opts = ['data_root', str(tmp / 'data'), 'train_list', lists['train'], 'val_list', lists['val'],
@@ -29,7 +30,7 @@ def bench(tmp_path_factory):
     for fold in range(4):
         config = reproduce.config_path(os.path.join(REPO_ROOT, 'config'), 'synthetic', fold, 50, 1)
         cfg = load_config(config, opts + ['exp_dir', exp])
-        snapshot = RunPaths.of(load_config(config, ['exp_dir', exp])).snapshot
+        snapshot = RunPaths.of(cfg).snapshot
         path = os.path.join(snapshot, f'train_epoch_{fold}_0.{fold + 1}000.pth')
         save_checkpoint(weights_checkpoint(build_model(cfg), epoch=fold, shot=1, config=cfg.to_dict()), path)
     return exp, opts

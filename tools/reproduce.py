@@ -116,7 +116,9 @@ def find_cells(args):
                     config = config_path(args.config_dir, benchmark, fold, layers, shot)
                     trained = training_config(args.config_dir, benchmark, fold, layers, shot)
                     if os.path.isfile(config) and os.path.isfile(trained):
-                        cfg = load_config(trained, ['exp_dir', args.exp])
+                        # the run folder as train_sccan.py --opts ... names it (--opts model
+                        # tiny trains under resnet14/)
+                        cfg = load_config(trained, merged_opts(args.opts, ['exp_dir', args.exp]))
                         paths = RunPaths.of(cfg)
                         cells.append({'benchmark': benchmark, 'layers': layers, 'shot': shot,
                                       'fold': fold, 'config': config, 'snapshot': paths.snapshot,
