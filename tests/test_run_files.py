@@ -115,3 +115,19 @@ def test_overwrite_never_deletes_a_file_the_new_run_reads(bench, tiny_run, capsy
     assert_one_error(status, err, f'output {tiny_run["latest"]} would overwrite the input '
                                   f'{tiny_run["latest"]}')
     assert open(tiny_run['latest'], 'rb').read() == before
+
+
+def test_best_checkpoints_are_found_by_their_authors_names(tmp_path):
+    """Of one shot's names only: the authors' (a win8_ prefix too), and the negative epoch label
+    of a run validated before its first epoch ended (max_iters)."""
+    from util.config import default_config
+    from util.run_paths import RunPaths
+    paths = RunPaths.of(default_config().replace(exp_dir=str(tmp_path), shot=5))
+    os.makedirs(paths.snapshot)
+    names = {'train5_epoch_9_0.6831.pth': 0.6831, 'win8_train5_epoch_99.5_0.7000.pth': 0.7,
+             'train5_epoch_-0.867_0.1000.pth': 0.1, 'train_epoch_3_0.9000.pth': None,
+             'train5_latest.pth': None}
+    for name in names:
+        open(os.path.join(paths.snapshot, name), 'wb').close()
+    assert sorted(paths.best_checkpoints()) == sorted(
+        (miou, os.path.join(paths.snapshot, name)) for name, miou in names.items() if miou)

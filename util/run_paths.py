@@ -19,8 +19,9 @@ from typing import List, Tuple
 from util.outputs import leftover_temporaries
 
 CHECKPOINT_SUFFIX = '.pth'
-# A best checkpoint as the authors name theirs (some with a prefix, e.g. win8_train5_...).
-_BEST = re.compile(r'^(?:\w+_)?train(\d*)_epoch_[\d.]+_(\d\.\d+)\.pth$')
+# A best checkpoint as the authors name theirs (some with a prefix, e.g. win8_train5_...); the
+# epoch label is negative for a run validated before its first epoch ended (max_iters).
+_BEST = re.compile(r'^(?:\w+_)?train(\d*)_epoch_-?[\d.]+_(\d\.\d+)\.pth$')
 
 
 @dataclasses.dataclass(frozen=True)
