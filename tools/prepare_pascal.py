@@ -29,7 +29,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from util.cli import ArgumentParser, positive_int, run_main  # noqa: E402
-from util.image_io import IGNORE_LABEL, bad_file, decode, read_bytes, write_image  # noqa: E402
+from util.image_io import IGNORE_LABEL, bad_file, colour_codes, decode, read_bytes, write_image  # noqa: E402
 from util.inputs import read_text  # noqa: E402
 from util.lists import REPO_LISTS  # noqa: E402
 from util.log import progress_map  # noqa: E402
@@ -57,14 +57,8 @@ def voc_palette():
     return palette
 
 
-def colour_codes(rgb):
-    """H×W×3 uint8 → H×W int32 packing r, g, b into one number."""
-    rgb = rgb.astype(np.int32)
-    return (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
-
-
 PALETTE_CODE = {int(code): index for index, code in
-                enumerate(colour_codes(voc_palette()[:, None, :])[:, 0]) if index <= 20 or
+                enumerate(colour_codes(voc_palette())) if index <= 20 or
                 index == IGNORE_LABEL}
 
 

@@ -148,12 +148,17 @@ def png_palette(data):
     return None
 
 
+def colour_codes(rgb):
+    """…×3 uint8 RGB → … int32 packing r, g, b into one number."""
+    rgb = rgb.astype(np.int32)
+    return (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
+
+
 def palette_index(rgb, palette, path):
     """Palette indices back from the colours OpenCV expands a palette PNG to. A colour listed
     twice maps to its first index."""
-    codes = rgb.astype(np.int32) @ np.array([1 << 16, 1 << 8, 1])
-    known, first = np.unique(palette.astype(np.int32) @ np.array([1 << 16, 1 << 8, 1]),
-                             return_index=True)
+    codes = colour_codes(rgb)
+    known, first = np.unique(colour_codes(palette), return_index=True)
     pos = np.clip(np.searchsorted(known, codes), 0, len(known) - 1)
     if (known[pos] != codes).any():
         raise BadFileError(f'{path}: pixel colours not in its palette; cannot recover the '
