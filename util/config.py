@@ -117,7 +117,8 @@ SCHEMA = {
                     'test; the lr schedule still spans all epochs); empty: all epochs',
                     nullable=True, check=_POSITIVE),
     'stop_interval': _k('Train', int, 75, 'early stop after this many epochs without a new best '
-                        'val mIoU', check=_POSITIVE),
+                        'val mIoU (as the authors\' loop counts: with evaluate False, after this '
+                        'many epochs)', check=_POSITIVE),
     'index_split': _k('Train', int, -1, 'SGD groups (down_query, down_supp, init_merge_query, '
                       'init_merge_supp, ASPP_meta, res1_meta, res2_meta, cls_meta) with index <= '
                       'index_split keep base_lr, the rest get 10x', check=(lambda v: v >= -1, '-1 or a group index >= 0')),
