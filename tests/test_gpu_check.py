@@ -98,15 +98,18 @@ def test_the_report_shows_the_benchmarks_figures_and_the_targets_met_or_missed()
     assert gpu_check.target_verdicts(args, dict(gpu_benchmark(), baseline='scripts')).startswith('not checked')
 
 
-def test_a_report_already_in_the_folder_is_kept_unless_overwrite_is_asked(tmp_path):
-    report = tmp_path / 'report.md'
-    report.write_text('figures of the only GPU run so far')
+@pytest.mark.parametrize('earlier', ['report.md', 'benchmark.json'])
+def test_an_earlier_runs_files_are_kept_unless_overwrite_is_asked(tmp_path, earlier):
+    """A folder holding an earlier run's report, or only its benchmark figures (the report
+    deleted, or the run killed before writing it): refused before any step runs."""
+    kept = tmp_path / earlier
+    kept.write_text('figures of the only GPU run so far')
     run = subprocess.run([sys.executable, os.path.join(ROOT, 'tools', 'gpu_check.py'), '--cpu-smoke',
                           '--out', str(tmp_path)], capture_output=True, text=True, timeout=120)
     assert run.returncode == 2 and run.stderr.strip().splitlines() == [
-        f'error: {report} exists already; pass --overwrite to replace it, or write elsewhere']
-    assert report.read_text() == 'figures of the only GPU run so far'
-    assert sorted(p.name for p in tmp_path.iterdir()) == ['report.md']   # no step ran
+        f'error: {kept} exists already; pass --overwrite to replace it, or write elsewhere']
+    assert kept.read_text() == 'figures of the only GPU run so far'
+    assert sorted(p.name for p in tmp_path.iterdir()) == [earlier]   # no step ran
 
 
 def test_each_run_gets_a_new_folder_by_default():
@@ -170,15 +173,3 @@ def test_an_interrupted_check_stops_its_step_and_reports_what_ran(tmp_path, sig)
                 '| modes | skipped |', '| targets | skipped |'):
         assert row in report
     assert '## Output of the tests step (interrupted)' in report
-
-
-def test_the_figures_of_an_earlier_run_are_kept_unless_overwrite_is_asked(tmp_path):
-    """A folder holding an earlier run's benchmark figures but no report (deleted, or the run
-    was killed before writing it): the figures were deleted before the steps ran."""
-    figures = tmp_path / 'benchmark.json'
-    figures.write_text('{"rows": "of the only GPU run so far"}')
-    run = subprocess.run([sys.executable, os.path.join(ROOT, 'tools', 'gpu_check.py'), '--cpu-smoke',
-                          '--out', str(tmp_path)], capture_output=True, text=True, timeout=120)
-    assert run.returncode == 2 and run.stderr.strip().splitlines() == [
-        f'error: {figures} exists already; pass --overwrite to replace it, or write elsewhere']
-    assert sorted(p.name for p in tmp_path.iterdir()) == ['benchmark.json']
