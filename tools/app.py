@@ -164,6 +164,9 @@ def main(argv=None):
         # Gradio keeps uploads and served files in GRADIO_TEMP_DIR, read when it is imported
         os.environ['GRADIO_TEMP_DIR'] = os.path.join(workdir, 'gradio')
         os.environ.setdefault('GRADIO_ANALYTICS_ENABLED', 'False')
+        # Gradio imports matplotlib where it is installed, which writes its config and font
+        # cache under HOME unless told otherwise
+        os.environ.setdefault('MPLCONFIGDIR', os.path.join(workdir, 'matplotlib'))
         gr = import_gradio()
         page = build_page(gr, SegmentationApp(workdir, args.device), os.path.abspath(args.exp),
                           os.path.abspath(args.data))
