@@ -7,7 +7,7 @@ painted largest first, so a smaller object lying on a larger one stays visible; 
 painted with their class (or 255 with --crowd ignore).
 Lists (lines "<set>/<name>.jpg annotations/<set>/<name>.png", relative to <coco>): train.txt and
 val.txt in --lists-dir (default lists/coco of the repo), by image id, or val.txt in the order of
-another list with --order-from (the authors' test order: see the README, COCO-20i).
+another list with --order-from (the authors' test order: see docs/data.md, COCO-20i).
 
     python tools/prepare_coco.py --coco ../data/MSCOCO2014 --order-from authors_val.txt
 expects <coco>/{train2014,val2014}/*.jpg and <coco>/annotations/instances_{train,val}2014.json.

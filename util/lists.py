@@ -70,7 +70,7 @@ def check_val_order(data_set, data_list, pairs):
         log.warning("%s: its images are not in the order of the authors' lists/%s/val.txt; the "
                     'first test_num episodes query other images than theirs, so scores are not '
                     'comparable with the paper (%s --order-from <their val.txt> writes their '
-                    'order; README, COCO-20i)', data_list, data_set, TOOLS['prepare_coco'])
+                    'order; docs/data.md, COCO-20i)', data_list, data_set, TOOLS['prepare_coco'])
 
 
 def scan_pair(data_root, pair, classes):

@@ -79,4 +79,4 @@ def how_to_make_data(cfg):
     if names & set(SYNTHETIC_LISTS.values()):
         return (f'make it with `make demo` or `python {TOOLS["make_synthetic"]} --root '
                 f'{cfg.data_root}`')
-    return f'{DATA_TOOLS[cfg.data_set]} makes the labels and lists (see README, Data)'
+    return f'{DATA_TOOLS[cfg.data_set]} makes the labels and lists (see docs/data.md)'
