@@ -77,18 +77,18 @@ def main(argv=None):
     """Meta-test as the command line asks; returns the exit status (0)."""
     args = parse_args(argv)
     cfg = load_config(args.config, args.opts)
-    env = distributed.setup()
-    setup_logging(is_main=env.is_main)
-    try:
-        evaluate_checkpoint(cfg, env, args.weight, args.seeds, args.episodes, args.viz, args.out,
-                            args.overwrite, args.any_shot, args.any_split,
-                            overrides={k: getattr(args, k) for k in OVERRIDES},
-                            files=EpisodeFiles(args.save_episodes, args.episodes_from, args.plot),
-                            resamples=args.bootstrap)
-        return 0
-    finally:
-        close_logging()
-        distributed.cleanup()
+    with distributed.process_group() as env:
+        setup_logging(is_main=env.is_main)
+        try:
+            evaluate_checkpoint(cfg, env, args.weight, args.seeds, args.episodes, args.viz,
+                                args.out, args.overwrite, args.any_shot, args.any_split,
+                                overrides={k: getattr(args, k) for k in OVERRIDES},
+                                files=EpisodeFiles(args.save_episodes, args.episodes_from,
+                                                   args.plot),
+                                resamples=args.bootstrap)
+        finally:
+            close_logging()
+    return 0
 
 
 if __name__ == '__main__':

@@ -36,12 +36,9 @@ def main(argv=None):
     """Train as the command line asks; returns the exit status (0)."""
     args = parse_args(argv)
     cfg = load_config(args.config, args.opts)
-    env = distributed.setup()
-    try:
+    with distributed.process_group() as env:
         train(cfg, env, resume=args.resume or cfg.resume, overwrite=args.overwrite)
-        return 0
-    finally:
-        distributed.cleanup()
+    return 0
 
 
 if __name__ == '__main__':

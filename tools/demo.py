@@ -187,11 +187,8 @@ def markdown(report):
 
 def main(argv=None):
     args = parse_args(argv)
-    env = distributed.setup()
-    try:
+    with distributed.process_group() as env:
         return run_demo(args, env)
-    finally:
-        distributed.cleanup()
 
 
 def run_demo(args, env):

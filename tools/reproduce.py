@@ -259,13 +259,12 @@ def markdown(table, missing, seeds_note):
 
 def main(argv=None):
     args = parse_args(argv)
-    env = distributed.setup()
-    setup_logging(is_main=env.is_main)
-    try:
-        return reproduce(args, env)
-    finally:
-        close_logging()
-        distributed.cleanup()
+    with distributed.process_group() as env:
+        setup_logging(is_main=env.is_main)
+        try:
+            return reproduce(args, env)
+        finally:
+            close_logging()
 
 
 def reproduce(args, env):

@@ -100,6 +100,29 @@ def peers_watched(env, way_on=lambda: ''):
                        f'{_reason(e)})' + (f'; {next_step}' if next_step else '')) from e
 
 
+@contextlib.contextmanager
+def process_group(timeout_minutes=30):
+    """This process's DistEnv (`setup`) inside; a collective failing because another process
+    stopped raises PeerLost (`peers_watched`). On the way out the group is taken down, except
+    after PeerLost: taking it down can wait on work the lost process will never do, and this
+    one must live to say why (torchrun kills it a while after the other's end).
+
+        with distributed.process_group() as env:
+            train(cfg, env)
+    """
+    env = setup(timeout_minutes)
+    lost = False
+    try:
+        with peers_watched(env):
+            yield env
+    except PeerLost:
+        lost = True
+        raise
+    finally:
+        if not lost:
+            cleanup()
+
+
 def wrap_ddp(net, env):
     """DistributedDataParallel around `net` (which stays reachable as the unwrapped model)."""
     from torch.nn.parallel import DistributedDataParallel
