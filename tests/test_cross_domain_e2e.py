@@ -86,6 +86,33 @@ def test_the_report_never_replaces_a_mask_of_the_benchmark(tree, all_classes_che
     assert files_below(root) == before
 
 
+@pytest.mark.parametrize('benchmark', ['fss', 'deepglobe'])
+def test_a_saved_manifest_replays_to_the_same_report(tree, all_classes_checkpoints, benchmark,
+                                                     tmp_path):
+    """--save-episodes then --episodes-from on a cross-domain benchmark: PATNet's episodes of
+    the seeds, replayed, score the same, pixel for pixel."""
+    name = f'{benchmark}_resnet50.yaml'
+
+    def run(out, *extra):
+        assert test_sccan.main(['--config', config('cross_domain', name), '--weight',
+                                all_classes_checkpoints[1], '--out', str(out), *extra, '--opts',
+                                *TINY, 'data_root', tree[BENCHMARKS[benchmark]],
+                                'val_list', tree['fss_classes']]) == 0
+        with open(out) as f:
+            return json.load(f)
+
+    first = run(tmp_path / 'a.json', '--seeds', '0', '1', '--episodes', '4', '--save-episodes',
+                str(tmp_path / 'a.jsonl'))
+    replay = run(tmp_path / 'b.json', '--episodes-from', str(tmp_path / 'a.jsonl'))
+    for report in (first, replay):
+        for seed in report['seeds']:
+            seed.pop('seconds')
+    assert replay['seeds'] == first['seeds'] and replay['uncertainty'] == first['uncertainty']
+    with open(tmp_path / 'a.jsonl') as f:
+        lines = [json.loads(line) for line in f]
+    assert len(lines) == 1 + 2 * 4          # a header, then the 4 episodes of each seed
+
+
 def test_an_empty_benchmark_folder_is_a_one_line_error(all_classes_checkpoints, tmp_path, capsys):
     (tmp_path / 'Deepglobe').mkdir()
     status, _, err = run_cli(test_sccan.main, [
