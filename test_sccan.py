@@ -92,4 +92,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    sys.exit(run_main(main))
+    sys.exit(run_main(main, *distributed.FAILURES))

@@ -307,4 +307,4 @@ def reproduce(args, env):
 
 
 if __name__ == '__main__':
-    run_main(main)
+    run_main(main, *distributed.FAILURES)

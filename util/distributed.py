@@ -123,6 +123,10 @@ def process_group(timeout_minutes=30):
             cleanup()
 
 
+# PeerLost's exit status for util.cli.run_main, in every script that opens a process group
+FAILURES = ((PeerLost, 'error', 1),)
+
+
 def wrap_ddp(net, env):
     """DistributedDataParallel around `net` (which stays reachable as the unwrapped model)."""
     from torch.nn.parallel import DistributedDataParallel

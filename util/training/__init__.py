@@ -11,11 +11,11 @@
 
 The files of a run are named by util.run_paths.RunPaths.
 """
-from util.distributed import PeerLost
+from util.distributed import FAILURES as GROUP_FAILURES
 from util.training.signals import Interrupted
 from util.training.trainer import NonFiniteLoss, Trainer, train
 
 # Failures with their own exit status (util.cli.run_main); other errors end with status 2.
-FAILURES = ((NonFiniteLoss, 'error', 1), (PeerLost, 'error', 1), (Interrupted, 'interrupted', 130))
+FAILURES = ((NonFiniteLoss, 'error', 1), *GROUP_FAILURES, (Interrupted, 'interrupted', 130))
 
 __all__ = ['train', 'Trainer', 'NonFiniteLoss', 'Interrupted', 'FAILURES']
