@@ -18,9 +18,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from util.cli import ArgumentParser, non_negative_int, positive_int, run_main  # noqa: E402
 from util.inputs import read_text  # noqa: E402
 from util.manifest import FORMAT, read_manifest  # noqa: E402
-from util.uncertainty import (LEVEL, RESAMPLES, SCORES, format_intervals,  # noqa: E402
-                              mean_over_seeds, paired_difference, scores, summary,
-                              unpaired_difference, uncertainty)
+from util.metrics import SCORES  # noqa: E402
+from util.uncertainty import (LEVEL, RESAMPLES, difference, format_intervals,  # noqa: E402
+                              mean_over_seeds, scores, seed_resamples, summary)
 
 
 def parse_args(argv=None):
@@ -35,7 +35,8 @@ def parse_args(argv=None):
 
 
 def load_manifest(path):
-    """The scored manifest of a run: `path` itself, or the one its test report names."""
+    """(manifest, its per-seed counts) of a run: `path` itself, or the manifest its test
+    report names; a manifest whose episodes were never scored is refused."""
     text = read_text(path, 'report or manifest')
     first = text.split('\n', 1)[0]
     try:
@@ -59,8 +60,7 @@ def load_manifest(path):
         if manifest.digest() != named.get('digest'):
             raise ValueError(f'{path}: its manifest {manifest_path} holds other episodes than '
                              'the report scored (digest differs)')
-    manifest.counts()          # refuses a manifest whose episodes were never scored
-    return manifest
+    return manifest, manifest.counts()
 
 
 def why_not_paired(a, b):
@@ -76,11 +76,10 @@ def why_not_paired(a, b):
     return None
 
 
-def describe(name, manifest, level, resamples, seed):
+def describe(name, manifest, point, resampled, level):
+    """One line: the run, its scores (the mean over seeds) and their intervals."""
     h = manifest.header
-    counts = manifest.counts()
-    point = mean_over_seeds([scores(c) for c in counts])
-    pooled = uncertainty(counts, resamples, seed, level)['pooled']
+    pooled = summary(mean_over_seeds(resampled), level)
     label = (h.get('checkpoint') or {}).get('path') or manifest.path
     return (f'{name}: {label} ({h["data_set"]} fold {h["split"]}, {h["shot"]}-shot, seeds '
             f'{manifest.seeds()}, {len(manifest.records)} episodes): '
@@ -105,35 +104,39 @@ def verdict(difference, interval, paired):
 
 def main(argv=None):
     args = parse_args(argv)
-    a, b = load_manifest(args.a), load_manifest(args.b)
+    (a, counts_a), (b, counts_b) = load_manifest(args.a), load_manifest(args.b)
     if a.header['classes'] != b.header['classes'] or a.header['data_set'] != b.header['data_set']:
         raise ValueError(f'{args.a} and {args.b} score different classes ({a.header["data_set"]} '
                          f'{a.header["classes"]}, {b.header["data_set"]} {b.header["classes"]}): '
                          'nothing to compare')
-    counts_a, counts_b = a.counts(), b.counts()
+    # each run's own resamples, as its report draws them; on the same episodes B's draws are
+    # A's episodes, which pairs them
+    resampled_a, resampled_b = (seed_resamples(counts, args.resamples, args.seed)
+                                for counts in (counts_a, counts_b))
     reason = why_not_paired(a, b)
     if reason is None:
-        resampled = paired_difference(counts_a, counts_b, args.resamples, args.seed)
+        resampled = difference(resampled_a, resampled_b)
     else:
         print(f'not the same episodes ({reason}): unpaired bootstrap, wider than a paired one')
-        resampled = unpaired_difference(counts_a, counts_b, args.resamples, args.seed)
+        resampled = difference(resampled_a, seed_resamples(counts_b, args.resamples, args.seed,
+                                                           side=(1,)))
     point_a, point_b = (mean_over_seeds([scores(c) for c in counts]) for counts in (counts_a, counts_b))
-    difference = {key: point_b[key] - point_a[key] for key in point_a}
+    change = {key: point_b[key] - point_a[key] for key in point_a}
     intervals = summary(resampled, LEVEL)
-    for name, manifest in (('A', a), ('B', b)):
-        print(describe(name, manifest, LEVEL, args.resamples, args.seed))
+    for name, manifest, point, own in (('A', a, point_a, resampled_a), ('B', b, point_b, resampled_b)):
+        print(describe(name, manifest, point, own, LEVEL))
     print('B − A per class (IoU points, 95 % interval):')
-    for c, d, (lo, hi) in zip(a.header['classes'], difference['class_IoU'],
+    for c, d, (lo, hi) in zip(a.header['classes'], change['class_IoU'],
                               intervals['class_IoU']):
         print(f'  class {c}: {signed(d)} ({signed(lo)} … {signed(hi)})')
     for m in ('FB-IoU', 'pIoU'):
         lo, hi = intervals[m]
-        print(f'B − A: {m} {signed(difference[m].item())} points ({signed(lo)} … {signed(hi)})')
-    line = verdict(difference['mIoU'].item(), intervals['mIoU'], reason is None)
+        print(f'B − A: {m} {signed(change[m].item())} points ({signed(lo)} … {signed(hi)})')
+    line = verdict(change['mIoU'].item(), intervals['mIoU'], reason is None)
     print(line)
     return {'paired': reason is None, 'why_not_paired': reason,
-            'difference': {m: difference[m].item() for m in SCORES},
-            'class_difference': difference['class_IoU'].tolist(),
+            'difference': {m: change[m].item() for m in SCORES},
+            'class_difference': change['class_IoU'].tolist(),
             'interval': intervals, 'resamples': args.resamples, 'seed': args.seed,
             'verdict': line}
 

@@ -31,6 +31,7 @@ from util.datasets import episode_dataset
 from util.evaluate import format_result, make_predictor, run_episodes
 from util.experiment import find_checkpoint, ready_model
 from util.folds import has_folds
+from util.metrics import SCORES
 from util.manifest import (check_fits, file_identity, make_header, read_manifest, replay_plans,
                            scored_records, write_manifest)
 from util.outputs import InputFiles, RunLock, check_outputs, check_writable, write_json
@@ -42,7 +43,6 @@ from util.uncertainty import RESAMPLES, RunCounts, format_intervals, uncertainty
 from util.visualize import EPISODE_PATTERN, episode_saver
 
 log = logging.getLogger('sccan')
-METRICS = ('mIoU', 'FB-IoU', 'pIoU')
 
 
 def checkpoint_to_test(cfg, weight=None):
@@ -123,7 +123,7 @@ def claimed(env, claim):
 
 def mean_std(per_seed):
     """Mean and population std (ddof 0) of each metric over seeds."""
-    values = {m: np.array([r[m] for r in per_seed]) for m in METRICS}
+    values = {m: np.array([r[m] for r in per_seed]) for m in SCORES}
     return ({m: float(v.mean()) for m, v in values.items()},
             {m: float(v.std()) for m, v in values.items()})
 
@@ -239,7 +239,7 @@ def evaluate_checkpoint(cfg, env, weight: Optional[str] = None,
         mean, std = mean_std(per_seed)
         log.info('over %d seed(s): %s; std over seeds %s', len(seeds),
                  format_intervals(mean, intervals['pooled']),
-                 '  '.join(f'{m} {100 * std[m]:.1f}' for m in METRICS))
+                 '  '.join(f'{m} {100 * std[m]:.1f}' for m in SCORES))
         report = {'checkpoint': os.path.abspath(path), 'config': os.path.abspath(cfg.source),
                   'data_set': cfg.data_set, 'split': cfg.split, 'shot': cfg.shot,
                   'layers': cfg.layers, 'episodes': episodes, 'seeds': per_seed, 'mean': mean,

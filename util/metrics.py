@@ -83,6 +83,9 @@ class IoUMeter:
         }
 
 
+SCORES = ('mIoU', 'FB-IoU', 'pIoU')     # the scores of a run (class_IoU besides)
+
+
 def scores_from_sums(class_inter, class_union, inter, union):
     """The scores from summed counts, for any leading shape S (one run: S = (); bootstrap
     resamples, util.uncertainty: S = (R,)).

@@ -17,16 +17,15 @@ dependence between episodes that share a query image (PASCAL's 1,000 episodes cy
 fold's few hundred images), which makes the interval somewhat too narrow.
 """
 import dataclasses
-from typing import Dict, List, Sequence
+from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 
-from util.metrics import scores_from_sums
+from util.metrics import SCORES, scores_from_sums
 
 METHOD = ('percentile bootstrap over episodes, resampled with replacement within each class '
           '(as many as the class had), scores recomputed from the per-class sums of intersection '
           'and union; several seeds: each resampled on its own, the pooled score is their mean')
-SCORES = ('mIoU', 'FB-IoU', 'pIoU')
 RESAMPLES = 2000
 LEVEL = 0.95
 
@@ -108,11 +107,13 @@ def resampled_scores(counts: RunCounts, positions: np.ndarray) -> Dict[str, np.n
         return np.bincount(cells, weights=values[positions].ravel(),
                            minlength=rows * counts.num_classes).reshape(rows, counts.num_classes)
 
-    def sums(values):           # R×2 BG/FG sums, one column at a time (R×N, not R×N×2)
-        return np.stack([values[:, k][positions].sum(1) for k in (0, 1)], axis=1)
+    def sums(values, foreground):   # R×2 BG/FG sums; the FG one is the sum of the class sums
+        return np.stack([values[:, 0][positions].sum(1), foreground.sum(1)], axis=1)
 
-    return scores_from_sums(class_sums(counts.intersection[:, 1]), class_sums(counts.union[:, 1]),
-                            sums(counts.intersection), sums(counts.union))
+    class_inter = class_sums(counts.intersection[:, 1])
+    class_union = class_sums(counts.union[:, 1])
+    return scores_from_sums(class_inter, class_union, sums(counts.intersection, class_inter),
+                            sums(counts.union, class_union))
 
 
 def seed_rng(seed: int, *stream: int) -> np.random.Generator:
@@ -128,9 +129,18 @@ def resample_positions(counts: RunCounts, resamples: int, seed: int, *stream: in
 
 
 def bootstrap(counts: RunCounts, resamples: int = RESAMPLES, seed: int = 0,
-              stream: int = 0) -> Dict[str, np.ndarray]:
+              stream: Tuple[int, ...] = (0,)) -> Dict[str, np.ndarray]:
     """The scores of `resamples` stratified resamples of one seed's episodes."""
-    return resampled_scores(counts, resample_positions(counts, resamples, seed, stream))
+    return resampled_scores(counts, resample_positions(counts, resamples, seed, *stream))
+
+
+def seed_resamples(per_seed: Sequence[RunCounts], resamples: int = RESAMPLES, seed: int = 0,
+                   side: Tuple[int, ...] = ()) -> List[Dict[str, np.ndarray]]:
+    """Each seed's resampled scores, seed k drawn from stream (k, *side): a report's own
+    intervals with side (), side B of an unpaired comparison with (1,). Two runs of the same
+    episodes resampled with the same side draw the same episodes (the positions depend only on
+    the classes of the episodes and the stream)."""
+    return [bootstrap(counts, resamples, seed, (k, *side)) for k, counts in enumerate(per_seed)]
 
 
 def percentile_interval(samples: np.ndarray, level: float = LEVEL) -> np.ndarray:
@@ -170,37 +180,21 @@ def uncertainty(per_seed: Sequence[RunCounts], resamples: int = RESAMPLES, seed:
         raise ValueError('no episodes to resample')
     if resamples < 1:
         raise ValueError(f'resamples must be a positive integer, got {resamples}')
-    resampled = [bootstrap(counts, resamples, seed, stream)
-                 for stream, counts in enumerate(per_seed)]
+    resampled = seed_resamples(per_seed, resamples, seed)
     return {'method': METHOD, 'resamples': resamples, 'seed': seed, 'level': level,
             'seeds': [dict(summary(r, level), class_episodes=counts.class_episodes())
                       for r, counts in zip(resampled, per_seed)],
             'pooled': summary(mean_over_seeds(resampled), level)}
 
 
-def paired_difference(a: Sequence[RunCounts], b: Sequence[RunCounts],
-                      resamples: int = RESAMPLES, seed: int = 0) -> Dict[str, np.ndarray]:
-    """Resampled B − A of the mean over seeds when A and B scored the same episodes: each
-    resample draws the same episodes for both, so what the two share (which episodes are
-    easy) cancels. a[k] and b[k] must hold the same episodes in the same order."""
-    diffs = []
-    for stream, (counts_a, counts_b) in enumerate(zip(a, b)):
-        if not np.array_equal(counts_a.class_index, counts_b.class_index):
-            raise ValueError(f'seed {stream + 1} of the two runs has other episodes: a paired '
-                             'comparison needs the same ones')
-        positions = resample_positions(counts_a, resamples, seed, stream)
-        scored_a, scored_b = (resampled_scores(c, positions) for c in (counts_a, counts_b))
-        diffs.append({key: scored_b[key] - scored_a[key] for key in scored_a})
-    return mean_over_seeds(diffs)
-
-
-def unpaired_difference(a: Sequence[RunCounts], b: Sequence[RunCounts],
-                        resamples: int = RESAMPLES, seed: int = 0) -> Dict[str, np.ndarray]:
-    """Resampled B − A of the mean over seeds when the runs scored different episodes: A and
-    B are resampled independently (wider than a paired interval)."""
-    side_a = mean_over_seeds([bootstrap(c, resamples, seed, k) for k, c in enumerate(a)])
-    side_b = mean_over_seeds([resampled_scores(c, resample_positions(c, resamples, seed, k, 1))
-                              for k, c in enumerate(b)])
+def difference(resampled_a: Sequence[Dict[str, np.ndarray]],
+               resampled_b: Sequence[Dict[str, np.ndarray]]) -> Dict[str, np.ndarray]:
+    """Resampled B − A of the mean over seeds, from each seed's resamples (seed_resamples).
+    Paired when A and B scored the same episodes and were resampled with the same side: each
+    resample then draws the same episodes for both, so what the two share (which episodes are
+    easy) cancels. Unpaired (different episodes): B resampled with side (1,), independent of A,
+    which gives a wider interval."""
+    side_a, side_b = mean_over_seeds(resampled_a), mean_over_seeds(resampled_b)
     return {key: side_b[key] - side_a[key] for key in side_a}
 
 
