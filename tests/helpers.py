@@ -36,7 +36,7 @@ from util.episodes import TRAINING_INPUTS, Episode, random_episode
 from util.evaluate import make_predictor, run_episodes
 from util.experiment import build_model
 from util.image_io import IGNORE_LABEL, write_image
-from util.manifest import EpisodeRecord, make_header, manifest_text
+from util.manifest import EpisodeRecord, make_header, write_manifest
 from util.optim import build_optimizers, forward_backward, optimizer_step, set_sgd_lr
 from util.precision import Precision
 from util.seeding import without_dropout
@@ -347,7 +347,5 @@ def write_seeds(path, per_seed, queries=None, classes=CLASSES):
                              tuple(map(int, i)), tuple(map(int, u)))
                for seed, counts in per_seed.items()
                for e, (c, i, u) in enumerate(zip(counts.class_index, counts.intersection, counts.union))]
-    os.makedirs(path.parent, exist_ok=True)
     header = make_header('pascal', 0, 1, classes, list(per_seed), len(records) // len(per_seed), 'test')
-    path.write_text(manifest_text(header, records))
-    return str(path)
+    return write_manifest(str(path), header, records)['path']

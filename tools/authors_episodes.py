@@ -45,7 +45,7 @@ import reference  # noqa: E402
 from util.episodes import Episode  # noqa: E402
 from util.cli import ArgumentParser, non_negative_int, positive_int, run_main  # noqa: E402
 from util.folds import fold_classes  # noqa: E402
-from util.manifest import EpisodeRecord, make_header, manifest_text  # noqa: E402
+from util.manifest import EpisodeRecord, make_header, write_manifest  # noqa: E402
 from util.outputs import check_outputs, write_atomic  # noqa: E402
 
 TEST_NUM = {'pascal': 1000, 'coco': 4000}      # their test_sccan.py validate()
@@ -264,7 +264,7 @@ def main(argv=None):
               f'util/dataset.py SemData val, {args.lists} lists, {workers} workers)')
     header = make_header(args.data_set, args.split, args.shot, novel, args.seeds, episodes, source,
                          config={'path': config, 'workers': workers, 'lists': args.lists})
-    write_atomic(args.out, manifest_text(header, records))
+    write_manifest(args.out, header, records)
     print(f'[authors_episodes] wrote {len(records)} episodes to {args.out}')
     return records
 

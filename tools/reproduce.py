@@ -33,7 +33,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from util import distributed  # noqa: E402
-from util.cli import ArgumentParser, non_negative_int, positive_int, run_main  # noqa: E402
+from util.cli import ArgumentParser, non_negative_int, number, positive_int, run_main  # noqa: E402
 from util.config import load_config, merged_opts  # noqa: E402
 from util.log import close_logging, setup_logging  # noqa: E402
 from util.meta_test import evaluate_checkpoint  # noqa: E402
@@ -74,13 +74,7 @@ def cache_size(text):
     """argparse type of --feature-cache-gb: 'auto' or a number of GB >= 0."""
     if text == 'auto':
         return text
-    try:
-        value = float(text)
-    except ValueError:
-        value = None
-    if value is None or not 0 <= value < float('inf'):
-        raise argparse.ArgumentTypeError(f"expected 'auto' or a number of GB >= 0, got {text!r}")
-    return value
+    return number(text, float, lambda v: 0 <= v < float('inf'), "'auto' or a number of GB >= 0")
 
 
 # ---- cells ----------------------------------------------------------------------------------
@@ -155,10 +149,14 @@ def cell_name(cell):
     return f"{cell['benchmark']}_{column}_resnet{cell['layers']}_{cell['shot']}shot"
 
 
+# What a stored cell holds; cells of another format are recomputed (2: with intervals).
+CELL_FORMAT = 2
+
+
 def request_of(cell, seeds, episodes, opts):
     """What a cell's result depends on: a stored cell with the same request is reused."""
     stat = os.stat(cell['checkpoint'])
-    return {'checkpoint': os.path.abspath(cell['checkpoint']), 'size': stat.st_size,
+    return {'format': CELL_FORMAT, 'checkpoint': os.path.abspath(cell['checkpoint']), 'size': stat.st_size,
             'mtime_ns': stat.st_mtime_ns, 'config': os.path.abspath(cell['config']),
             'seeds': seeds, 'episodes': episodes, 'opts': opts}
 
@@ -286,7 +284,7 @@ def reproduce(args, env):
         path = os.path.join(cells_dir, cell_name(cell) + '.json')
         request = request_of(cell, args.seeds, args.episodes, opts)
         result = read_keyed(path, 'request', request)
-        if result is None or 'interval' not in result:      # (cells kept before intervals)
+        if result is None:
             print(f'[reproduce] testing {cell_name(cell)}: {cell["checkpoint"]}', flush=True)
             result = run_cell(cell, request, cache, cells_dir, env)
             write_json(path, result)

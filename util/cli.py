@@ -82,32 +82,28 @@ class ArgumentParser(argparse.ArgumentParser):
                        f'{", ".join(swallowed)} too: put {args[start]} last')
 
 
-def _integer(text, minimum, expected):
+def number(text, convert, accepts, expected):
+    """An argparse type's work: `convert(text)` when it reads and `accepts` the value, else the
+    error 'expected <expected>, got <text>'."""
     try:
-        value = int(text)
+        value = convert(text)
     except ValueError:
         value = None
-    if value is None or value < minimum:
+    if value is None or not accepts(value):
         raise argparse.ArgumentTypeError(f'expected {expected}, got {text!r}')
     return value
 
 
 def positive_int(text):
     """argparse type: an integer >= 1."""
-    return _integer(text, 1, 'a positive integer')
+    return number(text, int, lambda v: v >= 1, 'a positive integer')
 
 
 def non_negative_int(text):
     """argparse type: an integer >= 0."""
-    return _integer(text, 0, 'an integer >= 0')
+    return number(text, int, lambda v: v >= 0, 'an integer >= 0')
 
 
 def positive_float(text):
     """argparse type: a finite number > 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = None
-    if value is None or not 0 < value < float('inf'):
-        raise argparse.ArgumentTypeError(f'expected a positive number, got {text!r}')
-    return value
+    return number(text, float, lambda v: 0 < v < float('inf'), 'a positive number')

@@ -215,10 +215,14 @@ def check_fits(manifest: Manifest, data_set, split, shot, classes, data_root):
     if list(h['classes']) != list(classes):
         raise ManifestError(f'{path} line 1: classes {h["classes"]}, but this run scores '
                             f'{list(classes)}')
+    checked = set()         # episodes share images: each file is looked for once
     for n, record in enumerate(manifest.records, start=2):
         episode = record.episode
         for role, pair in (('query', episode.query),) + tuple(('support', s) for s in episode.supports):
             for kind, relative in zip(('image', 'label'), pair):
+                if relative in checked:
+                    continue
+                checked.add(relative)
                 if not os.path.isfile(os.path.join(data_root, relative)):
                     raise ManifestError(f'{path} line {n}: {role} {kind} {relative} not found '
                                         f'under the data root {data_root}')
