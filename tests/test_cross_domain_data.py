@@ -11,11 +11,11 @@ import pytest
 import torch
 
 from tools import make_cross_domain_trees as trees
-from util.config import ConfigError, load_config
+from util.config import DEFAULT_TEST_NUM, ConfigError, load_config
 from util.datasets import episode_dataset
 from util.datasets.cross_domain import PatnetEpisodes
 from util.datasets.cross_domain_layouts import layout_of
-from util.datasets.patnet import listing, patnet_mask, pick
+from util.datasets.patnet import EPISODES, listing, patnet_mask, pick
 from util.folds import fold_classes
 from util.transform import train_transform, val_transform
 
@@ -62,7 +62,6 @@ def test_a_shorter_plan_is_a_prefix_and_fss_queries_come_round_again(tree, caplo
         long = ds.plan(3, 70)
     assert 'past one pass over its 30 query images' in caplog.text
     assert ds.plan(3, 10) == long[:10]
-    assert ds.default_episodes == 30
     assert [e.query for e in long[30:60]] == [e.query for e in long[:30]]
     assert [e.query[0] for e in long[:11]] == [f'{long[0].query[0].split("/")[0]}/{n}.jpg'
                                                for n in (1, 10, 2, 3, 4, 5, 6, 7, 8, 9)] + \
@@ -75,7 +74,9 @@ def test_class_cycle_episodes_go_round_the_classes(tree):
     episodes = ds.plan(0, 13)
     assert [e.class_id for e in episodes] == [0, 1, 2, 3, 4, 5] * 2 + [0]
     assert all(e.query[0].startswith(f'{e.class_id + 1}/test/origin/') for e in episodes)
-    assert ds.default_episodes == 600 and ds.class_names[0] == 'agriculture'
+    assert ds.class_names[0] == 'agriculture'
+    # the episodes a test runs by default (test_num): PATNet's 600
+    assert DEFAULT_TEST_NUM['deepglobe'] == EPISODES == 600
 
 
 def test_mask_is_binarised_at_128_then_resized_nearest(tmp_path):

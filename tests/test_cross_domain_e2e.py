@@ -18,7 +18,7 @@ from util.run_paths import RunPaths
 
 TINY = ['model', 'tiny', 'backbone_weights', 'None', 'train_h', '33', 'train_w', '33',
         'val_size', '33', 'batch_size', '2', 'workers', '0', 'print_freq', '1']
-BENCHMARKS = {'fss': 'FSS-1000', 'deepglobe': 'Deepglobe', 'isic': 'ISIC', 'lung': 'LungSegmentation'}
+BENCHMARKS = trees.TREES
 
 
 def config(*parts):

@@ -89,18 +89,19 @@ def check_mask_pair(root, pair):
     """[(kind, path, detail)] of one (image, mask) pair of a cross-domain layout, both opened as
     PATNet opens them (Pillow)."""
     paths = [os.path.join(root, p) for p in pair]
-    problems, sizes = [], []
+    problems, opened = [], []
     for path in paths:
         try:
-            sizes.append(open_image(path).size)
+            opened.append(open_image(path))
         except BadFileError as e:
             problems.append(('unreadable', path, str(e)))
     if problems:
         return problems
+    sizes = [image.size for image in opened]
     if sizes[0] != sizes[1]:
         problems.append(('size', paths[1], f'mask {sizes[1][1]}x{sizes[1][0]}, image '
                                            f'{sizes[0][1]}x{sizes[0][0]}'))
-    levels = grey_values(paths[1])
+    levels = grey_values(opened[1])
     if not set(levels) <= {0, 255}:
         shown = ', '.join(map(str, levels[:6])) + (' ...' if len(levels) > 6 else '')
         problems.append(('values', paths[1], f'grey levels {shown}: expected 0 and 255 '

@@ -26,12 +26,14 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from util.cli import ArgumentParser, non_negative_int, run_main  # noqa: E402
+from util.datasets.cross_domain_layouts import read_classes  # noqa: E402
 from util.datasets.patnet import (DEEPGLOBE_GRID as GRID, DEEPGLOBE_LABELSET_BGR,  # noqa: E402
                                   DEEPGLOBE_UNKNOWN_BGR, LISTS)
 from util.image_io import write_image  # noqa: E402
 from util.outputs import write_atomic  # noqa: E402
 
-TREES = ('FSS-1000', 'Deepglobe', 'ISIC', 'LungSegmentation')
+# the data set of each tree and the folder PATNet's loaders read it from
+TREES = {'fss': 'FSS-1000', 'deepglobe': 'Deepglobe', 'isic': 'ISIC', 'lung': 'LungSegmentation'}
 FSS_CLASS_LIST = 'fss_classes.txt'
 DEEPGLOBE_IMAGES = (6, 9, 7, 12, 8, 10)        # per class 1..6
 ISIC_IMAGES = (7, 12, 6)                        # per class 1, 2, 3
@@ -40,11 +42,6 @@ IGNORED_NAMES = ('.hidden.jpg', 'copy.of.jpg', 'notes.txt')    # not listed by P
 
 RELEASE_SIZE = 2448
 TILE = RELEASE_SIZE // GRID
-
-
-def read_class_list(name):
-    with open(os.path.join(LISTS, name)) as f:
-        return sorted(f.read().split())
 
 
 def image_and_mask(rng, min_side=24, max_side=56):
@@ -75,8 +72,8 @@ def fss_classes():
     """(test classes, training class) of the tree: the first two and the last of PATNet's sorted
     test list (class ids 760, 761, 999; one has an apostrophe) and a class of their training
     list, which no test episode uses."""
-    test = read_class_list('fss_test.txt')
-    return [test[0], test[1], test[-1]], read_class_list('fss_trn.txt')[0]
+    test = read_classes(os.path.join(LISTS, 'fss_test.txt'))
+    return [test[0], test[1], test[-1]], read_classes(os.path.join(LISTS, 'fss_trn.txt'))[0]
 
 
 def write_fss(root, rng):
@@ -133,7 +130,7 @@ def write_trees(root, seed=0):
     rng = np.random.default_rng(seed)
     for write in (write_fss, write_deepglobe, write_isic, write_lung):
         write(root, rng)
-    return {**{name: os.path.join(root, name) for name in TREES},
+    return {**{name: os.path.join(root, name) for name in TREES.values()},
             'fss_classes': os.path.join(root, FSS_CLASS_LIST)}
 
 
@@ -198,11 +195,11 @@ def main(argv=None):
     args = parse_args(argv)
     # Never into an existing tree: stale files would change the episodes, and removing a
     # folder that may hold real data is not this tool's to do.
-    for path in (os.path.join(args.root, name) for name in TREES + (FSS_CLASS_LIST,)):
+    for path in (os.path.join(args.root, name) for name in (*TREES.values(), FSS_CLASS_LIST)):
         if os.path.lexists(path):
             raise FileExistsError(f'{path} exists already: write the trees to a new --root')
     paths = write_trees(args.root, args.seed)
-    for name in TREES:
+    for name in TREES.values():
         print(f'wrote {paths[name]}')
     if args.deepglobe_release:
         for path in write_deepglobe_release(args.deepglobe_release):

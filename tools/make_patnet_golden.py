@@ -43,8 +43,7 @@ import make_cross_domain_trees as trees   # noqa: E402
 from util.cli import ArgumentParser, run_main  # noqa: E402
 from util.outputs import write_json  # noqa: E402
 
-BENCHMARKS = {'fss': 'FSS-1000', 'deepglobe': 'Deepglobe', 'isic': 'ISIC',
-              'lung': 'LungSegmentation'}
+BENCHMARKS = trees.TREES
 SEEDS, SHOTS = (0, 1), (1, 5)
 BATCH_SIZE = 30            # test.py's default --bsz
 LOAD_CHECKS = 3            # episodes of seed 0, 5 shots, whose loaded tensors are fingerprinted

@@ -21,7 +21,6 @@ episodes, is the same (docs/cross_domain.md).
 import argparse
 import collections
 import os
-import shutil
 import sys
 
 import cv2
@@ -31,21 +30,16 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from util.cli import ArgumentParser, positive_int, run_main  # noqa: E402
 from util.datasets.patnet import (DEEPGLOBE_CLASSES, DEEPGLOBE_GRID, DEEPGLOBE_LABELSET_BGR,  # noqa: E402
                                   DEEPGLOBE_MIN_SHARE, DEEPGLOBE_UNKNOWN_BGR)
-from util.image_io import bad_file, decode, read_bytes, write_image  # noqa: E402
+from util.image_io import bad_file, colour_codes, decode, read_bytes, write_image  # noqa: E402
 from util.log import progress_map  # noqa: E402
-from util.outputs import write_atomic  # noqa: E402
+from util.outputs import folder_built_whole, write_atomic  # noqa: E402
 
 SAT, MASK = '_sat.jpg', '_mask.png'
 
 
-def colour_code(bgr):
-    """One integer per BGR colour (works on H×W×3 arrays and on triples)."""
-    bgr = np.asarray(bgr, np.int64)
-    return (bgr[..., 0] << 16) | (bgr[..., 1] << 8) | bgr[..., 2]
-
-
-CLASS_CODES = [int(colour_code(c)) for c in DEEPGLOBE_LABELSET_BGR]
-KNOWN_CODES = set(CLASS_CODES) | {int(colour_code(DEEPGLOBE_UNKNOWN_BGR))}
+# One integer per BGR colour (util.image_io.colour_codes packs the channels in their order)
+CLASS_CODES = [int(colour_codes(c)) for c in DEEPGLOBE_LABELSET_BGR]
+KNOWN_CODES = set(CLASS_CODES) | {int(colour_codes(DEEPGLOBE_UNKNOWN_BGR))}
 
 
 def release_pairs(release):
@@ -86,18 +80,22 @@ def check_colours(codes, counts, mask_path):
 
 
 def tiles_of(image_path, mask_path):
-    """[(tile name suffix 'ij', image tile BGR, mask tile colour codes)] of one release pair."""
+    """[(tile name suffix 'ij', image tile BGR, mask tile colour codes, the tile's colours and
+    their pixel counts)] of one release pair, whose colours are checked against the table."""
     image = decode(read_bytes(image_path, 'image'), image_path)
     mask = decode(read_bytes(mask_path, 'mask'), mask_path, cv2.IMREAD_COLOR, 'a mask')
     if image.shape != mask.shape:
         raise bad_file(mask_path, f'mask size {mask.shape[0]}x{mask.shape[1]} differs from image '
                                   f'{image_path} size {image.shape[0]}x{image.shape[1]}')
-    codes = colour_code(mask)
-    values, counts = np.unique(codes, return_counts=True)
-    check_colours(values, counts, mask_path)
-    return [(f'{i}{j}', image[y0:y1, x0:x1], codes[y0:y1, x0:x1])
-            for i, (y0, y1) in enumerate(tile_bounds(image.shape[0]))
-            for j, (x0, x1) in enumerate(tile_bounds(image.shape[1]))]
+    codes = colour_codes(mask)
+    tiles = [(f'{i}{j}', image[y0:y1, x0:x1], codes[y0:y1, x0:x1],
+              *np.unique(codes[y0:y1, x0:x1], return_counts=True))
+             for i, (y0, y1) in enumerate(tile_bounds(image.shape[0]))
+             for j, (x0, x1) in enumerate(tile_bounds(image.shape[1]))]
+    # the tiles cover the mask: its colours and counts are those of the tiles, summed
+    values, where = np.unique(np.concatenate([t[3] for t in tiles]), return_inverse=True)
+    check_colours(values, np.bincount(where, np.concatenate([t[4] for t in tiles])), mask_path)
+    return tiles
 
 
 def prepare_pair(pair, out):
@@ -105,8 +103,7 @@ def prepare_pair(pair, out):
     class number: tiles written}."""
     image_id, image_path, mask_path = pair
     tally = collections.Counter()
-    for suffix, image, codes in tiles_of(image_path, mask_path):
-        values, counts = np.unique(codes, return_counts=True)
+    for suffix, image, codes, values, counts in tiles_of(image_path, mask_path):
         if not keep_tile(counts, codes.size):
             tally['dropped'] += 1
             continue
@@ -116,7 +113,8 @@ def prepare_pair(pair, out):
         for c, code in enumerate(CLASS_CODES, 1):
             if code in values:
                 folder = os.path.join(out, str(c), 'test')
-                write_atomic(os.path.join(folder, 'origin', name + '.jpg'), encoded)
+                # no fsync per file (as write_image): the folder is renamed once complete
+                write_atomic(os.path.join(folder, 'origin', name + '.jpg'), encoded, sync=False)
                 write_image(os.path.join(folder, 'groundtruth', name + '.png'),
                             np.where(codes == code, 255, 0).astype(np.uint8))
                 tally[c] += 1
@@ -126,18 +124,10 @@ def prepare_pair(pair, out):
 def prepare(release, out, workers):
     """All pairs of `release` into `out` (built in a sibling folder, renamed when complete).
     Returns the summed tally."""
-    if os.path.lexists(out):
-        raise FileExistsError(f'{out} exists already: give a new --out')
     pairs = release_pairs(release)
-    partial = f'{out}.partial-{os.getpid()}'
-    os.makedirs(partial)
-    try:
+    with folder_built_whole(out) as partial:
         tallies = progress_map(lambda p: prepare_pair(p, partial), pairs, workers,
                                desc='release images', unit='image')
-        os.rename(partial, out)
-    finally:
-        if os.path.isdir(partial):
-            shutil.rmtree(partial)
     total = sum(tallies, collections.Counter())
     total['images'] = len(pairs)
     return total

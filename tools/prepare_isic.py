@@ -26,6 +26,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from util.cli import ArgumentParser, run_main  # noqa: E402
 from util.datasets.patnet import ISIC_INPUT, ISIC_TRUTH, LISTS  # noqa: E402
 from util.inputs import read_text  # noqa: E402
+from util.outputs import folder_built_whole  # noqa: E402
 
 CLASS_TABLE = os.path.join(LISTS, 'isic_class_id.csv')
 DEFAULT_ORDER = 'melanoma,nevus,seborrheic_keratosis'
@@ -90,23 +91,15 @@ def link_or_copy(source, destination):
 def prepare(images, masks, out, table_path=CLASS_TABLE, order=DEFAULT_ORDER):
     """Build `out` (in a sibling folder, renamed when complete). Returns ({folder number: image
     count}, {class name: folder number})."""
-    if os.path.lexists(out):
-        raise FileExistsError(f'{out} exists already: give a new --out')
     for folder, what in ((images, '--images'), (masks, '--masks')):
         if not os.path.isdir(folder):
             raise FileNotFoundError(f'{what} folder not found: {folder}')
     table = read_table(table_path)
     folders = class_folders(table, order, table_path)
     links = plan_links(images, masks, table, folders)
-    partial = f'{out}.partial-{os.getpid()}'
-    os.makedirs(partial)
-    try:
+    with folder_built_whole(out) as partial:
         for source, destination in links:
             link_or_copy(source, os.path.join(partial, destination))
-        os.rename(partial, out)
-    finally:
-        if os.path.isdir(partial):
-            shutil.rmtree(partial)
     return {n: sum(table[i] == name for i in table) for name, n in folders.items()}, folders
 
 

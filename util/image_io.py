@@ -149,8 +149,9 @@ def png_palette(data):
 
 
 def colour_codes(rgb):
-    """…×3 uint8 RGB → … int32 packing r, g, b into one number."""
-    rgb = rgb.astype(np.int32)
+    """…×3 colours (an array, or one triple) → … int32 packing the three channels in order
+    into one number."""
+    rgb = np.asarray(rgb).astype(np.int32)
     return (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
 
 

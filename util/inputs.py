@@ -1,5 +1,5 @@
 """What the scripts read whole: a file that must be there, a text file in UTF-8; the errors name
-the file. No OpenCV or torch here, so reading a config stays light."""
+the file. No OpenCV here: reading a config needs none."""
 import os
 
 

@@ -2,16 +2,17 @@
 asked (--overwrite), only where they can (checked before the long work), whole or not at all
 (write_atomic, the one writer of the project; JSON caches read back only when they answer the
 same question), and one training run at a time per run (a lock file naming its holder)."""
+import contextlib
 import errno
 import json
 import os
 import re
+import shutil
 import socket
 import sys
 import tempfile
 import time
 
-import torch
 
 # The permissions a plain open() would give a new file (mkstemp's are 0600); read once, as
 # os.umask can only be read by setting it, which is not thread-safe.
@@ -231,8 +232,26 @@ def leftover_temporaries(folder, name_prefix='', name_suffix=''):
                   and m.group('name').endswith(name_suffix))
 
 
+@contextlib.contextmanager
+def folder_built_whole(out):
+    """Inside: a new sibling folder of `out` to fill; renamed to `out` when the block ends
+    without error, removed otherwise, so that `out` appears complete or not at all (a data set
+    a preparation tool writes). FileExistsError when `out` exists."""
+    if os.path.lexists(out):
+        raise FileExistsError(f'{out} exists already: give a new --out')
+    partial = f'{out}.partial-{os.getpid()}'
+    os.makedirs(partial)
+    try:
+        yield partial
+        os.rename(partial, out)
+    finally:
+        if os.path.isdir(partial):
+            shutil.rmtree(partial)
+
+
 def save_checkpoint(checkpoint, path):
     """torch.save a checkpoint (model.checkpoint builds them) to `path` with write_atomic."""
+    import torch        # here: the lists and images tools that write through this module need none
     return write_atomic(path, lambda f: torch.save(checkpoint, f))
 
 

@@ -31,7 +31,7 @@ import torch
 
 from util.config import ConfigError
 from util.datasets.cross_domain_layouts import Layout, Pair, layout_of
-from util.datasets.patnet import (EPISODES, SCORE_SIZE, binary_mask, class_cycle_episodes,
+from util.datasets.patnet import (SCORE_SIZE, binary_mask, class_cycle_episodes,
                                   open_image, patnet_image, patnet_mask, query_order_episodes)
 from util.episodes import Episode
 from util.outputs import InputFiles
@@ -61,7 +61,6 @@ class PatnetEpisodes:
     Attributes:
         classes: class ids (PATNet's; own data: position in the sorted class list), report order.
         class_names: the names of the classes, same order.
-        default_episodes: the protocol's episode count (600, or one per query image).
     """
 
     def __init__(self, layout: Layout, data_set: str, shot: int, transform,
@@ -79,7 +78,6 @@ class PatnetEpisodes:
         self.classes, self.class_names = layout.classes, layout.names
         self.transform = transform
         self.queries = [(c, pair) for c, pairs in enumerate(layout.pairs) for pair in pairs]
-        self.default_episodes = EPISODES if data_set in CLASS_CYCLE else len(self.queries)
 
     def draws(self, seed):
         """Endless (class position, query pair, support pairs) of PATNet's sequence for `seed`."""

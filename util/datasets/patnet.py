@@ -167,7 +167,8 @@ def patnet_mask(path: str, size: int = SCORE_SIZE) -> np.ndarray:
     return F.interpolate(mask, (size, size), mode='nearest')[0, 0].numpy()
 
 
-def grey_values(path: str) -> List[int]:
-    """The distinct grey levels of a mask as PATNet reads it (convert('L')), for checks."""
-    grey = np.asarray(open_image(path).convert('L'))
+def grey_values(mask) -> List[int]:
+    """The distinct grey levels of a mask (a PIL image, open_image) as PATNet reads it
+    (convert('L')), for checks."""
+    grey = np.asarray(mask.convert('L'))
     return np.flatnonzero(np.bincount(grey.ravel(), minlength=256)).tolist()
