@@ -18,7 +18,7 @@ from util.episodes import PlannedEpisodes, batch_tensors, batches_of, make_loade
 from util.feature_cache import FeatureCache
 from util.image_io import IGNORE_LABEL
 from util.log import progress
-from util.metrics import EpisodeCounts, IoUMeter
+from util.metrics import EpisodeCounts, IoUMeter, intersection_union
 
 log = logging.getLogger('sccan')
 
@@ -87,7 +87,6 @@ def evaluate(predict, loader, num_classes, device, ori_resize=True, desc='val',
         on_episode(e, batch, b, pred) is called for episode number e (the b-th of its batch)
         with its prediction at target resolution (for visualisation).
     """
-    meter = IoUMeter(num_classes, device)
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     rows = []        # episode, class index, BG ∩, FG ∩, BG ∪, FG ∪ of this process's episodes
     start = time.time()
@@ -106,20 +105,20 @@ def evaluate(predict, loader, num_classes, device, ori_resize=True, desc='val',
                     loss_sum += F.cross_entropy(out, target, ignore_index=IGNORE_LABEL).double()
                 pred = out.argmax(1)
                 class_index = batch['class_index'][b:b + 1]
-                inter, union = meter.update(pred, target, class_index)
+                inter, union = intersection_union(pred, target)
                 e = int(batch['episode_number'][b])
                 rows.append(torch.cat([torch.tensor([e, int(class_index)], device=device),
                                        inter[0], union[0]]))
                 if on_episode is not None:
                     on_episode(e, batch, b, pred[0])
-    episodes = torch.tensor(len(rows), dtype=torch.int64, device=device)
-    all_reduce_sum(episodes)
-    all_reduce_sum(loss_sum)
-    result = meter.all_reduce().summary()
-    result['loss'] = loss_sum.item() / max(int(episodes), 1)
-    result['seconds'] = time.time() - start
     mine = torch.stack(rows) if rows else torch.zeros((0, 6), dtype=torch.int64, device=device)
-    result['per_episode'] = EpisodeCounts.gathered(mine)
+    counts = EpisodeCounts.gathered(mine)         # every process's episodes: scored once, here
+    all_reduce_sum(loss_sum)
+    result = IoUMeter(num_classes).add(counts.intersection, counts.union,
+                                       counts.class_index).summary()
+    result['loss'] = loss_sum.item() / max(len(counts.episode), 1)
+    result['seconds'] = time.time() - start
+    result['per_episode'] = counts
     return result
 
 

@@ -6,15 +6,15 @@ background/foreground pixel counts.
 - FB-IoU: mean over {BG, FG} of Σ intersection / Σ union over all episodes.
 - pIoU: Σ FG intersection / Σ FG union over all episodes pooled.
 
-Counts are int64 pixel sums, so adding the shards of several processes (`all_reduce`) gives exactly
-the numbers one process would get.
+Counts are int64 pixel sums: the per-episode counts of several processes, gathered
+(EpisodeCounts.gathered), give exactly the numbers one process would get.
 """
 import dataclasses
 
 import numpy as np
 import torch
 
-from util.distributed import all_gather_rows, all_reduce_sum
+from util.distributed import all_gather_rows
 from util.image_io import IGNORE_LABEL
 
 EPS = 1e-10     # the authors' guard: an empty union scores 0
@@ -61,12 +61,6 @@ class IoUMeter:
         self.class_inter.index_add_(0, class_index, inter[:, 1])
         self.class_union.index_add_(0, class_index, union[:, 1])
         self.class_episodes.index_add_(0, class_index, torch.ones_like(class_index))
-
-    def all_reduce(self):
-        """Sum the counts of all processes (no-op in a single process)."""
-        for t in (self.class_inter, self.class_union, self.class_episodes, self.inter,
-                  self.union):
-            all_reduce_sum(t)
         return self
 
     def summary(self):
