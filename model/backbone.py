@@ -114,9 +114,7 @@ class DeepStemResNet(nn.Module):
         self.layer3 = self._stage(4 * width, blocks[2], stride=1, dilation=2, previous_dilation=1)
         self.layer4 = self._stage(8 * width, blocks[3], stride=1, dilation=4, previous_dilation=2)
         del self._in_ch
-        expansion = Bottleneck.expansion
-        self.mid_channels = (2 * width + 4 * width) * expansion     # layer2 ‖ layer3
-        self.high_channels = 8 * width * expansion                  # layer4
+        self.mid_channels = (2 * width + 4 * width) * Bottleneck.expansion     # layer2 ‖ layer3
 
     def _stage(self, width, n_blocks, stride, dilation, previous_dilation):
         blocks = [Bottleneck(self._in_ch, width, stride=stride, dilation=previous_dilation)]

@@ -37,10 +37,13 @@ class CheckpointError(ValueError):
 
 # ---- reading ------------------------------------------------------------------------------------
 def read_checkpoint(path):
-    """The object saved in `path` (on the CPU), or CheckpointError naming the file."""
+    """The object saved in `path` (on the CPU), or CheckpointError naming the file. A folder is
+    refused naming the checkpoints it holds."""
     path = os.fspath(path)
     if os.path.isdir(path):
-        raise IsADirectoryError(f'checkpoint {path} is a folder, not a checkpoint file')
+        held = sorted(f for f in os.listdir(path) if f.endswith('.pth'))
+        raise IsADirectoryError(f'checkpoint {path} is a folder, not a checkpoint file; ' +
+                                (f'it holds {", ".join(held)}' if held else 'it holds no .pth file'))
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
@@ -133,7 +136,7 @@ def load_backbone_weights(net, path):
 
 
 # ---- checking -----------------------------------------------------------------------------------
-def check_shot(checkpoint, shot, path, way_on='use the matching config'):
+def check_shot(checkpoint, shot, path, way_on):
     """Refuse a checkpoint of ours trained with another number of shots (the authors' do not
     say; their file names do: train5_... is 5-shot); `way_on` ends the message."""
     trained = metadata(checkpoint).get('shot')

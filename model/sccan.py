@@ -217,7 +217,7 @@ class SCCAN(nn.Module):
             raise ValueError(f"query must be B×3×H×W, got shape {tuple(query.shape)}")
         b, _, h, w = query.shape
         if not (valid_input_size(h) and valid_input_size(w)):
-            raise ValueError(f"input size {h}×{w}: (H−1) and (W−1) must be multiples of 8 (e.g. 473, 233, 97)")
+            raise ValueError(f"input size {h}×{w}: both sides must satisfy {input_size_rule('side')}")
         if support.dim() != 5 or support.shape[0] != b or support.shape[2:] != query.shape[1:]:
             raise ValueError(f"support must be B×K×3×H×W = {b}×K×3×{h}×{w}, got {tuple(support.shape)}")
         k = support.shape[1]

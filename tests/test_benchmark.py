@@ -56,7 +56,7 @@ def test_peak_memory_is_the_measuring_process_own():
 
 
 @pytest.mark.parametrize('argv, message', [
-    (['--size', '100'], 'error: --size 100: (size−1) must be a multiple of 8 (e.g. 473, 233)'),
+    (['--size', '100'], 'error: --size 100: expected (size - 1) % 8 == 0, e.g. 473, 233, 57'),
     (['paths', '--tiny', '--reference'], 'error: --reference compares the full model: drop --tiny'),
     (['modes', '--modes', 'fast'], "error: argument --modes: invalid choice: 'fast'"),
 ])

@@ -292,7 +292,7 @@ def test_mask_image_size_mismatch(tiny):
 
 
 def test_input_size_rule(tiny):
-    with pytest.raises(ValueError, match=r'\(H−1\) and \(W−1\) must be multiples of 8'):
+    with pytest.raises(ValueError, match=r'input size 64×64: both sides must satisfy \(side - 1\) % 8 == 0'):
         tiny(torch.zeros(1, 3, 64, 64), torch.zeros(1, 1, 3, 64, 64), torch.zeros(1, 1, 64, 64))
 
 

@@ -60,7 +60,7 @@ TOOLS = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [os.path.dirname(TOOLS), TOOLS]
 import golden  # noqa: E402  (tools/golden.py)
 from model import build_sccan  # noqa: E402
-from model.sccan import valid_input_size  # noqa: E402
+from model.sccan import input_size_rule, valid_input_size  # noqa: E402
 from util import transform as T  # noqa: E402
 from util.cli import ArgumentParser, positive_float, positive_int, run_main  # noqa: E402
 from util.config import default_config, load_config, merged_opts, parse_opts  # noqa: E402
@@ -325,7 +325,7 @@ def with_rates_and_ratios(rows, baseline, peak_matmul):
 
 def check_paths_args(args, device):
     if not valid_input_size(args.size):
-        raise ValueError(f'--size {args.size}: (size−1) must be a multiple of 8 (e.g. 473, 233)')
+        raise ValueError(f'--size {args.size}: expected {input_size_rule("size")}')
     if args.reference and args.tiny:
         raise ValueError('--reference compares the full model: drop --tiny')
     if args.with_amp == 'fp16' and device.type != 'cuda':
@@ -593,7 +593,7 @@ def parse_args(argv):
     json_option = ArgumentParser(add_help=False)
     json_option.add_argument('--json', help="also write the mode's header and rows to this file")
     model_options = ArgumentParser(add_help=False, parents=[json_option])
-    model_options.add_argument('--size', type=positive_int, default=473, help='input side, (size−1) %% 8 == 0')
+    model_options.add_argument('--size', type=positive_int, default=473, help='input side, ' + input_size_rule('size').replace('%', '%%'))
     model_options.add_argument('--repeats', type=positive_int, default=3)
     model_options.add_argument('--device', default='auto', choices=('auto', 'cpu', 'cuda'))
     model_options.add_argument('--tiny', action='store_true',

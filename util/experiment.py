@@ -19,16 +19,11 @@ CLASS_KEYS = ('data_set', 'split', 'use_split_coco')
 
 def find_checkpoint(name, snapshot_dir):
     """A resume/weight value: an existing path as given, else a file in the run's snapshot
-    folder (the authors' habit: `resume: epoch_10.pth`). A folder is refused naming the
-    checkpoints it holds."""
+    folder (the authors' habit: `resume: epoch_10.pth`). A folder is returned as it is:
+    reading it (model.checkpoint.read_checkpoint) refuses it, naming the checkpoints it holds."""
     for candidate in (name, os.path.join(snapshot_dir, name)):
-        if os.path.isfile(candidate):
+        if os.path.exists(candidate):
             return candidate
-        if os.path.isdir(candidate):
-            held = sorted(f for f in os.listdir(candidate) if f.endswith('.pth'))
-            raise IsADirectoryError(f'checkpoint {candidate} is a folder, not a checkpoint file; '
-                                    + (f'it holds {", ".join(held)}' if held else
-                                       'it holds no .pth file'))
     raise FileNotFoundError(f'checkpoint not found: {name} (looked as given and in '
                             f'{snapshot_dir})')
 
