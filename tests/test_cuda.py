@@ -36,6 +36,7 @@ from util.meta_test import evaluate_checkpoint
 from util.optim import build_optimizers, forward_backward, optimizer_step, set_sgd_lr
 from util.precision import Precision, precision_for
 from util.seeding import without_dropout
+from util.training import train
 from util.datasets.synthetic import write_benchmark
 
 pytestmark = pytest.mark.cuda
