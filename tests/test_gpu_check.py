@@ -348,7 +348,8 @@ def test_the_report_of_a_gpu_run_shows_every_steps_figures(tmp_path):
     assert '| bf16 | 0.050 | 0.50 | 0.200 | 0.40 | 97.000 % | 4.10e-01 | — | — |' in report
     assert 'max \\|Δlogit\\|' in report                      # a | in a cell does not split it
     assert 'test_golden_episodes_in_lower_precision[r50-bf16] 98.00 %' in report
-    assert '| optional packages | tensorboardX 2.6.2, gradio NOT installed |' in report
+    assert ("| optional packages | tensorboardX 2.6.2, gradio NOT installed (needed by the app's page) |"
+            in report)
 
 
 def test_a_failing_or_overrunning_step_is_reported_and_stopped():

@@ -19,7 +19,7 @@ TOOLS = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(TOOLS)
 sys.path[:0] = [REPO, TOOLS]
 import benchmark  # noqa: E402  (tools/benchmark.py)
-from gpu_check_steps import BENCHMARK_SETTINGS, STEPS  # noqa: E402
+from gpu_check_steps import BENCHMARK_SETTINGS, OPTIONAL_PACKAGES, STEPS  # noqa: E402
 from util.outputs import write_atomic  # noqa: E402
 
 EVAL_SETTINGS = ('eval-1shot', 'eval-5shot')
@@ -112,7 +112,8 @@ def number(value, digits=3):
 def environment_section(env):
     gpus = '; '.join(f'{g["name"]} ({g["memory_gb"]:.0f} GB, capability {g["capability"]})'
                      for g in env.get('gpus', [])) or 'none visible to PyTorch'
-    packages = ', '.join(f'{name} {version or "NOT installed"}'
+    packages = ', '.join(f'{name} {version}' if version else
+                         f'{name} NOT installed (needed by {OPTIONAL_PACKAGES.get(name, "?")})'
                          for name, version in (env.get('packages') or {}).items())
     official = os.environ.get('OFFICIAL_SCCAN')
     rows = [('GPU', gpus), ('driver', env.get('driver')),

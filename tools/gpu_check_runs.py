@@ -30,11 +30,6 @@ import gpu_check_steps as steps  # noqa: E402  (tools/gpu_check_steps.py)
 from util.cli import ArgumentParser, run_main  # noqa: E402
 from util.image_io import read_bytes  # noqa: E402
 
-# Optional packages the report names: what needs them.
-OPTIONAL_PACKAGES = {'tensorboardX': 'every training run (util/log.py)',
-                     'gradio': "the browser app's page (tools/app.py)",
-                     'pycocotools': "COCO's preparation (tools/prepare_coco.py)",
-                     'matplotlib': 'test_sccan.py --plot'}
 DETERMINISM_RUNS = (('deterministic', True), ('deterministic again', True), ('default', False))
 
 
@@ -66,7 +61,7 @@ def environment():
             'tf32_cudnn_convolutions': torch.backends.cudnn.allow_tf32,
             'tf32_cuda_matmul': torch.backends.cuda.matmul.allow_tf32,
             'gpus': [], 'driver': nvidia_smi('driver_version'),
-            'packages': {name: steps.optional_package(name) for name in OPTIONAL_PACKAGES}}
+            'packages': {name: steps.optional_package(name) for name in steps.OPTIONAL_PACKAGES}}
     for index in range(torch.cuda.device_count() if torch.cuda.is_available() else 0):
         props = torch.cuda.get_device_properties(index)
         info['gpus'].append({'name': props.name, 'memory_gb': props.total_memory / 1024 ** 3,

@@ -118,6 +118,10 @@ class Kit:
         return {**os.environ, **smoke}
 
 
+# The optional packages the report names, with what needs them.
+OPTIONAL_PACKAGES = {'tensorboardX': 'training (util/log.py)', 'gradio': "the app's page",
+                     'pycocotools': 'tools/prepare_coco.py', 'matplotlib': 'test_sccan.py --plot'}
+
 # Files the steps leave in the report's folder besides report.md (the folder comes back from a
 # GPU machine whole: a few files, no subfolders).
 FIGURE_FILES = ('figures.json', 'tests.jsonl', 'benchmark.json', 'modes.json', 'demo_examples.png',
