@@ -3,8 +3,9 @@
 #   make demo   meta-train and meta-test SCCAN on the synthetic benchmark (CPU)
 #   make app    the browser app (tools/app.py) on http://127.0.0.1:7860, after installing its
 #               optional extras (requirements-app.txt) into .venv
-#   make gpu-check   on a GPU machine: CUDA tests and benchmarks, one report (tools/gpu_check.sh;
-#                    uses .venv when there is one, installs nothing: such machines may be offline)
+#   make gpu-check   on a GPU machine: the user's path, CUDA tests and benchmarks, one report
+#                    (tools/gpu_check.sh; uses .venv when there is one, installs nothing: such
+#                    machines may be offline)
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python

@@ -128,3 +128,11 @@ def test_make_synthetic_cli_and_manifest(tmp_path):
 def test_bad_counts_are_refused(tmp_path):
     with pytest.raises(ValueError, match='n_train and n_val must be positive'):
         S.write_benchmark(str(tmp_path), n_train=0, n_val=3)
+
+
+def test_processes_write_the_same_bytes(tmp_path):
+    """Drawn in forked processes (the GPU kit's data step), each image is the one a single
+    process writes, and the lists keep their order."""
+    for name, processes in (('one', 1), ('three', 3)):
+        S.write_benchmark(str(tmp_path / name), seed=2, n_train=5, n_val=4, processes=processes)
+    assert files_below(tmp_path / 'one') == files_below(tmp_path / 'three')

@@ -249,7 +249,8 @@ def step_for(args, path, setting, device):
 
 
 def paths_of(args):
-    return (['scripts', 'api'] + ([f'scripts+{args.with_amp}'] if args.with_amp else [])
+    return (['scripts'] + ([] if args.no_api else ['api'])
+            + ([f'scripts+{args.with_amp}'] if args.with_amp else [])
             + (['reference'] if args.reference else []))
 
 
@@ -607,6 +608,8 @@ def parse_args(argv):
     p.add_argument('--reference', action='store_true', help="also time the authors' model")
     p.add_argument('--with-amp', choices=('bf16', 'fp16'),
                    help='also time the scripts path under this autocast (fp16: CUDA only)')
+    p.add_argument('--no-api', action='store_true',
+                   help='leave out the api path (it runs the scripts\' code; the GPU kit saves its time)')
     p.add_argument('--opts', nargs='+', default=[], metavar='KEY VALUE',
                    help='config overrides of the scripts path, e.g. channels_last False')
     p.add_argument('--one', help=argparse.SUPPRESS)   # internal: run one measurement, print JSON

@@ -1,37 +1,40 @@
-"""One-command GPU validation: the CUDA tests, the benchmarks, one Markdown report.
+"""One-command GPU validation: the user's path end to end on the device, the CUDA tests, the
+benchmarks and their targets, in one Markdown report.
 
-    tools/gpu_check.sh                  # on a machine with a GPU: under 9 minutes on one
-    tools/gpu_check.sh --cpu-smoke      # the same steps at tiny sizes on the CPU (proves the kit)
-    tools/gpu_check.sh --out DIR        # report in DIR (default exp/gpu_check/<date-time>)
+    tools/gpu_check.sh                      # on a machine with a GPU: about 6 minutes on one H200
+    tools/gpu_check.sh --cpu-smoke          # every step at tiny sizes on the CPU (proves the kit)
+    tools/gpu_check.sh --only predict,app   # these steps, and those whose products they lack
+    tools/gpu_check.sh --skip tests         # the default plan without them
+    tools/gpu_check.sh --out DIR            # report in DIR (default exp/gpu_check/<date-time>)
 
-Steps, each in its own process group with its own time limit, each run whatever happened to the
-ones before:
-  environment  GPU, driver, torch / CUDA / cuDNN versions, TF32 settings
-  tests        pytest -m cuda (tests/test_cuda.py) on the GPU, with the figures the tests record
-  benchmark    tools/benchmark.py paths: eval 1-shot, eval 5-shot, train batch 8; the scripts,
-               bare-API and bf16 paths, and the authors' model (--reference) when OFFICIAL_SCCAN
-               is set
-  modes        tools/benchmark.py modes: each fast mode but compile against the default
-  targets      the performance targets, checked on the benchmark's figures
-Nothing is downloaded; the tests write their synthetic data locally (util/datasets/synthetic.py). The
-report goes to DIR/report.md (its path is printed); the exit status is 0 when no step failed.
-A folder that holds a report already is refused unless --overwrite is given: a GPU's figures may
-be the only ones this project gets. Without a GPU visible to PyTorch it stops at once and points
-to --cpu-smoke. Ctrl-C or SIGTERM (e.g. from `timeout`) is passed on to the running step, which
-is given 10 s to end (then killed with its process group), the steps after it are not run, and
-the report says what ran (exit status 130).
+The steps, in this order (tools/gpu_check_steps.py says what each runs): environment, data, demo,
+determinism, train, test, predict, app, tests, benchmark and modes (a GPU run's default plan
+leaves modes out; `--only modes` runs it), then the targets, checked on their figures
+(tools/gpu_check_report.py). Each step runs in its own process group with its own time limit,
+whatever happened to the ones before; a step whose input a failed or skipped step should have
+made is skipped, saying so, as is one that needs an optional package that is not installed
+(tensorboardX for training). `--only` adds the steps that make what the asked ones need when no
+earlier run left it in the scratch folder (--work, default exp/gpu_check/work/<gpu|cpu-smoke>,
+the kit's own: its steps replace their outputs there); the environment always runs. The whole
+run stops starting steps when --time-limit is near (default 530 s on a GPU: under 9 minutes).
 
-The CPU smoke run runs the same steps on the CPU at tiny sizes, so that it takes about a minute:
-two of the tests marked cuda (SMOKE_TESTS) on the CPU (SCCAN_CUDA_TESTS_DEVICE=cpu; all of them
-pass there too, in a few minutes), the benchmarks with --tiny (the tiny model variant). Its
-figures mean nothing; its report shows that the kit works. The report's tables are the
-benchmark's own (benchmark.COLUMNS, benchmark.cells), read from the JSON it writes.
+The report, DIR/report.md (its path is printed), is written after every step, so that a run
+killed from outside leaves what it measured; beside it, figures.json (every figure) and a few
+figure files (gpu_check_steps.FIGURE_FILES), no subfolder. A folder that holds a report already
+is refused unless --overwrite is given: a GPU's figures may be the only ones this project gets.
+Without a GPU visible to PyTorch it stops at once and points to --cpu-smoke. Ctrl-C or SIGTERM
+(e.g. from `timeout`) is passed on to the running step, which is given 10 s to end (then killed
+with its process group), the steps after it are not run, and the report says what ran (exit
+status 130). The exit status is 0 when no step failed.
+
+The CPU smoke run runs every step (modes too) at tiny sizes on the CPU, with any GPU hidden: two
+of the tests marked cuda (SMOKE_TESTS; all of them pass there too, in a few minutes), the tiny
+model variant at 33×33 elsewhere. Its figures mean nothing; its report shows that the kit works.
+Nothing is downloaded: the data is the synthetic benchmark, written on the spot.
 """
 import argparse
 import datetime
-import json
 import os
-import platform
 import signal
 import subprocess
 import sys
@@ -40,38 +43,99 @@ import time
 TOOLS = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(TOOLS)
 sys.path[:0] = [REPO, TOOLS]
-import benchmark  # noqa: E402  (tools/benchmark.py)
+import gpu_check_report as reporting  # noqa: E402  (tools/gpu_check_report.py)
+from gpu_check_steps import (FIGURE_FILES, SMOKE_LIMIT, STEP, STEPS, Kit, optional_package,  # noqa: E402
+                             remove_outputs)
 from util.cli import ArgumentParser, run_main  # noqa: E402
-from util.outputs import check_outputs, write_atomic  # noqa: E402
+from util.outputs import check_outputs  # noqa: E402
 
-PYTHON = sys.executable
+TIME_LIMIT = {False: 530, True: 1800}    # seconds of a whole run: on a GPU, under 9 minutes
+REPORT_SECONDS = 10                      # kept back from the time limit for the last report
+SHORTEST_STEP = 15                       # no step is started with less time than this left
 
-# Seconds per step on one GPU: 500 in all, under 9 minutes with the kit's own few seconds.
-LIMITS = {'environment': 20, 'tests': 230, 'benchmark': 140, 'modes': 110}
-SMOKE_LIMITS = {'environment': 60, 'tests': 300, 'benchmark': 300, 'modes': 300}   # a loaded CPU
-# The tests the CPU smoke run selects (`pytest -k`): one that records figures, one that skips.
-SMOKE_TESTS = 'plain_path and fused_attention or steps and fp16'
-BENCHMARK_SETTINGS = ['eval-1shot', 'eval-5shot', 'train-b8']
-# What the steps write in the report's folder besides report.md.
-FIGURE_FILES = ('tests.jsonl', 'benchmark.json', 'modes.json')
-TARGETS = {   # target: (settings, paths, ratio to the reference, upper bound)
-    'float32 time ≤ 1.0× the reference': (BENCHMARK_SETTINGS, ('scripts', 'api'), 'time_ratio', 1.0),
-    'float32 peak memory ≤ 0.6× the reference at batch 8': (['train-b8'], ('scripts', 'api'), 'memory_ratio', 0.6),
-    'bf16 ≥ 2.5× faster than the reference in float32': (BENCHMARK_SETTINGS, ('scripts+bf16',), 'time_ratio', 1 / 2.5),
-}
+
+def step_list(text):
+    """--only / --skip: step names separated by commas."""
+    names = [name.strip() for name in text.split(',') if name.strip()]
+    unknown = [name for name in names if name not in STEP]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f'{text!r}: expected step names separated by commas, among {", ".join(STEP)}')
+    return names
 
 
 def parse_args(argv=None):
-    p = ArgumentParser(description=__doc__.split('\n')[0])
+    p = ArgumentParser(description=__doc__.split('\n')[0], epilog='Steps, in order: ' + '; '.join(
+        f'{step.name}: {step.does}' + ('' if step.default else ' (--only)') for step in STEPS) + '.')
     p.add_argument('--cpu-smoke', action='store_true',
                    help='run every step on the CPU at tiny sizes (a check of the kit, not of a GPU)')
     p.add_argument('--out', help='report folder (default: exp/gpu_check/<date-time>, a new one)')
     p.add_argument('--overwrite', action='store_true', help="replace the report already in --out")
-    p.add_argument('--environment', action='store_true', help=argparse.SUPPRESS)   # internal step
+    p.add_argument('--only', type=step_list, metavar='STEP[,STEP...]',
+                   help='run these steps (and those making what they need, when no earlier run left it)')
+    p.add_argument('--skip', type=step_list, default=[], metavar='STEP[,STEP...]',
+                   help='leave these steps out')
+    p.add_argument('--work', help="the kit's scratch folder (default: exp/gpu_check/work/<gpu|cpu-smoke>)")
+    p.add_argument('--time-limit', type=int, metavar='SECONDS',
+                   help='of the whole run: a step gets at most what is left, and none starts with '
+                        'less than 15 s (default: 530 on a GPU, 1800 for --cpu-smoke)')
     args = p.parse_args(argv)
     if args.out is None:
         args.out = os.path.join(REPO, 'exp', 'gpu_check', datetime.datetime.now().strftime('%Y%m%d-%H%M%S'))
+    if args.work is None:
+        args.work = os.path.join(REPO, 'exp', 'gpu_check', 'work', 'cpu-smoke' if args.cpu_smoke else 'gpu')
+    if args.time_limit is None:
+        args.time_limit = TIME_LIMIT[args.cpu_smoke]
     return args
+
+
+# ---- the plan -----------------------------------------------------------------------------------
+def make_plan(kit, only=None, skip=()):
+    """{step name: why it runs} and a line for the report saying what was asked. Without `only`
+    the default plan (every step for a smoke run); with it those steps, the environment, and
+    the steps making what they need where no earlier run left it (unless skipped)."""
+    if only:
+        asked = set(only) | {'environment'}
+        line = f'Asked: --only {",".join(only)}'
+    else:
+        asked = {step.name for step in STEPS if step.default or kit.smoke}
+        left_out = [step.name for step in STEPS if step.name not in asked]
+        line = 'The default plan' + (f' (every step but {", ".join(left_out)})' if left_out else '')
+    asked -= set(skip)
+    if skip:
+        line += f' --skip {",".join(skip)}'
+    why = {name: 'asked' for name in asked}
+    pending = [name for name in STEP if name in asked]
+    while pending:
+        step = STEP[pending.pop(0)]
+        for need in step.needs:
+            if need not in why and need not in skip and made(kit, need) is None:
+                why[need] = f'run for {step.name}'
+                pending.append(need)
+    added = [name for name in STEP if why.get(name, 'asked') != 'asked']
+    line += (f'; added: {", ".join(added)} (what the steps asked need)' if added else '') + '.'
+    return {name: why[name] for name in STEP if name in why}, line
+
+
+def made(kit, name):
+    """What step `name` leaves for the steps after it (gpu_check_steps.Step.product), or None,
+    also when finding it fails: the report comes first."""
+    try:
+        return STEP[name].product(kit)
+    except Exception:
+        return None
+
+
+class Run:
+    """One run of the kit: its Kit, its plan, and the steps' results and figures so far."""
+
+    def __init__(self, kit, plan, plan_line):
+        self.kit, self.plan, self.plan_line = kit, plan, plan_line
+        self.results = {}
+        self.figures = {}
+
+    def passed(self, name):
+        return self.results.get(name, {}).get('status') == 'passed'
 
 
 # ---- running steps ------------------------------------------------------------------------------
@@ -134,7 +198,6 @@ def run_step(name, cmd, limit, env=None, interruption=NO_INTERRUPTION):
         status = 'interrupted'
     finally:
         interruption.step_running = False
-    print(f'[gpu_check] {name}: {status} ({time.time() - start:.0f} s)', flush=True)
     return {'name': name, 'status': status, 'seconds': time.time() - start, 'limit': limit,
             'output': output, 'command': ' '.join(cmd)}
 
@@ -154,279 +217,104 @@ def stop_group(proc, first=signal.SIGTERM):
     return proc.communicate()[0]
 
 
-def skipped(name, reason):
-    return {'name': name, 'status': 'skipped', 'seconds': 0.0, 'limit': None, 'output': reason,
-            'command': ''}
+# ---- running the plan ---------------------------------------------------------------------------
+def result_of(name, status, note, seconds=0.0, limit=None, output='', command=''):
+    return {'name': name, 'status': status, 'seconds': seconds, 'limit': limit, 'note': note,
+            'output': output, 'command': command}
 
 
-def environment():
-    """What the report states about the machine (printed as JSON by --environment)."""
-    import torch
-    info = {'python': platform.python_version(), 'platform': platform.platform(),
-            'torch': torch.__version__, 'cuda': torch.version.cuda,
-            'cudnn': torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
-            'cpu_threads': torch.get_num_threads(), 'cuda_available': torch.cuda.is_available(),
-            'tf32_cudnn_convolutions': torch.backends.cudnn.allow_tf32,
-            'tf32_cuda_matmul': torch.backends.cuda.matmul.allow_tf32,
-            'gpus': [], 'driver': nvidia_smi('driver_version')}
-    for index in range(torch.cuda.device_count() if torch.cuda.is_available() else 0):
-        props = torch.cuda.get_device_properties(index)
-        info['gpus'].append({'name': props.name, 'memory_gb': props.total_memory / 1024 ** 3,
-                             'capability': f'{props.major}.{props.minor}'})
-    return info
+def not_planned(run, step, skip):
+    note = ('--skip' if step.name in skip else 'not asked (--only)' if run.plan_line.startswith('Asked')
+            else f'not in the default plan: --only {step.name} runs it')
+    return result_of(step.name, 'not run', note)
 
 
-def nvidia_smi(field):
+def why_not(run, step, interruption, seconds_left):
+    """Why a planned step cannot run now (it is then skipped), or None."""
+    if interruption.signum is not None:
+        return 'not run: the check was interrupted'
+    missing = [name for name in step.requires if optional_package(name) is None]
+    if missing:
+        return (f'not run: needs {", ".join(missing)}, which is not installed (pip install it, or put '
+                "a folder holding it on PYTHONPATH)")
+    for need in step.needs:
+        if made(run.kit, need) is None:
+            done = run.results.get(need, {}).get('status', 'not run')
+            return f'not run: needs what the {need} step makes ({need}: {done})'
+    if seconds_left < SHORTEST_STEP:
+        return 'not run: the time limit of the whole run (--time-limit) is spent'
+    return None
+
+
+def run_planned(run, step, limit, interruption):
+    """Run one step and read its figures into run.figures; returns its result."""
+    kit = run.kit
+    if step.reusable and made(kit, step.name):
+        result = result_of(step.name, 'passed', 'reused: an earlier run made it')
+    else:
+        remove_outputs(step, kit)
+        try:
+            cmd = step.command(run)
+        except Exception as e:          # e.g. the images it needs are not there: its own failure
+            return result_of(step.name, 'failed', f'{type(e).__name__}: {e}', output=str(e))
+        result = dict(run_step(step.name, cmd, limit, kit.environment(), interruption), note='')
     try:
-        out = subprocess.run(['nvidia-smi', f'--query-gpu={field}', '--format=csv,noheader'],
-                             capture_output=True, text=True, timeout=15)
-    except (OSError, subprocess.TimeoutExpired) as e:
-        return f'unknown ({type(e).__name__})'
-    return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else 'unknown'
+        run.figures[step.name] = figures = step.figures(run, result)
+    except Exception as e:              # a report with the other steps' figures comes first
+        run.figures[step.name] = figures = {}
+        result['note'] = f'its figures could not be read: {type(e).__name__}: {e}'
+        result['status'] = 'failed' if result['status'] == 'passed' else result['status']
+    status, note = step.verdict(run, result['status'], figures)
+    return dict(result, status=status, note=note or result['note'])
 
 
-def run_all(args, interruption=NO_INTERRUPTION):
-    """Every step, in order, until one is interrupted; returns (steps, environment, test
-    records, benchmark results)."""
-    os.makedirs(args.out, exist_ok=True)
-    limits = SMOKE_LIMITS if args.cpu_smoke else LIMITS
-    paths = {name: os.path.join(args.out, name) for name in FIGURE_FILES}
-    for path in paths.values():
-        if os.path.exists(path):
-            os.remove(path)
-    plan = [('environment', [PYTHON, __file__, '--environment'], None),
-            ('tests', tests_command(args), tests_environment(args, paths)),
-            ('benchmark', benchmark_command(args, paths['benchmark.json']), None),
-            ('modes', modes_command(args, paths['modes.json']), None)]
-    steps = []
-    for name, cmd, env in plan:
-        if interruption.signum is not None:
-            steps.append(skipped(name, 'not run: the check was interrupted'))
+def run_all(run, skip=(), time_limit=TIME_LIMIT[False], interruption=NO_INTERRUPTION,
+            on_step=lambda results: None):
+    """Every step of the plan, in order, then the targets; `on_step(results)` after each.
+    Returns the results (one per step, planned or not, and the targets)."""
+    deadline = time.time() + time_limit - REPORT_SECONDS
+    results = []
+    for step in STEPS:
+        if step.name not in run.plan:
+            result = not_planned(run, step, skip)
         else:
-            steps.append(run_step(name, cmd, limits[name], env, interruption))
-    env_info = json_output(steps[0])
-    tests = read_jsonl(paths['tests.jsonl'])
-    figures = {'paths': read_json(paths['benchmark.json']), 'modes': read_json(paths['modes.json'])}
-    steps.append(skipped('targets', 'not checked: the check was interrupted')
-                 if interruption.signum is not None else targets_step(args, figures['paths']))
-    return steps, env_info, tests, figures
-
-
-def tests_command(args):
-    cmd = [PYTHON, '-m', 'pytest', '-q', '-m', 'cuda', '-p', 'no:cacheprovider', 'tests/test_cuda.py']
-    return cmd + (['-k', SMOKE_TESTS] if args.cpu_smoke else [])
-
-
-def tests_environment(args, paths):
-    """SCCAN_TEST_LOG: a JSON line per test (tests/conftest.py), so that a timed-out run still
-    reports what finished."""
-    env = {**os.environ, 'SCCAN_TEST_LOG': paths['tests.jsonl']}
-    if args.cpu_smoke:
-        env['SCCAN_CUDA_TESTS_DEVICE'] = 'cpu'
-    return env
-
-
-def benchmark_command(args, json_path):
-    cmd = [PYTHON, 'tools/benchmark.py', 'paths', '--with-amp', 'bf16', '--json', json_path]
-    if args.cpu_smoke:
-        return cmd + ['--device', 'cpu', '--tiny', '--settings', 'eval-1shot']
-    return cmd + ['--device', 'cuda', '--settings', *BENCHMARK_SETTINGS] + (
-        ['--reference'] if os.environ.get('OFFICIAL_SCCAN') else [])
-
-
-def modes_command(args, json_path):
-    cmd = [PYTHON, 'tools/benchmark.py', 'modes', '--json', json_path]
-    if args.cpu_smoke:
-        return cmd + ['--device', 'cpu', '--tiny', '--modes', 'fused_attention']
-    # Not compile: compiling the full model for eval and training takes minutes (its
-    # correctness and compilation time come from the tests).
-    return cmd + ['--device', 'cuda', '--modes', 'contiguous', 'fused_attention', 'bf16', 'fp16']
-
-
-def json_output(step):
-    try:
-        return json.loads(step['output'].strip().splitlines()[-1])
-    except (ValueError, IndexError):
-        return {}
-
-
-def read_json(path):
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
-
-
-def read_jsonl(path):
-    try:
-        with open(path) as f:
-            return [json.loads(line) for line in f if line.strip()]
-    except OSError:
-        return []
-
-
-# ---- targets ------------------------------------------------------------------------------------
-def target_verdicts(args, figures):
-    """[(target, measured, verdict)] for TARGETS, or the reason none was checked."""
-    if args.cpu_smoke:
-        return 'not checked: a CPU smoke run (tiny model, no reference)'
-    if not figures or figures['baseline'] != 'reference':
-        return ("not checked: the authors' model was not measured (set OFFICIAL_SCCAN to the folder "
-                "holding their model/ and util/)")
-    rows = {(r['setting'], r['path']): r for r in figures['rows']}
-    verdicts = []
-    for target, (settings, paths, quantity, bound) in TARGETS.items():
-        for setting in settings:
-            for path in paths:
-                value = rows.get((setting, path), {}).get(quantity)
-                measured = f'{setting}, {path}: ' + ('not measured' if value is None else f'{value:.2f}×')
-                verdicts.append((target, measured, 'not measured' if value is None else
-                                 'met' if value <= bound else 'missed'))
-    return verdicts
-
-
-def targets_step(args, figures):
-    verdicts = target_verdicts(args, figures)
-    if isinstance(verdicts, str):
-        return skipped('targets', verdicts)
-    missed = [v for v in verdicts if v[2] != 'met']
-    return {'name': 'targets', 'status': 'failed' if missed else 'passed', 'seconds': 0.0,
-            'limit': None, 'output': f'{len(verdicts) - len(missed)} of {len(verdicts)} met',
-            'command': '', 'verdicts': verdicts}
-
-
-# ---- the report ---------------------------------------------------------------------------------
-def markdown_table(header, rows):
-    """Lines of a Markdown table; a '|' inside a cell (e.g. |Δlogit|) is escaped."""
-    def line(cells):
-        return '| ' + ' | '.join(str(cell).replace('|', '\\|') for cell in cells) + ' |'
-    return [line(header), '|' + ' --- |' * len(header)] + [line(row) for row in rows]
-
-
-def environment_section(env_info):
-    gpus = '; '.join(f'{g["name"]} ({g["memory_gb"]:.0f} GB, capability {g["capability"]})'
-                     for g in env_info.get('gpus', [])) or 'none visible to PyTorch'
-    official = os.environ.get('OFFICIAL_SCCAN')
-    rows = [('GPU', gpus), ('driver', env_info.get('driver')),
-            ('torch / CUDA / cuDNN', f'{env_info.get("torch")} / {env_info.get("cuda")} / {env_info.get("cudnn")}'),
-            ('TF32: cuDNN convolutions / CUDA matmuls (PyTorch defaults, as the scripts run)',
-             f'{env_info.get("tf32_cudnn_convolutions")} / {env_info.get("tf32_cuda_matmul")}'),
-            ('Python, platform, CPU threads',
-             f'{env_info.get("python")}, {env_info.get("platform")}, {env_info.get("cpu_threads")}'),
-            ('OFFICIAL_SCCAN', official or "not set: the authors' model was not measured")]
-    return ['## Environment', ''] + markdown_table(('what', 'value'), rows)
-
-
-def steps_section(steps):
-    rows = [(s['name'], s['status'], f'{s["seconds"]:.0f}', s['limit'] or '—') for s in steps]
-    return ['## Steps', ''] + markdown_table(('step', 'status', 'seconds', 'limit (s)'), rows)
-
-
-def tests_section(tests):
-    results = [t for t in tests if t['when'] == 'call' or t['outcome'] != 'passed']
-    counts = {o: sum(t['outcome'] == o for t in results) for o in ('passed', 'failed', 'skipped')}
-    lines = ['## Tests on the device (pytest -m cuda)', '',
-             f'{counts["passed"]} passed, {counts["failed"]} failed, {counts["skipped"]} skipped.', '']
-    rows = [(t['test'].split('::', 1)[-1], t['outcome'], f'{t["seconds"]:.1f}',
-             '; '.join(f'{k} {format_figure(v)}' for k, v in t['properties'].items())
-             or (t['message'].splitlines()[-1][:200] if t['outcome'] == 'skipped' and t['message'] else ''))
-            for t in results]
-    lines += markdown_table(('test', 'outcome', 'seconds', 'figures (or why skipped)'), rows)
-    for t in results:
-        if t['outcome'] == 'failed':
-            lines += ['', f'**{t["test"]}** ({t["when"]}) failed:', '', '```text', t['message'], '```']
-    return lines
-
-
-def format_figure(value):
-    if isinstance(value, float):
-        return f'{value:.4g}'
-    return str(value)
-
-
-def figures_table(mode, figures):
-    """The benchmark's table of one mode's figures (its JSON), in Markdown."""
-    return markdown_table([title for title, _, _ in benchmark.COLUMNS[mode]],
-                          [benchmark.cells(mode, row) for row in figures['rows']])
-
-
-def benchmark_section(figures):
-    lines = ["## Speed and memory: ours and the authors' (tools/benchmark.py paths)", '']
-    if not figures:
-        return lines + ['No figures: the benchmark step wrote none (see its output below).']
-    return lines + [figures['header'], '', f'Ratios are to the {figures["baseline"]} row of the same setting; '
-                    'on CUDA, peak GB is the allocated memory.', ''] + figures_table('paths', figures)
-
-
-def targets_section(step, tests):
-    lines = ['## Targets', '']
-    if 'verdicts' not in step:
-        return lines + [step['output'] + '.']
-    lines += markdown_table(('target', 'measured (ratio to the reference)', 'verdict'), step['verdicts'])
-    agreement = [(t['test'].split('::', 1)[-1], t['properties']['argmax_agreement']) for t in tests
-                 if 'bf16' in t['test'] and 'argmax_agreement' in t['properties']]
-    if agreement:
-        lines += ['', 'bf16 argmax agreement with the authors\' float64 logits (golden episodes): ' +
-                  ', '.join(f'{name} {100 * value:.2f} %' for name, value in agreement) + '.']
-    return lines
-
-
-def modes_section(figures):
-    lines = ['## Fast modes (tools/benchmark.py modes)', '']
-    if not figures:
-        return lines + ['No figures: the modes step wrote none (see its output below).']
-    return lines + [figures['header'], ''] + figures_table('modes', figures)
-
-
-def failures_section(steps):
-    lines = []
-    for step in steps:
-        if step['status'] in ('failed', 'timed out', 'interrupted') and step['name'] != 'targets':
-            lines += ['', f'## Output of the {step["name"]} step ({step["status"]})', '',
-                      f'`{step["command"]}`', '', '```text', step['output'][-6000:].strip(), '```']
-    return lines
-
-
-def report(args, steps, env_info, tests, figures, seconds):
-    failed = [s['name'] for s in steps if s['status'] in ('failed', 'timed out')]
-    interrupted = [s['name'] for s in steps if s['status'] == 'interrupted']
-    mode = ('CPU smoke run: every step at tiny sizes on the CPU; the figures check the kit, not '
-            'a GPU' if args.cpu_smoke else 'GPU run')
-    result = ('interrupted during ' + ', '.join(interrupted) + '; the steps after it did not run'
-              if interrupted else 'failed: ' + ', '.join(failed) if failed else 'all steps passed')
-    lines = ['# SCCAN GPU check', '',
-             f'{datetime.datetime.now().isoformat(timespec="seconds")}, commit {git_commit()}, {mode}, '
-             f'{seconds:.0f} s in all.', '',
-             f'**Result: {result}.**', '']
-    lines += environment_section(env_info) + [''] + steps_section(steps) + [''] + tests_section(tests)
-    lines += [''] + benchmark_section(figures['paths']) + [''] + targets_section(steps[-1], tests)
-    lines += [''] + modes_section(figures['modes']) + failures_section(steps)
-    return '\n'.join(lines) + '\n'
-
-
-def git_commit():
-    out = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], cwd=REPO, capture_output=True, text=True)
-    dirty = subprocess.run(['git', 'status', '--porcelain'], cwd=REPO, capture_output=True, text=True)
-    return (out.stdout.strip() or 'unknown') + (' (with uncommitted changes)' if dirty.stdout.strip() else '')
+            reason = why_not(run, step, interruption, deadline - time.time())
+            limit = min(SMOKE_LIMIT if run.kit.smoke else step.limit, int(deadline - time.time()))
+            result = (result_of(step.name, 'skipped', reason) if reason else
+                      run_planned(run, step, limit, interruption))
+            if run.plan[step.name] != 'asked' and result['status'] != 'skipped':
+                result['note'] = '; '.join(filter(None, [run.plan[step.name], result['note']]))
+        run.results[step.name] = result
+        results.append(result)
+        if step.name in run.plan:
+            print(f'[gpu_check] {step.name}: {result["status"]} ({result["seconds"]:.0f} s)'
+                  + (f'; {result["note"]}' if result['note'] else ''), flush=True)
+        on_step(results)
+    results.append(result_of('targets', 'skipped', 'not checked: the check was interrupted')
+                   if interruption.signum is not None else
+                   reporting.targets_result(run.kit.smoke, run.figures))
+    return results
 
 
 def main(argv=None):
     args = parse_args(argv)
-    if args.environment:
-        print(json.dumps(environment()))
-        return 0
     if not args.cpu_smoke:
         check_gpu_visible()
-    path = os.path.join(args.out, 'report.md')
+    kit = Kit(os.path.abspath(args.out), os.path.abspath(args.work), args.cpu_smoke)
+    path = kit.figure_file('report.md')
     # before minutes of work: the figures of an earlier run go only with --overwrite
-    check_outputs([path] + [os.path.join(args.out, name) for name in FIGURE_FILES],
-                  overwrite=args.overwrite)
+    check_outputs([path] + [kit.figure_file(name) for name in FIGURE_FILES], overwrite=args.overwrite)
+    for name in FIGURE_FILES:           # none of an earlier run's files may pass for this one's
+        if os.path.exists(kit.figure_file(name)):
+            os.remove(kit.figure_file(name))
+    run = Run(kit, *make_plan(kit, args.only, args.skip))
+    print(f'[gpu_check] {run.plan_line} Steps: {", ".join(run.plan)}; report: {path}', flush=True)
     start = time.time()
     with Interruption() as interruption:
-        steps, env_info, tests, figures = run_all(args, interruption)
-        write_atomic(path, report(args, steps, env_info, tests, figures, time.time() - start))
-    failed = [s for s in steps if s['status'] in ('failed', 'timed out')]
+        results = run_all(run, args.skip, args.time_limit, interruption,
+                          lambda done: reporting.write_report(run, done, time.time() - start))
+        reporting.write_report(run, results, time.time() - start, finished=True)
+    failed = [r for r in results if r['status'] in reporting.FAILED]
     if interruption.signum is not None:
         print(f'[gpu_check] interrupted by {signal.Signals(interruption.signum).name}: partial '
               f'report {path}')

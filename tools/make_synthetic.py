@@ -1,6 +1,7 @@
 """Write the synthetic few-shot benchmark (PASCAL-5i layout) to disk.
 
     python tools/make_synthetic.py --root data/synthetic --seed 0 --train 2000 --val 500
+    python tools/make_synthetic.py --processes 16     # the same files, drawn by 16 processes
 
 See util/datasets/synthetic.py for what the images hold. The same seed writes the same files.
 """
@@ -20,15 +21,17 @@ def parse_args(argv=None):
     p.add_argument('--seed', type=non_negative_int, default=0)
     p.add_argument('--train', type=positive_int, default=2000, help='images in train.txt')
     p.add_argument('--val', type=positive_int, default=500, help='images in val.txt')
+    p.add_argument('--processes', type=positive_int, default=1,
+                   help='draw the images in this many processes (the same files)')
     return p.parse_args(argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
     start = time.time()
-    lists = write_benchmark(args.root, args.seed, args.train, args.val)
+    lists = write_benchmark(args.root, args.seed, args.train, args.val, processes=args.processes)
     print(f'wrote {args.train} + {args.val} images to {args.root} in {time.time() - start:.1f}s '
-          f'(lists: {lists["train"]}, {lists["val"]})')
+          f'with {args.processes} process(es) (lists: {lists["train"]}, {lists["val"]})')
     return lists
 
 

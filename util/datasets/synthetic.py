@@ -10,8 +10,11 @@ object boundary.
 Everything is drawn with numpy and OpenCV from one seed; image i of a split depends only on
 (seed, split, i), so a dataset is reproducible byte for byte.
 """
+import concurrent.futures
+import contextlib
 import dataclasses
 import json
+import multiprocessing
 import os
 
 import cv2
@@ -74,6 +77,9 @@ def class_styles():
             shape=SHAPES[c % len(SHAPES)],
             aspect=(0.7, 1.0, 1.3)[c % 3]))
     return styles
+
+
+_STYLES = class_styles()      # drawn once for every image written
 
 
 # ---------------------------------------------------------------- shapes (binary masks)
@@ -307,36 +313,56 @@ def scene(seed, split, index, styles=None):
 MANIFEST = 'benchmark.json'
 
 
-def write_benchmark(root, seed=0, n_train=2000, n_val=500, size=None):
+def write_benchmark(root, seed=0, n_train=2000, n_val=500, size=None, processes=1):
     """Write the benchmark under root in the PASCAL layout:
         JPEGImages/<name>.jpg, SegmentationClassAug/<name>.png,
         synthetic_train.txt, synthetic_val.txt, benchmark.json (what was generated)
     List lines read "JPEGImages/<name>.jpg SegmentationClassAug/<name>.png" (paths relative to
     root), like the PASCAL-5i lists; the list names differ from PASCAL's so that the list caches
     under lists/pascal/ never mix the two. `size` (h, w): every image and label resized to it
-    (e.g. VOC's typical 375×500 for loading benchmarks). Returns {'train': path, 'val': path} of
-    the lists."""
+    (e.g. VOC's typical 375×500 for loading benchmarks). `processes` > 1 draws the images in
+    that many forked processes (the same files: an image depends on its index only). Returns
+    {'train': path, 'val': path} of the lists."""
     if n_train < 1 or n_val < 1:
         raise ValueError(f'n_train and n_val must be positive, got {n_train} and {n_val}')
     make_folder(root, 'benchmark root')
-    styles = class_styles()
-    lists = {}
-    for split, count in (('train', n_train), ('val', n_val)):
-        lines = []
-        for i in range(count):
-            name = f'syn_{split}_{i:05d}'
-            image, label = scene(seed, split, i, styles)
-            if size is not None:
-                image = cv2.resize(image, size[::-1], interpolation=cv2.INTER_LINEAR)
-                label = cv2.resize(label, size[::-1], interpolation=cv2.INTER_NEAREST)
-            jpg, png = f'JPEGImages/{name}.jpg', f'SegmentationClassAug/{name}.png'
-            write_image(os.path.join(root, jpg), cv2.cvtColor(image, cv2.COLOR_RGB2BGR),
-                        [cv2.IMWRITE_JPEG_QUALITY, 95])
-            write_image(os.path.join(root, png), label)
-            lines.append(f'{jpg} {png}\n')
-        lists[split] = write_atomic(os.path.join(root, SYNTHETIC_LISTS[split]), ''.join(lines))
+    jobs = {split: [(root, seed, split, i, size) for i in range(count)]
+            for split, count in (('train', n_train), ('val', n_val))}
+    with _mapper(processes) as map_lines:
+        lists = {split: write_atomic(os.path.join(root, SYNTHETIC_LISTS[split]),
+                                     ''.join(map_lines(write_scene, split_jobs)))
+                 for split, split_jobs in jobs.items()}
     write_json(os.path.join(root, MANIFEST), manifest(seed, n_train, n_val, size))
     return lists
+
+
+def write_scene(root, seed, split, index, size=None):
+    """Write image `index` of a split and its label under root; returns its list line."""
+    name = f'syn_{split}_{index:05d}'
+    image, label = scene(seed, split, index, _STYLES)
+    if size is not None:
+        image = cv2.resize(image, size[::-1], interpolation=cv2.INTER_LINEAR)
+        label = cv2.resize(label, size[::-1], interpolation=cv2.INTER_NEAREST)
+    jpg, png = f'JPEGImages/{name}.jpg', f'SegmentationClassAug/{name}.png'
+    write_image(os.path.join(root, jpg), cv2.cvtColor(image, cv2.COLOR_RGB2BGR),
+                [cv2.IMWRITE_JPEG_QUALITY, 95])
+    write_image(os.path.join(root, png), label)
+    return f'{jpg} {png}\n'
+
+
+@contextlib.contextmanager
+def _mapper(processes):
+    """map(function, argument tuples) → results in order: here, or over `processes` forked
+    processes (forked: they start at once, with this module loaded; the caller runs no threads
+    of its own yet, e.g. the kit's data step or a tool before torch computes)."""
+    if processes <= 1:
+        yield lambda function, jobs: [function(*job) for job in jobs]
+        return
+    context = multiprocessing.get_context('fork')
+    # one OpenCV thread each: the processes share the cores
+    with concurrent.futures.ProcessPoolExecutor(processes, mp_context=context,
+                                                initializer=cv2.setNumThreads, initargs=(1,)) as pool:
+        yield lambda function, jobs: list(pool.map(function, *zip(*jobs), chunksize=16))
 
 
 def manifest(seed, n_train, n_val, size=None):
