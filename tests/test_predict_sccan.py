@@ -100,9 +100,9 @@ def _bad_checkpoint(tmp_path, checkpoint, case):
         state = net.state_dict()
         state['cls_meta.3.bias'] = torch.full_like(state['cls_meta.3.bias'], float('nan'))
         torch.save({'state_dict': state, 'architecture': dict(net.architecture)}, bad)
-    elif case == 'wrong architecture':     # tiny weights, no architecture: the paper's is built
+    elif case == 'wrong architecture':     # no variant's weights, no architecture: the paper's is built
         torch.save({'epoch': 0, 'state_dict': {f'module.{k}': v for k, v in
-                                               net.state_dict().items()}}, bad)
+                                               build_sccan('tiny', depth=3).state_dict().items()}}, bad)
     return str(bad)
 
 

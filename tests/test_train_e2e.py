@@ -406,8 +406,10 @@ def test_early_stop_after_stop_interval_epochs_without_a_new_best(bench, tmp_pat
 def test_resuming_with_a_changed_run_defining_key_warns_naming_it(bench, tmp_path, capsys):
     fast = ('evaluate', 'False')
     assert run_train(bench, tmp_path, capsys, opts=('max_iters', '1', *fast))[0] == 0
+    # built from its checkpoint: the backbone's ImageNet weights, moved away since, are not needed
     status, _, err = run_train(bench, tmp_path, capsys, '--resume', 'train_latest.pth',
-                               opts=('max_iters', '2', *fast))
+                               opts=('max_iters', '2', 'backbone_weights', str(tmp_path / 'moved.pth'),
+                                     *fast))
     assert status == 0 and 'resuming with changed' not in err, err
     status, _, err = run_train(bench, tmp_path, capsys, '--resume', 'train_latest.pth',
                                opts=('max_iters', '3', 'base_lr', '0.01', *fast))
