@@ -121,8 +121,7 @@ def test_app_masks_are_the_command_lines_byte_for_byte(checkpoint, bench, tmp_pa
 
     result = app.run(checkpoint, slots, queries)
     assert encoded == [2, 1, 1], result.messages                  # supports once, then each query
-    assert result.messages.splitlines()[0] == ('2 of 2 queries segmented with small.pth and 2 '
-                                               'support(s).')
+    assert result.messages.splitlines()[0] == '2 queries segmented with small.pth and 2 supports.'
     expected = cli_masks(checkpoint, [(bench['image'], bench['mask']), (second, painted_file)],
                          queries, str(tmp_path / 'cli'), capsys)
     files = {os.path.basename(p): open(p, 'rb').read() for p in result.downloads[:-1]}
@@ -210,7 +209,7 @@ def test_bad_input_is_a_message_and_the_app_goes_on(case, message, checkpoint, b
     assert '\n' not in result.messages and not result.downloads and not result.overlays
     good = app.run(checkpoint, [SupportSlot(bench['image'], None, bench['mask'])],
                    bench['others'][:1])
-    assert good.messages.startswith('1 of 1 queries segmented'), good.messages
+    assert good.messages.startswith('1 query segmented with small.pth and 1 support.'), good.messages
 
 
 def test_a_bad_query_is_reported_and_the_others_segmented(checkpoint, bench, tmp_path, running_app):
@@ -220,10 +219,28 @@ def test_a_bad_query_is_reported_and_the_others_segmented(checkpoint, bench, tmp
     result = app.run(checkpoint, [SupportSlot(bench['image'], None, bench['mask'])],
                      [str(text), bench['others'][0]])
     lines = result.messages.splitlines()
-    assert lines[0] == '1 of 2 queries segmented with small.pth and 1 support(s).'
+    assert lines[0] == '1 of 2 queries segmented with small.pth and 1 support.'
     assert lines[1] == f'error: {text}: cannot be decoded as an image'
     assert [os.path.basename(p) for p in result.downloads] == [
         os.path.basename(bench['others'][0]).replace('.jpg', '_mask.png'), 'sccan_masks.zip']
+
+
+def test_an_empty_prediction_and_a_single_query_say_so(bench, tmp_path, running_app):
+    """A model that finds nothing: said in the messages and under the picture, not
+    'foreground 0.0%'; one query of one is '1 query segmented', not '1 of 1 queries'."""
+    net = build_sccan('tiny').eval()
+    with torch.no_grad():
+        net.cls_meta[3].bias.copy_(torch.tensor([50.0, -50.0]))     # background everywhere
+    blind = str(tmp_path / 'blind.pth')
+    save_checkpoint(weights_checkpoint(net, shot=1), blind)
+    query = bench['others'][0]
+    result = running_app.run(blind, [SupportSlot(bench['image'], None, bench['mask'])], [query])
+    name = os.path.basename(query)
+    assert result.messages.splitlines() == [
+        '1 query segmented with blind.pth and 1 support.',
+        f"{name}: nothing found: no pixel is foreground (the model sees no object like the "
+        "supports')"]
+    assert [caption for _, caption in result.overlays] == [f'{name}: nothing found']
 
 
 def test_uploads_named_by_their_own_name(bench, tmp_path):
@@ -430,7 +447,7 @@ def test_browser_paint_run_download(served, bench, checkpoint, tmp_path, capsys)
                 downloads[download.value.suggested_filename] = open(download.value.path(), 'rb').read()
         finally:
             browser.close()
-    assert messages.startswith('1 of 1 queries segmented with small.pth and 2 support(s).'), messages
+    assert messages.startswith('1 query segmented with small.pth and 2 supports.'), messages
     name = os.path.basename(query).replace('.jpg', '_mask.png')
     assert sorted(downloads) == sorted([name, 'sccan_masks.zip'])
     used = {}

@@ -30,7 +30,7 @@ from util.lists import read_list
 from util.outputs import unique_stems, write_atomic
 from util.predictor import (EncodedSupport, FewShotSegmenter, check_same_size,
                             foreground_of)
-from util.segment_files import encode_with_notes, segment_file
+from util.segment_files import encode_with_notes, foreground_words, segment_file
 from util.visualize import SUPPORT_COLOUR, tint
 
 MAX_SUPPORTS = 5
@@ -160,8 +160,10 @@ class SegmentationApp:
             except (ValueError, OSError) as e:      # the next query may be fine
                 lines.append(self._shown(f'error: {error_line(e)}'))
                 continue
-            lines.append(f'{os.path.basename(query)}: foreground {mask.mean():.1%}')
-            result.overlays.append((paths[1], os.path.basename(query)))
+            words = foreground_words(mask)
+            lines.append(f'{os.path.basename(query)}: {words}')
+            result.overlays.append((paths[1], os.path.basename(query) +
+                                    (': nothing found' if not mask.any() else '')))
             result.downloads.append(paths[0])
         if result.downloads:
             used = [write_image(os.path.join(folder, 'supports', f'support{k}_mask.png'),
@@ -169,8 +171,8 @@ class SegmentationApp:
                     for (k, _), fg in zip(supports, support.foregrounds)]
             result.downloads.append(zip_files(result.downloads + used, folder,
                                               os.path.join(folder, 'sccan_masks.zip')))
-        lines.insert(0, f'{len(result.overlays)} of {len(queries)} queries segmented with '
-                        f'{os.path.basename(checkpoint)} and {support.shot} support(s).')
+        lines.insert(0, f'{segmented(len(result.overlays), len(queries))} with '
+                        f'{os.path.basename(checkpoint)} and {count(support.shot, "support")}.')
         result.messages = '\n'.join(lines)
         return result
 
@@ -245,6 +247,18 @@ class SegmentationApp:
         """A message as the page shows it: files in the app's folder named by their own name."""
         return re.sub(re.escape(self.workdir.rstrip(os.sep) + os.sep) + r'(?:[^/\s]+/)*', '',
                       message)
+
+
+def count(n: int, noun: str) -> str:
+    """'1 support', '2 supports'."""
+    return f'{n} {noun}' + ('' if n == 1 else 's')
+
+
+def segmented(done: int, asked: int) -> str:
+    """'1 query segmented', '3 queries segmented', '2 of 3 queries segmented'."""
+    if done == asked:
+        return ('1 query' if asked == 1 else f'{asked} queries') + ' segmented'
+    return f'{done} of {asked} ' + ('query' if asked == 1 else 'queries') + ' segmented'
 
 
 def digest(arrays: Sequence[np.ndarray]) -> str:

@@ -34,6 +34,18 @@ def encode_with_notes(seg: FewShotSegmenter, images: Sequence[np.ndarray],
     return support, notes
 
 
+def foreground_words(mask: np.ndarray) -> str:
+    """How much of the query a predicted mask (H×W, 1 = foreground) covers, in words: an empty
+    mask says that nothing was found, a few pixels are counted (a bare '0.0 %' reads as a
+    result either way)."""
+    pixels = int(np.count_nonzero(mask))
+    if pixels == 0:
+        return "nothing found: no pixel is foreground (the model sees no object like the supports')"
+    if pixels / mask.size < 0.0005:
+        return f'foreground {pixels} pixel(s), under 0.1%'
+    return f'foreground {pixels / mask.size:.1%}'
+
+
 def segment_file(seg: FewShotSegmenter, support: EncodedSupport, query_path: str, mask_path: str,
                  overlay_path: str) -> np.ndarray:
     """Segment one query image file; write its mask (0/255 PNG, the query's size) and its
