@@ -4,7 +4,7 @@
         cat2.png --query a.jpg b.jpg --out predictions/
 
 For each query, writes <out>/<name>_mask.png (0/255, the query's size) and <out>/<name>_overlay.png
-(the query with its mask tinted; the supports with theirs as thumbnails on the right) and prints
+(the query with its mask outlined; the supports with theirs as thumbnails on the right) and prints
 the foreground fraction. The supports are encoded once for all queries.
 
 Mask files: palette PNGs (VOC style) count every index except 0 (background) and 255 (ignore) as
