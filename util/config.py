@@ -145,7 +145,8 @@ SCHEMA = {
     'test_num': _k('Train', int, None, 'episodes per evaluation; empty: 1,000 for PASCAL, 4,000 '
                    'for COCO (the authors\' protocol), 600 for deepglobe, isic, lung and 2,400 '
                    'for fss (PATNet\'s), 1,000 for folder', nullable=True, check=_POSITIVE),
-    'workers': _k('Train', int, 8, 'data loading processes per training process',
+    'workers': _k('Train', int, 8, 'data loading processes per training process (at most '
+                  'the CPUs available: fewer, with a note in the log, on a smaller machine)',
                   check=_NON_NEGATIVE),
     'manual_seed': _k('Train', int, 321, 'seed of training (+ epoch each epoch) and of '
                       'validation episodes', check=_SEED),
