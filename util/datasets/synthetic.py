@@ -19,6 +19,7 @@ import numpy as np
 
 from util.datasets import SYNTHETIC_LISTS
 from util.image_io import IGNORE_LABEL, write_image
+from util.log import progress
 from util.outputs import make_folder, write_atomic, write_json
 
 NUM_CLASSES = 20
@@ -323,7 +324,7 @@ def write_benchmark(root, seed=0, n_train=2000, n_val=500, size=None):
     lists = {}
     for split, count in (('train', n_train), ('val', n_val)):
         lines = []
-        for i in range(count):
+        for i in progress(range(count), total=count, desc=f'{split} images', unit='image'):
             name = f'syn_{split}_{i:05d}'
             image, label = scene(seed, split, i, styles)
             if size is not None:
