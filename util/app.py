@@ -31,7 +31,7 @@ from util.outputs import unique_stems, write_atomic
 from util.predictor import (EncodedSupport, FewShotSegmenter, check_same_size,
                             foreground_of)
 from util.segment_files import encode_with_notes, foreground_words, segment_file
-from util.visualize import SUPPORT_COLOUR, outline
+from util.visualize import NOTHING_PREDICTED, SUPPORT_COLOUR, outline
 
 MAX_SUPPORTS = 5
 # The synthetic example's class: green checkered rectangles, novel in fold 0 (the demo's model never
@@ -105,7 +105,8 @@ def _note(slot: SupportSlot, rgb: np.ndarray, foreground: Optional[np.ndarray]) 
                 '(outlined in blue; remove the mask file to paint instead).')
     painted = paint(slot)
     if painted is not None:
-        return f"painted: {painted.mean():.1%} of the image{' (the box around the paint)' if slot.box else ''}."
+        box = ' (the box around the paint)' if slot.box else ''
+        return f'painted: {painted.mean():.1%} of the image{box}.'
     return (f'{rgb.shape[0]}×{rgb.shape[1]} image: paint the object with the brush, or upload its '
             'mask file.')
 
@@ -186,10 +187,9 @@ class SegmentationApp:
             except (ValueError, OSError) as e:      # the next query may be fine
                 lines.append(self._shown(f'error: {error_line(e)}'))
                 continue
-            words = foreground_words(mask)
-            lines.append(f'{os.path.basename(query)}: {words}')
+            lines.append(f'{os.path.basename(query)}: {foreground_words(mask)}')
             result.overlays.append((paths[1], os.path.basename(query) +
-                                    (': nothing found' if not mask.any() else '')))
+                                    ('' if mask.any() else f': {NOTHING_PREDICTED}')))
             result.downloads.append(paths[0])
         if result.downloads:
             used = [write_image(os.path.join(folder, 'supports', f'support{k}_mask.png'),

@@ -7,7 +7,7 @@ import numpy as np
 
 from util.image_io import read_rgb, write_image
 from util.predictor import EncodedSupport, FewShotSegmenter, to_mask
-from util.visualize import fitted, prediction_overlay, write_rgb
+from util.visualize import NOTHING_PREDICTED, fitted, prediction_overlay, write_rgb
 
 
 def encode_with_notes(seg: FewShotSegmenter, images: Sequence[np.ndarray],
@@ -40,7 +40,7 @@ def foreground_words(mask: np.ndarray) -> str:
     result either way)."""
     pixels = int(np.count_nonzero(mask))
     if pixels == 0:
-        return "nothing found: no pixel is foreground (the model sees no object like the supports')"
+        return f"{NOTHING_PREDICTED}: no pixel is foreground (the model sees no object like the supports')"
     if pixels / mask.size < 0.0005:
         return f'foreground {pixels} pixel(s), under 0.1%'
     return f'foreground {pixels / mask.size:.1%}'

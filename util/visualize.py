@@ -40,16 +40,17 @@ def as_array(mask):
 
 def outline(rgb, mask, colour):
     """H×W×3 uint8 RGB with the boundary of the foreground (mask == 1) drawn as a `colour` line
-    between black edges (1 + 2 pixels wide below 500 pixels, wider in proportion above), and
-    ignored pixels (255) darkened. `mask`: H×W numpy array or tensor."""
+    between black edges (a 1-pixel line with a black pixel on each side for images under 500
+    pixels, wider in proportion above), and ignored pixels (255) darkened. `mask`: H×W numpy
+    array or tensor."""
     mask = as_array(mask)
     out = np.ascontiguousarray(rgb, dtype=np.uint8).copy()
     out[mask == IGNORE_LABEL] //= 2
     contours, _ = cv2.findContours((mask == 1).astype(np.uint8), cv2.RETR_LIST,
                                    cv2.CHAIN_APPROX_NONE)
     radius = round(max(mask.shape) / 1000)           # the line: 2·radius + 1 pixels
-    for colour_, r in ((EDGE_COLOUR, 2 * radius + 1), (colour, radius)):
-        cv2.drawContours(out, contours, -1, colour_, max(1, 2 * r))  # thickness 2r: 2r + 1 px
+    for paint, r in ((EDGE_COLOUR, 2 * radius + 1), (colour, radius)):
+        cv2.drawContours(out, contours, -1, paint, max(1, 2 * r))   # thickness 2r: 2r + 1 px
     return out
 
 
