@@ -4,7 +4,7 @@
         cat2.png --query a.jpg b.jpg --out predictions/
 
 For each query, writes <out>/<name>_mask.png (0/255, the query's size) and <out>/<name>_overlay.png
-(the query with its mask tinted; the supports with theirs as thumbnails on the right) and prints
+(the query with its mask outlined; the supports with theirs as thumbnails on the right) and prints
 the foreground fraction. The supports are encoded once for all queries.
 
 Mask files: palette PNGs (VOC style) count every index except 0 (background) and 255 (ignore) as
@@ -24,7 +24,7 @@ from util.image_io import read_mask, read_rgb
 from util.inputs import require_file
 from util.outputs import check_outputs, unique_stems
 from util.predictor import FewShotSegmenter
-from util.segment_files import encode_with_notes, segment_file
+from util.segment_files import encode_with_notes, foreground_words, segment_file
 
 
 def parse_args(argv=None):
@@ -76,7 +76,7 @@ def main(argv=None):
             print(f'error: {error_line(e)}', file=sys.stderr)
             failed += 1
             continue
-        print(f'{path}: foreground {mask.mean():.1%} -> {mask_path}')
+        print(f'{path}: {foreground_words(mask)} -> {mask_path}')
     return 2 if failed else 0
 
 

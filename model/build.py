@@ -8,15 +8,16 @@
 The architecture is every argument of SCCAN's constructor: ARCHITECTURE_KEYS, with the paper's
 values as defaults (PAPER_ARCHITECTURE). A variant names one full architecture. Every checkpoint
 we write stores the architecture (model.checkpoint.training_checkpoint); loading builds what the
-checkpoint states. The authors' checkpoints state nothing and get the paper's architecture, with
-the backbone depth read from their weights. ImageNet weights for the backbone are loaded after
-building (model.checkpoint.load_backbone_weights).
+checkpoint states. The authors' checkpoints and plain state dicts state nothing but the backbone
+depth their weights show: the rest comes from the caller (a config, util.experiment), else from
+the named variant whose weights they hold, else from the paper. ImageNet weights for the backbone
+are loaded after building (model.checkpoint.load_backbone_weights).
 """
 import inspect
-from typing import Optional, Tuple
+from typing import Callable, Optional, Tuple
 
-from model.checkpoint import (CheckpointError, detect_layers, load_strict, model_state, read_checkpoint,
-                              stored_architecture)
+from model.checkpoint import (CheckpointError, detect_layers, load_strict, mismatches, model_state,
+                              read_checkpoint, stored_architecture)
 from model.sccan import SCCAN
 
 PAPER_ARCHITECTURE = {name: parameter.default for name, parameter in inspect.signature(SCCAN).parameters.items()}
@@ -49,17 +50,58 @@ def build_sccan(variant: str = 'paper', **architecture) -> SCCAN:
     return SCCAN(**{**MODEL_VARIANTS[variant], **architecture})
 
 
-def architecture_of(checkpoint, path='<checkpoint>') -> dict:
-    """The full architecture a checkpoint was made with: what it stores, the paper's otherwise;
-    the backbone depth, when not stored, from the number of layer3 blocks of its weights."""
-    architecture = {**PAPER_ARCHITECTURE, **stored_architecture(checkpoint, ARCHITECTURE_KEYS)}
-    if 'layers' not in stored_architecture(checkpoint, ('layers',)):
-        architecture['layers'] = detect_layers(model_state(checkpoint, path)) or PAPER_ARCHITECTURE['layers']
-    return architecture
+def known_architecture(checkpoint, path='<checkpoint>') -> dict:
+    """What a checkpoint tells of its architecture: the keys it stores (ours: all of them), else
+    the backbone depth its weights show (the number of layer3 blocks); {} when neither."""
+    known = stored_architecture(checkpoint, ARCHITECTURE_KEYS)
+    if 'layers' not in known:
+        layers = detect_layers(model_state(checkpoint, path))
+        known.update({'layers': layers} if layers else {})
+    return known
+
+
+def architecture_of(checkpoint, path='<checkpoint>', defaults: Optional[dict] = None) -> dict:
+    """The full architecture of a checkpoint: what it tells (known_architecture), and for the
+    rest `defaults` (e.g. a config's architecture), the paper's without."""
+    return {**(defaults or PAPER_ARCHITECTURE), **known_architecture(checkpoint, path)}
+
+
+def _variant_nets(layers: Optional[int] = None):
+    """(name, SCCAN) of each named variant, with the backbone depth `layers` where given; the
+    smaller variants, cheaper to build, first."""
+    for name in reversed(MODEL_VARIANTS):
+        yield name, build_sccan(name, **({'layers': layers} if layers else {}))
+
+
+def weights_variant(state: dict, layers: Optional[int] = None) -> Optional[str]:
+    """The named variant (MODEL_VARIANTS), with the backbone depth `layers` where given, whose
+    parameter names and shapes the state dict holds; None when no variant's."""
+    return next((name for name, net in _variant_nets(layers) if not any(mismatches(net, state))), None)
+
+
+def sccan_with_weights(checkpoint, path, architecture: dict, built_as: str,
+                       way_on: Callable[[str], str] = lambda variant: '') -> SCCAN:
+    """SCCAN(**architecture) with the checkpoint's weights, loaded strictly: CheckpointError
+    otherwise, saying how it was built (`built_as`) and, when the weights are those of a named
+    variant, which one, then `way_on(variant)`. Returns the net in eval mode on the CPU."""
+    net = build_sccan(**architecture)
+    state = model_state(checkpoint, path)
+    try:
+        load_strict(net, state, path, f" (built as ResNet-{architecture['layers']} SCCAN, {built_as})")
+    except CheckpointError as e:
+        variant = weights_variant(state) if any(mismatches(net, state)) else None
+        if variant is None:
+            raise
+        raise CheckpointError(f"{e}\n  its weights are those of the variant '{variant}'"
+                              f"{way_on(variant)}") from None
+    return net.eval()
 
 
 def sccan_from_checkpoint(path: str, layers: Optional[int] = None) -> Tuple[SCCAN, dict]:
-    """Build the SCCAN a checkpoint describes and load its weights (strictly).
+    """Build the SCCAN a checkpoint describes and load its weights (strictly). One that states
+    no architecture (the authors', a plain state dict) is built as the named variant whose
+    weights it holds (the paper's for the authors'), with the depth its weights show; as the
+    paper's when none fits, which the error then says.
 
     Args:
         path: a checkpoint of ours, of the authors, or a plain state dict.
@@ -69,14 +111,18 @@ def sccan_from_checkpoint(path: str, layers: Optional[int] = None) -> Tuple[SCCA
         (net in eval mode on the CPU, the checkpoint object for its other entries).
     """
     checkpoint = read_checkpoint(path)
-    architecture = architecture_of(checkpoint, path)
-    if layers is not None and layers != architecture['layers']:
-        raise CheckpointError(f"{path} holds a ResNet-{architecture['layers']} SCCAN but layers {layers} "
-                              f"was asked for; leave layers out or give {architecture['layers']}")
-    net = build_sccan(**architecture)
-    stored = stored_architecture(checkpoint, ARCHITECTURE_KEYS)
-    described = (f'architecture {stored}' if len(stored) > 1 else
-                 "the paper's architecture, as the checkpoint states none")
-    load_strict(net, model_state(checkpoint, path), path,
-                f" (built as ResNet-{architecture['layers']} SCCAN, {described})")
-    return net.eval(), checkpoint
+    known = known_architecture(checkpoint, path)
+    depth = known.get('layers', PAPER_ARCHITECTURE['layers'])
+    if layers is not None and layers != depth:
+        raise CheckpointError(f"{path} holds a ResNet-{depth} SCCAN but layers {layers} "
+                              f"was asked for; leave layers out or give {depth}")
+    if len(stored_architecture(checkpoint, ARCHITECTURE_KEYS)) > 1:
+        return sccan_with_weights(checkpoint, path, architecture_of(checkpoint, path),
+                                  f'architecture {known}'), checkpoint
+    state = model_state(checkpoint, path)
+    for name, net in _variant_nets(depth):
+        if not any(mismatches(net, state)):
+            load_strict(net, state, path)           # its values: finite
+            return net.eval(), checkpoint
+    return sccan_with_weights(checkpoint, path, architecture_of(checkpoint, path),
+                              "the paper's architecture, as the checkpoint states none"), checkpoint

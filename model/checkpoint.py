@@ -91,13 +91,20 @@ def _summarise(keys, limit=10):
     return ', '.join(keys[:limit]) + more
 
 
-def load_strict(module, state, path, built_as=''):
-    """Load `state` into `module`, requiring the same keys and shapes and finite values;
-    CheckpointError otherwise (`built_as`: how the module was made, for a key mismatch)."""
+def mismatches(module, state):
+    """(missing keys, unexpected keys, 'key (file shape) vs (model shape)' of the keys whose
+    shapes differ) between the module's state dict and `state`: all empty when `state` fits."""
     own = module.state_dict()
     missing, unexpected = own.keys() - state.keys(), state.keys() - own.keys()
     wrong_shape = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own.keys() & state.keys()
                    if state[k].shape != own[k].shape]
+    return missing, unexpected, wrong_shape
+
+
+def load_strict(module, state, path, built_as=''):
+    """Load `state` into `module`, requiring the same keys and shapes and finite values;
+    CheckpointError otherwise (`built_as`: how the module was made, for a key mismatch)."""
+    missing, unexpected, wrong_shape = mismatches(module, state)
     if missing or unexpected or wrong_shape:
         parts = [f"{path}{built_as} does not fit {type(module).__name__}:"]
         if missing:

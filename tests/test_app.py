@@ -23,7 +23,8 @@ from helpers import assert_one_error, run_cli
 from model import SCCAN, build_sccan
 from model.checkpoint import weights_checkpoint
 from tools import app as app_tool
-from util.app import EXAMPLE_CLASS, SegmentationApp, SupportSlot, find_checkpoints, painted_mask
+from util.app import (EXAMPLE_CLASS, SHOWN_SIDE, SegmentationApp, SupportSlot, find_checkpoints,
+                      painted_mask)
 from util.config import REPO_ROOT
 from util.datasets.synthetic import write_benchmark
 from util.folds import novel_classes
@@ -121,8 +122,7 @@ def test_app_masks_are_the_command_lines_byte_for_byte(checkpoint, bench, tmp_pa
 
     result = app.run(checkpoint, slots, queries)
     assert encoded == [2, 1, 1], result.messages                  # supports once, then each query
-    assert result.messages.splitlines()[0] == ('2 of 2 queries segmented with small.pth and 2 '
-                                               'support(s).')
+    assert result.messages.splitlines()[0] == '2 queries segmented with small.pth and 2 supports.'
     expected = cli_masks(checkpoint, [(bench['image'], bench['mask']), (second, painted_file)],
                          queries, str(tmp_path / 'cli'), capsys)
     files = {os.path.basename(p): open(p, 'rb').read() for p in result.downloads[:-1]}
@@ -210,7 +210,7 @@ def test_bad_input_is_a_message_and_the_app_goes_on(case, message, checkpoint, b
     assert '\n' not in result.messages and not result.downloads and not result.overlays
     good = app.run(checkpoint, [SupportSlot(bench['image'], None, bench['mask'])],
                    bench['others'][:1])
-    assert good.messages.startswith('1 of 1 queries segmented'), good.messages
+    assert good.messages.startswith('1 query segmented with small.pth and 1 support.'), good.messages
 
 
 def test_a_bad_query_is_reported_and_the_others_segmented(checkpoint, bench, tmp_path, running_app):
@@ -220,10 +220,38 @@ def test_a_bad_query_is_reported_and_the_others_segmented(checkpoint, bench, tmp
     result = app.run(checkpoint, [SupportSlot(bench['image'], None, bench['mask'])],
                      [str(text), bench['others'][0]])
     lines = result.messages.splitlines()
-    assert lines[0] == '1 of 2 queries segmented with small.pth and 1 support(s).'
+    assert lines[0] == '1 of 2 queries segmented with small.pth and 1 support.'
     assert lines[1] == f'error: {text}: cannot be decoded as an image'
     assert [os.path.basename(p) for p in result.downloads] == [
         os.path.basename(bench['others'][0]).replace('.jpg', '_mask.png'), 'sccan_masks.zip']
+
+
+def test_an_empty_prediction_and_a_single_query_say_so(bench, tmp_path, running_app):
+    """A model that finds nothing: said in the messages and under the picture, not
+    'foreground 0.0%'; one query of one is '1 query segmented', not '1 of 1 queries'."""
+    net = build_sccan('tiny').eval()
+    with torch.no_grad():
+        net.cls_meta[3].bias.copy_(torch.tensor([50.0, -50.0]))     # background everywhere
+    blind = str(tmp_path / 'blind.pth')
+    save_checkpoint(weights_checkpoint(net, shot=1), blind)
+    query = bench['others'][0]
+    result = running_app.run(blind, [SupportSlot(bench['image'], None, bench['mask'])], [query])
+    name = os.path.basename(query)
+    assert result.messages.splitlines() == [
+        '1 query segmented with blind.pth and 1 support.',
+        f"{name}: nothing found: no pixel is foreground (the model sees no object like the "
+        "supports')"]
+    assert [caption for _, caption in result.overlays] == [f'{name}: nothing found']
+
+
+def test_a_huge_query_is_shown_fitted_and_its_mask_kept_whole(checkpoint, bench, tmp_path,
+                                                               running_app):
+    huge = str(tmp_path / 'huge.png')
+    cv2.imwrite(huge, cv2.resize(cv2.imread(bench['others'][0]), (1500, 1000)))
+    result = running_app.run(checkpoint, [SupportSlot(bench['image'], None, bench['mask'])], [huge])
+    (overlay, _), = result.overlays
+    assert max(cv2.imread(overlay).shape[:2]) == SHOWN_SIDE == 1280
+    assert cv2.imread(result.downloads[0], 0).shape == (1000, 1500)
 
 
 def test_uploads_named_by_their_own_name(bench, tmp_path):
@@ -245,14 +273,35 @@ def test_support_shown_for_painting(bench, tmp_path):
     foreground = cv2.imread(bench['mask'], 0) > 0
     editor, note = app.show_support(2, bench['image'], bench['mask'])
     assert note.startswith(f'mask from {os.path.basename(bench["mask"])}: '
-                           f'{foreground.mean():.1%} of the image (in blue')
-    changed = (editor['background'] != rgb).any(axis=2)
-    assert (changed <= foreground).all() and changed.sum() > 0.9 * foreground.sum()
+                           f'{foreground.mean():.1%} of the image (outlined in blue')
+    changed = (editor['background'] != rgb).any(axis=2)      # the outline: 3 pixels wide
+    kernel = np.ones((5, 5), np.uint8)
+    inside = cv2.erode(foreground.astype(np.uint8), kernel, borderType=cv2.BORDER_CONSTANT,
+                       borderValue=0)        # the frame bounds the object too: outlined there
+    boundary = cv2.dilate(foreground.astype(np.uint8), kernel) > inside
+    assert (changed <= boundary).all() and changed.sum() > 0.5 * boundary.sum()
     cv2.imwrite(str(tmp_path / 'small.png'), np.full((10, 12), 255, np.uint8))
     assert app.show_support(2, bench['image'], str(tmp_path / 'small.png'))[1].startswith(
         'error: support 2 mask small.png is 10×12 (H×W) but support 2 image ')
     assert app.show_support(2, None, bench['mask']) == (
         None, 'error: upload the image of this mask first')
+
+
+def test_a_painted_mask_says_what_it_covers(bench, tmp_path):
+    """As a mask file's share is shown, the paint's (or its box's) is, whenever it changes."""
+    app = SegmentationApp(str(tmp_path / 'app'), device='cpu')
+    h, w = read_rgb(bench['image']).shape[:2]
+    stroke = np.zeros((h, w), bool)
+    stroke[10:20, 10:60] = True
+    stroke[30, 70] = True
+    assert app.slot_note(1, SupportSlot(bench['image'], painting(stroke))) == \
+        f'painted: {stroke.mean():.1%} of the image.'
+    assert app.slot_note(1, SupportSlot(bench['image'], painting(stroke), box=True)) == \
+        f'painted: {21 * 61 / (h * w):.1%} of the image (the box around the paint).'
+    assert app.slot_note(1, SupportSlot(bench['image'], painting(np.zeros_like(stroke)))) == \
+        f'{h}×{w} image: paint the object with the brush, or upload its mask file.'
+    assert app.slot_note(1, SupportSlot(bench['image'], painting(stroke), bench['mask'])).startswith(
+        'mask from ')                                               # the file wins, as in a run
 
 
 def test_box_is_the_box_around_the_paint():
@@ -430,7 +479,7 @@ def test_browser_paint_run_download(served, bench, checkpoint, tmp_path, capsys)
                 downloads[download.value.suggested_filename] = open(download.value.path(), 'rb').read()
         finally:
             browser.close()
-    assert messages.startswith('1 of 1 queries segmented with small.pth and 2 support(s).'), messages
+    assert messages.startswith('1 query segmented with small.pth and 2 supports.'), messages
     name = os.path.basename(query).replace('.jpg', '_mask.png')
     assert sorted(downloads) == sorted([name, 'sccan_masks.zip'])
     used = {}

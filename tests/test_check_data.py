@@ -54,6 +54,22 @@ def test_finds_each_kind(broken, capsys):
            '1 values' in out
 
 
+def test_without_out_nothing_is_written_and_every_problem_is_printed_up_to_20(broken, capsys,
+                                                                              monkeypatch):
+    """The report once went into the repository's lists/ by default."""
+    root, train, val, expected, _ = broken
+    written = []
+    monkeypatch.setattr(check_data, 'write_atomic', lambda *args: written.append(args))
+    assert check_data.main(['--data-set', 'pascal', '--data-root', root, '--list', train]) == 1
+    out = capsys.readouterr().out
+    assert written == [] and 'report:' not in out
+    assert all(f'  {kind}: {path}' in out for kind, path in expected)
+    many = [('missing', f'{root}/{k}.png', 'detail') for k in range(23)]
+    monkeypatch.setattr(check_data, 'check_list', lambda *args: many)
+    check_data.main(['--data-set', 'pascal', '--data-root', root, '--list', train])
+    assert '  ... 3 more: --out FILE lists every one' in capsys.readouterr().out and written == []
+
+
 def test_clean_data_passes(tmp_path, capsys):
     root, train, val = make_pascal(tmp_path, n_train=20, n_val=20)
     report = str(tmp_path / 'report.txt')

@@ -117,7 +117,7 @@ def test_a_layers_request_that_contradicts_the_checkpoint_is_refused(tmp_path):
 
 
 def test_checkpoints_of_another_backbone_or_shot_are_refused():
-    cfg = default_config()
+    cfg = default_config().replace(layers=50)      # as a config file states it
     authors = {'state_dict': fake_state_dict(23)}
     with pytest.raises(CheckpointError, match=r'layers 101 \(config: 50\); use the resnet101 config'):
         check_fits(cfg, authors, 'authors.pth')
@@ -193,3 +193,94 @@ def test_checkpoints_trained_on_other_classes_are_refused_unless_asked():
                                               r'data_set coco, use_split_coco True'):
         check_fits(coco, ours(use_split_coco=False), 'ours.pth')
     check_fits(cfg, {'state_dict': fake_state_dict(6)}, 'authors.pth')   # theirs record none
+
+
+# ---- the architecture comes from the checkpoint; the config's keys are a check ---------------------
+def tiny_config(tmp_path, method):
+    """A config file whose Method section is `method` (the keys it states)."""
+    path = tmp_path / 'c.yaml'
+    path.write_text('Method:\n' + ''.join(f'  {line}\n' for line in method))
+    return str(path)
+
+
+def saved(tmp_path, net, name='ckpt.pth', **entries):
+    path = str(tmp_path / name)
+    save_checkpoint({'state_dict': net.state_dict(), **entries}, path)
+    return path
+
+
+def test_keys_a_config_does_not_state_come_from_the_checkpoint(tmp_path):
+    """As the cross-domain configs, which state only `layers`: any checkpoint of that depth is
+    tested as it was built (today: refused over fts_size, window_size, ...)."""
+    path = saved(tmp_path, build_sccan('tiny'), architecture=dict(TINY))
+    cfg = load_config(tiny_config(tmp_path, ['layers: 14']))
+    net, _ = model_for_checkpoint(cfg, path)
+    assert net.architecture == TINY
+    assert architecture(default_config()) == PAPER_ARCHITECTURE and not default_config().stated
+
+
+def fixed_by(hint, config, path, opts=()):
+    """The architecture model_for_checkpoint builds with the --opts the hint gives added."""
+    opts = [*opts, *hint.split('add --opts ')[1].split()]
+    return model_for_checkpoint(load_config(config, opts), path)[0].architecture
+
+
+def test_a_stated_key_that_differs_is_refused_naming_each_with_opts_that_fit(tmp_path):
+    config = os.path.join(REPO_ROOT, 'config', 'synthetic', 'synthetic_split0_resnet50.yaml')
+    tiny = saved(tmp_path, build_sccan('tiny'), 'tiny.pth', architecture=dict(TINY))
+    with pytest.raises(CheckpointError) as refused:
+        model_for_checkpoint(load_config(config), tiny)
+    message = str(refused.value)
+    assert message == (f'{tiny} is an SCCAN of another architecture than {config} states: layers 14 '
+                       '(config: 50), fts_size 16 (config: 32), window_size 4 (config: 8), '
+                       'num_heads 2 (config: 4), reduce_dim 16 (config: 128); add --opts model tiny')
+    assert fixed_by(message, config, tiny) == TINY
+    other = {**TINY, 'depth': 3, 'reduce_dim': 32}          # no named variant
+    path = saved(tmp_path, build_sccan(**other), 'other.pth', architecture=other)
+    with pytest.raises(CheckpointError, match=r'; add --opts depth 3 reduce_dim 32$') as refused:
+        model_for_checkpoint(load_config(config, ['model', 'tiny']), path)
+    assert fixed_by(str(refused.value), config, path, ['model', 'tiny']) == other
+
+
+def bare_tiny(tmp_path, form):
+    """(net, path) of a tiny SCCAN saved without its architecture: as a plain state dict, in the
+    authors' format, or in theirs with DDP's 'module.' prefixes."""
+    net = build_sccan('tiny').eval()
+    state = {('module.' if form == 'module' else '') + k: v for k, v in net.state_dict().items()}
+    path = str(tmp_path / 'bare.pth')
+    save_checkpoint(state if form == 'plain' else {'epoch': 3, 'state_dict': state}, path)
+    return net, path
+
+
+@pytest.mark.parametrize('form', ['plain', 'state_dict', 'module'])
+def test_a_state_dict_without_architecture_follows_the_config_or_its_weights(tmp_path, form):
+    """Built as the config's model (today always as the paper's); without a config
+    (predict_sccan.py, the Python API, the app), as the variant whose weights it holds."""
+    net, path = bare_tiny(tmp_path, form)
+    built, _ = model_for_checkpoint(default_config().replace(model='tiny'), path)
+    assert built.architecture == TINY
+    assert all(torch.equal(a, b) for a, b in zip(built.state_dict().values(), net.state_dict().values()))
+    assert sccan_from_checkpoint(path)[0].architecture == TINY
+
+
+def test_a_state_dict_without_architecture_and_another_config_gets_opts_that_fit(tmp_path):
+    _, path = bare_tiny(tmp_path, 'module')
+    with pytest.raises(CheckpointError, match=r'layers 14 \(config: 101\); add --opts model tiny$') as refused:
+        model_for_checkpoint(load_config(R101_CONFIG), path)
+    assert fixed_by(str(refused.value), R101_CONFIG, path) == TINY
+    with pytest.raises(CheckpointError, match=r"(?s)built as ResNet-14 SCCAN, <defaults>'s "
+                                              r"architecture .* its weights are those of the "
+                                              r"variant 'tiny': add --opts model tiny$"):
+        model_for_checkpoint(default_config(), path)      # states no key: the paper's but its depth
+
+
+def test_model_tiny_needs_no_resnet50_weights():
+    """config/folder/folder_resnet50.yaml names initmodel/resnet50_v2.pth, which no tiny backbone
+    can load: `model tiny` leaves the backbone random, unless backbone_weights comes after it."""
+    folder = os.path.join(REPO_ROOT, 'config', 'folder', 'folder_resnet50.yaml')
+    assert load_config(folder).backbone_weights == os.path.join(REPO_ROOT, 'initmodel', 'resnet50_v2.pth')
+    cfg = load_config(folder, ['model', 'tiny'])
+    assert cfg.backbone_weights is None and build_model(cfg, cfg.backbone_weights).architecture == TINY
+    assert load_config(folder, ['model', 'tiny', 'backbone_weights', 'mine.pth']).backbone_weights == \
+        os.path.abspath('mine.pth')
+    assert load_config(folder, ['model', 'paper']).backbone_weights == load_config(folder).backbone_weights

@@ -375,3 +375,18 @@ def test_an_image_the_val_resize_cannot_shrink_is_a_bad_file_naming_it(tmp_path)
                                            r'pixel of its short side at val_size 57'):
         EpisodeDataset('pascal', root, data_list, 0, 1, 'val', transform=T.val_transform(57),
                        list_cache_dir=str(tmp_path / 'c'))      # found from the list's sizes
+
+
+def test_loading_workers_are_capped_at_the_cpus_with_a_note(monkeypatch, caplog):
+    """The configs' 8 workers on a 2-core machine: 2, said once in the log."""
+    import logging
+
+    from util import episodes
+    monkeypatch.setattr(episodes.os, 'sched_getaffinity', lambda pid: {0, 1}, raising=False)
+    episodes._note_capped.cache_clear()
+    with caplog.at_level(logging.INFO, logger='sccan'):
+        loaders = [episodes.make_loader(list(range(4)), None, 2, 8, drop_last=False) for _ in range(2)]
+        assert episodes.make_loader(list(range(4)), None, 2, 1, drop_last=False).num_workers == 1
+    assert [loader.num_workers for loader in loaders] == [2, 2]
+    assert [r.getMessage() for r in caplog.records] == [
+        'workers 8: 2 CPU(s) available, loading with 2 processes (the same episodes)']

@@ -38,3 +38,21 @@ def test_more_episodes_than_the_manifest_holds(tmp_path, capsys):
     path = write_seeds(tmp_path / 'm.jsonl', {1: synthetic_counts(4)})
     status, _, err = run_cli(interval_widths.main, [path, '--episodes', '10', '30'], capsys)
     assert_one_error(status, err, f'{path}: 20 episodes per seed, fewer than 30')
+
+
+def one_class_after_another(counts):
+    """The episodes of `counts` (classes in blocks) with the classes in turn: 0, 1, .., 0, 1, .."""
+    order = np.arange(len(counts)).reshape(counts.num_classes, -1).T.ravel()
+    return RunCounts(counts.class_index[order], counts.intersection[order], counts.union[order],
+                     counts.num_classes)
+
+
+def test_a_prefix_of_a_single_episode_per_class_has_no_width(tmp_path, capsys):
+    per_seed = {s: one_class_after_another(synthetic_counts(2, seed=s)) for s in (1, 2)}
+    assert list(per_seed[1].class_index) == [0, 1, 2, 3, 4] * 2
+    path = write_seeds(tmp_path / 'm.jsonl', per_seed)
+    one, two = interval_widths.main([path, '--episodes', '5', '10', '--resamples', '100'])
+    assert one['seed_width'] is one['pooled_width'] is None and two['pooled_width'] > 0
+    out = capsys.readouterr().out
+    assert f"| 5 | {100 * one['mIoU']:.1f} | n/a | n/a |" in out
+    assert 'n/a: no interval: every class has a single episode' in out

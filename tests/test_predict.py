@@ -192,7 +192,9 @@ def test_cli_writes_masks_overlays_and_fractions(files, stand_in, capsys):
     assert f'{files["q1"]}: foreground {13 * 8 / (56 * 40):.1%}' in out      # 13×8 block
     overlay = cv2.imread(os.path.join(files['out'], 'q1_overlay.png'))
     assert overlay.shape == (2 * 48, 40 + 48, 3)          # query + column of 2 thumbnails
-    assert tuple(overlay[10, 5]) == (45, 45, 225)   # BGR of 0.5·(220,60,60) + 0.5·(230,30,30)
+    # the block (columns 3..10) outlined: red (230,30,30) on its edge between black, inside as it is
+    assert [tuple(overlay[10, c]) for c in (2, 3, 4, 5)] == [(0, 0, 0), (30, 30, 230), (0, 0, 0),
+                                                             (60, 60, 220)]
 
 
 def test_cli_names_outputs_uniquely(files, stand_in, capsys, tmp_path):

@@ -63,8 +63,23 @@ def test_cli_two_shots_two_queries(checkpoint, files, capsys, monkeypatch):
     for name, size in (('q1', (45, 101)), ('q2', (70, 33))):
         mask = cv2.imread(os.path.join(files['out'], f'{name}_mask.png'), cv2.IMREAD_UNCHANGED)
         assert mask.shape == size and set(np.unique(mask)) <= {0, 255}
-        assert f'{files[name]}: foreground {(mask == 255).mean():.1%}' in out
+        said = f'foreground {(mask == 255).mean():.1%}' if (mask == 255).any() else 'nothing found'
+        assert f'{files[name]}: {said}' in out
         assert os.path.isfile(os.path.join(files['out'], f'{name}_overlay.png'))
+
+
+def test_cli_says_when_nothing_was_found(checkpoint, files, capsys, tmp_path):
+    net = build_sccan('tiny').eval()
+    with torch.no_grad():
+        net.cls_meta[3].bias.copy_(torch.tensor([50.0, -50.0]))     # background everywhere
+    blind = str(tmp_path / 'blind.pth')
+    save_checkpoint(weights_checkpoint(net, shot=1), blind)
+    code, out, err = run_cli(predict_sccan.main, [
+        '--weight', blind, '--device', 'cpu', '--support', *files['s1'], '--query', files['q1'],
+        '--out', files['out']], capsys)
+    assert code == 0, err
+    assert out == (f"{files['q1']}: nothing found: no pixel is foreground (the model sees no "
+                   f"object like the supports') -> {os.path.join(files['out'], 'q1_mask.png')}\n")
 
 
 def test_api_equals_the_full_forward_cropped(checkpoint):
@@ -100,9 +115,9 @@ def _bad_checkpoint(tmp_path, checkpoint, case):
         state = net.state_dict()
         state['cls_meta.3.bias'] = torch.full_like(state['cls_meta.3.bias'], float('nan'))
         torch.save({'state_dict': state, 'architecture': dict(net.architecture)}, bad)
-    elif case == 'wrong architecture':     # tiny weights, no architecture: the paper's is built
+    elif case == 'wrong architecture':     # no variant's weights, no architecture: the paper's is built
         torch.save({'epoch': 0, 'state_dict': {f'module.{k}': v for k, v in
-                                               net.state_dict().items()}}, bad)
+                                               build_sccan('tiny', depth=3).state_dict().items()}}, bad)
     return str(bad)
 
 

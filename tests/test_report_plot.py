@@ -42,6 +42,25 @@ def test_the_picture_shows_the_paper_line_only_when_given(tmp_path):
     assert red_pixels(a) > 200 and red_pixels(b) == 0
 
 
+def test_a_report_without_intervals_draws_none(tmp_path, monkeypatch):
+    """One episode per class: no error bars and 'no interval' in the title, not [x, x]."""
+    pytest.importorskip('matplotlib', reason='matplotlib (an optional extra) is not installed')
+    import matplotlib.axes
+    drawn = []
+    for name in ('errorbar', 'set_title'):
+        real = getattr(matplotlib.axes.Axes, name)
+        monkeypatch.setattr(matplotlib.axes.Axes, name, lambda self, *a, real=real, name=name, **k:
+                            drawn.append((name, a)) or real(self, *a, **k))
+    single = report(1)
+    single['uncertainty']['pooled'].update(mIoU=[0.6, 0.6], estimable=False)
+    plot_report(single, str(tmp_path / 'a.png'))
+    assert [name for name, _ in drawn] == ['set_title']
+    assert drawn[0][1][0].endswith('mIoU 60.5 (no interval: a single episode per class)')
+    drawn.clear()
+    plot_report(report(), str(tmp_path / 'b.png'))
+    assert [name for name, _ in drawn] == ['errorbar', 'set_title']
+
+
 def test_without_matplotlib_one_line_before_any_work(tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, 'matplotlib', None)        # import matplotlib fails
     argv = ['--config', os.path.join(REPO_ROOT, 'config', 'synthetic', 'synthetic_split0_resnet50.yaml'),

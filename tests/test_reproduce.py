@@ -25,7 +25,7 @@ def bench(tmp_path_factory):
     tmp = tmp_path_factory.mktemp('reproduce')
     lists = write_benchmark(str(tmp / 'data'), n_train=20, n_val=60)
     opts = ['data_root', str(tmp / 'data'), 'train_list', lists['train'], 'val_list', lists['val'],
-            'list_dir', str(tmp / 'lists'), 'test_num', '4', *TINY]
+            'list_dir', str(tmp / 'lists'), 'test_num', '10', *TINY]     # 2 per class
     exp = str(tmp / 'exp')
     for fold in range(4):
         config = reproduce.config_path(os.path.join(REPO_ROOT, 'config'), 'synthetic', fold, 50, 1)
@@ -52,7 +52,7 @@ def test_one_command_tests_every_fold_and_writes_the_table(bench):
         with open(os.path.join(out, 'cells', f'synthetic_split{fold}_resnet50_1shot.report.json')) as f:
             report = json.load(f)
         assert report['mean']['mIoU'] == row['folds'][fold] and report['split'] == fold
-        assert report['episodes'] == 4 and report['checkpoint'].endswith(f'train_epoch_{fold}_0.{fold + 1}000.pth')
+        assert report['episodes'] == 10 and report['checkpoint'].endswith(f'train_epoch_{fold}_0.{fold + 1}000.pth')
         lo, hi = report['uncertainty']['pooled']['mIoU']        # ± half the fold's interval
         assert row['folds_half_width'][fold] == (hi - lo) / 2
     halves = list(row['folds_half_width'].values())          # the mean of 4 independent folds
@@ -65,6 +65,16 @@ def test_one_command_tests_every_fold_and_writes_the_table(bench):
             '| — |') in text
     with open(os.path.join(out, 'table.json')) as f:
         assert json.load(f)['missing'] == []
+
+
+def test_cells_of_a_single_episode_per_class_show_no_interval(bench):
+    exp, opts = bench
+    (row,) = run(exp, opts, '--episodes', '4', '--folds', '0')     # 5 classes: 1 or 0 each
+    assert row['folds_half_width'] == {0: None} and row['mIoU_half_width'] is None
+    with open(os.path.join(exp, 'reproduce', 'table.md')) as f:
+        text = f.read()
+    assert f'| ResNet-50 | 1 | {100 * row["folds"][0]:.1f} | — | — | — |' in text
+    assert 'No ±: no interval, every class of a cell had a single episode' in text
 
 
 def test_finished_cells_are_kept_and_changed_ones_recomputed(bench, monkeypatch, capsys):

@@ -17,6 +17,7 @@ import train_sccan
 from helpers import TINY, assert_one_error, files_below, make_pascal_config, run_cli
 from model import CheckpointError
 from util import distributed, meta_test
+from util import log as log_module
 from util.config import REPO_ROOT, ConfigError, load_config, merged_opts
 from util.datasets import episode_dataset
 from util.training import FAILURES, NonFiniteLoss, train
@@ -336,9 +337,11 @@ def test_reports_say_what_they_measured_and_are_never_replaced_silently(bench, r
                                                                        tmp_path, capsys, monkeypatch):
     weight = tmp_path / 'ckpt.pth'
     os.symlink(latest(reference_run['exp']), weight)
+    monkeypatch.setattr(log_module, 'LINE_INTERVAL', 0)     # stderr is no terminal: lines
     status, _, err = run_test_sccan(bench, weight, capsys, '--episodes', '2', '--any-split',
                               opts=('split', '1'))
     assert status == 0, err
+    assert 'INFO] seed 321: 1/1 (100 %) in 00:00:' in err, err     # its one batch of 2 episodes
     other_fold = tmp_path / 'ckpt_test_pascal_split1_1shot_2ep_seed321.json'
     with open(other_fold) as f:
         report = json.load(f)
@@ -406,8 +409,10 @@ def test_early_stop_after_stop_interval_epochs_without_a_new_best(bench, tmp_pat
 def test_resuming_with_a_changed_run_defining_key_warns_naming_it(bench, tmp_path, capsys):
     fast = ('evaluate', 'False')
     assert run_train(bench, tmp_path, capsys, opts=('max_iters', '1', *fast))[0] == 0
+    # built from its checkpoint: the backbone's ImageNet weights, moved away since, are not needed
     status, _, err = run_train(bench, tmp_path, capsys, '--resume', 'train_latest.pth',
-                               opts=('max_iters', '2', *fast))
+                               opts=('max_iters', '2', 'backbone_weights', str(tmp_path / 'moved.pth'),
+                                     *fast))
     assert status == 0 and 'resuming with changed' not in err, err
     status, _, err = run_train(bench, tmp_path, capsys, '--resume', 'train_latest.pth',
                                opts=('max_iters', '3', 'base_lr', '0.01', *fast))

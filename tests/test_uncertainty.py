@@ -8,8 +8,9 @@ import torch
 
 from helpers import synthetic_counts
 from util.metrics import IoUMeter, intersection_union
-from util.uncertainty import (RunCounts, bootstrap, combined_half_width, half_width,
-                              percentile_interval, plus_minus, scores, uncertainty)
+from util.uncertainty import (NO_INTERVAL, RunCounts, bootstrap, combined_half_width,
+                              format_intervals, half_width, percentile_interval, plus_minus, scores,
+                              uncertainty)
 
 
 def test_scores_are_those_of_the_meter():
@@ -136,3 +137,19 @@ def test_half_widths_of_a_mean_of_independent_runs():
     assert half_width([0.60, 0.64]) == pytest.approx(0.02)
     assert combined_half_width([0.03, 0.04]) == pytest.approx(0.05 / 2)     # √(9 + 16) / 2
     assert combined_half_width([0.01] * 4) == pytest.approx(0.01 / 2)       # 4 alike: half as wide
+
+
+def test_one_episode_per_class_has_no_interval_not_a_zero_one():
+    """Every resample of one episode per class is the run itself: [score, score] is no estimate
+    (it read 'FB-IoU 41.9 ± 0.0'). Said so in the report's JSON and wherever it is printed."""
+    one_each = synthetic_counts(1)
+    result = uncertainty([one_each, synthetic_counts(2)], resamples=50)
+    assert [s['estimable'] for s in result['seeds']] == [False, True]
+    assert result['pooled']['estimable'] is True
+    point = scores(one_each)
+    line = format_intervals(point, result['seeds'][0])
+    assert line == (f"mIoU {100 * point['mIoU']:.1f}  FB-IoU {100 * point['FB-IoU']:.1f}  pIoU "
+                    f"{100 * point['pIoU']:.1f} ({NO_INTERVAL})") and '±' not in line
+    assert NO_INTERVAL.startswith('no interval: every class has a single episode')
+    assert uncertainty([one_each], resamples=50)['pooled']['estimable'] is False
+    assert '±' in format_intervals(scores(synthetic_counts(2)), result['seeds'][1])

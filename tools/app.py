@@ -119,8 +119,13 @@ def build_page(gr, app, exp_root, data_root):
 
                     def show(image, mask, number=k):
                         return app.show_support(number, image, mask)
+
+                    def painted(image, painting, mask, box, number=k):
+                        return app.slot_note(number, SupportSlot(image, painting, mask, box))
                     for source in (image, mask):
                         source.change(show, [image, mask], [editor, note])
+                    for source in (editor, box):      # the painted share, as a file mask's
+                        source.change(painted, [image, editor, mask, box], note)
                 images.append(image)
                 masks.append(mask)
                 editors.append(editor)
@@ -129,9 +134,9 @@ def build_page(gr, app, exp_root, data_root):
                           file_types=['image'], elem_id='queries')
         run = gr.Button('Run', variant='primary', elem_id='run')
         messages = gr.Textbox(label='Messages', interactive=False, lines=2, elem_id='messages')
-        gallery = gr.Gallery(label='Each query with its mask (red); the supports (blue) on its '
-                                   'right', columns=2, object_fit='contain', format='png',
-                             elem_id='results')
+        gallery = gr.Gallery(label='Each query with its mask outlined (red); the supports '
+                                   '(blue) on its right', columns=2, object_fit='contain',
+                             format='png', elem_id='results')
         downloads = gr.File(label='Download: the mask of each query (0/255 PNG), and all in a zip',
                             file_count='multiple', interactive=False, elem_id='downloads')
 

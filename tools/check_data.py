@@ -1,6 +1,7 @@
 """Check a dataset before training: every image and label of the lists is opened and checked.
 
-Problems found (one line each in the report file, "kind<TAB>path<TAB>detail"):
+Problems found (the first 20 printed; with --out FILE, every one written there, a line
+"kind<TAB>path<TAB>detail" each; nothing is written without --out):
   missing       a listed image or label file does not exist
   unreadable    the file cannot be decoded, is truncated (a JPEG without its end-of-image marker,
                 a PNG without its IEND chunk), or a label is not a single-channel 8-bit image
@@ -37,7 +38,7 @@ from util.datasets.cross_domain_layouts import layout_of  # noqa: E402
 from util.datasets.patnet import grey_values, open_image  # noqa: E402
 from util.folds import NUM_CLASSES, num_classes  # noqa: E402
 from util.image_io import BadFileError, check_label_values, read_image, read_label  # noqa: E402
-from util.lists import REPO_LISTS, list_inputs, read_list  # noqa: E402
+from util.lists import list_inputs, read_list  # noqa: E402
 from util.log import progress_map  # noqa: E402
 from util.outputs import InputFiles, check_outputs, write_atomic  # noqa: E402
 
@@ -177,7 +178,8 @@ def parse_args(argv=None):
     parser.add_argument('--shot', type=positive_int, default=1,
                         help='cross-domain layouts: report classes with fewer than shot + 1 '
                              'images (default 1; --config gives its own)')
-    parser.add_argument('--out', help='report file (default: lists/<data_set>/bad_files.txt)')
+    parser.add_argument('--out', help='report file listing every problem (default: none; the '
+                        'first 20 are printed)')
     parser.add_argument('--workers', type=positive_int, default=min(8, os.cpu_count() or 1))
     return parser.parse_args(argv)
 
@@ -187,25 +189,28 @@ def main(argv=None):
     data_set, data_root, lists, list_dir, config, shot = sources_from_args(args)
     if not os.path.isdir(data_root):
         raise FileNotFoundError(f'data root not found: {data_root}')
-    out = args.out or os.path.join(REPO_LISTS, data_set, 'bad_files.txt')
+    out = args.out
     inputs = InputFiles([config] if config else [])
     if data_set in CROSS_DOMAIN:
         layouts = read_layouts(data_set, data_root, [path for path, _ in lists])
         inputs.add(layout_inputs(layouts, [path for path, _ in lists]))
-        check_outputs([out], inputs, overwrite=True)      # its report, never a file it checks
+        if out:
+            check_outputs([out], inputs, overwrite=True)      # its report, never a file it checks
         total, problems, notes = check_layouts(layouts, data_root, shot, data_set, args.workers)
     else:
         listed = [(data_list, read_list(data_list), size_problem)
                   for data_list, size_problem in lists]
         for data_list, pairs, _ in listed:
             inputs.add(list_inputs(data_set, data_root, data_list, pairs, list_dir))
-        check_outputs([out], inputs, overwrite=True)      # its report, never a file it checks
+        if out:
+            check_outputs([out], inputs, overwrite=True)      # its report, never a file it checks
         problems = [problem for data_list, pairs, size_problem in listed
                     for problem in check_list(data_set, data_root, pairs,
                                               os.path.basename(data_list), args.workers,
                                               size_problem)]
         total, notes = sum(len(pairs) for _, pairs, _ in listed), []
-    write_atomic(out, ''.join(f'{kind}\t{path}\t{detail}\n' for kind, path, detail in problems))
+    if out:
+        write_atomic(out, ''.join(f'{kind}\t{path}\t{detail}\n' for kind, path, detail in problems))
     counts = collections.Counter(kind for kind, _, _ in problems)
     where = data_set if data_set in CROSS_DOMAIN and not lists else f'{len(lists)} list(s)'
     kinds = LAYOUT_KINDS if data_set in CROSS_DOMAIN else KINDS
@@ -216,8 +221,9 @@ def main(argv=None):
     for kind, path, detail in problems[:20]:
         print(f'  {kind}: {detail if path in detail else path + ": " + detail}')
     if len(problems) > 20:
-        print(f'  ... {len(problems) - 20} more')
-    print(f'report: {out}')
+        print(f'  ... {len(problems) - 20} more' + ('' if out else ': --out FILE lists every one'))
+    if out:
+        print(f'report: {out}')
     return 1 if problems else 0
 
 

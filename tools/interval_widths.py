@@ -17,7 +17,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from util.cli import ArgumentParser, non_negative_int, positive_int, run_main  # noqa: E402
 from util.manifest import read_manifest  # noqa: E402
-from util.uncertainty import RESAMPLES, scores, uncertainty  # noqa: E402
+from util.uncertainty import NO_INTERVAL, RESAMPLES, scores, uncertainty  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -37,9 +37,11 @@ def widths(per_seed, n, resamples, seed):
     result = uncertainty(first, resamples, seed)
     mious = np.array([scores(c)['mIoU'] for c in first])
     width = lambda interval: interval[1] - interval[0]  # noqa: E731
+    seed_widths = [width(s['mIoU']) for s in result['seeds'] if s['estimable']]
     return {'episodes': n, 'mIoU': float(mious.mean()),
-            'seed_width': float(np.mean([width(s['mIoU']) for s in result['seeds']])),
-            'pooled_width': width(result['pooled']['mIoU']), 'seed_std': float(mious.std())}
+            'seed_width': float(np.mean(seed_widths)) if seed_widths else None,
+            'pooled_width': width(result['pooled']['mIoU']) if result['pooled']['estimable'] else None,
+            'seed_std': float(mious.std())}
 
 
 def main(argv=None):
@@ -57,9 +59,17 @@ def main(argv=None):
     print('| episodes per seed | mIoU | width, one seed | width, mean of the seeds | std over seeds |')
     print('| --- | --- | --- | --- | --- |')
     for r in rows:
-        print(f"| {r['episodes']} | {100 * r['mIoU']:.1f} | {100 * r['seed_width']:.2f} | "
-              f"{100 * r['pooled_width']:.2f} | {100 * r['seed_std']:.2f} |")
+        print(f"| {r['episodes']} | {100 * r['mIoU']:.1f} | {points(r['seed_width'])} | "
+              f"{points(r['pooled_width'])} | {100 * r['seed_std']:.2f} |")
+    if any(r['pooled_width'] is None for r in rows):
+        print(f'n/a: {NO_INTERVAL}')
     return rows
+
+
+def points(width):
+    """A width (fraction) in points, or n/a where no interval could be estimated."""
+    return 'n/a' if width is None else f'{100 * width:.2f}'
+
 
 
 if __name__ == '__main__':

@@ -18,12 +18,12 @@ import os
 import sys
 
 import numpy as np
-from tqdm import tqdm
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from util.cli import ArgumentParser, positive_int, run_main  # noqa: E402
 from util.image_io import IGNORE_LABEL, write_image  # noqa: E402
 from util.lists import REPO_LISTS, read_list  # noqa: E402
+from util.log import progress  # noqa: E402
 from util.outputs import InputFiles, check_outputs, write_atomic  # noqa: E402
 
 SETS = {'train2014': 'train.txt', 'val2014': 'val.txt'}
@@ -118,11 +118,12 @@ def paint_labels(coco, image_ids, out_dir, crowd, workers):
     _COCO, _OPTIONS = coco, (class_ids(coco), out_dir, crowd)
     if workers > 1:
         with multiprocessing.get_context('fork').Pool(workers) as pool:
-            for _ in tqdm(pool.imap_unordered(convert_one, image_ids, chunksize=64),
-                          total=len(image_ids), desc=os.path.basename(out_dir), unit='label'):
+            for _ in progress(pool.imap_unordered(convert_one, image_ids, chunksize=64),
+                              total=len(image_ids), desc=os.path.basename(out_dir), unit='label'):
                 pass
     else:
-        for image_id in tqdm(image_ids, desc=os.path.basename(out_dir), unit='label'):
+        for image_id in progress(image_ids, total=len(image_ids), desc=os.path.basename(out_dir),
+                                 unit='label'):
             convert_one(image_id)
 
 

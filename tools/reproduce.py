@@ -170,8 +170,9 @@ def run_cell(cell, request, cache, cells_dir, env):
         request['episodes'], out=os.path.join(cells_dir, cell_name(cell) + '.report.json'),
         overwrite=True, overrides={'weight': cell['checkpoint'], 'seeds': request['seeds'],
                                    'episodes': request['episodes'], 'opts': opts})
+    pooled = report['uncertainty']['pooled']        # no interval: one episode per class
     return {'request': request, 'mean': report['mean'], 'std': report['std'],
-            'interval': {m: report['uncertainty']['pooled'][m] for m in ('mIoU', 'FB-IoU')},
+            'interval': {m: pooled[m] if pooled['estimable'] else None for m in ('mIoU', 'FB-IoU')},
             'seeds': [r['seed'] for r in report['seeds']], 'episodes': report['episodes']}
 
 
@@ -216,11 +217,13 @@ def rows(cells, results):
         complete = len(done) == width
         row = {'benchmark': key[0], 'layers': key[1], 'shot': key[2], 'paper': PAPER.get(key)}
         for m, per_fold in (('mIoU', 'folds'), ('FB-IoU', 'fold_FB-IoU')):
-            halves = {fold: half_width(r['interval'][m]) for fold, r in done.items()}
+            halves = {fold: None if r['interval'][m] is None else half_width(r['interval'][m])
+                      for fold, r in done.items()}
             row[per_fold] = {fold: r['mean'][m] for fold, r in done.items()}
             row[per_fold + '_half_width'] = halves
             row[m] = sum(row[per_fold].values()) / width if complete else None
-            row[m + '_half_width'] = combined_half_width(list(halves.values())) if complete else None
+            row[m + '_half_width'] = (combined_half_width(list(halves.values()))
+                                      if complete and None not in halves.values() else None)
         table.append(row)
     return table
 
@@ -229,7 +232,9 @@ def markdown(table, missing, seeds_note):
     lines = [f'# SCCAN: mIoU and FB-IoU (%) per fold (cross-domain: per target benchmark) and '
              f'their mean; {seeds_note}', '',
              'Each cell: ours ± half its 95 % bootstrap interval over episodes (paper); the mean '
-             '± √(Σ cell ±²) / n over its n cells (independent runs); Δ = ours − paper.', '']
+             '± √(Σ cell ±²) / n over its n cells (independent runs); Δ = ours − paper. No ±: '
+             'no interval, every class of a cell had a single episode (or, for the mean, of one '
+             'of its cells).', '']
     for benchmark in dict.fromkeys(r['benchmark'] for r in table):
         keys = list(CROSS_DOMAIN) if benchmark == 'cross_domain' else FOLDS
         names = list(CROSS_DOMAIN.values()) if benchmark == 'cross_domain' else \

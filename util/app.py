@@ -30,13 +30,16 @@ from util.lists import read_list
 from util.outputs import unique_stems, write_atomic
 from util.predictor import (EncodedSupport, FewShotSegmenter, check_same_size,
                             foreground_of)
-from util.segment_files import encode_with_notes, segment_file
-from util.visualize import SUPPORT_COLOUR, tint
+from util.segment_files import encode_with_notes, foreground_words, segment_file
+from util.visualize import NOTHING_PREDICTED, SUPPORT_COLOUR, outline
 
 MAX_SUPPORTS = 5
 # The synthetic example's class: green checkered rectangles, novel in fold 0 (the demo's model never
-# trained on it), and of colours that neither the red mask nor the blue support tint hides.
+# trained on it).
 EXAMPLE_CLASS = 2
+# The longer side of the pictures the page shows (a huge query's overlay is scaled down to it;
+# its mask keeps the query's size).
+SHOWN_SIDE = 1280
 
 
 @dataclasses.dataclass
@@ -64,18 +67,26 @@ def find_checkpoints(exp_root: str) -> List[str]:
     return sorted(glob.glob(pattern, recursive=True), key=os.path.getmtime, reverse=True)
 
 
-def painted_mask(number: int, slot: SupportSlot) -> np.ndarray:
+def paint(slot: SupportSlot) -> Optional[np.ndarray]:
     """H×W bool of the pixels painted on any layer of the slot's painting (alpha > 0), or with
-    slot.box the smallest box holding them all; ValueError when nothing is painted."""
+    slot.box the smallest box holding them all; None when nothing is painted."""
     layers = [np.asarray(layer) for layer in (slot.painting or {}).get('layers') or []]
     painted = [layer[:, :, 3] > 0 for layer in layers if layer.ndim == 3 and layer.shape[2] == 4]
     if not any(p.any() for p in painted):
-        raise ValueError(f'support {number}: empty mask: paint the object on the image with the '
-                         'brush, or upload its mask file')
+        return None
     mask = np.logical_or.reduce(painted)
     if slot.box:
         rows, columns = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
         mask[rows[0]:rows[-1] + 1, columns[0]:columns[-1] + 1] = True
+    return mask
+
+
+def painted_mask(number: int, slot: SupportSlot) -> np.ndarray:
+    """The slot's paint (paint); ValueError when nothing is painted."""
+    mask = paint(slot)
+    if mask is None:
+        raise ValueError(f'support {number}: empty mask: paint the object on the image with the '
+                         'brush, or upload its mask file')
     return mask
 
 
@@ -85,6 +96,19 @@ def slot_names(number: int, slot: SupportSlot) -> Tuple[str, str]:
     mask = os.path.basename(slot.mask) if slot.mask else '(painted)'
     return (f'support {number} image {os.path.basename(slot.image or "")}',
             f'support {number} mask {mask}')
+
+
+def _note(slot: SupportSlot, rgb: np.ndarray, foreground: Optional[np.ndarray]) -> str:
+    """A slot's note, given its image and the foreground of its mask file (None without)."""
+    if foreground is not None:
+        return (f'mask from {os.path.basename(slot.mask)}: {foreground.mean():.1%} of the image '
+                '(outlined in blue; remove the mask file to paint instead).')
+    painted = paint(slot)
+    if painted is not None:
+        box = ' (the box around the paint)' if slot.box else ''
+        return f'painted: {painted.mean():.1%} of the image{box}.'
+    return (f'{rgb.shape[0]}×{rgb.shape[1]} image: paint the object with the brush, or upload its '
+            'mask file.')
 
 
 def no_progress(fraction, desc=None):
@@ -111,25 +135,28 @@ class SegmentationApp:
     def show_support(self, number: int, image: Optional[str],
                      mask: Optional[str]) -> Tuple[Optional[dict], str]:
         """What the page shows when support `number`'s image or mask file changes: the
-        ImageEditor's new value (the image to paint on, with a mask file's foreground tinted as
-        the overlays tint supports) and a note for the slot."""
+        ImageEditor's new value (the image to paint on, with a mask file's foreground outlined
+        as the overlays draw supports) and the slot's note (slot_note)."""
+        slot = SupportSlot(image, None, mask)
         if not image:
-            return None, ('error: upload the image of this mask first' if mask else
-                          'Upload an image, then paint the object on it (or upload its mask).')
+            return None, self.slot_note(number, slot)
         try:
-            rgb = read_rgb(image)
-            note = (f'{rgb.shape[0]}×{rgb.shape[1]} image: paint the object with the brush, '
-                    'or upload its mask file.')
-            if mask:
-                image_name, mask_name = slot_names(number, SupportSlot(image, None, mask))
-                foreground = foreground_of(read_mask(mask), mask_name)
-                check_same_size(foreground, rgb, mask_name, image_name)
-                rgb = tint(rgb, foreground, SUPPORT_COLOUR)
-                note = (f'mask from {os.path.basename(mask)}: {foreground.mean():.1%} of the image '
-                        '(in blue; remove the mask file to paint instead).')
+            rgb, foreground = self._read_slot(number, slot)
         except (ValueError, OSError) as e:
             return None, self._shown(f'error: {error_line(e)}')
-        return {'background': rgb, 'layers': [], 'composite': rgb}, note
+        shown = rgb if foreground is None else outline(rgb, foreground, SUPPORT_COLOUR)
+        return {'background': shown, 'layers': [], 'composite': shown}, _note(slot, rgb, foreground)
+
+    def slot_note(self, number: int, slot: SupportSlot) -> str:
+        """The note under support `number`, again whenever its painting changes: how much of the
+        image its mask covers (a mask file's, else the paint's), or what to do next."""
+        if not slot.image:
+            return ('error: upload the image of this mask first' if slot.mask else
+                    'Upload an image, then paint the object on it (or upload its mask).')
+        try:
+            return _note(slot, *self._read_slot(number, slot))
+        except (ValueError, OSError) as e:
+            return self._shown(f'error: {error_line(e)}')
 
     def run(self, checkpoint: Optional[str], slots: Sequence[SupportSlot],
             queries: Optional[Sequence[str]], progress: Callable = no_progress) -> RunResult:
@@ -156,12 +183,13 @@ class SegmentationApp:
             progress(0.1 + 0.9 * i / len(queries), desc=f'query {i + 1} of {len(queries)}')
             paths = [os.path.join(folder, f'{name}_{kind}.png') for kind in ('mask', 'overlay')]
             try:
-                mask = segment_file(seg, support, query, *paths)
+                mask = segment_file(seg, support, query, *paths, overlay_side=SHOWN_SIDE)
             except (ValueError, OSError) as e:      # the next query may be fine
                 lines.append(self._shown(f'error: {error_line(e)}'))
                 continue
-            lines.append(f'{os.path.basename(query)}: foreground {mask.mean():.1%}')
-            result.overlays.append((paths[1], os.path.basename(query)))
+            lines.append(f'{os.path.basename(query)}: {foreground_words(mask)}')
+            result.overlays.append((paths[1], os.path.basename(query) +
+                                    ('' if mask.any() else f': {NOTHING_PREDICTED}')))
             result.downloads.append(paths[0])
         if result.downloads:
             used = [write_image(os.path.join(folder, 'supports', f'support{k}_mask.png'),
@@ -169,8 +197,8 @@ class SegmentationApp:
                     for (k, _), fg in zip(supports, support.foregrounds)]
             result.downloads.append(zip_files(result.downloads + used, folder,
                                               os.path.join(folder, 'sccan_masks.zip')))
-        lines.insert(0, f'{len(result.overlays)} of {len(queries)} queries segmented with '
-                        f'{os.path.basename(checkpoint)} and {support.shot} support(s).')
+        lines.insert(0, f'{segmented(len(result.overlays), len(queries))} with '
+                        f'{os.path.basename(checkpoint)} and {count(support.shot, "support")}.')
         result.messages = '\n'.join(lines)
         return result
 
@@ -241,10 +269,34 @@ class SegmentationApp:
             self._encoded = (key, *encode_with_notes(seg, images, masks, names, checkpoint))
         return self._encoded[1:]
 
+    @staticmethod
+    def _read_slot(number, slot):
+        """(the slot's image, the foreground of its mask file or None without one), the mask
+        checked to be the image's size."""
+        rgb = read_rgb(slot.image)
+        if not slot.mask:
+            return rgb, None
+        image_name, mask_name = slot_names(number, slot)
+        foreground = foreground_of(read_mask(slot.mask), mask_name)
+        check_same_size(foreground, rgb, mask_name, image_name)
+        return rgb, foreground
+
     def _shown(self, message):
         """A message as the page shows it: files in the app's folder named by their own name."""
         return re.sub(re.escape(self.workdir.rstrip(os.sep) + os.sep) + r'(?:[^/\s]+/)*', '',
                       message)
+
+
+def count(n: int, noun: str) -> str:
+    """'1 support', '2 supports'."""
+    return f'{n} {noun}' + ('' if n == 1 else 's')
+
+
+def segmented(done: int, asked: int) -> str:
+    """'1 query segmented', '3 queries segmented', '2 of 3 queries segmented'."""
+    if done == asked:
+        return ('1 query' if asked == 1 else f'{asked} queries') + ' segmented'
+    return f'{done} of {asked} ' + ('query' if asked == 1 else 'queries') + ' segmented'
 
 
 def digest(arrays: Sequence[np.ndarray]) -> str:

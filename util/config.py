@@ -12,6 +12,8 @@ for that variant's architecture keys (layers, backbone_width, fts_size, window_s
 num_heads, mlp_ratio, reduce_dim, zoom_factor): they take its values where `model` stands, and an
 architecture key given after it (below it in the file, after it in --opts, or in --opts after the
 file) overrides that one value: `--opts model tiny depth 3` is the tiny variant with 3 SCCA blocks.
+A variant whose backbone has no ImageNet weights (tiny) also empties backbone_weights: a random
+backbone, unless backbone_weights is given after it.
 
 Loading rejects unknown keys (naming the closest known one), keys given twice, and values of the
 wrong type; a number key also takes what Python's float() reads (6e-5, which YAML 1.1 leaves a
@@ -143,7 +145,8 @@ SCHEMA = {
     'test_num': _k('Train', int, None, 'episodes per evaluation; empty: 1,000 for PASCAL, 4,000 '
                    'for COCO (the authors\' protocol), 600 for deepglobe, isic, lung and 2,400 '
                    'for fss (PATNet\'s), 1,000 for folder', nullable=True, check=_POSITIVE),
-    'workers': _k('Train', int, 8, 'data loading processes per training process',
+    'workers': _k('Train', int, 8, 'data loading processes per training process (at most '
+                  'the CPUs available: fewer, with a note in the log, on a smaller machine)',
                   check=_NON_NEGATIVE),
     'manual_seed': _k('Train', int, 321, 'seed of training (+ epoch each epoch) and of '
                       'validation episodes', check=_SEED),
@@ -153,7 +156,8 @@ SCHEMA = {
     # --- model ---
     'model': _k('Method', str, 'paper', "a named architecture: sets the architecture keys (layers "
                 'to zoom_factor) to its values where it stands; those given after it override '
-                'them (paper: the paper\'s; tiny: a small one for tests and smoke runs)',
+                'them (paper: the paper\'s; tiny: a small one for tests and smoke runs, whose '
+                'backbone has no ImageNet weights: it also empties backbone_weights)',
                 choices=tuple(MODEL_VARIANTS)),
     'layers': _k('Method', int, 50, 'ResNet depth of the frozen backbone (14: one block per '
                  'stage)', choices=tuple(sorted(BLOCKS_PER_STAGE))),
@@ -211,12 +215,15 @@ LEGACY_SECTIONS = ('Distributed',)
 
 
 class Config:
-    """Read-only flat view of a checked configuration; `replace` returns a checked copy."""
-    __slots__ = ('_values', 'source')
+    """Read-only flat view of a checked configuration; `replace` returns a checked copy.
+    `stated`: the keys its file, --opts or `replace` gave (a `model` gives every architecture
+    key); the others hold their defaults."""
+    __slots__ = ('_values', 'source', 'stated')
 
-    def __init__(self, values, source='<defaults>'):
+    def __init__(self, values, source='<defaults>', stated=()):
         object.__setattr__(self, '_values', dict(values))
         object.__setattr__(self, 'source', source)
+        object.__setattr__(self, 'stated', frozenset(stated))
 
     def __getattr__(self, name):
         values = object.__getattribute__(self, '_values')
@@ -228,10 +235,10 @@ class Config:
         raise AttributeError('Config is read-only; use cfg.replace(key=value)')
 
     def replace(self, **changes):
-        values = dict(self._values)
+        values, stated = dict(self._values), set(self.stated)
         for name, value in changes.items():
-            _assign(values, name, _check_value(name, value, f'{self.source} (replace)'))
-        return Config(_finish(values, self.source), self.source)
+            _assign(values, stated, name, _check_value(name, value, f'{self.source} (replace)'))
+        return Config(_finish(values, self.source), self.source, stated)
 
     def to_dict(self):
         return dict(self._values)
@@ -266,19 +273,31 @@ def load_config(path, opts=()):
         raise FileNotFoundError(f'config file not found: {path}') from None
     except yaml.YAMLError as e:
         raise ConfigError(f'{path}: not valid YAML: {e}') from None
-    values = {name: key.default for name, key in SCHEMA.items()}
+    values, stated = {name: key.default for name, key in SCHEMA.items()}, set()
     for name, value in _flatten(raw or {}, path).items():
-        _assign(values, name, _resolve_path(name, _check_value(name, value, path), REPO_ROOT))
+        _assign(values, stated, name, _resolve_path(name, _check_value(name, value, path), REPO_ROOT))
     for name, value in parse_opts(opts).items():
-        _assign(values, name, _resolve_path(name, value, os.getcwd()))
-    return Config(_finish(values, path), path)
+        _assign(values, stated, name, _resolve_path(name, value, os.getcwd()))
+    return Config(_finish(values, path), path, stated)
 
 
-def _assign(values, name, value):
-    """values[name] = value; `model` first sets its variant's architecture keys."""
+# The backbones (layers, backbone_width) that have ImageNet weights: PSPNet's resnet50_v2.pth
+# and resnet101_v2.pth (initmodel/README.md).
+IMAGENET_BACKBONES = {(50, 64), (101, 64)}
+
+
+def _assign(values, stated, name, value):
+    """values[name] = value, and the keys it sets added to `stated`; `model` first sets its
+    variant's architecture keys and, for a backbone without ImageNet weights, no
+    backbone_weights (a config's resnet50_v2.pth cannot load into it)."""
     if name == 'model':
-        values.update(MODEL_VARIANTS[value])
+        variant = MODEL_VARIANTS[value]
+        values.update(variant)
+        stated.update(variant)
+        if (variant['layers'], variant['backbone_width']) not in IMAGENET_BACKBONES:
+            values['backbone_weights'] = None
     values[name] = value
+    stated.add(name)
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):

@@ -9,6 +9,9 @@ episodes one process would, and a resumed run sees exactly the episodes of an un
 """
 import contextlib
 import dataclasses
+import functools
+import logging
+import os
 import signal
 from typing import Tuple
 
@@ -147,13 +150,31 @@ def batch_tensors(batch, device, names=MODEL_INPUTS):
 
 
 def make_loader(episodes, sampler, batch_size, workers, drop_last, pin_memory=False):
-    """DataLoader over SeededEpisodes or PlannedEpisodes. Its own generator keeps it from
-    drawing from the global torch generator (which would shift dropout after a mid-epoch
-    resume); its workers leave Ctrl-C to the main process, which stops cleanly."""
+    """DataLoader over SeededEpisodes or PlannedEpisodes, with at most as many `workers` as
+    there are CPUs (loading_workers). Its own generator keeps it from drawing from the global
+    torch generator (which would shift dropout after a mid-epoch resume); its workers leave
+    Ctrl-C to the main process, which stops cleanly."""
+    workers = loading_workers(workers)
     return DataLoader(episodes, batch_size=batch_size, sampler=sampler, num_workers=workers,
                       drop_last=drop_last, pin_memory=pin_memory,
                       worker_init_fn=_ignore_interrupts if workers else None,
                       generator=torch.Generator().manual_seed(0))
+
+
+def loading_workers(requested: int) -> int:
+    """`requested` data-loading processes, capped at the CPUs this process may use: more only
+    compete with training for them (the configs' 8 on a 2-core machine). Every episode draws
+    from its own seed, so the cap changes no result; the log says so once."""
+    available = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count() or 1
+    if requested > available:
+        _note_capped(requested, available)
+    return min(requested, available)
+
+
+@functools.lru_cache(maxsize=None)
+def _note_capped(requested, available):
+    logging.getLogger('sccan').info('workers %d: %d CPU(s) available, loading with %d processes '
+                                    '(the same episodes)', requested, available, available)
 
 
 @contextlib.contextmanager

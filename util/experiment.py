@@ -5,9 +5,10 @@ import logging
 import os
 import re
 
-from model import ARCHITECTURE_KEYS, CheckpointError, build_sccan, load_backbone_weights, sccan_from_checkpoint
-from model.build import architecture_of
-from model.checkpoint import check_shot, metadata
+from model import ARCHITECTURE_KEYS, MODEL_VARIANTS, CheckpointError, build_sccan, load_backbone_weights
+from model.build import known_architecture, sccan_with_weights, weights_variant
+from model.checkpoint import check_shot, metadata, model_state, read_checkpoint
+from util.config import IMAGENET_BACKBONES
 from util.datasets.cross_domain import TEST_BENCHMARKS
 
 log = logging.getLogger('sccan')
@@ -52,24 +53,51 @@ def build_model(cfg, backbone_weights=None):
     return with_fast_paths(net if backbone_weights is None else load_backbone_weights(net, backbone_weights), cfg)
 
 
-def check_fits(cfg, checkpoint, path, any_shot=False, any_split=False, resuming=False):
-    """Refuse a checkpoint of another architecture than the config's (e.g. another backbone);
-    unless `any_shot`, one of ours trained with another number of shots; unless `any_split`,
-    one of ours trained on another data set, fold or COCO fold scheme. `resuming`: the
-    checkpoint is to continue a training run (whose config cannot change), not to be tested."""
-    stored, wanted = architecture_of(checkpoint, path), architecture(cfg)
-    differ = [key for key in ARCHITECTURE_KEYS if stored[key] != wanted[key]]
-    if differ:
-        hint = (f'; use the resnet{stored["layers"]} config or --opts layers {stored["layers"]}'
-                if 'layers' in differ else '')
-        raise CheckpointError(f'{path} is an SCCAN of another architecture than {cfg.source}: ' +
-                              ', '.join(f'{k} {stored[k]} (config: {wanted[k]})' for k in differ) + hint)
+def check_fits(cfg, checkpoint, path, any_shot=False, any_split=False, resuming=False) -> dict:
+    """Refuse a checkpoint of another architecture than the one the config states
+    (checkpoint_architecture); unless `any_shot`, one of ours trained with another number of
+    shots; unless `any_split`, one of ours trained on another data set, fold or COCO fold scheme.
+    `resuming`: the checkpoint is to continue a training run (whose config cannot change), not
+    to be tested. Returns the architecture to build."""
+    built = checkpoint_architecture(cfg, checkpoint, path)
     if not any_shot:
         check_shot(checkpoint, cfg.shot, path, RESUME_HINT if resuming else
                    'use the matching config (or --any-shot to evaluate it with another number '
                    'of shots on purpose)')
     if not any_split:
         check_classes(cfg, checkpoint, path, resuming)
+    return built
+
+
+def checkpoint_architecture(cfg, checkpoint, path) -> dict:
+    """The architecture to build for a checkpoint in a run of `cfg`: what the checkpoint tells
+    (model.build.known_architecture: ours store all of it, the authors' weights show their
+    depth), the config's values for the rest. The keys the config states (its file or --opts:
+    cfg.stated) are a check, not a second source: one that differs from the checkpoint is
+    refused, naming every such key and the --opts that fit the checkpoint."""
+    known, wanted = known_architecture(checkpoint, path), architecture(cfg)
+    differ = [key for key in ARCHITECTURE_KEYS
+              if key in known and key in cfg.stated and known[key] != wanted[key]]
+    if differ:
+        raise CheckpointError(f'{path} is an SCCAN of another architecture than {cfg.source} '
+                              'states: ' + ', '.join(f'{k} {known[k]} (config: {wanted[k]})' for k in differ)
+                              + '; ' + fitting_opts(checkpoint, path, known, differ))
+    return {**wanted, **known}
+
+
+def fitting_opts(checkpoint, path, known, differ) -> str:
+    """The way to a config that fits a checkpoint: `--opts model <variant>` when it is a named
+    variant (MODEL_VARIANTS), else the values of the keys that differ."""
+    if known.keys() == set(ARCHITECTURE_KEYS):
+        variant = next((name for name, values in MODEL_VARIANTS.items() if values == known), None)
+    else:         # the authors' or a plain state dict: the variant whose weights it holds
+        variant = weights_variant(model_state(checkpoint, path))
+    if variant is not None:
+        return f'add --opts model {variant}'
+    pretrained = {layers for layers, _ in IMAGENET_BACKBONES}     # the depths of our configs
+    backbone = (f'use the resnet{known["layers"]} config or ' if 'layers' in differ and
+                known['layers'] in pretrained else '')
+    return backbone + 'add --opts ' + ' '.join(f'{k} {known[k]}' for k in differ)
 
 
 # A run continues as it began: the way on when a checkpoint to resume does not fit the config.
@@ -119,11 +147,17 @@ def unknown_classes(cfg, path):
                         'count base classes as novel')
 
 
-def model_for_checkpoint(cfg, path, any_shot=False, any_split=False):
-    """The SCCAN a checkpoint describes, with its weights and the config's fast paths, for a
-    run of `cfg` (check_fits). Returns (net, checkpoint)."""
-    net, checkpoint = sccan_from_checkpoint(path)
-    check_fits(cfg, checkpoint, path, any_shot, any_split)
+def model_for_checkpoint(cfg, path, any_shot=False, any_split=False, contents=None):
+    """The SCCAN a checkpoint describes (check_fits: the config states the rest), with its
+    weights and the config's fast paths, for a run of `cfg`. `contents`: the checkpoint's object
+    when read already. Returns (net, checkpoint)."""
+    checkpoint = read_checkpoint(path) if contents is None else contents
+    built = check_fits(cfg, checkpoint, path, any_shot, any_split)
+    told = known_architecture(checkpoint, path)
+    built_as = ('the architecture it states' if told.keys() == set(ARCHITECTURE_KEYS) else
+                f"{cfg.source}'s architecture for what the checkpoint does not state")
+    net = sccan_with_weights(checkpoint, path, built, built_as,
+                             way_on=lambda variant: f': add --opts model {variant}')
     return with_fast_paths(net, cfg), checkpoint
 
 
@@ -136,16 +170,18 @@ def compile_model(net):
     return net
 
 
-def ready_model(cfg, device, checkpoint=None, any_shot=False, any_split=False):
+def ready_model(cfg, device, checkpoint=None, any_shot=False, any_split=False, contents=None):
     """THE way to the network a config describes, ready to run.
 
     Args:
         cfg: the config: architecture, fast paths (channels_last, recompute, fused_attention),
             compile, backbone_weights.
         device: torch.device it runs on.
-        checkpoint: path of a checkpoint whose weights it gets, checked to fit the config
-            (check_fits with any_shot, any_split); None: built as the config says, the backbone
-            from cfg.backbone_weights (random without them).
+        checkpoint: path of a checkpoint: built as it states (the config's architecture for what
+            it does not), with its weights, checked to fit the config (check_fits with any_shot,
+            any_split); None: built as the config says, the backbone from cfg.backbone_weights
+            (random without them).
+        contents: the checkpoint's object when read already (e.g. the one a run resumes).
 
     Returns:
         SCCAN on `device`, its heavy parts compiled when cfg.compile (compile_model).
@@ -153,6 +189,6 @@ def ready_model(cfg, device, checkpoint=None, any_shot=False, any_split=False):
     if checkpoint is None:
         net = build_model(cfg, cfg.backbone_weights)
     else:
-        net, _ = model_for_checkpoint(cfg, checkpoint, any_shot, any_split)
+        net, _ = model_for_checkpoint(cfg, checkpoint, any_shot, any_split, contents)
     net = net.to(device)
     return compile_model(net) if cfg.compile else net

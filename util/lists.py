@@ -97,7 +97,7 @@ def scan_labels(data_root, pairs, classes, skip_bad_files=False, desc='scanning 
             return {'error': f'{type(e).__name__}: {e}'}
 
     return progress_map(scan, pairs, min(8, os.cpu_count() or 1), desc=desc, unit='label',
-                        disable=len(pairs) < 500, leave=False)
+                        enabled=len(pairs) >= 500)
 
 
 def cache_path(data_set, data_root, data_list, cache_dir=None):

@@ -1,9 +1,11 @@
 """Logging for the scripts: console (through tqdm, so progress bars stay intact), a log file,
-TensorBoard scalars, progress bars. Only the main process writes; the others log warnings only.
+TensorBoard scalars, progress (bars on a terminal, periodic lines elsewhere). Only the main
+process writes; the others log warnings only.
 """
 import concurrent.futures
 import logging
 import sys
+import time
 
 from tqdm import tqdm
 
@@ -47,19 +49,88 @@ def close_logging(logger=None):
     logger.propagate = True
 
 
-def progress(iterable=None, total=None, desc=None, enabled=True, initial=0):
-    """A tqdm bar with ETA, shown only on the main process and only on a terminal."""
-    return tqdm(iterable, total=total, desc=desc, initial=initial, dynamic_ncols=True,
-                leave=False, disable=not (enabled and sys.stderr.isatty()))
+# Seconds between two progress lines where no bar can be drawn.
+LINE_INTERVAL = 30.0
+
+
+def progress(iterable=None, total=None, desc=None, enabled=True, initial=0, unit=None,
+             lines=True):
+    """How far a loop is, on the main process (`enabled`): a tqdm bar with its ETA on a
+    terminal; elsewhere (a log file, a pipe, a batch job's output), where a bar would print
+    nothing readable, a line every LINE_INTERVAL seconds (ProgressLines; `lines` False: none,
+    for loops that log their own)."""
+    if enabled and sys.stderr.isatty():
+        return tqdm(iterable, total=total, desc=desc, initial=initial, unit=unit or 'it',
+                    dynamic_ncols=True, leave=False)
+    return ProgressLines(iterable, total, desc, initial, unit, enabled=enabled and lines,
+                         interval=LINE_INTERVAL)
+
+
+class ProgressLines:
+    """tqdm's part that the loops use (iterating, update, set_postfix, close, `with`), shown as
+    a line `desc: n/total unit (p %) in 00:02:10, about 00:04:50 left` every `interval` seconds,
+    through the 'sccan' log where a script set it up (its file gets them too), else on stderr."""
+
+    def __init__(self, iterable=None, total=None, desc=None, initial=0, unit=None,
+                 enabled=True, interval=LINE_INTERVAL, clock=time.monotonic):
+        self.iterable, self.total, self.desc, self.unit = iterable, total, desc, unit
+        self.n, self.enabled, self.interval, self.clock = initial, enabled, interval, clock
+        self.start_n, self.postfix = initial, ''
+        self.start = self.last = clock()
+
+    def __iter__(self):
+        for item in self.iterable:
+            yield item
+            self.update(1)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self):
+        pass
+
+    def set_postfix(self, **values):
+        self.postfix = ''.join(f' {k} {v}' for k, v in values.items())
+
+    def update(self, n=1):
+        self.n += n
+        now = self.clock()
+        if self.enabled and now - self.last >= self.interval:
+            self.last = now
+            self.show(self.line(now - self.start))
+
+    def line(self, elapsed):
+        """The progress after `elapsed` seconds, in words."""
+        done = f'{self.n}/{self.total}' if self.total else f'{self.n}'
+        text = f'{self.desc}: {done}' if self.desc else done
+        text += f' {self.unit}s' if self.unit else ''
+        if self.total:
+            text += f' ({100 * self.n / self.total:.0f} %)'
+        text += f' in {format_duration(elapsed)}'
+        rate = (self.n - self.start_n) / elapsed if elapsed > 0 else 0
+        if self.total and rate > 0:
+            text += f', about {format_duration((self.total - self.n) / rate)} left'
+        return text + self.postfix
+
+    @staticmethod
+    def show(line):
+        logger = logging.getLogger(LOGGER_NAME)
+        if logger.handlers:
+            logger.info('%s', line)
+        else:
+            print(line, file=sys.stderr, flush=True)
 
 
 def progress_map(function, items, threads, **bar):
-    """[function(item) for item in items] computed by `threads` threads, under a tqdm bar
-    (`bar`: its options). The first error cancels the work still queued and is raised."""
+    """[function(item) for item in items] computed by `threads` threads, under a progress bar
+    (`bar`: progress's options). The first error cancels the work still queued and is raised."""
     items = list(items)
     with concurrent.futures.ThreadPoolExecutor(max(threads, 1)) as pool:
         try:
-            return list(tqdm(pool.map(function, items), total=len(items), **bar))
+            return list(progress(pool.map(function, items), total=len(items), **bar))
         except BaseException:
             pool.shutdown(cancel_futures=True)
             raise

@@ -217,6 +217,7 @@ def evaluate_checkpoint(cfg, env, weight: Optional[str] = None,
     out = out or report_path(cfg, path, seeds, episodes, files.episodes_from)
     viz_dir = os.path.splitext(out)[0] + '_viz' if viz else None
     net = ready_model(cfg, env.device, path, any_shot, any_split)    # refuses one that does not fit
+    cfg = cfg.replace(**net.architecture)     # what the checkpoint states, in the report too
     dataset = episode_dataset(cfg, 'val')
     inputs = InputFiles(p for p in (path, cfg.source, files.episodes_from) if p)
     with claimed(env, lambda: claim_outputs(out, viz_dir, inputs.add(dataset.input_files()),

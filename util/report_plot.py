@@ -55,8 +55,9 @@ def plot_report(report: dict, path: str, paper_miou=None, paper_source=''):
     fig, ax = plt.subplots(figsize=(max(6.0, 0.45 * len(x) + 3), 4.2))
     colours = ['#8fb3d9'] * len(classes) + ['#2b6cb0']
     ax.bar(x, values, color=colours, width=0.7)
-    ax.errorbar(x, values, yerr=[values - lows, highs - values], fmt='none', ecolor='black',
-                capsize=3, linewidth=1, label='95 % bootstrap interval')
+    if pooled.get('estimable', True):
+        ax.errorbar(x, values, yerr=[values - lows, highs - values], fmt='none', ecolor='black',
+                    capsize=3, linewidth=1, label='95 % bootstrap interval')
     if len(seeds) > 1:
         ax.scatter(np.full(len(seeds), x[-1]), [100 * s['mIoU'] for s in seeds], marker='o',
                    facecolor='white', edgecolor='black', zorder=3, label="each seed's mIoU")
@@ -67,10 +68,13 @@ def plot_report(report: dict, path: str, paper_miou=None, paper_source=''):
     ax.set_xlabel('novel class')
     ax.set_ylabel('IoU (%)')
     ax.set_ylim(0, 100)
+    interval = (f'[{miou_ci[0]:.1f}, {miou_ci[1]:.1f}]' if pooled.get('estimable', True) else
+                '(no interval: a single episode per class)')
     ax.set_title(f"{report['data_set']} fold {report['split']}, {report['shot']}-shot: "
                  f"{report['episodes']} episodes × {len(seeds)} seed(s); mIoU {miou:.1f} "
-                 f"[{miou_ci[0]:.1f}, {miou_ci[1]:.1f}]", fontsize=10)
-    ax.legend(fontsize=8, loc='upper center', bbox_to_anchor=(0.5, -0.18), ncol=3, frameon=False)
+                 f"{interval}", fontsize=10)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8, loc='upper center', bbox_to_anchor=(0.5, -0.18), ncol=3, frameon=False)
     fig.tight_layout()
     png = io.BytesIO()
     fig.savefig(png, format='png', dpi=120)

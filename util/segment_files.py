@@ -1,13 +1,13 @@
 """Segmenting image files with a FewShotSegmenter: the steps predict_sccan.py and the browser app
 (tools/app.py) share, so that both write the same mask for the same inputs, byte for byte."""
 import warnings
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from util.image_io import read_rgb, write_image
 from util.predictor import EncodedSupport, FewShotSegmenter, to_mask
-from util.visualize import prediction_overlay, write_rgb
+from util.visualize import NOTHING_PREDICTED, fitted, prediction_overlay, write_rgb
 
 
 def encode_with_notes(seg: FewShotSegmenter, images: Sequence[np.ndarray],
@@ -34,10 +34,23 @@ def encode_with_notes(seg: FewShotSegmenter, images: Sequence[np.ndarray],
     return support, notes
 
 
+def foreground_words(mask: np.ndarray) -> str:
+    """How much of the query a predicted mask (H×W, 1 = foreground) covers, in words: an empty
+    mask says that nothing was found, a few pixels are counted (a bare '0.0 %' reads as a
+    result either way)."""
+    pixels = int(np.count_nonzero(mask))
+    if pixels == 0:
+        return f"{NOTHING_PREDICTED}: no pixel is foreground (the model sees no object like the supports')"
+    if pixels / mask.size < 0.0005:
+        return f'foreground {pixels} pixel(s), under 0.1%'
+    return f'foreground {pixels / mask.size:.1%}'
+
+
 def segment_file(seg: FewShotSegmenter, support: EncodedSupport, query_path: str, mask_path: str,
-                 overlay_path: str) -> np.ndarray:
+                 overlay_path: str, overlay_side: Optional[int] = None) -> np.ndarray:
     """Segment one query image file; write its mask (0/255 PNG, the query's size) and its
-    overlay (util.visualize.prediction_overlay).
+    overlay (util.visualize.prediction_overlay), scaled down to `overlay_side` pixels at most
+    where given (a picture to show).
 
     Returns:
         The H×W uint8 mask, 1 = foreground.
@@ -45,5 +58,6 @@ def segment_file(seg: FewShotSegmenter, support: EncodedSupport, query_path: str
     query = read_rgb(query_path)
     mask = to_mask(seg.predict(support, query, name=query_path))
     write_image(mask_path, mask * 255)
-    write_rgb(overlay_path, prediction_overlay(query, mask, support.images, support.foregrounds))
+    overlay = prediction_overlay(query, mask, support.images, support.foregrounds)
+    write_rgb(overlay_path, fitted(overlay, overlay_side) if overlay_side else overlay)
     return mask

@@ -11,6 +11,10 @@ Several seeds: each seed is resampled on its own (its own random stream, so a se
 does not depend on the others) and the pooled interval is that of the mean over seeds, the number
 the report gives; resample r of the pooled score is the mean of the seeds' resamples r.
 
+An interval needs some class with two episodes or more: with one episode per class every resample
+is the run itself, and its interval [score, score] would read as certainty. Such intervals are
+marked not estimable ('estimable': False) and printed as "no interval", not "± 0.0".
+
 What the interval covers: which episodes (classes, queries, supports) were drawn, for a given
 model and list of query images. Not covered: training noise (another training run), and the
 dependence between episodes that share a query image (PASCAL's 1,000 episodes cycle through a
@@ -28,6 +32,8 @@ METHOD = ('percentile bootstrap over episodes, resampled with replacement within
           'and union; several seeds: each resampled on its own, the pooled score is their mean')
 RESAMPLES = 2000
 LEVEL = 0.95
+NO_INTERVAL = ('no interval: every class has a single episode, which a bootstrap within classes '
+               'cannot resample')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -181,10 +187,18 @@ def uncertainty(per_seed: Sequence[RunCounts], resamples: int = RESAMPLES, seed:
     if resamples < 1:
         raise ValueError(f'resamples must be a positive integer, got {resamples}')
     resampled = seed_resamples(per_seed, resamples, seed)
+    seeds = [dict(summary(r, level), class_episodes=counts.class_episodes(),
+                  estimable=estimable(counts.class_episodes()))
+             for r, counts in zip(resampled, per_seed)]
     return {'method': METHOD, 'resamples': resamples, 'seed': seed, 'level': level,
-            'seeds': [dict(summary(r, level), class_episodes=counts.class_episodes())
-                      for r, counts in zip(resampled, per_seed)],
-            'pooled': summary(mean_over_seeds(resampled), level)}
+            'seeds': seeds, 'pooled': dict(summary(mean_over_seeds(resampled), level),
+                                           estimable=any(s['estimable'] for s in seeds))}
+
+
+def estimable(class_episodes: Sequence[int]) -> bool:
+    """Whether a bootstrap within classes has anything to resample: some class has two episodes
+    or more (class_episodes: the episodes of each class)."""
+    return max(class_episodes, default=0) >= 2
 
 
 def difference(resampled_a: Sequence[Dict[str, np.ndarray]],
@@ -218,5 +232,8 @@ def plus_minus(value: float, interval: Sequence[float]) -> str:
 
 def format_intervals(point: dict, intervals: dict, separator: str = '  ') -> str:
     """'mIoU 61.4 ± 0.9  FB-IoU 75.3 ± 0.6  pIoU 70.2 ± 1.1' of point scores (fractions) and
-    their intervals."""
+    their intervals; 'mIoU 61.4  FB-IoU ... (no interval: ...)' for intervals marked not
+    estimable."""
+    if not intervals.get('estimable', True):
+        return separator.join(f'{m} {100 * float(point[m]):.1f}' for m in SCORES) + f' ({NO_INTERVAL})'
     return separator.join(f'{m} {plus_minus(float(point[m]), intervals[m])}' for m in SCORES)

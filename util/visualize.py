@@ -1,9 +1,12 @@
-"""Pictures of episodes and predictions: masks tinted over images, tiles side by side.
+"""Pictures of episodes and predictions: masks outlined on images, tiles side by side.
 
 One set of drawing pieces for every picture the project writes: `test_sccan.py --viz N` (one
-panel per episode), predict_sccan.py (query overlays with support thumbnails) and tools/demo.py
-(examples.png). Masks are label maps: 1 foreground, 0 background, 255 ignored (drawn darker, as
-"not scored").
+panel per episode), predict_sccan.py and the browser app (query overlays with support
+thumbnails) and tools/demo.py (examples.png). Masks are label maps: 1 foreground, 0 background,
+255 ignored (drawn darker, as "not scored"). A mask is drawn as its outline, a coloured line
+between black edges: a tint would read as the colour of the object under it (the synthetic
+objects are saturated red, green, blue, magenta), so a red tint on a red object looked like a
+prediction where there was none. An empty prediction is labelled so.
 """
 import os
 
@@ -14,12 +17,14 @@ import torch
 from util.image_io import IGNORE_LABEL, write_image
 from util.transform import MEAN, STD
 
-SUPPORT_COLOUR = (0, 120, 255)   # RGB
+SUPPORT_COLOUR = (0, 120, 255)   # RGB, the line of each kind of mask
 TRUTH_COLOUR = (0, 200, 0)
 PREDICTION_COLOUR = (230, 30, 30)
-ALPHA = 0.5
+EDGE_COLOUR = (0, 0, 0)          # both sides of every line: it stands out on any image colour
+ALPHA = 0.5                      # the opacity of the app's paint brush (tools/app.py)
 GAP = 4                          # white pixels between tiles
 WHITE = (255, 255, 255)
+NOTHING_PREDICTED = 'nothing found'
 
 
 def to_rgb(image):
@@ -28,30 +33,70 @@ def to_rgb(image):
     return np.clip(rgb, 0, 255).astype(np.uint8)
 
 
-def tint(rgb, mask, colour):
-    """H×W×3 uint8 RGB with the foreground (mask == 1) tinted `colour` and ignored pixels (255)
-    darkened. `mask`: H×W numpy array or tensor."""
-    mask = mask.detach().cpu().numpy() if torch.is_tensor(mask) else np.asarray(mask)
-    out = rgb.astype(np.float32)
-    foreground = mask == 1
-    out[foreground] = (1 - ALPHA) * out[foreground] + ALPHA * np.array(colour, np.float32)
-    out[mask == IGNORE_LABEL] *= 0.5
-    return out.astype(np.uint8)
+def as_array(mask):
+    """A label map (numpy array or tensor) as a numpy array."""
+    return mask.detach().cpu().numpy() if torch.is_tensor(mask) else np.asarray(mask)
+
+
+def outline(rgb, mask, colour):
+    """H×W×3 uint8 RGB with the boundary of the foreground (mask == 1) drawn as a `colour` line
+    between black edges (a 1-pixel line with a black pixel on each side for images under 500
+    pixels, wider in proportion above), and ignored pixels (255) darkened. `mask`: H×W numpy
+    array or tensor."""
+    mask = as_array(mask)
+    out = np.ascontiguousarray(rgb, dtype=np.uint8).copy()
+    out[mask == IGNORE_LABEL] //= 2
+    contours, _ = cv2.findContours((mask == 1).astype(np.uint8), cv2.RETR_LIST,
+                                   cv2.CHAIN_APPROX_NONE)
+    radius = round(max(mask.shape) / 1000)           # the line: 2·radius + 1 pixels
+    for paint, r in ((EDGE_COLOUR, 2 * radius + 1), (colour, radius)):
+        cv2.drawContours(out, contours, -1, paint, max(1, 2 * r))   # thickness 2r: 2r + 1 px
+    return out
+
+
+def labelled(rgb, text):
+    """`rgb` with `text` written in its top-left corner, white on a black band."""
+    out = rgb.copy()
+    scale = max(0.3, rgb.shape[1] / 400)
+    (w, h), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+    cv2.rectangle(out, (0, 0), (w + 4, h + base + 4), EDGE_COLOUR, cv2.FILLED)
+    cv2.putText(out, text, (2, h + 2), cv2.FONT_HERSHEY_SIMPLEX, scale, WHITE, 1, cv2.LINE_AA)
+    return out
+
+
+def prediction_drawn(rgb, prediction):
+    """The query with its predicted mask's outline, or labelled 'nothing found' when the
+    prediction holds no foreground pixel."""
+    drawn = outline(rgb, prediction, PREDICTION_COLOUR)
+    return drawn if (as_array(prediction) == 1).any() else labelled(drawn, NOTHING_PREDICTED)
 
 
 def resize_mask(mask, size):
     """Label map → (h, w) `size` (nearest neighbour), for masks scored at another resolution
     than their image."""
-    mask = mask.detach().cpu().numpy() if torch.is_tensor(mask) else np.asarray(mask)
+    mask = as_array(mask)
     return cv2.resize(mask.astype(np.uint8), (size[1], size[0]), interpolation=cv2.INTER_NEAREST)
 
 
-def thumbnail(rgb, box):
-    """`rgb` scaled to fit a box×box square (aspect kept), top-left in that square."""
-    scale = box / max(rgb.shape[:2])
+def scaled_to(rgb, side):
+    """`rgb` scaled (aspect kept) so that its longer side is `side`."""
+    scale = side / max(rgb.shape[:2])
     size = (max(1, round(rgb.shape[1] * scale)), max(1, round(rgb.shape[0] * scale)))
-    small = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
-    return cv2.copyMakeBorder(small, 0, box - size[1], 0, box - size[0], cv2.BORDER_CONSTANT, value=WHITE)
+    return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+
+
+def fitted(rgb, side):
+    """`rgb`, scaled down where its longer side exceeds `side` (a picture to show)."""
+    return rgb if max(rgb.shape[:2]) <= side else scaled_to(rgb, side)
+
+
+def thumbnail(rgb, mask, colour, box):
+    """`rgb` scaled to fit a box×box square, its mask outlined at that scale, top-left in that
+    square."""
+    small = scaled_to(rgb, box)
+    small = outline(small, resize_mask(mask, small.shape[:2]), colour)
+    return cv2.copyMakeBorder(small, 0, box - small.shape[0], 0, box - small.shape[1],
+                              cv2.BORDER_CONSTANT, value=WHITE)
 
 
 def side_by_side(tiles, gap=GAP):
@@ -77,8 +122,8 @@ def _join(tiles, gap, axis):
 
 
 def episode_panel(query, truth, prediction, support, support_masks):
-    """One episode as a row: each support with its mask (blue), the query with the ground truth
-    (green), the query with the prediction (red).
+    """One episode as a row: each support with its mask (blue outline), the query with the
+    ground truth (green), the query with the prediction (red, or 'nothing found').
 
     Args:
         query: normalised 3×H×W tensor; support: K×3×H×W; support_masks: K×H×W labels.
@@ -88,9 +133,9 @@ def episode_panel(query, truth, prediction, support, support_masks):
     """
     size = tuple(query.shape[-2:])
     rgb = to_rgb(query)
-    tiles = [tint(to_rgb(image), mask, SUPPORT_COLOUR) for image, mask in zip(support, support_masks)]
-    tiles.append(tint(rgb, resize_mask(truth, size), TRUTH_COLOUR))
-    tiles.append(tint(rgb, resize_mask(prediction, size), PREDICTION_COLOUR))
+    tiles = [outline(to_rgb(image), mask, SUPPORT_COLOUR) for image, mask in zip(support, support_masks)]
+    tiles.append(outline(rgb, resize_mask(truth, size), TRUTH_COLOUR))
+    tiles.append(prediction_drawn(rgb, resize_mask(prediction, size)))
     return side_by_side(tiles)
 
 
@@ -102,12 +147,13 @@ def batch_panel(batch, b, prediction):
 
 
 def prediction_overlay(query, mask, support_images, support_masks):
-    """The query (H×W×3 uint8 RGB) with its predicted mask (H×W, 1 = foreground) in red, and a
-    column of support thumbnails with their masks in blue on its right."""
+    """The query (H×W×3 uint8 RGB) with its predicted mask (H×W, 1 = foreground) outlined in
+    red (or labelled 'nothing found'), and a column of support thumbnails with their masks
+    outlined in blue on its right."""
     box = max(48, query.shape[0] // max(len(support_images), 3))
-    thumbnails = [thumbnail(tint(image, fg, SUPPORT_COLOUR), box)
+    thumbnails = [thumbnail(image, fg, SUPPORT_COLOUR, box)
                   for image, fg in zip(support_images, support_masks)]
-    return side_by_side([tint(query, mask, PREDICTION_COLOUR), stacked(thumbnails, gap=0)], gap=0)
+    return side_by_side([prediction_drawn(query, mask), stacked(thumbnails, gap=0)], gap=0)
 
 
 def write_rgb(path, rgb):

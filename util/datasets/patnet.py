@@ -3,8 +3,9 @@ test.py): which files its loaders list, the episode sequences they draw, and how
 image and a mask. Pure functions of the file names and the seed; the data sets of
 util/datasets/cross_domain.py build on them.
 
-Their test.py calls fix_randseed(seed) (random, np.random and torch seeded) once, then iterates a
-DataLoader with shuffle=False and no workers. The only random draws of an episode are
+Their test.py calls fix_randseed(0) (random, np.random and torch seeded with 0: one seed, fixed in
+their code) once, then iterates a DataLoader with shuffle=False and no workers; seed s here is the
+sequence the same loop draws after fix_randseed(s). The only random draws of an episode are
 `np.random.choice(..., 1, replace=False)` in the data sets' sample_episode: the transforms
 (Resize, ToTensor, Normalize) and mask resizing draw nothing, a SequentialSampler draws nothing,
 and the base seed each DataLoader iterator takes from torch's generator is used only by worker

@@ -22,6 +22,7 @@ import numpy as np
 
 from util.datasets import SYNTHETIC_LISTS
 from util.image_io import IGNORE_LABEL, write_image
+from util.log import progress
 from util.outputs import make_folder, write_atomic, write_json
 
 NUM_CLASSES = 20
@@ -328,10 +329,12 @@ def write_benchmark(root, seed=0, n_train=2000, n_val=500, size=None, processes=
     make_folder(root, 'benchmark root')
     jobs = {split: [(root, seed, split, i, size) for i in range(count)]
             for split, count in (('train', n_train), ('val', n_val))}
+    lists = {}
     with _mapper(processes) as map_lines:
-        lists = {split: write_atomic(os.path.join(root, SYNTHETIC_LISTS[split]),
-                                     ''.join(map_lines(write_scene, split_jobs)))
-                 for split, split_jobs in jobs.items()}
+        for split, split_jobs in jobs.items():
+            lines = progress(map_lines(write_scene, split_jobs), total=len(split_jobs),
+                             desc=f'{split} images', unit='image')
+            lists[split] = write_atomic(os.path.join(root, SYNTHETIC_LISTS[split]), ''.join(lines))
     write_json(os.path.join(root, MANIFEST), manifest(seed, n_train, n_val, size))
     return lists
 
@@ -352,17 +355,17 @@ def write_scene(root, seed, split, index, size=None):
 
 @contextlib.contextmanager
 def _mapper(processes):
-    """map(function, argument tuples) → results in order: here, or over `processes` forked
+    """map(function, argument tuples) → an iterator of the results in order: here, or over `processes` forked
     processes (forked: they start at once, with this module loaded; the caller runs no threads
     of its own yet, e.g. the kit's data step or a tool before torch computes)."""
     if processes <= 1:
-        yield lambda function, jobs: [function(*job) for job in jobs]
+        yield lambda function, jobs: (function(*job) for job in jobs)
         return
     context = multiprocessing.get_context('fork')
     # one OpenCV thread each: the processes share the cores
     with concurrent.futures.ProcessPoolExecutor(processes, mp_context=context,
                                                 initializer=cv2.setNumThreads, initargs=(1,)) as pool:
-        yield lambda function, jobs: list(pool.map(function, *zip(*jobs), chunksize=16))
+        yield lambda function, jobs: pool.map(function, *zip(*jobs), chunksize=16)
 
 
 def manifest(seed, n_train, n_val, size=None):

@@ -17,7 +17,9 @@ class TrainingLog:
 
     def __init__(self, cfg, tensorboard_dir, is_main, iters_per_epoch, max_iter):
         self.cfg, self.is_main = cfg, is_main
-        self.iters_per_epoch, self.max_iter = iters_per_epoch, max_iter
+        self.iters_per_epoch = iters_per_epoch
+        # the step the run stops at (an early stop aside): max_iters cuts it short
+        self.last_iteration = min(max_iter, cfg.max_iters or max_iter)
         self.writer = scalar_writer(tensorboard_dir, is_main)
         self.bar, self.step_time, self.tick = None, None, None
 
@@ -25,7 +27,8 @@ class TrainingLog:
         """The epoch's progress bar (a context manager), `offset` steps done already."""
         self.step_time, self.tick = None, time.time()
         self.bar = progress(total=self.iters_per_epoch, initial=offset,
-                            desc=f'epoch {epoch + 1}/{self.cfg.epochs}', enabled=self.is_main)
+                            desc=f'epoch {epoch + 1}/{self.cfg.epochs}', enabled=self.is_main,
+                            lines=False)      # the print_freq lines say how far it is
         return self.bar
 
     def step(self, epoch, i, iteration, loss, sgd_lr, transformer_lr):
@@ -41,7 +44,7 @@ class TrainingLog:
         if (i + 1) % self.cfg.print_freq == 0:
             log.info('epoch [%d/%d][%d/%d] loss %.4f lr %.2e remain %s', epoch + 1,
                      self.cfg.epochs, i + 1, self.iters_per_epoch, loss, sgd_lr,
-                     format_duration((self.max_iter - iteration) * self.step_time))
+                     format_duration((self.last_iteration - iteration) * self.step_time))
 
     def paused(self):
         """The time since the last step was not training (a validation): leave it out."""

@@ -78,7 +78,9 @@ class Trainer:
             torch.backends.cudnn.benchmark = False
         seed_all(cfg.manual_seed)          # before building: the initial weights come from it
         self.precision = precision_for(cfg, env.device)
-        self.net = ready_model(cfg, env.device)
+        # a resumed run is built as its checkpoint states: no backbone_weights needed
+        self.net = (ready_model(cfg, env.device, resumed[0], contents=resumed[1]) if resumed
+                    else ready_model(cfg, env.device))
         self.sgd, self.adamw = build_optimizers(self.net, cfg)
         self.scaler = self.precision.grad_scaler()
         train_data = episode_dataset(cfg, 'train')
