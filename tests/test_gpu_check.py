@@ -46,8 +46,9 @@ def test_a_failing_or_overrunning_step_is_reported_and_stopped():
 
 
 def benchmark_row(setting, path, seconds, peak_gb):
-    return {'setting': setting, 'path': path, 'seconds': seconds, 'gflop': 100.0, 'gflops': 100.0 / seconds,
-            'matmul_ratio': 0.5, 'peak_gb': peak_gb, 'reserved_gb': peak_gb + 0.5}
+    return {'setting': setting, 'path': path, 'episodes_per_call': 8, 'seconds': seconds, 'gflop': 100.0,
+            'tflops': 0.1 / seconds, 'matmul_ratio': 0.5, 'busy_fraction': 0.9, 'peak_gb': peak_gb,
+            'reserved_gb': peak_gb + 0.5}
 
 
 def gpu_benchmark():
@@ -89,9 +90,9 @@ def test_the_report_shows_the_benchmarks_figures_and_the_targets_met_or_missed()
     report = gpu_check.report(args, steps, {'gpus': []}, tests, {'paths': gpu_benchmark(), 'modes': gpu_modes()},
                               10.0)
     assert '**Result: failed: targets.**' in report
-    assert ('| setting | path | seconds | GFLOP | GFLOP/s | ÷matmul | peak GB | reserved GB | time÷base | '
-            'mem÷base |') in report
-    assert '| eval-5shot | api | 1.140 | 100.0 | 87.7 | 0.50 | 2.10 | 2.60 | 1.14 | 0.53 |' in report
+    assert ('| setting | path | episodes/call | seconds | GFLOP | TFLOP/s | ÷matmul | GPU busy | peak GB | '
+            'reserved GB | time÷base | mem÷base |') in report
+    assert '| eval-5shot | api | 8 | 1.1400 | 100.0 | 0.09 | 0.500 | 90 % | 2.10 | 2.60 | 1.14 | 0.53 |' in report
     assert '| bf16 | 0.050 | 0.50 | 0.200 | 0.40 | 97.000 % | 4.10e-01 | — | — |' in report
     assert 'max \\|Δlogit\\|' in report                      # a | in a cell does not split it
     assert 'test_golden_episodes_in_lower_precision[r50-bf16] 98.00 %' in report
