@@ -24,9 +24,8 @@ class PriorMask(nn.Module):
         grid) → B×1×fts_size×fts_size, averaged over the K shots."""
         dtype = torch.promote_types(query_high.dtype, torch.float32)
         device = query_high.device.type
-        # No autocast to leave where a device has none (e.g. 'meta': shapes only, no data)
-        with (torch.autocast(device, enabled=False) if torch.amp.is_autocast_available(device)
-              else contextlib.nullcontext()):
+        # 'meta' (shapes only, no data: FLOP counts, device checks) has no autocast to leave
+        with torch.autocast(device, enabled=False) if device != 'meta' else contextlib.nullcontext():
             return _prior_mask(query_high.to(dtype), support_high.to(dtype), support_masks.to(dtype), fts_size)
 
 

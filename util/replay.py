@@ -46,7 +46,7 @@ def capture_cuda_graph(function, buffers):
     """function(*buffers) recorded as a CUDA graph, after warm-up calls on a side stream (as
     PyTorch's CUDA graph notes require). Refused under an outer autocast: its weight-cast cache
     would outlive the capture (autocast inside `function` is fine)."""
-    if torch.is_autocast_enabled('cuda'):
+    if torch.is_autocast_enabled():        # CUDA's autocast
         raise RuntimeError('CUDA graphs are not recorded under an outer autocast; give the '
                            'autocast to the recorded function instead')
     device = buffers[0].device
