@@ -157,14 +157,12 @@ class Replay:
 
 def module_state(module: nn.Module):
     """What a recording of `module` depends on besides its inputs: its mode, fast paths (where
-    it has them), where each parameter and buffer lives, and the version of each tensor it does
-    not train. Trained weights updated in place keep a recording valid (it reads their memory);
-    frozen ones change only when loaded, and what the module derives from them (e.g. batch norm
-    folded into convolutions) is then recomputed elsewhere."""
+    it has them), and where each parameter and buffer lives and its version. Any change (weights
+    loaded, moved, cast or trained) records anew: what the module derives from its weights (e.g.
+    batch norm folded into convolutions) is recomputed in its forward, which a replay skips."""
     return (module.training, repr(getattr(module, 'fast_paths', None)),
-            tuple((t.data_ptr(), None if t.requires_grad else t._version)
-                  for m in module.modules() for group in (m._parameters, m._buffers)
-                  for t in group.values() if t is not None))
+            tuple((t.data_ptr(), t._version) for m in module.modules()
+                  for group in (m._parameters, m._buffers) for t in group.values() if t is not None))
 
 
 def replayed(net: nn.Module, function: Callable[..., torch.Tensor],
@@ -178,7 +176,7 @@ def replayed_forward(net: nn.Module, autocast_dtype: Optional[torch.dtype] = Non
                      capture: Optional[Capture] = None) -> Replay:
     """net's eval forward, net(query, support, support_masks) → B×2×H×W logits, without
     autograd, on CUDA as a CUDA graph per input shape (a smaller batch reuses a larger one's);
-    elsewhere net itself. Puts net in eval mode; loading weights or moving net records anew.
+    elsewhere net itself. Puts net in eval mode; changing its weights records anew.
 
     Args:
         autocast_dtype: run under autocast to this dtype (e.g. torch.bfloat16); None: as is.
