@@ -33,8 +33,9 @@ from util.cli import run_main
 from util.config import load_config
 from util.datasets import episode_dataset
 from util.episodes import TRAINING_INPUTS, Episode, random_episode
-from util.evaluate import TIMINGS, forward_predictor, make_predictor, run_episodes
+from util.evaluate import TIMINGS, cached_predictor, forward_predictor, make_predictor, run_episodes
 from util.experiment import build_model
+from util.feature_cache import FeatureCache
 from util.image_io import IGNORE_LABEL, write_image
 from util.manifest import EpisodeRecord, make_header, write_manifest
 from util.optim import build_optimizers, forward_backward, optimizer_step, set_sgd_lr
@@ -257,10 +258,11 @@ def without_timings(result):
     return {k: v for k, v in result.items() if k not in TIMINGS}
 
 
-def check_cached_evaluation(config, shot, device, cache_device='same', tolerance=1e-6):
+def check_cached_evaluation(config, shot, device, cache_device='same', tolerance=1e-6, capture=None):
     """Evaluates the same episodes without the cache, then twice with one cached predictor
-    (features kept on `cache_device`), and checks that the results agree; returns the largest
-    metric change between the plain and the cached run."""
+    (features kept on `cache_device`; what follows the backbone replayed with `capture`, a
+    strategy of util.replay, when given), and checks that the results agree; returns the
+    largest metric change between the plain and the cached run."""
     opts = TINY + ['batch_size_val', '2', 'shot', str(shot), 'feature_cache_device', cache_device]
     plain_cfg = load_config(config, opts)
     cached_cfg = load_config(config, opts + ['feature_cache_gb', '1'])
@@ -271,7 +273,9 @@ def check_cached_evaluation(config, shot, device, cache_device='same', tolerance
     dataset = episode_dataset(plain_cfg, 'val')
     episodes = 12
     results = []
-    predict = make_predictor(net, cached_cfg, precision, env.device)
+    predict = (cached_predictor(net, FeatureCache(1, cache_device), precision, device,
+                                ('val', cached_cfg.val_size), capture)
+               if capture else make_predictor(net, cached_cfg, precision, env.device))
     for cfg, predictor in ((plain_cfg, None), (cached_cfg, predict), (cached_cfg, predict)):
         results.append(without_timings(run_episodes(net, dataset, cfg, 321, env, precision,
                                                     num_episodes=episodes, predict=predictor,
