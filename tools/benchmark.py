@@ -76,7 +76,7 @@ from util.datasets.synthetic import write_benchmark  # noqa: E402
 from util.distributed import DistEnv  # noqa: E402
 from util.episodes import MODEL_INPUTS, TRAINING_INPUTS, random_episode  # noqa: E402
 from util.evaluate import eval_batch_size, make_predictor, run_episodes  # noqa: E402
-from util.experiment import compile_model, model_for_checkpoint, ready_model  # noqa: E402
+from util.experiment import build_model, compile_model, model_for_checkpoint, ready_model  # noqa: E402
 from util.optim import build_optimizers, forward_backward, optimizer_step  # noqa: E402
 from util.outputs import write_json  # noqa: E402
 from util.precision import Precision, precision_for, resolve_device  # noqa: E402
@@ -310,13 +310,12 @@ def covered(intervals):
 
 
 def model_gflop(args, setting):
-    """GFLOP of one episode (eval) or one training step of `setting`, the model's own work
-    without recomputation, the same for every path; counted once with torch.utils.flop_counter
-    on the 'meta' device (shapes only: no data, no time)."""
+    """GFLOP of one episode (eval) or one training step of `setting`: the work of the scripts'
+    model (the config and --opts) without recomputation, credited to every path alike; counted
+    once with torch.utils.flop_counter on the 'meta' device (shapes only: no data, no time)."""
     mode, batch, shot = SETTINGS[setting]
-    net = build_sccan('tiny') if args.tiny else build_sccan(layers=args.layers)
-    run = plain_step(net.set_fast_paths(recompute=False).to('meta'), mode,
-                     episode(batch, shot, args.size, torch.device('meta')))
+    net = build_model(paths_config(args)).set_fast_paths(recompute=False).to('meta')
+    run = plain_step(net, mode, episode(batch, shot, args.size, torch.device('meta')))
     counter = FlopCounterMode(display=False)
     with counter:
         run()
