@@ -1,6 +1,8 @@
 """Prior mask (paper Sec. 3.1, "pseudo mask aggregation"; the authors' OneModel.generate_prior):
 where in the query the support's foreground likely is, from cosine similarities of frozen layer4
 features. Nothing here is trained."""
+import contextlib
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -21,7 +23,9 @@ class PriorMask(nn.Module):
         """query_high B×C×h×w, support_high B×K×C×S×S, support_masks B×K×S·S (at the feature
         grid) → B×1×fts_size×fts_size, averaged over the K shots."""
         dtype = torch.promote_types(query_high.dtype, torch.float32)
-        with torch.autocast(query_high.device.type, enabled=False):
+        device = query_high.device.type
+        # 'meta' (shapes only, no data: FLOP counts, device checks) has no autocast to leave
+        with torch.autocast(device, enabled=False) if device != 'meta' else contextlib.nullcontext():
             return _prior_mask(query_high.to(dtype), support_high.to(dtype), support_masks.to(dtype), fts_size)
 
 

@@ -33,8 +33,9 @@ from util.cli import run_main
 from util.config import load_config
 from util.datasets import episode_dataset
 from util.episodes import TRAINING_INPUTS, Episode, random_episode
-from util.evaluate import make_predictor, run_episodes
+from util.evaluate import TIMINGS, cached_predictor, forward_predictor, make_predictor, run_episodes
 from util.experiment import build_model
+from util.feature_cache import FeatureCache
 from util.image_io import IGNORE_LABEL, write_image
 from util.manifest import EpisodeRecord, make_header, write_manifest
 from util.optim import build_optimizers, forward_backward, optimizer_step, set_sgd_lr
@@ -209,9 +210,8 @@ def validate_and_step(env, config):
     set_sgd_lr(sgd, cfg.base_lr)
     precision = Precision(env.device.type)
     dataset = episode_dataset(cfg, 'val')
-    result = run_episodes(net, dataset, cfg, 321, env, precision,
-                          num_episodes=7, show_progress=False)
-    result.pop('seconds')
+    result = without_timings(run_episodes(net, dataset, cfg, 321, env, precision,
+                                          num_episodes=7, show_progress=False))
     scaler = precision.grad_scaler()
     batch = dict(zip(TRAINING_INPUTS, random_episode(b=4, size=SIZE, seed=1)))
     share = {k: v[env.rank::env.world_size] for k, v in batch.items()}
@@ -253,10 +253,16 @@ def assert_same_step(one, many, config, tolerance=1.0):
 
 
 # ---- the feature cache (test_feature_cache.py, test_cuda.py) ----
-def check_cached_evaluation(config, shot, device, cache_device='same', tolerance=1e-6):
+def without_timings(result):
+    """An evaluation's result (or a report's seed) without what varies from run to run."""
+    return {k: v for k, v in result.items() if k not in TIMINGS}
+
+
+def check_cached_evaluation(config, shot, device, cache_device='same', tolerance=1e-6, capture=None):
     """Evaluates the same episodes without the cache, then twice with one cached predictor
-    (features kept on `cache_device`), and checks that the results agree; returns the largest
-    metric change between the plain and the cached run."""
+    (features kept on `cache_device`; what follows the backbone replayed with `capture`, a
+    strategy of util.replay, when given), and checks that the results agree; returns the
+    largest metric change between the plain and the cached run."""
     opts = TINY + ['batch_size_val', '2', 'shot', str(shot), 'feature_cache_device', cache_device]
     plain_cfg = load_config(config, opts)
     cached_cfg = load_config(config, opts + ['feature_cache_gb', '1'])
@@ -267,12 +273,13 @@ def check_cached_evaluation(config, shot, device, cache_device='same', tolerance
     dataset = episode_dataset(plain_cfg, 'val')
     episodes = 12
     results = []
-    predict = make_predictor(net, cached_cfg, precision, env.device)
+    predict = (cached_predictor(net, FeatureCache(1, cache_device), precision, device,
+                                ('val', cached_cfg.val_size), capture)
+               if capture else make_predictor(net, cached_cfg, precision, env.device))
     for cfg, predictor in ((plain_cfg, None), (cached_cfg, predict), (cached_cfg, predict)):
-        result = run_episodes(net, dataset, cfg, 321, env, precision,
-                              num_episodes=episodes, predict=predictor, show_progress=False)
-        result.pop('seconds')
-        results.append(result)
+        results.append(without_timings(run_episodes(net, dataset, cfg, 321, env, precision,
+                                                    num_episodes=episodes, predict=predictor,
+                                                    show_progress=False)))
     assert results[0]['mIoU'] == pytest.approx(results[1]['mIoU'], abs=tolerance)
     assert results[0]['class_IoU'] == pytest.approx(results[1]['class_IoU'], abs=tolerance)
     assert results[1] == results[2]
@@ -281,6 +288,27 @@ def check_cached_evaluation(config, shot, device, cache_device='same', tolerance
     assert predict.cache.misses == distinct and predict.cache.hits == 2 * episodes * (1 + shot) - distinct
     assert distinct < episodes * (1 + shot)
     return max(abs(results[0][m] - results[1][m]) for m in ('mIoU', 'FB-IoU', 'pIoU'))
+
+
+def evaluations_in_batches(config, device, runs, episodes=7):
+    """The same 2-shot episodes evaluated once per (episodes per forward, capture strategy of
+    util.replay or None) in `runs`, by one tiny SCCAN whose random weights predict both classes.
+    Returns [(result, predictor)] in the order of `runs`."""
+    cfg = load_config(config, TINY + ['shot', '2'])
+    torch.manual_seed(2)          # weights whose predictions mix foreground and background
+    net = build_sccan('tiny').to(device).eval()
+    env = distributed.DistEnv(0, 1, 0, device)
+    precision = Precision(device.type)
+    dataset = episode_dataset(cfg, 'val')
+    done = []
+    for batch, capture in runs:
+        predict = forward_predictor(net, precision, device, capture)
+        done.append((run_episodes(net, dataset, cfg.replace(batch_size_val=batch), 321, env,
+                                  precision, num_episodes=episodes, predict=predict,
+                                  show_progress=False), predict))
+    # both classes predicted right somewhere, or the comparison would be trivial
+    assert (done[0][0]['per_episode'].intersection > 0).any(0).all()
+    return done
 
 
 # ---- command-line scripts: run in the test process; what they must leave ----

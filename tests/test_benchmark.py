@@ -6,7 +6,10 @@ import subprocess
 import sys
 
 import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
 
+from model import build_sccan
 from tools import benchmark
 
 from helpers import assert_one_error, make_pascal, make_pascal_config, run_cli
@@ -26,19 +29,38 @@ def test_paths_is_the_default_mode_and_prints_a_row_per_setting_and_path(tmp_pat
     assert status == 0, err
     header, titles, rows = table(out)
     assert 'the tiny model' in header and 'matmul' in header and header.endswith('base: scripts')
-    assert titles.split()[:3] == ['setting', 'path', 'seconds']
-    assert [row[:2] for row in rows] == [['eval-5shot-cached', 'scripts'], ['eval-5shot-cached', 'api'],
-                                         ['train-b2', 'scripts'], ['train-b2', 'api']]
+    assert titles.split()[:4] == ['setting', 'path', 'episodes/call', 'seconds']
+    assert [row[:3] for row in rows] == [['eval-5shot-cached', 'scripts', '1'], ['eval-5shot-cached', 'api', '1'],
+                                         ['train-b2', 'scripts', '—'], ['train-b2', 'api', '—']]
     assert all(row[-2:] == ['1.00', '1.00'] for row in rows[0::2])      # the scripts path ÷ itself
-    assert all(row[7] == '—' for row in rows)                            # reserved GB: CUDA only
+    assert all(row[7] == row[9] == '—' for row in rows)           # GPU busy, reserved GB: CUDA only
     with open(tmp_path / 'b.json') as f:
         report = json.load(f)
     assert report['mode'] == 'paths' and report['tiny'] and report['header'] == header
     assert [(r['setting'], r['path']) for r in report['rows']] == [tuple(row[:2]) for row in rows]
     for r in report['rows']:
-        assert r['peak_gb'] > 0 and 'error' not in r
-        assert r['gflops'] == pytest.approx(r['gflop'] / r['seconds'])
-        assert r['matmul_ratio'] == pytest.approx(r['gflops'] / report['matmul_gflops'])
+        assert r['peak_gb'] > 0 and 'error' not in r and r['busy_fraction'] is None
+        assert r['tflops'] == pytest.approx(r['gflop'] / r['seconds'] / 1e3)
+        assert r['matmul_ratio'] == pytest.approx(r['tflops'] / report['matmul_bf16_tflops'])
+    # the model's work, counted once per setting: the same for both paths
+    assert len({(r['setting'], r['gflop']) for r in report['rows']}) == 2
+
+
+def test_the_models_flops_are_counted_on_the_meta_device_as_on_data():
+    """model_gflop counts without data what a real forward on the CPU counts."""
+    args = benchmark.parse_args(['--tiny'])[0]
+    torch.manual_seed(0)
+    run = benchmark.plain_step(build_sccan('tiny'), 'eval', benchmark.episode(1, 5, args.size, torch.device('cpu')))
+    counter = FlopCounterMode(display=False)
+    with counter:
+        run()
+    assert benchmark.model_gflop(args, 'eval-5shot') == counter.get_total_flops() / 1e9 > 0
+
+
+def test_busy_time_is_the_union_of_the_kernels_intervals():
+    assert benchmark.covered([(5, 9), (0, 2), (1, 3), (8, 10), (12, 13)]) == 3 + 5 + 1
+    assert benchmark.covered([]) == 0
+    assert benchmark.busy_fraction(lambda: None, torch.device('cpu')) is None
 
 
 def test_peak_memory_is_the_measuring_process_own():

@@ -37,7 +37,7 @@ def test_experiment_config_loads_with_the_authors_values(path):
     assert cfg.use_split_coco is (not pascal)
     assert cfg.test_num == (1000 if pascal else 4000)
     assert (cfg.base_lr, cfg.transformer_lr, cfg.power, cfg.stop_interval) == (0.005, 6e-5, 0.9, 75)
-    assert (cfg.train_h, cfg.val_size, cfg.manual_seed, cfg.batch_size_val) == (473, 473, 321, 1)
+    assert (cfg.train_h, cfg.val_size, cfg.manual_seed, cfg.batch_size_val) == (473, 473, 321, None)
     assert (cfg.fts_size, cfg.window_size, cfg.depth, cfg.reduce_dim) == (64, 8, 8, 256)
     assert cfg.backbone_weights == os.path.join(REPO_ROOT, 'initmodel', f'resnet{layers}_v2.pth')
     assert cfg.exp_dir == os.path.join(REPO_ROOT, 'exp')

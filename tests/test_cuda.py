@@ -1,7 +1,8 @@
 """What only a GPU can show (marker `cuda`): the golden episodes on the device, training steps in
 float32, bf16 and fp16, the fast paths and torch.compile against the plain path, a torchrun
-(NCCL) step against one process, the evaluation feature cache on the device, and the training
-loop, resumption and meta-testing end to end. tools/gpu_check.sh runs them and puts the figures
+(NCCL) step against one process, the evaluation feature cache on the device, evaluation from CUDA
+graphs and in batches against eager one by one, and the training loop, resumption and
+meta-testing end to end. tools/gpu_check.sh runs them and puts the figures
 they record (record_property) in its report.
 
 Without CUDA they are skipped. SCCAN_CUDA_TESTS_DEVICE=cpu runs them on the CPU instead, which
@@ -24,7 +25,8 @@ import time
 import pytest
 import torch
 
-from helpers import assert_same_step, check_cached_evaluation, make_pascal_config, validate_and_step
+from helpers import (assert_same_step, check_cached_evaluation, evaluations_in_batches, make_pascal_config,
+                     validate_and_step)
 from model import build_sccan
 from model.scca import WindowAttention
 from tools.demo import data_opts
@@ -35,6 +37,7 @@ from util.experiment import compile_model, ready_model
 from util.meta_test import evaluate_checkpoint
 from util.optim import build_optimizers, forward_backward, optimizer_step, set_sgd_lr
 from util.precision import Precision, precision_for
+from util.replay import call_on_buffers, capture_cuda_graph, replayed_forward
 from util.seeding import without_dropout
 from util.training import train
 from util.datasets.synthetic import write_benchmark
@@ -287,6 +290,53 @@ def test_feature_cache_on_the_device(device, exact_float32, fake_pascal, cache_d
     change = check_cached_evaluation(fake_pascal, 1, device, cache_device,
                                      tolerance=1e-4 if device.type == 'cuda' else 1e-6)
     record_property('largest_metric_change', change)
+
+
+# ---- evaluation from CUDA graphs and in batches ----------------------------------------------------
+def replay_capture(device):
+    """The capture strategy of util.replay: CUDA graphs on CUDA; on the CPU the plain call on the
+    replay's buffers (everything but the graph)."""
+    return capture_cuda_graph if device.type == 'cuda' else call_on_buffers
+
+
+def test_replayed_forward_gives_the_eager_logits_and_follows_new_weights(device, exact_float32):
+    """The eval forward replayed from a CUDA graph gives the eager logits bit for bit (the same
+    kernels), also for a smaller batch padded into its recording; loading other weights (the
+    frozen backbone's too, whose folded batch norm is cached) records anew: a stale graph would
+    give the old weights' logits."""
+    torch.manual_seed(0)
+    net = build_sccan('tiny').to(device)
+    forward = replayed_forward(net, capture=replay_capture(device))
+    inputs = [t.to(device) for t in random_episode(b=4, k=2, size=33, seed=5)[:3]]
+    with torch.no_grad():
+        eager = net(*inputs)
+    assert torch.equal(forward(*inputs), eager)
+    partial = [t.to(device) for t in random_episode(b=3, k=2, size=33, seed=6)[:3]]
+    with torch.no_grad():       # what the recording of 4 holds: 3 new rows, the last one's
+        padded = net(*(torch.cat([p, t[3:]]) for p, t in zip(partial, inputs)))
+    assert torch.equal(forward(*partial), padded[:3]) and forward.recorded == 1
+    torch.manual_seed(1)
+    net.load_state_dict(build_sccan('tiny').state_dict())
+    with torch.no_grad():
+        reloaded = net(*inputs)
+    assert not torch.equal(reloaded, eager)
+    assert torch.equal(forward(*inputs), reloaded) and forward.recorded == 2
+
+
+def test_evaluation_from_cuda_graphs_and_in_batches_scores_as_eager(device, exact_float32, fake_pascal,
+                                                                    record_property):
+    """test_sccan.py's loop on CUDA's defaults (three episodes per forward here, replayed from a
+    CUDA graph) against eager at the same batch size (identical counts: the same kernels) and
+    against one episode per forward (kernels chosen per batch size may round differently:
+    the largest metric change is recorded, at most 0.01 points)."""
+    (single, _), (batched, _), (replayed, predict) = evaluations_in_batches(
+        fake_pascal, device, [(1, None), (3, None), (3, replay_capture(device))], episodes=6)
+    assert replayed['per_episode'] == batched['per_episode'] and predict.replay.recorded == 1
+    change = max(abs(batched[m] - single[m]) for m in ('mIoU', 'FB-IoU', 'pIoU'))
+    counts = (batched['per_episode'].intersection - single['per_episode'].intersection).abs().sum()
+    record_property('largest_metric_change_batched', change)
+    record_property('pixels_counted_differently_batched', int(counts))
+    assert change <= 1e-4
 
 
 SYNTHETIC_CONFIG = os.path.join(ROOT, 'config', 'synthetic', 'synthetic_split0_resnet50.yaml')

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from model.checkpoint import weights_checkpoint
-from helpers import assert_one_error, files_below, make_pascal_config, run_cli
+from helpers import assert_one_error, files_below, make_pascal_config, run_cli, without_timings
 from util.config import load_config
 from util.experiment import build_model
 from util.manifest import read_manifest
@@ -54,10 +54,9 @@ def run_test(bench, out, *extra, checkpoint=0, opts=()):
 
 def measured(report):
     """What a report measured: all but timings, the options and the files it names."""
-    drop = {'seconds'}
     return {**{k: v for k, v in report.items()
                if k not in ('overrides', 'manifest', 'episodes_from')},
-            'seeds': [{k: v for k, v in seed.items() if k not in drop} for seed in report['seeds']]}
+            'seeds': [without_timings(seed) for seed in report['seeds']]}
 
 
 def test_save_then_replay_gives_the_identical_report(bench, tmp_path):

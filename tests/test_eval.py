@@ -1,9 +1,18 @@
 """The evaluation loop with a stand-in predictor whose logits are known: original-resolution
-scoring (ori_resize), ignore handling, per-class bookkeeping."""
+scoring (ori_resize), ignore handling, per-class bookkeeping; episodes in batches against one by
+one; the contract that a predictor returns its logits on the evaluation's device."""
 import pytest
 import torch
 
-from util.evaluate import evaluate, original_targets
+from helpers import evaluations_in_batches, make_pascal_config
+from model import build_sccan
+from util.config import default_config
+from util.episodes import random_episode
+from util.evaluate import (cached_predictor, check_logits, evaluate, forward_predictor,
+                           make_predictor, original_targets)
+from util.feature_cache import FeatureCache
+from util.precision import Precision
+from util.replay import call_on_buffers
 
 S = 9   # network input size; logits say foreground on columns 0..4, background on 5..8
 
@@ -86,3 +95,69 @@ def test_an_episode_whose_target_is_all_ignore_counts_as_an_episode_and_scores_n
     assert counts.intersection[1].tolist() == [0, 0] and counts.union[1].tolist() == [0, 0]
     # its cross-entropy has no pixel to average: it adds nothing, and the mean is per episode
     assert both['loss'] == pytest.approx(alone['loss'] / 2) and alone['loss'] > 0
+
+
+# ---- episodes in batches, the replayed forward, the device contract ----
+@pytest.fixture(scope='module')
+def config(tmp_path_factory):
+    return make_pascal_config(str(tmp_path_factory.mktemp('batches')), n_train=0, n_val=60)
+
+
+def test_episodes_in_batches_score_as_one_by_one(config):
+    """Three episodes per forward (the last batch of one), plain or through the replay's
+    buffers (its last batch padded into the recording of three), give every episode the counts
+    it gets alone: the logits differ by rounding only (about 1e-6 here)."""
+    (single, _), (batched, _), (replayed, predict) = evaluations_in_batches(
+        config, torch.device('cpu'), [(1, None), (3, None), (3, call_on_buffers)])
+    for result in (batched, replayed):
+        assert result['per_episode'] == single['per_episode']
+        for metric in ('mIoU', 'FB-IoU', 'pIoU', 'class_IoU'):
+            assert result[metric] == single[metric]
+        assert result['loss'] == pytest.approx(single['loss'], rel=1e-6)
+    assert predict.replay.recorded == 1
+
+
+@pytest.fixture(scope='module')
+def meta_net():
+    """A tiny SCCAN on the 'meta' device: shapes and devices without data, at no cost."""
+    return build_sccan('tiny').to('meta').eval()
+
+
+META = torch.device('meta')
+PREDICTORS = {     # every predictor of util.evaluate, for an evaluation on META
+    'forward': lambda net: forward_predictor(net, Precision('meta'), META),
+    'forward, replayed': lambda net: forward_predictor(net, Precision('meta'), META, call_on_buffers),
+    'cached': lambda net: cached_predictor(net, FeatureCache(1), Precision('meta'), META, ('val', S)),
+    'cached, replayed': lambda net: cached_predictor(net, FeatureCache(1), Precision('meta'), META,
+                                                     ('val', S), call_on_buffers),
+    'make_predictor': lambda net: make_predictor(net, default_config(), Precision('meta'), META),
+}
+
+
+@pytest.mark.parametrize('name', PREDICTORS)
+def test_every_predictor_returns_its_logits_on_the_evaluation_device(meta_net, name):
+    """Batches come from the loader on the CPU; an evaluation on another device (here 'meta')
+    gets its logits there from every predictor of util.evaluate."""
+    query, support, masks, _ = random_episode(b=2, k=2, size=S)
+    batch = {'query': query, 'support': support, 'support_masks': masks,
+             'query_path': ['q0', 'q1'], 'support_paths': [['s0', 's1'], ['s2', 's3']],
+             'episode_number': torch.tensor([0, 1])}
+    logits = PREDICTORS[name](meta_net)(batch)
+    assert check_logits(logits, batch, META) is logits and logits.device == META
+
+
+def test_the_evaluation_refuses_logits_on_another_device():
+    """A predictor that builds its logits on the CPU while the evaluation runs elsewhere (as
+    tools/demo.py's support-blind baseline did on a GPU) is stopped with what differs."""
+    with pytest.raises(ValueError) as error:
+        evaluate(column_logits, [one_episode(torch.ones(6, 4, dtype=torch.long))], 1, 'meta',
+                 show_progress=False)
+    assert str(error.value) == ('the predictor returned its logits on cpu, but the evaluation runs '
+                                'on meta: a predictor must return them on the evaluation device')
+
+
+def test_the_evaluation_refuses_logits_of_the_wrong_shape():
+    with pytest.raises(ValueError, match=r'^the predictor returned logits of shape \(1, 2, 9\) '
+                                         r'for a batch of 1 episodes; expected 1×2×H×W$'):
+        evaluate(lambda batch: column_logits(batch)[:, :, 0], [one_episode(torch.ones(6, 4))],
+                 1, 'cpu', show_progress=False)

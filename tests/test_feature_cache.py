@@ -6,6 +6,7 @@ import torch
 from helpers import check_cached_evaluation, make_pascal_config
 from model import build_sccan
 from util.feature_cache import GB, FeatureCache
+from util.replay import call_on_buffers
 
 
 @pytest.fixture(scope='module')
@@ -71,6 +72,8 @@ def config(tmp_path_factory):
     return make_pascal_config(str(tmp_path_factory.mktemp('cache')), n_train=0, n_val=60)
 
 
-@pytest.mark.parametrize('shot', [1, 5])
-def test_evaluation_with_the_cache_equals_evaluation_without(config, shot):
-    check_cached_evaluation(config, shot, torch.device('cpu'))
+@pytest.mark.parametrize('shot, capture', [(1, None), (5, call_on_buffers)], ids=['1-shot', '5-shot-replayed'])
+def test_evaluation_with_the_cache_equals_evaluation_without(config, shot, capture):
+    """5-shot: what follows the backbone goes through the replay's buffers (util.replay), as it
+    is replayed from CUDA graphs on a GPU."""
+    check_cached_evaluation(config, shot, torch.device('cpu'), capture=capture)

@@ -1,7 +1,7 @@
 """FewShotSegmenter and predict_sccan.py with a stand-in net whose logits are known.
 
 The stand-in has SCCAN's split API (encode / segment). Its encode() returns the normalised
-canvas itself, and segment() marks foreground where the query is bright red (R > 128) and where
+canvas itself as both feature maps, and segment() marks foreground where the query is bright red (R > 128) and where
 the canvas is padding, so any padding that reached the output would show as foreground.
 """
 import os
@@ -12,6 +12,7 @@ import pytest
 import torch
 
 import predict_sccan
+from model import BackboneFeatures
 from helpers import files_below, run_cli, write_palette_png
 from util.image_io import read_mask
 from util.predictor import FewShotSegmenter, as_rgb, foreground_of
@@ -28,15 +29,15 @@ class KnownLogitsNet(torch.nn.Module):
 
     def encode(self, images):
         self.encoded.append(images.shape[0])
-        return images
+        return BackboneFeatures(mid=images, high=images)
 
     def segment(self, query_feats, support_feats, support_masks, out_size):
         b, k = support_masks.shape[:2]
-        assert support_feats.shape[0] == b * k
-        assert tuple(query_feats.shape[-2:]) == tuple(out_size) == support_masks.shape[-2:]
+        assert support_feats.mid.shape[0] == b * k
+        assert tuple(query_feats.mid.shape[-2:]) == tuple(out_size) == support_masks.shape[-2:]
         mean = torch.tensor(MEAN).view(1, 3, 1, 1)
         std = torch.tensor(STD).view(1, 3, 1, 1)
-        raw = query_feats * std + mean                       # back to 0..255
+        raw = query_feats.mid * std + mean                   # back to 0..255
         padding = (raw.abs() < 1e-3).all(dim=1)              # the test images have no black
         foreground = padding | (raw[:, 0] > 128)
         fg_logit = torch.where(foreground, 5.0, -5.0)
@@ -82,7 +83,8 @@ def test_whole_canvas_resize_would_leak_padding(seg):
     ori_resize) puts padding into the last rows of this query."""
     image, _ = pattern_image(45, 101, (10, 30, 20, 70))
     canvas = seg._canvas(image, np.zeros((45, 101), bool), 'q')[0][None]
-    logits = seg.net.segment(canvas, canvas, torch.ones(1, 1, VAL, VAL), (VAL, VAL))
+    features = BackboneFeatures(mid=canvas, high=canvas)
+    logits = seg.net.segment(features, features, torch.ones(1, 1, VAL, VAL), (VAL, VAL))
     whole = torch.nn.functional.interpolate(logits, size=(101, 101), mode='bilinear',
                                             align_corners=True)[0, :, :45, :101]
     assert (whole[1] > whole[0])[-3:].all()

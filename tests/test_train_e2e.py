@@ -446,4 +446,7 @@ def test_a_5_shot_run_trains_names_its_files_and_tests(bench_5shot, tmp_path, ca
     assert status == 0, err
     with open(snapshot / (best[0][:-len('.pth')] + '_test_pascal_split0_5shot_3ep_seed321.json')) as f:
         report = json.load(f)
-    assert report['shot'] == 5 and report['seeds'][0]['episodes'] == 3
+    seed = report['seeds'][0]
+    assert report['shot'] == 5 and seed['episodes'] == 3
+    # the end-to-end rate, loading included, beside what tools/benchmark.py measures of the model
+    assert seed['episodes_per_second'] == pytest.approx(3 / seed['seconds'])

@@ -8,21 +8,25 @@
 paths (the default mode): every setting through each entry point, measured in the same run:
 - scripts: as train_sccan.py and test_sccan.py run SCCAN: the default config (util.config; --opts
   KEY VALUE overrides it), util.experiment.ready_model, util.precision, the eval predictor of
-  util.evaluate (with the feature cache for eval-5shot-cached) and the training step of
-  util.optim (SGD + AdamW, loss scaling);
+  util.evaluate (its batch of episodes per forward and CUDA graphs by default on CUDA; the
+  feature cache for eval-5shot-cached) and the training step of util.optim (SGD + AdamW, loss
+  scaling);
 - api: the bare Python API as a notebook uses it, no config and no Precision: build_sccan(...),
-  load_state_dict, net(...), an SGD step;
+  load_state_dict, the eval forward through util.replay.replayed_forward on the scripts' batch
+  of episodes (docs/performance.md), an SGD step;
 - scripts+bf16 (--with-amp bf16, or fp16 on CUDA): the scripts path under that autocast;
 - reference (--reference): the authors' model, built from their code by tools/reference.py
   (OFFICIAL_SCCAN points at a clone of their repository, outside this one; nothing of theirs is
-  copied here).
-  For each: median seconds over repeats, GFLOP per call (counted once with
-  torch.utils.flop_counter), achieved GFLOP/s and its ratio to a float32 2048³ matmul (512³ with
-  --tiny) measured in the same run, peak memory, and time and memory as ratios to a baseline of the same run: the
-  reference when measured, else the scripts path. Each measurement runs in its own process so
-  that its peak memory (CPU: resident; CUDA: max allocated and reserved) is its own; --rounds N
-  alternates the paths N times and keeps the median time, so that a shared machine's load falls
-  on every path alike.
+  copied here), one episode per call as they ran it.
+  For each: median seconds per episode (eval) or per training step over repeats, the model's
+  GFLOP per episode or step (counted once per setting with torch.utils.flop_counter on the
+  'meta' device, without recomputation: the same work for every path), the achieved TFLOP/s and
+  its ratio to a bf16 8192³ matmul (256³ on a CPU or with --tiny) measured in the same run,
+  on CUDA the GPU's busy fraction (kernel time over wall time in torch.profiler), peak memory,
+  and time and memory as ratios to a baseline of the same run: the reference when measured, else
+  the scripts path. Each measurement runs in its own process so that its peak memory (CPU:
+  resident; CUDA: max allocated and reserved) is its own; --rounds N alternates the paths N
+  times and keeps the median time, so that a shared machine's load falls on every path alike.
 modes: each fast mode as one change to the default (float32, channels-last): contiguous
   (channels_last: False), fused_attention, bf16 (amp: bf16), fp16 (CUDA only), compile. Per mode,
   in one process: median seconds of a 1-shot eval episode and of a training step (batch 2) and
@@ -54,6 +58,8 @@ import time
 
 import cv2
 import torch
+from torch.autograd import DeviceType
+from torch.profiler import ProfilerActivity, profile
 from torch.utils.flop_counter import FlopCounterMode
 
 TOOLS = os.path.dirname(os.path.abspath(__file__))
@@ -69,11 +75,12 @@ from util.datasets.pascal_coco import EpisodeDataset  # noqa: E402
 from util.datasets.synthetic import write_benchmark  # noqa: E402
 from util.distributed import DistEnv  # noqa: E402
 from util.episodes import MODEL_INPUTS, TRAINING_INPUTS, random_episode  # noqa: E402
-from util.evaluate import forward_predictor, make_predictor, run_episodes  # noqa: E402
-from util.experiment import compile_model, model_for_checkpoint, ready_model  # noqa: E402
+from util.evaluate import eval_batch_size, make_predictor, run_episodes  # noqa: E402
+from util.experiment import build_model, compile_model, model_for_checkpoint, ready_model  # noqa: E402
 from util.optim import build_optimizers, forward_backward, optimizer_step  # noqa: E402
 from util.outputs import write_json  # noqa: E402
 from util.precision import Precision, precision_for, resolve_device  # noqa: E402
+from util.replay import replayed_forward  # noqa: E402
 
 SYNTHETIC_CONFIG = os.path.join(os.path.dirname(TOOLS), 'config', 'synthetic', 'synthetic_split0_resnet50.yaml')
 TINY_SIZE = 33
@@ -184,7 +191,9 @@ def paths_config(args, amp='none'):
 
 
 def scripts_step(args, mode, inputs, device, amp='none'):
-    """One call of `mode` as train_sccan.py (train) and test_sccan.py (eval) make it."""
+    """One call of `mode` as train_sccan.py (train) and test_sccan.py (eval) make it: eval
+    through the predictor of util.evaluate (CUDA graphs on CUDA, the feature cache for
+    `cached`), on a batch of eval_batch_size episodes."""
     cfg = paths_config(args, amp)
     precision = precision_for(cfg, device)
     net = ready_model(cfg, device)
@@ -200,10 +209,8 @@ def scripts_step(args, mode, inputs, device, amp='none'):
     net.eval()
     if mode == 'cached':   # the first call (the warm-up) fills the cache
         batch.update(image_paths(*inputs[2].shape[:2]))
-        predict = make_predictor(net, cfg.replace(feature_cache_gb=CACHE_GB), precision, device)
-    else:
-        predict = forward_predictor(net, precision, device)
-    return without_grad(predict, batch)
+        cfg = cfg.replace(feature_cache_gb=CACHE_GB * len(inputs[0]))
+    return without_grad(make_predictor(net, cfg, precision, device), batch)
 
 
 def image_paths(batch, shot):
@@ -215,10 +222,14 @@ def image_paths(batch, shot):
 
 def api_step(args, mode, inputs, device):
     """One call of `mode` through the bare Python API: the model's own defaults, weights loaded
-    from a checkpoint's (contiguous) state dict."""
+    from a checkpoint's (contiguous) state dict; eval through util.replay.replayed_forward, as
+    docs/performance.md tells a notebook to."""
     net = build_sccan('tiny') if args.tiny else build_sccan(layers=args.layers)
     net.load_state_dict(saved_state(net))
-    return plain_step(net.to(device), mode, inputs)
+    net = net.to(device)
+    if mode == 'eval':
+        return without_grad(replayed_forward(net), *inputs[:3])
+    return plain_step(net, mode, inputs)
 
 
 def saved_state(net):
@@ -236,16 +247,20 @@ def reference_step(args, shot, mode, inputs, device):
 
 
 def step_for(args, path, setting, device):
-    """The timed call of one (path, setting)."""
+    """(the timed call of one (path, setting), the episodes it evaluates: the batch the scripts
+    evaluate per forward, one for the reference, as the authors ran it; None for a training
+    step)."""
     mode, batch, shot = SETTINGS[setting]
-    inputs = episode(batch, shot, args.size, device)
+    episodes = None if mode == 'train' else 1 if path == 'reference' else eval_batch_size(
+        paths_config(args), device)
+    inputs = episode(episodes or batch, shot, args.size, device)
     if path == 'scripts':
-        return scripts_step(args, mode, inputs, device)
+        return scripts_step(args, mode, inputs, device), episodes
     if path == 'api':
-        return api_step(args, mode, inputs, device)
+        return api_step(args, mode, inputs, device), episodes
     if path == 'reference':
-        return reference_step(args, shot, mode, inputs, device)
-    return scripts_step(args, mode, inputs, device, amp=path.split('+')[1])   # scripts+<amp>
+        return reference_step(args, shot, mode, inputs, device), episodes
+    return scripts_step(args, mode, inputs, device, amp=path.split('+')[1]), episodes   # scripts+<amp>
 
 
 def paths_of(args):
@@ -255,22 +270,63 @@ def paths_of(args):
 
 
 def measure_one(args, path, setting):
-    """Time one (path, setting) in this process; returns a dict (printed as JSON by --one)."""
+    """Time one (path, setting) in this process; returns a dict (printed as JSON by --one):
+    seconds per episode (eval) or per step (train), episodes_per_call, peak memory and the
+    GPU's busy fraction."""
     device = resolve_device(args.device)
-    run = step_for(args, path, setting, device)
+    run, episodes = step_for(args, path, setting, device)
     seconds = median_seconds(run, args.repeats, device)
-    # Read before counting FLOPs: the counter's dispatch mode keeps tensors alive (~2× the peak).
     memory = peak_memory(device)
+    return {'seconds': seconds / (episodes or 1), 'episodes_per_call': episodes, **memory,
+            'busy_fraction': busy_fraction(run, device)}
+
+
+def busy_fraction(run, device, calls=3):
+    """The share of the wall time of `calls` calls of run() during which the GPU runs kernels or
+    copies (the union of their intervals in a torch.profiler trace); None off CUDA, or where the
+    trace holds no GPU activity."""
+    if device.type != 'cuda':
+        return None
+    for timed in (False, True):          # the first trace starts the profiler up
+        with profile(activities=[ProfilerActivity.CUDA]) as trace:
+            synchronize(device)
+            start = time.perf_counter()
+            for _ in range(calls if timed else 1):
+                run()
+            synchronize(device)
+            wall = time.perf_counter() - start
+    busy = [(e.time_range.start, e.time_range.end) for e in trace.events()
+            if e.device_type == DeviceType.CUDA]
+    return covered(busy) / 1e6 / wall if busy else None
+
+
+def covered(intervals):
+    """The length of the union of (start, end) intervals."""
+    total, reach = 0, float('-inf')
+    for start, end in sorted(intervals):
+        if end > reach:
+            total += end - max(start, reach)
+            reach = end
+    return total
+
+
+def model_gflop(args, setting):
+    """GFLOP of one episode (eval) or one training step of `setting`: the work of the scripts'
+    model (the config and --opts) without recomputation, credited to every path alike; counted
+    once with torch.utils.flop_counter on the 'meta' device (shapes only: no data, no time)."""
+    mode, batch, shot = SETTINGS[setting]
+    net = build_model(paths_config(args)).set_fast_paths(recompute=False).to('meta')
+    run = plain_step(net, mode, episode(batch, shot, args.size, torch.device('meta')))
     counter = FlopCounterMode(display=False)
     with counter:
         run()
-    return {'seconds': seconds, 'gflop': counter.get_total_flops() / 1e9, **memory}
+    return counter.get_total_flops() / 1e9
 
 
-def matmul_gflops(device, n, repeats=5):
-    """GFLOP/s of a float32 n×n matmul."""
-    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
-    return 2 * n ** 3 / median_seconds(lambda: a @ b, repeats, device) / 1e9
+def matmul_bf16_tflops(device, n, repeats=5):
+    """TFLOP/s of an n×n bf16 matmul: the device's matrix-product peak in this run."""
+    a, b = (torch.randn(n, n, device=device, dtype=torch.bfloat16) for _ in range(2))
+    return 2 * n ** 3 / median_seconds(lambda: a @ b, repeats, device) / 1e12
 
 
 def measure_in_subprocess(argv, path, setting):
@@ -307,15 +363,17 @@ def combined(results):
     return merged
 
 
-def with_rates_and_ratios(rows, baseline, peak_matmul):
-    """Each row's GFLOP/s, its ratio to the matmul's, and its time and peak memory ÷ the
-    baseline row's (when both were measured)."""
+def with_rates_and_ratios(rows, baseline, gflop, peak_matmul):
+    """Each row's achieved TFLOP/s (the setting's `gflop` over its seconds), its ratio to the
+    bf16 matmul's, and its time and peak memory ÷ the baseline row's (when both were
+    measured)."""
     base = rows.get(baseline, {})
     for row in rows.values():
         if 'error' in row:
             continue
-        row['gflops'] = row['gflop'] / row['seconds']
-        row['matmul_ratio'] = row['gflops'] / peak_matmul
+        row['gflop'] = gflop
+        row['tflops'] = gflop / row['seconds'] / 1e3
+        row['matmul_ratio'] = row['tflops'] / peak_matmul
         if 'error' in base or not base:
             continue
         row['time_ratio'] = row['seconds'] / base['seconds']
@@ -344,19 +402,23 @@ def run_paths(args, argv, show):
         return None
     device = resolve_device(args.device)
     check_paths_args(args, device)
-    side = 512 if args.tiny else 2048         # a smoke run's figures mean nothing: a short matmul
-    peak_matmul = matmul_gflops(device, side)
+    # a smoke run's figures mean nothing: a short matmul; a CPU without bf16 units takes seconds
+    side = 8192 if device.type == 'cuda' and not args.tiny else 256
+    peak_matmul = matmul_bf16_tflops(device, side)
     baseline = 'reference' if args.reference else 'scripts'
     gpu = torch.cuda.get_device_name(device) if device.type == 'cuda' else None
     header = (f'device {device}{f" ({gpu})" if gpu else ""}, {torch.get_num_threads()} threads, '
               f'{args.size}×{args.size}, {model_name(args)}, float32 unless the path says otherwise; '
-              f'{side}³ matmul: {peak_matmul:.0f} GFLOP/s; base: {baseline}')
+              f'eval: seconds per episode; {side}³ bf16 matmul: {peak_matmul:.2f} TFLOP/s; '
+              f'base: {baseline}')
     show(header=header)
     report = {'header': header, 'device': str(device), 'gpu': gpu, 'size': args.size,
-              'layers': args.layers, 'tiny': args.tiny, 'matmul_gflops': peak_matmul,
+              'layers': args.layers, 'tiny': args.tiny, 'matmul_bf16_tflops': peak_matmul,
               'baseline': baseline, 'rows': []}
     for setting in args.settings:
-        for path, row in with_rates_and_ratios(measure_setting(argv, args, setting), baseline, peak_matmul).items():
+        rows = with_rates_and_ratios(measure_setting(argv, args, setting), baseline,
+                                     model_gflop(args, setting), peak_matmul)
+        for path, row in rows.items():
             report['rows'].append(show(row={'setting': setting, 'path': path, **row}))
     for row in report['rows']:
         if 'error' in row:
@@ -463,7 +525,7 @@ def run_cache(args, argv, show):
     show(header=header)
     report = {'header': header, 'rows': []}
     plain = None
-    for name, predict in (('plain', forward_predictor(net, precision, device)),
+    for name, predict in (('plain', make_predictor(net, cfg.replace(feature_cache_gb=0), precision, device)),
                           ('cached', make_predictor(net, cfg, precision, device))):
         result = evaluate_episodes(net, dataset, cfg, precision, device, args.episodes, predict)
         cache = getattr(predict, 'cache', None)
@@ -523,14 +585,19 @@ def percent(value):
     return f'{100 * value:.3f} %'
 
 
+def share(value):
+    return f'{100 * value:.0f} %'
+
+
 def signed(value):
     return f'{value:+.4f}'
 
 
 # mode → columns: (title, row key, format: None for text, else a function of the value).
 COLUMNS = {
-    'paths': [('setting', 'setting', None), ('path', 'path', None), ('seconds', 'seconds', fixed(3)),
-              ('GFLOP', 'gflop', fixed(1)), ('GFLOP/s', 'gflops', fixed(1)), ('÷matmul', 'matmul_ratio', fixed(2)),
+    'paths': [('setting', 'setting', None), ('path', 'path', None), ('episodes/call', 'episodes_per_call', str),
+              ('seconds', 'seconds', fixed(4)), ('GFLOP', 'gflop', fixed(1)), ('TFLOP/s', 'tflops', fixed(2)),
+              ('÷matmul', 'matmul_ratio', fixed(3)), ('GPU busy', 'busy_fraction', share),
               ('peak GB', 'peak_gb', fixed(2)), ('reserved GB', 'reserved_gb', fixed(2)),
               ('time÷base', 'time_ratio', fixed(2)), ('mem÷base', 'memory_ratio', fixed(2))],
     'modes': [('mode', 'mode', None), ('eval s', 'eval_seconds', fixed(3)), ('÷default', 'eval_ratio', fixed(2)),

@@ -139,7 +139,9 @@ SCHEMA = {
     # --- validation / testing ---
     'evaluate': _k('Train', bool, True, 'validate during training'),
     'SubEpoch_val': _k('Train', bool, True, 'also validate at half epoch when epochs <= 100'),
-    'batch_size_val': _k('Train', int, 1, 'episodes per validation batch', check=_POSITIVE),
+    'batch_size_val': _k('Train', int, None, 'episodes per evaluation forward, each scored '
+                         'alone at its own size; empty: 8 on CUDA, 1 on the CPU',
+                         nullable=True, check=_POSITIVE),
     'ori_resize': _k('Train', bool, True, 'score at the original label resolution (else at '
                      'val_size)'),
     'test_num': _k('Train', int, None, 'episodes per evaluation; empty: 1,000 for PASCAL, 4,000 '
@@ -187,6 +189,8 @@ SCHEMA = {
                     'in the backward pass instead of storing them (same gradients)'),
     'fused_attention': _k('Performance', bool, False, 'SCCA attention through '
                           'scaled_dot_product_attention (less memory; faster on GPUs)'),
+    'cuda_graphs': _k('Performance', bool, True, 'evaluation on CUDA replays the network from '
+                      'recorded CUDA graphs (same kernels, same logits; no effect on the CPU)'),
     'feature_cache_gb': _k('Performance', float, 0.0, 'memory for caching frozen backbone '
                            'features during evaluation (0: off)', check=_NON_NEGATIVE),
     'feature_cache_device': _k('Performance', str, 'same', 'where cached features live: same '

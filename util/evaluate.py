@@ -6,6 +6,15 @@ original label resolution (`ori_resize`: the label placed top-left in an L×L ca
 its longer side) or else compared at the network input size. Episodes are dealt over processes
 and the pixel counts summed, and the per-episode counts gathered in episode order, so N
 processes report what one would.
+
+Speed (docs/performance.md): episodes go through the network `batch_size_val` at a time (empty:
+EVAL_BATCH_CUDA on CUDA, one on other devices), each still scored alone at its own size; on
+CUDA the network's forward is replayed from recorded CUDA graphs (`cuda_graphs`, util.replay);
+and the loop never waits for the device before its end, so loading, launching and computing
+overlap.
+
+A predictor is any predict(batch) → B×2×H×W logits for the batch's B episodes, returned on the
+evaluation's device (`check_logits` enforces it).
 """
 import logging
 import time
@@ -13,39 +22,69 @@ import time
 import torch
 import torch.nn.functional as F
 
+from model import BackboneFeatures
 from util.distributed import all_reduce_sum
 from util.episodes import PlannedEpisodes, batch_tensors, batches_of, make_loader, shard
 from util.feature_cache import FeatureCache
 from util.image_io import IGNORE_LABEL
 from util.log import progress
 from util.metrics import EpisodeCounts, IoUMeter, intersection_union
+from util.replay import capture_cuda_graph, replayed
 
 log = logging.getLogger('sccan')
 
+# Episodes per forward on CUDA when batch_size_val is empty: at one per call the GPU waits for
+# kernel launches most of the time; eight per call (float32, H200, 473×473) took 5.8 ms an
+# episode against 17.7 ms. CPUs are busy at one per call already.
+EVAL_BATCH_CUDA = 8
+# The keys of evaluate's result that vary from run to run of the same episodes.
+TIMINGS = ('seconds', 'episodes_per_second')
+
+
+def eval_batch_size(cfg, device):
+    """Episodes per evaluation forward on `device`: cfg.batch_size_val, or when it is empty
+    EVAL_BATCH_CUDA on CUDA and 1 elsewhere."""
+    if cfg.batch_size_val is not None:
+        return cfg.batch_size_val
+    return EVAL_BATCH_CUDA if torch.device(device).type == 'cuda' else 1
+
 
 def make_predictor(net, cfg, precision, device):
-    """predict(batch) → B×2×H×W logits, the network run on the batch. With
+    """predict(batch) → B×2×H×W logits on `device`, the network run on the batch. With
     cfg.feature_cache_gb > 0 the backbone features of every image are kept for the predictor's
     lifetime (util.feature_cache): make one predictor per run and pass it to every
-    run_episodes, so that each image goes through the backbone once."""
+    run_episodes, so that each image goes through the backbone once. With cfg.cuda_graphs on
+    CUDA the network is replayed from recorded CUDA graphs (`predict.replay.release()` frees
+    them)."""
+    capture = capture_cuda_graph if cfg.cuda_graphs and torch.device(device).type == 'cuda' else None
     if cfg.feature_cache_gb > 0:
         cache = FeatureCache(cfg.feature_cache_gb, cfg.feature_cache_device)
-        return cached_predictor(net, cache, precision, device, transform_key=('val', cfg.val_size))
-    return forward_predictor(net, precision, device)
+        return cached_predictor(net, cache, precision, device, ('val', cfg.val_size), capture)
+    return forward_predictor(net, precision, device, capture)
 
 
-def forward_predictor(net, precision, device):
-    """predict(batch) → B×2×H×W logits with one plain forward pass."""
-    def predict(batch):
+def forward_predictor(net, precision, device, capture=None):
+    """predict(batch) → B×2×H×W logits with one forward pass; with a `capture` strategy
+    (util.replay, e.g. capture_cuda_graph), replayed from recordings of it (`predict.replay`)."""
+    def forward(query, support, support_masks):
         with precision.autocast():
-            return net(*batch_tensors(batch, device))
-    return predict
+            return net(query, support, support_masks)
+    return batch_predictor(forward, lambda batch: batch_tensors(batch, device), net, capture)
 
 
-def cached_predictor(net, cache, precision, device, transform_key):
+def cached_predictor(net, cache, precision, device, transform_key, capture=None):
     """predict(batch) → logits, the backbone features of the batch's images looked up in
-    `cache` by (image path, transform_key) and computed only for the images not seen before."""
-    def predict(batch):
+    `cache` by (image path, transform_key) and computed only for the images not seen before;
+    with a `capture` strategy, what follows the backbone replayed from recordings
+    (util.replay)."""
+    def segment(query_mid, query_high, support_mid, support_high, support_masks):
+        # support features B×K×C×h×w: every input has one row per episode
+        with precision.autocast():
+            return net.segment(BackboneFeatures(query_mid, query_high),
+                               BackboneFeatures(support_mid.flatten(0, 1), support_high.flatten(0, 1)),
+                               support_masks, net.output_size(support_masks.shape[-2:]))
+
+    def inputs(batch):
         query, support, support_masks = batch_tensors(batch, device)
         b, k = support_masks.shape[:2]
         query_keys = [(path, transform_key) for path in batch['query_path']]
@@ -55,24 +94,63 @@ def cached_predictor(net, cache, precision, device, transform_key):
         with precision.autocast():
             query_feats = cache.encode(net, query, query_keys)
             support_feats = cache.encode(net, support.flatten(0, 1), support_keys)
-            return net.segment(query_feats, support_feats, support_masks,
-                               net.output_size(query.shape[-2:]))
+        return (*query_feats, *(f.unflatten(0, (b, k)) for f in support_feats), support_masks)
+    predict = batch_predictor(segment, inputs, net, capture)
     predict.cache = cache
     return predict
+
+
+def batch_predictor(function, inputs, net, capture=None):
+    """predict(batch) = function(*inputs(batch)), a part of net's eval forward; with a `capture`
+    strategy replayed from recordings (util.replay.replayed): `predict.replay`, else None."""
+    run = replayed(net, function, capture) if capture else function
+
+    def predict(batch):
+        return run(*inputs(batch))
+    predict.replay = run if capture else None
+    return predict
+
+
+def check_logits(logits, batch, device):
+    """`logits` if they keep the evaluation's contract with its predictors: B×2×H×W for the
+    batch's B episodes, on the evaluation's `device`; else a ValueError saying what differs."""
+    if not on_device(logits, device):
+        raise ValueError(f'the predictor returned its logits on {logits.device}, but the '
+                         f'evaluation runs on {device}: a predictor must return them on the '
+                         'evaluation device')
+    episodes = len(batch['episode_number'])
+    if logits.dim() != 4 or tuple(logits.shape[:2]) != (episodes, 2):
+        raise ValueError(f'the predictor returned logits of shape {tuple(logits.shape)} for a '
+                         f'batch of {episodes} episodes; expected {episodes}×2×H×W')
+    return logits
+
+
+def on_device(tensor, device):
+    """Whether `tensor` is on `device` ('cuda' without an index: the current one)."""
+    device = torch.device(device)
+    if device.type == 'cuda' and device.index is None:
+        device = torch.device('cuda', torch.cuda.current_device())
+    return tensor.device == device
 
 
 def original_targets(batch, device):
     """The ori_resize targets of a batch: per episode an L×L label (L = longer side of the
     original label), the label top-left, the rest ignore."""
-    labels = batch['query_mask_original']
-    sizes = batch['original_size']
+    labels = batch['query_mask_original'].to(device, non_blocking=True)
     targets = []
-    for label, (h, w) in zip(labels, sizes.tolist()):
+    for label, (h, w) in zip(labels, batch['original_size'].tolist()):
         side = max(h, w)
         canvas = torch.full((side, side), IGNORE_LABEL, dtype=torch.long, device=device)
-        canvas[:h, :w] = label[:h, :w].to(device)
+        canvas[:h, :w] = label[:h, :w]
         targets.append(canvas)
     return targets
+
+
+def episode_loss(logits, target):
+    """Mean cross-entropy of 1×2×h×w logits over the non-ignored pixels of a 1×h×w target; 0
+    when there are none. Computed on the device: no host synchronisation."""
+    total = F.cross_entropy(logits, target, ignore_index=IGNORE_LABEL, reduction='sum')
+    return total / (target != IGNORE_LABEL).sum().clamp_min(1)
 
 
 def evaluate(predict, loader, num_classes, device, ori_resize=True, desc='val',
@@ -82,43 +160,46 @@ def evaluate(predict, loader, num_classes, device, ori_resize=True, desc='val',
 
     Returns:
         dict: the metrics of util.metrics (mIoU, FB-IoU, pIoU, class_IoU, class_episodes,
-        episodes), 'loss' (mean cross-entropy per episode, for reference) and 'seconds', summed
-        over processes, and 'per_episode': the EpisodeCounts of every episode of every process.
+        episodes), 'loss' (mean cross-entropy per episode, for reference), 'seconds' (wall
+        time, loading included) and 'episodes_per_second' (all processes' episodes over it),
+        and 'per_episode': the EpisodeCounts of every episode of every process.
         on_episode(e, batch, b, pred) is called for episode number e (the b-th of its batch)
         with its prediction at target resolution (for visualisation).
     """
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-    rows = []        # episode, class index, BG ∩, FG ∩, BG ∪, FG ∪ of this process's episodes
+    episodes = []    # (episode, class index) of this process's episodes, on the host
+    counts = []      # their BG ∩, FG ∩, BG ∪, FG ∪, on the device
     start = time.time()
     with torch.no_grad(), batches_of(loader) as batches:
         for batch in progress(batches, total=len(loader), desc=desc, enabled=show_progress):
-            logits = predict(batch).float()                     # B×2×H×W
+            logits = check_logits(predict(batch), batch, device).float()    # B×2×H×W
             if ori_resize:
                 targets = original_targets(batch, device)
             else:
-                targets = list(batch['query_mask'].to(device).long())
+                targets = list(batch['query_mask'].to(device, non_blocking=True).long())
             for b, target in enumerate(targets):
                 out = F.interpolate(logits[b:b + 1], size=target.shape, mode='bilinear',
                                     align_corners=True)         # 1×2×h×w
                 target = target[None]
-                if (target != IGNORE_LABEL).any():
-                    loss_sum += F.cross_entropy(out, target, ignore_index=IGNORE_LABEL).double()
+                loss_sum += episode_loss(out, target).double()
                 pred = out.argmax(1)
-                class_index = batch['class_index'][b:b + 1]
                 inter, union = intersection_union(pred, target)
                 e = int(batch['episode_number'][b])
-                rows.append(torch.cat([torch.tensor([e, int(class_index)], device=device),
-                                       inter[0], union[0]]))
+                episodes.append((e, int(batch['class_index'][b])))
+                counts.append(torch.cat([inter[0], union[0]]))
                 if on_episode is not None:
                     on_episode(e, batch, b, pred[0])
-    mine = torch.stack(rows) if rows else torch.zeros((0, 6), dtype=torch.int64, device=device)
-    counts = EpisodeCounts.gathered(mine)         # every process's episodes: scored once, here
+    mine = torch.cat([torch.tensor(episodes, dtype=torch.int64).reshape(-1, 2).to(device),
+                      torch.stack(counts) if counts else
+                      torch.zeros((0, 4), dtype=torch.int64, device=device)], dim=1)
+    scored = EpisodeCounts.gathered(mine)         # every process's episodes: scored once, here
     all_reduce_sum(loss_sum)
-    result = IoUMeter(num_classes).add(counts.intersection, counts.union,
-                                       counts.class_index).summary()
-    result['loss'] = loss_sum.item() / max(len(counts.episode), 1)
+    result = IoUMeter(num_classes).add(scored.intersection, scored.union,
+                                       scored.class_index).summary()
+    result['loss'] = loss_sum.item() / max(len(scored.episode), 1)
     result['seconds'] = time.time() - start
-    result['per_episode'] = counts
+    result['episodes_per_second'] = len(scored.episode) / result['seconds']
+    result['per_episode'] = scored
     return result
 
 
@@ -131,7 +212,8 @@ def run_episodes(net, dataset, cfg, seed, env, precision, num_episodes=None, pla
         net: the SCCAN to evaluate.
         dataset: an evaluation data set (util.datasets: classes, plan, load); mIoU averages
             over its `classes`.
-        cfg: the config (batch_size_val, workers, ori_resize, test_num, feature cache keys).
+        cfg: the config (batch_size_val, workers, ori_resize, test_num, cuda_graphs, feature
+            cache keys).
         seed: the episode seed: the default plan is dataset.plan(seed, num_episodes), and
             episode e loads under episode_seed(seed, e).
         env: util.distributed.DistEnv; precision: util.precision.Precision.
@@ -141,14 +223,15 @@ def run_episodes(net, dataset, cfg, seed, env, precision, num_episodes=None, pla
         on_episode: on_episode(e, batch, b, prediction) per episode of this process.
 
     Returns:
-        dict: mIoU, FB-IoU, pIoU, class_IoU, class_episodes, episodes, loss, seconds and
-        per_episode (util.metrics.EpisodeCounts, of all processes, in episode order).
+        dict: mIoU, FB-IoU, pIoU, class_IoU, class_episodes, episodes, loss, seconds,
+        episodes_per_second and per_episode (util.metrics.EpisodeCounts, of all processes, in
+        episode order).
     """
     if plan is None:
         plan = dataset.plan(seed, num_episodes or cfg.test_num)
     loader = make_loader(PlannedEpisodes(dataset, plan, seed),
                          shard(len(plan), env.rank, env.world_size),
-                         cfg.batch_size_val, cfg.workers, drop_last=False,
+                         eval_batch_size(cfg, env.device), cfg.workers, drop_last=False,
                          pin_memory=env.device.type == 'cuda')
     predict = predict or make_predictor(net, cfg, precision, env.device)
     was_training = net.training
@@ -171,5 +254,6 @@ def format_result(result, class_names=None):
              for name, iou, n in zip(names, result['class_IoU'], result['class_episodes'])]
     lines.append(f'mIoU {result["mIoU"]:.4f}  FB-IoU {result["FB-IoU"]:.4f}  '
                  f'pIoU {result["pIoU"]:.4f}  ({result["episodes"]} episodes, '
-                 f'{result["seconds"]:.1f}s, loss {result["loss"]:.4f})')
+                 f'{result["seconds"]:.1f}s, {result["episodes_per_second"]:.1f} episodes/s, '
+                 f'loss {result["loss"]:.4f})')
     return '\n'.join(lines)

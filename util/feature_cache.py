@@ -51,8 +51,8 @@ class FeatureCache:
                 self._store(key, found[key])
         rows = [found[key] for key in keys]
         device = images.device
-        return BackboneFeatures(mid=torch.stack([r[0].to(device) for r in rows]),
-                                high=torch.stack([r[1].to(device) for r in rows]))
+        return BackboneFeatures(mid=torch.stack([r[0].to(device, non_blocking=True) for r in rows]),
+                                high=torch.stack([r[1].to(device, non_blocking=True) for r in rows]))
 
     def _store(self, key, tensors):
         size = sum(t.numel() * t.element_size() for t in tensors)
@@ -61,11 +61,20 @@ class FeatureCache:
         while self.bytes + size > self.budget:
             _, evicted = self.entries.popitem(last=False)
             self.bytes -= sum(t.numel() * t.element_size() for t in evicted)
-        target = 'cpu' if self.device == 'host' else tensors[0].device
         # A copy, not a view that would keep the whole batch's storage alive.
-        self.entries[key] = tuple(t.to(target, copy=True) for t in tensors)
+        self.entries[key] = tuple(host_copy(t) if self.device == 'host' else t.clone()
+                                  for t in tensors)
         self.bytes += size
 
     def stats(self):
         return {'hits': self.hits, 'misses': self.misses, 'backbone_passes': self.backbone_passes,
                 'entries': len(self.entries), 'gb': self.bytes / GB}
+
+
+def host_copy(tensor):
+    """A copy of `tensor` in host memory; of a CUDA tensor, in pinned memory and without waiting
+    for the device, so that neither this copy nor the one back stops the GPU's queue (the
+    copies are ordered on the stream)."""
+    if tensor.device.type != 'cuda':
+        return tensor.to('cpu', copy=True)
+    return torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True).copy_(tensor, non_blocking=True)

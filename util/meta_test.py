@@ -204,7 +204,8 @@ def evaluate_checkpoint(cfg, env, weight: Optional[str] = None,
     Returns:
         The report (a dict, also written as JSON by the main process): checkpoint, config,
         data_set, split, shot, layers, episodes, seeds (per seed: seed, the metrics of
-        util.evaluate and the class ids), mean, std, uncertainty (util.uncertainty), overrides;
+        util.evaluate with its seconds and episodes_per_second, end to end: loading included,
+        and the class ids), mean, std, uncertainty (util.uncertainty), overrides;
         with files: manifest (path relative to the report, digest), episodes_from (path,
         digest).
     """

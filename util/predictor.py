@@ -21,6 +21,9 @@ gives a warning (`mask_warnings`).
 
 The SCCAN weights do not depend on the number of shots K (K-shot fusion averages the shots), so
 the net is run with K = the number of supports given, whatever K it was trained with.
+
+On CUDA each query runs as a recorded CUDA graph (`cuda_graphs`, util.replay: one recording per
+number of shots; the same logits, without launch overhead).
 """
 import dataclasses
 import warnings
@@ -35,6 +38,7 @@ from model.checkpoint import metadata
 from model.sccan import input_size_rule, valid_input_size
 from util.image_io import IGNORE_LABEL
 from util.precision import resolve_device
+from util.replay import replayed
 from util.transform import ImageTooThin, val_resize_shape, val_transform
 
 
@@ -58,19 +62,23 @@ class FewShotSegmenter:
         net: an SCCAN (or anything with its encode / segment API); put in eval mode.
         val_size: side of the canvas images are resized and padded to, (val_size − 1) % 8 == 0.
         trained_shot: the K the weights were trained with, when known (for notes only).
+        cuda_graphs: on CUDA, run each query as a recorded CUDA graph (util.replay).
     """
 
-    def __init__(self, net: SCCAN, val_size: int = 473, trained_shot: Optional[int] = None):
+    def __init__(self, net: SCCAN, val_size: int = 473, trained_shot: Optional[int] = None,
+                 cuda_graphs: bool = True):
         if val_size < 9 or not valid_input_size(val_size):
             raise ValueError(f'val_size must satisfy {input_size_rule("val_size")}; got {val_size}')
         self.net = net.eval()
         self.val_size = val_size
         self.transform = val_transform(val_size)
         self.trained_shot = trained_shot    # K the checkpoint was trained with, if known
+        self._query_logits = replayed(net, self._logits) if cuda_graphs else self._logits
 
     @classmethod
     def from_checkpoint(cls, path: str, layers: Optional[int] = None, device: str = 'auto',
-                        val_size: Optional[int] = None) -> 'FewShotSegmenter':
+                        val_size: Optional[int] = None,
+                        cuda_graphs: bool = True) -> 'FewShotSegmenter':
         """The SCCAN a checkpoint describes (model.build), with its weights, on `device`.
 
         Args:
@@ -78,13 +86,14 @@ class FewShotSegmenter:
             layers: backbone depth to insist on; None: the checkpoint's.
             device: 'auto' (the GPU when there is one), 'cpu' or 'cuda'.
             val_size: canvas side; None: the checkpoint's config val_size, else 473.
+            cuda_graphs: as for the constructor.
         """
         device = resolve_device(device)
         net, checkpoint = sccan_from_checkpoint(path, layers)
         meta = metadata(checkpoint)
         config = meta.get('config') or {}
         return cls(net.to(device), val_size=val_size or config.get('val_size', 473),
-                   trained_shot=meta.get('shot', config.get('shot')))
+                   trained_shot=meta.get('shot', config.get('shot')), cuda_graphs=cuda_graphs)
 
     @property
     def device(self):
@@ -158,11 +167,9 @@ class FewShotSegmenter:
         rgb = as_rgb(query_image, name)
         image, _ = self._canvas(rgb, np.zeros(rgb.shape[:2], bool), name)
         h, w = val_resize_shape(*rgb.shape[:2], self.val_size)
-        s = self.val_size
         with torch.inference_mode():
-            query = self.net.encode(image[None].to(self.device))
-            logits = self.net.segment(query, support.features, support.masks[None],
-                                      out_size=(s, s))                       # 1×2×S×S
+            logits = self._query_logits(image[None].to(self.device), support.features.mid[None],
+                                        support.features.high[None], support.masks[None])
             logits = logits[:, :, :h, :w].float()                            # valid region
             # cv2 resized the image with half-pixel centres; align_corners=False inverts that.
             logits = F.interpolate(logits, size=rgb.shape[:2], mode='bilinear',
@@ -171,6 +178,12 @@ class FewShotSegmenter:
         return prob.cpu().numpy()
 
     # --- helpers ------------------------------------------------------------------------------
+    def _logits(self, query, support_mid, support_high, support_masks):
+        """1×3×S×S query, 1×K×… support features and 1×K×S×S masks → 1×2×S×S logits."""
+        return self.net.segment(self.net.encode(query),
+                                BackboneFeatures(support_mid.flatten(0, 1), support_high.flatten(0, 1)),
+                                support_masks, out_size=(self.val_size, self.val_size))
+
     def _canvas(self, rgb, foreground, what):
         """H×W×3 uint8 and H×W bool → the val transform's normalised 3×S×S image and S×S label
         (1 foreground, 0 background, 255 padding)."""

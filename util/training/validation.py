@@ -22,5 +22,7 @@ class Validation:
         log.info('validation at %s: %d episodes', where, self.cfg.test_num)
         result = run_episodes(self.net, self.data, self.cfg, self.cfg.manual_seed, self.env,
                               self.precision, predict=self.predict)
+        if self.predict.replay is not None:     # training gets the CUDA graphs' memory back
+            self.predict.replay.release()
         log.info('validation at %s:\n%s', where, format_result(result, self.data.classes))
         return result
