@@ -6,7 +6,7 @@
 
 A local web page (127.0.0.1 only) over predict_sccan.py's steps (util/app.py does the work): 1-5
 supports, each an image with its mask painted on it or uploaded; query images; a checkpoint
-found under exp/ (`make demo` trains one) or given by its path. Run shows each query with its
+found under exp/ (`make demo` trains one), the model shipped in examples/, or given by its path. Run shows each query with its
 mask and offers each mask (0/255 PNG, the same bytes predict_sccan.py writes) and a zip of all.
 Files live in the app's own temporary folder, removed when the app stops (Ctrl-C).
 """
@@ -27,11 +27,14 @@ from util.visualize import ALPHA, SUPPORT_COLOUR  # noqa: E402
 
 HINT = 'the app needs Gradio, an optional extra: pip install -r requirements-app.txt'
 HOST = '127.0.0.1'
+EXAMPLES = os.path.join(REPO, 'examples')      # the shipped model and its example
+SHIPPED_MODEL = os.path.join(EXAMPLES, 'sccan_synthetic_tiny.pth')
 INTRO = """# SCCAN: segment your own images
 Show the model an object in one to five **support** images, and it finds that kind of object in
 your **query** images, even a kind it was never trained on.
 
-1. **Checkpoint**: pick a trained model (`make demo` trains one on the synthetic benchmark).
+1. **Checkpoint**: pick a trained model. The one shipped in `examples/` knows only the synthetic
+   benchmark's shapes and colours (try the example); for photos give a real checkpoint's path.
 2. **Support 1**: upload an image, then paint the object on it with the brush (or upload a mask
    file). More supports, each in its own tab, help.
 3. **Queries**: upload the images to segment, and press **Run**.
@@ -44,8 +47,9 @@ def parse_args(argv=None):
                    help='port on 127.0.0.1 (0: any free one)')
     p.add_argument('--exp', default=os.path.join(REPO, 'exp'),
                    help='folder searched for checkpoints (the runs\' snapshot/ folders)')
-    p.add_argument('--data', default=os.path.join(REPO, 'data', 'synthetic'),
-                   help='synthetic benchmark for the example button (make demo writes it)')
+    p.add_argument('--data', default=EXAMPLES,
+                   help='synthetic benchmark for the example button (default: the excerpt shipped '
+                        'in examples/; make demo writes the whole one in data/synthetic)')
     p.add_argument('--device', default='auto', choices=('auto', 'cpu', 'cuda'))
     return p.parse_args(argv)
 
@@ -77,9 +81,11 @@ def shown_path(path):
 
 
 def checkpoint_choices(exp_root):
-    """(label, path) of the checkpoints under exp_root for the chooser, labelled from exp/ on."""
+    """(label, path) of the checkpoints under exp_root for the chooser, labelled from exp/ on,
+    then the shipped model."""
+    shipped = [(f'{shown_path(SHIPPED_MODEL)} (shipped; knows only the synthetic shapes)', SHIPPED_MODEL)]
     return [(os.path.relpath(path, os.path.dirname(exp_root)), path)
-            for path in find_checkpoints(exp_root)]
+            for path in find_checkpoints(exp_root)] + (shipped if os.path.isfile(SHIPPED_MODEL) else [])
 
 
 def build_page(gr, app, exp_root, data_root):
@@ -92,8 +98,8 @@ def build_page(gr, app, exp_root, data_root):
             checkpoint = gr.Dropdown(
                 choices, value=choices[0][1] if choices else None, allow_custom_value=True,
                 label='Checkpoint', scale=4, elem_id='checkpoint',
-                info=f'runs found under {shown_path(exp_root)}, newest first; or type the path '
-                     'of a .pth')
+                info=f'runs found under {shown_path(exp_root)}, newest first, then the shipped '
+                     'model; or type the path of a .pth')
             rescan = gr.Button('Look again', scale=0, size='sm')
         example = gr.Button('Try an example from the synthetic benchmark', elem_id='example',
                             visible=os.path.isfile(os.path.join(data_root, SYNTHETIC_LISTS['val'])))

@@ -14,7 +14,7 @@ import dataclasses
 import glob
 import os
 import re
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 from util.outputs import leftover_temporaries
 
@@ -22,6 +22,14 @@ CHECKPOINT_SUFFIX = '.pth'
 # A best checkpoint as the authors name theirs (some with a prefix, e.g. win8_train5_...); the
 # epoch label is negative for a run validated before its first epoch ended (max_iters).
 _BEST = re.compile(r'^(?:\w+_)?train(\d*)_epoch_-?[\d.]+_(\d\.\d+)\.pth$')
+_LATEST = re.compile(r'^train(\d*)_latest\.pth$')
+
+
+def shot_in_name(name: str) -> Optional[int]:
+    """The number of shots a checkpoint's file name says (train_... 1, train5_... 5, the
+    authors' with a prefix such as win8_ too); None for names of another kind."""
+    m = _BEST.match(name) or _LATEST.match(name)
+    return int(m.group(1) or 1) if m else None
 
 
 @dataclasses.dataclass(frozen=True)
