@@ -29,6 +29,7 @@ class Progress:
     keep_epoch: int = 0                 # epochs begun since the last new best (early stop)
     val_num: int = 0                    # validations run
     skipped_steps: int = 0              # steps skipped for a non-finite loss
+    pending_validation: Optional[float] = None   # the epoch label of a validation a stop cut
 
     @classmethod
     def of_checkpoint(cls, checkpoint) -> 'Progress':
@@ -65,6 +66,12 @@ class Checkpointer:
             os.remove(previous)
         progress.best_path = path
         log.info('new best mIoU %.4f: saved %s', miou, path)
+
+
+def latest_checkpoint(cfg) -> Optional[str]:
+    """The latest checkpoint of the run of `cfg`, or None when it has none yet."""
+    latest = RunPaths.of(cfg).latest
+    return latest if os.path.isfile(latest) else None
 
 
 def resumable(cfg, resume: str, paths: RunPaths):
