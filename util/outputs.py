@@ -222,6 +222,13 @@ def _os_error_in(error):
     return error
 
 
+def temporary_target(entry):
+    """The name of the file a write_atomic temporary named `entry` was written for, or None
+    when `entry` is no such temporary."""
+    match = _TEMPORARY.match(entry)
+    return match.group('name') if match else None
+
+
 def leftover_temporaries(folder, name_prefix='', name_suffix=''):
     """The temporary files write_atomic left in `folder` when it was killed while writing a file
     named <name_prefix>...<name_suffix>."""
