@@ -16,6 +16,10 @@ every (image, mask) pair the benchmark uses, masks read as PATNet reads them (gr
   unreadable, size   as above
   values        a mask with grey levels other than 0 and 255 (PATNet binarises at 128: a 0/1
                 mask would be all background)
+  empty         a mask without a foreground pixel (grey >= 128): as a support it shows nothing
+                (util.image_io.support_mask_problem, the rule of every tool: the folder data
+                set and predict_sccan.py refuse it, PATNet's benchmarks warn)
+  full          a mask that is foreground everywhere: an inverted mask? no background to tell
 
     python tools/check_data.py --config config/pascal/pascal_split0_resnet50.yaml
     python tools/check_data.py --data-set pascal --data-root ../data/VOCdevkit2012/VOC2012 \\
@@ -34,15 +38,17 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from util.cli import ArgumentParser, positive_int, run_main  # noqa: E402
 from util.datasets.cross_domain import CROSS_DOMAIN  # noqa: E402
 from util.datasets.cross_domain_layouts import layout_of  # noqa: E402
-from util.datasets.patnet import grey_values, open_image  # noqa: E402
+from util.datasets.patnet import MASK_THRESHOLD, grey_values, open_image  # noqa: E402
 from util.folds import NUM_CLASSES, num_classes  # noqa: E402
-from util.image_io import BadFileError, check_label_values, read_image, read_label  # noqa: E402
+from util.image_io import (BadFileError, check_label_values, read_image, read_label,  # noqa: E402
+                           support_mask_problem)
 from util.lists import REPO_LISTS, list_inputs, read_list  # noqa: E402
 from util.log import progress_map  # noqa: E402
 from util.outputs import InputFiles, check_outputs, write_atomic  # noqa: E402
 
 KINDS = ('missing', 'unreadable', 'size', 'values', 'thin')
-LAYOUT_KINDS = ('missing', 'name', 'few', 'unreadable', 'size', 'values')    # cross-domain
+LAYOUT_KINDS = ('missing', 'name', 'few', 'unreadable', 'size', 'values', 'empty',
+                'full')    # cross-domain
 
 
 def check_pair(data_root, pair, classes, size_problem=None):
@@ -106,6 +112,13 @@ def check_mask_pair(root, pair):
         shown = ', '.join(map(str, levels[:6])) + (' ...' if len(levels) > 6 else '')
         problems.append(('values', paths[1], f'grey levels {shown}: expected 0 and 255 '
                                              '(PATNet binarises at 128)'))
+    foreground = [level >= MASK_THRESHOLD for level in levels]
+    empty = support_mask_problem(any(foreground))
+    if empty:
+        problems.append(('empty', paths[1], f'{empty} (grey >= {MASK_THRESHOLD})'))
+    elif all(foreground):
+        problems.append(('full', paths[1], f'every pixel is foreground (grey >= {MASK_THRESHOLD}):'
+                                           ' an inverted mask? A support needs background too'))
     return problems
 
 
