@@ -192,6 +192,16 @@ def test_a_replay_says_which_episodes_scored_otherwise_than_recorded(bench, tmp_
     assert f'seed 321 episode 0 (line 2): ∩ {list(first.intersection)} → ' in err
 
 
+def test_classes_without_episodes_are_named_with_how_mIoU_counts_them(bench, tmp_path, capsys):
+    report = run_test(bench, tmp_path / 'r.json', '--episodes', '2')
+    seed = report['seeds'][0]
+    empty = [str(c) for c, n in zip(seed['class_ids'], seed['class_episodes']) if n == 0]
+    assert len(empty) == 3
+    assert (f"seed 321: 3 of 5 classes have no episode (class {', '.join(empty)}): mIoU counts "
+            "them as IoU 0, as the authors' formula does; test at least 5 episodes"
+            in capsys.readouterr().err)
+
+
 def test_the_report_is_drawn(bench, tmp_path):
     pytest.importorskip('matplotlib', reason='matplotlib (an optional extra) is not installed')
     run_test(bench, tmp_path / 'r.json', '--episodes', '4', '--plot', str(tmp_path / 'r.png'))

@@ -3,6 +3,7 @@ checkpoints in the authors' format, exact resumption after SIGINT / SIGKILL, cle
 import errno
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -20,6 +21,7 @@ from util import distributed, meta_test
 from util.config import REPO_ROOT, ConfigError, load_config, merged_opts
 from util.datasets import episode_dataset
 from util.training import FAILURES, NonFiniteLoss, train
+from util.training import scalars as scalars_module
 from util.training import trainer as trainer_module
 
 PYTHON = sys.executable
@@ -337,6 +339,13 @@ def test_nan_loss_skipped_with_on_nonfinite_skip(bench, tmp_path, nan_at_step_3)
                if v.is_floating_point())
 
 
+def test_a_list_that_is_a_folder_is_named_so(bench, tmp_path, capsys):
+    status, _, err = run_train(bench, tmp_path, capsys, opts=('train_list', str(tmp_path)))
+    assert_one_error(status, err, f'list file {tmp_path} is a folder, not a file (config key '
+                     f'train_list in {bench["config"]})')
+    assert 'make_synthetic' not in err
+
+
 def test_missing_data_root_and_config_are_clear_errors(bench, tmp_path, capsys):
     status, _, err = run_train(bench, tmp_path, capsys, opts=('data_root', str(tmp_path / 'nowhere')))
     assert_one_error(status, err, f'data root not found: {tmp_path / "nowhere"}')
@@ -375,12 +384,18 @@ def test_a_run_into_a_folder_held_by_a_live_process_stops_naming_it(bench, tmp_p
         holder.wait()
 
 
-def test_a_new_run_over_an_earlier_ones_checkpoints_is_refused(bench, reference_run, capsys):
+def test_a_new_run_over_an_earlier_ones_checkpoints_is_refused(bench, reference_run, tmp_path,
+                                                               capsys):
     exp = reference_run['exp']
     before = files_below(exp)
     status, _, err = run_train(bench, exp, capsys)
     assert_one_error(status, err, 'holds checkpoints of an earlier run', 'train_latest.pth',
-                   '--resume train_latest.pth', '--overwrite')
+                   'that a new run would replace', '--resume train_latest.pth', '--overwrite')
+    # resumed from a checkpoint of another folder: said so, not as if --resume were not given
+    other = shutil.copyfile(latest(exp), tmp_path / 'elsewhere.pth')
+    status, _, err = run_train(bench, exp, capsys, '--resume', str(other))
+    assert_one_error(status, err, f'that a run resumed from {other} would replace: continue that '
+                     'run with --resume train_latest.pth')
     assert files_below(exp) == before
 
 
@@ -416,13 +431,39 @@ def test_max_iters_stale_files_and_overwrite(bench, tmp_path, capsys):
         assert 'resumed' not in f.read()         # the earlier run's log went with it
 
 
-def test_a_full_disk_while_saving_is_one_line(bench, tmp_path, capsys, monkeypatch):
-    def full_disk(obj, f):
-        raise OSError(errno.ENOSPC, 'No space left on device')
-    monkeypatch.setattr(torch, 'save', full_disk)
+def full_disk(*args):
+    raise OSError(errno.ENOSPC, 'No space left on device')
+
+
+@pytest.mark.parametrize('full', ['checkpoint', 'checkpoint and scalars', 'scalars'])
+def test_a_full_disk_while_saving_is_one_line(bench, tmp_path, capsys, monkeypatch, full):
+    """The error names the file that could not be written: the checkpoint, also when the
+    TensorBoard writer then fails to write its last scalars (an unnamed error), which names its
+    folder when it is the only one."""
+    if 'checkpoint' in full:
+        monkeypatch.setattr(torch, 'save', full_disk)
+    if 'scalars' in full:       # a TensorBoard writer whose last flush finds the disk full
+        writer = type('Writer', (), {'add_scalar': lambda *args: None, 'close': full_disk})()
+        monkeypatch.setattr(scalars_module, 'scalar_writer', lambda *args: writer)
     status, _, err = run_train(bench, tmp_path, capsys, opts=('max_iters', '1', 'evaluate', 'False'))
-    assert_one_error(status, err, f'cannot write {latest(tmp_path)}: no space left on device')
-    assert os.listdir(tmp_path / RUN / 'snapshot') == []
+    if 'checkpoint' in full:
+        assert_one_error(status, err, f'cannot write {latest(tmp_path)}: no space left on device')
+        assert os.listdir(tmp_path / RUN / 'snapshot') == []
+    else:
+        assert_one_error(status, err, f'cannot write {tmp_path / RUN / "result" / "train_tensorboard"}:'
+                                      ' no space left on device')
+
+
+def test_a_disk_too_full_for_the_checkpoints_stops_the_run_before_it_begins(bench, tmp_path,
+                                                                            capsys, monkeypatch):
+    """Refused at the start, naming the folder and the room needed; the folders the run made go
+    with it."""
+    monkeypatch.setattr(shutil, 'disk_usage', lambda path: shutil._ntuple_diskusage(10 ** 9, 10 ** 9, 5000))
+    exp = tmp_path / 'exp'
+    status, _, err = run_train(bench, exp, capsys)
+    assert_one_error(status, err, f'not enough space in {exp / RUN / "snapshot"} for the latest and '
+                                  'the best checkpoint: 0.0 MB free')
+    assert not exp.exists()
 
 
 @pytest.mark.parametrize('opts, needles', [

@@ -163,6 +163,16 @@ def save_episodes(path, cfg, checkpoint, dataset, seeds, episodes, records, repo
                                             os.path.dirname(os.path.abspath(report_file))))
 
 
+def warn_of_classes_without_episodes(seed, result, names):
+    """mIoU averages every class, one without episodes as IoU 0 (the authors' formula): say so
+    when it happens (e.g. --episodes 2 for 5 classes)."""
+    missing = [name for name, n in zip(names, result['class_episodes']) if n == 0]
+    if missing:
+        log.warning("seed %d: %d of %d classes have no episode (class %s): mIoU counts them as "
+                    "IoU 0, as the authors' formula does; test at least %d episodes",
+                    seed, len(missing), len(names), ', '.join(missing), len(names))
+
+
 def score_plans(net, dataset, cfg, env, precision, plans, viz_dir=None, viz=0):
     """Run each seed's plan ({seed: [Episode]}). Returns, in seed order, the per-seed results
     (util.evaluate's metrics with seed and class ids), their per-episode counts (RunCounts) and
@@ -175,6 +185,7 @@ def score_plans(net, dataset, cfg, env, precision, plans, viz_dir=None, viz=0):
         result = run_episodes(net, dataset, cfg, seed, env, precision, plan=plan,
                               predict=predict, on_episode=on_episode, desc=f'seed {seed}')
         log.info('seed %d:\n%s', seed, format_result(result, class_names(dataset)))
+        warn_of_classes_without_episodes(seed, result, class_names(dataset))
         scored = result.pop('per_episode')
         counts.append(RunCounts.of_evaluation(scored, len(dataset.classes)))
         records += scored_records(seed, plan, scored)

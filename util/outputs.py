@@ -131,6 +131,15 @@ def make_folder(path, what='folder'):
     return path
 
 
+def check_room(folder, needed, what):
+    """OSError 'not enough space in <folder> for <what>' when its disk has less than `needed`
+    bytes free: a long run's outputs are checked before the run."""
+    free = shutil.disk_usage(folder).free
+    if free < needed:
+        raise OSError(f'not enough space in {folder} for {what}: {free / 2 ** 20:.1f} MB free, '
+                      f'{needed / 2 ** 20:.1f} MB needed')
+
+
 def check_writable(path):
     """Create `path`'s folder and a scratch file in it, so that a report that cannot be written
     fails before the work that produces it; OSError naming the path otherwise (also when `path`
@@ -205,6 +214,19 @@ def write_atomic(path, content, sync=True):
         finally:
             os.close(dir_fd)
     return path
+
+
+# What a write fails with for want of room or permission, whatever the file.
+_WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS)
+
+
+def named_write_error(error, path):
+    """An OSError that a write failed with (a full disk, a quota) and that names no file (the
+    flush of a file opened elsewhere, e.g. by TensorBoard's writer) as 'cannot write <path>:
+    <reason>'; any other error as it is."""
+    if error.errno not in _WRITE_ERRNOS or error.filename is not None or str(path) in str(error):
+        return error
+    return OSError(f'cannot write {path}: {_reason(error)}')
 
 
 def _reason(error):

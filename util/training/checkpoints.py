@@ -68,6 +68,14 @@ class Checkpointer:
         log.info('new best mIoU %.4f: saved %s', miou, path)
 
 
+def checkpoint_bytes(net) -> int:
+    """About the size of a training checkpoint of `net`: its weights, and two optimiser states
+    (momentum, AdamW's moments) of the size of its trainable weights."""
+    weights = sum(t.numel() * t.element_size() for t in net.state_dict().values())
+    trainable = sum(p.numel() * p.element_size() for p in net.parameters() if p.requires_grad)
+    return weights + 2 * trainable
+
+
 def latest_checkpoint(cfg) -> Optional[str]:
     """The latest checkpoint of the run of `cfg`, or None when it has none yet."""
     latest = RunPaths.of(cfg).latest

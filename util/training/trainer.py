@@ -16,12 +16,14 @@ from util.datasets import episode_dataset
 from util.episodes import SeededEpisodes, TrainSampler, batches_of, make_loader
 from util.experiment import ready_model
 from util.log import close_logging, format_duration, setup_logging
+from util.outputs import check_room, named_write_error
 from util.optim import apply_schedule, build_optimizers, forward_backward, optimizer_step
 from util.precision import precision_for
 from util.run_paths import RunPaths
 from util.seeding import capture_rng, restore_rng, seed_all
-from util.training.checkpoints import Checkpointer, Progress, restore, resumable
-from util.training.run_folder import claim_run_folder
+from util.training.checkpoints import (Checkpointer, Progress, checkpoint_bytes, restore,
+                                       resumable)
+from util.training.run_folder import claim_run_folder, new_folders, remove_new_folders
 from util.training.scalars import TrainingLog
 from util.training.signals import Interrupted, StopFlag, ValidationAbandoned, way_on
 from util.training.validation import Validation
@@ -56,6 +58,7 @@ class Trainer:
         self.stop = stop or StopFlag(self.paths.latest)
         resumed = resumable(cfg, resume, self.paths) if resume else None
         self.lock = None
+        made = new_folders(self.paths) if env.is_main else []
         try:
             inputs = [p for p in (cfg.source, cfg.backbone_weights) if p]
             claimed = distributed.on_main_process(
@@ -63,8 +66,13 @@ class Trainer:
                 env)
             self.lock, notes = claimed or (None, [])
             self.setup(resumed, notes)
-        except BaseException:
+        except BaseException as e:
+            owned = self.lock is not None         # the folders are this run's alone
             self.close()
+            if owned:
+                remove_new_folders(self.paths, made)     # a run that never began leaves none
+            if isinstance(e, OSError):
+                raise named_write_error(e, self.paths.run) from e
             raise
 
     def setup(self, resumed, notes):
@@ -82,6 +90,9 @@ class Trainer:
         seed_all(cfg.manual_seed)          # before building: the initial weights come from it
         self.precision = precision_for(cfg, env.device)
         self.net = ready_model(cfg, env.device)
+        if env.is_main:
+            check_room(paths.snapshot, 2 * checkpoint_bytes(self.net),
+                       'the latest and the best checkpoint')
         self.sgd, self.adamw = build_optimizers(self.net, cfg)
         self.scaler = self.precision.grad_scaler()
         train_data = episode_dataset(cfg, 'train')
@@ -126,8 +137,10 @@ class Trainer:
             with self.stop.installed(), self.stop.deferred(), \
                     distributed.peers_watched(self.env, lambda: way_on(self.paths.latest)):
                 self.epochs(first_epoch, offset)
-        finally:
-            self.log.close()
+        except BaseException:
+            self.log.close(failing=True)
+            raise
+        self.log.close()
         self.report(time.time() - start)
 
     def epochs(self, first_epoch, offset):
