@@ -106,10 +106,20 @@ def test_isic_folders_follow_the_class_table_and_order(isic_download, tree, tmp_
     assert files_below(images) == before
     ds = PatnetEpisodes(layout_of('isic', str(tmp_path / 'ISIC')), 'isic', 5, val_transform(33))
     assert len(ds.plan(0, 6)) == 6
-    run_cli(prepare_isic.main, ['--images', str(images), '--masks', str(masks), '--out',
-                                str(tmp_path / 'ISIC2'), '--classes', str(table), '--class-order',
-                                'nevus,melanoma,seborrheic_keratosis'], capsys)
+    # copies: editing a mask of the benchmark leaves the download as it was
+    truth = tmp_path / 'ISIC' / 'ISIC2018_Task1_Training_GroundTruth'
+    mask = sorted(truth.iterdir())[0]
+    assert mask.stat().st_nlink == 1
+    downloaded = files_below(masks)
+    mask.write_bytes(b'edited')
+    assert files_below(masks) == downloaded
+    status, out, _ = run_cli(prepare_isic.main, [
+        '--images', str(images), '--masks', str(masks), '--out', str(tmp_path / 'ISIC2'),
+        '--classes', str(table), '--class-order', 'nevus,melanoma,seborrheic_keratosis', '--link'],
+        capsys)
     assert len(os.listdir(tmp_path / 'ISIC2' / 'ISIC2018_Task1-2_Training_Input' / '1')) == 12
+    assert (f'note: the files of {tmp_path / "ISIC2"} are hard links to {images} and {masks}: '
+            'each pair is one file, and editing either edits both') in out
 
 
 def test_isic_image_without_class_or_mask_is_an_error(isic_download, tmp_path, capsys):

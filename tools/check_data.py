@@ -1,9 +1,10 @@
 """Check a dataset before training: every image and label of the lists is opened and checked.
 
 Problems found (one line each in the report file, "kind<TAB>path<TAB>detail"):
-  missing       a listed image or label file does not exist
+  missing       a listed image or label file does not exist (or is a link to nothing)
   unreadable    the file cannot be decoded, is truncated (a JPEG without its end-of-image marker,
-                a PNG without its IEND chunk), or a label is not a single-channel 8-bit image
+                a PNG without its IEND chunk), a label is not a single-channel 8-bit image, or
+                the path is a folder or a loop of symbolic links
   size          image and label differ in height or width
   values        the label holds values other than 0, the data set's class ids and 255
   thin          (--config, its val_list) an image too thin for the config's val_size: the
@@ -42,6 +43,7 @@ from util.datasets.patnet import MASK_THRESHOLD, grey_values, open_image  # noqa
 from util.folds import NUM_CLASSES, num_classes  # noqa: E402
 from util.image_io import (BadFileError, check_label_values, read_image, read_label,  # noqa: E402
                            support_mask_problem)
+from util.inputs import NOT_FOUND, file_problem  # noqa: E402
 from util.lists import REPO_LISTS, list_inputs, read_list  # noqa: E402
 from util.log import progress_map  # noqa: E402
 from util.outputs import InputFiles, check_outputs, write_atomic  # noqa: E402
@@ -57,8 +59,11 @@ def check_pair(data_root, pair, classes, size_problem=None):
     image_path, label_path = (os.path.join(data_root, p) for p in pair)
     problems, loaded = [], {}
     for path, reader in ((image_path, read_image), (label_path, read_label)):
-        if not os.path.isfile(path):
-            problems.append(('missing', path, 'file not found'))
+        problem = file_problem(path)
+        if problem is not None:
+            missing, detail = problem
+            problems.append(('missing' if missing else 'unreadable', path,
+                             'file not found' if detail == NOT_FOUND else f'is {detail}'))
             continue
         try:
             loaded[path] = reader(path)

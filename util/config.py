@@ -211,12 +211,17 @@ LEGACY_SECTIONS = ('Distributed',)
 
 
 class Config:
-    """Read-only flat view of a checked configuration; `replace` returns a checked copy."""
-    __slots__ = ('_values', 'source')
+    """Read-only flat view of a checked configuration; `replace` returns a checked copy.
+    `given`: the keys the file or the overrides gave (the others took their defaults); `notes`:
+    what looks wrong with the file without being an error (a whole section left to its defaults,
+    a file cut short), for the scripts to log."""
+    __slots__ = ('_values', 'source', 'given', 'notes')
 
-    def __init__(self, values, source='<defaults>'):
+    def __init__(self, values, source='<defaults>', given=(), notes=()):
         object.__setattr__(self, '_values', dict(values))
         object.__setattr__(self, 'source', source)
+        object.__setattr__(self, 'given', frozenset(given))
+        object.__setattr__(self, 'notes', tuple(notes))
 
     def __getattr__(self, name):
         values = object.__getattribute__(self, '_values')
@@ -231,7 +236,8 @@ class Config:
         values = dict(self._values)
         for name, value in changes.items():
             _assign(values, name, _check_value(name, value, f'{self.source} (replace)'))
-        return Config(_finish(values, self.source), self.source)
+        return Config(_finish(values, self.source), self.source, self.given | set(changes),
+                      self.notes)
 
     def to_dict(self):
         return dict(self._values)
@@ -240,7 +246,9 @@ class Config:
         return f'Config({self.source})'
 
     def __str__(self):
-        return '\n'.join(f'{k}: {v}' for k, v in self._values.items())
+        """Every key and value; those the file and the overrides did not give say so."""
+        return '\n'.join(f'{k}: {v}' + ('' if k in self.given else '    # default')
+                         for k, v in self._values.items())
 
 
 def default_config():
@@ -261,17 +269,41 @@ def load_config(path, opts=()):
         ConfigError naming the file, key and what was expected; FileNotFoundError.
     """
     try:
-        raw = _parse_yaml(read_text(path, 'config file'), path)
+        text = read_text(path, 'config file')
+        raw = _parse_yaml(text, path)
     except FileNotFoundError:
         raise FileNotFoundError(f'config file not found: {path}') from None
     except yaml.YAMLError as e:
         raise ConfigError(f'{path}: not valid YAML: {e}') from None
     values = {name: key.default for name, key in SCHEMA.items()}
-    for name, value in _flatten(raw or {}, path).items():
+    in_file, overrides = _flatten(raw or {}, path), parse_opts(opts)
+    for name, value in in_file.items():
         _assign(values, name, _resolve_path(name, _check_value(name, value, path), REPO_ROOT))
-    for name, value in parse_opts(opts).items():
+    for name, value in overrides.items():
         _assign(values, name, _resolve_path(name, value, os.getcwd()))
-    return Config(_finish(values, path), path)
+    given = set(in_file) | set(overrides)
+    return Config(_finish(values, path), path, given, _notes(path, text, given))
+
+
+# The sections every config needs something of: a file without a key of one is probably cut
+# short (the others may well be left to their defaults, e.g. by a test-only config).
+CORE_SECTIONS = ('Data', 'Train', 'Method')
+
+
+def _notes(path, text, given):
+    """What looks wrong with a config file without being an error: a core section with no key
+    given (in the file or the overrides), a file that does not end with a line break."""
+    notes = []
+    if text and not text.endswith('\n'):
+        notes.append(f'{path} does not end with a line break: cut short? The keys it lacks take '
+                     'their defaults')
+    bare = [s for s in CORE_SECTIONS if not any(SCHEMA[k].section == s for k in given
+                                                   if k in SCHEMA)]
+    if bare:
+        notes.append(f'{path} gives no key of section {", ".join(bare)} (nor do the overrides): '
+                     'every one of them takes its default; `python -m util.config '
+                     f'{path}` lists the values, defaults marked')
+    return notes
 
 
 def _assign(values, name, value):

@@ -226,6 +226,8 @@ def evaluate_checkpoint(cfg, env, weight: Optional[str] = None,
     """
     if files.plot:
         require_matplotlib()
+    for note in cfg.notes:
+        log.warning('%s', note)
     path = checkpoint_to_test(cfg, weight)
     replayed = replayed_manifest(files, seeds, episodes)
     seeds = replayed.seeds() if replayed else list(seeds or [cfg.manual_seed])

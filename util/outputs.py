@@ -110,15 +110,16 @@ def _identity(path, real_path):
 
 def unique_stems(paths):
     """The file names of `paths` without their extensions, made unique for outputs named after
-    them (a/x.jpg, b/x.jpg → x, x_1)."""
-    names, seen = [], set()
-    for path in paths:
-        stem = name = os.path.splitext(os.path.basename(path))[0]
-        n = 0
-        while name in seen:
+    them: a name shared by several files goes to the first, the others get the first free
+    `_1`, `_2`, ... that no file of `paths` has as its own name (a/x.jpg, b/x.jpg, x_1.jpg →
+    x, x_2, x_1)."""
+    stems = [os.path.splitext(os.path.basename(path))[0] for path in paths]
+    taken, names = set(stems), []
+    for stem in stems:
+        name, n = stem, 0
+        while name in names or (name != stem and name in taken):
             n += 1
             name = f'{stem}_{n}'
-        seen.add(name)
         names.append(name)
     return names
 

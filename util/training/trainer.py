@@ -81,7 +81,7 @@ class Trainer:
             os.makedirs(paths.snapshot, exist_ok=True)
             os.makedirs(paths.result, exist_ok=True)
         setup_logging(paths.log, env.is_main)
-        for note in notes:
+        for note in (*cfg.notes, *notes):
             log.warning('%s', note)
         if cfg.seed_deterministic:
             os.environ.setdefault('CUBLAS_WORKSPACE_CONFIG', ':4096:8')
