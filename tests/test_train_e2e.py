@@ -435,7 +435,7 @@ def full_disk(*args):
     raise OSError(errno.ENOSPC, 'No space left on device')
 
 
-@pytest.mark.parametrize('full', ['checkpoint', 'checkpoint and scalars', 'scalars'])
+@pytest.mark.parametrize('full', ['checkpoint and scalars', 'scalars'])
 def test_a_full_disk_while_saving_is_one_line(bench, tmp_path, capsys, monkeypatch, full):
     """The error names the file that could not be written: the checkpoint, also when the
     TensorBoard writer then fails to write its last scalars (an unnamed error), which names its
