@@ -71,8 +71,9 @@ class Trainer:
             self.close()
             if owned:
                 remove_new_folders(self.paths, made)     # a run that never began leaves none
-            if isinstance(e, OSError):
-                raise named_write_error(e, self.paths.run) from e
+            named = named_write_error(e, self.paths.run) if isinstance(e, OSError) else e
+            if named is not e:
+                raise named from e
             raise
 
     def setup(self, resumed, notes):

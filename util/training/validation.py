@@ -26,14 +26,10 @@ class Validation:
         stop_check(), a collective on every process, runs before each of the batches they all
         run, and may raise to abandon the validation."""
         log.info('validation at %s: %d episodes', where, self.cfg.test_num)
-        batches = 0
-
-        def between_batches():
-            nonlocal batches
-            batches += 1
-            if stop_check is not None and batches <= self.common_batches:
-                stop_check()
+        # one check per batch that every process runs: the processes call the collective alike
+        checks = iter([stop_check] * self.common_batches if stop_check else [])
         result = run_episodes(self.net, self.data, self.cfg, self.cfg.manual_seed, self.env,
-                              self.precision, predict=self.predict, stop_check=between_batches)
+                              self.precision, predict=self.predict,
+                              stop_check=lambda: next(checks, lambda: None)())
         log.info('validation at %s:\n%s', where, format_result(result, self.data.classes))
         return result
