@@ -206,18 +206,8 @@ class _EpisodeOrder:
         if (seed, index) in self.first_line:
             raise ManifestError(f'{where}: episode {index} of seed {seed} again (first on line '
                                 f'{self.first_line[seed, index]}): each episode is listed once')
-        if seed != self.current and seed in self.count:
-            raise ManifestError(f"{where}: seed {seed} again after seed {self.current}'s "
-                                'episodes: a manifest lists its episodes seed by seed')
-        if seed != self.current and self.current is not None and \
-                self.count[self.current] != self.episodes:
-            raise ManifestError(f'{where}: seed {seed} begins after {self.count[self.current]} '
-                                f'episodes of seed {self.current}, but the header promises '
-                                f'{self.episodes} of each seed')
-        expected_seed = self.seeds[len(self.count) - (seed == self.current)]
-        if seed != expected_seed:
-            raise ManifestError(f"{where}: episodes of seed {seed} where the header's order "
-                                f'{self.seeds} has seed {expected_seed} next')
+        if seed != self.current:                   # a seed begins
+            self.check_seed_begins(where, seed)
         expected = self.count.get(seed, 0)
         if index != expected:
             raise ManifestError(f'{where}: episode {index} of seed {seed} where episode '
@@ -228,6 +218,19 @@ class _EpisodeOrder:
                                 f"header's {self.episodes} episodes per seed")
         self.current, self.count[seed] = seed, expected + 1
         self.first_line[seed, index] = n
+
+    def check_seed_begins(self, where, seed):
+        if seed in self.count:
+            raise ManifestError(f"{where}: seed {seed} again after seed {self.current}'s "
+                                'episodes: a manifest lists its episodes seed by seed')
+        if self.current is not None and self.count[self.current] != self.episodes:
+            raise ManifestError(f'{where}: seed {seed} begins after {self.count[self.current]} '
+                                f'episodes of seed {self.current}, but the header promises '
+                                f'{self.episodes} of each seed')
+        next_seed = self.seeds[len(self.count)]
+        if seed != next_seed:
+            raise ManifestError(f"{where}: episodes of seed {seed} where the header's order "
+                                f'{self.seeds} has seed {next_seed} next')
 
     def check_complete(self):
         for seed in self.seeds:
