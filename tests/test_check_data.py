@@ -70,6 +70,31 @@ def test_without_out_nothing_is_written_and_every_problem_is_printed_up_to_20(br
     assert '  ... 3 more: --out FILE lists every one' in capsys.readouterr().out and written == []
 
 
+def test_a_folder_a_link_loop_and_a_comment_are_told_apart(tmp_path, capsys):
+    """A listed path that is a folder or a loop of symbolic links is unreadable, not 'file not
+    found'; a link to nothing is missing and says so; a `# comment` line is no pair."""
+    root, train, _ = make_pascal(tmp_path / 'data', n_train=20, n_val=20)
+    with open(train) as f:
+        pairs = [line.split() for line in f]
+    folder, loop, dangling = (os.path.join(root, pairs[k][0]) for k in range(3))
+    os.remove(folder)
+    os.mkdir(folder)
+    os.remove(loop)
+    os.symlink(os.path.basename(loop), loop)
+    os.remove(dangling)
+    os.symlink('gone.jpg', dangling)
+    with open(train, 'a') as f:
+        f.write('# a note about the list\n')
+    report = str(tmp_path / 'report.txt')
+    assert check_data.main(['--data-set', 'pascal', '--data-root', root, '--list', train,
+                            '--out', report, '--workers', '2']) == 1
+    assert read_report(report) == [
+        ['unreadable', folder, 'is a folder, not a file'],
+        ['unreadable', loop, 'is a symbolic link in a loop (it leads back to itself)'],
+        ['missing', dangling, 'is a symbolic link to gone.jpg, which does not exist']]
+    assert '20 image/label pairs checked' in capsys.readouterr().out
+
+
 def test_clean_data_passes(tmp_path, capsys):
     root, train, val = make_pascal(tmp_path, n_train=20, n_val=20)
     report = str(tmp_path / 'report.txt')

@@ -216,7 +216,7 @@ def test_keys_a_config_does_not_state_come_from_the_checkpoint(tmp_path):
     cfg = load_config(tiny_config(tmp_path, ['layers: 14']))
     net, _ = model_for_checkpoint(cfg, path)
     assert net.architecture == TINY
-    assert architecture(default_config()) == PAPER_ARCHITECTURE and not default_config().stated
+    assert architecture(default_config()) == PAPER_ARCHITECTURE and not default_config().given
 
 
 def fixed_by(hint, config, path, opts=()):

@@ -2,25 +2,29 @@
 (and saying why) otherwise, one-line errors for what it cannot compare."""
 import json
 import os
+import shutil
 import sys
 
 import numpy as np
 import pytest
 
 from helpers import assert_one_error, run_cli, synthetic_counts, write_run
-from util.manifest import read_manifest
+from util.episodes import Episode
+from util.manifest import EpisodeRecord, file_identity, make_header, read_manifest, write_manifest
 from util.uncertainty import scores
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'tools'))
 import compare  # noqa: E402
 
 def better(counts, gain=0.05, seed=1):
-    """The same episodes scored by a model that overlaps more on most of them."""
+    """The same episodes scored by a model that overlaps more on most of them: foreground
+    pixels it missed (in the background's union, as predicted background) now found."""
     rng = np.random.default_rng(seed)
-    inter = counts.intersection.copy()
-    extra = (counts.union[:, 1] - inter[:, 1]) * np.clip(gain + rng.normal(0, 0.05, len(inter)), 0, 1)
+    inter, union = counts.intersection.copy(), counts.union.copy()
+    extra = (union[:, 1] - inter[:, 1]) * np.clip(gain + rng.normal(0, 0.05, len(inter)), 0, 1)
     inter[:, 1] += extra.astype(np.int64)
-    return type(counts)(counts.class_index, inter, counts.union, counts.num_classes)
+    union[:, 0] -= extra.astype(np.int64)
+    return type(counts)(counts.class_index, inter, union, counts.num_classes)
 
 
 def test_the_same_run_twice_differs_by_exactly_zero(tmp_path, capsys):
@@ -55,6 +59,40 @@ def test_two_models_on_the_same_episodes(tmp_path, capsys):
     assert u_hi - u_lo > 2 * (hi - lo)
 
 
+def test_a_difference_that_rounds_to_zero_is_no_difference(tmp_path, capsys):
+    """One foreground pixel more found in one episode of each class: an interval above 0 that
+    shows as +0.0 … +0.0 is 'no difference', not 'larger than the noise'."""
+    counts = synthetic_counts(40)
+    inter, union = counts.intersection.copy(), counts.union.copy()
+    missed = union[:, 1] > inter[:, 1]
+    changed = [int(np.flatnonzero(missed & (counts.class_index == c))[0]) for c in range(5)]
+    inter[changed, 1] += 1
+    union[changed, 0] -= 1
+    a = write_run(tmp_path / 'a.jsonl', counts)
+    b = write_run(tmp_path / 'b.jsonl', type(counts)(counts.class_index, inter, union, 5))
+    result = compare.main([a, b, '--resamples', '300'])
+    assert result['interval']['mIoU'][0] > 0
+    assert result['verdict'].endswith('+0.0 points, 95 % interval +0.0 … +0.0 (paired: the same '
+                                      'episodes): no difference (the whole interval rounds to '
+                                      '0.0 points).')
+
+
+def test_a_benchmark_without_folds_names_its_classes(tmp_path, capsys):
+    counts = synthetic_counts(10, num_classes=3)
+    header = make_header('isic', 0, 1, [0, 1, 2], [0], 30, 'test',
+                         class_names=['melanoma', 'nevus', 'keratosis'])
+    records = [EpisodeRecord(0, e, Episode((f'q{e}.jpg', f'q{e}.png'), ((f's{e}.jpg', f's{e}.png'),), int(c)),
+                             tuple(map(int, i)), tuple(map(int, u)))
+               for e, (c, i, u) in enumerate(zip(counts.class_index, counts.intersection, counts.union))]
+    a = write_manifest(str(tmp_path / 'a.jsonl'), header, records)['path']
+    b = write_manifest(str(tmp_path / 'b.jsonl'), header, records)['path']
+    compare.main([a, b, '--resamples', '50'])
+    out = capsys.readouterr().out
+    assert '(isic, 1-shot, seeds [0], 30 episodes)' in out and ' fold ' not in out
+    assert [line.split(':')[0] for line in out.splitlines() if line.startswith('  class ')] == \
+        ['  class melanoma', '  class nevus', '  class keratosis']
+
+
 def test_reports_name_their_manifest(tmp_path):
     manifest = write_run(tmp_path / 'runs' / 'a.jsonl', synthetic_counts(20))
     report = tmp_path / 'runs' / 'a.json'
@@ -63,7 +101,7 @@ def test_reports_name_their_manifest(tmp_path):
 
 
 @pytest.mark.parametrize('case', ['report without manifest', 'not json', 'unscored', 'other classes',
-                                  'digest', 'missing'])
+                                  'digest', 'edited manifest', 'same file', 'missing'])
 def test_what_cannot_be_compared_is_one_line(tmp_path, capsys, case):
     counts = synthetic_counts(10)
     good = write_run(tmp_path / 'good.jsonl', counts)
@@ -87,6 +125,18 @@ def test_what_cannot_be_compared_is_one_line(tmp_path, capsys, case):
     elif case == 'digest':
         bad.write_text(json.dumps({'manifest': {'path': 'good.jsonl', 'digest': 'abc'}}))
         needles = [f'{bad}: its manifest', 'holds other episodes than the report scored']
+    elif case == 'edited manifest':
+        # a report and its manifest, then scores moved in the manifest (the episodes unchanged)
+        manifest = tmp_path / 'run.jsonl'
+        shutil.copyfile(write_run(tmp_path / 'tmp.jsonl', counts), manifest)
+        bad.write_text(json.dumps({'manifest': {'path': 'run.jsonl',
+                                                'sha256': file_identity(manifest)['sha256'],
+                                                'digest': read_manifest(str(manifest)).digest()}}))
+        write_run(manifest, better(counts))
+        needles = [f'{bad}: its manifest {manifest} is not the file the report wrote']
+    elif case == 'same file':
+        bad = good
+        needles = [f'{good} and {good} are the same file: compare two runs']
     else:
         bad = tmp_path / 'absent.json'
         needles = [f'report or manifest not found: {bad}']

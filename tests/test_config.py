@@ -85,6 +85,25 @@ def test_defaults_fill_missing_keys_and_test_num_follows_the_dataset(tmp_path):
     assert default_config().test_num == 1000
 
 
+def test_a_config_cut_short_says_what_took_its_defaults(tmp_path, capsys):
+    """Half of pascal_split0_resnet50.yaml (cut inside Train, before test_num): loaded, but the
+    sections without a key and the missing line break are said, and `python -m util.config`
+    marks every value that is a default."""
+    with open(os.path.join(REPO_ROOT, 'config', 'pascal', 'pascal_split0_resnet50.yaml')) as f:
+        text = f.read()
+    half = write(tmp_path, text[:text.index('  test_num')] + '  max_iters: 1')
+    cfg = load_config(half)
+    assert cfg.test_num == 1000 and 'max_iters' in cfg.given and 'test_num' not in cfg.given
+    assert cfg.notes == (
+        f'{half} does not end with a line break: cut short? The keys it lacks take their defaults',
+        f'{half} gives no key of section Method (nor do the overrides): every one of them takes '
+        f'its default; `python -m util.config {half}` lists the values, defaults marked')
+    assert load_config(half, ['layers', '50']).notes[1:] == ()       # Method given by --opts
+    assert load_config(CONFIGS[0]).notes == ()
+    lines = str(cfg).splitlines()
+    assert 'max_iters: 1' in lines and 'test_num: 1000    # default' in lines
+
+
 def test_duplicate_key_across_sections_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="'layers' appears twice"):
         load_config(write(tmp_path, 'Train:\n  layers: 50\nMethod:\n  layers: 101\n'))

@@ -3,6 +3,7 @@ random draws by hand, the items `load` gives, one's own classes for training, an
 import logging
 import os
 import random
+import re
 import shutil
 
 import cv2
@@ -17,6 +18,7 @@ from util.datasets.cross_domain import PatnetEpisodes
 from util.datasets.cross_domain_layouts import layout_of
 from util.datasets.patnet import EPISODES, listing, patnet_mask, pick
 from util.folds import fold_classes
+from util.image_io import BadFileError
 from util.transform import train_transform, val_transform
 
 
@@ -126,6 +128,34 @@ def test_a_class_with_fewer_than_shot_plus_one_images_is_refused(copy, tmp_path)
     data_set(layout, 'folder', 2)
     with pytest.raises(ValueError, match=r'accordion: 3 images, fewer than shot \+ 1 = 6$'):
         data_set(layout, 'folder', 5)
+
+
+def test_an_empty_support_mask_is_refused_for_ones_own_data_and_named_for_a_benchmark(
+        copy, tree, tmp_path, caplog):
+    """The rule of support masks: the folder data set refuses a support without foreground (it
+    scored such a class IoU 0, averaged into mIoU without a word); PATNet's benchmarks, whose
+    episodes are fixed, score it and name it in a warning."""
+    root = copy('FSS-1000')
+    classes = tmp_path / 'classes.txt'
+    classes.write_text('accordion\nwooden_spoon\n')
+    for n in range(1, 11):
+        mask = root / 'accordion' / f'{n}.png'
+        cv2.imwrite(str(mask), np.zeros(cv2.imread(str(mask), cv2.IMREAD_UNCHANGED).shape, np.uint8))
+    own = data_set(layout_of('folder', str(root), str(classes)), 'folder', 1)
+    episode = next(e for e in own.plan(0, 20) if e.class_id == 0)
+    with pytest.raises(BadFileError, match=re.escape(
+            f'{root / episode.supports[0][1]} (a support mask) has no foreground pixels: a '
+            'support must show its object (tools/check_data.py lists such masks)')):
+        own.load(episode)
+    with pytest.raises(BadFileError, match='has no foreground pixels'):
+        PatnetEpisodes(layout_of('folder', str(root), str(classes)), 'folder', 1,
+                       train_transform(33))[0]
+    benchmark = data_set(layout_of('fss', str(root), tree['fss_classes']), 'fss', 1)
+    episode = next(e for e in benchmark.plan(0, 20) if 'accordion' in e.query[0])
+    with caplog.at_level(logging.WARNING, logger='sccan'):
+        item = benchmark.load(episode)
+    assert not (item['support_masks'] == 1).any()
+    assert f'{root / episode.supports[0][1]} (a support mask) has no foreground pixels' in caplog.text
 
 
 def test_fss_needs_its_ten_numbered_images_and_every_mask(copy, tree):

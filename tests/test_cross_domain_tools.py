@@ -106,10 +106,20 @@ def test_isic_folders_follow_the_class_table_and_order(isic_download, tree, tmp_
     assert files_below(images) == before
     ds = PatnetEpisodes(layout_of('isic', str(tmp_path / 'ISIC')), 'isic', 5, val_transform(33))
     assert len(ds.plan(0, 6)) == 6
-    run_cli(prepare_isic.main, ['--images', str(images), '--masks', str(masks), '--out',
-                                str(tmp_path / 'ISIC2'), '--classes', str(table), '--class-order',
-                                'nevus,melanoma,seborrheic_keratosis'], capsys)
+    # copies: editing a mask of the benchmark leaves the download as it was
+    truth = tmp_path / 'ISIC' / 'ISIC2018_Task1_Training_GroundTruth'
+    mask = sorted(truth.iterdir())[0]
+    assert mask.stat().st_nlink == 1
+    downloaded = files_below(masks)
+    mask.write_bytes(b'edited')
+    assert files_below(masks) == downloaded
+    status, out, _ = run_cli(prepare_isic.main, [
+        '--images', str(images), '--masks', str(masks), '--out', str(tmp_path / 'ISIC2'),
+        '--classes', str(table), '--class-order', 'nevus,melanoma,seborrheic_keratosis', '--link'],
+        capsys)
     assert len(os.listdir(tmp_path / 'ISIC2' / 'ISIC2018_Task1-2_Training_Input' / '1')) == 12
+    assert (f'note: the files of {tmp_path / "ISIC2"} are hard links to {images} and {masks}: '
+            'each pair is one file, and editing either edits both') in out
 
 
 def test_isic_image_without_class_or_mask_is_an_error(isic_download, tmp_path, capsys):
@@ -142,17 +152,19 @@ def test_check_data_finds_each_problem_of_the_layouts(tree, tmp_path, capsys):
     masks = sorted(n for n in os.listdir(lung / 'masks') if n.endswith('_mask.png'))
     os.rename(lung / 'masks' / masks[0], lung / 'masks' / 'MCUCXR_x.png')       # name
     grey = cv2.imread(str(lung / 'masks' / masks[1]), cv2.IMREAD_UNCHANGED)
-    cv2.imwrite(str(lung / 'masks' / masks[1]), grey // 255)                   # 0/1: values
-    cv2.imwrite(str(lung / 'masks' / masks[2]), np.zeros((9, 9), np.uint8))     # size
+    cv2.imwrite(str(lung / 'masks' / masks[1]), grey // 255)                   # 0/1: values, empty
+    cv2.imwrite(str(lung / 'masks' / masks[2]), np.zeros((9, 9), np.uint8))     # size, empty
     (lung / 'CXR_png' / masks[3].replace('_mask', '')).write_bytes(b'\x89PNG\r\n\x1a\n')
     report = tmp_path / 'report.txt'
     status, out, _ = run_cli(check_data.main, ['--data-set', 'lung', '--data-root', str(lung),
                                                '--out', str(report), '--shot', '8'], capsys)
-    assert status == 1 and '1 name, 1 few' in out and '1 unreadable, 1 size, 1 values' in out
+    assert status == 1 and '1 name, 1 few' in out
+    assert '1 unreadable, 1 size, 1 values, 2 empty, 0 full' in out
     assert 'note: 2 image(s) without a mask, not used' in out     # MCUCXR_x's and one more
     assert read_report(report) == sorted([
         ('name', str(lung / 'masks' / 'MCUCXR_x.png')), ('few', str(lung / 'masks')),
         ('values', str(lung / 'masks' / masks[1])), ('size', str(lung / 'masks' / masks[2])),
+        ('empty', str(lung / 'masks' / masks[1])), ('empty', str(lung / 'masks' / masks[2])),
         ('unreadable', str(lung / 'CXR_png' / masks[3].replace('_mask', '')))])
     deepglobe = shutil.copytree(tree['Deepglobe'], tmp_path / 'deepglobe')
     truth = deepglobe / '3' / 'test' / 'groundtruth'
@@ -160,6 +172,24 @@ def test_check_data_finds_each_problem_of_the_layouts(tree, tmp_path, capsys):
     status, out, _ = run_cli(check_data.main, ['--data-set', 'deepglobe', '--data-root',
                                                str(deepglobe), '--out', str(report)], capsys)
     assert status == 1 and '51 image/label pairs checked in deepglobe: 1 missing' in out
+
+
+def test_check_data_reports_empty_and_full_masks_of_ones_own_classes(tree, tmp_path, capsys):
+    """The rule of support masks (util.image_io.support_mask_problem): a mask without foreground
+    is reported (empty), and so is one without background (full)."""
+    root = shutil.copytree(tree['FSS-1000'], tmp_path / 'own')
+    (tmp_path / 'classes.txt').write_text('accordion\n')
+    for n, value in ((1, 0), (2, 255)):
+        mask = str(root / 'accordion' / f'{n}.png')
+        cv2.imwrite(mask, np.full(cv2.imread(mask, cv2.IMREAD_UNCHANGED).shape, value, np.uint8))
+    report = tmp_path / 'report.txt'
+    status, out, _ = run_cli(check_data.main, [
+        '--data-set', 'folder', '--data-root', str(root), '--list', str(tmp_path / 'classes.txt'),
+        '--out', str(report)], capsys)
+    assert status == 1 and '0 values, 1 empty, 1 full' in out
+    assert read_report(report) == [('empty', str(root / 'accordion' / '1.png')),
+                                   ('full', str(root / 'accordion' / '2.png'))]
+    assert 'has no foreground pixels: a support must show its object (grey >= 128)' in out
 
 
 def test_check_data_passes_the_tiny_trees_by_config(tree, tmp_path, capsys):

@@ -22,6 +22,8 @@ from util.config import load_config
 from util.datasets import episode_dataset
 from util.meta_test import evaluate_checkpoint
 from util.outputs import FolderInUse, save_checkpoint
+from util.precision import Precision
+from util.training.validation import Validation
 
 def step_and_save(config, out):
     """One process of a world that torchrun's variables describe: validate_and_step, and rank 0
@@ -86,6 +88,14 @@ def _worker(rank, world_size, port, config, checkpoint, out_dir):
                        os.path.join(out_dir, 'step.pt'))
         evaluate_checkpoint(load_config(config, TINY), env, checkpoint, episodes=5, viz=3,
                             out=os.path.join(out_dir, 'report.json'))
+        # training's validation of 7 episodes, one a batch (4 here, 3 there), with a collective
+        # stop check as the trainer's
+        cfg = load_config(config, TINY + ['test_num', '7'])
+        validation = Validation(cfg, env, tiny_net(cfg), Precision('cpu'))
+        checks = []
+        validation('a test', lambda: checks.append(distributed.all_reduce_sum(torch.ones(1)).item()))
+        with open(os.path.join(out_dir, f'checks_rank{rank}'), 'w') as f:
+            f.write(repr(checks))
     finally:
         distributed.cleanup()
 
@@ -105,6 +115,14 @@ def test_when_the_main_process_cannot_claim_the_run_no_process_goes_on(two_proce
             outcomes[rank] = f.read()
     assert set(outcomes.values()) == {'FolderInUse: exp/run is in use by another run: process 1 '
                                       'on host h'}
+
+
+def test_a_validation_checks_for_a_stop_alike_on_every_process(two_processes):
+    """The stop check of training's validation is a collective: it runs before the batches
+    that every process has (3 of 4 and 3), never one process alone."""
+    for rank in (0, 1):
+        with open(os.path.join(two_processes, f'checks_rank{rank}')) as f:
+            assert f.read() == '[2.0, 2.0, 2.0]'
 
 
 def test_two_gloo_processes_step_and_validate_as_one(config, two_processes):

@@ -14,7 +14,7 @@ from model.checkpoint import weights_checkpoint
 from helpers import assert_one_error, files_below, make_pascal_config, run_cli, without_timings
 from util.config import load_config
 from util.experiment import build_model
-from util.manifest import read_manifest
+from util.manifest import file_identity, read_manifest
 from util.outputs import save_checkpoint
 
 import test_sccan
@@ -64,7 +64,8 @@ def test_save_then_replay_gives_the_identical_report(bench, tmp_path):
                             str(tmp_path / 'a.jsonl'))
     manifest = read_manifest(str(tmp_path / 'a.jsonl'))
     assert manifest.seeds() == [3, 4] and len(manifest.records) == 12 and manifest.scored
-    assert first['manifest'] == {'path': 'a.jsonl', 'digest': manifest.digest()}
+    assert first['manifest'] == {'path': 'a.jsonl', 'digest': manifest.digest(),
+                                 'sha256': file_identity(tmp_path / 'a.jsonl')['sha256']}
     assert manifest.header['checkpoint']['path'] == bench['checkpoints'][0]
     # the counts in the manifest are those the report was scored from
     counts = manifest.counts()[0]
@@ -73,7 +74,8 @@ def test_save_then_replay_gives_the_identical_report(bench, tmp_path):
     replay = run_test(bench, tmp_path / 'b.json', '--episodes-from', str(tmp_path / 'a.jsonl'),
                              '--save-episodes', str(tmp_path / 'b.jsonl'))
     assert measured(replay) == measured(first)
-    assert replay['episodes_from'] == {'path': str(tmp_path / 'a.jsonl'), 'digest': manifest.digest()}
+    assert replay['episodes_from'] == {'path': str(tmp_path / 'a.jsonl'), 'digest': manifest.digest(),
+                                       'scored_differently': 0}
     again = read_manifest(str(tmp_path / 'b.jsonl'))
     assert again.records == manifest.records            # the same episodes, the same pixel counts
     # one checkpoint scored twice on the same episodes: exactly no difference
@@ -124,8 +126,8 @@ def manifest_with(source, target, edit):
     return str(target)
 
 
-@pytest.mark.parametrize('case', ['other fold', 'missing file', 'more shots', 'seeds too',
-                                  'manifest as output'])
+@pytest.mark.parametrize('case', ['other fold', 'missing file', 'not in the val list', 'more shots',
+                                  'seeds too', 'manifest as output'])
 def test_manifests_that_do_not_fit_are_refused_by_line(bench, tmp_path, capsys, case):
     argv = ['--config', bench['config'], '--weight', bench['checkpoints'][0],
             '--out', str(tmp_path / 'r.json')]
@@ -138,6 +140,14 @@ def test_manifests_that_do_not_fit_are_refused_by_line(bench, tmp_path, capsys, 
         path = manifest_with(GOLDEN, tmp_path / 'm.jsonl', edit)
         needles = [f'{path} line 8: support image JPEGImages/2008_999999.jpg not found under the '
                    'data root']
+    elif case == 'not in the val list':
+        train_query = open(load_config(bench['config']).train_list).readline().split()
+
+        def edit(h, records):
+            records[2]['query'] = train_query
+        path = manifest_with(GOLDEN, tmp_path / 'm.jsonl', edit)
+        needles = [f"{path} line 4: query image {train_query[0]} is not one of this data set's "
+                   f'files (val_list {load_config(bench["config"]).val_list})']
     elif case == 'more shots':
         path = GOLDEN
         argv += ['--any-shot']
@@ -156,6 +166,39 @@ def test_manifests_that_do_not_fit_are_refused_by_line(bench, tmp_path, capsys, 
                              capsys)
     assert_one_error(status, err, *needles)
     assert files_below(str(tmp_path)) == before
+
+
+def test_a_replay_says_which_episodes_scored_otherwise_than_recorded(bench, tmp_path, capsys):
+    """The same checkpoint on the same episodes after a label was edited: the report counts the
+    episodes that scored differently, and the log names them."""
+    run_test(bench, tmp_path / 'a.json', '--save-episodes', str(tmp_path / 'a.jsonl'))
+    first = read_manifest(str(tmp_path / 'a.jsonl')).records[0]
+    label = os.path.join(load_config(bench['config']).data_root, first.episode.query[1])
+    original = cv2.imread(label, cv2.IMREAD_UNCHANGED)
+    try:
+        edited = original.copy()
+        edited[:, :edited.shape[1] // 2] = 0        # half of the label made background
+        cv2.imwrite(label, edited)
+        capsys.readouterr()
+        report = run_test(bench, tmp_path / 'b.json', '--episodes-from', str(tmp_path / 'a.jsonl'))
+    finally:
+        cv2.imwrite(label, original)
+    changed = report['episodes_from']['scored_differently']
+    assert changed >= 1
+    err = capsys.readouterr().err
+    assert (f'{changed} of 6 replayed episodes scored differently from the counts '
+            f'{tmp_path / "a.jsonl"} recorded with this same checkpoint') in err
+    assert f'seed 321 episode 0 (line 2): ∩ {list(first.intersection)} → ' in err
+
+
+def test_classes_without_episodes_are_named_with_how_mIoU_counts_them(bench, tmp_path, capsys):
+    report = run_test(bench, tmp_path / 'r.json', '--episodes', '2')
+    seed = report['seeds'][0]
+    empty = [str(c) for c, n in zip(seed['class_ids'], seed['class_episodes']) if n == 0]
+    assert len(empty) == 3
+    assert (f"seed 321: 3 of 5 classes have no episode (class {', '.join(empty)}): mIoU counts "
+            "them as IoU 0, as the authors' formula does; test at least 5 episodes"
+            in capsys.readouterr().err)
 
 
 def test_the_report_is_drawn(bench, tmp_path):

@@ -14,9 +14,10 @@ def pair(stem):
 
 
 def records(shot=2, scored=True):
-    """Three episodes of seed 5 (classes 1, 2, 1) and one of seed 6."""
+    """Three episodes of seed 5 (classes 1, 2, 1) and three of seed 6 (2, 1, 2)."""
     out = []
-    for seed, index, query, cls in ((5, 0, 'q0', 1), (5, 1, 'q1', 2), (5, 2, 'q0', 1), (6, 0, 'q1', 2)):
+    for seed, index, query, cls in ((5, 0, 'q0', 1), (5, 1, 'q1', 2), (5, 2, 'q0', 1),
+                                    (6, 0, 'q1', 2), (6, 1, 'q0', 1), (6, 2, 'q1', 2)):
         counts = dict(intersection=(10 + index, index), union=(12 + index, 2 + index)) if scored else {}
         episode = Episode(pair(query), tuple(pair(f's{cls}{k}') for k in range(shot)), cls)
         out.append(EpisodeRecord(seed, index, episode, **counts))
@@ -37,9 +38,9 @@ def test_written_and_read_back(tmp_path):
     manifest = read_manifest(write(tmp_path))
     assert manifest.records == records() and manifest.seeds() == [5, 6] and manifest.scored
     first, second = manifest.counts()
-    assert first.class_index.tolist() == [0, 1, 0] and second.class_index.tolist() == [1]
+    assert first.class_index.tolist() == [0, 1, 0] and second.class_index.tolist() == [1, 0, 1]
     assert first.intersection.tolist() == [[10, 0], [11, 1], [12, 2]]
-    assert second.union.tolist() == [[12, 2]]
+    assert second.union.tolist() == [[12, 2], [13, 3], [14, 4]]
     # the digest is that of the episodes, not of their scores
     unscored = tmp_path / 'u.jsonl'
     unscored.write_text(manifest_text(manifest.header, records(scored=False)))
@@ -61,6 +62,47 @@ def test_bad_lines_are_named(tmp_path, line, message):
     good = json.dumps(records()[0].to_json())
     with pytest.raises(ManifestError, match=message):
         read_manifest(write(tmp_path, lines=[good, line]))
+
+
+def edited(n, **changes):
+    """Line of records()[n] as JSON, with `changes` (None: the key removed)."""
+    line = {**records()[n].to_json(), **changes}
+    return json.dumps({k: v for k, v in line.items() if v is not None})
+
+
+@pytest.mark.parametrize('lines, message', [
+    ([edited(i) for i in (0, 1, 1, 2, 3, 4, 5)],
+     r'line 4: episode 1 of seed 5 again \(first on line 3\): each episode is listed once'),
+    ([edited(i) for i in (0, 2)], r'line 3: episode 2 of seed 5 where episode 1 comes next'),
+    ([edited(0), edited(1), edited(2, seed=7)], r"line 4: seed 7 is not one of the header's seeds \[5, 6\]"),
+    ([edited(i) for i in (0, 1, 3)],
+     'line 4: seed 6 begins after 2 episodes of seed 5, but the header promises 3 of each seed'),
+    ([edited(i) for i in (3, 4, 5, 0, 1, 2)], r"line 2: episodes of seed 6 where the header's order \[5, 6\] has seed 5 next"),
+    ([edited(i) for i in (0, 1, 2, 3, 4)], 'line 1: the header promises 3 episodes of each seed, but seed 6 has 2'),
+    ([edited(i) for i in range(6)] + [edited(5, index=3)], "line 8: episode 3 of seed 6, past the header's 3 episodes per seed"),
+    ([edited(0, intersection=[10, 7])] + [edited(i) for i in range(1, 6)],
+     r'line 2: counts no scoring gives \(intersection \[10, 7\], union \[12, 2\]'),
+    ([edited(0)] + [edited(i, intersection=None, union=None) for i in range(1, 6)],
+     'line 3: not scored .*, unlike line 2: a manifest is scored whole or not at all'),
+], ids=['duplicate', 'gap', 'unknown seed', 'seed cut short', 'seed order', 'fewer than promised',
+        'more than promised', 'edited counts', 'partly scored'])
+def test_a_manifest_is_read_whole_and_checked(tmp_path, lines, message):
+    """A line given twice, a seed the header does not name, fewer or more episodes than the
+    header promises, counts edited by hand: each is refused naming its line (a report made
+    from it would count an episode twice, or say 50 episodes where 5 were scored)."""
+    with pytest.raises(ManifestError, match=message):
+        read_manifest(write(tmp_path, lines=lines))
+
+
+@pytest.mark.parametrize('key, value, message', [
+    ('episodes', 0, '"episodes" must be a positive integer, got 0'),
+    ('seeds', [5, 5], r'"seeds" must be a list of distinct integers, got \[5, 5\]'),
+    ('classes', '1 2', "\"classes\" must be a list of integers, got '1 2'"),
+])
+def test_header_values_are_checked(tmp_path, key, value, message):
+    header = {**make_header('pascal', 0, 2, [1, 2], [5, 6], 3, 'test'), key: value}
+    with pytest.raises(ManifestError, match=f'line 1: {message}'):
+        read_manifest(write(tmp_path, header=header))
 
 
 def test_bad_headers_are_named(tmp_path):
@@ -100,7 +142,7 @@ def test_a_manifest_fits_its_run_only(tmp_path, data_root):
 def test_replay_plans_take_the_supports_drawn_first(tmp_path):
     manifest = read_manifest(write(tmp_path, shot=3))
     plans = replay_plans(manifest, 3)
-    assert list(plans) == [5, 6] and len(plans[5]) == 3 and len(plans[6]) == 1
+    assert list(plans) == [5, 6] and len(plans[5]) == 3 and len(plans[6]) == 3
     assert plans[5] == [r.episode for r in manifest.records[:3]]
     # stacked in reverse draw order: s12 was drawn first, then s11
     assert replay_plans(manifest, 1)[5][0].supports == (pair('s12'),)

@@ -11,7 +11,7 @@ import torch
 
 from model.checkpoint import read_checkpoint
 from util.outputs import (FolderInUse, RunLock, check_outputs, check_writable, leftover_temporaries,
-                          make_folder, save_checkpoint, write_atomic)
+                          make_folder, save_checkpoint, unique_stems, write_atomic)
 
 
 def test_an_output_that_is_an_input_is_refused_even_through_a_link(tmp_path):
@@ -33,6 +33,16 @@ def test_existing_outputs_need_overwrite_and_outputs_must_differ(tmp_path):
     check_outputs([str(existing)], overwrite=True)
     with pytest.raises(ValueError, match='two outputs of this run would both be written'):
         check_outputs([str(tmp_path / 'a'), str(tmp_path / '.' / 'a')])
+
+
+@pytest.mark.parametrize('paths, names', [
+    (['a/x.jpg', 'b/x.png', 'c/x.jpg'], ['x', 'x_1', 'x_2']),
+    # a file whose own name is x_1 keeps it: the second x is not given it
+    (['q.jpg', 'sub/q.jpg', 'q_1.jpg'], ['q', 'q_2', 'q_1']),
+    (['q_1.jpg', 'q.jpg', 'sub/q.jpg'], ['q_1', 'q', 'q_2']),
+])
+def test_outputs_named_after_inputs_never_share_or_take_another_files_name(paths, names):
+    assert unique_stems(paths) == names
 
 
 def test_write_atomic_and_folders(tmp_path):

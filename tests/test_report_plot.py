@@ -61,6 +61,27 @@ def test_a_report_without_intervals_draws_none(tmp_path, monkeypatch):
     assert [name for name, _ in drawn] == ['errorbar', 'set_title']
 
 
+def test_a_benchmark_without_folds_is_drawn_with_its_class_names(tmp_path, monkeypatch):
+    pytest.importorskip('matplotlib', reason='matplotlib (an optional extra) is not installed')
+    from matplotlib.axes import Axes
+    drawn = {}
+    for method in ('set_title', 'set_xticks', 'set_xlabel'):
+        original = getattr(Axes, method)
+
+        def record(self, *args, method=method, original=original, **kwargs):
+            drawn[method] = args
+            return original(self, *args, **kwargs)
+        monkeypatch.setattr(Axes, method, record)
+    isic = report()
+    isic['data_set'] = 'isic'
+    for seed in isic['seeds']:
+        seed.update(class_ids=[0, 1, 2, 3, 4], class_names=['a', 'b', 'c', 'd', 'e'])
+    plot_report(isic, str(tmp_path / 'isic.png'))
+    assert drawn['set_title'][0].startswith('isic, 1-shot: 1000 episodes')
+    assert list(drawn['set_xticks'][1]) == ['a', 'b', 'c', 'd', 'e', 'mIoU']
+    assert drawn['set_xlabel'] == ('class',)
+
+
 def test_without_matplotlib_one_line_before_any_work(tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, 'matplotlib', None)        # import matplotlib fails
     argv = ['--config', os.path.join(REPO_ROOT, 'config', 'synthetic', 'synthetic_split0_resnet50.yaml'),

@@ -1,11 +1,12 @@
 """The synthetic benchmark generator (util/datasets/synthetic.py, tools/make_synthetic.py)."""
+import hashlib
 import os
 
 import cv2
 import numpy as np
 import pytest
 
-from helpers import files_below
+from helpers import assert_one_error, files_below, run_cli
 from util.datasets import synthetic as S
 from util.datasets.pascal_coco import EpisodeDataset
 from util.lists import MIN_PIXELS
@@ -123,6 +124,41 @@ def test_make_synthetic_cli_and_manifest(tmp_path):
     assert S.is_generated(root, 5, 2, 1)
     assert not S.is_generated(root, 6, 2, 1) and not S.is_generated(root, 5, 3, 1)
     assert not S.is_generated(str(tmp_path / 'nothing'), 5, 2, 1)
+
+
+def test_make_synthetic_never_replaces_another_benchmark_or_writes_among_other_files(tmp_path,
+                                                                                     capsys):
+    from tools import make_synthetic
+    root = tmp_path / 'data'
+    make_synthetic.main(['--root', str(root), '--seed', '5', '--train', '3', '--val', '2'])
+    before = files_below(root)
+    status, _, err = run_cli(make_synthetic.main, ['--root', str(root), '--seed', '6', '--train',
+                                                   '2', '--val', '2'], capsys)
+    assert_one_error(status, err, f'{root} holds another synthetic benchmark (seed 5, 3 + 2 '
+                     'images); writing seed 6, 2 + 2 images would replace', '--overwrite')
+    assert files_below(root) == before
+    # the same benchmark again: left as it is
+    status, out, _ = run_cli(make_synthetic.main, ['--root', str(root), '--seed', '5', '--train',
+                                                   '3', '--val', '2'], capsys)
+    assert status == 0 and 'holds this benchmark already' in out and files_below(root) == before
+    # --overwrite replaces it whole: no image of the old one is left unlisted
+    make_synthetic.main(['--root', str(root), '--seed', '6', '--train', '2', '--val', '2',
+                         '--overwrite'])
+    fresh = tmp_path / 'fresh'
+    S.write_benchmark(str(fresh), seed=6, n_train=2, n_val=2)
+    assert files_below(root) == files_below(fresh)
+    # a folder of one's own images is refused, and with --overwrite they stay
+    photos = tmp_path / 'photos'
+    (photos / 'JPEGImages').mkdir(parents=True)
+    (photos / 'JPEGImages' / 'holiday.jpg').write_bytes(b'mine')
+    status, _, err = run_cli(make_synthetic.main, ['--root', str(photos), '--train', '2',
+                                                   '--val', '1'], capsys)
+    assert_one_error(status, err, f'{photos} holds files that are not a synthetic benchmark (1, '
+                     f'e.g. {photos / "JPEGImages" / "holiday.jpg"})')
+    assert files_below(photos) == {'JPEGImages/holiday.jpg': hashlib.sha1(b'mine').hexdigest()}
+    make_synthetic.main(['--root', str(photos), '--train', '2', '--val', '1', '--overwrite'])
+    assert (photos / 'JPEGImages' / 'holiday.jpg').read_bytes() == b'mine'
+    assert S.is_generated(str(photos), 0, 2, 1)
 
 
 def test_bad_counts_are_refused(tmp_path):

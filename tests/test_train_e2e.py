@@ -3,6 +3,7 @@ checkpoints in the authors' format, exact resumption after SIGINT / SIGKILL, cle
 import errno
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -21,6 +22,7 @@ from util import log as log_module
 from util.config import REPO_ROOT, ConfigError, load_config, merged_opts
 from util.datasets import episode_dataset
 from util.training import FAILURES, NonFiniteLoss, train
+from util.training import scalars as scalars_module
 from util.training import trainer as trainer_module
 
 PYTHON = sys.executable
@@ -138,20 +140,160 @@ def run_until_first_checkpoint_then(sig, bench, exp):
     return proc.returncode, err
 
 
-@pytest.mark.parametrize('sig', [signal.SIGINT, signal.SIGKILL], ids=['SIGINT', 'SIGKILL'])
-def test_interrupted_and_resumed_run_ends_with_the_same_weights(bench, reference_run, sig, capsys):
-    exp = bench['root'] / f'stopped_{sig.name}'
-    code, err = run_until_first_checkpoint_then(sig, bench, exp)
-    if sig == signal.SIGINT:
-        assert code == 130 and 'continue with --resume' in err, err[-2000:]
-    else:
-        assert code == -signal.SIGKILL
+def test_a_killed_and_resumed_run_ends_with_the_same_weights(bench, reference_run, capsys):
+    exp = bench['root'] / 'killed'
+    code, err = run_until_first_checkpoint_then(signal.SIGKILL, bench, exp)
+    assert code == -signal.SIGKILL
     stopped_at = torch.load(latest(exp), map_location='cpu', weights_only=False)['iteration']
     # episodes do not depend on who loads them: resuming with loader workers changes nothing
-    workers = ('workers', '2') if sig == signal.SIGKILL else ()
-    status, _, err = run_train(bench, exp, capsys, '--resume', 'train_latest.pth', opts=workers)
+    status, _, err = run_train(bench, exp, capsys, '--resume', 'train_latest.pth',
+                               opts=('workers', '2'))
     assert status == 0, err
     assert f'at iteration {stopped_at}' in err
+    assert_same_weights(weights(latest(exp)), weights(latest(reference_run['exp'])))
+
+
+def driver_case(bench, name, sig, target, phase, validation=1, opts=()):
+    """A case of tests/signal_driver.py: train_sccan.py with 2 loader workers in exp_dir
+    <bench>/stops/<name>, sent `sig` during its first step or at the first batch of its
+    `validation`-th validation."""
+    exp = bench['root'] / 'stops' / name
+    argv = ['--config', bench['config'], '--opts',
+            *merged_opts(RUN_OPTS, ['exp_dir', str(exp), 'workers', '2', *opts])]
+    return {'name': name, 'signal': sig, 'target': target, 'phase': phase,
+            'validation': validation, 'argv': argv, 'exp': str(exp)}
+
+
+def checkpoint_of(path):
+    return torch.load(path, map_location='cpu', weights_only=False)
+
+
+def test_a_stop_signal_to_the_process_or_its_group_saves_at_once_and_resumes_exactly(
+        bench, reference_run, capsys):
+    """SIGINT, SIGTERM and SIGUSR1 (Slurm's --signal), sent to the training process or to its
+    whole process group (its DataLoader workers too), during a step or a validation: status 130
+    and one line, the latest checkpoint of the last finished step, a validation abandoned at
+    its next batch. A run stopped during a validation, resumed, does it again and ends as an
+    uninterrupted run."""
+    cases = [driver_case(bench, f'{sig}-{target}-{phase}', sig, target, phase,
+                         opts=('max_iters', '2', 'batch_size_val', '1'))
+             for sig in ('SIGINT', 'SIGTERM', 'SIGUSR1') for target in ('process', 'group')
+             for phase in ('training', 'validation')]
+    # the second validation: half-way through the second epoch
+    cases.append(driver_case(bench, 'resumable', 'SIGTERM', 'group', 'validation', validation=2))
+    done = subprocess.run([PYTHON, os.path.join(REPO_ROOT, 'tests', 'signal_driver.py'),
+                           json.dumps(cases)], cwd=REPO_ROOT, env=env_1_thread(),
+                          start_new_session=True, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = {r['name']: r for r in map(json.loads, done.stdout.splitlines())}
+    assert results.keys() == {case['name'] for case in cases}, done.stderr[-3000:]
+    uninterrupted = checkpoint_of(latest(reference_run['exp']))
+    n = uninterrupted['iteration'] // 2                     # steps per epoch
+    half_way = n + round(n / 2) + 1                         # the step of the second validation
+    for case in cases:
+        result, exp = results[case['name']], case['exp']
+        last = result['err'].rstrip().splitlines()[-1]
+        stopped = checkpoint_of(latest(exp))
+        where = f'{case["name"]}: {result["err"][-1500:]}'
+        assert result['status'] == 130 and 'Traceback' not in result['err'], where
+        assert result['predictions_after_signal'] == 0, where       # not a batch more
+        if case['name'] == 'resumable':
+            assert stopped['iteration'] == half_way
+            assert stopped['progress']['pending_validation'] == 0.5
+            assert last == (f'interrupted: stopped at iteration {half_way} during the validation '
+                            f'at epoch 0.5; continue with --resume {latest(exp)}'), where
+        elif case['phase'] == 'training':
+            assert stopped['iteration'] == 1 and stopped['progress']['pending_validation'] is None
+            assert last == f'interrupted: stopped at iteration 1; continue with --resume {latest(exp)}'
+        else:
+            label = round(2 / n - 1, 3)         # the authors' label of step 2: epochs done - 1
+            assert stopped['iteration'] == 2 and stopped['progress']['pending_validation'] == label
+            assert last == (f'interrupted: stopped at iteration 2 during the validation at epoch '
+                            f'{label}; continue with --resume {latest(exp)}'), where
+    exp = cases[-1]['exp']
+    status, _, err = run_train(bench, exp, capsys, '--resume', 'train_latest.pth')
+    assert status == 0, err
+    assert f'validation at epoch 0.5 (step {half_way})' in err
+    resumed = checkpoint_of(latest(exp))
+    assert_same_weights(resumed['state_dict'], uninterrupted['state_dict'])
+    kept = ('iteration', 'best_miou', 'best_epoch', 'val_num', 'keep_epoch', 'pending_validation')
+    assert ({k: resumed['progress'][k] for k in kept} ==
+            {k: uninterrupted['progress'][k] for k in kept})
+
+
+FAKE_SLURM = {
+    # srun runs its task (here in its own process: a signal for srun reaches the task)
+    'srun': 'while [[ $1 == -* ]]; do shift; done\nexec "$@"\n',
+    # torchrun must be told to hand SIGUSR1 on; one process, started as the script itself
+    'torchrun': '[[ " $* " == *" --signals-to-handle="*SIGUSR1* ]] || exit 3\n'
+                'while [[ $1 == -* ]]; do shift; done\nexec "$PYTHON" "$@"\n',
+    'scontrol': 'echo "$*" >> "$SCONTROL_LOG"\n',
+    # a training that records its arguments and the signal that stops it
+    'training': 'echo "$*" > "$TRAINING_LOG"\n'
+                'for sig in USR1 TERM; do trap "echo $sig >> $TRAINING_LOG; exit 130" $sig; done\n'
+                'echo training\nwhile :; do sleep 0.05; done\n',
+}
+
+
+@pytest.fixture
+def fake_slurm(tmp_path):
+    """A folder of FAKE_SLURM's commands, for PATH."""
+    folder = tmp_path / 'bin'
+    folder.mkdir()
+    for name, body in FAKE_SLURM.items():
+        (folder / name).write_text('#!/bin/bash\n' + body)
+        (folder / name).chmod(0o755)
+    return folder
+
+
+def slurm_job(fake_bin, args, signal_after=None, python=PYTHON):
+    """tools/train_slurm.sh `args` run as Slurm runs a batch job, with fake_slurm's commands,
+    sent `signal_after` = (signal, line) once its output shows the line, as Slurm's
+    --signal=B:USR1 or a preemption signals the batch script. (status, output)."""
+    env = {**env_1_thread(), 'PATH': f'{fake_bin}{os.pathsep}{os.environ["PATH"]}',
+           'PYTHON': python, 'SLURM_JOB_ID': '42', 'SLURM_SUBMIT_DIR': REPO_ROOT,
+           'SCONTROL_LOG': str(fake_bin / 'scontrol.log'),
+           'TRAINING_LOG': str(fake_bin / 'training.log')}
+    job = subprocess.Popen(['bash', os.path.join(REPO_ROOT, 'tools', 'train_slurm.sh'), *args],
+                           env=env, cwd='/', stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           text=True, start_new_session=True)
+    output = []
+    for line in job.stdout:
+        output.append(line)
+        if signal_after and signal_after[1] in line:
+            job.send_signal(signal_after[0])
+            signal_after = None
+    return job.wait(timeout=240), ''.join(output)
+
+
+@pytest.mark.parametrize('sig, requeued', [(signal.SIGUSR1, True), (signal.SIGTERM, False)],
+                         ids=['USR1-time-limit', 'TERM-preempted-or-cancelled'])
+def test_the_slurm_script_passes_the_signal_on_and_requeues_at_the_time_limit(fake_slurm, sig,
+                                                                             requeued):
+    """tools/train_slurm.sh hands the signal for the batch script on to the training (through
+    srun and torchrun, told to pass SIGUSR1 on), always with --auto-resume; it requeues the job
+    after SIGUSR1 (the time limit), not after SIGTERM (Slurm requeues a preempted job itself;
+    a cancelled one stays cancelled)."""
+    status, out = slurm_job(fake_slurm, ['--config', 'c.yaml', '--opts', 'epochs', '3'],
+                            (sig, 'training'), python=str(fake_slurm / 'training'))
+    assert status == 130, out
+    assert (fake_slurm / 'training.log').read_text() == (
+        f'train_sccan.py --auto-resume --config c.yaml --opts epochs 3\n{sig.name[3:]}\n')
+    requeues = fake_slurm / 'scontrol.log'
+    assert (requeues.read_text() if requeues.exists() else '') == ('requeue 42\n' if requeued else '')
+
+
+def test_a_job_stopped_by_slurm_continues_exactly_when_requeued(bench, reference_run, fake_slurm,
+                                                                 capsys):
+    """The training under tools/train_slurm.sh stops on Slurm's SIGUSR1 with its latest
+    checkpoint; the requeued job (train_sccan.py --auto-resume) ends as an uninterrupted run."""
+    exp = bench['root'] / 'slurm'
+    status, out = slurm_job(fake_slurm, ['--config', bench['config'], '--opts', *RUN_OPTS,
+                                         'exp_dir', str(exp)], (signal.SIGUSR1, 'epoch [1/2][2/'))
+    assert status == 130 and 'requeueing job 42' in out, out[-3000:]
+    stopped_at = checkpoint_of(latest(exp))['iteration']
+    status, _, err = run_train(bench, exp, capsys, '--auto-resume')
+    assert status == 0 and f'at iteration {stopped_at}' in err, err
     assert_same_weights(weights(latest(exp)), weights(latest(reference_run['exp'])))
 
 
@@ -198,6 +340,13 @@ def test_nan_loss_skipped_with_on_nonfinite_skip(bench, tmp_path, nan_at_step_3)
                if v.is_floating_point())
 
 
+def test_a_list_that_is_a_folder_is_named_so(bench, tmp_path, capsys):
+    status, _, err = run_train(bench, tmp_path, capsys, opts=('train_list', str(tmp_path)))
+    assert_one_error(status, err, f'list file {tmp_path} is a folder, not a file (config key '
+                     f'train_list in {bench["config"]})')
+    assert 'make_synthetic' not in err
+
+
 def test_missing_data_root_and_config_are_clear_errors(bench, tmp_path, capsys):
     status, _, err = run_train(bench, tmp_path, capsys, opts=('data_root', str(tmp_path / 'nowhere')))
     assert_one_error(status, err, f'data root not found: {tmp_path / "nowhere"}')
@@ -236,12 +385,18 @@ def test_a_run_into_a_folder_held_by_a_live_process_stops_naming_it(bench, tmp_p
         holder.wait()
 
 
-def test_a_new_run_over_an_earlier_ones_checkpoints_is_refused(bench, reference_run, capsys):
+def test_a_new_run_over_an_earlier_ones_checkpoints_is_refused(bench, reference_run, tmp_path,
+                                                               capsys):
     exp = reference_run['exp']
     before = files_below(exp)
     status, _, err = run_train(bench, exp, capsys)
     assert_one_error(status, err, 'holds checkpoints of an earlier run', 'train_latest.pth',
-                   '--resume train_latest.pth', '--overwrite')
+                   'that a new run would replace', '--resume train_latest.pth', '--overwrite')
+    # resumed from a checkpoint of another folder: said so, not as if --resume were not given
+    other = shutil.copyfile(latest(exp), tmp_path / 'elsewhere.pth')
+    status, _, err = run_train(bench, exp, capsys, '--resume', str(other))
+    assert_one_error(status, err, f'that a run resumed from {other} would replace: continue that '
+                     'run with --resume train_latest.pth')
     assert files_below(exp) == before
 
 
@@ -277,13 +432,39 @@ def test_max_iters_stale_files_and_overwrite(bench, tmp_path, capsys):
         assert 'resumed' not in f.read()         # the earlier run's log went with it
 
 
-def test_a_full_disk_while_saving_is_one_line(bench, tmp_path, capsys, monkeypatch):
-    def full_disk(obj, f):
-        raise OSError(errno.ENOSPC, 'No space left on device')
-    monkeypatch.setattr(torch, 'save', full_disk)
+def full_disk(*args):
+    raise OSError(errno.ENOSPC, 'No space left on device')
+
+
+@pytest.mark.parametrize('full', ['checkpoint and scalars', 'scalars'])
+def test_a_full_disk_while_saving_is_one_line(bench, tmp_path, capsys, monkeypatch, full):
+    """The error names the file that could not be written: the checkpoint, also when the
+    TensorBoard writer then fails to write its last scalars (an unnamed error), which names its
+    folder when it is the only one."""
+    if 'checkpoint' in full:
+        monkeypatch.setattr(torch, 'save', full_disk)
+    if 'scalars' in full:       # a TensorBoard writer whose last flush finds the disk full
+        writer = type('Writer', (), {'add_scalar': lambda *args: None, 'close': full_disk})()
+        monkeypatch.setattr(scalars_module, 'scalar_writer', lambda *args: writer)
     status, _, err = run_train(bench, tmp_path, capsys, opts=('max_iters', '1', 'evaluate', 'False'))
-    assert_one_error(status, err, f'cannot write {latest(tmp_path)}: no space left on device')
-    assert os.listdir(tmp_path / RUN / 'snapshot') == []
+    if 'checkpoint' in full:
+        assert_one_error(status, err, f'cannot write {latest(tmp_path)}: no space left on device')
+        assert os.listdir(tmp_path / RUN / 'snapshot') == []
+    else:
+        assert_one_error(status, err, f'cannot write {tmp_path / RUN / "result" / "train_tensorboard"}:'
+                                      ' no space left on device')
+
+
+def test_a_disk_too_full_for_the_checkpoints_stops_the_run_before_it_begins(bench, tmp_path,
+                                                                            capsys, monkeypatch):
+    """Refused at the start, naming the folder and the room needed; the folders the run made go
+    with it."""
+    monkeypatch.setattr(shutil, 'disk_usage', lambda path: shutil._ntuple_diskusage(10 ** 9, 10 ** 9, 5000))
+    exp = tmp_path / 'exp'
+    status, _, err = run_train(bench, exp, capsys)
+    assert_one_error(status, err, f'not enough space in {exp / RUN / "snapshot"} for the latest and '
+                                  'the best checkpoint: 0.0 MB free')
+    assert not exp.exists()
 
 
 @pytest.mark.parametrize('opts, needles', [

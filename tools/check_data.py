@@ -2,9 +2,10 @@
 
 Problems found (the first 20 printed; with --out FILE, every one written there, a line
 "kind<TAB>path<TAB>detail" each; nothing is written without --out):
-  missing       a listed image or label file does not exist
+  missing       a listed image or label file does not exist (or is a link to nothing)
   unreadable    the file cannot be decoded, is truncated (a JPEG without its end-of-image marker,
-                a PNG without its IEND chunk), or a label is not a single-channel 8-bit image
+                a PNG without its IEND chunk), a label is not a single-channel 8-bit image, or
+                the path is a folder or a loop of symbolic links
   size          image and label differ in height or width
   values        the label holds values other than 0, the data set's class ids and 255
   thin          (--config, its val_list) an image too thin for the config's val_size: the
@@ -17,6 +18,10 @@ every (image, mask) pair the benchmark uses, masks read as PATNet reads them (gr
   unreadable, size   as above
   values        a mask with grey levels other than 0 and 255 (PATNet binarises at 128: a 0/1
                 mask would be all background)
+  empty         a mask without a foreground pixel (grey >= 128): as a support it shows nothing
+                (util.image_io.support_mask_problem, the rule of every tool: the folder data
+                set and predict_sccan.py refuse it, PATNet's benchmarks warn)
+  full          a mask that is foreground everywhere: an inverted mask? no background to tell
 
     python tools/check_data.py --config config/pascal/pascal_split0_resnet50.yaml
     python tools/check_data.py --data-set pascal --data-root ../data/VOCdevkit2012/VOC2012 \\
@@ -35,15 +40,18 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from util.cli import ArgumentParser, positive_int, run_main  # noqa: E402
 from util.datasets.cross_domain import CROSS_DOMAIN  # noqa: E402
 from util.datasets.cross_domain_layouts import layout_of  # noqa: E402
-from util.datasets.patnet import grey_values, open_image  # noqa: E402
+from util.datasets.patnet import MASK_THRESHOLD, grey_values, open_image  # noqa: E402
 from util.folds import NUM_CLASSES, num_classes  # noqa: E402
-from util.image_io import BadFileError, check_label_values, read_image, read_label  # noqa: E402
+from util.image_io import (BadFileError, check_label_values, read_image, read_label,  # noqa: E402
+                           support_mask_problem)
+from util.inputs import NOT_FOUND, file_problem  # noqa: E402
 from util.lists import list_inputs, read_list  # noqa: E402
 from util.log import progress_map  # noqa: E402
 from util.outputs import InputFiles, check_outputs, write_atomic  # noqa: E402
 
 KINDS = ('missing', 'unreadable', 'size', 'values', 'thin')
-LAYOUT_KINDS = ('missing', 'name', 'few', 'unreadable', 'size', 'values')    # cross-domain
+LAYOUT_KINDS = ('missing', 'name', 'few', 'unreadable', 'size', 'values', 'empty',
+                'full')    # cross-domain
 
 
 def check_pair(data_root, pair, classes, size_problem=None):
@@ -52,8 +60,11 @@ def check_pair(data_root, pair, classes, size_problem=None):
     image_path, label_path = (os.path.join(data_root, p) for p in pair)
     problems, loaded = [], {}
     for path, reader in ((image_path, read_image), (label_path, read_label)):
-        if not os.path.isfile(path):
-            problems.append(('missing', path, 'file not found'))
+        problem = file_problem(path)
+        if problem is not None:
+            missing, detail = problem
+            problems.append(('missing' if missing else 'unreadable', path,
+                             'file not found' if detail == NOT_FOUND else f'is {detail}'))
             continue
         try:
             loaded[path] = reader(path)
@@ -107,6 +118,13 @@ def check_mask_pair(root, pair):
         shown = ', '.join(map(str, levels[:6])) + (' ...' if len(levels) > 6 else '')
         problems.append(('values', paths[1], f'grey levels {shown}: expected 0 and 255 '
                                              '(PATNet binarises at 128)'))
+    foreground = [level >= MASK_THRESHOLD for level in levels]
+    empty = support_mask_problem(any(foreground))
+    if empty:
+        problems.append(('empty', paths[1], f'{empty} (grey >= {MASK_THRESHOLD})'))
+    elif all(foreground):
+        problems.append(('full', paths[1], f'every pixel is foreground (grey >= {MASK_THRESHOLD}):'
+                                           ' an inverted mask? A support needs background too'))
     return problems
 
 

@@ -3,12 +3,14 @@
     python tools/compare.py A.json B.json [--resamples 2000] [--seed 0]
 
 A and B: test reports written with an episode manifest (test_sccan.py --save-episodes), or the
-manifests themselves. When both scored the same episodes (same seeds, queries, supports and
+manifests themselves; a report's manifest must be the file it wrote (its SHA-256, or for older
+reports the digest of its episodes, is checked), and A and B must be two files. When both scored the same episodes (same seeds, queries, supports and
 classes, in the same order), a paired bootstrap of B − A (each resample draws the same episodes
 for both, within each class); otherwise it says why and falls back to an unpaired bootstrap (A
 and B resampled independently: wider). Prints both runs' scores, B − A per class and for mIoU,
 FB-IoU and pIoU with 95 % intervals, and last one line: whether the mIoU difference is larger
-than the noise (its interval excludes 0).
+than the noise (its interval excludes 0), within it, or no difference (an interval of zeros at
+the 0.1 points shown).
 """
 import json
 import os
@@ -16,8 +18,9 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from util.cli import ArgumentParser, non_negative_int, positive_int, run_main  # noqa: E402
+from util.folds import has_folds  # noqa: E402
 from util.inputs import read_text  # noqa: E402
-from util.manifest import FORMAT, read_manifest  # noqa: E402
+from util.manifest import FORMAT, file_identity, read_manifest  # noqa: E402
 from util.metrics import SCORES  # noqa: E402
 from util.uncertainty import (LEVEL, RESAMPLES, difference, format_intervals,  # noqa: E402
                               mean_over_seeds, scores, seed_resamples, summary)
@@ -57,7 +60,13 @@ def load_manifest(path):
                              'test_sccan.py --save-episodes FILE to compare episode by episode')
         manifest_path = os.path.join(os.path.dirname(os.path.abspath(path)), named['path'])
         manifest = read_manifest(manifest_path)
-        if manifest.digest() != named.get('digest'):
+        # the file's own digest covers the scores; older reports kept the episodes' only
+        if 'sha256' in named:
+            if file_identity(manifest_path)['sha256'] != named['sha256']:
+                raise ValueError(f'{path}: its manifest {manifest_path} is not the file the '
+                                 'report wrote (its SHA-256 differs: edited or replaced since); '
+                                 'test again with --save-episodes')
+        elif manifest.digest() != named.get('digest'):
             raise ValueError(f'{path}: its manifest {manifest_path} holds other episodes than '
                              'the report scored (digest differs)')
     return manifest, manifest.counts()
@@ -81,13 +90,19 @@ def describe(name, manifest, point, resampled, level):
     h = manifest.header
     pooled = summary(mean_over_seeds(resampled), level)
     label = (h.get('checkpoint') or {}).get('path') or manifest.path
-    return (f'{name}: {label} ({h["data_set"]} fold {h["split"]}, {h["shot"]}-shot, seeds '
+    fold = f' fold {h["split"]}' if has_folds(h['data_set']) else ''
+    return (f'{name}: {label} ({h["data_set"]}{fold}, {h["shot"]}-shot, seeds '
             f'{manifest.seeds()}, {len(manifest.records)} episodes): '
             + format_intervals(point, pooled, ', '))
 
 
+def points(fraction):
+    """A fraction in points at the precision shown (0.1), without a negative zero."""
+    return round(100 * fraction, 1) + 0.0
+
+
 def signed(fraction):
-    return f'{100 * fraction:+.1f}'
+    return f'{points(fraction):+.1f}'
 
 
 def verdict(difference, interval, paired):
@@ -95,15 +110,24 @@ def verdict(difference, interval, paired):
     how = 'paired: the same episodes' if paired else 'unpaired: different episodes'
     line = (f'B − A: mIoU {signed(difference)} points, 95 % interval {signed(lo)} … {signed(hi)} '
             f'({how}): ')
-    if lo > 0 or hi < 0:
-        return line + 'larger than the noise.'
     if lo == hi == difference == 0:
         return line + 'no difference at all.'
+    if points(lo) == points(hi) == 0:
+        return line + 'no difference (the whole interval rounds to 0.0 points).'
+    if lo > 0 or hi < 0:
+        return line + 'larger than the noise.'
     return line + 'within the noise (the interval contains 0).'
+
+
+def class_names(header):
+    """How the lines name the classes: their names where the manifest has them, else ids."""
+    return header.get('class_names') or [str(c) for c in header['classes']]
 
 
 def main(argv=None):
     args = parse_args(argv)
+    if os.path.exists(args.a) and os.path.exists(args.b) and os.path.samefile(args.a, args.b):
+        raise ValueError(f'{args.a} and {args.b} are the same file: compare two runs')
     (a, counts_a), (b, counts_b) = load_manifest(args.a), load_manifest(args.b)
     if a.header['classes'] != b.header['classes'] or a.header['data_set'] != b.header['data_set']:
         raise ValueError(f'{args.a} and {args.b} score different classes ({a.header["data_set"]} '
@@ -126,7 +150,7 @@ def main(argv=None):
     for name, manifest, point, own in (('A', a, point_a, resampled_a), ('B', b, point_b, resampled_b)):
         print(describe(name, manifest, point, own, LEVEL))
     print('B − A per class (IoU points, 95 % interval):')
-    for c, d, (lo, hi) in zip(a.header['classes'], change['class_IoU'],
+    for c, d, (lo, hi) in zip(class_names(a.header), change['class_IoU'],
                               intervals['class_IoU']):
         print(f'  class {c}: {signed(d)} ({signed(lo)} … {signed(hi)})')
     for m in ('FB-IoU', 'pIoU'):

@@ -7,8 +7,9 @@ one folder per class, the masks beside them.
 writes
     <out>/ISIC2018_Task1-2_Training_Input/{1,2,3}/<id>.jpg
     <out>/ISIC2018_Task1_Training_GroundTruth/<id>_segmentation.png
-as hard links to the downloaded files (copies where a link cannot be made), and prints the
-count per class. The classes come from a table `ID,Class` (--classes; default PATNet's
+as copies of the downloaded files, and prints the count per class. --link makes hard links
+instead (no second copy of the ~10 GB of images; copies where a link cannot be made): a linked
+file and its download are then one file, and editing either edits both, which the tool says. The classes come from a table `ID,Class` (--classes; default PATNet's
 data/isic/class_id.csv, shipped in util/datasets/patnet_lists/ with its source): 2,594 images
 of nevus, melanoma and seborrheic keratosis. PATNet does not say which folder number holds which
 class; --class-order gives it (default: the names sorted, melanoma = 1, nevus = 2,
@@ -80,17 +81,22 @@ def plan_links(images, masks, table, folders):
     return links
 
 
-def link_or_copy(source, destination):
+def copy_or_link(source, destination, link=False):
+    """Copy `source` (`link`: hard-link it, copy where a link cannot be made)."""
     os.makedirs(os.path.dirname(destination), exist_ok=True)
-    try:
-        os.link(source, destination)
-    except OSError:
-        shutil.copy2(source, destination)
+    if link:
+        try:
+            os.link(source, destination)
+            return
+        except OSError:
+            pass
+    shutil.copy2(source, destination)
 
 
-def prepare(images, masks, out, table_path=CLASS_TABLE, order=DEFAULT_ORDER):
-    """Build `out` (in a sibling folder, renamed when complete). Returns ({folder number: image
-    count}, {class name: folder number})."""
+def prepare(images, masks, out, table_path=CLASS_TABLE, order=DEFAULT_ORDER, link=False):
+    """Build `out` (in a sibling folder, renamed when complete) of copies of the downloaded
+    files, or of hard links to them (`link`). Returns ({folder number: image count}, {class
+    name: folder number})."""
     for folder, what in ((images, '--images'), (masks, '--masks')):
         if not os.path.isdir(folder):
             raise FileNotFoundError(f'{what} folder not found: {folder}')
@@ -99,7 +105,7 @@ def prepare(images, masks, out, table_path=CLASS_TABLE, order=DEFAULT_ORDER):
     links = plan_links(images, masks, table, folders)
     with folder_built_whole(out) as partial:
         for source, destination in links:
-            link_or_copy(source, os.path.join(partial, destination))
+            copy_or_link(source, os.path.join(partial, destination), link)
     return {n: sum(table[i] == name for i in table) for name, n in folders.items()}, folders
 
 
@@ -111,6 +117,9 @@ def parse_args(argv=None):
     p.add_argument('--out', required=True, help='the benchmark folder to create (data_root)')
     p.add_argument('--classes', default=CLASS_TABLE, help='class table, CSV "ID,Class" '
                    "(default: PATNet's data/isic/class_id.csv)")
+    p.add_argument('--link', action='store_true',
+                   help='hard links to the downloaded files instead of copies (saves their '
+                        'space; editing a file of either folder then edits both)')
     p.add_argument('--class-order', default=DEFAULT_ORDER,
                    help='the class names of folders 1, 2, 3, comma-separated '
                         f'(default {DEFAULT_ORDER})')
@@ -119,10 +128,14 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    counts, folders = prepare(args.images, args.masks, args.out, args.classes, args.class_order)
+    counts, folders = prepare(args.images, args.masks, args.out, args.classes, args.class_order,
+                              args.link)
     for name, n in folders.items():
         print(f'class {n} ({name}): {counts[n]} images')
     print(f'wrote {args.out}')
+    if args.link:
+        print(f'note: the files of {args.out} are hard links to {args.images} and {args.masks}: '
+              'each pair is one file, and editing either edits both')
     return counts
 
 

@@ -220,14 +220,16 @@ LEGACY_SECTIONS = ('Distributed',)
 
 class Config:
     """Read-only flat view of a checked configuration; `replace` returns a checked copy.
-    `stated`: the keys its file, --opts or `replace` gave (a `model` gives every architecture
-    key); the others hold their defaults."""
-    __slots__ = ('_values', 'source', 'stated')
+    `given`: the keys its file, --opts or `replace` gave (a `model` gives every architecture
+    key); the others hold their defaults. `notes`: what looks wrong with the file without being
+    an error (a whole section left to its defaults, a file cut short), for the scripts to log."""
+    __slots__ = ('_values', 'source', 'given', 'notes')
 
-    def __init__(self, values, source='<defaults>', stated=()):
+    def __init__(self, values, source='<defaults>', given=(), notes=()):
         object.__setattr__(self, '_values', dict(values))
         object.__setattr__(self, 'source', source)
-        object.__setattr__(self, 'stated', frozenset(stated))
+        object.__setattr__(self, 'given', frozenset(given))
+        object.__setattr__(self, 'notes', tuple(notes))
 
     def __getattr__(self, name):
         values = object.__getattribute__(self, '_values')
@@ -239,10 +241,10 @@ class Config:
         raise AttributeError('Config is read-only; use cfg.replace(key=value)')
 
     def replace(self, **changes):
-        values, stated = dict(self._values), set(self.stated)
+        values, given = dict(self._values), set(self.given)
         for name, value in changes.items():
-            _assign(values, stated, name, _check_value(name, value, f'{self.source} (replace)'))
-        return Config(_finish(values, self.source), self.source, stated)
+            _assign(values, given, name, _check_value(name, value, f'{self.source} (replace)'))
+        return Config(_finish(values, self.source), self.source, given, self.notes)
 
     def to_dict(self):
         return dict(self._values)
@@ -251,7 +253,9 @@ class Config:
         return f'Config({self.source})'
 
     def __str__(self):
-        return '\n'.join(f'{k}: {v}' for k, v in self._values.items())
+        """Every key and value; those the file and the overrides did not give say so."""
+        return '\n'.join(f'{k}: {v}' + ('' if k in self.given else '    # default')
+                         for k, v in self._values.items())
 
 
 def default_config():
@@ -272,17 +276,39 @@ def load_config(path, opts=()):
         ConfigError naming the file, key and what was expected; FileNotFoundError.
     """
     try:
-        raw = _parse_yaml(read_text(path, 'config file'), path)
+        text = read_text(path, 'config file')
+        raw = _parse_yaml(text, path)
     except FileNotFoundError:
         raise FileNotFoundError(f'config file not found: {path}') from None
     except yaml.YAMLError as e:
         raise ConfigError(f'{path}: not valid YAML: {e}') from None
-    values, stated = {name: key.default for name, key in SCHEMA.items()}, set()
+    values, given = {name: key.default for name, key in SCHEMA.items()}, set()
     for name, value in _flatten(raw or {}, path).items():
-        _assign(values, stated, name, _resolve_path(name, _check_value(name, value, path), REPO_ROOT))
+        _assign(values, given, name, _resolve_path(name, _check_value(name, value, path), REPO_ROOT))
     for name, value in parse_opts(opts).items():
-        _assign(values, stated, name, _resolve_path(name, value, os.getcwd()))
-    return Config(_finish(values, path), path, stated)
+        _assign(values, given, name, _resolve_path(name, value, os.getcwd()))
+    return Config(_finish(values, path), path, given, _notes(path, text, given))
+
+
+# The sections every config needs something of: a file without a key of one is probably cut
+# short (the others may well be left to their defaults, e.g. by a test-only config).
+CORE_SECTIONS = ('Data', 'Train', 'Method')
+
+
+def _notes(path, text, given):
+    """What looks wrong with a config file without being an error: a core section with no key
+    given (in the file or the overrides), a file that does not end with a line break."""
+    notes = []
+    if text and not text.endswith('\n'):
+        notes.append(f'{path} does not end with a line break: cut short? The keys it lacks take '
+                     'their defaults')
+    bare = [s for s in CORE_SECTIONS if not any(SCHEMA[k].section == s for k in given
+                                                   if k in SCHEMA)]
+    if bare:
+        notes.append(f'{path} gives no key of section {", ".join(bare)} (nor do the overrides): '
+                     'every one of them takes its default; `python -m util.config '
+                     f'{path}` lists the values, defaults marked')
+    return notes
 
 
 # The backbones (layers, backbone_width) that have ImageNet weights: PSPNet's resnet50_v2.pth
@@ -290,18 +316,18 @@ def load_config(path, opts=()):
 IMAGENET_BACKBONES = {(50, 64), (101, 64)}
 
 
-def _assign(values, stated, name, value):
-    """values[name] = value, and the keys it sets added to `stated`; `model` first sets its
+def _assign(values, given, name, value):
+    """values[name] = value, and the keys it sets added to `given`; `model` first sets its
     variant's architecture keys and, for a backbone without ImageNet weights, no
     backbone_weights (a config's resnet50_v2.pth cannot load into it)."""
     if name == 'model':
         variant = MODEL_VARIANTS[value]
         values.update(variant)
-        stated.update(variant)
+        given.update(variant)
         if (variant['layers'], variant['backbone_width']) not in IMAGENET_BACKBONES:
             values['backbone_weights'] = None
     values[name] = value
-    stated.add(name)
+    given.add(name)
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):

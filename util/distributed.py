@@ -17,6 +17,7 @@ import torch
 import torch.distributed as dist
 
 from util.precision import resolve_device
+from util.stop_signals import STOP_SIGNALS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,8 +78,8 @@ def _reason(error):
 @contextlib.contextmanager
 def peers_watched(env, way_on=lambda: ''):
     """Inside: a collective that fails because another process of the run stopped raises
-    PeerLost, one sentence for the user instead of the backend's traceback; from then on
-    SIGINT and SIGTERM are ignored, so that the process lives to say it.
+    PeerLost, one sentence for the user instead of the backend's traceback; from then on the
+    stop signals (util.stop_signals) are ignored, so that the process lives to say it.
 
     Args:
         env: this process's DistEnv (a single process has no peers to lose).
@@ -92,7 +93,7 @@ def peers_watched(env, way_on=lambda: ''):
             raise
         # torchrun sends SIGTERM to the processes left: this one is stopping already, and must
         # live to say why (the default action would end it silently)
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in STOP_SIGNALS:
             signal.signal(sig, signal.SIG_IGN)
         next_step = way_on()
         raise PeerLost(f'another process of this run stopped, so process {env.rank} of '

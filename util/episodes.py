@@ -12,7 +12,6 @@ import dataclasses
 import functools
 import logging
 import os
-import signal
 from typing import Tuple
 
 import numpy as np
@@ -20,6 +19,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 from torch.utils.data._utils.collate import default_collate_fn_map
 
+from util import stop_signals
 from util.seeding import capture_rng, restore_rng, seed_cpu
 
 
@@ -152,12 +152,12 @@ def batch_tensors(batch, device, names=MODEL_INPUTS):
 def make_loader(episodes, sampler, batch_size, workers, drop_last, pin_memory=False):
     """DataLoader over SeededEpisodes or PlannedEpisodes, with at most as many `workers` as
     there are CPUs (loading_workers). Its own generator keeps it from drawing from the global
-    torch generator (which would shift dropout after a mid-epoch resume); its workers leave
-    Ctrl-C to the main process, which stops cleanly."""
+    torch generator (which would shift dropout after a mid-epoch resume); its workers leave the
+    stop signals to the main process, which stops cleanly (util.stop_signals)."""
     workers = loading_workers(workers)
     return DataLoader(episodes, batch_size=batch_size, sampler=sampler, num_workers=workers,
                       drop_last=drop_last, pin_memory=pin_memory,
-                      worker_init_fn=_ignore_interrupts if workers else None,
+                      worker_init_fn=stop_signals.ignore_in_worker if workers else None,
                       generator=torch.Generator().manual_seed(0))
 
 
@@ -181,8 +181,10 @@ def _note_capped(requested, available):
 def batches_of(loader):
     """An iterator over `loader` (a DataLoader or any iterable) whose loading processes are shut
     down when the `with` block ends, by an error too: otherwise they live on until the garbage
-    collector frees the error's traceback, and joining them then waits out torch's timeouts."""
-    batches = iter(loader)
+    collector frees the error's traceback, and joining them then waits out torch's timeouts.
+    The loading processes start with the stop signals held (util.stop_signals)."""
+    with stop_signals.held():
+        batches = iter(loader)
     try:
         yield batches
     finally:
@@ -190,7 +192,3 @@ def batches_of(loader):
         shutdown = getattr(batches, '_shutdown_workers', None)
         if shutdown is not None:
             shutdown()
-
-
-def _ignore_interrupts(worker_id):
-    signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -154,7 +154,7 @@ def episode_loss(logits, target):
 
 
 def evaluate(predict, loader, num_classes, device, ori_resize=True, desc='val',
-             show_progress=True, on_episode=None):
+             show_progress=True, on_episode=None, stop_check=None):
     """Run `predict` over the loader's batches (each with the `episode_number` of its
     episodes).
 
@@ -164,7 +164,8 @@ def evaluate(predict, loader, num_classes, device, ori_resize=True, desc='val',
         time, loading included) and 'episodes_per_second' (all processes' episodes over it),
         and 'per_episode': the EpisodeCounts of every episode of every process.
         on_episode(e, batch, b, pred) is called for episode number e (the b-th of its batch)
-        with its prediction at target resolution (for visualisation).
+        with its prediction at target resolution (for visualisation). stop_check(), before
+        each batch, may raise to abandon the evaluation (training stops on a signal).
     """
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     episodes = []    # (episode, class index) of this process's episodes, on the host
@@ -172,6 +173,8 @@ def evaluate(predict, loader, num_classes, device, ori_resize=True, desc='val',
     start = time.time()
     with torch.no_grad(), batches_of(loader) as batches:
         for batch in progress(batches, total=len(loader), desc=desc, enabled=show_progress):
+            if stop_check is not None:
+                stop_check()
             logits = check_logits(predict(batch), batch, device).float()    # B×2×H×W
             if ori_resize:
                 targets = original_targets(batch, device)
@@ -204,7 +207,7 @@ def evaluate(predict, loader, num_classes, device, ori_resize=True, desc='val',
 
 
 def run_episodes(net, dataset, cfg, seed, env, precision, num_episodes=None, plan=None,
-                 predict=None, show_progress=True, on_episode=None, desc='val'):
+                 predict=None, show_progress=True, on_episode=None, desc='val', stop_check=None):
     """Evaluate `net` on a plan of episodes, dealt round-robin over the processes of `env`. The
     network is put in eval mode and back.
 
@@ -221,6 +224,7 @@ def run_episodes(net, dataset, cfg, seed, env, precision, num_episodes=None, pla
         plan: the Episodes to run instead of the seed's (e.g. replayed from a file).
         predict: predict(batch) → logits; default make_predictor(net, cfg, ...).
         on_episode: on_episode(e, batch, b, prediction) per episode of this process.
+        stop_check: called before each batch; may raise to abandon the evaluation.
 
     Returns:
         dict: mIoU, FB-IoU, pIoU, class_IoU, class_episodes, episodes, loss, seconds,
@@ -238,7 +242,7 @@ def run_episodes(net, dataset, cfg, seed, env, precision, num_episodes=None, pla
     net.eval()
     try:
         result = evaluate(predict, loader, len(dataset.classes), env.device, cfg.ori_resize,
-                          desc, show_progress and env.is_main, on_episode)
+                          desc, show_progress and env.is_main, on_episode, stop_check)
     finally:
         net.train(was_training)
     cache = getattr(predict, 'cache', None)

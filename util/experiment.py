@@ -73,11 +73,11 @@ def checkpoint_architecture(cfg, checkpoint, path) -> dict:
     """The architecture to build for a checkpoint in a run of `cfg`: what the checkpoint tells
     (model.build.known_architecture: ours store all of it, the authors' weights show their
     depth), the config's values for the rest. The keys the config states (its file or --opts:
-    cfg.stated) are a check, not a second source: one that differs from the checkpoint is
+    cfg.given) are a check, not a second source: one that differs from the checkpoint is
     refused, naming every such key and the --opts that fit the checkpoint."""
     known, wanted = known_architecture(checkpoint, path), architecture(cfg)
     differ = [key for key in ARCHITECTURE_KEYS
-              if key in known and key in cfg.stated and known[key] != wanted[key]]
+              if key in known and key in cfg.given and known[key] != wanted[key]]
     if differ:
         raise CheckpointError(f'{path} is an SCCAN of another architecture than {cfg.source} '
                               'states: ' + ', '.join(f'{k} {known[k]} (config: {wanted[k]})' for k in differ)

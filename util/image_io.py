@@ -40,6 +40,16 @@ def bad_file(path, problem):
     return BadFileError(f'{path}: {problem}', path)
 
 
+def support_mask_problem(foreground):
+    """The one rule for support masks (an H×W bool or 0/1 array of the foreground as read):
+    a mask without a foreground pixel shows nothing to segment. Returns why (a phrase following
+    the mask's name), or None. predict_sccan.py and the app refuse such a support, the folder
+    data set refuses it, PATNet's benchmarks score it as their protocol draws it with a warning,
+    and tools/check_data.py reports it (kind `empty`); PASCAL and COCO supports cannot be empty
+    (a support shows at least 2,048 pixels of its class)."""
+    return None if np.any(foreground) else 'has no foreground pixels: a support must show its object'
+
+
 def png_chunks(data):
     """(type, body) of each complete chunk of PNG bytes, in order."""
     pos = len(PNG_SIGNATURE)

@@ -37,11 +37,12 @@ REPO_LISTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file
 
 def read_list(data_list):
     """[(image_rel, label_rel), ...] of a list file with lines "image label" (paths relative to
-    the data root), duplicates dropped, first occurrence kept."""
+    the data root), duplicates dropped, first occurrence kept; blank lines and `# comment`
+    lines are skipped."""
     pairs = []
     for number, line in enumerate(read_text(data_list, 'list file').splitlines(), 1):
         fields = line.split()
-        if not fields:
+        if not fields or fields[0].startswith('#'):
             continue
         if len(fields) != 2:
             raise ValueError(f'{data_list}:{number}: expected "image_path label_path", '

@@ -10,7 +10,13 @@ then one line per episode, in order (seed by seed, episode number e = 0, 1, ...)
      "class": 3, "intersection": [bg, fg], "union": [bg, fg]}
 Paths are relative to the data root; supports are in the order they are stacked; "class" is the
 data set's own class id; intersection and union are the pixel counts as scored (absent from a
-manifest of episodes not scored yet, e.g. tools/authors_episodes.py's).
+manifest of episodes not scored yet, e.g. tools/authors_episodes.py's). The header may name the
+classes ("class_names", in the order of "classes") where the data set has names.
+
+A manifest is read whole and checked: the header's keys, then every line (its fields, its seed
+among the header's, episodes numbered 0, 1, ... seed by seed, each index once, counts that a
+scoring can give), then that every seed has the header's number of episodes. The first problem
+is an error naming the line.
 """
 import dataclasses
 import hashlib
@@ -100,12 +106,16 @@ def episodes_digest(records: Sequence[EpisodeRecord]) -> str:
 
 
 def make_header(data_set, split, shot, classes, seeds, episodes, source, checkpoint=None,
-                config=None) -> dict:
-    """The header line. checkpoint / config: identity dicts (path, sha256, ...) or None."""
-    return {'format': FORMAT, 'data_set': data_set, 'split': int(split), 'shot': int(shot),
-            'classes': [int(c) for c in classes], 'seeds': [int(s) for s in seeds],
-            'episodes': int(episodes), 'source': source, 'checkpoint': checkpoint,
-            'config': config}
+                config=None, class_names=None) -> dict:
+    """The header line. checkpoint / config: identity dicts (path, sha256, ...) or None;
+    class_names: the classes' names, where the data set has names."""
+    header = {'format': FORMAT, 'data_set': data_set, 'split': int(split), 'shot': int(shot),
+              'classes': [int(c) for c in classes], 'seeds': [int(s) for s in seeds],
+              'episodes': int(episodes), 'source': source, 'checkpoint': checkpoint,
+              'config': config}
+    if class_names is not None:
+        header['class_names'] = [str(name) for name in class_names]
+    return header
 
 
 def file_identity(path) -> dict:
@@ -123,30 +133,111 @@ def manifest_text(header: dict, records: Sequence[EpisodeRecord]) -> str:
 
 
 def write_manifest(path, header: dict, records: Sequence[EpisodeRecord]) -> dict:
-    """Write a manifest atomically; returns what a report keeps of it ({'path', 'digest'})."""
-    write_atomic(path, manifest_text(header, records))
-    return {'path': path, 'digest': episodes_digest(records)}
+    """Write a manifest atomically; returns what a report keeps of it: {'path', 'digest' (of its
+    episodes), 'sha256' (of the file: its scores too)}."""
+    text = manifest_text(header, records)
+    write_atomic(path, text)
+    return {'path': path, 'digest': episodes_digest(records),
+            'sha256': hashlib.sha256(text.encode()).hexdigest()}
 
 
 # ---- reading ----------------------------------------------------------------------------------
 def read_manifest(path) -> Manifest:
-    """The manifest at `path`; ManifestError naming the first line that is not what a manifest
-    holds."""
+    """The manifest at `path`, read whole; ManifestError naming the first line that is not what
+    a manifest holds (see the module's doc)."""
     lines = read_text(path, 'episode manifest').splitlines()
     if not lines:
         raise ManifestError(f'{path}: empty file, not an episode manifest')
-    header = _json_line(path, 1, lines[0])
+    header = _header(path, _json_line(path, 1, lines[0]))
+    numbered = [(n, line) for n, line in enumerate(lines[1:], start=2) if line.strip()]
+    if not numbered:
+        raise ManifestError(f'{path}: no episodes after the header')
+    records, order = [], _EpisodeOrder(path, header)
+    for n, line in numbered:
+        record = _record(path, n, _json_line(path, n, line), header)
+        order.check(n, record)
+        records.append(record)
+    order.check_complete()
+    scored = [r.intersection is not None for r in records]
+    if any(scored) and not all(scored):
+        n = numbered[scored.index(not scored[0])][0]
+        raise ManifestError(f'{path} line {n}: {"not " if scored[0] else ""}scored (no '
+                            'intersection and union), unlike line 2: a manifest is scored whole '
+                            'or not at all')
+    return Manifest(path, header, records)
+
+
+def _header(path, header):
+    """The header, checked: its format, keys and their types."""
     if header.get('format') != FORMAT:
         raise ManifestError(f'{path} line 1: not an episode manifest header (expected "format": '
                             f'"{FORMAT}", got {header.get("format")!r})')
     missing = [k for k in HEADER_KEYS if k not in header]
     if missing:
         raise ManifestError(f'{path} line 1: header without {", ".join(missing)}')
-    records = [_record(path, n, _json_line(path, n, line), header)
-               for n, line in enumerate(lines[1:], start=2) if line.strip()]
-    if not records:
-        raise ManifestError(f'{path}: no episodes after the header')
-    return Manifest(path, header, records)
+    integers = lambda v: isinstance(v, list) and v and all(type(x) is int for x in v)  # noqa: E731
+    expected = {'split': (lambda v: type(v) is int, 'an integer'),
+                'shot': (lambda v: type(v) is int and v >= 1, 'a positive integer'),
+                'episodes': (lambda v: type(v) is int and v >= 1, 'a positive integer'),
+                'classes': (integers, 'a list of integers'),
+                'seeds': (lambda v: integers(v) and len(set(v)) == len(v),
+                          'a list of distinct integers')}
+    for key, (fits, what) in expected.items():
+        if not fits(header[key]):
+            raise ManifestError(f'{path} line 1: "{key}" must be {what}, got {header[key]!r}')
+    return header
+
+
+class _EpisodeOrder:
+    """The order a manifest's lines must follow: seed by seed as in the header, each seed's
+    episodes numbered 0, 1, ... (each once), `episodes` of them."""
+
+    def __init__(self, path, header):
+        self.path, self.seeds, self.episodes = path, header['seeds'], header['episodes']
+        self.count = {}             # episodes seen of each seed
+        self.first_line = {}        # (seed, index) → line
+        self.current = None
+
+    def check(self, n, record):
+        where, seed, index = f'{self.path} line {n}', record.seed, record.index
+        if seed not in self.seeds:
+            raise ManifestError(f"{where}: seed {seed} is not one of the header's seeds "
+                                f'{self.seeds}')
+        if (seed, index) in self.first_line:
+            raise ManifestError(f'{where}: episode {index} of seed {seed} again (first on line '
+                                f'{self.first_line[seed, index]}): each episode is listed once')
+        if seed != self.current:                   # a seed begins
+            self.check_seed_begins(where, seed)
+        expected = self.count.get(seed, 0)
+        if index != expected:
+            raise ManifestError(f'{where}: episode {index} of seed {seed} where episode '
+                                f'{expected} comes next (episodes are numbered 0, 1, ... in '
+                                'order)')
+        if index >= self.episodes:
+            raise ManifestError(f'{where}: episode {index} of seed {seed}, past the '
+                                f"header's {self.episodes} episodes per seed")
+        self.current, self.count[seed] = seed, expected + 1
+        self.first_line[seed, index] = n
+
+    def check_seed_begins(self, where, seed):
+        if seed in self.count:
+            raise ManifestError(f"{where}: seed {seed} again after seed {self.current}'s "
+                                'episodes: a manifest lists its episodes seed by seed')
+        if self.current is not None and self.count[self.current] != self.episodes:
+            raise ManifestError(f'{where}: seed {seed} begins after {self.count[self.current]} '
+                                f'episodes of seed {self.current}, but the header promises '
+                                f'{self.episodes} of each seed')
+        next_seed = self.seeds[len(self.count)]
+        if seed != next_seed:
+            raise ManifestError(f"{where}: episodes of seed {seed} where the header's order "
+                                f'{self.seeds} has seed {next_seed} next')
+
+    def check_complete(self):
+        for seed in self.seeds:
+            if self.count.get(seed, 0) != self.episodes:
+                raise ManifestError(f'{self.path} line 1: the header promises {self.episodes} '
+                                    f'episodes of each seed, but seed {seed} has '
+                                    f'{self.count.get(seed, 0)}')
 
 
 def _json_line(path, n, line):
@@ -195,13 +286,29 @@ def _record(path, n, line, header):
     if episode.class_id not in header['classes']:
         raise ManifestError(f'{where}: class {episode.class_id} is not one of the header\'s '
                             f'classes {header["classes"]}')
+    if 'intersection' in fields:
+        _check_counts(where, fields['intersection'], fields['union'])
     return EpisodeRecord(**fields)
 
 
+def _check_counts(where, intersection, union):
+    """Counts a scoring can give: every pixel the prediction and the label disagree on is in
+    the union of both background and foreground and in neither intersection, so union −
+    intersection is the same for both, and never negative (util.metrics.intersection_union)."""
+    disagree = [u - i for i, u in zip(intersection, union)]
+    if disagree[0] != disagree[1] or disagree[0] < 0:
+        raise ManifestError(f'{where}: counts no scoring gives (intersection {list(intersection)}, '
+                            f'union {list(union)}: union − intersection must be the same for '
+                            'background and foreground, and not negative); edited by hand?')
+
+
 # ---- fitting a run ----------------------------------------------------------------------------
-def check_fits(manifest: Manifest, data_set, split, shot, classes, data_root):
+def check_fits(manifest: Manifest, data_set, split, shot, classes, data_root, files=None,
+               lists=''):
     """Refuse a manifest that another data set, fold or a smaller shot made, or whose files are
-    not under `data_root`; the message names the first offending line."""
+    not under `data_root` or, given the data set's `files` (util.outputs.InputFiles), not among
+    them (e.g. a query that is not in the val list; `lists` names them); the message names the
+    first offending line."""
     h, path = manifest.header, manifest.path
     if h['data_set'] != data_set:
         raise ManifestError(f'{path} line 1: episodes of data set {h["data_set"]!r}, but this '
@@ -223,9 +330,23 @@ def check_fits(manifest: Manifest, data_set, split, shot, classes, data_root):
                 if relative in checked:
                     continue
                 checked.add(relative)
-                if not os.path.isfile(os.path.join(data_root, relative)):
+                full = os.path.join(data_root, relative)
+                if not os.path.isfile(full):
                     raise ManifestError(f'{path} line {n}: {role} {kind} {relative} not found '
                                         f'under the data root {data_root}')
+                if files is not None and files.find(full) is None:
+                    raise ManifestError(f"{path} line {n}: {role} {kind} {relative} is not one "
+                                        f"of this data set's files{f' ({lists})' if lists else ''}"
+                                        ': the episode cannot be one of its episodes')
+
+
+def scored_differently(manifest: Manifest, records: Sequence[EpisodeRecord]) -> List[str]:
+    """The episodes of a scored manifest that `records` (the same episodes, scored again) scored
+    otherwise, each as 'seed s episode e (line n): ∩ [bg, fg] → [...], ∪ [...] → [...]'."""
+    return [f'seed {old.seed} episode {old.index} (line {n}): ∩ {list(old.intersection)} → '
+            f'{list(new.intersection)}, ∪ {list(old.union)} → {list(new.union)}'
+            for n, (old, new) in enumerate(zip(manifest.records, records), start=2)
+            if (old.intersection, old.union) != (new.intersection, new.union)]
 
 
 def replay_plans(manifest: Manifest, shot: int) -> Dict[int, List[Episode]]:

@@ -33,7 +33,7 @@ from util.experiment import find_checkpoint, ready_model
 from util.folds import has_folds
 from util.metrics import SCORES
 from util.manifest import (check_fits, file_identity, make_header, read_manifest, replay_plans,
-                           scored_records, write_manifest)
+                           scored_differently, scored_records, write_manifest)
 from util.outputs import InputFiles, RunLock, check_outputs, check_writable, write_json
 from util.paper import paper_figure
 from util.precision import precision_for
@@ -145,16 +145,32 @@ def config_digest(cfg):
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def save_episodes(path, cfg, checkpoint, classes, seeds, episodes, records, report_file):
+def class_names(dataset):
+    """The names of a data set's classes (the cross-domain ones have names), else their ids."""
+    return [str(name) for name in getattr(dataset, 'class_names', dataset.classes)]
+
+
+def save_episodes(path, cfg, checkpoint, dataset, seeds, episodes, records, report_file):
     """Write the scored episodes as a manifest; returns what the report keeps of it: its path
-    relative to the report's folder (so that the two move together) and its digest."""
-    header = make_header(cfg.data_set, cfg.split, cfg.shot, classes, seeds, episodes,
+    relative to the report's folder (so that the two move together) and its digests."""
+    header = make_header(cfg.data_set, cfg.split, cfg.shot, dataset.classes, seeds, episodes,
                          'test_sccan.py', checkpoint=file_identity(checkpoint),
-                         config=dict(file_identity(cfg.source), values_sha256=config_digest(cfg)))
+                         config=dict(file_identity(cfg.source), values_sha256=config_digest(cfg)),
+                         class_names=class_names(dataset))
     saved = write_manifest(path, header, records)
     log.info('wrote %s', path)
     return dict(saved, path=os.path.relpath(os.path.abspath(path),
                                             os.path.dirname(os.path.abspath(report_file))))
+
+
+def warn_of_classes_without_episodes(seed, result, names):
+    """mIoU averages every class, one without episodes as IoU 0 (the authors' formula): say so
+    when it happens (e.g. --episodes 2 for 5 classes)."""
+    missing = [name for name, n in zip(names, result['class_episodes']) if n == 0]
+    if missing:
+        log.warning("seed %d: %d of %d classes have no episode (class %s): mIoU counts them as "
+                    "IoU 0, as the authors' formula does; test at least %d episodes",
+                    seed, len(missing), len(names), ', '.join(missing), len(names))
 
 
 def score_plans(net, dataset, cfg, env, precision, plans, viz_dir=None, viz=0):
@@ -168,13 +184,13 @@ def score_plans(net, dataset, cfg, env, precision, plans, viz_dir=None, viz=0):
         on_episode = episode_saver(viz_dir, viz, dataset.classes) if viz_dir and n == 0 else None
         result = run_episodes(net, dataset, cfg, seed, env, precision, plan=plan,
                               predict=predict, on_episode=on_episode, desc=f'seed {seed}')
-        # class names where the data set has them (the cross-domain ones), else class ids
-        names = getattr(dataset, 'class_names', dataset.classes)
-        log.info('seed %d:\n%s', seed, format_result(result, names))
+        log.info('seed %d:\n%s', seed, format_result(result, class_names(dataset)))
+        warn_of_classes_without_episodes(seed, result, class_names(dataset))
         scored = result.pop('per_episode')
         counts.append(RunCounts.of_evaluation(scored, len(dataset.classes)))
         records += scored_records(seed, plan, scored)
-        per_seed.append({'seed': seed, **result, 'class_ids': [int(c) for c in dataset.classes]})
+        per_seed.append({'seed': seed, **result, 'class_ids': [int(c) for c in dataset.classes],
+                         'class_names': class_names(dataset)})
     return per_seed, counts, records
 
 
@@ -211,6 +227,8 @@ def evaluate_checkpoint(cfg, env, weight: Optional[str] = None,
     """
     if files.plot:
         require_matplotlib()
+    for note in cfg.notes:
+        log.warning('%s', note)
     path = checkpoint_to_test(cfg, weight)
     replayed = replayed_manifest(files, seeds, episodes)
     seeds = replayed.seeds() if replayed else list(seeds or [cfg.manual_seed])
@@ -221,12 +239,14 @@ def evaluate_checkpoint(cfg, env, weight: Optional[str] = None,
     cfg = cfg.replace(**net.architecture)     # what the checkpoint states, in the report too
     dataset = episode_dataset(cfg, 'val')
     inputs = InputFiles(p for p in (path, cfg.source, files.episodes_from) if p)
-    with claimed(env, lambda: claim_outputs(out, viz_dir, inputs.add(dataset.input_files()),
-                                            overwrite, files)):
+    data_files = dataset.input_files()
+    with claimed(env, lambda: claim_outputs(out, viz_dir, inputs.add(data_files), overwrite,
+                                            files)):
         precision = precision_for(cfg, env.device)
         if replayed:
             check_fits(replayed, cfg.data_set, cfg.split, cfg.shot, dataset.classes,
-                       cfg.data_root)
+                       cfg.data_root, data_files, f'val_list {cfg.val_list}' if cfg.val_list
+                       else f'data_root {cfg.data_root}')
             plans = replay_plans(replayed, cfg.shot)
         else:
             plans = {seed: dataset.plan(seed, episodes) for seed in seeds}
@@ -248,19 +268,36 @@ def evaluate_checkpoint(cfg, env, weight: Optional[str] = None,
                   'std': std, 'uncertainty': intervals, 'overrides': dict(overrides or {})}
         if replayed:
             report['episodes_from'] = {'path': os.path.abspath(files.episodes_from),
-                                       'digest': replayed.digest()}
+                                       'digest': replayed.digest(),
+                                       **replay_changes(replayed, records, path, cfg.shot)}
         if env.is_main:
-            write_outputs(report, out, files, cfg, path, dataset.classes, seeds, episodes, records)
+            write_outputs(report, out, files, cfg, path, dataset, seeds, episodes, records)
         return report
 
 
-def write_outputs(report, out, files, cfg, checkpoint, classes, seeds, episodes, records):
+def replay_changes(replayed, records, checkpoint, shot):
+    """What the report says of a replayed manifest's recorded counts: {'scored_differently': n}
+    when it has counts to compare (its own shot), with a warning naming the episodes when the
+    checkpoint is the one that scored them (then the data, settings or hardware changed)."""
+    if not replayed.scored or shot != replayed.header['shot']:
+        return {}
+    changed = scored_differently(replayed, records)
+    recorded = (replayed.header.get('checkpoint') or {}).get('sha256')
+    if changed and recorded == file_identity(checkpoint)['sha256']:
+        log.warning('%d of %d replayed episodes scored differently from the counts %s recorded '
+                    'with this same checkpoint: the data (images, labels), the settings or the '
+                    'hardware changed since; %s%s', len(changed), len(records), replayed.path,
+                    '; '.join(changed[:5]), f'; ... {len(changed) - 5} more' if len(changed) > 5 else '')
+    return {'scored_differently': len(changed)}
+
+
+def write_outputs(report, out, files, cfg, checkpoint, dataset, seeds, episodes, records):
     """Write the manifest (files.save_episodes), the report and its picture (files.plot). A
     manifest or report that cannot be written (e.g. a full disk) is an error naming it, with the
     report printed on stdout: the evaluation's results are not lost."""
     try:
         if files.save_episodes:
-            report['manifest'] = save_episodes(files.save_episodes, cfg, checkpoint, classes,
+            report['manifest'] = save_episodes(files.save_episodes, cfg, checkpoint, dataset,
                                                seeds, episodes, records, out)
         write_json(out, report)
     except OSError as e:

@@ -110,15 +110,16 @@ def _identity(path, real_path):
 
 def unique_stems(paths):
     """The file names of `paths` without their extensions, made unique for outputs named after
-    them (a/x.jpg, b/x.jpg → x, x_1)."""
-    names, seen = [], set()
-    for path in paths:
-        stem = name = os.path.splitext(os.path.basename(path))[0]
-        n = 0
-        while name in seen:
+    them: a name shared by several files goes to the first, the others get the first free
+    `_1`, `_2`, ... that no file of `paths` has as its own name (a/x.jpg, b/x.jpg, x_1.jpg →
+    x, x_2, x_1)."""
+    stems = [os.path.splitext(os.path.basename(path))[0] for path in paths]
+    taken, names = set(stems), []
+    for stem in stems:
+        name, n = stem, 0
+        while name in names or (name != stem and name in taken):
             n += 1
             name = f'{stem}_{n}'
-        seen.add(name)
         names.append(name)
     return names
 
@@ -129,6 +130,15 @@ def make_folder(path, what='folder'):
         raise NotADirectoryError(f'{what} {path} exists and is not a folder')
     os.makedirs(path, exist_ok=True)
     return path
+
+
+def check_room(folder, needed, what):
+    """OSError 'not enough space in <folder> for <what>' when its disk has less than `needed`
+    bytes free: a long run's outputs are checked before the run."""
+    free = shutil.disk_usage(folder).free
+    if free < needed:
+        raise OSError(f'not enough space in {folder} for {what}: {free / 2 ** 20:.1f} MB free, '
+                      f'{needed / 2 ** 20:.1f} MB needed')
 
 
 def check_writable(path):
@@ -207,6 +217,19 @@ def write_atomic(path, content, sync=True):
     return path
 
 
+# What a write fails with for want of room or permission, whatever the file.
+_WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS)
+
+
+def named_write_error(error, path):
+    """An OSError that a write failed with (a full disk, a quota) and that names no file (the
+    flush of a file opened elsewhere, e.g. by TensorBoard's writer) as 'cannot write <path>:
+    <reason>'; any other error as it is."""
+    if error.errno not in _WRITE_ERRNOS or error.filename is not None or str(path) in str(error):
+        return error
+    return OSError(f'cannot write {path}: {_reason(error)}')
+
+
 def _reason(error):
     """Why an OSError happened, in the words of the messages."""
     if error.errno == errno.ENOSPC:
@@ -220,6 +243,13 @@ def _os_error_in(error):
     while error is not None and not isinstance(error, OSError):
         error = error.__cause__ or error.__context__
     return error
+
+
+def temporary_target(entry):
+    """The name of the file a write_atomic temporary named `entry` was written for, or None
+    when `entry` is no such temporary."""
+    match = _TEMPORARY.match(entry)
+    return match.group('name') if match else None
 
 
 def leftover_temporaries(folder, name_prefix='', name_suffix=''):

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from model import BackboneFeatures, SCCAN, sccan_from_checkpoint
 from model.checkpoint import metadata
 from model.sccan import input_size_rule, valid_input_size
-from util.image_io import IGNORE_LABEL
+from util.image_io import IGNORE_LABEL, support_mask_problem
 from util.precision import resolve_device
 from util.replay import replayed
 from util.transform import ImageTooThin, val_resize_shape, val_transform
@@ -143,8 +143,9 @@ class FewShotSegmenter:
             rgb = as_rgb(image, image_name)
             fg = foreground_of(mask, mask_name)
             check_same_size(fg, rgb, mask_name, image_name)
-            if not fg.any():
-                raise ValueError(f'{mask_name} has no foreground pixels; ' + MASK_RULE)
+            problem = support_mask_problem(fg)
+            if problem:
+                raise ValueError(f'{mask_name} {problem}; ' + MASK_RULE)
             for warning in mask_warnings(mask, fg, mask_name):
                 warnings.warn(warning, stacklevel=2)
             tensor, label = self._canvas(rgb, fg, image_name)

@@ -9,6 +9,7 @@ import io
 
 import numpy as np
 
+from util.folds import has_folds
 from util.outputs import write_atomic
 
 HINT = ('--plot needs matplotlib, an optional extra: pip install matplotlib (or run without '
@@ -31,7 +32,8 @@ def plot_report(report: dict, path: str, paper_miou=None, paper_source=''):
     """Draw `report` (test_sccan.py's, with 'uncertainty') into the PNG `path` (atomically).
 
     Args:
-        report: the test report: per seed class_IoU, mIoU, class_ids; uncertainty.pooled.
+        report: the test report: per seed class_IoU, mIoU, class_ids (class_names, where the
+            report has them); uncertainty.pooled.
         path: the PNG to write.
         paper_miou: the paper's mIoU (%) of this fold, drawn as a line; None: not drawn.
         paper_source: where that number comes from, for the legend.
@@ -42,7 +44,7 @@ def plot_report(report: dict, path: str, paper_miou=None, paper_source=''):
     import matplotlib.pyplot as plt
 
     seeds = report['seeds']
-    classes = seeds[0]['class_ids']
+    classes = seeds[0].get('class_names') or [str(c) for c in seeds[0]['class_ids']]
     pooled = report['uncertainty']['pooled']
     class_iou = 100 * np.mean([s['class_IoU'] for s in seeds], axis=0)
     class_ci = 100 * np.array(pooled['class_IoU'])                       # C×2
@@ -64,13 +66,15 @@ def plot_report(report: dict, path: str, paper_miou=None, paper_source=''):
     if paper_miou is not None:
         ax.axhline(paper_miou, color='#c53030', linestyle='--', linewidth=1,
                    label=f'paper: {paper_miou} {paper_source}'.rstrip())
-    ax.set_xticks(x, [str(c) for c in classes] + ['mIoU'])
-    ax.set_xlabel('novel class')
+    ax.set_xticks(x, list(classes) + ['mIoU'])
+    folds = has_folds(report['data_set'])
+    ax.set_xlabel('novel class' if folds else 'class')
     ax.set_ylabel('IoU (%)')
     ax.set_ylim(0, 100)
     interval = (f'[{miou_ci[0]:.1f}, {miou_ci[1]:.1f}]' if pooled.get('estimable', True) else
                 '(no interval: a single episode per class)')
-    ax.set_title(f"{report['data_set']} fold {report['split']}, {report['shot']}-shot: "
+    fold = f" fold {report['split']}" if folds else ''
+    ax.set_title(f"{report['data_set']}{fold}, {report['shot']}-shot: "
                  f"{report['episodes']} episodes × {len(seeds)} seed(s); mIoU {miou:.1f} "
                  f"{interval}", fontsize=10)
     if ax.get_legend_handles_labels()[0]:

@@ -38,6 +38,10 @@ def pascal_coco(cfg, mode):
     for key in ('data_root', list_key):
         if getattr(cfg, key) is None:
             raise ConfigError(f'{cfg.source}: {key} is not set')
+    if os.path.isdir(getattr(cfg, list_key)):
+        raise IsADirectoryError(f'list file {getattr(cfg, list_key)} is a folder, not a file '
+                                f'(config key {list_key} in {cfg.source}): give the list of '
+                                '"image label" lines (docs/data.md)')
     for key, what, exists in (('data_root', 'data root', os.path.isdir),
                               (list_key, 'list file', os.path.isfile)):
         if not exists(getattr(cfg, key)):

@@ -34,6 +34,7 @@ from util.datasets.cross_domain_layouts import Layout, Pair, layout_of
 from util.datasets.patnet import (SCORE_SIZE, binary_mask, class_cycle_episodes,
                                   open_image, patnet_image, patnet_mask, query_order_episodes)
 from util.episodes import Episode
+from util.image_io import BadFileError, support_mask_problem
 from util.outputs import InputFiles
 
 log = logging.getLogger('sccan')
@@ -43,6 +44,7 @@ QUERY_ORDER = ('fss', 'folder')
 CROSS_DOMAIN = QUERY_ORDER + CLASS_CYCLE
 # Test benchmarks of a model meta-trained elsewhere (PASCAL): any checkpoint may be tested on them
 TEST_BENCHMARKS = ('fss',) + CLASS_CYCLE
+_WARNED = set()       # empty support masks of the benchmarks named in a warning (once each)
 
 
 class PatnetEpisodes:
@@ -121,7 +123,7 @@ class PatnetEpisodes:
                 'query_mask_original': torch.from_numpy(mask).long(),
                 'original_size': torch.tensor([SCORE_SIZE, SCORE_SIZE])}
         item['query'], item['query_mask'] = self.transform(image, mask)
-        supports = [self.transform(*self.read(pair)) for pair in episode.supports]
+        supports = [self.transform(*self.support(pair, self.read)) for pair in episode.supports]
         item['support'] = torch.stack([s for s, _ in supports])           # K×3×S×S
         item['support_masks'] = torch.stack([m for _, m in supports])     # K×S×S
         return item
@@ -138,12 +140,30 @@ class PatnetEpisodes:
         c, query = self.queries[index % len(self.queries)]
         supports = random.sample([p for p in self.layout.pairs[c] if p != query], self.shot)
         query_image, query_mask = self.transform(*self.read_original(query))
-        transformed = [self.transform(*self.read_original(pair)) for pair in supports]
+        transformed = [self.transform(*self.support(pair, self.read_original))
+                       for pair in supports]
         return {'query': query_image, 'query_mask': query_mask,
                 'support': torch.stack([s for s, _ in transformed]),
                 'support_masks': torch.stack([m for _, m in transformed]),
                 'class_index': c, 'query_path': self.full_path(query[0]),
                 'support_paths': [self.full_path(image) for image, _ in supports]}
+
+    def support(self, pair: Pair, read):
+        """`read(pair)` of a support, its mask checked by the rule of support masks
+        (util.image_io.support_mask_problem): one's own data (folder) with an empty mask is
+        refused (BadFileError); PATNet's benchmarks score it as their protocol draws it, with a
+        warning naming it once."""
+        image, mask = read(pair)
+        problem = support_mask_problem(mask)
+        if problem:
+            path = self.full_path(pair[1])
+            message = f'{path} (a support mask) {problem} (tools/check_data.py lists such masks)'
+            if self.data_set not in TEST_BENCHMARKS:
+                raise BadFileError(message, path)
+            if path not in _WARNED:
+                _WARNED.add(path)
+                log.warning('%s; scored as %s draws it, as in PATNet', message, self.data_set)
+        return image, mask
 
     def read_original(self, pair: Pair):
         """(H×W×3 float32 RGB, H×W uint8 0/1) at the image's own size, the mask read as PATNet

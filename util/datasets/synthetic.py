@@ -16,6 +16,7 @@ import dataclasses
 import json
 import multiprocessing
 import os
+import re
 
 import cv2
 import numpy as np
@@ -23,7 +24,7 @@ import numpy as np
 from util.datasets import SYNTHETIC_LISTS
 from util.image_io import IGNORE_LABEL, write_image
 from util.log import progress
-from util.outputs import make_folder, write_atomic, write_json
+from util.outputs import make_folder, temporary_target, write_atomic, write_json
 
 NUM_CLASSES = 20
 SHAPES = ('ellipse', 'rectangle', 'triangle', 'star', 'cross', 'ring', 'crescent', 'hexagon',
@@ -312,9 +313,18 @@ def scene(seed, split, index, styles=None):
 
 
 MANIFEST = 'benchmark.json'
+# What a benchmark's root holds: its folders of images and labels (files named by `file_name`),
+# its lists and MANIFEST; nothing else is the generator's.
+FOLDERS = {'JPEGImages': 'jpg', 'SegmentationClassAug': 'png'}
+GENERATED_NAME = re.compile(r'^syn_(train|val)_\d{5}\.(jpg|png)$')
 
 
-def write_benchmark(root, seed=0, n_train=2000, n_val=500, size=None, processes=1):
+def file_name(split, index, folder):
+    return f'{folder}/syn_{split}_{index:05d}.{FOLDERS[folder]}'
+
+
+def write_benchmark(root, seed=0, n_train=2000, n_val=500, size=None, processes=1,
+                    overwrite=False):
     """Write the benchmark under root in the PASCAL layout:
         JPEGImages/<name>.jpg, SegmentationClassAug/<name>.png,
         synthetic_train.txt, synthetic_val.txt, benchmark.json (what was generated)
@@ -322,31 +332,38 @@ def write_benchmark(root, seed=0, n_train=2000, n_val=500, size=None, processes=
     root), like the PASCAL-5i lists; the list names differ from PASCAL's so that the list caches
     under lists/pascal/ never mix the two. `size` (h, w): every image and label resized to it
     (e.g. VOC's typical 375×500 for loading benchmarks). `processes` > 1 draws the images in
-    that many forked processes (the same files: an image depends on its index only). Returns
+    that many forked processes (the same files: an image depends on its index only). A root
+    holding this very benchmark is left as it is; one holding another benchmark (other seed,
+    counts or size), or files that are not the generator's, is refused (FileExistsError) unless
+    `overwrite`, which first deletes the generator's files of the other benchmark (its images
+    would otherwise stay behind, unlisted) and leaves the other files alone. Returns
     {'train': path, 'val': path} of the lists."""
     if n_train < 1 or n_val < 1:
         raise ValueError(f'n_train and n_val must be positive, got {n_train} and {n_val}')
+    wanted = manifest(seed, n_train, n_val, size)
+    lists = {split: os.path.join(root, SYNTHETIC_LISTS[split]) for split in SYNTHETIC_LISTS}
     make_folder(root, 'benchmark root')
+    if _read_manifest(root) == wanted:
+        return lists
+    _clear_for(root, wanted, overwrite)
     jobs = {split: [(root, seed, split, i, size) for i in range(count)]
             for split, count in (('train', n_train), ('val', n_val))}
-    lists = {}
     with _mapper(processes) as map_lines:
         for split, split_jobs in jobs.items():
             lines = progress(map_lines(write_scene, split_jobs), total=len(split_jobs),
                              desc=f'{split} images', unit='image')
-            lists[split] = write_atomic(os.path.join(root, SYNTHETIC_LISTS[split]), ''.join(lines))
-    write_json(os.path.join(root, MANIFEST), manifest(seed, n_train, n_val, size))
+            write_atomic(lists[split], ''.join(lines))
+    write_json(os.path.join(root, MANIFEST), wanted)
     return lists
 
 
 def write_scene(root, seed, split, index, size=None):
     """Write image `index` of a split and its label under root; returns its list line."""
-    name = f'syn_{split}_{index:05d}'
     image, label = scene(seed, split, index, _STYLES)
     if size is not None:
         image = cv2.resize(image, size[::-1], interpolation=cv2.INTER_LINEAR)
         label = cv2.resize(label, size[::-1], interpolation=cv2.INTER_NEAREST)
-    jpg, png = f'JPEGImages/{name}.jpg', f'SegmentationClassAug/{name}.png'
+    jpg, png = (file_name(split, index, folder) for folder in FOLDERS)
     write_image(os.path.join(root, jpg), cv2.cvtColor(image, cv2.COLOR_RGB2BGR),
                 [cv2.IMWRITE_JPEG_QUALITY, 95])
     write_image(os.path.join(root, png), label)
@@ -355,17 +372,64 @@ def write_scene(root, seed, split, index, size=None):
 
 @contextlib.contextmanager
 def _mapper(processes):
-    """map(function, argument tuples) → an iterator of the results in order: here, or over `processes` forked
-    processes (forked: they start at once, with this module loaded; the caller runs no threads
-    of its own yet, e.g. the kit's data step or a tool before torch computes)."""
+    """map(function, argument tuples) → an iterator of the results in order: here, or over
+    `processes` forked processes (forked: they start at once, with this module loaded; the caller
+    runs no threads of its own yet, e.g. the kit's data step or a tool before torch computes)."""
     if processes <= 1:
         yield lambda function, jobs: (function(*job) for job in jobs)
         return
     context = multiprocessing.get_context('fork')
     # one OpenCV thread each: the processes share the cores
     with concurrent.futures.ProcessPoolExecutor(processes, mp_context=context,
-                                                initializer=cv2.setNumThreads, initargs=(1,)) as pool:
+                                                initializer=cv2.setNumThreads,
+                                                initargs=(1,)) as pool:
         yield lambda function, jobs: pool.map(function, *zip(*jobs), chunksize=16)
+
+
+def _read_manifest(root):
+    try:
+        with open(os.path.join(root, MANIFEST)) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def _clear_for(root, wanted, overwrite):
+    """Make `root` ready for the benchmark `wanted`: refuse (unless `overwrite`) one holding
+    another benchmark or files that are not the generator's; then delete the generator's files
+    there (another benchmark's, or a half-written one's), so that none is left unlisted."""
+    generated, foreign = [], []
+    for entry in sorted(os.listdir(root)):
+        path = os.path.join(root, entry)
+        if entry in FOLDERS and os.path.isdir(path):
+            for name in sorted(os.listdir(path)):
+                ours = GENERATED_NAME.match(temporary_target(name) or name)
+                (generated if ours else foreign).append(os.path.join(path, name))
+        elif (temporary_target(entry) or entry) in (MANIFEST, *SYNTHETIC_LISTS.values()):
+            generated.append(path)
+        else:
+            foreign.append(path)
+    existing = _read_manifest(root)
+    if not overwrite:
+        if existing is not None:
+            raise FileExistsError(
+                f'{root} holds another synthetic benchmark ({describe(existing)}); writing '
+                f'{describe(wanted)} would replace its images under every checkpoint, report '
+                'and manifest made from it: give another --root, or --overwrite to replace it')
+        if foreign:
+            raise FileExistsError(
+                f'{root} holds files that are not a synthetic benchmark ({len(foreign)}, e.g. '
+                f'{foreign[0]}): give an empty or new --root, or --overwrite to write the '
+                'benchmark beside them')
+    for path in generated:
+        os.remove(path)
+
+
+def describe(benchmark):
+    """'seed 0, 2000 + 500 images' of a manifest."""
+    size = f', resized to {benchmark["size"][0]}×{benchmark["size"][1]}' if 'size' in benchmark else ''
+    return (f'seed {benchmark.get("seed")}, {benchmark.get("train")} + {benchmark.get("val")} '
+            f'images{size}')
 
 
 def manifest(seed, n_train, n_val, size=None):
@@ -376,8 +440,4 @@ def manifest(seed, n_train, n_val, size=None):
 
 def is_generated(root, seed, n_train, n_val):
     """Whether root already holds exactly this benchmark (so it need not be written again)."""
-    try:
-        with open(os.path.join(root, MANIFEST)) as f:
-            return json.load(f) == manifest(seed, n_train, n_val)
-    except (OSError, ValueError):
-        return False
+    return _read_manifest(root) == manifest(seed, n_train, n_val)

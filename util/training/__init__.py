@@ -4,7 +4,7 @@
     run_folder.py   claiming the run folder (lock; an earlier run's files; killed saves)
     checkpoints.py  the latest and the best checkpoint; resuming a run exactly
     validation.py   validation during training
-    signals.py      SIGINT/SIGTERM: a clean stop after the current step
+    signals.py      SIGINT/SIGTERM/SIGUSR1: a clean stop after the current step
     scalars.py      what a run reports as it goes: log lines, progress bar, TensorBoard
 
     trainer = train(cfg, env, resume='train_latest.pth')
@@ -12,10 +12,11 @@
 The files of a run are named by util.run_paths.RunPaths.
 """
 from util.distributed import FAILURES as GROUP_FAILURES
+from util.training.checkpoints import latest_checkpoint
 from util.training.signals import Interrupted
 from util.training.trainer import NonFiniteLoss, Trainer, train
 
 # Failures with their own exit status (util.cli.run_main); other errors end with status 2.
 FAILURES = ((NonFiniteLoss, 'error', 1), *GROUP_FAILURES, (Interrupted, 'interrupted', 130))
 
-__all__ = ['train', 'Trainer', 'NonFiniteLoss', 'Interrupted', 'FAILURES']
+__all__ = ['train', 'Trainer', 'NonFiniteLoss', 'Interrupted', 'FAILURES', 'latest_checkpoint']

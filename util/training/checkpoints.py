@@ -29,6 +29,7 @@ class Progress:
     keep_epoch: int = 0                 # epochs begun since the last new best (early stop)
     val_num: int = 0                    # validations run
     skipped_steps: int = 0              # steps skipped for a non-finite loss
+    pending_validation: Optional[float] = None   # the epoch label of a validation a stop cut
 
     @classmethod
     def of_checkpoint(cls, checkpoint) -> 'Progress':
@@ -65,6 +66,20 @@ class Checkpointer:
             os.remove(previous)
         progress.best_path = path
         log.info('new best mIoU %.4f: saved %s', miou, path)
+
+
+def checkpoint_bytes(net) -> int:
+    """About the size of a training checkpoint of `net`: its weights, and two optimiser states
+    (momentum, AdamW's moments) of the size of its trainable weights."""
+    weights = sum(t.numel() * t.element_size() for t in net.state_dict().values())
+    trainable = sum(p.numel() * p.element_size() for p in net.parameters() if p.requires_grad)
+    return weights + 2 * trainable
+
+
+def latest_checkpoint(cfg) -> Optional[str]:
+    """The latest checkpoint of the run of `cfg`, or None when it has none yet."""
+    latest = RunPaths.of(cfg).latest
+    return latest if os.path.isfile(latest) else None
 
 
 def resumable(cfg, resume: str, paths: RunPaths):

@@ -7,6 +7,30 @@ from util.outputs import RunLock, check_outputs, describe
 from util.run_paths import RunPaths
 
 
+def new_folders(paths: RunPaths) -> List[str]:
+    """The folders of a run that do not exist yet, outermost first: its run folder and those
+    above it, its snapshot and result folders."""
+    missing, folder = [], paths.run
+    while folder and not os.path.exists(folder):
+        missing.insert(0, folder)
+        folder = os.path.dirname(folder)
+    return missing + [f for f in (paths.snapshot, paths.result) if f not in missing and
+                      not os.path.exists(f)]
+
+
+def remove_new_folders(paths: RunPaths, folders: Sequence[str]):
+    """Remove the `new_folders` of a run that failed before it began, innermost first, with what
+    it wrote there (its log, TensorBoard files; its lock is released by then): a folder of the
+    run whole, one above the run folder only when empty (other runs may share it)."""
+    for folder in reversed(folders):
+        if not os.path.isdir(folder):
+            continue
+        if folder == paths.run or folder.startswith(paths.run + os.sep):
+            shutil.rmtree(folder)
+        elif not os.listdir(folder):
+            os.rmdir(folder)
+
+
 def claim_run_folder(paths: RunPaths, resume_path: Optional[str], overwrite: bool,
                      inputs: Sequence[str] = ()) -> Tuple[RunLock, List[str]]:
     """Take the run's lock (held until released), refuse to start over an earlier run's
@@ -31,9 +55,12 @@ def claim_run_folder(paths: RunPaths, resume_path: Optional[str], overwrite: boo
         if checkpoints and not (resume_path is not None and paths.holds(resume_path)):
             if not overwrite:
                 names = ', '.join(os.path.basename(p) for p in checkpoints)
+                # --resume from another folder starts a run here, as a new one would
+                new_run = (f'a run resumed from {resume_path}' if resume_path is not None else
+                           'a new run')
                 raise FileExistsError(
-                    f'{paths.snapshot} holds checkpoints of an earlier run ({names}) that a new '
-                    f'run would replace: continue that run with --resume '
+                    f'{paths.snapshot} holds checkpoints of an earlier run ({names}) that '
+                    f'{new_run} would replace: continue that run with --resume '
                     f'{os.path.basename(checkpoints[-1])}, start over with --overwrite (deletes '
                     'them, its log and TensorBoard scalars), or set another exp_dir')
             check_outputs(checkpoints + paths.records(), inputs, overwrite=True)

@@ -5,6 +5,7 @@ import logging
 import time
 
 from util.log import format_duration, progress, scalar_writer
+from util.outputs import named_write_error
 
 log = logging.getLogger('sccan')
 
@@ -16,7 +17,7 @@ class TrainingLog:
     """The reports of one run (scalars on the main process only)."""
 
     def __init__(self, cfg, tensorboard_dir, is_main, iters_per_epoch, max_iter):
-        self.cfg, self.is_main = cfg, is_main
+        self.cfg, self.is_main, self.tensorboard_dir = cfg, is_main, tensorboard_dir
         self.iters_per_epoch = iters_per_epoch
         # the step the run stops at (an early stop aside): max_iters cuts it short
         self.last_iteration = min(max_iter, cfg.max_iters or max_iter)
@@ -54,5 +55,14 @@ class TrainingLog:
         for name, key in VALIDATION_SCALARS:
             self.writer.add_scalar(name, result[key], iteration)
 
-    def close(self):
-        self.writer.close()
+    def close(self, failing=False):
+        """Write the last scalars out and close. Their error names the TensorBoard folder;
+        `failing` (the run is stopping on another error, which it must not hide): logged
+        instead."""
+        try:
+            self.writer.close()
+        except OSError as e:
+            error = named_write_error(e, self.tensorboard_dir)
+            if not failing:
+                raise error from e
+            log.warning('%s', error)

@@ -16,14 +16,16 @@ from util.datasets import episode_dataset
 from util.episodes import SeededEpisodes, TrainSampler, batches_of, make_loader
 from util.experiment import ready_model
 from util.log import close_logging, format_duration, setup_logging
+from util.outputs import check_room, named_write_error
 from util.optim import apply_schedule, build_optimizers, forward_backward, optimizer_step
 from util.precision import precision_for
 from util.run_paths import RunPaths
 from util.seeding import capture_rng, restore_rng, seed_all
-from util.training.checkpoints import Checkpointer, Progress, restore, resumable
-from util.training.run_folder import claim_run_folder
+from util.training.checkpoints import (Checkpointer, Progress, checkpoint_bytes, restore,
+                                       resumable)
+from util.training.run_folder import claim_run_folder, new_folders, remove_new_folders
 from util.training.scalars import TrainingLog
-from util.training.signals import Interrupted, StopFlag, way_on
+from util.training.signals import Interrupted, StopFlag, ValidationAbandoned, way_on
 from util.training.validation import Validation
 
 log = logging.getLogger('sccan')
@@ -43,16 +45,20 @@ class Trainer:
             folder), checked before anything is written.
         overwrite: start over in a run folder holding an earlier run's checkpoints (deleting
             them, its log and TensorBoard scalars).
+        stop: the run's StopFlag (util.training.signals), when the caller installed it already
+            (`train` does, for the time the run is set up too).
 
     `fit()` trains; `close()` gives the run folder back and closes the log. `paths` names the
     run's files, `progress` says where it stands.
     """
 
-    def __init__(self, cfg, env, resume=None, overwrite=False):
+    def __init__(self, cfg, env, resume=None, overwrite=False, stop=None):
         self.cfg, self.env = cfg, env
         self.paths = RunPaths.of(cfg)
+        self.stop = stop or StopFlag(self.paths.latest)
         resumed = resumable(cfg, resume, self.paths) if resume else None
         self.lock = None
+        made = new_folders(self.paths) if env.is_main else []
         try:
             inputs = [p for p in (cfg.source, cfg.backbone_weights) if p]
             claimed = distributed.on_main_process(
@@ -60,8 +66,14 @@ class Trainer:
                 env)
             self.lock, notes = claimed or (None, [])
             self.setup(resumed, notes)
-        except BaseException:
+        except BaseException as e:
+            owned = self.lock is not None         # the folders are this run's alone
             self.close()
+            if owned:
+                remove_new_folders(self.paths, made)     # a run that never began leaves none
+            named = named_write_error(e, self.paths.run) if isinstance(e, OSError) else e
+            if named is not e:
+                raise named from e
             raise
 
     def setup(self, resumed, notes):
@@ -70,7 +82,7 @@ class Trainer:
             os.makedirs(paths.snapshot, exist_ok=True)
             os.makedirs(paths.result, exist_ok=True)
         setup_logging(paths.log, env.is_main)
-        for note in notes:
+        for note in (*cfg.notes, *notes):
             log.warning('%s', note)
         if cfg.seed_deterministic:
             os.environ.setdefault('CUBLAS_WORKSPACE_CONFIG', ':4096:8')
@@ -81,6 +93,9 @@ class Trainer:
         # a resumed run is built as its checkpoint states: no backbone_weights needed
         self.net = (ready_model(cfg, env.device, resumed[0], contents=resumed[1]) if resumed
                     else ready_model(cfg, env.device))
+        if env.is_main:
+            check_room(paths.snapshot, 2 * checkpoint_bytes(self.net),
+                       'the latest and the best checkpoint')
         self.sgd, self.adamw = build_optimizers(self.net, cfg)
         self.scaler = self.precision.grad_scaler()
         train_data = episode_dataset(cfg, 'train')
@@ -105,7 +120,6 @@ class Trainer:
         self.model = distributed.wrap_ddp(self.net, env) if env.distributed else self.net
         self.log = TrainingLog(cfg, paths.tensorboard, env.is_main, self.iters_per_epoch,
                                self.max_iter)
-        self.stop = StopFlag(paths.latest)
 
     def close(self):
         """Give the run folder back (the lock) and close the log."""
@@ -116,7 +130,6 @@ class Trainer:
     # --- the run ---
     def fit(self):
         cfg, p = self.cfg, self.progress
-        self.stop.install()
         start = time.time()
         first_epoch, offset = divmod(p.iteration, self.iters_per_epoch)
         log.info('training %s: %d epochs × %d steps, %d process(es) × batch %d, on %s',
@@ -124,17 +137,21 @@ class Trainer:
                  cfg.batch_size, self.env.device)
         try:
             # within the flag's time, so that the signals ignored once a process is lost stay so
-            with distributed.peers_watched(self.env, lambda: way_on(self.paths.latest)):
+            with self.stop.installed(), self.stop.deferred(), \
+                    distributed.peers_watched(self.env, lambda: way_on(self.paths.latest)):
                 self.epochs(first_epoch, offset)
-        finally:
-            self.stop.uninstall()
-            self.log.close()
+        except BaseException:
+            self.log.close(failing=True)
+            raise
+        self.log.close()
         self.report(time.time() - start)
 
     def epochs(self, first_epoch, offset):
         """Train from step `offset` of `first_epoch` to the end, validating and saving as the
         config says."""
         cfg, p = self.cfg, self.progress
+        if p.pending_validation is not None:       # the run stopped during it: it comes first
+            self.validate(p.pending_validation)
         for epoch in range(first_epoch, cfg.epochs):
             if self.max_iters_reached():
                 break
@@ -200,8 +217,16 @@ class Trainer:
         return loss_value
 
     def validate(self, epoch_label):
+        """Validate, keep the best checkpoint and save the latest; a stop signal meanwhile saves
+        the latest at once, the validation pending (Interrupted)."""
         p = self.progress
-        result = self.validation(f'epoch {epoch_label} (step {p.iteration})')
+        p.pending_validation = None
+        try:
+            result = self.validation(f'epoch {epoch_label} (step {p.iteration})',
+                                     self.abandon_if_stop_requested)
+        except ValidationAbandoned:
+            p.pending_validation = epoch_label
+            self.interrupt(during=f'the validation at epoch {epoch_label}')
         p.val_num += 1
         self.log.validation(result, p.iteration)
         if p.best_miou is None or result['mIoU'] > p.best_miou:
@@ -232,16 +257,25 @@ class Trainer:
         flag = torch.tensor(float(self.stop.requested), device=self.env.device)
         return distributed.all_reduce_sum(flag).item() > 0
 
+    def abandon_if_stop_requested(self):
+        """Between validation batches: ValidationAbandoned when a process got a stop signal."""
+        if self.stop_requested():
+            raise ValidationAbandoned
+
     def epoch_label(self):
         """The authors' epoch label of the current step: epochs done − 1."""
         label = self.progress.iteration / self.iters_per_epoch - 1
         return int(label) if label.is_integer() else round(label, 3)
 
-    def interrupt(self):
-        if self.checkpointer.saved_iteration != self.progress.iteration:
+    def interrupt(self, during=None):
+        """Save the latest checkpoint (unless this step's is saved and nothing is pending) and
+        stop: Interrupted."""
+        p = self.progress
+        if self.checkpointer.saved_iteration != p.iteration or p.pending_validation is not None:
             self.save_latest(self.epoch_label())
-        raise Interrupted(f'stopped at iteration {self.progress.iteration}; continue with '
-                          f'--resume {self.paths.latest}')
+        where = f' during {during}' if during else ''
+        raise Interrupted(f'stopped at iteration {p.iteration}{where}; continue with --resume '
+                          f'{self.paths.latest}')
 
     def report(self, seconds):
         p = self.progress
@@ -257,8 +291,9 @@ def train(cfg, env, resume=None, overwrite=False) -> Trainer:
     """Run a training of `cfg` on the processes of `env` to its end (Trainer's arguments), the
     run folder given back and the log closed after. Returns the Trainer (its paths, progress)."""
     paths = RunPaths.of(cfg)
-    with distributed.peers_watched(env, lambda: way_on(paths.latest)):
-        trainer = Trainer(cfg, env, resume=resume, overwrite=overwrite)
+    stop = StopFlag(paths.latest)
+    with stop.installed(), distributed.peers_watched(env, lambda: way_on(paths.latest)):
+        trainer = Trainer(cfg, env, resume=resume, overwrite=overwrite, stop=stop)
         try:
             trainer.fit()
         finally:

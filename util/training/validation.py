@@ -3,6 +3,7 @@ episodes of manual_seed."""
 import logging
 
 from util.datasets import episode_dataset
+from util.episodes import shard
 from util.evaluate import format_result, make_predictor, run_episodes
 
 log = logging.getLogger('sccan')
@@ -16,12 +17,20 @@ class Validation:
         self.cfg, self.env, self.net, self.precision = cfg, env, net, precision
         self.data = episode_dataset(cfg, 'val')
         self.predict = make_predictor(net, cfg, precision, env.device)
+        # the batches every process runs (their shares of the episodes differ by one at most)
+        self.common_batches = min(-(-len(shard(cfg.test_num, rank, env.world_size))
+                                    // cfg.batch_size_val) for rank in range(env.world_size))
 
-    def __call__(self, where):
-        """The metrics of util.evaluate; `where` (e.g. 'epoch 3 (step 120)') names it in the log."""
+    def __call__(self, where, stop_check=None):
+        """The metrics of util.evaluate; `where` (e.g. 'epoch 3 (step 120)') names it in the log.
+        stop_check(), a collective on every process, runs before each of the batches they all
+        run, and may raise to abandon the validation."""
         log.info('validation at %s: %d episodes', where, self.cfg.test_num)
+        # one check per batch that every process runs: the processes call the collective alike
+        checks = iter([stop_check] * self.common_batches if stop_check else [])
         result = run_episodes(self.net, self.data, self.cfg, self.cfg.manual_seed, self.env,
-                              self.precision, predict=self.predict)
+                              self.precision, predict=self.predict,
+                              stop_check=lambda: next(checks, lambda: None)())
         if self.predict.replay is not None:     # training gets the CUDA graphs' memory back
             self.predict.replay.release()
         log.info('validation at %s:\n%s', where, format_result(result, self.data.classes))
