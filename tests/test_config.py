@@ -246,3 +246,32 @@ def test_merged_opts_let_the_later_list_decide_without_a_key_given_twice():
     assert merged_opts(['data_root', 'a', 'epochs', '2'], ['epochs', '3', 'depth', '1']) == \
         ['data_root', 'a', 'epochs', '3', 'depth', '1']
     assert parse_opts(merged_opts(['epochs', '2'], ['epochs', '3'])) == {'epochs': 3}
+
+
+def test_a_base_config_gives_what_the_file_does_not_state(tmp_path):
+    """`_base_` (relative to the file's folder): the base's keys first, the file's over them, a
+    `model` in the file replacing the base's architecture keys, bases of bases."""
+    (tmp_path / 'bases').mkdir()
+    write(tmp_path, 'Method:\n  model: tiny\n  depth: 3\nTrain:\n  base_lr: 0.01\n  epochs: 7\n',
+          'bases/root.yaml')
+    write(tmp_path, '_base_: root.yaml\nTrain:\n  epochs: 9\n', 'bases/middle.yaml')
+    cfg = load_config(write(tmp_path, '_base_: bases/middle.yaml\nTrain:\n  base_lr: 0.02\n'))
+    assert (cfg.depth, cfg.epochs, cfg.base_lr, cfg.model) == (3, 9, 0.02, 'tiny')
+    assert {'depth', 'epochs', 'base_lr'} <= cfg.given and 'test_num' not in cfg.given
+    paper = load_config(write(tmp_path, '_base_: bases/root.yaml\nMethod:\n  model: paper\n'))
+    assert (paper.model, paper.depth, paper.base_lr) == ('paper', 8, 0.01)
+
+
+@pytest.mark.parametrize('base, message', [
+    ('c.yaml', r'c\.yaml: _base_ c\.yaml leads back to .*c\.yaml: a loop of bases'),
+    ('gone.yaml', r'config file not found: .*gone\.yaml \(the _base_ of .*c\.yaml\)'),
+    ('[a.yaml]', r"c\.yaml: _base_ must be the path of a config file .*got \['a\.yaml'\]")])
+def test_a_base_that_cannot_be_read_is_named(tmp_path, base, message):
+    with pytest.raises((ConfigError, FileNotFoundError), match=message):
+        load_config(write(tmp_path, f'_base_: {base}\nTrain:\n  epochs: 1\n'))
+
+
+def test_a_key_the_base_does_not_know_names_the_base(tmp_path):
+    write(tmp_path, 'Train:\n  epoch: 3\n', 'base.yaml')
+    with pytest.raises(ConfigError, match=r"base\.yaml: unknown key 'epoch' in section Train"):
+        load_config(write(tmp_path, '_base_: base.yaml\n'))

@@ -4,6 +4,8 @@ A config file groups keys in sections (Data, Train, Method, Test_Finetune, Perfo
 Reliability) as the SCCAN/BAM repositories do; the sections are for reading only and any known key
 may sit in any known section. The loaded config is flat and read-only: `cfg.base_lr`, `cfg.layers`.
 Keys left out take the defaults below (the paper's values), so a config only states what differs.
+A config may also name a base config (`_base_: ../pascal/pascal_split0_resnet50.yaml`, relative to
+its own folder): the base's keys apply first and the file states only what differs from it.
 
     cfg = load_config('config/pascal/pascal_split0_resnet50.yaml', opts=['base_lr', '0.01'])
 
@@ -275,19 +277,47 @@ def load_config(path, opts=()):
     Raises:
         ConfigError naming the file, key and what was expected; FileNotFoundError.
     """
+    layers, text = _read_layers(path)
+    values, given = {name: key.default for name, key in SCHEMA.items()}, set()
+    for source, keys in layers:
+        for name, value in keys.items():
+            value = _check_value(name, value, source)
+            _assign(values, given, name, _resolve_path(name, value, REPO_ROOT))
+    for name, value in parse_opts(opts).items():
+        _assign(values, given, name, _resolve_path(name, value, os.getcwd()))
+    return Config(_finish(values, path), path, given, _notes(path, text, given))
+
+
+# A config may name another as its base (`_base_: ../pascal/pascal_split0_resnet50.yaml`, relative
+# to its own folder, as in mmcv): it then states only what differs from that file.
+BASE_KEY = '_base_'
+
+
+def _read_layers(path, derived=()):
+    """The keys of a config file and of its bases: ([(file, {key: value}), ...] from the
+    outermost base to the file itself, the file's text). `derived`: the files based on this one
+    (a loop of bases is refused)."""
     try:
         text = read_text(path, 'config file')
         raw = _parse_yaml(text, path)
     except FileNotFoundError:
-        raise FileNotFoundError(f'config file not found: {path}') from None
+        based = f' (the {BASE_KEY} of {derived[-1]})' if derived else ''
+        raise FileNotFoundError(f'config file not found: {path}{based}') from None
     except yaml.YAMLError as e:
         raise ConfigError(f'{path}: not valid YAML: {e}') from None
-    values, given = {name: key.default for name, key in SCHEMA.items()}, set()
-    for name, value in _flatten(raw or {}, path).items():
-        _assign(values, given, name, _resolve_path(name, _check_value(name, value, path), REPO_ROOT))
-    for name, value in parse_opts(opts).items():
-        _assign(values, given, name, _resolve_path(name, value, os.getcwd()))
-    return Config(_finish(values, path), path, given, _notes(path, text, given))
+    raw = raw or {}
+    base = raw.pop(BASE_KEY, None) if isinstance(raw, dict) else None
+    layers = []
+    if base is not None:
+        if not isinstance(base, str) or not base:
+            raise ConfigError(f'{path}: {BASE_KEY} must be the path of a config file (relative '
+                              f'to {path}\'s folder), got {base!r}')
+        base_path = os.path.normpath(os.path.join(os.path.dirname(path), base))
+        if os.path.abspath(base_path) in map(os.path.abspath, (*derived, path)):
+            raise ConfigError(f'{path}: {BASE_KEY} {base} leads back to {base_path}: a loop of '
+                              'bases')
+        layers = _read_layers(base_path, (*derived, path))[0]
+    return [*layers, (path, _flatten(raw, path))], text
 
 
 # The sections every config needs something of: a file without a key of one is probably cut
