@@ -15,6 +15,7 @@ import sys
 from util import distributed
 from util.cli import ArgumentParser, run_main
 from util.config import load_config
+from util.determinism import prepare_process
 from util.training import FAILURES, train
 
 
@@ -36,6 +37,7 @@ def main(argv=None):
     """Train as the command line asks; returns the exit status (0)."""
     args = parse_args(argv)
     cfg = load_config(args.config, args.opts)
+    prepare_process(cfg.seed_deterministic)     # before any CUDA work, in every process
     with distributed.process_group() as env:
         train(cfg, env, resume=args.resume or cfg.resume, overwrite=args.overwrite)
     return 0
