@@ -122,3 +122,13 @@ def test_the_scripts_set_the_cublas_variable_before_any_cuda_work(script, flag, 
     with pytest.raises(StopBeforeCuda):
         main(argv)
     assert seen == [CUBLAS_WORKSPACE if flag else None]
+
+
+def test_bilinear_resize_in_half_precision_is_interpolate_up_to_its_rounding():
+    x = torch.randn(1, 2, 13, 13).to(torch.bfloat16)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        out = bilinear_resize(x, (32, 32))
+    theirs = F.interpolate(x, size=(32, 32), mode='bilinear', align_corners=True)
+    assert out.dtype == torch.bfloat16
+    # bfloat16 keeps 8 significant bits: within one unit of the last (2**-7) of PyTorch's values
+    assert torch.allclose(out.float(), theirs.float(), rtol=2 ** -7, atol=1e-6)

@@ -94,14 +94,16 @@ class DeterministicResizes(TorchFunctionMode):
 
 def bilinear_resize(x: torch.Tensor, size) -> torch.Tensor:
     """F.interpolate(x, size, mode='bilinear', align_corners=True) as rows @ x @ columnsᵀ
-    (N×C×h×w → N×C×H×W), in x's dtype also under autocast; up to rounding the same values and
-    gradients, computed by matrix products only."""
+    (N×C×h×w → N×C×H×W): up to rounding the same values and gradients, by matrix products only.
+    Computed in float32 at least (as the interpolation kernels do for half precision), also
+    under autocast; returned in x's dtype."""
     h, w = x.shape[-2:]
     out_h, out_w = (size, size) if isinstance(size, int) else size
-    rows = interpolation_matrix(h, out_h, x.dtype, x.device)        # H×h
-    columns = interpolation_matrix(w, out_w, x.dtype, x.device)     # W×w
+    dtype = torch.promote_types(x.dtype, torch.float32)
+    rows = interpolation_matrix(h, out_h, dtype, x.device)          # H×h
+    columns = interpolation_matrix(w, out_w, dtype, x.device)       # W×w
     with torch.autocast(x.device.type, enabled=False):
-        out = rows @ x @ columns.T
+        out = (rows @ x.to(dtype) @ columns.T).to(x.dtype)
     if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
         out = out.contiguous(memory_format=torch.channels_last)    # as interpolate keeps it
     return out
