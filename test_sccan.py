@@ -28,6 +28,7 @@ import sys
 from util import distributed
 from util.cli import ArgumentParser, non_negative_int, positive_int, run_main
 from util.config import load_config
+from util.determinism import prepare_process
 from util.log import close_logging, setup_logging
 from util.meta_test import EpisodeFiles, evaluate_checkpoint
 from util.uncertainty import RESAMPLES
@@ -77,6 +78,7 @@ def main(argv=None):
     """Meta-test as the command line asks; returns the exit status (0)."""
     args = parse_args(argv)
     cfg = load_config(args.config, args.opts)
+    prepare_process(cfg.seed_deterministic)     # before any CUDA work, in every process
     with distributed.process_group() as env:
         setup_logging(is_main=env.is_main)
         try:

@@ -18,6 +18,7 @@ import sys
 from util import distributed
 from util.cli import ArgumentParser, run_main
 from util.config import load_config
+from util.determinism import prepare_process
 from util.training import FAILURES, latest_checkpoint, train
 
 
@@ -44,6 +45,7 @@ def main(argv=None):
     """Train as the command line asks; returns the exit status (0)."""
     args = parse_args(argv)
     cfg = load_config(args.config, args.opts)
+    prepare_process(cfg.seed_deterministic)     # before any CUDA work, in every process
     resume = args.resume or cfg.resume
     if args.auto_resume:
         resume = latest_checkpoint(cfg) or resume

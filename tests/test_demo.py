@@ -1,19 +1,23 @@
 """`make demo` (tools/demo.py) end to end at a tiny size, and its parts."""
 import json
 import os
+import signal
 
 import cv2
 import numpy as np
 import pytest
 import torch
 
-from helpers import TINY
+from helpers import TINY, run_cli
 from tools import demo
 from util import distributed
-from util.config import load_config
+from util.config import load_config, merged_opts
 from util.datasets import episode_dataset
+from util.episodes import PlannedEpisodes, make_loader
 from util.image_io import read_label
+from util.optim import forward_backward
 from util.training import Trainer
+from util.training import trainer as trainer_module
 
 
 @pytest.fixture(scope='module')
@@ -97,3 +101,76 @@ def test_the_data_is_written_once(tiny_demo, capsys):
     demo.prepare_data(args)
     assert 'already in' in capsys.readouterr().out
     assert os.path.getmtime(os.path.join(args.root, 'synthetic_val.txt')) == before
+
+
+def test_support_blind_logits_are_on_the_evaluation_device(tiny_demo):
+    """The evaluation compares logits with targets on its device (a GPU): the predictor builds
+    them there ('meta': a device that is not the CPU, without a GPU)."""
+    _, argv, _ = tiny_demo
+    cfg = config_of(argv)
+    dataset = episode_dataset(cfg, 'val')
+    loader = make_loader(PlannedEpisodes(dataset, dataset.plan(cfg.manual_seed, 2), 0), range(2),
+                         1, 0, drop_last=False)
+    batch = next(iter(loader))
+    logits = demo.support_blind_predictor(dataset, torch.device('meta'))(batch)
+    side = max(batch['original_size'][0].tolist())
+    assert logits.device.type == 'meta' and logits.shape == (1, 2, side, side)
+
+
+def run_tiny_demo(tiny_demo, tmp_path, capsys, *opts):
+    """(exit status, stdout, stderr) of the tiny demo, writing to tmp_path, run as `make demo`
+    runs it."""
+    _, argv, _ = tiny_demo
+    argv = argv[:argv.index('--opts') + 1] + merged_opts(argv[argv.index('--opts') + 1:],
+                                                         ['exp_dir', str(tmp_path), *opts])
+    return run_cli(demo.main, argv, capsys, *distributed.FAILURES)
+
+
+def test_ctrl_c_in_training_is_one_line_saying_what_to_run(tiny_demo, tmp_path, capsys,
+                                                           monkeypatch):
+    def step_then_ctrl_c(*args):
+        os.kill(os.getpid(), signal.SIGINT)       # training stops after this step
+        return forward_backward(*args)
+    monkeypatch.setattr(trainer_module, 'forward_backward', step_then_ctrl_c)
+    status, out, err = run_tiny_demo(tiny_demo, tmp_path, capsys)
+    assert status == 130 and '2/4 meta-training' in out and '3/4' not in out
+    last = err.strip().splitlines()[-1]
+    assert last.startswith('interrupted: the demo stopped in step 2/4 (meta-training);')
+    assert 'run `make demo` again' in last
+    assert 'Traceback' not in err and '--resume' not in err
+
+
+def test_sigterm_in_testing_is_one_line_too(tiny_demo, tmp_path, capsys, monkeypatch):
+    """Outside training (whose handler takes SIGTERM as SIGINT), the default would end the
+    demo without a word."""
+    test = demo.test
+
+    def sigterm_then_test(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+        return test(*args, **kwargs)
+    monkeypatch.setattr(demo, 'test', sigterm_then_test)
+    handler = signal.getsignal(signal.SIGTERM)
+    status, out, err = run_tiny_demo(tiny_demo, tmp_path, capsys, 'max_iters', '1')
+    assert status == 130 and '3/4 meta-testing' in out
+    assert err.strip().splitlines()[-1] == (
+        'interrupted: the demo stopped in step 3/4 (meta-testing); it resumes nothing, each run '
+        'starts over: run `make demo` again (a benchmark already written is kept)')
+    assert 'Traceback' not in err
+    assert signal.getsignal(signal.SIGTERM) is handler      # put back
+
+
+def test_the_report_warns_of_a_training_cut_short_and_of_a_model_finding_nothing(tiny_demo):
+    report, _, _ = tiny_demo
+    assert report['training']['steps'] == report['training']['recipe_steps']
+    assert not any('cut short' in line for line in demo.warnings(report))
+    results = {'trained': {'mIoU': 0.004, 'FB-IoU': 0.4}, 'untrained': {'mIoU': 0.0, 'FB-IoU': 0.4},
+               'support_blind': {'mIoU': 0.41, 'FB-IoU': 0.56}}
+    report = {**report, 'results': results, 'checks': demo.summary(results),
+              'training': {'steps': 40, 'recipe_steps': 174, 'max_iters': 40}}
+    text = demo.markdown(report)
+    assert ('**Training was cut short** (max_iters 40): 40 of the recipe\'s 174 steps, so (a) is '
+            'not the demo\'s result.') in text
+    assert ('**(a) SCCAN, meta-trained finds next to none of the targets** (mIoU 0.0040): the '
+            'score of a model that predicts (almost) no foreground; it is no result') in text
+    assert '**(b) SCCAN, untrained finds next to none' in text
+    assert '(c) support-blind: every object finds' not in text

@@ -21,6 +21,7 @@ from util import distributed, meta_test
 from util import log as log_module
 from util.config import REPO_ROOT, ConfigError, load_config, merged_opts
 from util.datasets import episode_dataset
+from util.determinism import CUBLAS_VARIABLE, CUBLAS_WORKSPACE
 from util.training import FAILURES, NonFiniteLoss, train
 from util.training import scalars as scalars_module
 from util.training import trainer as trainer_module
@@ -295,6 +296,48 @@ def test_a_job_stopped_by_slurm_continues_exactly_when_requeued(bench, reference
     status, _, err = run_train(bench, exp, capsys, '--auto-resume')
     assert status == 0 and f'at iteration {stopped_at}' in err, err
     assert_same_weights(weights(latest(exp)), weights(latest(reference_run['exp'])))
+
+
+def test_seed_deterministic_holds_in_every_step_and_changes_nothing_on_the_cpu(
+        bench, reference_run, capsys, monkeypatch):
+    """Training twice gives the same weights (the CPU's kernels are deterministic already), the
+    second time with seed_deterministic, whose settings hold in every step and end with the run;
+    the cuBLAS variable is set for the rest of the process (it must come before CUDA work)."""
+    monkeypatch.setenv(CUBLAS_VARIABLE, 'set')           # so that monkeypatch removes it again
+    monkeypatch.delenv(CUBLAS_VARIABLE)
+    settings = []
+    step = trainer_module.forward_backward
+
+    def recorded(*args):
+        settings.append((torch.are_deterministic_algorithms_enabled(),
+                         torch.backends.cudnn.deterministic))
+        return step(*args)
+    monkeypatch.setattr(trainer_module, 'forward_backward', recorded)
+    exp = bench['root'] / 'deterministic'
+    status, _, err = run_train(bench, exp, capsys, opts=('seed_deterministic', 'True'))
+    assert status == 0, err
+    assert len(settings) > 1 and set(settings) == {(True, True)}
+    assert not torch.are_deterministic_algorithms_enabled() and not torch.backends.cudnn.deterministic
+    assert os.environ[CUBLAS_VARIABLE] == CUBLAS_WORKSPACE
+    assert_same_weights(weights(latest(exp)), weights(latest(reference_run['exp'])))
+
+    scored = []
+    run_episodes = meta_test.run_episodes
+
+    def recorded_episodes(*args, **kwargs):
+        scored.append(torch.are_deterministic_algorithms_enabled())
+        return run_episodes(*args, **kwargs)
+    monkeypatch.setattr(meta_test, 'run_episodes', recorded_episodes)
+    reports = []
+    for flag in ('True', 'False'):
+        out = bench['root'] / f'deterministic_{flag}.json'
+        status, _, err = run_test_sccan(bench, latest(exp), capsys, '--episodes', '4', '--out',
+                                        str(out), opts=('seed_deterministic', flag))
+        assert status == 0, err
+        reports.append(json.loads(out.read_text())['seeds'][0])
+    assert scored == [True, False] and not torch.are_deterministic_algorithms_enabled()
+    assert reports[0].pop('seconds') > 0 and reports[1].pop('seconds') > 0
+    assert reports[0] == reports[1]
 
 
 def test_truncated_checkpoint_is_refused(bench, reference_run, tmp_path, capsys):

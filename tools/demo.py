@@ -17,8 +17,10 @@ means the model reads the support. Writes report.md, report.json and examples.pn
 <exp_dir>/demo/, and exits with status 1 when (a) misses its targets over (b) and (c).
 """
 import argparse
+import contextlib
 import math
 import os
+import signal
 import sys
 import time
 
@@ -35,6 +37,7 @@ from util.cli import ArgumentParser, non_negative_int, positive_int, run_main  #
 from util.config import load_config, merged_opts  # noqa: E402
 from util.datasets import SYNTHETIC_LISTS, episode_dataset  # noqa: E402
 from util.datasets.synthetic import is_generated, write_benchmark  # noqa: E402
+from util.determinism import deterministic, prepare_process  # noqa: E402
 from util.evaluate import run_episodes  # noqa: E402
 from util.experiment import build_model, ready_model  # noqa: E402
 from util.image_io import IGNORE_LABEL, read_label  # noqa: E402
@@ -43,11 +46,12 @@ from util.meta_test import evaluate_checkpoint  # noqa: E402
 from util.outputs import save_checkpoint, write_atomic, write_json  # noqa: E402
 from util.precision import precision_for  # noqa: E402
 from util.seeding import seed_all  # noqa: E402
-from util.training import train  # noqa: E402
+from util.training import Interrupted, train  # noqa: E402
 from util.visualize import WHITE, batch_panel, stacked, write_rgb  # noqa: E402
 
 CONFIG = 'config/synthetic/synthetic_split0_resnet50.yaml'
 TARGETS = {'untrained': 0.20, 'support_blind': 0.10}   # mIoU margins (a) must reach
+NOTHING_FOUND = 0.01    # mIoU under which a predictor's report says it finds next to nothing
 NAMES = {'trained': '(a) SCCAN, meta-trained', 'untrained': '(b) SCCAN, untrained',
          'support_blind': '(c) support-blind: every object'}
 
@@ -101,14 +105,15 @@ def untrained_checkpoint(cfg, trained_path, path):
     return path
 
 
-def support_blind_predictor(dataset):
+def support_blind_predictor(dataset, device: torch.device):
     """predict(batch) for util.evaluate: foreground = every pixel of any object (label not 0 and
-    not 255), on the L×L canvas the original-size targets use (needs batch_size_val 1)."""
+    not 255), on the L×L canvas the original-size targets use (needs batch_size_val 1). The
+    logits are on `device`, where the evaluation compares them with the targets."""
     def predict(batch):
         logits = []
         for episode, (h, w) in zip(batch['episode'], batch['original_size'].tolist()):
-            label = torch.from_numpy(read_label(dataset.full_path(episode.query[1])))
-            objects = torch.zeros((max(h, w),) * 2)
+            label = torch.from_numpy(read_label(dataset.full_path(episode.query[1]))).to(device)
+            objects = torch.zeros((max(h, w),) * 2, device=device)
             objects[:h, :w] = ((label != 0) & (label != IGNORE_LABEL)).float()
             logits.append(torch.stack([1 - objects, objects]))       # 2×L×L
         return torch.stack(logits)
@@ -120,7 +125,8 @@ def score_support_blind(cfg, env, episodes):
     dataset = episode_dataset(cfg, 'val')
     return run_episodes(torch.nn.Identity(), dataset, cfg,
                         cfg.manual_seed, env, precision_for(cfg, env.device),
-                        num_episodes=episodes, predict=support_blind_predictor(dataset),
+                        num_episodes=episodes,
+                        predict=support_blind_predictor(dataset, env.device),
                         desc='support-blind')
 
 
@@ -167,6 +173,23 @@ def summary(results):
     return checks
 
 
+def warnings(report):
+    """Report lines for figures that are not what they seem: a training cut short by max_iters,
+    a predictor that finds next to none of the targets."""
+    lines = []
+    t = report['training']
+    if t['steps'] < t['recipe_steps']:
+        lines += ['', f'**Training was cut short** (max_iters {t["max_iters"]}): {t["steps"]} of '
+                  f'the recipe\'s {t["recipe_steps"]} steps, so (a) is not the demo\'s result.']
+    for k, result in report['results'].items():
+        if result['mIoU'] < NOTHING_FOUND:
+            lines += ['', f'**{NAMES[k]} finds next to none of the targets** (mIoU '
+                      f'{result["mIoU"]:.4f}): the score of a model that predicts (almost) no '
+                      'foreground; ' + ('as expected of a model never trained.' if k == 'untrained'
+                                        else 'it is no result: see the training log\'s loss.')]
+    return lines
+
+
 def markdown(report):
     r, c = report['results'], report['checks']
     lines = [f'# SCCAN on the synthetic benchmark: fold {report["split"]}, '
@@ -177,6 +200,7 @@ def markdown(report):
     lines.append('')
     lines += [f'- (a) − {NAMES[k][:3]} = {v["margin"]:+.4f} mIoU (target ≥ {v["target"]:.2f}): '
               f'{"met" if v["met"] else "NOT met"}' for k, v in c.items()]
+    lines += warnings(report)
     lines += ['', 'Time: ' + ', '.join(f'{k} {v:.0f}s' for k, v in report['seconds'].items()),
               '', '![episodes](examples.png)',
               '', 'examples.png, one test episode per row: the support with its mask (blue), '
@@ -185,29 +209,68 @@ def markdown(report):
     return '\n'.join(lines)
 
 
+class Steps:
+    """The demo's steps, announced as each begins; `current` is the one under way."""
+    NAMES = ('synthetic benchmark', 'meta-training', 'meta-testing', 'report')
+
+    def __init__(self):
+        self.current = 0
+
+    def begin(self, detail=''):
+        self.current += 1
+        say(f'{self.current}/{len(self.NAMES)} {self.NAMES[self.current - 1]}{detail}')
+
+    def interrupted(self):
+        """The one line for an interruption: no traceback, and no --resume (the demo has none)."""
+        where = (f'in step {self.current}/{len(self.NAMES)} ({self.NAMES[self.current - 1]})'
+                 if self.current else 'before it began')
+        return (f'the demo stopped {where}; it resumes nothing, each run starts over: run '
+                '`make demo` again (a benchmark already written is kept)')
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt():
+    """Inside: SIGTERM stops the demo as Ctrl-C does (training's own handler takes both while it
+    runs); the default would end the process without a word."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv=None):
     args = parse_args(argv)
-    with distributed.process_group() as env:
-        return run_demo(args, env)
-
-
-def run_demo(args, env):
-    start = time.time()
-    seconds = {}
     opts = merged_opts(data_opts(args.root), args.opts)
     cfg = load_config(args.config, opts)
+    prepare_process(cfg.seed_deterministic)      # before any CUDA work
+    steps = Steps()
+    try:
+        with (sigterm_as_interrupt(), distributed.process_group() as env,
+              deterministic(cfg.seed_deterministic)):
+            return run_demo(args, cfg, opts, env, steps)
+    except (KeyboardInterrupt, Interrupted):
+        raise KeyboardInterrupt(steps.interrupted()) from None
 
-    say('1/4 synthetic benchmark')
+
+def run_demo(args, cfg, opts, env, steps):
+    start = time.time()
+    seconds = {}
+
+    steps.begin()
     prepare_data(args)
     seconds['data'] = time.time() - start
 
-    say(f'2/4 meta-training on the base classes of fold {cfg.split} ({args.config})')
+    steps.begin(f' on the base classes of fold {cfg.split} ({args.config})')
     tick = time.time()
     # each demo starts its training over, replacing the previous demo run
-    trained_path = train(cfg, env, overwrite=True).paths.latest
+    trainer = train(cfg, env, overwrite=True)
+    trained_path = trainer.paths.latest
     seconds['training'] = time.time() - tick
 
-    say('3/4 meta-testing on the held-out classes')
+    steps.begin(' on the held-out classes')
     tick = time.time()
     episodes = cfg.test_num
     out_dir = os.path.join(cfg.exp_dir, 'demo')
@@ -222,13 +285,15 @@ def run_demo(args, env):
         close_logging()
     seconds['testing'] = time.time() - tick
 
-    say('4/4 report')
+    steps.begin()
     example_sheet(first_episodes(cfg, env, trained_path, args.examples),
                   os.path.join(out_dir, 'examples.png'), cfg.shot)
     seconds['total'] = time.time() - start
     novel = results['trained']['class_ids']
     report = {'config': args.config, 'opts': opts, 'split': cfg.split, 'shot': cfg.shot,
               'episodes': episodes, 'novel_classes': novel, 'checkpoint': trained_path,
+              'training': {'steps': trainer.progress.iteration, 'recipe_steps': trainer.max_iter,
+                           'max_iters': cfg.max_iters},
               'results': {k: {m: v[m] for m in ('mIoU', 'FB-IoU', 'pIoU', 'class_IoU')}
                           for k, v in results.items()},
               'checks': summary(results), 'seconds': seconds}

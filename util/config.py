@@ -154,7 +154,9 @@ SCHEMA = {
                   check=_NON_NEGATIVE),
     'manual_seed': _k('Train', int, 321, 'seed of training (+ epoch each epoch) and of '
                       'validation episodes', check=_SEED),
-    'seed_deterministic': _k('Train', bool, False, 'deterministic kernels (slower on GPU)'),
+    'seed_deterministic': _k('Train', bool, False, 'bit-identical GPU runs: deterministic '
+                             'kernels, cuDNN and cuBLAS settings, resizes by matrix products '
+                             '(util/determinism.py; slower on GPU)'),
     'weight': _k('Test_Finetune', str, None, 'checkpoint for test_sccan.py: a path, or a file '
                  "name in the run's snapshot folder", nullable=True),
     # --- model ---

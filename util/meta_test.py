@@ -28,6 +28,7 @@ import numpy as np
 from util import distributed
 from util.config import ConfigError
 from util.datasets import episode_dataset
+from util.determinism import deterministic, prepare_process
 from util.evaluate import format_result, make_predictor, run_episodes
 from util.experiment import find_checkpoint, ready_model
 from util.folds import has_folds
@@ -235,6 +236,7 @@ def evaluate_checkpoint(cfg, env, weight: Optional[str] = None,
     episodes = replayed.header['episodes'] if replayed else episodes or cfg.test_num
     out = out or report_path(cfg, path, seeds, episodes, files.episodes_from)
     viz_dir = os.path.splitext(out)[0] + '_viz' if viz else None
+    prepare_process(cfg.seed_deterministic)                         # before CUDA work
     net = ready_model(cfg, env.device, path, any_shot, any_split)    # refuses one that does not fit
     cfg = cfg.replace(**net.architecture)     # what the checkpoint states, in the report too
     dataset = episode_dataset(cfg, 'val')
@@ -252,8 +254,9 @@ def evaluate_checkpoint(cfg, env, weight: Optional[str] = None,
             plans = {seed: dataset.plan(seed, episodes) for seed in seeds}
         log.info('testing %s: %s-shot, %d episodes × seeds %s%s, on %s', path, cfg.shot,
                  episodes, seeds, f' from {files.episodes_from}' if replayed else '', env.device)
-        per_seed, counts, records = score_plans(net, dataset, cfg, env, precision, plans, viz_dir,
-                                                viz)
+        with deterministic(cfg.seed_deterministic):
+            per_seed, counts, records = score_plans(net, dataset, cfg, env, precision, plans,
+                                                    viz_dir, viz)
         intervals = uncertainty(counts, resamples)
         for result, interval in zip(per_seed, intervals['seeds']):
             log.info('seed %d: %s (95 %% bootstrap interval)', result['seed'],

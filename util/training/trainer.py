@@ -13,6 +13,7 @@ from model.checkpoint import training_checkpoint
 from util import distributed
 from util.config import ConfigError
 from util.datasets import episode_dataset
+from util.determinism import deterministic, prepare_process
 from util.episodes import SeededEpisodes, TrainSampler, batches_of, make_loader
 from util.experiment import ready_model
 from util.log import close_logging, format_duration, setup_logging
@@ -84,10 +85,7 @@ class Trainer:
         setup_logging(paths.log, env.is_main)
         for note in (*cfg.notes, *notes):
             log.warning('%s', note)
-        if cfg.seed_deterministic:
-            os.environ.setdefault('CUBLAS_WORKSPACE_CONFIG', ':4096:8')
-            torch.use_deterministic_algorithms(True, warn_only=True)
-            torch.backends.cudnn.benchmark = False
+        prepare_process(cfg.seed_deterministic)     # before the model's first CUDA work
         seed_all(cfg.manual_seed)          # before building: the initial weights come from it
         self.precision = precision_for(cfg, env.device)
         # a resumed run is built as its checkpoint states: no backbone_weights needed
@@ -138,7 +136,8 @@ class Trainer:
         try:
             # within the flag's time, so that the signals ignored once a process is lost stay so
             with self.stop.installed(), self.stop.deferred(), \
-                    distributed.peers_watched(self.env, lambda: way_on(self.paths.latest)):
+                    distributed.peers_watched(self.env, lambda: way_on(self.paths.latest)), \
+                    deterministic(self.cfg.seed_deterministic):
                 self.epochs(first_epoch, offset)
         except BaseException:
             self.log.close(failing=True)
