@@ -5,8 +5,14 @@ graphs and in batches against eager one by one, and the training loop, resumptio
 meta-testing end to end. tools/gpu_check.sh runs them and puts the figures
 they record (record_property) in its report.
 
-Without CUDA they are skipped. SCCAN_CUDA_TESTS_DEVICE=cpu runs them on the CPU instead, which
-proves the tests themselves (the CPU smoke run of tools/gpu_check.sh).
+Without CUDA (or with SCCAN_CUDA_TESTS_DEVICE=cpu) they run on the CPU, in every `make test`, so
+that no code only a GPU runs can rot unseen: the same bodies at sizes a CPU runs in seconds
+(`on_device`: the smallest golden episode, fewer attention windows, a smaller training run, one
+torchrun process through Gloo, TorchDynamo's graphs without Inductor's kernel builds). Skipped
+there, each saying why: what needs CUDA itself (fp16 with loss scaling, TF32, features kept on
+the host apart from the device), bf16 autocast of the paper's network (8x float32's time on CPUs
+without bf16 units; bf16 runs at the tiny size) and the float64 golden logits (on the CPU,
+tests/test_golden.py's).
 
 Float32 comparisons run with TF32 off (`exact_float32`): PyTorch lets cuDNN convolutions round
 to TF32 by default, which would hide a real difference between two paths.
@@ -49,14 +55,26 @@ DEVICE_ENV = 'SCCAN_CUDA_TESTS_DEVICE'
 GOLDEN_DIR = os.path.join(ROOT, 'tests', 'golden')
 
 
+ON_GPU = torch.cuda.is_available() and os.environ.get(DEVICE_ENV) != 'cpu'
+
+
+def on_device(gpu, cpu):
+    """`gpu` where these tests run on a GPU; `cpu` where they run on the CPU, within the time of
+    the whole suite (make test)."""
+    return gpu if ON_GPU else cpu
+
+
+def gpu_only(reason):
+    """A mark that skips a test or a parameter on the CPU, saying why."""
+    return pytest.mark.skipif(not ON_GPU, reason=reason)
+
+
+FP16 = pytest.param('fp16', marks=gpu_only('fp16 autocast with loss scaling runs on CUDA only (util.precision)'))
+
+
 @pytest.fixture(scope='module')
 def device():
-    if torch.cuda.is_available():
-        return torch.device('cuda', torch.cuda.current_device())
-    if os.environ.get(DEVICE_ENV) == 'cpu':
-        return torch.device('cpu')
-    pytest.skip(f'no CUDA GPU (tools/gpu_check.sh runs these on one; {DEVICE_ENV}=cpu runs '
-                'them on the CPU)')
+    return torch.device('cuda', torch.cuda.current_device()) if ON_GPU else torch.device('cpu')
 
 
 @contextlib.contextmanager
@@ -125,7 +143,8 @@ def golden_module():
 
 
 GOLDEN = golden_module()
-GOLDEN_CASES = (sorted(GOLDEN.CASES) if GOLDEN else
+# On the CPU, the smallest episode.
+GOLDEN_CASES = (on_device(sorted(GOLDEN.CASES), ['r50_1shot_57']) if GOLDEN else
                 [pytest.param(None, marks=pytest.mark.skip(reason='no golden episodes: tools/golden.py '
                                                                   'and tests/golden/ are absent'))])
 
@@ -147,6 +166,9 @@ def golden_logits(name, device, dtype, precision):
     return logits.double().cpu(), expected['logits']
 
 
+@pytest.mark.paper_size
+@gpu_only("on the CPU these float64 logits are tests/test_golden.py test_logits_match's; "
+          'golden_logits runs here in float32')
 @pytest.mark.parametrize('name', GOLDEN_CASES)
 def test_golden_episodes_in_float64(device, name, record_property):
     # float64 attention runs on SDPA's math kernel (flash and memory-efficient ones have none)
@@ -159,9 +181,17 @@ def test_golden_episodes_in_float64(device, name, record_property):
 # name: (autocast dtype, TF32 allowed: None leaves PyTorch's default, on for cuDNN convolutions)
 LOWER_PRECISIONS = {'float32': (None, False), 'float32-default-tf32': (None, None),
                     'bf16': (torch.bfloat16, None)}
+ON_THE_CPU = {   # why a lower precision is not run on the CPU
+    'float32-default-tf32': gpu_only('TF32 rounds on CUDA devices only: on the CPU this is the float32 case'),
+    'bf16': gpu_only("bf16 autocast of the paper's network takes 8x float32's time on CPUs without "
+                     'bf16 units: on the CPU the float32 case runs this body, and bf16 autocast runs '
+                     'at the tiny size (test_training_steps_lower_the_loss_on_a_fixed_batch)'),
+}
 
 
-@pytest.mark.parametrize('precision', LOWER_PRECISIONS)
+@pytest.mark.parametrize('precision', [pytest.param(name, marks=ON_THE_CPU.get(name, ()))
+                                       for name in LOWER_PRECISIONS])
+@pytest.mark.paper_size
 @pytest.mark.parametrize('name', GOLDEN_CASES)
 def test_golden_episodes_in_lower_precision(device, name, precision, record_property):
     """float32 must agree with the authors' float64 logits. TF32 convolutions (PyTorch's default)
@@ -185,11 +215,9 @@ def test_golden_episodes_in_lower_precision(device, name, precision, record_prop
 
 
 # ---- training steps -----------------------------------------------------------------------------
-@pytest.mark.parametrize('amp', ['none', 'bf16', 'fp16'])
+@pytest.mark.parametrize('amp', ['none', 'bf16', FP16])
 def test_training_steps_lower_the_loss_on_a_fixed_batch(device, amp, record_property):
     """Six steps of train_sccan.py's step (SGD + AdamW, one GradScaler for both) on one batch."""
-    if amp == 'fp16' and device.type != 'cuda':
-        pytest.skip('fp16 autocast with loss scaling runs on CUDA only (util.precision)')
     cfg = default_config().replace(model='tiny', amp=amp)
     precision = precision_for(cfg, device)
     torch.manual_seed(0)
@@ -218,10 +246,15 @@ def test_fast_path_computes_what_the_plain_path_does(device, exact_float32, swit
     compare_outputs_and_gradients(plain.to(device), fast.to(device), device, record_property)
 
 
+# On the CPU, Inductor's C++ kernels take minutes to build: TorchDynamo's graphs run as they are
+# (tests/test_fast_paths.py checks the graphs themselves).
+COMPILE_BACKEND = on_device('inductor', 'eager')
+
+
 def test_compiled_model_computes_what_the_eager_model_does(device, exact_float32, record_property):
     torch._dynamo.reset()        # no graphs of other models (recompile limit)
     eager, compiled = (net.to(device) for net in tiny_twins({}, {}))   # the defaults
-    compile_model(compiled)
+    compile_model(compiled, backend=COMPILE_BACKEND)
     start = time.time()
     compare_outputs_and_gradients(eager, compiled, device, record_property)
     record_property('seconds_with_compilation', round(time.time() - start, 1))
@@ -238,7 +271,8 @@ def test_fused_attention_kernels(device, dtype, record_property):
     attention = pytest.importorskip('torch.nn.attention')
     layer = WindowAttention(256, 8).to(device, getattr(torch, dtype))
     layer.fused = True
-    tokens = torch.randn(16, 64, 256, device=device, dtype=layer.q.weight.dtype, requires_grad=True)
+    windows = on_device(16, 2)      # which kernels fit depends on the heads and dtype only
+    tokens = torch.randn(windows, 64, 256, device=device, dtype=layer.q.weight.dtype, requires_grad=True)
     keys = {'self': tokens, 'cross': torch.cat([tokens, torch.randn_like(tokens)], dim=1)}
     accepted = {}
     for name in SDPA_BACKENDS:
@@ -269,8 +303,9 @@ def fake_pascal(tmp_path_factory):
 def test_torchrun_step_equals_one_process(device, exact_float32, one_thread, fake_pascal, tmp_path,
                                           record_property):
     """One process per GPU through torchrun (NCCL; on one GPU a world of one, still through NCCL
-    and DDP) against one process with the same total batch."""
-    processes = torch.cuda.device_count() if device.type == 'cuda' else 2
+    and DDP) against one process with the same total batch. On the CPU a world of one through
+    Gloo (tests/test_distributed.py runs two)."""
+    processes = torch.cuda.device_count() if device.type == 'cuda' else 1
     out = str(tmp_path / 'rank0.pt')
     env = {**os.environ, 'PYTHONPATH': os.pathsep.join(filter(None, [ROOT, os.environ.get('PYTHONPATH')])),
            'OMP_NUM_THREADS': '1'}
@@ -285,7 +320,9 @@ def test_torchrun_step_equals_one_process(device, exact_float32, one_thread, fak
                      tolerance=10 if device.type == 'cuda' else 1)
 
 
-@pytest.mark.parametrize('cache_device', ['same', 'host'])
+@pytest.mark.parametrize('cache_device', [
+    'same', pytest.param('host', marks=gpu_only('features kept on the host apart from a CUDA device: '
+                                                 'on the CPU the host is the device'))])
 def test_feature_cache_on_the_device(device, exact_float32, fake_pascal, cache_device, record_property):
     change = check_cached_evaluation(fake_pascal, 1, device, cache_device,
                                      tolerance=1e-4 if device.type == 'cuda' else 1e-6)
@@ -353,14 +390,12 @@ def synthetic(tmp_path_factory):
     return data_opts(str(root / 'data')) + ['list_dir', str(root / 'lists')]
 
 
-@pytest.mark.parametrize('amp', ['none', 'fp16'])
+@pytest.mark.parametrize('amp', ['none', FP16])
 def test_training_loop_resumption_and_test_script(device, synthetic, amp, tmp_path, record_property):
     """Training as train_sccan.py runs it (util.training.train) for an epoch (pinned memory,
     workers, validation with the feature cache), resumed for a second one (CUDA random state and
     loss scale from the checkpoint), then meta-testing as test_sccan.py does
     (util.meta_test.evaluate_checkpoint) on the result."""
-    if amp == 'fp16' and device.type != 'cuda':
-        pytest.skip('fp16 autocast with loss scaling runs on CUDA only (util.precision)')
     opts = [*synthetic, *LOOP, 'amp', amp, 'exp_dir', str(tmp_path)]
     env = distributed.DistEnv(0, 1, 0, device)
     first = train(load_config(SYNTHETIC_CONFIG, [*opts, 'epochs', '1']), env)

@@ -13,6 +13,7 @@ from model.backbone import BN_EPS, conv_bn, conv_bn_forward
 from model.scca import WindowAttention
 
 from util.episodes import random_episode as episode
+from util.experiment import compile_model
 from util.seeding import without_dropout
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'tools'))
@@ -169,17 +170,16 @@ def test_channels_last_model_agrees_with_contiguous_model():
 
 def compiled_twins():
     """An eager tiny SCCAN without dropout and a copy whose backbone and SCCA transformer are
-    compiled each into one graph (fullgraph: a graph break is an error), as `compile: True`
-    compiles them. The aot_eager backend traces forward and backward as the default one does
+    compiled each into one graph (fullgraph: a graph break is an error) by compile_model, as
+    `compile: True` compiles them. The aot_eager backend traces forward and backward as the default one does
     but runs the traced graph without generating kernels: it checks what our code decides (one
     graph, in-place ops, recomputation, hooks) in seconds; tests/test_cuda.py compiles with the
-    default backend."""
+    default backend on a GPU."""
     torch._dynamo.reset()        # no graphs of other models (recompile limit)
     torch.manual_seed(0)
     eager, compiled = without_dropout(build_sccan('tiny')), without_dropout(build_sccan('tiny'))
     compiled.load_state_dict(eager.state_dict())
-    compiled.backbone.compile(fullgraph=True, backend='aot_eager')
-    compiled.transformer.compile(fullgraph=True, backend='aot_eager')
+    compile_model(compiled, fullgraph=True, backend='aot_eager')
     return eager, compiled
 
 

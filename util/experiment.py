@@ -161,12 +161,13 @@ def model_for_checkpoint(cfg, path, any_shot=False, any_split=False, contents=No
     return with_fast_paths(net, cfg), checkpoint
 
 
-def compile_model(net):
+def compile_model(net, **options):
     """`net` with its heavy parts, the backbone and the SCCA transformer, compiled in place
     (torch.compile of the modules): parameter names and the encode / segment entry points that
-    the feature cache uses stay as they are. Returns net."""
-    net.backbone.compile()
-    net.transformer.compile()
+    the feature cache uses stay as they are. `options`: torch.compile's (backend, fullgraph;
+    none: its defaults, what `compile: True` runs). Returns net."""
+    net.backbone.compile(**options)
+    net.transformer.compile(**options)
     return net
 
 
