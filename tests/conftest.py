@@ -19,6 +19,13 @@ ALL_CORES = max(1, torch.get_num_threads() // int(os.environ.get('PYTEST_XDIST_W
 torch.set_num_threads(1)
 
 
+def pytest_collection_modifyitems(items):
+    """Tests marked paper_size, the longest, first: pytest-xdist's work stealing hands the first
+    tests to one worker at once and steals from the ends of queues, so they neither start last
+    (the suite would wait for them alone) nor get split from their module's shared runs."""
+    items.sort(key=lambda item: item.get_closest_marker('paper_size') is None)
+
+
 @pytest.fixture(autouse=True)
 def one_thread(request):
     """One thread, or every core for a test marked paper_size."""
