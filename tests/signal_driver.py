@@ -60,6 +60,7 @@ def hooked(case):
             elif case.spec['phase'] == 'validation' and case.validations == case.spec['validation']:
                 case.send()
             return predict(batch)
+        counted.replay = predict.replay
         return counted
 
     run_episodes = validation_module.run_episodes

@@ -167,7 +167,7 @@ def test_bad_counts_are_refused(tmp_path):
 
 
 def test_processes_write_the_same_bytes(tmp_path):
-    """Drawn in forked processes (the GPU kit's data step), each image is the one a single
+    """Drawn in other processes (the GPU kit's data step), each image is the one a single
     process writes, and the lists keep their order."""
     for name, processes in (('one', 1), ('three', 3)):
         S.write_benchmark(str(tmp_path / name), seed=2, n_train=5, n_val=4, processes=processes)

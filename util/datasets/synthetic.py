@@ -332,7 +332,7 @@ def write_benchmark(root, seed=0, n_train=2000, n_val=500, size=None, processes=
     root), like the PASCAL-5i lists; the list names differ from PASCAL's so that the list caches
     under lists/pascal/ never mix the two. `size` (h, w): every image and label resized to it
     (e.g. VOC's typical 375×500 for loading benchmarks). `processes` > 1 draws the images in
-    that many forked processes (the same files: an image depends on its index only). A root
+    that many processes (the same files: an image depends on its index only). A root
     holding this very benchmark is left as it is; one holding another benchmark (other seed,
     counts or size), or files that are not the generator's, is refused (FileExistsError) unless
     `overwrite`, which first deletes the generator's files of the other benchmark (its images
@@ -373,12 +373,13 @@ def write_scene(root, seed, split, index, size=None):
 @contextlib.contextmanager
 def _mapper(processes):
     """map(function, argument tuples) → an iterator of the results in order: here, or over
-    `processes` forked processes (forked: they start at once, with this module loaded; the caller
-    runs no threads of its own yet, e.g. the kit's data step or a tool before torch computes)."""
+    `processes` spawned processes. Spawned, not forked: a fork copies the locks other threads of
+    the caller hold (a progress bar's monitor, a test runner's), and a pool forked at such a
+    moment waited forever."""
     if processes <= 1:
         yield lambda function, jobs: (function(*job) for job in jobs)
         return
-    context = multiprocessing.get_context('fork')
+    context = multiprocessing.get_context('spawn')
     # one OpenCV thread each: the processes share the cores
     with concurrent.futures.ProcessPoolExecutor(processes, mp_context=context,
                                                 initializer=cv2.setNumThreads,

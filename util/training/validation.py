@@ -4,7 +4,7 @@ import logging
 
 from util.datasets import episode_dataset
 from util.episodes import shard
-from util.evaluate import format_result, make_predictor, run_episodes
+from util.evaluate import eval_batch_size, format_result, make_predictor, run_episodes
 
 log = logging.getLogger('sccan')
 
@@ -18,8 +18,9 @@ class Validation:
         self.data = episode_dataset(cfg, 'val')
         self.predict = make_predictor(net, cfg, precision, env.device)
         # the batches every process runs (their shares of the episodes differ by one at most)
-        self.common_batches = min(-(-len(shard(cfg.test_num, rank, env.world_size))
-                                    // cfg.batch_size_val) for rank in range(env.world_size))
+        batch = eval_batch_size(cfg, env.device)
+        self.common_batches = min(-(-len(shard(cfg.test_num, rank, env.world_size)) // batch)
+                                  for rank in range(env.world_size))
 
     def __call__(self, where, stop_check=None):
         """The metrics of util.evaluate; `where` (e.g. 'epoch 3 (step 120)') names it in the log.
