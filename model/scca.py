@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from model.fast_paths import AUTO, switch_on
 from model.functional import COSINE_EPS, MASKED_MEAN_EPS
 from model.recompute import maybe_recomputed
 
@@ -58,8 +59,9 @@ class WindowAttention(nn.Module):
     scaled cosine similarity, which keeps support features from dominating by magnitude.
 
     `fused` (set by SCCAN.set_fast_paths): one call to F.scaled_dot_product_attention instead of
-    explicit logits (less memory; the faster path on GPUs). Equal up to rounding: the cosine's
-    1e-7 guard sits on each norm (F.normalize) instead of on their product.
+    explicit logits (less memory; the faster path on GPUs); AUTO: on CUDA tensors only. Equal up
+    to rounding: the cosine's 1e-7 guard sits on each norm (F.normalize) instead of on their
+    product.
 
     Args:
         dim: token width C.
@@ -69,7 +71,7 @@ class WindowAttention(nn.Module):
     def __init__(self, dim, num_heads):
         super().__init__()
         self.num_heads = num_heads
-        self.fused = False
+        self.fused = AUTO
         self.scale = (dim // num_heads) ** -0.5
         self.q = nn.Linear(dim, dim)
         self.kv = nn.Linear(dim, dim * 2)
@@ -80,7 +82,8 @@ class WindowAttention(nn.Module):
         heads = self.num_heads
         q = self.q(x).view(m, n, heads, c // heads).transpose(1, 2)                   # M×h×N×d
         k, v = self.kv(keys).view(m, -1, 2, heads, c // heads).permute(2, 0, 3, 1, 4)  # 2×M×h×N'×d
-        out = (self._fused_attention if self.fused else self._attention)(q, k, v)      # M×h×N×d
+        fused = switch_on(self.fused, x.is_cuda, auto_on_cuda=True)
+        out = (self._fused_attention if fused else self._attention)(q, k, v)           # M×h×N×d
         return self.proj(out.transpose(1, 2).reshape(m, n, c))
 
     def _attention(self, q, k, v):
@@ -186,14 +189,15 @@ class SCCAStage(nn.Module):
 class SCCATransformer(nn.Module):
     """`depth` SCCA blocks (odd ones shifted) and a final LayerNorm on the query tokens.
     `recompute` (set by SCCAN.set_fast_paths): in training, keep only each block's inputs and
-    rerun it in the backward pass."""
+    rerun it in the backward pass; AUTO: off CUDA only (a GPU has the memory, and the rerun
+    costs a fifth of its step)."""
 
     def __init__(self, dim=256, depth=8, num_heads=8, window=8, mlp_ratio=1.0):
         super().__init__()
         if dim % num_heads:
             raise ValueError(f"reduce_dim {dim} must be divisible by num_heads {num_heads}")
         self.window = window
-        self.recompute = True
+        self.recompute = AUTO
         self.layers = nn.ModuleList([SCCAStage(dim, depth, num_heads, window, mlp_ratio)])
         self.norm0 = nn.LayerNorm(dim)
 
@@ -208,6 +212,7 @@ class SCCATransformer(nn.Module):
             raise ValueError(f"feature grid {height}×{width} must be a multiple of the window {self.window}")
         q, s, mask = (x.permute(0, 2, 3, 1) for x in (query, support, support_mask))  # B×H×W×C
         last = len(self.blocks) - 1
+        recompute = self.training and switch_on(self.recompute, q.is_cuda, auto_on_cuda=False)
         for i, block in enumerate(self.blocks):
-            q, s = maybe_recomputed(self.recompute and self.training, block, q, s, mask, i != last)
+            q, s = maybe_recomputed(recompute, block, q, s, mask, i != last)
         return self.norm0(q).permute(0, 3, 1, 2)

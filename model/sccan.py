@@ -9,6 +9,7 @@ from torch import nn
 
 from model.backbone import Backbone, BackboneFeatures
 from model.decoder import ASPP, classifier, decode, reduce_block, residual_block
+from model.fast_paths import AUTO, check_switch
 from model.functional import MASKED_MEAN_EPS, resize
 from model.loss import weighted_dice_loss
 from model.prior import PriorMask
@@ -65,9 +66,10 @@ class SCCAN(nn.Module):
         reduce_dim: feature width C (256).
         zoom_factor: logits size (H − 1) / 8 · zoom + 1 (8: the input size).
 
-    Fast paths (`set_fast_paths`; all exact up to float rounding) are on by default, so that
-    every entry point runs fast: channels-last memory format, activation recomputation of the
-    SCCA blocks in training. Fused attention is off by default.
+    Fast paths (`set_fast_paths`; all exact up to float rounding) are chosen by default, so that
+    every entry point runs fast: channels-last memory format; on the CPU activation
+    recomputation of the SCCA blocks in training (memory), on CUDA fused attention instead
+    (speed). The last two follow the tensors' device at every forward ('auto').
     """
 
     def __init__(self, layers: int = 50, *, backbone_width: int = 64, fts_size: int = 64,
@@ -92,7 +94,7 @@ class SCCAN(nn.Module):
         self.res1_meta = reduce_block(reduce_dim)
         self.res2_meta = residual_block(reduce_dim)
         self.cls_meta = classifier(reduce_dim)
-        self.set_fast_paths(channels_last=True, recompute=True, fused_attention=False)
+        self.set_fast_paths(channels_last=True, recompute=AUTO, fused_attention=AUTO)
 
     # ---- public API -------------------------------------------------------------------------
     def forward(self, query: torch.Tensor, support: torch.Tensor, support_masks: torch.Tensor,
@@ -168,8 +170,9 @@ class SCCAN(nn.Module):
         """Logit size for an input of `input_size`: (H − 1) / 8 · zoom + 1 (= H with zoom 8)."""
         return tuple((s - 1) // OUTPUT_STRIDE * self.zoom_factor + 1 for s in input_size)
 
-    def set_fast_paths(self, channels_last: Optional[bool] = None, recompute: Optional[bool] = None,
-                       fused_attention: Optional[bool] = None) -> 'SCCAN':
+    def set_fast_paths(self, channels_last: Optional[bool] = None,
+                       recompute: Union[bool, str, None] = None,
+                       fused_attention: Union[bool, str, None] = None) -> 'SCCAN':
         """Switch the exact speed-ups on or off (None: leave as is); returns the model.
 
         Args:
@@ -178,10 +181,14 @@ class SCCAN(nn.Module):
             recompute: in training, keep only each SCCA block's inputs and rerun the block in
                 the backward pass (half the peak memory, same gradients). The decoder is not
                 recomputed: its backward runs before the blocks', so its activations never add
-                to that peak.
+                to that peak. 'auto': on for tensors off CUDA, off on CUDA.
             fused_attention: SCCA attention through F.scaled_dot_product_attention
                 (model.scca.WindowAttention): no attention matrix stored; the fast path on GPUs.
+                'auto': on for CUDA tensors, off elsewhere.
         """
+        for name, value in (('recompute', recompute), ('fused_attention', fused_attention)):
+            if value is not None:
+                check_switch(name, value)
         if channels_last is not None:
             self.channels_last = channels_last
             self.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
@@ -198,7 +205,7 @@ class SCCAN(nn.Module):
         """The current switches of `set_fast_paths`."""
         fused = {m.fused for m in self.modules() if isinstance(m, WindowAttention)}
         return {'channels_last': self.channels_last, 'recompute': self.transformer.recompute,
-                'fused_attention': fused == {True}}
+                'fused_attention': fused.pop() if len(fused) == 1 else False}
 
     # The SGD groups of the authors' OneModel.get_optim, in their order: the lr schedule's
     # index_split counts groups in it.

@@ -132,7 +132,7 @@ def test_model_for_checkpoint_sets_the_configs_fast_paths(tmp_path):
     save_checkpoint(weights_checkpoint(build_sccan('tiny'), shot=1), path)
     cfg = default_config().replace(model='tiny', channels_last=False, fused_attention=True)
     net, _ = model_for_checkpoint(cfg, path)
-    assert net.fast_paths == {'channels_last': False, 'recompute': True, 'fused_attention': True}
+    assert net.fast_paths == {'channels_last': False, 'recompute': 'auto', 'fused_attention': True}
 
 
 def test_truncated_checkpoint_is_refused(tmp_path):

@@ -10,6 +10,7 @@ from torch import nn
 
 from model import build_sccan
 from model.backbone import BN_EPS, conv_bn, conv_bn_forward
+from model.fast_paths import AUTO, switch_on
 from model.scca import WindowAttention
 
 from util.episodes import random_episode as episode
@@ -118,6 +119,35 @@ def test_recompute_is_off_in_eval():
     assert torch.equal(logits_a, logits_b)
 
 
+@pytest.mark.parametrize('value, on_cuda, auto_on_cuda, expected', [
+    (True, False, True, True), (False, True, True, False),
+    ('auto', True, True, True), ('auto', False, True, False),      # fused attention
+    ('auto', True, False, False), ('auto', False, False, True)])   # recomputation
+def test_a_switch_set_to_auto_follows_the_device(value, on_cuda, auto_on_cuda, expected):
+    assert switch_on(value, on_cuda, auto_on_cuda) is expected
+
+
+@pytest.mark.parametrize('value', ['yes', 1, 0, 'Auto'])
+def test_set_fast_paths_refuses_other_values(value):
+    with pytest.raises(ValueError, match=f"recompute must be True, False or 'auto', got {value!r}"):
+        build_sccan('tiny').set_fast_paths(recompute=value)
+
+
+def test_a_default_model_takes_the_cpu_paths_on_the_cpu():
+    """A bare model ('auto' switches) recomputes in training and attends without the fused kernel
+    on the CPU: what it stores and computes is what the explicit CPU switches give."""
+    torch.manual_seed(0)
+    default = build_sccan('tiny').train()
+    assert default.fast_paths == {'channels_last': True, 'recompute': AUTO, 'fused_attention': AUTO}
+    explicit = build_sccan('tiny').set_fast_paths(recompute=True, fused_attention=False).train()
+    explicit.load_state_dict(default.state_dict())
+    inputs = episode()
+    loss_a, grads_a, stored_a = loss_gradients_and_saved_bytes(default, inputs)
+    loss_b, grads_b, stored_b = loss_gradients_and_saved_bytes(explicit, inputs)
+    assert torch.equal(loss_a, loss_b) and stored_a == stored_b
+    assert all(torch.equal(grads_a[name], grads_b[name]) for name in grads_a)
+
+
 def attention_pair(dim=16, heads=4, seed=0):
     torch.manual_seed(seed)
     plain = WindowAttention(dim, heads).double()
@@ -143,10 +173,10 @@ def test_fused_attention_equals_plain_with_gradients(cross):
 
 def test_fused_attention_model_agrees_with_plain_model():
     torch.manual_seed(0)
-    plain = build_sccan('tiny').eval()
+    plain = build_sccan('tiny').eval()              # 'auto': plain attention on the CPU
     fused = build_sccan('tiny').set_fast_paths(fused_attention=True).eval()
     fused.load_state_dict(plain.state_dict())
-    assert fused.fast_paths['fused_attention'] and not plain.fast_paths['fused_attention']
+    assert fused.fast_paths['fused_attention'] is True and plain.fast_paths['fused_attention'] == 'auto'
     inputs = episode(k=2, seed=1)[:3]
     with torch.no_grad():
         a, b = plain(*inputs), fused(*inputs)

@@ -94,6 +94,22 @@ def test_amp_settings_on_cpu(caplog):
     assert 'fp16 needs CUDA' in caplog.text
 
 
+def test_tf32_follows_the_config_on_cuda_only():
+    """precision_for sets the process's TF32 use for CUDA runs, and leaves it for CPU runs."""
+    from util.precision import precision_for
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    try:
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+        precision_for(default_config(), torch.device('cpu'))
+        assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
+        precision_for(default_config(), torch.device('cuda'))       # tf32: True by default
+        assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
+        precision_for(default_config().replace(tf32=False), torch.device('cuda'))
+        assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
 # --- the best checkpoint ---
 def test_a_new_best_replaces_only_this_run_folders_previous_best(tmp_path):
     """A run resumed from another folder's checkpoint carries that run's best_path: its first

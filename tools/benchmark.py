@@ -27,8 +27,10 @@ paths (the default mode): every setting through each entry point, measured in th
   the scripts path. Each measurement runs in its own process so that its peak memory (CPU:
   resident; CUDA: max allocated and reserved) is its own; --rounds N alternates the paths N
   times and keeps the median time, so that a shared machine's load falls on every path alike.
-modes: each fast mode as one change to the default (float32, channels-last): contiguous
-  (channels_last: False), fused_attention, bf16 (amp: bf16), fp16 (CUDA only), compile. Per mode,
+modes: each fast mode as one change to the default (float32, channels-last, recomputation and
+  fused attention as the device decides): contiguous (channels_last: False), fused_attention
+  (forced on), plain_attention (forced off), recompute (forced on), bf16 (amp: bf16), fp16 (CUDA
+  only), compile. Per mode,
   in one process: median seconds of a 1-shot eval episode and of a training step (batch 2) and
   their ratio to the default; argmax agreement (the lowest over the episodes) and the largest
   logit change against the default on the golden episodes of the authors' code (tools/golden.py);
@@ -67,7 +69,7 @@ sys.path[:0] = [os.path.dirname(TOOLS), TOOLS]
 import golden  # noqa: E402  (tools/golden.py)
 from model import build_sccan  # noqa: E402
 from model.sccan import input_size_rule, valid_input_size  # noqa: E402
-from util import transform as T  # noqa: E402
+from util.transform import train_transform, val_transform  # noqa: E402
 from util.cli import ArgumentParser, positive_float, positive_int, run_main  # noqa: E402
 from util.config import default_config, load_config, merged_opts, parse_opts  # noqa: E402
 from util.datasets import episode_dataset  # noqa: E402
@@ -432,6 +434,8 @@ MODES = {   # name: (SCCAN.set_fast_paths switches = config keys, autocast dtype
     BASE_MODE: ({}, None),
     'contiguous': ({'channels_last': False}, None),
     'fused_attention': ({'fused_attention': True}, None),
+    'plain_attention': ({'fused_attention': False}, None),     # the default's opposite on CUDA
+    'recompute': ({'recompute': True}, None),                  # the low-memory option on CUDA
     'bf16': ({}, torch.bfloat16),
     'fp16': ({}, torch.float16),
     'compile': ({}, None),
@@ -564,7 +568,7 @@ def run_data(args, argv, show):
         else:
             root, list_cache = tmp, os.path.join(tmp, 'lists')
             lists = write_benchmark(tmp, n_train=300, n_val=100, size=(375, 500))
-        transforms = {'train': T.train_transform(args.size, args.size), 'val': T.val_transform(args.size)}
+        transforms = {'train': train_transform(args.size, args.size), 'val': val_transform(args.size)}
         for mode in ('train', 'val'):
             for shot in (1, 5):
                 dataset = EpisodeDataset(args.data_set, root, lists[mode], args.split, shot, mode,

@@ -382,7 +382,9 @@ def modes_command(run):
         return cmd + ['--device', 'cpu', '--tiny', '--modes', 'fused_attention']
     # Not compile: compiling the full model for eval and training takes minutes (its
     # correctness and compilation time come from the tests).
-    return cmd + ['--device', 'cuda', '--modes', 'contiguous', 'fused_attention', 'bf16', 'fp16']
+    # The defaults on CUDA hold fused attention and no recomputation: the other two measure them.
+    return cmd + ['--device', 'cuda', '--modes', 'contiguous', 'plain_attention', 'recompute',
+                  'bf16', 'fp16']
 
 
 def figure_json(name):

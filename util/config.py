@@ -189,10 +189,15 @@ SCHEMA = {
                         'on CPUs and GPUs; same results up to rounding)'),
     'compile': _k('Performance', bool, False, 'torch.compile the backbone and the SCCA '
                   'transformer (first steps are slow while it compiles)'),
-    'recompute': _k('Performance', bool, True, 'training: recompute SCCA block activations '
-                    'in the backward pass instead of storing them (same gradients)'),
-    'fused_attention': _k('Performance', bool, False, 'SCCA attention through '
-                          'scaled_dot_product_attention (less memory; faster on GPUs)'),
+    'recompute': _k('Performance', bool, None, 'training: recompute SCCA block activations '
+                    'in the backward pass instead of storing them (same gradients, half the '
+                    'memory, a fifth of a GPU step); empty: on the CPU only', nullable=True),
+    'fused_attention': _k('Performance', bool, None, 'SCCA attention through '
+                          'scaled_dot_product_attention (less memory; faster on GPUs, slower on '
+                          'CPUs); empty: on CUDA only', nullable=True),
+    'tf32': _k('Performance', bool, True, 'CUDA: float32 matrix products and convolutions on '
+               'TF32 tensor cores (Ampere and later), as the authors\' PyTorch 1.7 ran them; '
+               'False: full float32 (no effect on the CPU)'),
     'cuda_graphs': _k('Performance', bool, True, 'evaluation on CUDA replays the network from '
                       'recorded CUDA graphs (same kernels, same logits; no effect on the CPU)'),
     'feature_cache_gb': _k('Performance', float, 0.0, 'memory for caching frozen backbone '

@@ -8,6 +8,7 @@ import re
 from model import ARCHITECTURE_KEYS, MODEL_VARIANTS, CheckpointError, build_sccan, load_backbone_weights
 from model.build import known_architecture, sccan_with_weights, weights_variant
 from model.checkpoint import check_shot, metadata, model_state, read_checkpoint
+from model.fast_paths import AUTO
 from util.config import IMAGENET_BACKBONES
 from util.datasets.cross_domain import TEST_BENCHMARKS
 
@@ -36,9 +37,11 @@ def architecture(cfg):
 
 def with_fast_paths(net, cfg):
     """`net` with the config's exact speed-ups switched (channels_last, recompute,
-    fused_attention)."""
-    return net.set_fast_paths(channels_last=cfg.channels_last, recompute=cfg.recompute,
-                              fused_attention=cfg.fused_attention)
+    fused_attention; the last two empty: the device decides, model.fast_paths.AUTO)."""
+    def switch(value):
+        return AUTO if value is None else value
+    return net.set_fast_paths(channels_last=cfg.channels_last, recompute=switch(cfg.recompute),
+                              fused_attention=switch(cfg.fused_attention))
 
 
 def build_model(cfg, backbone_weights=None):
@@ -157,7 +160,7 @@ def model_for_checkpoint(cfg, path, any_shot=False, any_split=False, contents=No
     built_as = ('the architecture it states' if told.keys() == set(ARCHITECTURE_KEYS) else
                 f"{cfg.source}'s architecture for what the checkpoint does not state")
     net = sccan_with_weights(checkpoint, path, built, built_as,
-                             way_on=lambda variant: f': add --opts model {variant}')
+                             how_to_continue=lambda variant: f': add --opts model {variant}')
     return with_fast_paths(net, cfg), checkpoint
 
 

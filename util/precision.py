@@ -45,9 +45,20 @@ class Precision:
 
 
 def precision_for(cfg, device):
-    """The Precision of a config's `amp` on `device` (fp16 on a CPU: float32, with a warning)."""
+    """The Precision of a config's `amp` on `device` (fp16 on a CPU: float32, with a warning).
+    On CUDA it also sets the process's TF32 use to the config's `tf32` (set_tf32)."""
+    if device.type == 'cuda':
+        set_tf32(cfg.tf32)
     dtype = _DTYPES[cfg.amp]
     if dtype == torch.float16 and device.type != 'cuda':
         log.warning('amp: fp16 needs CUDA; running in float32 on %s', device)
         dtype = None
     return Precision(device.type, dtype)
+
+
+def set_tf32(allowed: bool) -> None:
+    """TF32 tensor cores for CUDA float32 matrix products and cuDNN convolutions, for the rest of
+    the process. PyTorch allows them for convolutions and not for matrix products by default;
+    the authors' PyTorch 1.7 allowed both."""
+    torch.backends.cuda.matmul.allow_tf32 = allowed
+    torch.backends.cudnn.allow_tf32 = allowed
