@@ -85,8 +85,11 @@ def test_deterministic_applies_its_settings_and_restores_the_previous_ones():
     try:
         with deterministic(False):
             assert settings()[:3] == before[:3] and torch.backends.cudnn.benchmark
+        with deterministic(True, 'cpu'):                # no resizes taken over on a CPU
+            assert settings() == (True, True, True, False)
+            assert torch.overrides._get_current_function_mode() is None
         with pytest.raises(RuntimeError, match='inside'):
-            with deterministic(True):
+            with deterministic(True, 'cuda:0'):
                 assert settings() == (True, True, True, False)
                 assert isinstance(torch.overrides._get_current_function_mode(),
                                   DeterministicResizes)

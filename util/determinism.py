@@ -42,10 +42,12 @@ def prepare_process(enabled: bool) -> None:
 
 
 @contextlib.contextmanager
-def deterministic(enabled: bool, resize_devices: Sequence[str] = ('cuda',)):
+def deterministic(enabled: bool, training_device=None):
     """Inside, with `enabled`: deterministic algorithms (warn_only), cuDNN deterministic without
-    benchmark, DeterministicResizes on `resize_devices`; the previous settings are back on the
-    way out. Without `enabled` nothing changes. (The cuBLAS variable: prepare_process.)"""
+    benchmark, and when `training_device` is a CUDA device DeterministicResizes; the previous
+    settings are back on the way out. Without `enabled` nothing changes. (The cuBLAS variable:
+    prepare_process.) The resizes only matter where gradients flow on a GPU, and a function mode
+    costs Python time on every operation: on a CPU a third of a training step."""
     if not enabled:
         yield
         return
@@ -54,8 +56,9 @@ def deterministic(enabled: bool, resize_devices: Sequence[str] = ('cuda',)):
              torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
     torch.use_deterministic_algorithms(True, warn_only=True)
     torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+    on_gpu = training_device is not None and torch.device(training_device).type == 'cuda'
     try:
-        with DeterministicResizes(resize_devices):
+        with DeterministicResizes() if on_gpu else contextlib.nullcontext():
             yield
     finally:
         torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
