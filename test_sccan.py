@@ -30,7 +30,7 @@ from util.cli import ArgumentParser, non_negative_int, positive_int, run_main
 from util.config import load_config
 from util.determinism import prepare_process
 from util.log import close_logging, setup_logging
-from util.meta_test import EpisodeFiles, evaluate_checkpoint
+from util.checkpoint_evaluation import EpisodeFiles, evaluate_checkpoint
 from util.uncertainty import RESAMPLES
 
 # The command-line choices a report records.

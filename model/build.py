@@ -80,10 +80,10 @@ def weights_variant(state: dict, layers: Optional[int] = None) -> Optional[str]:
 
 
 def sccan_with_weights(checkpoint, path, architecture: dict, built_as: str,
-                       way_on: Callable[[str], str] = lambda variant: '') -> SCCAN:
+                       how_to_continue: Callable[[str], str] = lambda variant: '') -> SCCAN:
     """SCCAN(**architecture) with the checkpoint's weights, loaded strictly: CheckpointError
     otherwise, saying how it was built (`built_as`) and, when the weights are those of a named
-    variant, which one, then `way_on(variant)`. Returns the net in eval mode on the CPU."""
+    variant, which one, then `how_to_continue(variant)`. Returns the net in eval mode on the CPU."""
     net = build_sccan(**architecture)
     state = model_state(checkpoint, path)
     try:
@@ -93,7 +93,7 @@ def sccan_with_weights(checkpoint, path, architecture: dict, built_as: str,
         if variant is None:
             raise
         raise CheckpointError(f"{e}\n  its weights are those of the variant '{variant}'"
-                              f"{way_on(variant)}") from None
+                              f"{how_to_continue(variant)}") from None
     return net.eval()
 
 

@@ -143,13 +143,13 @@ def load_backbone_weights(net, path):
 
 
 # ---- checking -----------------------------------------------------------------------------------
-def check_shot(checkpoint, shot, path, way_on):
+def check_shot(checkpoint, shot, path, how_to_continue):
     """Refuse a checkpoint of ours trained with another number of shots (the authors' do not
-    say; their file names do: train5_... is 5-shot); `way_on` ends the message."""
+    say; their file names do: train5_... is 5-shot); `how_to_continue` ends the message."""
     trained = metadata(checkpoint).get('shot')
     if trained is not None and trained != shot:
         raise CheckpointError(f'{path} was trained with shot {trained} but the config has shot {shot}; '
-                              f'{way_on}')
+                              f'{how_to_continue}')
 
 
 def check_resumable(checkpoint, path):

@@ -90,13 +90,13 @@ def test_second_signal_stops_training_at_once_with_one_line(capsys, caplog, tmp_
             run_main(lambda: flag._handle(signal.SIGINT, None), *FAILURES)
     assert exit_info.value.code == 130
     err = capsys.readouterr().err
-    way_on = (f'continue from the last checkpoint with --resume {latest}' if saved else
+    how_to_continue = (f'continue from the last checkpoint with --resume {latest}' if saved else
               f'no checkpoint was written yet ({latest} does not exist): run it again from the '
               'start')      # before the first save: no --resume with a file that is not there
-    assert err.endswith(f'interrupted: stopped at once by a second SIGINT; {way_on}\n')
+    assert err.endswith(f'interrupted: stopped at once by a second SIGINT; {how_to_continue}\n')
     assert caplog.text.count('SIGTERM received: writing the latest checkpoint') == 1
     # where nothing can be saved (the run is being set up), a signal stops at once
-    with pytest.raises(StoppedAtOnce, match=f'stopped at once by SIGUSR1; {re.escape(way_on)}'):
+    with pytest.raises(StoppedAtOnce, match=f'stopped at once by SIGUSR1; {re.escape(how_to_continue)}'):
         flag._handle(signal.SIGUSR1, None)
 
 

@@ -10,7 +10,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from helpers import make_coco, make_from_labels, make_pascal
-from util import transform as T
+from util import transform
 from util.datasets.pascal_coco import EpisodeDataset, binarise, fill_boxes, support_mask
 from util.config import default_config
 from util.datasets import episode_dataset
@@ -39,7 +39,7 @@ def label_of(image_path, ds):
 def top_left(h, w):
     """A transform keeping the top-left h×w (helpers.make_pascal images are at least 112×120), so that
     K supports of different sizes stack and labels compare pixel for pixel."""
-    return T.Compose([lambda image, label: (image[:h, :w], label[:h, :w]), T.ToTensor()])
+    return transform.Compose([lambda image, label: (image[:h, :w], label[:h, :w]), transform.ToTensor()])
 
 
 @pytest.mark.parametrize('mode', ['train', 'val'])
@@ -72,7 +72,7 @@ def label_of_file(image_path, ds, c):
 
 
 def test_val_items_carry_original_label_on_fixed_canvas_and_collate(pascal):
-    ds = make(pascal, 'val', transform=T.val_transform(65))
+    ds = make(pascal, 'val', transform=transform.val_transform(65))
     assert ds.original_canvas == 128                # largest generated label: 128×128
     batch = next(iter(DataLoader(ds, batch_size=3)))
     assert batch['query'].shape == (3, 3, 65, 65)
@@ -100,7 +100,7 @@ def test_a_configs_training_episodes_take_its_crop_and_augmentation(pascal):
 
 
 def test_train_items_have_no_original_label(pascal):
-    item = make(pascal, 'train', transform=T.train_transform(57, 57))[0]
+    item = make(pascal, 'train', transform=transform.train_transform(57, 57))[0]
     assert 'query_mask_original' not in item and item['query'].shape == (3, 57, 57)
 
 
@@ -118,7 +118,7 @@ def test_a_plan_cycles_through_the_queries_and_a_shorter_one_is_its_prefix(pasca
 def test_a_planned_episode_is_the_one_drawn_under_its_episode_seed(pascal):
     """Episode e of seed s is what `ds[e % len(ds)]` draws with Python's `random` seeded by
     episode_seed(s, e) (how evaluation drew its episodes before plans), and `load` reads it."""
-    ds = make(pascal, 'val', shot=2, transform=T.val_transform(57))
+    ds = make(pascal, 'val', shot=2, transform=transform.val_transform(57))
     for e, episode in enumerate(ds.plan(5, 20)):
         random.seed(episode_seed(5, e))
         item = ds[e % len(ds)]
@@ -132,7 +132,7 @@ def test_a_planned_episode_is_the_one_drawn_under_its_episode_seed(pascal):
 
 
 def test_same_seed_same_episode_other_seed_other_episode(pascal):
-    ds = make(pascal, 'train', shot=5, transform=T.train_transform(57, 57))
+    ds = make(pascal, 'train', shot=5, transform=transform.train_transform(57, 57))
     random.seed(7)
     a = ds[4]
     random.seed(7)
@@ -146,7 +146,7 @@ def test_same_seed_same_episode_other_seed_other_episode(pascal):
 
 def test_dataloader_workers_draw_different_episodes(pascal):
     """The same index in two workers must not give the same augmentation and supports."""
-    ds = make(pascal, 'train', shot=5, transform=T.train_transform(57, 57))
+    ds = make(pascal, 'train', shot=5, transform=transform.train_transform(57, 57))
     loader = DataLoader(ds, batch_size=1, sampler=[0, 0], num_workers=2,
                         generator=torch.Generator().manual_seed(0))
     first, second = list(loader)
@@ -158,7 +158,7 @@ def test_coco_episodes(tmp_path):
     root, train, val = make_coco(tmp_path)
     for scheme in (True, False):
         ds = EpisodeDataset('coco', root, val, 2, 5, 'val', use_split_coco=scheme,
-                            transform=T.val_transform(57), list_cache_dir=str(tmp_path / 'cache'))
+                            transform=transform.val_transform(57), list_cache_dir=str(tmp_path / 'cache'))
         assert len(ds.classes) == 20 and all(len(f) >= 6 for f in ds.class_files.values())
         item = ds[0]
         assert ds.classes[item['class_index']] in ds.queries[0][1]
@@ -373,7 +373,7 @@ def test_an_image_the_val_resize_cannot_shrink_is_a_bad_file_naming_it(tmp_path)
     root, data_list, pairs = make_from_labels(tmp_path, labels)
     with pytest.raises(BadFileError, match=r'img_0000.jpg: 10×600 image: too thin to keep a '
                                            r'pixel of its short side at val_size 57'):
-        EpisodeDataset('pascal', root, data_list, 0, 1, 'val', transform=T.val_transform(57),
+        EpisodeDataset('pascal', root, data_list, 0, 1, 'val', transform=transform.val_transform(57),
                        list_cache_dir=str(tmp_path / 'c'))      # found from the list's sizes
 
 

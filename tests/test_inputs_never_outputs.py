@@ -135,7 +135,7 @@ def test_a_second_run_writing_the_same_report_is_refused_while_the_first_runs(ti
                                                                               monkeypatch):
     """The first run claims the report when it starts and holds the claim until it has written
     it; a second run started meanwhile (here: while the first evaluates) is refused at once."""
-    import util.meta_test
+    import util.checkpoint_evaluation
     from util.evaluate import run_episodes
     out = str(tmp_path / 'report.json')
     second = {}
@@ -145,7 +145,7 @@ def test_a_second_run_writing_the_same_report_is_refused_while_the_first_runs(ti
             second['started'] = True
             second['result'] = run_test(tiny_data, checkpoint, capsys, '--out', out, '--overwrite')
         return run_episodes(*args, **kwargs)
-    monkeypatch.setattr(util.meta_test, 'run_episodes', evaluating)
+    monkeypatch.setattr(util.checkpoint_evaluation, 'run_episodes', evaluating)
     status, _, err = run_test(tiny_data, checkpoint, capsys, '--out', out)
     assert status == 0, err
     status, _, err = second['result']
@@ -158,8 +158,8 @@ def test_a_second_run_writing_the_same_report_is_refused_while_the_first_runs(ti
 def test_a_report_named_as_a_folder_is_refused_before_the_evaluation(tiny_data, checkpoint,
                                                                      tmp_path, capsys,
                                                                      monkeypatch):
-    import util.meta_test
-    monkeypatch.setattr(util.meta_test, 'run_episodes', None)     # not reached
+    import util.checkpoint_evaluation
+    monkeypatch.setattr(util.checkpoint_evaluation, 'run_episodes', None)     # not reached
     for extra in ([], ['--overwrite']):
         status, _, err = run_test(tiny_data, checkpoint, capsys, '--out', str(tmp_path), *extra)
         assert_one_error(status, err, f'cannot write {tmp_path}: it is a folder; give a file name')

@@ -17,7 +17,7 @@ import test_sccan
 import train_sccan
 from helpers import TINY, assert_one_error, files_below, make_pascal_config, run_cli
 from model import CheckpointError
-from util import distributed, meta_test
+from util import checkpoint_evaluation, distributed
 from util import log as log_module
 from util.config import REPO_ROOT, ConfigError, load_config, merged_opts
 from util.datasets import episode_dataset
@@ -323,12 +323,12 @@ def test_seed_deterministic_holds_in_every_step_and_changes_nothing_on_the_cpu(
     assert_same_weights(weights(latest(exp)), weights(latest(reference_run['exp'])))
 
     scored = []
-    run_episodes = meta_test.run_episodes
+    run_episodes = checkpoint_evaluation.run_episodes
 
     def recorded_episodes(*args, **kwargs):
         scored.append(torch.are_deterministic_algorithms_enabled())
         return run_episodes(*args, **kwargs)
-    monkeypatch.setattr(meta_test, 'run_episodes', recorded_episodes)
+    monkeypatch.setattr(checkpoint_evaluation, 'run_episodes', recorded_episodes)
     reports = []
     for flag in ('True', 'False'):
         out = bench['root'] / f'deterministic_{flag}.json'
@@ -580,7 +580,7 @@ def test_reports_say_what_they_measured_and_are_never_replaced_silently(bench, r
     # the same measurement again, or outputs that exist: refused before the evaluation
     def no_evaluation(*args, **kwargs):
         raise ValueError('the evaluation was reached')
-    monkeypatch.setattr(meta_test, 'run_episodes', no_evaluation)
+    monkeypatch.setattr(checkpoint_evaluation, 'run_episodes', no_evaluation)
     (tmp_path / 'other_viz').mkdir()
     blocker = tmp_path / 'a_file'
     blocker.write_text('')

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from util import transform as T
+from util import transform
 
 PALETTE = np.array([[10, 20, 30], [200, 40, 40], [40, 200, 40], [40, 40, 200], [220, 220, 30]],
                    np.float32)
@@ -36,9 +36,9 @@ def interior(label, radius):
 @pytest.mark.parametrize('seed', range(6))
 def test_augmentation_keeps_image_and_label_aligned(seed):
     image, label = colour_coded()
-    augment = T.Compose([T.RandScale(0.7, 1.4), T.RandRotate(-30, 30, p=1.0),
-                         T.RandomGaussianBlur(p=1.0), T.RandomHorizontalFlip(p=1.0),
-                         T.ForegroundCrop(65, 81)])
+    augment = transform.Compose([transform.RandScale(0.7, 1.4), transform.RandRotate(-30, 30, p=1.0),
+                         transform.RandomGaussianBlur(p=1.0), transform.RandomHorizontalFlip(p=1.0),
+                         transform.ForegroundCrop(65, 81)])
     random.seed(seed)
     out_image, out_label = augment(image, label)
     assert out_image.shape == (65, 81, 3) and out_label.shape == (65, 81)
@@ -50,24 +50,24 @@ def test_augmentation_keeps_image_and_label_aligned(seed):
 
 def test_flip_mirrors_both():
     image, label = colour_coded()
-    out_image, out_label = T.RandomHorizontalFlip(p=1.0)(image, label)
+    out_image, out_label = transform.RandomHorizontalFlip(p=1.0)(image, label)
     assert np.array_equal(out_label, label[:, ::-1]) and np.array_equal(out_image, image[:, ::-1])
 
 
 def test_rotation_border_is_mean_colour_and_ignore():
     image, label = colour_coded()
     random.seed(0)
-    out_image, out_label = T.RandRotate(45, 45, p=1.0)(image, label)
-    assert out_label[0, 0] == 255 and np.allclose(out_image[0, 0], T.MEAN, atol=1e-3)
+    out_image, out_label = transform.RandRotate(45, 45, p=1.0)(image, label)
+    assert out_label[0, 0] == 255 and np.allclose(out_image[0, 0], transform.MEAN, atol=1e-3)
 
 
 def test_crop_pads_small_inputs_evenly():
     image, label = PALETTE[np.ones((10, 7), np.uint8)], np.ones((10, 7), np.uint8)
-    out_image, out_label = T.ForegroundCrop(13, 12)(image, label)
+    out_image, out_label = transform.ForegroundCrop(13, 12)(image, label)
     assert out_label.shape == (13, 12)
     rows, cols = np.nonzero(out_label == 1)
     assert (rows.min(), rows.max(), cols.min(), cols.max()) == (1, 10, 2, 8)   # pad 1/2, 2/3
-    assert (out_label[0] == 255).all() and np.allclose(out_image[0, 0], T.MEAN)
+    assert (out_label[0] == 255).all() and np.allclose(out_image[0, 0], transform.MEAN)
 
 
 def test_crop_redraws_until_it_keeps_85_percent(monkeypatch):
@@ -78,8 +78,8 @@ def test_crop_redraws_until_it_keeps_85_percent(monkeypatch):
                   30, 0,      # rows 30..79, cols 0..49: keeps 20×10 = 50 %
                   10, 11,     # rows 10..59, cols 11..60: all 400
                   99, 99])    # never used
-    monkeypatch.setattr(T.random, 'randint', lambda a, b: next(draws))
-    _, out = T.ForegroundCrop(50, 50)(image, label)
+    monkeypatch.setattr(transform.random, 'randint', lambda a, b: next(draws))
+    _, out = transform.ForegroundCrop(50, 50)(image, label)
     assert np.count_nonzero(out == 1) == 400 and next(draws) == 99
     assert np.array_equal(out, label[10:60, 11:61])
 
@@ -90,8 +90,8 @@ def test_crop_draws_32_times_as_the_authors_then_keeps_the_last(monkeypatch):
     label = np.zeros((100, 100), np.uint8)
     label[40:60, 40:60] = 1
     calls = []
-    monkeypatch.setattr(T.random, 'randint', lambda a, b: calls.append(1) or len(calls) % 2)
-    _, out = T.ForegroundCrop(10, 10)(np.zeros((100, 100, 3), np.float32), label)
+    monkeypatch.setattr(transform.random, 'randint', lambda a, b: calls.append(1) or len(calls) % 2)
+    _, out = transform.ForegroundCrop(10, 10)(np.zeros((100, 100, 3), np.float32), label)
     assert len(calls) == 2 * 32 and (out == 0).all()
 
 
@@ -102,7 +102,7 @@ def test_crop_keeps_85_percent_when_it_can(seed):
     label = np.zeros((100, 100), np.uint8)
     label[35:65, 35:65] = 1
     random.seed(seed)
-    _, out = T.ForegroundCrop(60, 60)(np.zeros((100, 100, 3), np.float32), label)
+    _, out = transform.ForegroundCrop(60, 60)(np.zeros((100, 100, 3), np.float32), label)
     assert np.count_nonzero(out == 1) >= 0.85 * 900
 
 
@@ -112,7 +112,7 @@ def test_crop_keeps_85_percent_when_it_can(seed):
                                                   (57, 40, 57, (56, 40)),
                                                   (333, 500, 233, (152, 232))])
 def test_val_resize_shape_by_hand(h, w, size, expected):
-    assert T.val_resize_shape(h, w, size) == expected
+    assert transform.val_resize_shape(h, w, size) == expected
 
 
 @pytest.mark.parametrize('h, w, expected', [
@@ -123,7 +123,7 @@ def test_val_resize_computes_the_ratio_first_as_the_authors(h, w, expected):
     """Their transform.Resize: ratio = 473 * 1.0 / h, new_w = int(w * ratio). In exact
     arithmetic 296·473/407 = 344.0 (floored to 344); the float ratio makes it 343.99…, 343 → 336.
     These are the sizes up to 1,000 pixels where the two orders give other multiples of 8."""
-    assert T.val_resize_shape(h, w, 473) == expected
+    assert transform.val_resize_shape(h, w, 473) == expected
     assert int(min(h, w) * 473 / max(h, w)) // 8 * 8 != min(expected)
 
 
@@ -131,12 +131,12 @@ def test_val_transform_geometry():
     image = np.full((375, 500, 3), 100, np.float32)
     label = np.full((375, 500), 3, np.uint8)
     label[-2:, -2:] = 255           # nearest: only output (351, 471) samples it (373, 498)
-    out_image, out_label = T.val_transform(473)(image, label)
+    out_image, out_label = transform.val_transform(473)(image, label)
     assert out_image.shape == (3, 473, 473) and out_label.dtype == torch.long
     assert (out_label[:352, :472] != 255).sum() == 352 * 472 - 1     
     assert out_label[351, 471] == 255 and (out_label[:352, :471] == 3).all()
     assert (out_label[352:] == 255).all() and (out_label[:, 472:] == 255).all()
-    mean, std = torch.tensor(T.MEAN).view(3, 1), torch.tensor(T.STD).view(3, 1)
+    mean, std = torch.tensor(transform.MEAN).view(3, 1), torch.tensor(transform.STD).view(3, 1)
     assert torch.allclose(out_image[:, :352, :472].reshape(3, -1), (100 - mean) / std)
     assert torch.allclose(out_image[:, 352:, :].reshape(3, -1), -mean / std)     # zero padding
     assert torch.allclose(out_image[:, :, 472:].reshape(3, -1), -mean / std)
@@ -145,17 +145,18 @@ def test_val_transform_geometry():
 def test_train_transform_output_and_determinism():
     image, label = colour_coded()
     label = (label == 1).astype(np.uint8)
-    transform = T.train_transform(57, 65, 0.9, 1.1, -10, 10)
+    augment = transform.train_transform(57, 65, 0.9, 1.1, -10, 10)
     random.seed(3)
-    a = transform(image, label)
+    a = augment(image, label)
     random.seed(3)
-    b = transform(image, label)
+    b = augment(image, label)
     assert a[0].shape == (3, 57, 65) and a[1].shape == (57, 65) and a[1].dtype == torch.long
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
 
 
-@pytest.mark.parametrize('make', [lambda: T.RandScale(1.2, 1.1), lambda: T.RandScale(0, 1),
-                                  lambda: T.RandRotate(10, -10)])
+@pytest.mark.parametrize('make', [lambda: transform.RandScale(1.2, 1.1),
+                                  lambda: transform.RandScale(0, 1),
+                                  lambda: transform.RandRotate(10, -10)])
 def test_bad_ranges(make):
     with pytest.raises(ValueError, match='range'):
         make()

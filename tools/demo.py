@@ -8,7 +8,7 @@ Steps: write the benchmark (util/datasets/synthetic.py; skipped when data/synthe
 the same one), meta-train as train_sccan.py does (util.training) on the 15 base classes of fold
 0, then score three predictors on the same test episodes of the 5 held-out classes with
 util/evaluate.py:
-  (a) the meta-trained SCCAN (as test_sccan.py tests: util.meta_test),
+  (a) the meta-trained SCCAN (as test_sccan.py tests: util.checkpoint_evaluation),
   (b) the same SCCAN untrained: the weights training started from (likewise),
   (c) a support-blind baseline that marks every object pixel, of any class, as foreground.
 (c) finds every object but cannot tell which one the support shows; beating it by a margin
@@ -42,7 +42,7 @@ from util.evaluate import run_episodes  # noqa: E402
 from util.experiment import build_model, ready_model  # noqa: E402
 from util.image_io import IGNORE_LABEL, read_label  # noqa: E402
 from util.log import close_logging, setup_logging  # noqa: E402
-from util.meta_test import evaluate_checkpoint  # noqa: E402
+from util.checkpoint_evaluation import evaluate_checkpoint  # noqa: E402
 from util.outputs import save_checkpoint, write_atomic, write_json  # noqa: E402
 from util.precision import precision_for  # noqa: E402
 from util.seeding import seed_all  # noqa: E402

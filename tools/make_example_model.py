@@ -39,7 +39,7 @@ from util.datasets.synthetic import is_generated, write_benchmark  # noqa: E402
 from util.image_io import read_bytes  # noqa: E402
 from util.lists import read_list  # noqa: E402
 from util.log import close_logging, setup_logging  # noqa: E402
-from util.meta_test import evaluate_checkpoint  # noqa: E402
+from util.checkpoint_evaluation import evaluate_checkpoint  # noqa: E402
 from util.outputs import check_outputs, save_checkpoint, write_atomic  # noqa: E402
 from util.training import train  # noqa: E402
 from util.weights import sha256_of_file  # noqa: E402

@@ -36,7 +36,7 @@ from util import distributed  # noqa: E402
 from util.cli import ArgumentParser, non_negative_int, number, positive_int, run_main  # noqa: E402
 from util.config import load_config, merged_opts  # noqa: E402
 from util.log import close_logging, setup_logging  # noqa: E402
-from util.meta_test import evaluate_checkpoint  # noqa: E402
+from util.checkpoint_evaluation import evaluate_checkpoint  # noqa: E402
 from util.outputs import read_keyed, write_atomic, write_json  # noqa: E402
 from util.paper import PAPER  # noqa: E402
 from util.run_paths import RunPaths  # noqa: E402
@@ -162,7 +162,7 @@ def request_of(cell, seeds, episodes, opts):
 
 
 def run_cell(cell, request, cache, cells_dir, env):
-    """Test one cell as test_sccan.py tests (util.meta_test); returns its stored result."""
+    """Test one cell as test_sccan.py tests (util.checkpoint_evaluation); returns its stored result."""
     opts = merged_opts(cache, request['opts'])     # the user's --opts decide
     # overwrite: the report is this tool's own file, replaced when its cell is recomputed
     report = evaluate_checkpoint(

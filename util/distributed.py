@@ -76,14 +76,14 @@ def _reason(error):
 
 
 @contextlib.contextmanager
-def peers_watched(env, way_on=lambda: ''):
+def peers_watched(env, how_to_continue=lambda: ''):
     """Inside: a collective that fails because another process of the run stopped raises
     PeerLost, one sentence for the user instead of the backend's traceback; from then on the
     stop signals (util.stop_signals) are ignored, so that the process lives to say it.
 
     Args:
         env: this process's DistEnv (a single process has no peers to lose).
-        way_on: a function giving what to do next (e.g. the checkpoint to resume from), called
+        how_to_continue: a function giving what to do next (e.g. the checkpoint to resume from), called
             when it happens.
     """
     try:
@@ -95,7 +95,7 @@ def peers_watched(env, way_on=lambda: ''):
         # live to say why (the default action would end it silently)
         for sig in STOP_SIGNALS:
             signal.signal(sig, signal.SIG_IGN)
-        next_step = way_on()
+        next_step = how_to_continue()
         raise PeerLost(f'another process of this run stopped, so process {env.rank} of '
                        f'{env.world_size} stops too (its own output says why; here: '
                        f'{_reason(e)})' + (f'; {next_step}' if next_step else '')) from e

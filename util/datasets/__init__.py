@@ -14,7 +14,7 @@ layout, folder).
 """
 import os
 
-from util import transform as T
+from util.transform import train_transform, val_transform
 from util.cli import TOOLS
 from util.config import ConfigError
 from util.datasets.cross_domain import CROSS_DOMAIN, cross_domain_data_set
@@ -58,9 +58,9 @@ def transform_for(cfg, mode):
     """The joint transform of a config's episodes: the training augmentation (mode 'train') or
     the evaluation resize to val_size."""
     if mode == 'train':
-        return T.train_transform(cfg.train_h, cfg.train_w, cfg.scale_min, cfg.scale_max,
+        return train_transform(cfg.train_h, cfg.train_w, cfg.scale_min, cfg.scale_max,
                                  cfg.rotate_min, cfg.rotate_max)
-    return T.val_transform(cfg.val_size)
+    return val_transform(cfg.val_size)
 
 
 def cross_domain(cfg, mode):

@@ -31,7 +31,7 @@ class ValidationAbandoned(Exception):
     """A stop signal during a validation: it is left unfinished (the resumed run does it)."""
 
 
-def way_on(latest_path):
+def how_to_continue(latest_path):
     """What to do after a run stopped early: continue from its latest checkpoint or, when none
     was written yet, run it again."""
     if os.path.isfile(latest_path):
@@ -91,7 +91,7 @@ class StopFlag:
     def _handle(self, signum, frame):
         name, now = signal.Signals(signum).name, self._clock()
         if not self._deferred:
-            raise StoppedAtOnce(f'stopped at once by {name}; {way_on(self.latest_path)}')
+            raise StoppedAtOnce(f'stopped at once by {name}; {how_to_continue(self.latest_path)}')
         if not self.requested:
             self.requested, self._first = True, now
             log.warning('%s received: writing the latest checkpoint after this step (at once '
@@ -99,4 +99,4 @@ class StopFlag:
                         name)
         elif now - self._first >= REPEAT_SECONDS:
             raise StoppedAtOnce(f'stopped at once by a second {name}; '
-                                f'{way_on(self.latest_path)}')
+                                f'{how_to_continue(self.latest_path)}')

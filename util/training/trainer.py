@@ -26,7 +26,8 @@ from util.training.checkpoints import (Checkpointer, Progress, checkpoint_bytes,
                                        resumable)
 from util.training.run_folder import claim_run_folder, new_folders, remove_new_folders
 from util.training.scalars import TrainingLog
-from util.training.signals import Interrupted, StopFlag, ValidationAbandoned, way_on
+from util.training.signals import (Interrupted, StopFlag, ValidationAbandoned,
+                                   how_to_continue)
 from util.training.validation import Validation
 
 log = logging.getLogger('sccan')
@@ -127,41 +128,42 @@ class Trainer:
 
     # --- the run ---
     def fit(self):
-        cfg, p = self.cfg, self.progress
+        cfg, progress = self.cfg, self.progress
         start = time.time()
-        first_epoch, offset = divmod(p.iteration, self.iters_per_epoch)
+        first_epoch, offset = divmod(progress.iteration, self.iters_per_epoch)
         log.info('training %s: %d epochs × %d steps, %d process(es) × batch %d, on %s',
                  cfg.source, cfg.epochs, self.iters_per_epoch, self.env.world_size,
                  cfg.batch_size, self.env.device)
         try:
             # within the flag's time, so that the signals ignored once a process is lost stay so
+            continuing = lambda: how_to_continue(self.paths.latest)     # noqa: E731
             with self.stop.installed(), self.stop.deferred(), \
-                    distributed.peers_watched(self.env, lambda: way_on(self.paths.latest)), \
-                    deterministic(self.cfg.seed_deterministic):
-                self.epochs(first_epoch, offset)
+                    distributed.peers_watched(self.env, continuing), \
+                    deterministic(self.cfg.seed_deterministic, self.env.device):
+                self.run_epochs(first_epoch, offset)
         except BaseException:
             self.log.close(failing=True)
             raise
         self.log.close()
         self.report(time.time() - start)
 
-    def epochs(self, first_epoch, offset):
+    def run_epochs(self, first_epoch, offset):
         """Train from step `offset` of `first_epoch` to the end, validating and saving as the
         config says."""
-        cfg, p = self.cfg, self.progress
-        if p.pending_validation is not None:       # the run stopped during it: it comes first
-            self.validate(p.pending_validation)
+        cfg, progress = self.cfg, self.progress
+        if progress.pending_validation is not None:   # the run stopped during it: it comes first
+            self.validate(progress.pending_validation)
         for epoch in range(first_epoch, cfg.epochs):
             if self.max_iters_reached():
                 break
             if not (epoch == first_epoch and offset):     # an epoch begins
                 if self.stop_requested():
                     self.interrupt()
-                if p.keep_epoch >= cfg.stop_interval:
+                if progress.keep_epoch >= cfg.stop_interval:
                     log.info('early stop: no new best mIoU for %d epochs', cfg.stop_interval)
                     break
                 seed_all(cfg.manual_seed + epoch)
-                p.keep_epoch += 1
+                progress.keep_epoch += 1
             self.train_epoch(epoch, offset if epoch == first_epoch else 0)
             stopping = self.max_iters_reached()
             if cfg.evaluate:
@@ -171,7 +173,7 @@ class Trainer:
             if stopping:
                 log.info('max_iters %d reached: stopping', cfg.max_iters)
                 break
-        if self.checkpointer.saved_iteration != p.iteration:
+        if self.checkpointer.saved_iteration != progress.iteration:
             self.save_latest(self.epoch_label())
 
     def train_epoch(self, epoch, offset):
@@ -218,21 +220,22 @@ class Trainer:
     def validate(self, epoch_label):
         """Validate, keep the best checkpoint and save the latest; a stop signal meanwhile saves
         the latest at once, the validation pending (Interrupted)."""
-        p = self.progress
-        p.pending_validation = None
+        progress = self.progress
+        progress.pending_validation = None
         try:
-            result = self.validation(f'epoch {epoch_label} (step {p.iteration})',
+            result = self.validation(f'epoch {epoch_label} (step {progress.iteration})',
                                      self.abandon_if_stop_requested)
         except ValidationAbandoned:
-            p.pending_validation = epoch_label
+            progress.pending_validation = epoch_label
             self.interrupt(during=f'the validation at epoch {epoch_label}')
-        p.val_num += 1
-        self.log.validation(result, p.iteration)
-        if p.best_miou is None or result['mIoU'] > p.best_miou:
-            p.best_miou, p.best_fb_iou, p.best_piou = result['mIoU'], result['FB-IoU'], result['pIoU']
-            p.best_epoch, p.keep_epoch = epoch_label, 0
+        progress.val_num += 1
+        self.log.validation(result, progress.iteration)
+        if progress.best_miou is None or result['mIoU'] > progress.best_miou:
+            progress.best_miou, progress.best_fb_iou, progress.best_piou = (
+                result['mIoU'], result['FB-IoU'], result['pIoU'])
+            progress.best_epoch, progress.keep_epoch = epoch_label, 0
             self.checkpointer.save_best(lambda: self.checkpoint(epoch_label), epoch_label,
-                                        result['mIoU'], p)
+                                        result['mIoU'], progress)
         self.save_latest(epoch_label)
 
     # --- checkpoints and stops ---
@@ -269,21 +272,22 @@ class Trainer:
     def interrupt(self, during=None):
         """Save the latest checkpoint (unless this step's is saved and nothing is pending) and
         stop: Interrupted."""
-        p = self.progress
-        if self.checkpointer.saved_iteration != p.iteration or p.pending_validation is not None:
+        progress = self.progress
+        if (self.checkpointer.saved_iteration != progress.iteration
+                or progress.pending_validation is not None):
             self.save_latest(self.epoch_label())
         where = f' during {during}' if during else ''
-        raise Interrupted(f'stopped at iteration {p.iteration}{where}; continue with --resume '
-                          f'{self.paths.latest}')
+        raise Interrupted(f'stopped at iteration {progress.iteration}{where}; continue with '
+                          f'--resume {self.paths.latest}')
 
     def report(self, seconds):
-        p = self.progress
-        best = ('no validation' if p.best_path is None else
-                f'best mIoU {p.best_miou:.4f} (FB-IoU {p.best_fb_iou:.4f}, pIoU '
-                f'{p.best_piou:.4f}) at epoch {p.best_epoch}: {p.best_path}')
-        skipped = p.skipped_steps
-        log.info('done in %s, %d validations; %s%s', format_duration(seconds), p.val_num, best,
-                 f'; {skipped} non-finite steps skipped' if skipped else '')
+        progress = self.progress
+        best = ('no validation' if progress.best_path is None else
+                f'best mIoU {progress.best_miou:.4f} (FB-IoU {progress.best_fb_iou:.4f}, pIoU '
+                f'{progress.best_piou:.4f}) at epoch {progress.best_epoch}: {progress.best_path}')
+        skipped = progress.skipped_steps
+        log.info('done in %s, %d validations; %s%s', format_duration(seconds), progress.val_num,
+                 best, f'; {skipped} non-finite steps skipped' if skipped else '')
 
 
 def train(cfg, env, resume=None, overwrite=False) -> Trainer:
@@ -291,7 +295,7 @@ def train(cfg, env, resume=None, overwrite=False) -> Trainer:
     run folder given back and the log closed after. Returns the Trainer (its paths, progress)."""
     paths = RunPaths.of(cfg)
     stop = StopFlag(paths.latest)
-    with stop.installed(), distributed.peers_watched(env, lambda: way_on(paths.latest)):
+    with stop.installed(), distributed.peers_watched(env, lambda: how_to_continue(paths.latest)):
         trainer = Trainer(cfg, env, resume=resume, overwrite=overwrite, stop=stop)
         try:
             trainer.fit()
