@@ -152,7 +152,8 @@ def test_reproduce_writes_the_cross_domain_table(tree, all_classes_checkpoints, 
         with open(config('cross_domain', f'{target}_resnet50.yaml')) as f:
             text = f.read().replace(f'../data/CDFSL/{folder}', tree[folder])
         (configs / 'cross_domain' / f'{target}_resnet50.yaml').write_text(text)
-    shutil.copy(config('pascal', 'pascal_all_resnet50.yaml'), configs / 'pascal')
+    for name in ('pascal_all_resnet50.yaml', 'pascal_split0_resnet50.yaml'):     # and its base
+        shutil.copy(config('pascal', name), configs / 'pascal')
     # where train_sccan.py --opts model tiny puts the all-classes run: resnet14/
     snapshot = tmp_path / 'exp' / 'pascal' / 'SCCAN' / 'split4' / 'resnet14' / 'snapshot'
     snapshot.mkdir(parents=True)
