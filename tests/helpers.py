@@ -34,7 +34,7 @@ from util.config import load_config
 from util.datasets import episode_dataset
 from util.episodes import TRAINING_INPUTS, Episode, random_episode
 from util.evaluate import TIMINGS, cached_predictor, forward_predictor, make_predictor, run_episodes
-from util.experiment import build_model
+from util.experiment import ready_model
 from util.feature_cache import FeatureCache
 from util.image_io import IGNORE_LABEL, write_image
 from util.manifest import EpisodeRecord, make_header, write_manifest
@@ -196,7 +196,7 @@ def make_pascal_config(root, extra='', **sizes):
 def tiny_net(cfg):
     """The config's SCCAN, seeded, without dropout (its draws differ between processes)."""
     torch.manual_seed(0)
-    return without_dropout(build_model(cfg))
+    return without_dropout(ready_model(cfg.replace(backbone_weights=None), 'cpu'))
 
 
 def validate_and_step(env, config):

@@ -12,7 +12,7 @@ from model.build import architecture_of
 from model.checkpoint import detect_layers, read_checkpoint, training_checkpoint, weights_checkpoint
 from util.config import REPO_ROOT, SCHEMA, default_config, load_config
 from util.config import main as config_main
-from util.experiment import architecture, build_model, check_fits, find_checkpoint, model_for_checkpoint
+from util.experiment import architecture, check_fits, find_checkpoint, ready_model
 from util.outputs import save_checkpoint
 
 from helpers import assert_one_error, run_cli
@@ -93,7 +93,7 @@ def test_model_in_the_opts_stands_for_the_variants_architecture_keys_where_it_st
     assert architecture(load_config(R101_CONFIG, ['depth', '3', 'model', 'tiny'])) == TINY
     assert architecture(load_config(R101_CONFIG, ['depth', '3', 'layers', '50', 'model', 'tiny'])) == TINY
     cfg = load_config(R101_CONFIG, ['model', 'tiny', 'layers', '50'])
-    assert cfg.model == 'tiny' and build_model(cfg).architecture == {**TINY, 'layers': 50}
+    assert cfg.model == 'tiny' and ready_model(cfg, 'cpu').architecture == {**TINY, 'layers': 50}
 
 
 def test_model_in_a_file_sets_the_keys_above_it_and_those_below_override(tmp_path):
@@ -127,11 +127,11 @@ def test_checkpoints_of_another_backbone_or_shot_are_refused():
     check_fits(cfg, ours, 'ours.pth', any_shot=True)
 
 
-def test_model_for_checkpoint_sets_the_configs_fast_paths(tmp_path):
+def test_a_model_from_a_checkpoint_has_the_configs_fast_paths(tmp_path):
     path = str(tmp_path / 'tiny.pth')
     save_checkpoint(weights_checkpoint(build_sccan('tiny'), shot=1), path)
     cfg = default_config().replace(model='tiny', channels_last=False, fused_attention=True)
-    net, _ = model_for_checkpoint(cfg, path)
+    net = ready_model(cfg, 'cpu', path)
     assert net.fast_paths == {'channels_last': False, 'recompute': 'auto', 'fused_attention': True}
 
 
@@ -214,22 +214,22 @@ def test_keys_a_config_does_not_state_come_from_the_checkpoint(tmp_path):
     tested as it was built (today: refused over fts_size, window_size, ...)."""
     path = saved(tmp_path, build_sccan('tiny'), architecture=dict(TINY))
     cfg = load_config(tiny_config(tmp_path, ['layers: 14']))
-    net, _ = model_for_checkpoint(cfg, path)
+    net = ready_model(cfg, 'cpu', path)
     assert net.architecture == TINY
     assert architecture(default_config()) == PAPER_ARCHITECTURE and not default_config().given
 
 
 def fixed_by(hint, config, path, opts=()):
-    """The architecture model_for_checkpoint builds with the --opts the hint gives added."""
+    """The architecture ready_model builds with the --opts the hint gives added."""
     opts = [*opts, *hint.split('add --opts ')[1].split()]
-    return model_for_checkpoint(load_config(config, opts), path)[0].architecture
+    return ready_model(load_config(config, opts), 'cpu', path).architecture
 
 
 def test_a_stated_key_that_differs_is_refused_naming_each_with_opts_that_fit(tmp_path):
     config = os.path.join(REPO_ROOT, 'config', 'synthetic', 'synthetic_split0_resnet50.yaml')
     tiny = saved(tmp_path, build_sccan('tiny'), 'tiny.pth', architecture=dict(TINY))
     with pytest.raises(CheckpointError) as refused:
-        model_for_checkpoint(load_config(config), tiny)
+        ready_model(load_config(config), 'cpu', tiny)
     message = str(refused.value)
     assert message == (f'{tiny} is an SCCAN of another architecture than {config} states: layers 14 '
                        '(config: 50), fts_size 16 (config: 32), window_size 4 (config: 8), '
@@ -238,7 +238,7 @@ def test_a_stated_key_that_differs_is_refused_naming_each_with_opts_that_fit(tmp
     other = {**TINY, 'depth': 3, 'reduce_dim': 32}          # no named variant
     path = saved(tmp_path, build_sccan(**other), 'other.pth', architecture=other)
     with pytest.raises(CheckpointError, match=r'; add --opts depth 3 reduce_dim 32$') as refused:
-        model_for_checkpoint(load_config(config, ['model', 'tiny']), path)
+        ready_model(load_config(config, ['model', 'tiny']), 'cpu', path)
     assert fixed_by(str(refused.value), config, path, ['model', 'tiny']) == other
 
 
@@ -257,7 +257,7 @@ def test_a_state_dict_without_architecture_follows_the_config_or_its_weights(tmp
     """Built as the config's model (today always as the paper's); without a config
     (predict_sccan.py, the Python API, the app), as the variant whose weights it holds."""
     net, path = bare_tiny(tmp_path, form)
-    built, _ = model_for_checkpoint(default_config().replace(model='tiny'), path)
+    built = ready_model(default_config().replace(model='tiny'), 'cpu', path)
     assert built.architecture == TINY
     assert all(torch.equal(a, b) for a, b in zip(built.state_dict().values(), net.state_dict().values()))
     assert sccan_from_checkpoint(path)[0].architecture == TINY
@@ -266,12 +266,12 @@ def test_a_state_dict_without_architecture_follows_the_config_or_its_weights(tmp
 def test_a_state_dict_without_architecture_and_another_config_gets_opts_that_fit(tmp_path):
     _, path = bare_tiny(tmp_path, 'module')
     with pytest.raises(CheckpointError, match=r'layers 14 \(config: 101\); add --opts model tiny$') as refused:
-        model_for_checkpoint(load_config(R101_CONFIG), path)
+        ready_model(load_config(R101_CONFIG), 'cpu', path)
     assert fixed_by(str(refused.value), R101_CONFIG, path) == TINY
     with pytest.raises(CheckpointError, match=r"(?s)built as ResNet-14 SCCAN, <defaults>'s "
                                               r"architecture .* its weights are those of the "
                                               r"variant 'tiny': add --opts model tiny$"):
-        model_for_checkpoint(default_config(), path)      # states no key: the paper's but its depth
+        ready_model(default_config(), 'cpu', path)      # states no key: the paper's but its depth
 
 
 def test_model_tiny_needs_no_resnet50_weights():
@@ -280,7 +280,7 @@ def test_model_tiny_needs_no_resnet50_weights():
     folder = os.path.join(REPO_ROOT, 'config', 'folder', 'folder_resnet50.yaml')
     assert load_config(folder).backbone_weights == os.path.join(REPO_ROOT, 'initmodel', 'resnet50_v2.pth')
     cfg = load_config(folder, ['model', 'tiny'])
-    assert cfg.backbone_weights is None and build_model(cfg, cfg.backbone_weights).architecture == TINY
+    assert cfg.backbone_weights is None and ready_model(cfg, 'cpu').architecture == TINY
     assert load_config(folder, ['model', 'tiny', 'backbone_weights', 'mine.pth']).backbone_weights == \
         os.path.abspath('mine.pth')
     assert load_config(folder, ['model', 'paper']).backbone_weights == load_config(folder).backbone_weights

@@ -13,7 +13,7 @@ import torch
 from model.checkpoint import weights_checkpoint
 from helpers import assert_one_error, files_below, make_pascal_config, run_cli, without_timings
 from util.config import load_config
-from util.experiment import build_model
+from util.experiment import ready_model
 from util.manifest import file_identity, read_manifest
 from util.outputs import save_checkpoint
 
@@ -38,7 +38,7 @@ def bench(tmp_path_factory):
         torch.manual_seed(n)
         cfg = load_config(config, OPTS)
         path = str(root / f'tiny{n}.pth')
-        save_checkpoint(weights_checkpoint(build_model(cfg), epoch=1, shot=1,
+        save_checkpoint(weights_checkpoint(ready_model(cfg, 'cpu'), epoch=1, shot=1,
                                            config=cfg.to_dict()), path)
         checkpoints.append(path)
     return {'root': root, 'config': config, 'checkpoints': checkpoints}

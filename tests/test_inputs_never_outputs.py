@@ -99,12 +99,12 @@ def checkpoint(tiny_data, tmp_path):
     """A tiny checkpoint of the config's architecture (random weights)."""
     import torch
     from model.checkpoint import weights_checkpoint
-    from util.experiment import build_model
+    from util.experiment import ready_model
     from util.outputs import save_checkpoint
     cfg = load_config(tiny_data['config'], TEST_OPTS)
     torch.manual_seed(0)
     path = str(tmp_path / 'tiny.pth')
-    save_checkpoint(weights_checkpoint(build_model(cfg), epoch=1, shot=1, config=cfg.to_dict()),
+    save_checkpoint(weights_checkpoint(ready_model(cfg, 'cpu'), epoch=1, shot=1, config=cfg.to_dict()),
                     path)
     return path
 

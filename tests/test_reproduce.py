@@ -11,7 +11,7 @@ from model.checkpoint import weights_checkpoint
 from util.outputs import save_checkpoint
 from tools import reproduce
 from util.config import REPO_ROOT, load_config
-from util.experiment import build_model
+from util.experiment import ready_model
 from util.run_paths import RunPaths
 from util.datasets.synthetic import write_benchmark
 
@@ -32,7 +32,7 @@ def bench(tmp_path_factory):
         cfg = load_config(config, opts + ['exp_dir', exp])
         snapshot = RunPaths.of(cfg).snapshot
         path = os.path.join(snapshot, f'train_epoch_{fold}_0.{fold + 1}000.pth')
-        save_checkpoint(weights_checkpoint(build_model(cfg), epoch=fold, shot=1, config=cfg.to_dict()), path)
+        save_checkpoint(weights_checkpoint(ready_model(cfg, 'cpu'), epoch=fold, shot=1, config=cfg.to_dict()), path)
     return exp, opts
 
 

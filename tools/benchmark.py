@@ -78,7 +78,7 @@ from util.datasets.synthetic import write_benchmark  # noqa: E402
 from util.distributed import DistEnv  # noqa: E402
 from util.episodes import MODEL_INPUTS, TRAINING_INPUTS, random_episode  # noqa: E402
 from util.evaluate import eval_batch_size, make_predictor, run_episodes  # noqa: E402
-from util.experiment import build_model, compile_model, model_for_checkpoint, ready_model  # noqa: E402
+from util.experiment import compile_model, ready_model  # noqa: E402
 from util.optim import build_optimizers, forward_backward, optimizer_step  # noqa: E402
 from util.outputs import write_json  # noqa: E402
 from util.precision import Precision, precision_for, resolve_device  # noqa: E402
@@ -317,7 +317,8 @@ def model_gflop(args, setting):
     model (the config and --opts) without recomputation, credited to every path alike; counted
     once with torch.utils.flop_counter on the 'meta' device (shapes only: no data, no time)."""
     mode, batch, shot = SETTINGS[setting]
-    net = build_model(paths_config(args)).set_fast_paths(recompute=False).to('meta')
+    net = ready_model(paths_config(args).replace(backbone_weights=None, compile=False),
+                      'meta').set_fast_paths(recompute=False)
     run = plain_step(net, mode, episode(batch, shot, args.size, torch.device('meta')))
     counter = FlopCounterMode(display=False)
     with counter:
@@ -480,7 +481,7 @@ def golden_logits(mode, cases, device):
 def synthetic_miou(mode, args, device):
     mode_keys = [str(item) for key_value in MODES[mode][0].items() for item in key_value]
     cfg = load_config(SYNTHETIC_CONFIG, mode_keys)   # the mode's switches as config keys
-    net, precision = in_mode(model_for_checkpoint(cfg, args.checkpoint)[0], mode, device)
+    net, precision = in_mode(ready_model(cfg, 'cpu', args.checkpoint), mode, device)
     return evaluate_episodes(net, episode_dataset(cfg, 'val'), cfg, precision, device, args.episodes)['mIoU']
 
 

@@ -39,7 +39,7 @@ from util.datasets import SYNTHETIC_LISTS, episode_dataset  # noqa: E402
 from util.datasets.synthetic import is_generated, write_benchmark  # noqa: E402
 from util.determinism import deterministic, prepare_process  # noqa: E402
 from util.evaluate import run_episodes  # noqa: E402
-from util.experiment import build_model, ready_model  # noqa: E402
+from util.experiment import ready_model  # noqa: E402
 from util.image_io import IGNORE_LABEL, read_label  # noqa: E402
 from util.log import close_logging, setup_logging  # noqa: E402
 from util.checkpoint_evaluation import evaluate_checkpoint  # noqa: E402
@@ -95,7 +95,7 @@ def untrained_checkpoint(cfg, trained_path, path):
     """The weights training started from: the trainer seeds with manual_seed, then builds the
     model; doing the same gives them again. The frozen backbone must equal the trained one."""
     seed_all(cfg.manual_seed)
-    net = build_model(cfg, cfg.backbone_weights)
+    net = ready_model(cfg, 'cpu')
     trained = model_state(read_checkpoint(trained_path), trained_path)
     for name, value in net.state_dict().items():
         if name.startswith('backbone.') and not torch.equal(value, trained[name]):

@@ -1,6 +1,10 @@
 """What a config names besides data: the SCCAN it describes (`ready_model`: built or from a
 checkpoint, checked to fit, on its device) and the checkpoint it tests or resumes. The files of a
-run: util.run_paths."""
+run: util.run_paths.
+
+Two ways lead to a model: without a config, model.build_sccan (a variant or architecture keys)
+and model.sccan_from_checkpoint (the architecture a checkpoint states); with one, `ready_model`
+(either of the two, checked against the config, with its fast paths, on a device)."""
 import logging
 import os
 import re
@@ -44,7 +48,7 @@ def with_fast_paths(net, cfg):
                               fused_attention=switch(cfg.fused_attention))
 
 
-def build_model(cfg, backbone_weights=None):
+def _build_model(cfg, backbone_weights=None):
     """SCCAN as the config describes; backbone_weights None: random backbone (enough when a
     checkpoint provides all weights)."""
     if backbone_weights is not None and not os.path.isfile(backbone_weights):
@@ -150,7 +154,7 @@ def unknown_classes(cfg, path):
                         'count base classes as novel')
 
 
-def model_for_checkpoint(cfg, path, any_shot=False, any_split=False, contents=None):
+def _model_for_checkpoint(cfg, path, any_shot=False, any_split=False, contents=None):
     """The SCCAN a checkpoint describes (check_fits: the config states the rest), with its
     weights and the config's fast paths, for a run of `cfg`. `contents`: the checkpoint's object
     when read already. Returns (net, checkpoint)."""
@@ -191,8 +195,8 @@ def ready_model(cfg, device, checkpoint=None, any_shot=False, any_split=False, c
         SCCAN on `device`, its heavy parts compiled when cfg.compile (compile_model).
     """
     if checkpoint is None:
-        net = build_model(cfg, cfg.backbone_weights)
+        net = _build_model(cfg, cfg.backbone_weights)
     else:
-        net, _ = model_for_checkpoint(cfg, checkpoint, any_shot, any_split, contents)
+        net, _ = _model_for_checkpoint(cfg, checkpoint, any_shot, any_split, contents)
     net = net.to(device)
     return compile_model(net) if cfg.compile else net
