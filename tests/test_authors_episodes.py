@@ -12,7 +12,6 @@ runs everywhere. Regenerate it with
         --out tests/golden/authors_episodes_pascal_split0_1shot.jsonl --overwrite
 """
 import os
-import sys
 
 import cv2
 import numpy as np
@@ -20,13 +19,11 @@ import pytest
 import torch
 
 from helpers import assert_one_error, make_pascal, run_cli
+from tools import authors_episodes, reference
 from util.datasets.pascal_coco import EpisodeDataset
 from util.manifest import check_fits, read_manifest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, 'tools'))
-import authors_episodes  # noqa: E402
-import reference  # noqa: E402
 
 GOLDEN = os.path.join(ROOT, 'tests', 'golden', 'authors_episodes_pascal_split0_1shot.jsonl')
 OFFICIAL = os.environ.get(reference.ENV)

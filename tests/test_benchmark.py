@@ -69,7 +69,7 @@ def test_peak_memory_is_the_measuring_process_own():
     ballast = bytearray(1024 ** 3)
     for i in range(0, len(ballast), 4096):
         ballast[i] = 1
-    code = ('import sys, torch; sys.path.insert(0, "tools"); from benchmark import peak_memory; '
+    code = ('import torch; from tools.benchmark import peak_memory; '
             'print(peak_memory(torch.device("cpu"))["peak_gb"])')
     child = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     del ballast

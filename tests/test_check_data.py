@@ -1,6 +1,5 @@
 """tools/check_data.py finds each kind of bad file."""
 import os
-import sys
 
 import cv2
 import numpy as np
@@ -8,9 +7,7 @@ import pytest
 
 from helpers import assert_one_error, make_pascal, run_cli
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                                'tools'))
-import check_data  # noqa: E402
+from tools import check_data  # noqa: E402
 
 
 def read_report(path):

@@ -1,9 +1,7 @@
 """tools/compare.py on manifests and reports: paired when the episodes are the same, unpaired
 (and saying why) otherwise, one-line errors for what it cannot compare."""
 import json
-import os
 import shutil
-import sys
 
 import numpy as np
 import pytest
@@ -11,10 +9,9 @@ import pytest
 from helpers import assert_one_error, run_cli, synthetic_counts, write_run
 from util.episodes import Episode
 from util.manifest import EpisodeRecord, file_identity, make_header, read_manifest, write_manifest
+from tools import compare
 from util.uncertainty import scores
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'tools'))
-import compare  # noqa: E402
 
 def better(counts, gain=0.05, seed=1):
     """The same episodes scored by a model that overlaps more on most of them: foreground

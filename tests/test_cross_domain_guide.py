@@ -1,7 +1,7 @@
 """docs/cross_domain.md as written: the commands of its tiny-tree section run (in a folder of the
 test's own for data/cross_domain_tiny, with a tiny model for the shipped one), and what it says
 of PATNet's seeds is what their test.py does."""
-import importlib.util
+import importlib
 import json
 import os
 import re
@@ -30,11 +30,7 @@ def tiny_tree_commands():
 
 def script_main(path):
     """The main() of a script of the repository (tools/x.py, test_sccan.py)."""
-    spec = importlib.util.spec_from_file_location(os.path.splitext(os.path.basename(path))[0],
-                                                  os.path.join(REPO_ROOT, path))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
+    return importlib.import_module(os.path.splitext(path)[0].replace('/', '.')).main
 
 
 def test_the_tiny_tree_commands_run_as_written(tmp_path, monkeypatch, capsys):

@@ -21,7 +21,7 @@ import contextlib
 import copy
 import functools
 import glob
-import importlib.util
+import importlib
 import math
 import os
 import subprocess
@@ -136,10 +136,7 @@ def golden_module():
     path = os.path.join(ROOT, 'tools', 'golden.py')
     if not os.path.isfile(path) or not glob.glob(os.path.join(GOLDEN_DIR, '*.pt')):
         return None
-    spec = importlib.util.spec_from_file_location('golden', path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module('tools.golden')
 
 
 GOLDEN = golden_module()

@@ -4,7 +4,6 @@ that cannot give what was asked."""
 import json
 import logging
 import os
-import sys
 
 import numpy as np
 import pytest
@@ -16,9 +15,7 @@ from util.config import load_config
 from util.datasets import episode_dataset
 from util.image_io import BadFileError
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                                'tools'))
-import check_data  # noqa: E402
+from tools import check_data  # noqa: E402
 
 TINY_RUN = ['model', 'tiny', 'backbone_weights', 'None', 'train_h', '57', 'train_w', '57',
             'val_size', '57', 'batch_size', '2', 'batch_size_val', '2', 'workers', '0',
@@ -127,7 +124,7 @@ def coco_val(tmp_path):
 
 def test_prepare_coco_order_from_a_list_of_none_of_the_val_images_is_refused(coco_val, tmp_path,
                                                                              capsys):
-    import prepare_coco
+    from tools import prepare_coco
     train_list = tmp_path / 'train.txt'      # e.g. the authors' train list given by mistake
     train_list.write_text('train2014/COCO_train2014_000000000009.jpg '
                           'annotations/train2014/COCO_train2014_000000000009.png\n')
@@ -139,7 +136,7 @@ def test_prepare_coco_order_from_a_list_of_none_of_the_val_images_is_refused(coc
 
 
 def test_prepare_coco_truncated_annotations_are_named(coco_val, capsys):
-    import prepare_coco
+    from tools import prepare_coco
     with open(coco_val['ann_file'], 'r+') as f:
         f.truncate(len(f.read()) // 2)
     status, _, err = run_cli(prepare_coco.main, coco_val['argv'], capsys)

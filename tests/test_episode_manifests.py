@@ -4,7 +4,6 @@ authors' episodes (committed manifest) are scored, and tools/compare.py reads th
 import json
 import os
 import shutil
-import sys
 
 import cv2
 import pytest
@@ -18,10 +17,9 @@ from util.manifest import file_identity, read_manifest
 from util.outputs import save_checkpoint
 
 import test_sccan
+from tools import compare
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, 'tools'))
-import compare  # noqa: E402
 
 GOLDEN = os.path.join(ROOT, 'tests', 'golden', 'authors_episodes_pascal_split0_1shot.jsonl')
 OPTS = ['model', 'tiny', 'val_size', '57', 'workers', '0', 'batch_size_val', '2', 'test_num', '6']

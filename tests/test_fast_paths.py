@@ -1,7 +1,5 @@
 """Optimised paths compute what the plain ones do: folded frozen BN, activation recomputation,
 fused attention, channels-last and torch.compile."""
-import os
-import sys
 
 import pytest
 import torch
@@ -13,12 +11,11 @@ from model.backbone import BN_EPS, conv_bn, conv_bn_forward
 from model.fast_paths import AUTO, switch_on
 from model.scca import WindowAttention
 
+from tools import golden
 from util.episodes import random_episode as episode
 from util.experiment import compile_model
 from util.seeding import without_dropout
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'tools'))
-import golden  # noqa: E402
 
 
 def random_bn_state(bn, generator):

@@ -7,17 +7,15 @@ loss 1e-10, transformer output 1e-5 (stored as float32), patch alignment exact.
 import glob
 import importlib.util
 import os
-import sys
 
 import pytest
 import torch
 
 from model.loss import weighted_dice_loss
+from tools import golden
 from util.episodes import TRAINING_INPUTS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, 'tools'))
-import golden  # noqa: E402
 
 GOLDEN_DIR = os.path.join(ROOT, 'tests', 'golden')
 pytestmark = pytest.mark.paper_size      # every core (tests/conftest.py)

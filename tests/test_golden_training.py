@@ -8,19 +8,17 @@ Tolerance: 1e-10 absolute on losses, lrs, parameter samples and per-tensor sums 
 change (all of order one or below).
 """
 import os
-import sys
 
 import pytest
 import torch
 
+from tools import golden
 from util.config import default_config
 from util.optim import apply_schedule, build_optimizers, forward_backward, optimizer_step
 from util.precision import Precision
 from util.seeding import without_dropout
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, 'tools'))
-import golden  # noqa: E402
 
 pytestmark = pytest.mark.paper_size      # every core (tests/conftest.py)
 TOLERANCE = 1e-10

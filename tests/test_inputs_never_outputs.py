@@ -2,7 +2,6 @@
 checkpoints, configs, manifests) is refused as an output of any tool, --overwrite or not, and
 left as it was."""
 import os
-import sys
 
 import pytest
 
@@ -11,10 +10,8 @@ from util.config import load_config
 from util.datasets import episode_dataset
 from util.outputs import InputFiles, check_outputs
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                                'tools'))
-import check_data  # noqa: E402
-import prepare_coco  # noqa: E402
+from tools import check_data  # noqa: E402
+from tools import prepare_coco  # noqa: E402
 import test_sccan  # noqa: E402
 
 

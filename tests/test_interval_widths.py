@@ -1,6 +1,4 @@
 """tools/interval_widths.py: interval widths of the first N episodes of each seed of a manifest."""
-import os
-import sys
 
 import numpy as np
 import pytest
@@ -8,8 +6,7 @@ import pytest
 from helpers import assert_one_error, run_cli, synthetic_counts, write_seeds
 from util.uncertainty import RunCounts, scores
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'tools'))
-import interval_widths  # noqa: E402
+from tools import interval_widths  # noqa: E402
 
 
 def shuffled(counts, seed):

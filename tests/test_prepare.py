@@ -1,7 +1,6 @@
 """Data preparation tools on tiny VOC / SBD / COCO inputs in their real formats."""
 import json
 import os
-import sys
 
 import cv2
 import numpy as np
@@ -10,10 +9,8 @@ from scipy.io import savemat
 
 from helpers import assert_one_error, run_cli, write_palette_png
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                                'tools'))
-import prepare_coco  # noqa: E402
-import prepare_pascal  # noqa: E402
+from tools import prepare_coco  # noqa: E402
+from tools import prepare_pascal  # noqa: E402
 
 
 def write_jpeg(path, h, w):

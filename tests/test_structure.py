@@ -10,6 +10,7 @@ tests/helpers.py). The scripts are thin. Outputs are written by the one atomic w
 import ast
 import glob
 import os
+import re
 
 from util.config import REPO_ROOT
 
@@ -46,8 +47,8 @@ def imported_modules(tree):
 
 
 def project_imports(path):
-    """The top-level project modules a file imports. tools/ and tests/ put their own folder on
-    sys.path, so a bare `import demo` there is a sibling: it counts as its folder."""
+    """The top-level project modules a file imports. tests/ puts its own folder on sys.path, so a
+    bare `import helpers` there is a sibling: it counts as its folder."""
     siblings = {os.path.splitext(os.path.basename(p))[0]
                 for p in glob.glob(os.path.join(os.path.dirname(path), '*.py'))}
     found = set()
@@ -91,6 +92,19 @@ def test_no_test_imports_another_test():
                  if os.path.basename(p).startswith('test_')}
         imported = {module.split('.')[-1] for module in imported_modules(parse(path))}
         assert not imported & tests, f'{path} imports {imported & tests}: share it in helpers.py'
+
+
+def test_tools_are_imported_one_way():
+    """A tool is the module tools.<name> wherever it is imported (tools and tests alike), never a
+    bare `import golden` with tools/ on sys.path: that loads a second copy of the module."""
+    tools = {os.path.splitext(os.path.basename(p))[0] for p in python_files('tools')}
+    for folder in ('tools', 'tests'):
+        for path in python_files(folder):
+            bare = {m for m in imported_modules(parse(path)) if m.split('.')[0] in tools}
+            assert not bare, f'{path} imports {bare}: write `from tools import ...`'
+            with open(path) as f:
+                assert not re.search(r"sys\.path.*['\"]tools['\"]", f.read()), \
+                    f'{path} puts tools/ on sys.path'
 
 
 def test_the_scripts_are_thin():

@@ -39,9 +39,9 @@ import warnings
 import torch
 
 TOOLS = os.path.dirname(os.path.abspath(__file__))
-sys.path[:0] = [TOOLS, os.path.dirname(TOOLS)]
+sys.path.insert(0, os.path.dirname(TOOLS))
 
-import reference  # noqa: E402
+from tools import reference  # noqa: E402
 from util.episodes import Episode  # noqa: E402
 from util.cli import ArgumentParser, non_negative_int, positive_int, run_main  # noqa: E402
 from util.folds import fold_classes  # noqa: E402

@@ -65,8 +65,8 @@ from torch.profiler import ProfilerActivity, profile
 from torch.utils.flop_counter import FlopCounterMode
 
 TOOLS = os.path.dirname(os.path.abspath(__file__))
-sys.path[:0] = [os.path.dirname(TOOLS), TOOLS]
-import golden  # noqa: E402  (tools/golden.py)
+sys.path.insert(0, os.path.dirname(TOOLS))
+from tools import golden  # noqa: E402
 from model import build_sccan  # noqa: E402
 from model.sccan import input_size_rule, valid_input_size  # noqa: E402
 from util.transform import train_transform, val_transform  # noqa: E402
@@ -243,7 +243,7 @@ def saved_state(net):
 
 
 def reference_step(args, shot, mode, inputs, device):
-    import reference           # tools/reference.py
+    from tools import reference
     net = reference.build(layers=args.layers, shot=shot).to(device)
     return plain_step(net, mode, inputs, query_mask_argument=True)
 

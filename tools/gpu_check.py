@@ -42,9 +42,9 @@ import time
 
 TOOLS = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(TOOLS)
-sys.path[:0] = [REPO, TOOLS]
-import gpu_check_report as reporting  # noqa: E402  (tools/gpu_check_report.py)
-from gpu_check_steps import (FIGURE_FILES, SMOKE_LIMIT, STEP, STEPS, Kit, optional_package,  # noqa: E402
+sys.path.insert(0, REPO)
+from tools import gpu_check_report as reporting  # noqa: E402
+from tools.gpu_check_steps import (FIGURE_FILES, SMOKE_LIMIT, STEP, STEPS, Kit, optional_package,  # noqa: E402
                              remove_outputs)
 from util.cli import ArgumentParser, run_main  # noqa: E402
 from util.outputs import check_outputs  # noqa: E402

@@ -17,9 +17,9 @@ import traceback
 
 TOOLS = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(TOOLS)
-sys.path[:0] = [REPO, TOOLS]
-import benchmark  # noqa: E402  (tools/benchmark.py)
-from gpu_check_steps import BENCHMARK_SETTINGS, OPTIONAL_PACKAGES, STEPS  # noqa: E402
+sys.path.insert(0, REPO)
+from tools import benchmark  # noqa: E402
+from tools.gpu_check_steps import BENCHMARK_SETTINGS, OPTIONAL_PACKAGES, STEPS  # noqa: E402
 from util.outputs import write_atomic  # noqa: E402
 
 EVAL_SETTINGS = ('eval-1shot', 'eval-5shot')

@@ -25,8 +25,8 @@ import sys
 import time
 
 TOOLS = os.path.dirname(os.path.abspath(__file__))
-sys.path[:0] = [os.path.dirname(TOOLS), TOOLS]
-import gpu_check_steps as steps  # noqa: E402  (tools/gpu_check_steps.py)
+sys.path.insert(0, os.path.dirname(TOOLS))
+from tools import gpu_check_steps as steps  # noqa: E402
 from util.cli import ArgumentParser, run_main  # noqa: E402
 from util.image_io import read_bytes  # noqa: E402
 
@@ -177,7 +177,7 @@ def built_page(kit, segmenter):
     version = steps.optional_package('gradio')
     if version is None:
         return 'not built: Gradio is not installed (pip install -r requirements-app.txt)'
-    import app as app_tool            # tools/app.py
+    from tools import app as app_tool
     app_tool.build_page(app_tool.import_gradio(), segmenter, kit.path('demo'), kit.data)
     return f'built (Gradio {version})'
 

@@ -30,8 +30,8 @@ from typing import Callable, Optional, Sequence
 
 TOOLS = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(TOOLS)
-sys.path[:0] = [REPO, TOOLS]
-import demo  # noqa: E402  (tools/demo.py: its defaults, its data options)
+sys.path.insert(0, REPO)
+from tools import demo  # noqa: E402  (its defaults, its data options)
 from util.app import EXAMPLE_CLASS, SegmentationApp  # noqa: E402
 from util.config import load_config  # noqa: E402
 from util.datasets import SYNTHETIC_LISTS  # noqa: E402

@@ -15,10 +15,9 @@ import time
 import torch
 
 TOOLS = os.path.dirname(os.path.abspath(__file__))
-sys.path[:0] = [TOOLS, os.path.dirname(TOOLS)]
+sys.path.insert(0, os.path.dirname(TOOLS))
 
-import golden      # noqa: E402
-import reference   # noqa: E402
+from tools import golden, reference  # noqa: E402
 from util.seeding import without_dropout  # noqa: E402
 
 NOTE = ("outputs of the authors' SCCAN (github.com/Sam1224/SCCAN) in float64, written by "

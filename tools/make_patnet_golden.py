@@ -37,9 +37,9 @@ import numpy as np
 import torch
 
 TOOLS = os.path.dirname(os.path.abspath(__file__))
-sys.path[:0] = [TOOLS, os.path.dirname(TOOLS)]
+sys.path.insert(0, os.path.dirname(TOOLS))
 
-import make_cross_domain_trees as trees   # noqa: E402
+from tools import make_cross_domain_trees as trees  # noqa: E402
 from util.cli import ArgumentParser, run_main  # noqa: E402
 from util.outputs import write_json  # noqa: E402
 
