@@ -16,7 +16,7 @@ from util.config import DEFAULT_TEST_NUM, ConfigError, load_config
 from util.datasets import episode_dataset
 from util.datasets.cross_domain import PatnetEpisodes
 from util.datasets.cross_domain_layouts import layout_of
-from util.datasets.patnet import EPISODES, listing, patnet_mask, pick
+from util.datasets.patnet import listing, patnet_mask, pick
 from util.folds import fold_classes
 from util.image_io import BadFileError
 from util.transform import train_transform, val_transform
@@ -77,8 +77,8 @@ def test_class_cycle_episodes_go_round_the_classes(tree):
     assert [e.class_id for e in episodes] == [0, 1, 2, 3, 4, 5] * 2 + [0]
     assert all(e.query[0].startswith(f'{e.class_id + 1}/test/origin/') for e in episodes)
     assert ds.class_names[0] == 'agriculture'
-    # the episodes a test runs by default (test_num): PATNet's 600
-    assert DEFAULT_TEST_NUM['deepglobe'] == EPISODES == 600
+    # the episodes a test runs by default (test_num): PATNet's `num=600`
+    assert DEFAULT_TEST_NUM['deepglobe'] == 600
 
 
 def test_mask_is_binarised_at_128_then_resized_nearest(tmp_path):

@@ -25,6 +25,7 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from util.catalogue import CATALOGUE, cross_domain_benchmarks  # noqa: E402
 from util.cli import ArgumentParser, non_negative_int, run_main  # noqa: E402
 from util.datasets.cross_domain_layouts import read_classes  # noqa: E402
 from util.datasets.patnet import (DEEPGLOBE_GRID as GRID, DEEPGLOBE_LABELSET_BGR,  # noqa: E402
@@ -33,7 +34,7 @@ from util.image_io import write_image  # noqa: E402
 from util.outputs import write_atomic  # noqa: E402
 
 # the data set of each tree and the folder PATNet's loaders read it from
-TREES = {'fss': 'FSS-1000', 'deepglobe': 'Deepglobe', 'isic': 'ISIC', 'lung': 'LungSegmentation'}
+TREES = {name: CATALOGUE[name].folder for name in cross_domain_benchmarks()}
 FSS_CLASS_LIST = 'fss_classes.txt'
 DEEPGLOBE_IMAGES = (6, 9, 7, 12, 8, 10)        # per class 1..6
 ISIC_IMAGES = (7, 12, 6)                        # per class 1, 2, 3

@@ -33,6 +33,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from util import distributed  # noqa: E402
+from util.catalogue import CATALOGUE  # noqa: E402
 from util.cli import ArgumentParser, non_negative_int, number, positive_int, run_main  # noqa: E402
 from util.config import load_config, merged_opts  # noqa: E402
 from util.log import close_logging, setup_logging  # noqa: E402
@@ -46,7 +47,8 @@ BENCHMARKS = {'pascal': 'PASCAL-5i', 'coco': 'COCO-20i', 'synthetic': 'synthetic
               'cross_domain': 'Cross-domain (PATNet\'s protocol; meta-trained on all 20 PASCAL '
                               'classes)'}
 FOLDS = (0, 1, 2, 3)
-CROSS_DOMAIN = {'deepglobe': 'Deepglobe', 'isic': 'ISIC', 'lung': 'Chest X-ray', 'fss': 'FSS-1000'}
+# PATNet's table order
+CROSS_DOMAIN = {name: CATALOGUE[name].title for name in ('deepglobe', 'isic', 'lung', 'fss')}
 CACHE_CAP_GB = 16      # covers a 5-shot PASCAL fold at 473 (~300 images of 52 MB)
 
 

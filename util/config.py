@@ -41,6 +41,7 @@ import yaml
 from model.backbone import BLOCKS_PER_STAGE
 from model.build import MODEL_VARIANTS
 from model.sccan import OUTPUT_STRIDE, input_size_rule, valid_input_size
+from util.catalogue import CATALOGUE
 from util.cli import run_main
 from util.inputs import read_text
 
@@ -87,8 +88,7 @@ SCHEMA = {
                    path=True),
     'data_set': _k('Train', str, 'pascal', 'episode source: pascal, coco; PATNet\'s cross-domain '
                    'benchmarks fss, deepglobe, isic, lung; folder (own classes in the FSS-1000 '
-                   'layout)', choices=('pascal', 'coco', 'fss', 'deepglobe', 'isic', 'lung',
-                                       'folder')),
+                   'layout)', choices=tuple(CATALOGUE)),
     'split': _k('Train', int, 0, 'fold: its classes are novel (val), the others base (train); 4: '
                 'every class is base, none novel (PATNet\'s "fold 4", training for the '
                 'cross-domain tests)', choices=(0, 1, 2, 3, 4)),
@@ -211,8 +211,7 @@ SCHEMA = {
                        'good checkpoint) or skip the step and count it', choices=('stop', 'skip')),
 }
 
-DEFAULT_TEST_NUM = {'pascal': 1000, 'coco': 4000, 'fss': 2400, 'deepglobe': 600, 'isic': 600,
-                    'lung': 600, 'folder': 1000}
+DEFAULT_TEST_NUM = {name: d.test_episodes for name, d in CATALOGUE.items()}
 
 SECTIONS = ('Data', 'Train', 'Method', 'Test_Finetune', 'Performance', 'Reliability')
 

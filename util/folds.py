@@ -2,8 +2,9 @@
 (meta-training) in each fold. Class ids are those of the label PNGs (PASCAL 1..20, COCO 1..80).
 Split ALL_CLASSES (4, PATNet's "fold 4") has every class base and none novel: training for the
 cross-domain benchmarks, whose classes are other data sets'."""
+from util.catalogue import CATALOGUE
 
-NUM_CLASSES = {'pascal': 20, 'coco': 80}
+NUM_CLASSES = {name: d.classes for name, d in CATALOGUE.items() if d.classes}
 NUM_FOLDS = 4
 ALL_CLASSES = 4
 

@@ -14,16 +14,16 @@ layout, folder).
 """
 import os
 
-from util.transform import train_transform, val_transform
+from util.catalogue import CATALOGUE
 from util.cli import TOOLS
 from util.config import ConfigError
-from util.datasets.cross_domain import CROSS_DOMAIN, cross_domain_data_set
+from util.datasets.cross_domain import cross_domain_data_set
 from util.datasets.pascal_coco import EpisodeDataset
 from util.folds import ALL_CLASSES
+from util.transform import train_transform, val_transform
 
 # The synthetic benchmark's list names (synthetic.py writes them): they tell its configs apart.
 SYNTHETIC_LISTS = {'train': 'synthetic_train.txt', 'val': 'synthetic_val.txt'}
-DATA_TOOLS = {'pascal': TOOLS['prepare_pascal'], 'coco': TOOLS['prepare_coco']}
 
 
 def pascal_coco(cfg, mode):
@@ -69,7 +69,9 @@ def cross_domain(cfg, mode):
 
 
 # config data_set → (cfg, mode) → data set
-DATA_SETS = {'pascal': pascal_coco, 'coco': pascal_coco, **dict.fromkeys(CROSS_DOMAIN, cross_domain)}
+# name → builder: the authors' loader for the data sets in folds, PATNet's for the others
+DATA_SETS = {name: pascal_coco if d.episodes == 'folds' else cross_domain
+             for name, d in CATALOGUE.items()}
 
 
 def episode_dataset(cfg, mode):
@@ -83,4 +85,4 @@ def how_to_make_data(cfg):
     if names & set(SYNTHETIC_LISTS.values()):
         return (f'make it with `make demo` or `python {TOOLS["make_synthetic"]} --root '
                 f'{cfg.data_root}`')
-    return f'{DATA_TOOLS[cfg.data_set]} makes the labels and lists (see docs/data.md)'
+    return f'{CATALOGUE[cfg.data_set].preparation} makes the labels and lists (see docs/data.md)'

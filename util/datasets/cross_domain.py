@@ -29,6 +29,7 @@ from typing import List, Optional
 import numpy as np
 import torch
 
+from util.catalogue import cross_domain_benchmarks, with_episodes
 from util.config import ConfigError
 from util.datasets.cross_domain_layouts import Layout, Pair, layout_of
 from util.datasets.patnet import (SCORE_SIZE, binary_mask, class_cycle_episodes,
@@ -39,11 +40,11 @@ from util.outputs import InputFiles
 
 log = logging.getLogger('sccan')
 
-CLASS_CYCLE = ('deepglobe', 'isic', 'lung')
-QUERY_ORDER = ('fss', 'folder')
+CLASS_CYCLE = with_episodes('class_cycle')
+QUERY_ORDER = with_episodes('query_order')
 CROSS_DOMAIN = QUERY_ORDER + CLASS_CYCLE
 # Test benchmarks of a model meta-trained elsewhere (PASCAL): any checkpoint may be tested on them
-TEST_BENCHMARKS = ('fss',) + CLASS_CYCLE
+TEST_BENCHMARKS = cross_domain_benchmarks()
 _WARNED = set()       # empty support masks of the benchmarks named in a warning (once each)
 
 

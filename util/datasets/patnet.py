@@ -29,7 +29,6 @@ from util.image_io import bad_file, read_bytes
 
 SCORE_SIZE = 400          # FSSDataset.initialize(img_size=400): images, masks and scoring
 MASK_THRESHOLD = 128      # read_mask: grey >= 128 is foreground
-EPISODES = 600            # Deepglobe, ISIC, Chest X-ray: `num=600`
 FSS_NUMBERS = range(1, 11)    # FSS-1000 images are 1.jpg .. 10.jpg; supports are drawn by number
 
 # Folder and file names of the layouts their loaders read
