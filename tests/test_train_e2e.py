@@ -23,7 +23,7 @@ from util.config import REPO_ROOT, ConfigError, load_config, merged_opts
 from util.datasets import episode_dataset
 from util.determinism import CUBLAS_VARIABLE, CUBLAS_WORKSPACE
 from util.evaluate import TIMINGS
-from util.training import FAILURES, NonFiniteLoss, train
+from util.training import FAILURES, Hook, NonFiniteLoss, train
 from util.training import scalars as scalars_module
 from util.training import trainer as trainer_module
 
@@ -676,3 +676,26 @@ def test_a_5_shot_run_trains_names_its_files_and_tests(bench_5shot, tmp_path, ca
     assert report['shot'] == 5 and seed['episodes'] == 3
     # the end-to-end rate, loading included, beside what tools/benchmark.py measures of the model
     assert seed['episodes_per_second'] == pytest.approx(3 / seed['seconds'])
+
+
+def test_hooks_see_every_step_and_epoch_and_can_replace_the_schedule(bench, tmp_path):
+    """A run given its own hooks calls each after every step and epoch, in order; without the
+    authors' schedule among them it validates nothing and saves only at the end."""
+    class Recorder(Hook):
+        def __init__(self):
+            self.calls = []
+
+        def after_step(self, trainer, epoch, i):
+            self.calls.append(('step', epoch, i, trainer.progress.iteration))
+
+        def after_epoch(self, trainer, epoch, stopping):
+            self.calls.append(('epoch', epoch, stopping))
+
+    cfg = load_config(bench['config'], merged_opts(RUN_OPTS, ['exp_dir', str(tmp_path)]))
+    recorder = Recorder()
+    trainer = train(cfg, distributed.setup(), hooks=[recorder])
+    n = trainer.iters_per_epoch
+    assert cfg.evaluate and cfg.epochs == 2 and n > 1
+    assert recorder.calls == [call for epoch in range(2) for call in (
+        *[('step', epoch, i, epoch * n + i + 1) for i in range(n)], ('epoch', epoch, False))]
+    assert trainer.progress.val_num == 0 and trainer.checkpointer.saved_iteration == 2 * n

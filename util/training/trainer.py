@@ -1,7 +1,7 @@
-"""The training loop: the authors' schedule of steps, validations (at the end of every epoch and,
-for runs of at most 100 epochs, half-way through from the second one), checkpoints and stops
-(max_iters, early stop after stop_interval epochs without a new best, a signal, a non-finite
-loss); resumable at any step with the same result as an uninterrupted run."""
+"""The training loop: the authors' schedule of steps, with hooks after each step and epoch
+(util.training.hooks; by default the authors' validations and checkpoints, AuthorsSchedule),
+and stops (max_iters, early stop after stop_interval epochs without a new best, a signal, a
+non-finite loss); resumable at any step with the same result as an uninterrupted run."""
 import logging
 import math
 import os
@@ -24,6 +24,7 @@ from util.run_paths import RunPaths
 from util.seeding import capture_rng, restore_rng, seed_all
 from util.training.checkpoints import (Checkpointer, Progress, checkpoint_bytes, restore,
                                        resumable)
+from util.training.hooks import AuthorsSchedule
 from util.training.run_folder import claim_run_folder, new_folders, remove_new_folders
 from util.training.scalars import TrainingLog
 from util.training.signals import (Interrupted, StopFlag, ValidationAbandoned,
@@ -49,13 +50,16 @@ class Trainer:
             them, its log and TensorBoard scalars).
         stop: the run's StopFlag (util.training.signals), when the caller installed it already
             (`train` does, for the time the run is set up too).
+        hooks: what runs after each step and epoch (util.training.hooks); None: the authors'
+            schedule of validations and checkpoints alone.
 
     `fit()` trains; `close()` gives the run folder back and closes the log. `paths` names the
     run's files, `progress` says where it stands.
     """
 
-    def __init__(self, cfg, env, resume=None, overwrite=False, stop=None):
+    def __init__(self, cfg, env, resume=None, overwrite=False, stop=None, hooks=None):
         self.cfg, self.env = cfg, env
+        self.hooks = [AuthorsSchedule()] if hooks is None else list(hooks)
         self.paths = RunPaths.of(cfg)
         self.stop = stop or StopFlag(self.paths.latest)
         resumed = resumable(cfg, resume, self.paths) if resume else None
@@ -166,10 +170,8 @@ class Trainer:
                 progress.keep_epoch += 1
             self.train_epoch(epoch, offset if epoch == first_epoch else 0)
             stopping = self.max_iters_reached()
-            if cfg.evaluate:
-                self.validate(self.epoch_label() if stopping else epoch)
-            elif (epoch + 1) % cfg.save_freq == 0:
-                self.save_latest(epoch)
+            for hook in self.hooks:
+                hook.after_epoch(self, epoch, stopping)
             if stopping:
                 log.info('max_iters %d reached: stopping', cfg.max_iters)
                 break
@@ -180,7 +182,6 @@ class Trainer:
         cfg, n = self.cfg, self.iters_per_epoch
         self.sampler.set_epoch(epoch, start=offset * cfg.batch_size)
         self.model.train()
-        half = round(n / 2)
         with self.log.start_epoch(epoch, offset), batches_of(self.loader) as batches:
             for i, batch in enumerate(batches, start=offset):
                 iteration = epoch * n + i + 1
@@ -189,10 +190,8 @@ class Trainer:
                 self.progress.iteration = iteration
                 self.log.step(epoch, i, iteration, loss, self.sgd.param_groups[-1]['lr'],
                               self.adamw.param_groups[0]['lr'])
-                if (cfg.evaluate and cfg.SubEpoch_val and cfg.epochs <= 100 and epoch > 0
-                        and i == half and i < n - 1):
-                    self.validate(epoch - 0.5)      # the authors' label for the half epoch
-                    self.log.paused()
+                for hook in self.hooks:
+                    hook.after_step(self, epoch, i)
                 if i < n - 1 and self.stop_requested():    # after the last step: once validated
                     self.interrupt()
                 if self.max_iters_reached():
@@ -290,13 +289,13 @@ class Trainer:
                  best, f'; {skipped} non-finite steps skipped' if skipped else '')
 
 
-def train(cfg, env, resume=None, overwrite=False) -> Trainer:
+def train(cfg, env, resume=None, overwrite=False, hooks=None) -> Trainer:
     """Run a training of `cfg` on the processes of `env` to its end (Trainer's arguments), the
     run folder given back and the log closed after. Returns the Trainer (its paths, progress)."""
     paths = RunPaths.of(cfg)
     stop = StopFlag(paths.latest)
     with stop.installed(), distributed.peers_watched(env, lambda: how_to_continue(paths.latest)):
-        trainer = Trainer(cfg, env, resume=resume, overwrite=overwrite, stop=stop)
+        trainer = Trainer(cfg, env, resume=resume, overwrite=overwrite, stop=stop, hooks=hooks)
         try:
             trainer.fit()
         finally:
