@@ -13,7 +13,7 @@ and ours add
                       what an exact resumption needs: steps done, processes, random generator
                       states, fp16 loss scale, best metrics and early-stop counters.
 Plain state dicts (e.g. PSPNet's backbones, conv1/.../layer4/fc keys) are read too. This module
-builds and reads checkpoints; writing one to disk is the project's one atomic writer's job
+builds and reads the model's part of checkpoints (the training state's: util.training.checkpoints); writing one to disk is the project's one atomic writer's job
 (util.outputs.save_checkpoint), which model/ may not import. Weights that are NaN or infinite are
 refused when loaded.
 """
@@ -27,8 +27,6 @@ import torch
 from model.backbone import BLOCKS_PER_STAGE
 
 DDP_PREFIX = 'module.'
-# Entries a checkpoint needs to continue a run (the weights aside).
-RESUME_ENTRIES = ('iteration', 'optimizer', 'optimizer_swin', 'rng', 'progress', 'config')
 
 
 class CheckpointError(ValueError):
@@ -152,37 +150,8 @@ def check_shot(checkpoint, shot, path, how_to_continue):
                               f'{how_to_continue}')
 
 
-def check_resumable(checkpoint, path):
-    """Refuse to resume from a checkpoint without the training state (e.g. the authors')."""
-    missing = [k for k in RESUME_ENTRIES if k not in metadata(checkpoint)]
-    if missing:
-        raise CheckpointError(f'{path} cannot resume a run: it lacks {missing} (checkpoints written by '
-                              "train_sccan.py can; use the authors' weights with test_sccan.py)")
-
-
-def restore_training(checkpoint, path, net, optimizer, optimizer_swin, scaler=None):
-    """Load a resumable checkpoint's weights, optimiser states and (fp16) loss scale into the
-    given objects."""
-    check_resumable(checkpoint, path)
-    load_strict(net, model_state(checkpoint, path), path)
-    try:
-        optimizer.load_state_dict(checkpoint['optimizer'])
-        optimizer_swin.load_state_dict(checkpoint['optimizer_swin'])
-    except (ValueError, KeyError) as e:
-        raise CheckpointError(f'{path}: its optimiser states do not fit this run: {e}') from e
-    if checkpoint.get('scaler') and scaler is not None and scaler.is_enabled():
-        scaler.load_state_dict(checkpoint['scaler'])
-
-
 # ---- writing ------------------------------------------------------------------------------------
 def weights_checkpoint(net, **entries):
     """A checkpoint of `net`'s weights and architecture, with `entries` (any of those listed in
     the module docstring)."""
     return {'state_dict': net.state_dict(), 'architecture': dict(net.architecture), **entries}
-
-
-def training_checkpoint(net, epoch, optimizer, optimizer_swin, **entries):
-    """The checkpoint of a training run: the authors' entries, the architecture of `net`, and
-    `entries` (shot, config, iteration, rng, ...)."""
-    return weights_checkpoint(net, epoch=epoch, optimizer=optimizer.state_dict(),
-                              optimizer_swin=optimizer_swin.state_dict(), **entries)

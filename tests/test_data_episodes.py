@@ -14,7 +14,7 @@ from util import transform
 from util.datasets.pascal_coco import EpisodeDataset, binarise, fill_boxes, support_mask
 from util.config import default_config
 from util.datasets import episode_dataset
-from util.episodes import batches_of, episode_seed
+from util.episodes import batches_of, collate_episodes, episode_seed
 from util.image_io import BadFileError, read_label
 
 
@@ -74,7 +74,7 @@ def label_of_file(image_path, ds, c):
 def test_val_items_carry_original_label_on_fixed_canvas_and_collate(pascal):
     ds = make(pascal, 'val', transform=transform.val_transform(65))
     assert ds.original_canvas == 128                # largest generated label: 128×128
-    batch = next(iter(DataLoader(ds, batch_size=3)))
+    batch = next(iter(DataLoader(ds, batch_size=3, collate_fn=collate_episodes)))
     assert batch['query'].shape == (3, 3, 65, 65)
     assert batch['query_mask_original'].shape == (3, 128, 128)
     for b in range(3):
@@ -148,7 +148,7 @@ def test_dataloader_workers_draw_different_episodes(pascal):
     """The same index in two workers must not give the same augmentation and supports."""
     ds = make(pascal, 'train', shot=5, transform=transform.train_transform(57, 57))
     loader = DataLoader(ds, batch_size=1, sampler=[0, 0], num_workers=2,
-                        generator=torch.Generator().manual_seed(0))
+                        generator=torch.Generator().manual_seed(0), collate_fn=collate_episodes)
     first, second = list(loader)
     assert first['query_path'] == second['query_path']
     assert not torch.equal(first['query'], second['query'])

@@ -17,7 +17,7 @@ from typing import Tuple
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
-from torch.utils.data._utils.collate import default_collate_fn_map
+from torch.utils.data._utils.collate import collate, default_collate_fn_map
 
 from util import stop_signals
 from util.seeding import capture_rng, restore_rng, seed_cpu
@@ -42,8 +42,10 @@ def _keep_episodes(batch, *, collate_fn_map=None):
     return list(batch)
 
 
-# A batch's Episodes stay a list of Episodes (torch's documented way to extend default_collate).
-default_collate_fn_map[Episode] = _keep_episodes
+# default_collate, with a batch's Episodes kept as a list of Episodes (torch's documented way to
+# extend it); the loaders pass it, torch's own table stays as it is.
+collate_episodes = functools.partial(
+    collate, collate_fn_map={**default_collate_fn_map, Episode: _keep_episodes})
 
 
 def episode_seed(*parts):
@@ -156,7 +158,7 @@ def make_loader(episodes, sampler, batch_size, workers, drop_last, pin_memory=Fa
     stop signals to the main process, which stops cleanly (util.stop_signals)."""
     workers = loading_workers(workers)
     return DataLoader(episodes, batch_size=batch_size, sampler=sampler, num_workers=workers,
-                      drop_last=drop_last, pin_memory=pin_memory,
+                      drop_last=drop_last, pin_memory=pin_memory, collate_fn=collate_episodes,
                       worker_init_fn=stop_signals.ignore_in_worker if workers else None,
                       generator=torch.Generator().manual_seed(0))
 

@@ -5,13 +5,16 @@ import logging
 import os
 from typing import Callable, Optional
 
-from model.checkpoint import check_resumable, read_checkpoint, restore_training
+from model.checkpoint import (CheckpointError, load_strict, metadata, model_state,
+                              read_checkpoint, weights_checkpoint)
 from util.experiment import check_fits, find_checkpoint
 from util.outputs import save_checkpoint
 from util.run_paths import RunPaths
 
 log = logging.getLogger('sccan')
 
+# Entries a checkpoint needs to continue a run (the weights aside).
+RESUME_ENTRIES = ('iteration', 'optimizer', 'optimizer_swin', 'rng', 'progress', 'config')
 # Keys whose change makes a resumed run differ from an uninterrupted one ('processes': how many).
 RUN_DEFINING_KEYS = ('epochs', 'batch_size', 'base_lr', 'transformer_lr', 'train_list',
                      'manual_seed', 'processes')
@@ -104,3 +107,33 @@ def restore(checkpoint, path, cfg, world_size, net, sgd, adamw, scaler) -> Progr
         log.warning('resuming with changed %s: the run will not match an uninterrupted one',
                     ', '.join(f'{k} ({before.get(k)} → {now[k]})' for k in changed))
     return Progress.of_checkpoint(checkpoint)
+
+
+# ---- the training state in a checkpoint (model/checkpoint.py: the format) ----------------
+def training_checkpoint(net, epoch, optimizer, optimizer_swin, **entries):
+    """The checkpoint of a training run: the authors' entries, the architecture of `net`, and
+    `entries` (shot, config, iteration, rng, ...)."""
+    return weights_checkpoint(net, epoch=epoch, optimizer=optimizer.state_dict(),
+                              optimizer_swin=optimizer_swin.state_dict(), **entries)
+
+
+def check_resumable(checkpoint, path):
+    """Refuse to resume from a checkpoint without the training state (e.g. the authors')."""
+    missing = [k for k in RESUME_ENTRIES if k not in metadata(checkpoint)]
+    if missing:
+        raise CheckpointError(f'{path} cannot resume a run: it lacks {missing} (checkpoints written by '
+                              "train_sccan.py can; use the authors' weights with test_sccan.py)")
+
+
+def restore_training(checkpoint, path, net, optimizer, optimizer_swin, scaler=None):
+    """Load a resumable checkpoint's weights, optimiser states and (fp16) loss scale into the
+    given objects."""
+    check_resumable(checkpoint, path)
+    load_strict(net, model_state(checkpoint, path), path)
+    try:
+        optimizer.load_state_dict(checkpoint['optimizer'])
+        optimizer_swin.load_state_dict(checkpoint['optimizer_swin'])
+    except (ValueError, KeyError) as e:
+        raise CheckpointError(f'{path}: its optimiser states do not fit this run: {e}') from e
+    if checkpoint.get('scaler') and scaler is not None and scaler.is_enabled():
+        scaler.load_state_dict(checkpoint['scaler'])

@@ -9,7 +9,6 @@ import time
 
 import torch
 
-from model.checkpoint import training_checkpoint
 from util import distributed
 from util.config import ConfigError
 from util.datasets import episode_dataset
@@ -23,7 +22,7 @@ from util.precision import precision_for
 from util.run_paths import RunPaths
 from util.seeding import capture_rng, restore_rng, seed_all
 from util.training.checkpoints import (Checkpointer, Progress, checkpoint_bytes, restore,
-                                       resumable)
+                                       resumable, training_checkpoint)
 from util.training.hooks import AuthorsSchedule
 from util.training.run_folder import claim_run_folder, new_folders, remove_new_folders
 from util.training.scalars import TrainingLog
@@ -239,7 +238,7 @@ class Trainer:
 
     # --- checkpoints and stops ---
     def checkpoint(self, epoch_label):
-        """The run's checkpoint now (model.checkpoint.training_checkpoint)."""
+        """The run's checkpoint now (util.training.checkpoints.training_checkpoint)."""
         return training_checkpoint(self.net, epoch_label, self.sgd, self.adamw,
                                    shot=self.cfg.shot, config=self.cfg.to_dict(),
                                    iteration=self.progress.iteration,
