@@ -32,19 +32,23 @@ class FrozenBatchNorm2d(nn.Module):
         super().__init__()
         for name, value in (('weight', 1.0), ('bias', 0.0), ('running_mean', 0.0), ('running_var', 1.0)):
             self.register_buffer(name, torch.full((channels,), value))
-        self._folded, self._folded_from = None, None
+        self._folded, self._folded_from = {}, None
 
-    def folded_into(self, conv):
-        """(weight, bias) of `conv` followed by this BN as one convolution. Computed once and
-        reused until a source tensor changes: loading a state dict bumps its version, and moving
-        or casting the model gives new storage, dtype or device."""
+    def folded_into(self, conv, dtype=None):
+        """(weight, bias) of `conv` followed by this BN as one convolution, cast to `dtype`
+        (None: as stored), as autocast would cast them for the convolution: the same values, but
+        cast once rather than at every call (each is a kernel launch on a GPU). Computed once
+        and reused until a source tensor changes: loading a state dict bumps its version, and
+        moving or casting the model gives new storage, dtype or device."""
         if torch.compiler.is_compiling():   # traced into the graph: no Python-side cache there
             return self._fold(conv)
         sources = (conv.weight, self.weight, self.bias, self.running_mean, self.running_var)
         key = tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in sources)
         if key != self._folded_from:
-            self._folded, self._folded_from = self._fold(conv), key
-        return self._folded
+            self._folded, self._folded_from = {None: self._fold(conv)}, key
+        if dtype not in self._folded:
+            self._folded[dtype] = tuple(t.to(dtype) for t in self._folded[None])
+        return self._folded[dtype]
 
     def _fold(self, conv):
         scale = self.weight * (self.running_var + BN_EPS).rsqrt()
@@ -59,8 +63,12 @@ def conv_bn(in_ch, out_ch, kernel, stride=1, dilation=1):
 
 
 def conv_bn_forward(conv, bn, x):
-    """conv then BN, as one convolution with the folded weights."""
-    weight, bias = bn.folded_into(conv)
+    """conv then BN, as one convolution with the folded weights (under autocast: held in its
+    dtype, FrozenBatchNorm2d.folded_into)."""
+    device = x.device.type
+    autocast = torch.amp.is_autocast_available(device) and torch.is_autocast_enabled(device)
+    dtype = torch.get_autocast_dtype(device) if autocast else None
+    weight, bias = bn.folded_into(conv, dtype)
     return F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation)
 
 

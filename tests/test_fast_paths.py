@@ -56,6 +56,24 @@ def test_folded_weights_follow_loads_and_casts():
     assert torch.allclose(after_cast, conv_then_batchnorm(*pair, x.double()), rtol=0, atol=1e-12)
 
 
+def test_under_autocast_the_folded_weights_are_cast_once_to_the_same_values():
+    """bf16 autocast: the convolution gets the folded weights already in bf16, held between
+    calls (no cast per call), and computes bit for bit what autocast's own cast gives."""
+    g = torch.Generator().manual_seed(2)
+    pair = nn.Sequential(*conv_bn(4, 6, 3))
+    pair[1].load_state_dict(random_bn_state(pair[1], g))
+    x = torch.randn(2, 4, 9, 9, generator=g)
+    weight, bias = pair[1].folded_into(pair[0])
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        expected = F.conv2d(x, weight, bias, padding=1)         # autocast casts at the call
+        out = conv_bn_forward(*pair, x)
+        held = pair[1].folded_into(pair[0], torch.bfloat16)
+        assert conv_bn_forward(*pair, x).dtype == torch.bfloat16
+    assert all(t.dtype == torch.bfloat16 for t in held)
+    assert held[0] is pair[1].folded_into(pair[0], torch.bfloat16)[0]     # kept, not recast
+    assert torch.equal(out, expected)
+
+
 def test_folding_leaves_the_state_dict_alone():
     net = build_sccan('tiny').eval()
     before = {k: v.clone() for k, v in net.state_dict().items()}
