@@ -26,7 +26,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from util import distributed
-from util.config import ConfigError
+from util.config import Config, ConfigError
 from util.datasets import episode_dataset
 from util.determinism import deterministic, prepare_process
 from util.evaluate import format_result, make_predictor, run_episodes
@@ -195,7 +195,7 @@ def score_plans(net, dataset, cfg, env, precision, plans, viz_dir=None, viz=0):
     return per_seed, counts, records
 
 
-def evaluate_checkpoint(cfg, env, weight: Optional[str] = None,
+def evaluate_checkpoint(cfg: Config, env: distributed.DistEnv, weight: Optional[str] = None,
                         seeds: Optional[Sequence[int]] = None, episodes: Optional[int] = None,
                         viz: int = 0, out: Optional[str] = None, overwrite: bool = False,
                         any_shot: bool = False, any_split: bool = False,

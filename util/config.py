@@ -35,6 +35,7 @@ import difflib
 import math
 import os
 import sys
+from typing import Sequence
 
 import yaml
 
@@ -266,11 +267,11 @@ class Config:
                          for k, v in self._values.items())
 
 
-def default_config():
+def default_config() -> Config:
     return Config(_finish({name: key.default for name, key in SCHEMA.items()}, '<defaults>'))
 
 
-def load_config(path, opts=()):
+def load_config(path: str, opts: Sequence[str] = ()) -> Config:
     """A checked, read-only Config.
 
     Args:

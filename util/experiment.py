@@ -8,12 +8,16 @@ and model.sccan_from_checkpoint (the architecture a checkpoint states); with one
 import logging
 import os
 import re
+from typing import Optional, Union
 
-from model import ARCHITECTURE_KEYS, MODEL_VARIANTS, CheckpointError, build_sccan, load_backbone_weights
+import torch
+
+from model import (ARCHITECTURE_KEYS, MODEL_VARIANTS, SCCAN, CheckpointError, build_sccan,
+                   load_backbone_weights)
 from model.build import known_architecture, sccan_with_weights, weights_variant
 from model.checkpoint import check_shot, metadata, model_state, read_checkpoint
 from model.fast_paths import AUTO
-from util.config import IMAGENET_BACKBONES
+from util.config import IMAGENET_BACKBONES, Config
 from util.datasets.cross_domain import TEST_BENCHMARKS
 
 log = logging.getLogger('sccan')
@@ -178,7 +182,9 @@ def compile_model(net, **options):
     return net
 
 
-def ready_model(cfg, device, checkpoint=None, any_shot=False, any_split=False, contents=None):
+def ready_model(cfg: Config, device: Union[str, torch.device], checkpoint: Optional[str] = None,
+                any_shot: bool = False, any_split: bool = False,
+                contents: Optional[dict] = None) -> SCCAN:
     """THE way to the network a config describes, ready to run.
 
     Args:

@@ -6,11 +6,12 @@ import logging
 import math
 import os
 import time
+from typing import Optional, Sequence
 
 import torch
 
 from util import distributed
-from util.config import ConfigError
+from util.config import Config, ConfigError
 from util.datasets import episode_dataset
 from util.determinism import deterministic, prepare_process
 from util.episodes import SeededEpisodes, TrainSampler, batches_of, make_loader
@@ -23,7 +24,7 @@ from util.run_paths import RunPaths
 from util.seeding import capture_rng, restore_rng, seed_all
 from util.training.checkpoints import (Checkpointer, Progress, checkpoint_bytes, restore,
                                        resumable, training_checkpoint)
-from util.training.hooks import AuthorsSchedule
+from util.training.hooks import AuthorsSchedule, Hook
 from util.training.run_folder import claim_run_folder, new_folders, remove_new_folders
 from util.training.scalars import TrainingLog
 from util.training.signals import (Interrupted, StopFlag, ValidationAbandoned,
@@ -288,7 +289,8 @@ class Trainer:
                  best, f'; {skipped} non-finite steps skipped' if skipped else '')
 
 
-def train(cfg, env, resume=None, overwrite=False, hooks=None) -> Trainer:
+def train(cfg: Config, env: distributed.DistEnv, resume: Optional[str] = None,
+          overwrite: bool = False, hooks: Optional[Sequence[Hook]] = None) -> Trainer:
     """Run a training of `cfg` on the processes of `env` to its end (Trainer's arguments), the
     run folder given back and the log closed after. Returns the Trainer (its paths, progress)."""
     paths = RunPaths.of(cfg)
