@@ -13,10 +13,11 @@ from tools import demo
 from util import distributed
 from util.config import load_config, merged_opts
 from util.datasets import episode_dataset
+from util.datasets.synthetic import write_benchmark
 from util.episodes import PlannedEpisodes, make_loader
 from util.image_io import read_label
 from util.optim import forward_backward
-from util.training import Trainer
+from util.training import Trainer, train
 from util.training import trainer as trainer_module
 
 
@@ -175,3 +176,31 @@ def test_the_report_warns_of_a_training_cut_short_and_of_a_model_finding_nothing
             'score of a model that predicts (almost) no foreground; it is no result') in text
     assert '**(b) SCCAN, untrained finds next to none' in text
     assert '(c) support-blind: every object finds' not in text
+
+
+def test_the_demos_recipe_learns_alike_under_every_seed(tmp_path, monkeypatch):
+    """The demo's optimisers, learning rates, warmup and schedule (its config, only the model and
+    the images made tiny) lower the training loss under each of three seeds, and to about the
+    same level: training that is robust, not lucky (docs/synthetic.md has the full-size
+    spread)."""
+    root = tmp_path / 'data'
+    write_benchmark(str(root), seed=0, n_train=240, n_val=20)
+    step = trainer_module.forward_backward
+    finals = []
+    for seed in (1, 2, 3):
+        losses = []
+        monkeypatch.setattr(trainer_module, 'forward_backward',
+                            lambda *args: losses.append(step(*args)) or losses[-1])
+        opts = merged_opts(demo.data_opts(str(root)),
+                           ['exp_dir', str(tmp_path / f'exp{seed}'), 'list_dir',
+                            str(tmp_path / 'lists'), *TINY, 'manual_seed', str(seed)])
+        cfg = load_config(os.path.join(demo.REPO, demo.CONFIG), opts)
+        train(cfg, distributed.setup())
+        steps_per_epoch = len(episode_dataset(cfg, 'train')) // cfg.batch_size
+        assert cfg.warmup and len(losses) == cfg.epochs * steps_per_epoch
+        assert all(torch.isfinite(loss) for loss in losses)
+        sixth = len(losses) // 6
+        first, last = (float(sum(part)) / sixth for part in (losses[:sixth], losses[-sixth:]))
+        assert last < 0.95 * first, (seed, first, last)
+        finals.append(last)
+    assert max(finals) - min(finals) < 0.05, finals
