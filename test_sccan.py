@@ -26,11 +26,11 @@ import argparse
 import sys
 
 from util import distributed
+from util.checkpoint_evaluation import EpisodeFiles, evaluate_checkpoint
 from util.cli import ArgumentParser, non_negative_int, positive_int, run_main
 from util.config import load_config
 from util.determinism import prepare_process
 from util.log import close_logging, setup_logging
-from util.checkpoint_evaluation import EpisodeFiles, evaluate_checkpoint
 from util.uncertainty import RESAMPLES
 
 # The command-line choices a report records.

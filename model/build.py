@@ -7,8 +7,8 @@
 
 The architecture is every argument of SCCAN's constructor: ARCHITECTURE_KEYS, with the paper's
 values as defaults (PAPER_ARCHITECTURE). A variant names one full architecture. Every checkpoint
-we write stores the architecture (util.training.checkpoints.training_checkpoint); loading builds what the
-checkpoint states. The authors' checkpoints and plain state dicts state nothing but the backbone
+we write stores the architecture (util.training.checkpoints.training_checkpoint); loading builds
+what the checkpoint states. The authors' checkpoints and plain state dicts state nothing but the backbone
 depth their weights show: the rest comes from the caller (a config, util.experiment), else from
 the named variant whose weights they hold, else from the paper. ImageNet weights for the backbone
 are loaded after building (model.checkpoint.load_backbone_weights).

@@ -13,7 +13,8 @@ and ours add
                       what an exact resumption needs: steps done, processes, random generator
                       states, fp16 loss scale, best metrics and early-stop counters.
 Plain state dicts (e.g. PSPNet's backbones, conv1/.../layer4/fc keys) are read too. This module
-builds and reads the model's part of checkpoints (the training state's: util.training.checkpoints); writing one to disk is the project's one atomic writer's job
+builds and reads the model's part of checkpoints (the training state's part:
+util.training.checkpoints); writing one to disk is the project's one atomic writer's job
 (util.outputs.save_checkpoint), which model/ may not import. Weights that are NaN or infinite are
 refused when loaded.
 """

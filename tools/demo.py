@@ -33,6 +33,7 @@ sys.path.insert(0, REPO)
 
 from model.checkpoint import model_state, read_checkpoint, weights_checkpoint  # noqa: E402
 from util import distributed  # noqa: E402
+from util.checkpoint_evaluation import evaluate_checkpoint  # noqa: E402
 from util.cli import ArgumentParser, non_negative_int, positive_int, run_main  # noqa: E402
 from util.config import load_config, merged_opts  # noqa: E402
 from util.datasets import SYNTHETIC_LISTS, episode_dataset  # noqa: E402
@@ -42,7 +43,6 @@ from util.evaluate import run_episodes  # noqa: E402
 from util.experiment import ready_model  # noqa: E402
 from util.image_io import IGNORE_LABEL, read_label  # noqa: E402
 from util.log import close_logging, setup_logging  # noqa: E402
-from util.checkpoint_evaluation import evaluate_checkpoint  # noqa: E402
 from util.outputs import save_checkpoint, write_atomic, write_json  # noqa: E402
 from util.precision import precision_for  # noqa: E402
 from util.seeding import seed_all  # noqa: E402

@@ -44,8 +44,8 @@ TOOLS = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(TOOLS)
 sys.path.insert(0, REPO)
 from tools import gpu_check_report as reporting  # noqa: E402
-from tools.gpu_check_steps import (FIGURE_FILES, SMOKE_LIMIT, STEP, STEPS, Kit, optional_package,  # noqa: E402
-                             remove_outputs)
+from tools.gpu_check_steps import (FIGURE_FILES, SMOKE_LIMIT, STEP, STEPS, Kit,  # noqa: E402
+                                   optional_package, remove_outputs)
 from util.cli import ArgumentParser, run_main  # noqa: E402
 from util.outputs import check_outputs  # noqa: E402
 

@@ -32,6 +32,7 @@ from model.checkpoint import weights_checkpoint  # noqa: E402
 from tools.demo import data_opts  # noqa: E402
 from util import distributed  # noqa: E402
 from util.app import SegmentationApp  # noqa: E402
+from util.checkpoint_evaluation import evaluate_checkpoint  # noqa: E402
 from util.cli import ArgumentParser, run_main  # noqa: E402
 from util.config import REPO_ROOT, SCHEMA, load_config  # noqa: E402
 from util.datasets import SYNTHETIC_LISTS  # noqa: E402
@@ -39,7 +40,6 @@ from util.datasets.synthetic import is_generated, write_benchmark  # noqa: E402
 from util.image_io import read_bytes  # noqa: E402
 from util.lists import read_list  # noqa: E402
 from util.log import close_logging, setup_logging  # noqa: E402
-from util.checkpoint_evaluation import evaluate_checkpoint  # noqa: E402
 from util.outputs import check_outputs, save_checkpoint, write_atomic  # noqa: E402
 from util.training import train  # noqa: E402
 from util.weights import sha256_of_file  # noqa: E402

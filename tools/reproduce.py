@@ -34,10 +34,10 @@ sys.path.insert(0, REPO)
 
 from util import distributed  # noqa: E402
 from util.catalogue import CATALOGUE  # noqa: E402
+from util.checkpoint_evaluation import evaluate_checkpoint  # noqa: E402
 from util.cli import ArgumentParser, non_negative_int, number, positive_int, run_main  # noqa: E402
 from util.config import load_config, merged_opts  # noqa: E402
 from util.log import close_logging, setup_logging  # noqa: E402
-from util.checkpoint_evaluation import evaluate_checkpoint  # noqa: E402
 from util.outputs import read_keyed, write_atomic, write_json  # noqa: E402
 from util.paper import PAPER  # noqa: E402
 from util.run_paths import RunPaths  # noqa: E402

@@ -59,7 +59,7 @@ def transform_for(cfg, mode):
     the evaluation resize to val_size."""
     if mode == 'train':
         return train_transform(cfg.train_h, cfg.train_w, cfg.scale_min, cfg.scale_max,
-                                 cfg.rotate_min, cfg.rotate_max)
+                               cfg.rotate_min, cfg.rotate_max)
     return val_transform(cfg.val_size)
 
 
@@ -68,8 +68,8 @@ def cross_domain(cfg, mode):
     return cross_domain_data_set(cfg, mode, transform_for(cfg, mode))
 
 
-# config data_set → (cfg, mode) → data set
-# name → builder: the authors' loader for the data sets in folds, PATNet's for the others
+# config data_set → (cfg, mode) → data set: the authors' loader for the data sets in folds,
+# PATNet's for the others
 DATA_SETS = {name: pascal_coco if d.episodes == 'folds' else cross_domain
              for name, d in CATALOGUE.items()}
 
