@@ -99,6 +99,7 @@ def test_modes_prints_a_row_per_mode_against_the_default(tmp_path, capsys):
         report = json.load(f)
     for row in report['rows']:
         assert row['eval_ratio'] == pytest.approx(row['eval_seconds'] / report['rows'][0]['eval_seconds'])
+        assert row['eval_first_seconds'] > 0 and row['train_first_seconds'] > 0   # the warm-up call
 
 
 def test_cache_cuts_backbone_passes_and_changes_no_metric(tmp_path, capsys):

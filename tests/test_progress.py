@@ -1,6 +1,7 @@
 """How far long work is, where nobody watches a terminal (util/log.py's progress lines), and the
 training's time left (util/training/scalars.py)."""
 import logging
+from types import SimpleNamespace
 
 from util import log as log_module
 from util.config import default_config
@@ -73,10 +74,28 @@ def test_the_time_left_in_training_ends_at_max_iters(monkeypatch, caplog):
     """A smoke run of 5 steps in a 200-epoch schedule: the time left is that of the steps up to
     max_iters, not of the whole schedule."""
     cfg = default_config().replace(max_iters=5, print_freq=1)
-    clock = iter(range(100))
-    monkeypatch.setattr(scalars.time, 'time', lambda: float(next(clock)))   # a step: 1 s
+    clock = iter(range(100))     # the log's own clock: logging keeps the real one
+    monkeypatch.setattr(scalars, 'time', SimpleNamespace(time=lambda: float(next(clock))))
     training = scalars.TrainingLog(cfg, None, False, iters_per_epoch=100, max_iter=20000)
     with caplog.at_level(logging.INFO, logger='sccan'), training.start_epoch(0, 0):
         training.step(0, 0, 1, 0.5, 0.005, 6e-5)
         training.step(0, 1, 2, 0.5, 0.005, 6e-5)
-    assert [r.getMessage()[-15:] for r in caplog.records] == ['remain 00:00:04', 'remain 00:00:03']
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages[0] == 'first step: 1.0 s'
+    assert [m[-15:] for m in messages[1:]] == ['remain 00:00:04', 'remain 00:00:03']
+
+
+def test_the_first_step_is_reported_alone_and_left_out_of_the_time_left(monkeypatch, caplog):
+    """With compile: True the first step compiles the model (a minute here); the steps after it
+    take 1 s, and the time left after the second one counts those."""
+    cfg = default_config().replace(max_iters=5, print_freq=1, compile=True)
+    clock = iter([0.0, 60.0, 60.0, 61.0, 61.0, 62.0, 62.0])     # (end, next tick) per step
+    monkeypatch.setattr(scalars, 'time', SimpleNamespace(time=lambda: next(clock)))
+    training = scalars.TrainingLog(cfg, None, False, iters_per_epoch=100, max_iter=20000)
+    with caplog.at_level(logging.INFO, logger='sccan'), training.start_epoch(0, 0):
+        for i in range(3):
+            training.step(0, i, i + 1, 0.5, 0.005, 6e-5)
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages[0] == 'first step: 60.0 s (compile: True, so it includes compiling the model)'
+    assert [m[-15:] for m in messages[1:]] == ['remain 00:04:00', 'remain 00:00:03',
+                                               'remain 00:00:02']

@@ -32,7 +32,8 @@ modes: each fast mode as one change to the default (float32, channels-last, reco
   (forced on), plain_attention (forced off), recompute (forced on), bf16 (amp: bf16), fp16 (CUDA
   only), compile. Per mode,
   in one process: median seconds of a 1-shot eval episode and of a training step (batch 2) and
-  their ratio to the default; argmax agreement (the lowest over the episodes) and the largest
+  their ratio to the default, and the seconds of the first call of each (compile: the time it
+  compiles, paid once per process); argmax agreement (the lowest over the episodes) and the largest
   logit change against the default on the golden episodes of the authors' code (tools/golden.py);
   with --checkpoint (a synthetic-benchmark model, e.g. from `make demo`), mIoU of its val
   episodes and the change from the default.
@@ -97,7 +98,18 @@ def synchronize(device):
 
 def median_seconds(run, repeats, device):
     """Median wall time of `run()` over `repeats` calls, after one warm-up call."""
+    return timed_calls(run, repeats, device)[1]
+
+
+def timed_calls(run, repeats, device):
+    """(seconds of the first call, median seconds of the `repeats` calls after it): the first
+    call warms up (torch.compile compiles in it, cuDNN picks its algorithms, the allocator
+    grows)."""
+    synchronize(device)
+    start = time.perf_counter()
     run()
+    synchronize(device)
+    first = time.perf_counter() - start
     times = []
     for _ in range(repeats):
         synchronize(device)
@@ -105,7 +117,7 @@ def median_seconds(run, repeats, device):
         run()
         synchronize(device)
         times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return first, statistics.median(times)
 
 
 def peak_memory(device):
@@ -453,7 +465,8 @@ def in_mode(net, mode, device):
 
 
 def mode_seconds(mode, args, device):
-    """Median seconds of an eval 1-shot episode and of a training step (batch 2)."""
+    """{setting: (first call, median)} seconds of an eval 1-shot episode and of a training step
+    (batch 2), setting 'eval' and 'train'."""
     seconds = {}
     for setting, batch in (('eval', 1), ('train', 2)):
         torch.manual_seed(0)
@@ -463,7 +476,7 @@ def mode_seconds(mode, args, device):
         def run_in_mode():
             with precision.autocast():
                 run()
-        seconds[setting] = median_seconds(run_in_mode, args.repeats, device)
+        seconds[setting] = timed_calls(run_in_mode, args.repeats, device)
     return seconds
 
 
@@ -497,7 +510,8 @@ def run_modes(args, argv, show):
     for mode in modes:
         seconds = mode_seconds(mode, args, device)
         logits = golden_logits(mode, cases, device)
-        row = {'mode': mode, 'eval_seconds': seconds['eval'], 'train_seconds': seconds['train']}
+        row = {'mode': mode, 'eval_seconds': seconds['eval'][1], 'train_seconds': seconds['train'][1],
+               'eval_first_seconds': seconds['eval'][0], 'train_first_seconds': seconds['train'][0]}
         if args.checkpoint:
             row['miou'] = synthetic_miou(mode, args, device)
         if mode == BASE_MODE:
@@ -608,7 +622,9 @@ COLUMNS = {
     'modes': [('mode', 'mode', None), ('eval s', 'eval_seconds', fixed(3)), ('÷default', 'eval_ratio', fixed(2)),
               ('train s', 'train_seconds', fixed(3)), ('÷default', 'train_ratio', fixed(2)),
               ('argmax agreement', 'argmax_agreement', percent), ('max |Δlogit|', 'max_logit_change', '{:.2e}'.format),
-              ('synthetic mIoU', 'miou', fixed(4)), ('Δ mIoU', 'miou_change', signed)],
+              ('synthetic mIoU', 'miou', fixed(4)), ('Δ mIoU', 'miou_change', signed),
+              ('eval 1st call s', 'eval_first_seconds', fixed(3)),
+              ('train 1st call s', 'train_first_seconds', fixed(3))],
     'cache': [('run', 'run', None), ('backbone passes/episode', 'backbone_passes', fixed(2)),
               ('episodes/s', 'episodes_per_second', fixed(2)), ('speed-up', 'speed_up', fixed(2)),
               ('mIoU', 'mIoU', fixed(6)), ('largest metric change', 'metric_change', '{:.1e}'.format),

@@ -1,6 +1,7 @@
 """What a training run reports as it goes: per step a progress bar, TensorBoard scalars (loss,
-learning rates) and every print_freq steps a log line with the time left; per validation its
-metrics as scalars."""
+learning rates) and every print_freq steps a log line with the time left; the time of the run's
+first step, which warms up (torch.compile compiles in it); per validation its metrics as
+scalars."""
 import logging
 import time
 
@@ -23,6 +24,7 @@ class TrainingLog:
         self.last_iteration = min(max_iter, cfg.max_iters or max_iter)
         self.writer = scalar_writer(tensorboard_dir, is_main)
         self.bar, self.step_time, self.tick = None, None, None
+        self.warmed_up = False
 
     def start_epoch(self, epoch, offset):
         """The epoch's progress bar (a context manager), `offset` steps done already."""
@@ -35,8 +37,16 @@ class TrainingLog:
     def step(self, epoch, i, iteration, loss, sgd_lr, transformer_lr):
         """Step i of the epoch (iteration: steps done in all) ended with `loss`."""
         elapsed, self.tick = time.time() - self.tick, time.time()
-        # a moving average of the step time, for the time left
-        self.step_time = elapsed if self.step_time is None else 0.9 * self.step_time + 0.1 * elapsed
+        if not self.warmed_up:
+            self.warmed_up = True
+            log.info('first step: %.1f s%s', elapsed,
+                     ' (compile: True, so it includes compiling the model)' if self.cfg.compile else '')
+        # a moving average of the step time, for the time left; the first step (compiling,
+        # allocating) would overstate it
+        elif self.step_time is not None:
+            self.step_time = 0.9 * self.step_time + 0.1 * elapsed
+        else:
+            self.step_time = elapsed
         self.bar.update(1)
         self.bar.set_postfix(loss=f'{loss:.4f}', lr=f'{sgd_lr:.2e}')
         self.writer.add_scalar('loss_train', loss, iteration)
@@ -45,7 +55,7 @@ class TrainingLog:
         if (i + 1) % self.cfg.print_freq == 0:
             log.info('epoch [%d/%d][%d/%d] loss %.4f lr %.2e remain %s', epoch + 1,
                      self.cfg.epochs, i + 1, self.iters_per_epoch, loss, sgd_lr,
-                     format_duration((self.last_iteration - iteration) * self.step_time))
+                     format_duration((self.last_iteration - iteration) * (self.step_time or elapsed)))
 
     def paused(self):
         """The time since the last step was not training (a validation): leave it out."""

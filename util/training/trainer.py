@@ -99,6 +99,7 @@ class Trainer:
         if env.is_main:
             check_room(paths.snapshot, 2 * checkpoint_bytes(self.net),
                        'the latest and the best checkpoint')
+        # checkpoints keep them under the authors' keys 'optimizer' and 'optimizer_swin'
         self.sgd, self.adamw = build_optimizers(self.net, cfg)
         self.scaler = self.precision.grad_scaler()
         train_data = episode_dataset(cfg, 'train')
