@@ -4,8 +4,8 @@ metrics as scalars."""
 import logging
 import time
 
+from util.files.writer import named_write_error
 from util.log import format_duration, progress, scalar_writer
-from util.outputs import named_write_error
 
 log = logging.getLogger('sccan')
 
