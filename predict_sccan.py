@@ -20,9 +20,9 @@ import os
 import sys
 
 from util.cli import ArgumentParser, error_line, positive_int, run_main
+from util.files.checks import check_outputs, unique_stems
 from util.files.image_io import read_mask, read_rgb
 from util.files.inputs import require_file
-from util.files.writer import check_outputs, unique_stems
 from util.prediction.predictor import FewShotSegmenter
 from util.prediction.segment_files import encode_with_notes, foreground_words, segment_file
 

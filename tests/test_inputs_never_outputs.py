@@ -8,7 +8,7 @@ import pytest
 from helpers import assert_one_error, files_below, make_pascal_config, run_cli
 from util.config import load_config
 from util.datasets import episode_dataset
-from util.files.writer import InputFiles, check_outputs
+from util.files.checks import InputFiles, check_outputs
 
 from tools import check_data  # noqa: E402
 from tools import prepare_coco  # noqa: E402

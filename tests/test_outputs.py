@@ -1,4 +1,5 @@
-"""util/files/writer.py: outputs never inputs, no silent overwrite, atomic writes, the run lock."""
+"""util/files/ (checks.py, writer.py, run_lock.py): outputs never inputs, no silent overwrite,
+atomic writes, the run lock."""
 import errno
 import json
 import os
@@ -10,8 +11,9 @@ import pytest
 import torch
 
 from model.checkpoint import read_checkpoint
-from util.files.writer import (FolderInUse, RunLock, check_outputs, check_writable,
-                               leftover_temporaries, make_folder, save_checkpoint, unique_stems,
+from util.files.checks import check_outputs, unique_stems
+from util.files.run_lock import FolderInUse, RunLock
+from util.files.writer import (check_writable, leftover_temporaries, make_folder, save_checkpoint,
                                write_atomic)
 
 

@@ -41,10 +41,11 @@ from util.cli import ArgumentParser, positive_int, run_main  # noqa: E402
 from util.datasets.cross_domain import CROSS_DOMAIN  # noqa: E402
 from util.datasets.cross_domain_layouts import layout_of  # noqa: E402
 from util.datasets.patnet import MASK_THRESHOLD, grey_values, open_image  # noqa: E402
+from util.files.checks import InputFiles, check_outputs  # noqa: E402
 from util.files.image_io import (BadFileError, check_label_values, read_image,  # noqa: E402
                                  read_label, support_mask_problem)
 from util.files.inputs import NOT_FOUND, file_problem  # noqa: E402
-from util.files.writer import InputFiles, check_outputs, write_atomic  # noqa: E402
+from util.files.writer import write_atomic  # noqa: E402
 from util.folds import NUM_CLASSES, num_classes  # noqa: E402
 from util.lists import list_inputs, read_list  # noqa: E402
 from util.log import progress_map  # noqa: E402

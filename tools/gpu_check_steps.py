@@ -35,9 +35,10 @@ from tools import demo  # noqa: E402  (its defaults, its data options)
 from util.config import load_config  # noqa: E402
 from util.datasets import SYNTHETIC_LISTS  # noqa: E402
 from util.datasets.synthetic import is_generated  # noqa: E402
+from util.files.checks import unique_stems  # noqa: E402
 from util.files.image_io import IGNORE_LABEL, read_bytes, read_label  # noqa: E402
 from util.files.run_paths import RunPaths  # noqa: E402
-from util.files.writer import unique_stems, write_atomic  # noqa: E402
+from util.files.writer import write_atomic  # noqa: E402
 from util.lists import read_list  # noqa: E402
 from util.prediction.app import EXAMPLE_CLASS, SegmentationApp  # noqa: E402
 

@@ -36,9 +36,10 @@ from util.config import REPO_ROOT, SCHEMA, load_config  # noqa: E402
 from util.datasets import SYNTHETIC_LISTS  # noqa: E402
 from util.datasets.synthetic import is_generated, write_benchmark  # noqa: E402
 from util.evaluation.checkpoint_evaluation import evaluate_checkpoint  # noqa: E402
+from util.files.checks import check_outputs  # noqa: E402
 from util.files.image_io import read_bytes  # noqa: E402
 from util.files.weights import sha256_of_file  # noqa: E402
-from util.files.writer import check_outputs, save_checkpoint, write_atomic  # noqa: E402
+from util.files.writer import save_checkpoint, write_atomic  # noqa: E402
 from util.lists import read_list  # noqa: E402
 from util.log import close_logging, setup_logging  # noqa: E402
 from util.prediction.app import SegmentationApp  # noqa: E402

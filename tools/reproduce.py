@@ -39,8 +39,9 @@ from util.config import load_config, merged_opts  # noqa: E402
 from util.evaluation.checkpoint_evaluation import evaluate_checkpoint  # noqa: E402
 from util.evaluation.paper import PAPER  # noqa: E402
 from util.evaluation.uncertainty import combined_half_width, half_width  # noqa: E402
+from util.files.checks import read_keyed  # noqa: E402
 from util.files.run_paths import RunPaths  # noqa: E402
-from util.files.writer import read_keyed, write_atomic, write_json  # noqa: E402
+from util.files.writer import write_atomic, write_json  # noqa: E402
 from util.log import close_logging, setup_logging  # noqa: E402
 
 BENCHMARKS = {'pascal': 'PASCAL-5i', 'coco': 'COCO-20i', 'synthetic': 'synthetic (embedded)',

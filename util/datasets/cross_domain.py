@@ -35,8 +35,8 @@ from util.datasets.cross_domain_layouts import Layout, Pair, layout_of
 from util.datasets.patnet import (SCORE_SIZE, binary_mask, class_cycle_episodes,
                                   open_image, patnet_image, patnet_mask, query_order_episodes)
 from util.episodes import Episode
+from util.files.checks import InputFiles
 from util.files.image_io import BadFileError, support_mask_problem
-from util.files.writer import InputFiles
 
 log = logging.getLogger('sccan')
 
@@ -99,7 +99,7 @@ class PatnetEpisodes:
 
     def input_files(self) -> InputFiles:
         """Every file this data set may read (its class list, the layout's images and masks),
-        which no output may replace (util.files.writer.InputFiles)."""
+        which no output may replace (util.files.checks.InputFiles)."""
         files = InputFiles([self.class_list] if self.class_list else [])
         return files.add(self.layout.files(), follow_links=False)
 

@@ -164,7 +164,7 @@ class EpisodeDataset(Dataset):
 
     def input_files(self):
         """Every file this data set may read: its list, the list's scan cache and every image and
-        label the list names (util.files.writer.InputFiles), which no output may replace."""
+        label the list names (util.files.checks.InputFiles), which no output may replace."""
         data_list, pairs, cache_dir = self._inputs
         return list_inputs(self.data_set, self.data_root, data_list, pairs, cache_dir)
 

@@ -38,8 +38,10 @@ from util.evaluation.paper import paper_figure
 from util.evaluation.report_plot import plot_report, require_matplotlib
 from util.evaluation.uncertainty import RESAMPLES, RunCounts, format_intervals, uncertainty
 from util.experiment import find_checkpoint, ready_model
+from util.files.checks import InputFiles, check_outputs
+from util.files.run_lock import RunLock
 from util.files.run_paths import RunPaths
-from util.files.writer import InputFiles, RunLock, check_outputs, check_writable, write_json
+from util.files.writer import check_writable, write_json
 from util.folds import has_folds
 from util.precision import precision_for
 from util.prediction.visualize import EPISODE_PATTERN, episode_saver
@@ -90,10 +92,10 @@ def claim_outputs(report, viz, inputs, overwrite, files=EpisodeFiles()):
     --viz go.
 
     Args:
-        inputs: the files the run reads (util.files.writer.InputFiles or paths).
+        inputs: the files the run reads (util.files.checks.InputFiles or paths).
 
     Returns:
-        The claim (util.files.writer.RunLock), to release once the report is written.
+        The claim (util.files.run_lock.RunLock), to release once the report is written.
     """
     written = [p for p in (report, files.save_episodes, files.plot) if p]
     for path in written:

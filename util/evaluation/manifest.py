@@ -307,7 +307,7 @@ def _check_counts(where, intersection, union):
 def check_fits(manifest: Manifest, data_set, split, shot, classes, data_root, files=None,
                lists=''):
     """Refuse a manifest that another data set, fold or a smaller shot made, or whose files are
-    not under `data_root` or, given the data set's `files` (util.files.writer.InputFiles), not among
+    not under `data_root` or, given the data set's `files` (util.files.checks.InputFiles), not among
     them (e.g. a query that is not in the val list; `lists` names them); the message names the
     first offending line."""
     h, path = manifest.header, manifest.path

@@ -2,7 +2,7 @@
 
     <exp_dir>/<data_set>/SCCAN/split<k>/resnet<L>/
         train[K].lock                       the lock of the run training there
-                                            (util.files.writer.RunLock)
+                                            (util.files.run_lock.RunLock)
         snapshot/train[K]_latest.pth        the latest checkpoint (resuming)
         snapshot/train[K]_epoch_<e>_<mIoU>.pth   the best validation checkpoint
         result/train[K].log                 the log

@@ -25,9 +25,10 @@ import numpy as np
 
 from util.cli import error_line
 from util.datasets import SYNTHETIC_LISTS
+from util.files.checks import unique_stems
 from util.files.image_io import read_bytes, read_label, read_mask, read_rgb, write_image
 from util.files.inputs import require_file
-from util.files.writer import unique_stems, write_atomic
+from util.files.writer import write_atomic
 from util.lists import read_list
 from util.prediction.predictor import (EncodedSupport, FewShotSegmenter, check_same_size,
                                        foreground_of)
