@@ -9,9 +9,9 @@ the foreground fraction. The supports are encoded once for all queries.
 
 Mask files: palette PNGs (VOC style) count every index except 0 (background) and 255 (ignore) as
 foreground; JPEG masks (lossy: their grey levels are noise) are >= 128; other files follow
-util.predictor.MASK_RULE ({0,1}: 1; otherwise >= 128), colour masks by their brightest channel,
-and a cut-out (one colour, varying transparency) by its alpha channel; a mask that is (almost) all
-foreground or looks like a class-id label map gives a warning.
+util.prediction.predictor.MASK_RULE ({0,1}: 1; otherwise >= 128), colour masks by their brightest
+channel, and a cut-out (one colour, varying transparency) by its alpha channel; a mask that is
+(almost) all foreground or looks like a class-id label map gives a warning.
 No output is ever written over an input, nor over an existing file without --overwrite. Bad
 input ends with one line `error: ...` and exit status 2; a query that fails is reported on its
 own line and the others are still segmented (exit status 2 at the end).
@@ -20,11 +20,11 @@ import os
 import sys
 
 from util.cli import ArgumentParser, error_line, positive_int, run_main
-from util.image_io import read_mask, read_rgb
-from util.inputs import require_file
-from util.outputs import check_outputs, unique_stems
-from util.predictor import FewShotSegmenter
-from util.segment_files import encode_with_notes, foreground_words, segment_file
+from util.files.checks import check_outputs, unique_stems
+from util.files.image_io import read_mask, read_rgb
+from util.files.inputs import require_file
+from util.prediction.predictor import FewShotSegmenter
+from util.prediction.segment_files import encode_with_notes, foreground_words, segment_file
 
 
 def parse_args(argv=None):

@@ -7,15 +7,15 @@ For each seed: test_num episodes (or --episodes), scored at the original label r
 per-class IoU, mIoU, FB-IoU and pIoU, then mean ± std over the seeds, and writes them as JSON
 (--out, or next to the checkpoint under a name that says what was measured:
 <checkpoint>_test_<data_set>_split<k>_<K>shot_<episodes>ep_seed<s>[-<s>...].json) with the
-command-line overrides used. Every report has 95 % bootstrap intervals (util/uncertainty.py),
-printed as `mIoU 61.4 ± 0.9`. --save-episodes FILE writes every episode and its pixel counts as
-an episode manifest (util/manifest.py); --episodes-from FILE replays a manifest's episodes (its
-seeds, any shot up to its own; tools/compare.py compares two runs episode by episode); --plot
-FILE.png draws the report. An existing report, manifest, picture or --viz folder is replaced only
-with --overwrite (an input never); all are checked before the evaluation. Works with our
-checkpoints and the authors'. The checkpoint is the config's `weight` (a path, or a file name in
-the run's snapshot folder) unless --weight is given. Runs under torchrun too (episodes split over
-processes). See docs/numbers.md.
+command-line overrides used. Every report has 95 % bootstrap intervals
+(util/evaluation/uncertainty.py), printed as `mIoU 61.4 ± 0.9`. --save-episodes FILE writes every
+episode and its pixel counts as an episode manifest (util/evaluation/manifest.py); --episodes-from
+FILE replays a manifest's episodes (its seeds, any shot up to its own; tools/compare.py compares two
+runs episode by episode); --plot FILE.png draws the report. An existing report, manifest, picture or
+--viz folder is replaced only with --overwrite (an input never); all are checked before the
+evaluation. Works with our checkpoints and the authors'. The checkpoint is the config's `weight` (a
+path, or a file name in the run's snapshot folder) unless --weight is given. Runs under torchrun too
+(episodes split over processes). See docs/numbers.md.
 
 On PATNet's cross-domain benchmarks (config/cross_domain/, docs/cross_domain.md) any checkpoint is
 tested without --any-split (a model meta-trained on PASCAL meets other classes on purpose), the
@@ -26,12 +26,12 @@ import argparse
 import sys
 
 from util import distributed
-from util.checkpoint_evaluation import EpisodeFiles, evaluate_checkpoint
 from util.cli import ArgumentParser, non_negative_int, positive_int, run_main
 from util.config import load_config
 from util.determinism import prepare_process
+from util.evaluation.checkpoint_evaluation import EpisodeFiles, evaluate_checkpoint
+from util.evaluation.uncertainty import RESAMPLES
 from util.log import close_logging, setup_logging
-from util.uncertainty import RESAMPLES
 
 # The command-line choices a report records.
 OVERRIDES = ('weight', 'seeds', 'episodes', 'episodes_from', 'viz', 'any_shot', 'any_split',

@@ -1,7 +1,7 @@
 """SCCAN: Self-Calibrated Cross Attention Network for few-shot segmentation (ICCV 2023).
 
 This package is the model alone: it imports nothing else of the project. The predictor for
-whole images of any size is util.predictor.FewShotSegmenter.
+whole images of any size is util.prediction.predictor.FewShotSegmenter.
 """
 from model.backbone import BackboneFeatures
 from model.build import ARCHITECTURE_KEYS, MODEL_VARIANTS, PAPER_ARCHITECTURE, build_sccan, sccan_from_checkpoint

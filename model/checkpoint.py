@@ -15,8 +15,8 @@ and ours add
 Plain state dicts (e.g. PSPNet's backbones, conv1/.../layer4/fc keys) are read too. This module
 builds and reads the model's part of checkpoints (the training state's part:
 util.training.checkpoints); writing one to disk is the project's one atomic writer's job
-(util.outputs.save_checkpoint), which model/ may not import. Weights that are NaN or infinite are
-refused when loaded.
+(util.files.writer.save_checkpoint), which model/ may not import. Weights that are NaN or infinite
+are refused when loaded.
 """
 import os
 import pickle

@@ -33,15 +33,16 @@ from util.cli import run_main
 from util.config import load_config
 from util.datasets import episode_dataset
 from util.episodes import TRAINING_INPUTS, Episode, random_episode
-from util.evaluate import TIMINGS, cached_predictor, forward_predictor, make_predictor, run_episodes
+from util.evaluation.evaluate import (TIMINGS, cached_predictor, forward_predictor, make_predictor,
+                                      run_episodes)
+from util.evaluation.feature_cache import FeatureCache
+from util.evaluation.manifest import EpisodeRecord, make_header, write_manifest
+from util.evaluation.uncertainty import RunCounts
 from util.experiment import ready_model
-from util.feature_cache import FeatureCache
-from util.image_io import IGNORE_LABEL, write_image
-from util.manifest import EpisodeRecord, make_header, write_manifest
+from util.files.image_io import IGNORE_LABEL, write_image
 from util.optim import build_optimizers, forward_backward, optimizer_step, set_sgd_lr
 from util.precision import Precision
 from util.seeding import without_dropout
-from util.uncertainty import RunCounts
 
 BORDER = 2          # width of the 255 band around objects, as in VOC labels
 SIZE = 33           # network input side of the tiny runs
@@ -261,7 +262,7 @@ def without_timings(result):
 def check_cached_evaluation(config, shot, device, cache_device='same', tolerance=1e-6, capture=None):
     """Evaluates the same episodes without the cache, then twice with one cached predictor
     (features kept on `cache_device`; what follows the backbone replayed with `capture`, a
-    strategy of util.replay, when given), and checks that the results agree; returns the
+    strategy of util.evaluation.replay, when given), and checks that the results agree; returns the
     largest metric change between the plain and the cached run."""
     opts = TINY + ['batch_size_val', '2', 'shot', str(shot), 'feature_cache_device', cache_device]
     plain_cfg = load_config(config, opts)
@@ -292,8 +293,8 @@ def check_cached_evaluation(config, shot, device, cache_device='same', tolerance
 
 def evaluations_in_batches(config, device, runs, episodes=7):
     """The same 2-shot episodes evaluated once per (episodes per forward, capture strategy of
-    util.replay or None) in `runs`, by one tiny SCCAN whose random weights predict both classes.
-    Returns [(result, predictor)] in the order of `runs`."""
+    util.evaluation.replay or None) in `runs`, by one tiny SCCAN whose random weights predict both
+    classes. Returns [(result, predictor)] in the order of `runs`."""
     cfg = load_config(config, TINY + ['shot', '2'])
     torch.manual_seed(2)          # weights whose predictions mix foreground and background
     net = build_sccan('tiny').to(device).eval()
@@ -344,7 +345,7 @@ def files_below(folder):
     return found
 
 
-# ---- per-episode counts and scored manifests (util.uncertainty, util.manifest) ----------------
+# ---- per-episode counts and scored manifests (util.evaluation: uncertainty, manifest) ----
 CLASSES = [1, 2, 3, 4, 5]
 
 
@@ -363,8 +364,8 @@ def synthetic_counts(per_class, num_classes=5, seed=0):
 
 
 def write_run(path, counts, seed=321, queries=None, classes=CLASSES):
-    """A manifest of one seed's scored episodes (counts: util.uncertainty.RunCounts); episode
-    e queries image queries[e] (default e)."""
+    """A manifest of one seed's scored episodes (counts: util.evaluation.uncertainty.RunCounts);
+    episode e queries image queries[e] (default e)."""
     return write_seeds(path, {seed: counts}, queries, classes)
 
 

@@ -1,6 +1,6 @@
-"""The browser app (tools/app.py over util/app.py): the same masks as predict_sccan.py byte for
-byte, each bad input answered in words, the optional extras, and the page driven in headless
-Chromium (skipped without Gradio, Playwright or /usr/bin/chromium, unless
+"""The browser app (tools/app.py over util/prediction/app.py): the same masks as predict_sccan.py
+byte for byte, each bad input answered in words, the optional extras, and the page driven in
+headless Chromium (skipped without Gradio, Playwright or /usr/bin/chromium, unless
 SCCAN_REQUIRE_BROWSER=1, as in CI, makes that a failure)."""
 import importlib.util
 import io
@@ -23,14 +23,14 @@ from helpers import assert_one_error, run_cli
 from model import SCCAN, build_sccan
 from model.checkpoint import weights_checkpoint
 from tools import app as app_tool
-from util.app import (EXAMPLE_CLASS, SHOWN_SIDE, SegmentationApp, SupportSlot, find_checkpoints,
-                      painted_mask)
 from util.config import REPO_ROOT
 from util.datasets.synthetic import write_benchmark
+from util.files.image_io import read_label, read_rgb
+from util.files.writer import save_checkpoint
 from util.folds import novel_classes
-from util.image_io import read_label, read_rgb
-from util.outputs import save_checkpoint
-from util.predictor import FewShotSegmenter
+from util.prediction.app import (EXAMPLE_CLASS, SHOWN_SIDE, SegmentationApp, SupportSlot,
+                                 find_checkpoints, painted_mask)
+from util.prediction.predictor import FewShotSegmenter
 
 VAL = 57
 CHROMIUM = '/usr/bin/chromium'

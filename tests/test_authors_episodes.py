@@ -21,7 +21,7 @@ import torch
 from helpers import assert_one_error, make_pascal, run_cli
 from tools import authors_episodes, reference
 from util.datasets.pascal_coco import EpisodeDataset
-from util.manifest import check_fits, read_manifest
+from util.evaluation.manifest import check_fits, read_manifest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -13,7 +13,7 @@ from model.checkpoint import detect_layers, read_checkpoint, weights_checkpoint
 from util.config import REPO_ROOT, SCHEMA, default_config, load_config
 from util.config import main as config_main
 from util.experiment import architecture, check_fits, find_checkpoint, ready_model
-from util.outputs import save_checkpoint
+from util.files.writer import save_checkpoint
 from util.training.checkpoints import training_checkpoint
 
 from helpers import assert_one_error, run_cli

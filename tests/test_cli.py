@@ -20,7 +20,7 @@ from util.config import REPO_ROOT
 from util.datasets.pascal_coco import EpisodeDataset
 from util import stop_signals
 from util.episodes import batches_of, make_loader
-from util.image_io import BadFileError
+from util.files.image_io import BadFileError
 from util.training import FAILURES
 from util.stop_signals import STOP_SIGNALS
 from util.training.signals import REPEAT_SECONDS, StopFlag, StoppedAtOnce

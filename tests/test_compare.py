@@ -8,9 +8,10 @@ import pytest
 
 from helpers import assert_one_error, run_cli, synthetic_counts, write_run
 from util.episodes import Episode
-from util.manifest import EpisodeRecord, file_identity, make_header, read_manifest, write_manifest
 from tools import compare
-from util.uncertainty import scores
+from util.evaluation.manifest import (EpisodeRecord, file_identity, make_header, read_manifest,
+                                      write_manifest)
+from util.evaluation.uncertainty import scores
 
 
 def better(counts, gain=0.05, seed=1):

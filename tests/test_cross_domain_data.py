@@ -17,8 +17,8 @@ from util.datasets import episode_dataset
 from util.datasets.cross_domain import PatnetEpisodes
 from util.datasets.cross_domain_layouts import layout_of
 from util.datasets.patnet import listing, patnet_mask, pick
+from util.files.image_io import BadFileError
 from util.folds import fold_classes
-from util.image_io import BadFileError
 from util.transform import train_transform, val_transform
 
 

@@ -14,7 +14,7 @@ from tools import make_cross_domain_trees as trees
 from tools import reproduce
 from helpers import assert_one_error, files_below, make_pascal, run_cli, without_timings
 from util.config import REPO_ROOT, load_config
-from util.run_paths import RunPaths
+from util.files.run_paths import RunPaths
 
 TINY = ['model', 'tiny', 'backbone_weights', 'None', 'train_h', '33', 'train_w', '33',
         'val_size', '33', 'batch_size', '2', 'workers', '0', 'print_freq', '1']

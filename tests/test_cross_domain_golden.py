@@ -15,7 +15,7 @@ from tools.make_patnet_golden import (BENCHMARKS, LOAD_CHECKS, METRIC_CLASSES, S
 from util.datasets.cross_domain import PatnetEpisodes
 from util.datasets.cross_domain_layouts import layout_of
 from util.datasets.patnet import patnet_image, patnet_mask
-from util.metrics import IoUMeter
+from util.evaluation.metrics import IoUMeter
 from util.transform import val_transform
 
 GOLDEN = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'golden')

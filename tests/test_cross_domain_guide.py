@@ -10,7 +10,7 @@ import shlex
 from model import build_sccan
 from model.checkpoint import weights_checkpoint
 from util.config import REPO_ROOT, load_config
-from util.outputs import save_checkpoint
+from util.files.writer import save_checkpoint
 
 GUIDE = os.path.join(REPO_ROOT, 'docs', 'cross_domain.md')
 SHIPPED = 'examples/sccan_synthetic_tiny.pth'

@@ -175,8 +175,8 @@ def test_check_data_finds_each_problem_of_the_layouts(tree, tmp_path, capsys):
 
 
 def test_check_data_reports_empty_and_full_masks_of_ones_own_classes(tree, tmp_path, capsys):
-    """The rule of support masks (util.image_io.support_mask_problem): a mask without foreground
-    is reported (empty), and so is one without background (full)."""
+    """The rule of support masks (util.files.image_io.support_mask_problem): a mask without
+    foreground is reported (empty), and so is one without background (full)."""
     root = shutil.copytree(tree['FSS-1000'], tmp_path / 'own')
     (tmp_path / 'classes.txt').write_text('accordion\n')
     for n, value in ((1, 0), (2, 255)):

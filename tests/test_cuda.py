@@ -40,13 +40,13 @@ from util import distributed
 from util.config import default_config, load_config
 from util.episodes import TRAINING_INPUTS, random_episode
 from util.experiment import compile_model, ready_model
-from util.checkpoint_evaluation import evaluate_checkpoint
 from util.optim import build_optimizers, forward_backward, optimizer_step, set_sgd_lr
 from util.precision import Precision, precision_for
-from util.replay import call_on_buffers, capture_cuda_graph, replayed_forward
 from util.seeding import without_dropout
 from util.training import train
 from util.datasets.synthetic import write_benchmark
+from util.evaluation.checkpoint_evaluation import evaluate_checkpoint
+from util.evaluation.replay import call_on_buffers, capture_cuda_graph, replayed_forward
 
 pytestmark = pytest.mark.cuda
 
@@ -328,8 +328,8 @@ def test_feature_cache_on_the_device(device, exact_float32, fake_pascal, cache_d
 
 # ---- evaluation from CUDA graphs and in batches ----------------------------------------------------
 def replay_capture(device):
-    """The capture strategy of util.replay: CUDA graphs on CUDA; on the CPU the plain call on the
-    replay's buffers (everything but the graph)."""
+    """The capture strategy of util.evaluation.replay: CUDA graphs on CUDA; on the CPU the plain
+    call on the replay's buffers (everything but the graph)."""
     return capture_cuda_graph if device.type == 'cuda' else call_on_buffers
 
 
@@ -392,7 +392,7 @@ def test_training_loop_resumption_and_test_script(device, synthetic, amp, tmp_pa
     """Training as train_sccan.py runs it (util.training.train) for an epoch (pinned memory,
     workers, validation with the feature cache), resumed for a second one (CUDA random state and
     loss scale from the checkpoint), then meta-testing as test_sccan.py does
-    (util.checkpoint_evaluation.evaluate_checkpoint) on the result."""
+    (util.evaluation.checkpoint_evaluation.evaluate_checkpoint) on the result."""
     opts = [*synthetic, *LOOP, 'amp', amp, 'exp_dir', str(tmp_path)]
     env = distributed.DistEnv(0, 1, 0, device)
     first = train(load_config(SYNTHETIC_CONFIG, [*opts, 'epochs', '1']), env)

@@ -15,7 +15,7 @@ from util.datasets.pascal_coco import EpisodeDataset, binarise, fill_boxes, supp
 from util.config import default_config
 from util.datasets import episode_dataset
 from util.episodes import batches_of, collate_episodes, episode_seed
-from util.image_io import BadFileError, read_label
+from util.files.image_io import BadFileError, read_label
 
 
 @pytest.fixture(scope='module')

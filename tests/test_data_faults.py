@@ -13,7 +13,7 @@ import util.lists as lists
 from helpers import assert_one_error, make_pascal_config, run_cli, write_pair
 from util.config import load_config
 from util.datasets import episode_dataset
-from util.image_io import BadFileError
+from util.files.image_io import BadFileError
 
 from tools import check_data  # noqa: E402
 

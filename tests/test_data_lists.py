@@ -10,7 +10,7 @@ import pytest
 import util.lists as lists
 from helpers import make_from_labels, make_pascal
 from util.datasets.pascal_coco import EpisodeDataset
-from util.image_io import BadFileError
+from util.files.image_io import BadFileError
 
 
 def label_with(pixel_counts, size=(80, 80)):

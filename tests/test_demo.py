@@ -15,7 +15,7 @@ from util.config import load_config, merged_opts
 from util.datasets import episode_dataset
 from util.datasets.synthetic import write_benchmark
 from util.episodes import PlannedEpisodes, make_loader
-from util.image_io import read_label
+from util.files.image_io import read_label
 from util.optim import forward_backward
 from util.training import Trainer, train
 from util.training import trainer as trainer_module

@@ -20,8 +20,9 @@ from model.checkpoint import weights_checkpoint
 from util import distributed
 from util.config import load_config
 from util.datasets import episode_dataset
-from util.checkpoint_evaluation import evaluate_checkpoint
-from util.outputs import FolderInUse, save_checkpoint
+from util.evaluation.checkpoint_evaluation import evaluate_checkpoint
+from util.files.run_lock import FolderInUse
+from util.files.writer import save_checkpoint
 from util.precision import Precision
 from util.training.validation import Validation
 

@@ -12,9 +12,9 @@ import torch
 from model.checkpoint import weights_checkpoint
 from helpers import assert_one_error, files_below, make_pascal_config, run_cli, without_timings
 from util.config import load_config
+from util.evaluation.manifest import file_identity, read_manifest
 from util.experiment import ready_model
-from util.manifest import file_identity, read_manifest
-from util.outputs import save_checkpoint
+from util.files.writer import save_checkpoint
 
 import test_sccan
 from tools import compare

@@ -8,11 +8,11 @@ from helpers import evaluations_in_batches, make_pascal_config
 from model import build_sccan
 from util.config import default_config
 from util.episodes import random_episode
-from util.evaluate import (cached_predictor, check_logits, evaluate, forward_predictor,
-                           make_predictor, original_targets)
-from util.feature_cache import FeatureCache
+from util.evaluation.evaluate import (cached_predictor, check_logits, evaluate, forward_predictor,
+                                      make_predictor, original_targets)
+from util.evaluation.feature_cache import FeatureCache
+from util.evaluation.replay import call_on_buffers
 from util.precision import Precision
-from util.replay import call_on_buffers
 
 S = 9   # network input size; logits say foreground on columns 0..4, background on 5..8
 
@@ -124,7 +124,7 @@ def meta_net():
 
 
 META = torch.device('meta')
-PREDICTORS = {     # every predictor of util.evaluate, for an evaluation on META
+PREDICTORS = {     # every predictor of util.evaluation.evaluate, for an evaluation on META
     'forward': lambda net: forward_predictor(net, Precision('meta'), META),
     'forward, replayed': lambda net: forward_predictor(net, Precision('meta'), META, call_on_buffers),
     'cached': lambda net: cached_predictor(net, FeatureCache(1), Precision('meta'), META, ('val', S)),
@@ -137,7 +137,7 @@ PREDICTORS = {     # every predictor of util.evaluate, for an evaluation on META
 @pytest.mark.parametrize('name', PREDICTORS)
 def test_every_predictor_returns_its_logits_on_the_evaluation_device(meta_net, name):
     """Batches come from the loader on the CPU; an evaluation on another device (here 'meta')
-    gets its logits there from every predictor of util.evaluate."""
+    gets its logits there from every predictor of util.evaluation.evaluate."""
     query, support, masks, _ = random_episode(b=2, k=2, size=S)
     batch = {'query': query, 'support': support, 'support_masks': masks,
              'query_path': ['q0', 'q1'], 'support_paths': [['s0', 's1'], ['s2', 's3']],

@@ -15,10 +15,10 @@ from model.build import MODEL_VARIANTS
 from model.checkpoint import read_checkpoint
 from tools import app as app_tool
 from tools import make_example_model as maker
-from util.app import EXAMPLE_CLASS, SegmentationApp, SupportSlot
 from util.config import REPO_ROOT
-from util.image_io import IGNORE_LABEL, read_label, read_rgb
-from util.predictor import FewShotSegmenter
+from util.files.image_io import IGNORE_LABEL, read_label, read_rgb
+from util.prediction.app import EXAMPLE_CLASS, SegmentationApp, SupportSlot
+from util.prediction.predictor import FewShotSegmenter
 
 EXAMPLES = os.path.join(REPO_ROOT, 'examples')
 MODEL = os.path.join(EXAMPLES, maker.MODEL)

@@ -5,8 +5,8 @@ import torch
 
 from helpers import check_cached_evaluation, make_pascal_config
 from model import build_sccan
-from util.feature_cache import GB, FeatureCache
-from util.replay import call_on_buffers
+from util.evaluation.feature_cache import GB, FeatureCache
+from util.evaluation.replay import call_on_buffers
 
 
 @pytest.fixture(scope='module')
@@ -74,6 +74,6 @@ def config(tmp_path_factory):
 
 @pytest.mark.parametrize('shot, capture', [(1, None), (5, call_on_buffers)], ids=['1-shot', '5-shot-replayed'])
 def test_evaluation_with_the_cache_equals_evaluation_without(config, shot, capture):
-    """5-shot: what follows the backbone goes through the replay's buffers (util.replay), as it
-    is replayed from CUDA graphs on a GPU."""
+    """5-shot: what follows the backbone goes through the replay's buffers (util.evaluation.replay),
+    as it is replayed from CUDA graphs on a GPU."""
     check_cached_evaluation(config, shot, torch.device('cpu'), capture=capture)

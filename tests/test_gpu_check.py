@@ -24,7 +24,7 @@ from tools import benchmark, demo, gpu_check, gpu_check_report, gpu_check_runs, 
 from tools import make_synthetic
 from util.config import load_config, merged_opts
 from util.datasets.synthetic import write_benchmark
-from util.outputs import save_checkpoint, write_json
+from util.files.writer import save_checkpoint, write_json
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SECTIONS = ['# SCCAN GPU check', '## Environment', '## Steps', "## The user's path on the device",
@@ -341,7 +341,7 @@ def test_the_report_of_a_gpu_run_shows_every_steps_figures(tmp_path):
             'included; episodes ÷ seconds of its report); the model alone (benchmark eval-1shot, scripts): '
             '50.0 episodes/s, end to end 80% of it; mIoU 0.1000.') in report
     assert '| syn_val_00001.jpg | 12.0% | 0.800 |' in report
-    assert ("The app (util/app.py): 2 of 2 queries segmented in 1.0 s, masks the same bytes as "
+    assert ("The app (util/prediction/app.py): 2 of 2 queries segmented in 1.0 s, masks the same bytes as "
             "predict_sccan.py's; its page: not built: Gradio") in report
     assert '| eval-1shot | scripts | 0.85 | 5.0 |' in report and '| train-b8 | scripts | — | 2.2 |' in report
     assert 'against a bf16 matmul of 788 TFLOP/s in the same run' in report

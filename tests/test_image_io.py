@@ -1,4 +1,5 @@
-"""util/image_io.py and util/inputs.py: truncated images are bad files, writes fail loudly, text files by name."""
+"""util/files/image_io.py and util/files/inputs.py: truncated images are bad files, writes fail
+loudly, text files by name."""
 import os
 import pickle
 import struct
@@ -7,8 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
-from util.image_io import BadFileError, read_image, read_label, truncation, write_image
-from util.inputs import read_text, require_file
+from util.files.image_io import BadFileError, read_image, read_label, truncation, write_image
+from util.files.inputs import read_text, require_file
 from util.lists import read_list
 
 
@@ -95,8 +96,8 @@ def test_a_folder_is_not_called_missing(tmp_path):
 
 def support_mask_of(path):
     """What predict_sccan.py makes of a support-mask file: (foreground, warnings)."""
-    from util.image_io import read_mask
-    from util.predictor import foreground_of, mask_warnings
+    from util.files.image_io import read_mask
+    from util.prediction.predictor import foreground_of, mask_warnings
     mask = read_mask(str(path))
     foreground = foreground_of(mask, path.name)
     return foreground, mask_warnings(mask, foreground, path.name)

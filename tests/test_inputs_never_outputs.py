@@ -8,7 +8,7 @@ import pytest
 from helpers import assert_one_error, files_below, make_pascal_config, run_cli
 from util.config import load_config
 from util.datasets import episode_dataset
-from util.outputs import InputFiles, check_outputs
+from util.files.checks import InputFiles, check_outputs
 
 from tools import check_data  # noqa: E402
 from tools import prepare_coco  # noqa: E402
@@ -97,7 +97,7 @@ def checkpoint(tiny_data, tmp_path):
     import torch
     from model.checkpoint import weights_checkpoint
     from util.experiment import ready_model
-    from util.outputs import save_checkpoint
+    from util.files.writer import save_checkpoint
     cfg = load_config(tiny_data['config'], TEST_OPTS)
     torch.manual_seed(0)
     path = str(tmp_path / 'tiny.pth')
@@ -132,8 +132,8 @@ def test_a_second_run_writing_the_same_report_is_refused_while_the_first_runs(ti
                                                                               monkeypatch):
     """The first run claims the report when it starts and holds the claim until it has written
     it; a second run started meanwhile (here: while the first evaluates) is refused at once."""
-    import util.checkpoint_evaluation
-    from util.evaluate import run_episodes
+    import util.evaluation.checkpoint_evaluation
+    from util.evaluation.evaluate import run_episodes
     out = str(tmp_path / 'report.json')
     second = {}
 
@@ -142,7 +142,7 @@ def test_a_second_run_writing_the_same_report_is_refused_while_the_first_runs(ti
             second['started'] = True
             second['result'] = run_test(tiny_data, checkpoint, capsys, '--out', out, '--overwrite')
         return run_episodes(*args, **kwargs)
-    monkeypatch.setattr(util.checkpoint_evaluation, 'run_episodes', evaluating)
+    monkeypatch.setattr(util.evaluation.checkpoint_evaluation, 'run_episodes', evaluating)
     status, _, err = run_test(tiny_data, checkpoint, capsys, '--out', out)
     assert status == 0, err
     status, _, err = second['result']
@@ -155,8 +155,8 @@ def test_a_second_run_writing_the_same_report_is_refused_while_the_first_runs(ti
 def test_a_report_named_as_a_folder_is_refused_before_the_evaluation(tiny_data, checkpoint,
                                                                      tmp_path, capsys,
                                                                      monkeypatch):
-    import util.checkpoint_evaluation
-    monkeypatch.setattr(util.checkpoint_evaluation, 'run_episodes', None)     # not reached
+    import util.evaluation.checkpoint_evaluation
+    monkeypatch.setattr(util.evaluation.checkpoint_evaluation, 'run_episodes', None)  # not reached
     for extra in ([], ['--overwrite']):
         status, _, err = run_test(tiny_data, checkpoint, capsys, '--out', str(tmp_path), *extra)
         assert_one_error(status, err, f'cannot write {tmp_path}: it is a folder; give a file name')

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from helpers import assert_one_error, run_cli, synthetic_counts, write_seeds
-from util.uncertainty import RunCounts, scores
+from util.evaluation.uncertainty import RunCounts, scores
 
 from tools import interval_widths  # noqa: E402
 

@@ -1,12 +1,13 @@
-"""Episode manifests (util.manifest): written and read back, refused with the offending line named."""
+"""Episode manifests (util.evaluation.manifest): written and read back, refused with the offending
+line named."""
 import json
 import os
 
 import pytest
 
 from util.episodes import Episode
-from util.manifest import (EpisodeRecord, ManifestError, check_fits, make_header, manifest_text,
-                           read_manifest, replay_plans)
+from util.evaluation.manifest import (EpisodeRecord, ManifestError, check_fits, make_header,
+                                      manifest_text, read_manifest, replay_plans)
 
 
 def pair(stem):

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from util.metrics import IoUMeter, intersection_union
+from util.evaluation.metrics import IoUMeter, intersection_union
 
 # Three 2×3 episodes; 255 = ignore. Counts worked out by hand in the comments.
 TARGETS = torch.tensor([

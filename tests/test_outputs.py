@@ -1,4 +1,5 @@
-"""util/outputs.py: outputs never inputs, no silent overwrite, atomic writes, the run lock."""
+"""util/files/ (checks.py, writer.py, run_lock.py): outputs never inputs, no silent overwrite,
+atomic writes, the run lock."""
 import errno
 import json
 import os
@@ -10,8 +11,10 @@ import pytest
 import torch
 
 from model.checkpoint import read_checkpoint
-from util.outputs import (FolderInUse, RunLock, check_outputs, check_writable, leftover_temporaries,
-                          make_folder, save_checkpoint, unique_stems, write_atomic)
+from util.files.checks import check_outputs, unique_stems
+from util.files.run_lock import FolderInUse, RunLock
+from util.files.writer import (check_writable, leftover_temporaries, make_folder, save_checkpoint,
+                               write_atomic)
 
 
 def test_an_output_that_is_an_input_is_refused_even_through_a_link(tmp_path):

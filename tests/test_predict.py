@@ -14,8 +14,8 @@ import torch
 import predict_sccan
 from model import BackboneFeatures
 from helpers import files_below, run_cli, write_palette_png
-from util.image_io import read_mask
-from util.predictor import FewShotSegmenter, as_rgb, foreground_of
+from util.files.image_io import read_mask
+from util.prediction.predictor import FewShotSegmenter, as_rgb, foreground_of
 from util.transform import MEAN, STD
 
 VAL = 57

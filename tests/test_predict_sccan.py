@@ -11,8 +11,8 @@ import predict_sccan
 from helpers import run_cli
 from model import SCCAN, build_sccan
 from model.checkpoint import weights_checkpoint
-from util.outputs import save_checkpoint
-from util.predictor import FewShotSegmenter
+from util.files.writer import save_checkpoint
+from util.prediction.predictor import FewShotSegmenter
 
 VAL = 57
 

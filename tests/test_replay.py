@@ -1,5 +1,5 @@
-"""Replay's plumbing on the CPU (util/replay.py), with the capture strategy that calls the
-function on the static buffers: recordings per signature, copies in and out, the padded partial
+"""Replay's plumbing on the CPU (util/evaluation/replay.py), with the capture strategy that calls
+the function on the static buffers: recordings per signature, copies in and out, the padded partial
 batch, state changes and the fallback. The CUDA graph itself: tests/test_cuda.py."""
 import logging
 
@@ -8,7 +8,7 @@ import torch
 
 from model import build_sccan
 from util.episodes import random_episode
-from util.replay import Replay, call_on_buffers, module_state, replayed_forward
+from util.evaluation.replay import Replay, call_on_buffers, module_state, replayed_forward
 
 
 def rowwise(x, y):

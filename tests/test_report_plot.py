@@ -9,8 +9,8 @@ import pytest
 
 from helpers import assert_one_error, files_below, run_cli
 from util.config import REPO_ROOT, load_config
-from util.paper import paper_figure
-from util.report_plot import HINT, plot_report
+from util.evaluation.paper import paper_figure
+from util.evaluation.report_plot import HINT, plot_report
 
 import test_sccan
 

@@ -8,12 +8,12 @@ import pytest
 
 from helpers import TINY
 from model.checkpoint import weights_checkpoint
-from util.outputs import save_checkpoint
 from tools import reproduce
 from util.config import REPO_ROOT, load_config
 from util.experiment import ready_model
-from util.run_paths import RunPaths
 from util.datasets.synthetic import write_benchmark
+from util.files.run_paths import RunPaths
+from util.files.writer import save_checkpoint
 
 
 

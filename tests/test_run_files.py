@@ -121,7 +121,7 @@ def test_best_checkpoints_are_found_by_their_authors_names(tmp_path):
     """Of one shot's names only: the authors' (a win8_ prefix too), and the negative epoch label
     of a run validated before its first epoch ended (max_iters)."""
     from util.config import default_config
-    from util.run_paths import RunPaths
+    from util.files.run_paths import RunPaths
     paths = RunPaths.of(default_config().replace(exp_dir=str(tmp_path), shot=5))
     os.makedirs(paths.snapshot)
     names = {'train5_epoch_9_0.6831.pth': 0.6831, 'win8_train5_epoch_99.5_0.7000.pth': 0.7,

@@ -5,7 +5,7 @@ project, so it can be lifted into any codebase); util/ builds on model/; the scr
 build on both, and no tool imports a script (the library does the work, a script only parses its
 command line); nothing imports tests/, and no test module imports another (shared helpers live in
 tests/helpers.py). The scripts are thin. Outputs are written by the one atomic writer
-(util.outputs.write_atomic), and the input-size rule of SCCAN is written once (model.sccan).
+(util.files.writer.write_atomic), and the input-size rule of SCCAN is written once (model.sccan).
 """
 import ast
 import glob
@@ -17,7 +17,7 @@ from util.config import REPO_ROOT
 SCRIPTS = {'train_sccan', 'test_sccan', 'predict_sccan'}
 PACKAGES = {'model', 'util', 'tools', 'tests'} | SCRIPTS
 MAX_SCRIPT_LINES = 120
-WRITER = os.path.join('util', 'outputs.py')       # the one module that opens files for writing
+WRITER = os.path.join('util', 'files', 'writer.py')   # the one module that opens files for writing
 WRITE_MODES = set('wax+')
 
 
@@ -135,7 +135,7 @@ def test_outputs_are_written_by_the_one_writer_only():
     found = [f'{os.path.relpath(path, REPO_ROOT)}:{line} {what}' for path in project_code()
              if os.path.relpath(path, REPO_ROOT) != WRITER
              for line, what in write_calls(parse(path))]
-    assert not found, f'write through util.outputs.write_atomic instead: {found}'
+    assert not found, f'write through util.files.writer.write_atomic instead: {found}'
 
 
 def is_input_size_rule(node):

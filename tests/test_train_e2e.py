@@ -17,12 +17,13 @@ import test_sccan
 import train_sccan
 from helpers import TINY, assert_one_error, files_below, make_pascal_config, run_cli
 from model import CheckpointError
-from util import checkpoint_evaluation, distributed
+from util import distributed
 from util import log as log_module
 from util.config import REPO_ROOT, ConfigError, load_config, merged_opts
 from util.datasets import episode_dataset
 from util.determinism import CUBLAS_VARIABLE, CUBLAS_WORKSPACE
-from util.evaluate import TIMINGS
+from util.evaluation import checkpoint_evaluation
+from util.evaluation.evaluate import TIMINGS
 from util.training import FAILURES, Hook, NonFiniteLoss, train
 from util.training import scalars as scalars_module
 from util.training import trainer as trainer_module

@@ -8,8 +8,8 @@ import torch
 
 from util.config import default_config
 from util.episodes import SeededEpisodes, TrainSampler, shard
-from util.outputs import save_checkpoint
-from util.run_paths import RunPaths
+from util.files.run_paths import RunPaths
+from util.files.writer import save_checkpoint
 from util.training.checkpoints import Checkpointer, Progress
 from util.optim import apply_schedule, poly_lr, set_sgd_lr
 

@@ -1,5 +1,6 @@
-"""Bootstrap intervals of util.uncertainty: the scores of util.metrics, exact enumeration of every
-resample on a tiny run, the interval around its estimate and its 1/√N narrowing."""
+"""Bootstrap intervals of util.evaluation.uncertainty: the scores of util.evaluation.metrics, exact
+enumeration of every resample on a tiny run, the interval around its estimate and its 1/√N
+narrowing."""
 import itertools
 
 import numpy as np
@@ -7,10 +8,10 @@ import pytest
 import torch
 
 from helpers import synthetic_counts
-from util.metrics import IoUMeter, intersection_union
-from util.uncertainty import (NO_INTERVAL, RunCounts, bootstrap, combined_half_width,
-                              format_intervals, half_width, percentile_interval, plus_minus, scores,
-                              uncertainty)
+from util.evaluation.metrics import IoUMeter, intersection_union
+from util.evaluation.uncertainty import (NO_INTERVAL, RunCounts, bootstrap, combined_half_width,
+                                         format_intervals, half_width, percentile_interval,
+                                         plus_minus, scores, uncertainty)
 
 
 def test_scores_are_those_of_the_meter():

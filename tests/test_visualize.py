@@ -1,11 +1,12 @@
-"""Pictures that cannot mislead (util/visualize.py): masks drawn as outlines that no image colour
-hides or imitates, an empty prediction labelled, huge overlays scaled down for the page."""
+"""Pictures that cannot mislead (util/prediction/visualize.py): masks drawn as outlines that no
+image colour hides or imitates, an empty prediction labelled, huge overlays scaled down for the
+page."""
 import numpy as np
 import torch
 
+from util.prediction.visualize import (EDGE_COLOUR, PREDICTION_COLOUR, SUPPORT_COLOUR, TRUTH_COLOUR,
+                                       episode_panel, fitted, outline, prediction_overlay, to_rgb)
 from util.transform import MEAN, STD
-from util.visualize import (EDGE_COLOUR, PREDICTION_COLOUR, SUPPORT_COLOUR, TRUTH_COLOUR,
-                            episode_panel, fitted, outline, prediction_overlay, to_rgb)
 
 RED = (230, 20, 20)          # a synthetic object's saturated red, the prediction's own colour
 

@@ -15,7 +15,7 @@ from model import build_sccan
 from model.checkpoint import weights_checkpoint
 from tools import weights as tool
 from util.config import REPO_ROOT
-from util.run_paths import shot_in_name
+from util.files.run_paths import shot_in_name
 
 AUTHORS_R50 = 'exp/pascal/SCCAN/split0/resnet50/snapshot/win8_train_epoch_43_0.6753.pth'
 TINY_RUN = 'exp/pascal/SCCAN/split{}/resnet14/snapshot/'     # where the tiny model's runs go

@@ -4,11 +4,12 @@
     python tools/app.py                     # then open http://127.0.0.1:7860
     python tools/app.py --port 8000 --device cpu
 
-A local web page (127.0.0.1 only) over predict_sccan.py's steps (util/app.py does the work): 1-5
-supports, each an image with its mask painted on it or uploaded; query images; a checkpoint
-found under exp/ (`make demo` trains one), the model shipped in examples/, or given by its path. Run shows each query with its
-mask and offers each mask (0/255 PNG, the same bytes predict_sccan.py writes) and a zip of all.
-Files live in the app's own temporary folder, removed when the app stops (Ctrl-C).
+A local web page (127.0.0.1 only) over predict_sccan.py's steps (util/prediction/app.py does the
+work): 1-5 supports, each an image with its mask painted on it or uploaded; query images; a
+checkpoint found under exp/ (`make demo` trains one), the model shipped in examples/, or given by
+its path. Run shows each query with its mask and offers each mask (0/255 PNG, the same bytes
+predict_sccan.py writes) and a zip of all. Files live in the app's own temporary folder, removed
+when the app stops (Ctrl-C).
 """
 import os
 import shutil
@@ -20,10 +21,11 @@ import tempfile
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from util.app import MAX_SUPPORTS, SegmentationApp, SupportSlot, find_checkpoints  # noqa: E402
 from util.cli import ArgumentParser, non_negative_int, run_main  # noqa: E402
 from util.datasets import SYNTHETIC_LISTS  # noqa: E402
-from util.visualize import ALPHA, SUPPORT_COLOUR  # noqa: E402
+from util.prediction.app import (MAX_SUPPORTS, SegmentationApp, SupportSlot,  # noqa: E402
+                                 find_checkpoints)
+from util.prediction.visualize import ALPHA, SUPPORT_COLOUR  # noqa: E402
 
 HINT = 'the app needs Gradio, an optional extra: pip install -r requirements-app.txt'
 HOST = '127.0.0.1'
@@ -89,7 +91,7 @@ def checkpoint_choices(exp_root):
 
 
 def build_page(gr, app, exp_root, data_root):
-    """The page: Gradio components wired to the handlers of `app` (util.app)."""
+    """The page: Gradio components wired to the handlers of `app` (util.prediction.app)."""
     brush = gr.Brush(colors=[('rgb({}, {}, {})'.format(*SUPPORT_COLOUR), ALPHA)], color_mode='fixed')
     choices = checkpoint_choices(exp_root)
     with gr.Blocks(title='SCCAN: segment your own images') as page:

@@ -44,9 +44,10 @@ sys.path.insert(0, os.path.dirname(TOOLS))
 from tools import reference  # noqa: E402
 from util.episodes import Episode  # noqa: E402
 from util.cli import ArgumentParser, non_negative_int, positive_int, run_main  # noqa: E402
+from util.evaluation.manifest import EpisodeRecord, make_header, write_manifest  # noqa: E402
+from util.files.checks import check_outputs  # noqa: E402
+from util.files.writer import write_atomic  # noqa: E402
 from util.folds import fold_classes  # noqa: E402
-from util.manifest import EpisodeRecord, make_header, write_manifest  # noqa: E402
-from util.outputs import check_outputs, write_atomic  # noqa: E402
 
 TEST_NUM = {'pascal': 1000, 'coco': 4000}      # their test_sccan.py validate()
 SEEDS = [321]                                  # their test_sccan.py seed_array

@@ -8,12 +8,12 @@
 paths (the default mode): every setting through each entry point, measured in the same run:
 - scripts: as train_sccan.py and test_sccan.py run SCCAN: the default config (util.config; --opts
   KEY VALUE overrides it), util.experiment.ready_model, util.precision, the eval predictor of
-  util.evaluate (its batch of episodes per forward and CUDA graphs by default on CUDA; the
-  feature cache for eval-5shot-cached) and the training step of util.optim (SGD + AdamW, loss
+  util.evaluation.evaluate (its batch of episodes per forward and CUDA graphs by default on CUDA;
+  the feature cache for eval-5shot-cached) and the training step of util.optim (SGD + AdamW, loss
   scaling);
 - api: the bare Python API as a notebook uses it, no config and no Precision: build_sccan(...),
-  load_state_dict, the eval forward through util.replay.replayed_forward on the scripts' batch
-  of episodes (docs/performance.md), an SGD step;
+  load_state_dict, the eval forward through util.evaluation.replay.replayed_forward on the scripts'
+  batch of episodes (docs/performance.md), an SGD step;
 - scripts+bf16 (--with-amp bf16, or fp16 on CUDA): the scripts path under that autocast;
 - reference (--reference): the authors' model, built from their code by tools/reference.py
   (OFFICIAL_SCCAN points at a clone of their repository, outside this one; nothing of theirs is
@@ -37,10 +37,10 @@ modes: each fast mode as one change to the default (float32, channels-last, reco
   logit change against the default on the golden episodes of the authors' code (tools/golden.py);
   with --checkpoint (a synthetic-benchmark model, e.g. from `make demo`), mIoU of its val
   episodes and the change from the default.
-cache: the same evaluation episodes (util.evaluate.run_episodes, the loop of test_sccan.py)
-  without and with the backbone feature cache, randomly initialised model: backbone passes per
-  episode, episodes per second, the speed-up and the largest change of mIoU / FB-IoU / pIoU. On
-  the synthetic benchmark by default (written first when missing).
+cache: the same evaluation episodes (util.evaluation.evaluate.run_episodes, the loop of
+  test_sccan.py) without and with the backbone feature cache, randomly initialised model: backbone
+  passes per episode, episodes per second, the speed-up and the largest change of mIoU / FB-IoU /
+  pIoU. On the synthetic benchmark by default (written first when missing).
 data: episodes per second of one data loading process (one DataLoader worker), training episodes
   (augmentation and crop) and validation episodes (resize) for 1 and 5 shots; on the synthetic
   benchmark at VOC's typical image size (375×500) or a real list (--data-root, --list).
@@ -78,12 +78,12 @@ from util.datasets.pascal_coco import EpisodeDataset  # noqa: E402
 from util.datasets.synthetic import write_benchmark  # noqa: E402
 from util.distributed import DistEnv  # noqa: E402
 from util.episodes import MODEL_INPUTS, TRAINING_INPUTS, random_episode  # noqa: E402
-from util.evaluate import eval_batch_size, make_predictor, run_episodes  # noqa: E402
+from util.evaluation.evaluate import eval_batch_size, make_predictor, run_episodes  # noqa: E402
+from util.evaluation.replay import replayed_forward  # noqa: E402
 from util.experiment import compile_model, ready_model  # noqa: E402
+from util.files.writer import write_json  # noqa: E402
 from util.optim import build_optimizers, forward_backward, optimizer_step  # noqa: E402
-from util.outputs import write_json  # noqa: E402
 from util.precision import Precision, precision_for, resolve_device  # noqa: E402
-from util.replay import replayed_forward  # noqa: E402
 
 SYNTHETIC_CONFIG = os.path.join(os.path.dirname(TOOLS), 'config', 'synthetic', 'synthetic_split0_resnet50.yaml')
 TINY_SIZE = 33
@@ -206,7 +206,7 @@ def paths_config(args, amp='none'):
 
 def scripts_step(args, mode, inputs, device, amp='none'):
     """One call of `mode` as train_sccan.py (train) and test_sccan.py (eval) make it: eval
-    through the predictor of util.evaluate (CUDA graphs on CUDA, the feature cache for
+    through the predictor of util.evaluation.evaluate (CUDA graphs on CUDA, the feature cache for
     `cached`), on a batch of eval_batch_size episodes."""
     cfg = paths_config(args, amp)
     precision = precision_for(cfg, device)
@@ -236,8 +236,8 @@ def image_paths(batch, shot):
 
 def api_step(args, mode, inputs, device):
     """One call of `mode` through the bare Python API: the model's own defaults, weights loaded
-    from a checkpoint's (contiguous) state dict; eval through util.replay.replayed_forward, as
-    docs/performance.md tells a notebook to."""
+    from a checkpoint's (contiguous) state dict; eval through
+    util.evaluation.replay.replayed_forward, as docs/performance.md tells a notebook to."""
     net = build_sccan('tiny') if args.tiny else build_sccan(layers=args.layers)
     net.load_state_dict(saved_state(net))
     net = net.to(device)

@@ -19,7 +19,7 @@ every (image, mask) pair the benchmark uses, masks read as PATNet reads them (gr
   values        a mask with grey levels other than 0 and 255 (PATNet binarises at 128: a 0/1
                 mask would be all background)
   empty         a mask without a foreground pixel (grey >= 128): as a support it shows nothing
-                (util.image_io.support_mask_problem, the rule of every tool: the folder data
+                (util.files.image_io.support_mask_problem, the rule of every tool: the folder data
                 set and predict_sccan.py refuse it, PATNet's benchmarks warn)
   full          a mask that is foreground everywhere: an inverted mask? no background to tell
 
@@ -41,13 +41,14 @@ from util.cli import ArgumentParser, positive_int, run_main  # noqa: E402
 from util.datasets.cross_domain import CROSS_DOMAIN  # noqa: E402
 from util.datasets.cross_domain_layouts import layout_of  # noqa: E402
 from util.datasets.patnet import MASK_THRESHOLD, grey_values, open_image  # noqa: E402
+from util.files.checks import InputFiles, check_outputs  # noqa: E402
+from util.files.image_io import (BadFileError, check_label_values, read_image,  # noqa: E402
+                                 read_label, support_mask_problem)
+from util.files.inputs import NOT_FOUND, file_problem  # noqa: E402
+from util.files.writer import write_atomic  # noqa: E402
 from util.folds import NUM_CLASSES, num_classes  # noqa: E402
-from util.image_io import (BadFileError, check_label_values, read_image, read_label,  # noqa: E402
-                           support_mask_problem)
-from util.inputs import NOT_FOUND, file_problem  # noqa: E402
 from util.lists import list_inputs, read_list  # noqa: E402
 from util.log import progress_map  # noqa: E402
-from util.outputs import InputFiles, check_outputs, write_atomic  # noqa: E402
 
 KINDS = ('missing', 'unreadable', 'size', 'values', 'thin')
 LAYOUT_KINDS = ('missing', 'name', 'few', 'unreadable', 'size', 'values', 'empty',

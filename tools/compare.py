@@ -18,12 +18,13 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from util.cli import ArgumentParser, non_negative_int, positive_int, run_main  # noqa: E402
+from util.evaluation.manifest import FORMAT, file_identity, read_manifest  # noqa: E402
+from util.evaluation.metrics import SCORES  # noqa: E402
+from util.evaluation.uncertainty import (LEVEL, RESAMPLES, difference,  # noqa: E402
+                                         format_intervals, mean_over_seeds, scores, seed_resamples,
+                                         summary)
+from util.files.inputs import read_text  # noqa: E402
 from util.folds import has_folds  # noqa: E402
-from util.inputs import read_text  # noqa: E402
-from util.manifest import FORMAT, file_identity, read_manifest  # noqa: E402
-from util.metrics import SCORES  # noqa: E402
-from util.uncertainty import (LEVEL, RESAMPLES, difference, format_intervals,  # noqa: E402
-                              mean_over_seeds, scores, seed_resamples, summary)
 
 
 def parse_args(argv=None):

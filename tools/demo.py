@@ -7,8 +7,8 @@ it has never seen, on a CPU, in minutes.
 Steps: write the benchmark (util/datasets/synthetic.py; skipped when data/synthetic already holds
 the same one), meta-train as train_sccan.py does (util.training) on the 15 base classes of fold
 0, then score three predictors on the same test episodes of the 5 held-out classes with
-util/evaluate.py:
-  (a) the meta-trained SCCAN (as test_sccan.py tests: util.checkpoint_evaluation),
+util/evaluation/evaluate.py:
+  (a) the meta-trained SCCAN (as test_sccan.py tests: util.evaluation.checkpoint_evaluation),
   (b) the same SCCAN untrained: the weights training started from (likewise),
   (c) a support-blind baseline that marks every object pixel, of any class, as foreground.
 (c) finds every object but cannot tell which one the support shows; beating it by a margin
@@ -33,21 +33,21 @@ sys.path.insert(0, REPO)
 
 from model.checkpoint import model_state, read_checkpoint, weights_checkpoint  # noqa: E402
 from util import distributed  # noqa: E402
-from util.checkpoint_evaluation import evaluate_checkpoint  # noqa: E402
 from util.cli import ArgumentParser, non_negative_int, positive_int, run_main  # noqa: E402
 from util.config import load_config, merged_opts  # noqa: E402
 from util.datasets import SYNTHETIC_LISTS, episode_dataset  # noqa: E402
 from util.datasets.synthetic import is_generated, write_benchmark  # noqa: E402
 from util.determinism import deterministic, prepare_process  # noqa: E402
-from util.evaluate import run_episodes  # noqa: E402
+from util.evaluation.checkpoint_evaluation import evaluate_checkpoint  # noqa: E402
+from util.evaluation.evaluate import run_episodes  # noqa: E402
 from util.experiment import ready_model  # noqa: E402
-from util.image_io import IGNORE_LABEL, read_label  # noqa: E402
+from util.files.image_io import IGNORE_LABEL, read_label  # noqa: E402
+from util.files.writer import save_checkpoint, write_atomic, write_json  # noqa: E402
 from util.log import close_logging, setup_logging  # noqa: E402
-from util.outputs import save_checkpoint, write_atomic, write_json  # noqa: E402
 from util.precision import precision_for  # noqa: E402
+from util.prediction.visualize import WHITE, batch_panel, stacked, write_rgb  # noqa: E402
 from util.seeding import seed_all  # noqa: E402
 from util.training import Interrupted, train  # noqa: E402
-from util.visualize import WHITE, batch_panel, stacked, write_rgb  # noqa: E402
 
 CONFIG = 'config/synthetic/synthetic_split0_resnet50.yaml'
 TARGETS = {'untrained': 0.20, 'support_blind': 0.10}   # mIoU margins (a) must reach
@@ -106,9 +106,9 @@ def untrained_checkpoint(cfg, trained_path, path):
 
 
 def support_blind_predictor(dataset, device: torch.device):
-    """predict(batch) for util.evaluate: foreground = every pixel of any object (label not 0 and
-    not 255), on the L×L canvas the original-size targets use (needs batch_size_val 1). The
-    logits are on `device`, where the evaluation compares them with the targets."""
+    """predict(batch) for util.evaluation.evaluate: foreground = every pixel of any object (label
+    not 0 and not 255), on the L×L canvas the original-size targets use (needs batch_size_val 1).
+    The logits are on `device`, where the evaluation compares them with the targets."""
     def predict(batch):
         logits = []
         for episode, (h, w) in zip(batch['episode'], batch['original_size'].tolist()):
@@ -138,7 +138,7 @@ def test(cfg, env, weight, episodes, out):
 
 
 def first_episodes(cfg, env, weight, count):
-    """Panels (util.visualize.episode_panel) of the first `count` test episodes, with the
+    """Panels (util.prediction.visualize.episode_panel) of the first `count` test episodes, with the
     model's predictions: the same seed as the scores."""
     dataset = episode_dataset(cfg, 'val')
     panels = []

@@ -21,8 +21,8 @@ import zlib
 import torch
 
 from model import SCCAN
-from util.image_io import IGNORE_LABEL
-from util.outputs import write_atomic
+from util.files.image_io import IGNORE_LABEL
+from util.files.writer import write_atomic
 
 # name → episode batch: ResNet depth, shots K, batch B, image side S, seed of the inputs.
 CASES = {

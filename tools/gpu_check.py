@@ -47,7 +47,7 @@ from tools import gpu_check_report as reporting  # noqa: E402
 from tools.gpu_check_steps import (FIGURE_FILES, SMOKE_LIMIT, STEP, STEPS, Kit,  # noqa: E402
                                    optional_package, remove_outputs)
 from util.cli import ArgumentParser, run_main  # noqa: E402
-from util.outputs import check_outputs  # noqa: E402
+from util.files.checks import check_outputs  # noqa: E402
 
 TIME_LIMIT = {False: 530, True: 1800}    # seconds of a whole run: on a GPU, under 9 minutes
 REPORT_SECONDS = 10                      # kept back from the time limit for the last report

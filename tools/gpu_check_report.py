@@ -20,7 +20,7 @@ REPO = os.path.dirname(TOOLS)
 sys.path.insert(0, REPO)
 from tools import benchmark  # noqa: E402
 from tools.gpu_check_steps import BENCHMARK_SETTINGS, OPTIONAL_PACKAGES, STEPS  # noqa: E402
-from util.outputs import write_atomic  # noqa: E402
+from util.files.writer import write_atomic  # noqa: E402
 
 EVAL_SETTINGS = ('eval-1shot', 'eval-5shot')
 # (target, settings, paths, figure of a benchmark row, bound): a ratio to the authors' at most
@@ -211,7 +211,7 @@ def segmenting_section(figures):
     if 'segmented' in app:
         same = {True: 'the same bytes as predict_sccan.py\'s', False: 'NOT those of predict_sccan.py',
                 None: 'not compared (predict_sccan.py did not run)'}[app['same_masks_as_predict']]
-        lines += ['', f'The app (util/app.py): {app["segmented"]} of {app["queries"]} queries segmented in '
+        lines += ['', f'The app (util/prediction/app.py): {app["segmented"]} of {app["queries"]} queries segmented in '
                       f'{app["seconds"]:.1f} s, masks {same}; its page: {app["page"]}.']
     else:
         lines += ['', 'The app: no figures (see the steps above).']

@@ -12,9 +12,10 @@ determinism: the demo's training (its config, util.training as tools/demo.py run
   steps, each run in a fresh process (a cuBLAS workspace is set once per process): twice with
   seed_deterministic True, compared bit for bit (every step's loss, the final weights), and once
   with it False, for what determinism costs in time.
-app: the browser app's handlers (util/app.py, which need no Gradio) on the device: its example
-  from the benchmark, segmented with the demo's checkpoint; the masks compared byte for byte with
-  predict_sccan.py's (--compare-with); and the page built (tools/app.py) where Gradio is installed.
+app: the browser app's handlers (util/prediction/app.py, which need no Gradio) on the device: its
+  example from the benchmark, segmented with the demo's checkpoint; the masks compared byte for
+  byte with predict_sccan.py's (--compare-with); and the page built (tools/app.py) where Gradio is
+  installed.
 """
 import hashlib
 import json
@@ -28,7 +29,7 @@ TOOLS = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(TOOLS))
 from tools import gpu_check_steps as steps  # noqa: E402
 from util.cli import ArgumentParser, run_main  # noqa: E402
-from util.image_io import read_bytes  # noqa: E402
+from util.files.image_io import read_bytes  # noqa: E402
 
 DETERMINISM_RUNS = (('deterministic', True), ('deterministic again', True), ('default', False))
 
@@ -155,7 +156,7 @@ def weights_digest(state_dict):
 def app(kit, compare_with):
     """The app's example segmented on the device; passed: every query segmented, with the masks
     of predict_sccan.py where they are given."""
-    from util.app import SegmentationApp, SupportSlot
+    from util.prediction.app import SegmentationApp, SupportSlot
     segmenter = SegmentationApp(kit.path('app'), device=kit.device)
     support, mask, queries = segmenter.synthetic_example(kit.data, queries=2)
     start = time.perf_counter()

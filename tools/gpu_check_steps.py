@@ -10,8 +10,8 @@ steps whose products it reads, its time on one GPU, and the figures it leaves.
   train        train_sccan.py for a few steps: the paper's model and recipe at 473, on the benchmark
   test         test_sccan.py on that checkpoint at 473, end to end (data loading included)
   predict      predict_sccan.py on two of the benchmark's images with the demo's checkpoint
-  app          the browser app's segmentation (util/app.py) of the same images; its page too where
-               Gradio is installed
+  app          the browser app's segmentation (util/prediction/app.py) of the same images; its
+               page too where Gradio is installed
   tests        pytest -m cuda (tests/test_cuda.py) on the device
   benchmark    tools/benchmark.py paths: eval 1-shot and 5-shot, a training step at batch 8; float32
                and bf16; the authors' model when OFFICIAL_SCCAN is set
@@ -32,14 +32,15 @@ TOOLS = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(TOOLS)
 sys.path.insert(0, REPO)
 from tools import demo  # noqa: E402  (its defaults, its data options)
-from util.app import EXAMPLE_CLASS, SegmentationApp  # noqa: E402
 from util.config import load_config  # noqa: E402
 from util.datasets import SYNTHETIC_LISTS  # noqa: E402
 from util.datasets.synthetic import is_generated  # noqa: E402
-from util.image_io import IGNORE_LABEL, read_bytes, read_label  # noqa: E402
+from util.files.checks import unique_stems  # noqa: E402
+from util.files.image_io import IGNORE_LABEL, read_bytes, read_label  # noqa: E402
+from util.files.run_paths import RunPaths  # noqa: E402
+from util.files.writer import write_atomic  # noqa: E402
 from util.lists import read_list  # noqa: E402
-from util.outputs import unique_stems, write_atomic  # noqa: E402
-from util.run_paths import RunPaths  # noqa: E402
+from util.prediction.app import EXAMPLE_CLASS, SegmentationApp  # noqa: E402
 
 PYTHON = sys.executable
 RUNS = os.path.join(TOOLS, 'gpu_check_runs.py')       # the work the kit does in its own processes
@@ -305,7 +306,7 @@ def test_figures(run, result):
 @functools.lru_cache(maxsize=None)
 def example(kit):
     """(support image, its mask, [two query images]): the browser app's example from the
-    benchmark (util.app), copied to the scratch folder."""
+    benchmark (util.prediction.app), copied to the scratch folder."""
     return SegmentationApp(kit.path('example')).synthetic_example(kit.data, queries=2)
 
 

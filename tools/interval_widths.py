@@ -16,8 +16,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from util.cli import ArgumentParser, non_negative_int, positive_int, run_main  # noqa: E402
-from util.manifest import read_manifest  # noqa: E402
-from util.uncertainty import NO_INTERVAL, RESAMPLES, scores, uncertainty  # noqa: E402
+from util.evaluation.manifest import read_manifest  # noqa: E402
+from util.evaluation.uncertainty import NO_INTERVAL, RESAMPLES, scores, uncertainty  # noqa: E402
 
 
 def parse_args(argv=None):

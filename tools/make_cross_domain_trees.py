@@ -30,8 +30,8 @@ from util.cli import ArgumentParser, non_negative_int, run_main  # noqa: E402
 from util.datasets.cross_domain_layouts import read_classes  # noqa: E402
 from util.datasets.patnet import (DEEPGLOBE_GRID as GRID, DEEPGLOBE_LABELSET_BGR,  # noqa: E402
                                   DEEPGLOBE_UNKNOWN_BGR, LISTS)
-from util.image_io import write_image  # noqa: E402
-from util.outputs import write_atomic  # noqa: E402
+from util.files.image_io import write_image  # noqa: E402
+from util.files.writer import write_atomic  # noqa: E402
 
 # the data set of each tree and the folder PATNet's loaders read it from
 TREES = {name: CATALOGUE[name].folder for name in cross_domain_benchmarks()}

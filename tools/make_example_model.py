@@ -31,18 +31,19 @@ from model import sccan_from_checkpoint  # noqa: E402
 from model.checkpoint import weights_checkpoint  # noqa: E402
 from tools.demo import data_opts  # noqa: E402
 from util import distributed  # noqa: E402
-from util.app import SegmentationApp  # noqa: E402
-from util.checkpoint_evaluation import evaluate_checkpoint  # noqa: E402
 from util.cli import ArgumentParser, run_main  # noqa: E402
 from util.config import REPO_ROOT, SCHEMA, load_config  # noqa: E402
 from util.datasets import SYNTHETIC_LISTS  # noqa: E402
 from util.datasets.synthetic import is_generated, write_benchmark  # noqa: E402
-from util.image_io import read_bytes  # noqa: E402
+from util.evaluation.checkpoint_evaluation import evaluate_checkpoint  # noqa: E402
+from util.files.checks import check_outputs  # noqa: E402
+from util.files.image_io import read_bytes  # noqa: E402
+from util.files.weights import sha256_of_file  # noqa: E402
+from util.files.writer import save_checkpoint, write_atomic  # noqa: E402
 from util.lists import read_list  # noqa: E402
 from util.log import close_logging, setup_logging  # noqa: E402
-from util.outputs import check_outputs, save_checkpoint, write_atomic  # noqa: E402
+from util.prediction.app import SegmentationApp  # noqa: E402
 from util.training import train  # noqa: E402
-from util.weights import sha256_of_file  # noqa: E402
 
 CONFIG = 'config/synthetic/synthetic_split0_tiny.yaml'
 BENCHMARK = {'seed': 0, 'n_train': 1500, 'n_val': 600}      # make demo's
@@ -84,8 +85,9 @@ def ship_model(trained, path):
 
 
 def write_example(root, out):
-    """The example the app picks from the benchmark (util.app: the first validation images showing
-    its class), under the names of EXAMPLE, with the list of the benchmark's layout."""
+    """The example the app picks from the benchmark (util.prediction.app: the first validation
+    images showing its class), under the names of EXAMPLE, with the list of the benchmark's
+    layout."""
     with tempfile.TemporaryDirectory() as scratch:
         support, mask, queries = SegmentationApp(scratch).synthetic_example(root)
         write_atomic(os.path.join(out, 'support_mask.png'), read_bytes(mask))

@@ -41,7 +41,7 @@ sys.path.insert(0, os.path.dirname(TOOLS))
 
 from tools import make_cross_domain_trees as trees  # noqa: E402
 from util.cli import ArgumentParser, run_main  # noqa: E402
-from util.outputs import write_json  # noqa: E402
+from util.files.writer import write_json  # noqa: E402
 
 BENCHMARKS = trees.TREES
 SEEDS, SHOTS = (0, 1), (1, 5)

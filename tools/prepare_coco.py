@@ -21,10 +21,11 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from util.cli import ArgumentParser, positive_int, run_main  # noqa: E402
-from util.image_io import IGNORE_LABEL, write_image  # noqa: E402
+from util.files.checks import InputFiles, check_outputs  # noqa: E402
+from util.files.image_io import IGNORE_LABEL, write_image  # noqa: E402
+from util.files.writer import write_atomic  # noqa: E402
 from util.lists import REPO_LISTS, read_list  # noqa: E402
 from util.log import progress  # noqa: E402
-from util.outputs import InputFiles, check_outputs, write_atomic  # noqa: E402
 
 SETS = {'train2014': 'train.txt', 'val2014': 'val.txt'}
 _COCO = None          # the set being converted; module-level so forked workers share it

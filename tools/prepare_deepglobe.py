@@ -30,14 +30,15 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from util.cli import ArgumentParser, positive_int, run_main  # noqa: E402
 from util.datasets.patnet import (DEEPGLOBE_CLASSES, DEEPGLOBE_GRID, DEEPGLOBE_LABELSET_BGR,  # noqa: E402
                                   DEEPGLOBE_MIN_SHARE, DEEPGLOBE_UNKNOWN_BGR)
-from util.image_io import bad_file, colour_codes, decode, read_bytes, write_image  # noqa: E402
+from util.files.image_io import (bad_file, colour_codes, decode, read_bytes,  # noqa: E402
+                                 write_image)
+from util.files.writer import folder_built_whole, write_atomic  # noqa: E402
 from util.log import progress_map  # noqa: E402
-from util.outputs import folder_built_whole, write_atomic  # noqa: E402
 
 SAT, MASK = '_sat.jpg', '_mask.png'
 
 
-# One integer per BGR colour (util.image_io.colour_codes packs the channels in their order)
+# One integer per BGR colour (util.files.image_io.colour_codes packs the channels in their order)
 CLASS_CODES = [int(colour_codes(c)) for c in DEEPGLOBE_LABELSET_BGR]
 KNOWN_CODES = set(CLASS_CODES) | {int(colour_codes(DEEPGLOBE_UNKNOWN_BGR))}
 

@@ -26,8 +26,8 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from util.cli import ArgumentParser, run_main  # noqa: E402
 from util.datasets.patnet import ISIC_INPUT, ISIC_TRUTH, LISTS  # noqa: E402
-from util.inputs import read_text  # noqa: E402
-from util.outputs import folder_built_whole  # noqa: E402
+from util.files.inputs import read_text  # noqa: E402
+from util.files.writer import folder_built_whole  # noqa: E402
 
 CLASS_TABLE = os.path.join(LISTS, 'isic_class_id.csv')
 DEFAULT_ORDER = 'melanoma,nevus,seborrheic_keratosis'

@@ -29,11 +29,13 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from util.cli import ArgumentParser, positive_int, run_main  # noqa: E402
-from util.image_io import IGNORE_LABEL, bad_file, colour_codes, decode, read_bytes, write_image  # noqa: E402
-from util.inputs import read_text  # noqa: E402
+from util.files.checks import InputFiles, check_outputs  # noqa: E402
+from util.files.image_io import (IGNORE_LABEL, bad_file, colour_codes, decode,  # noqa: E402
+                                 read_bytes, write_image)
+from util.files.inputs import read_text  # noqa: E402
+from util.files.writer import write_atomic  # noqa: E402
 from util.lists import REPO_LISTS  # noqa: E402
 from util.log import progress_map  # noqa: E402
-from util.outputs import InputFiles, check_outputs, write_atomic  # noqa: E402
 
 TRAIN_LIST = 'voc_sbd_merge_noduplicate.txt'
 AUG_LABELS = 'SegmentationClassAug'

@@ -34,14 +34,15 @@ sys.path.insert(0, REPO)
 
 from util import distributed  # noqa: E402
 from util.catalogue import CATALOGUE  # noqa: E402
-from util.checkpoint_evaluation import evaluate_checkpoint  # noqa: E402
 from util.cli import ArgumentParser, non_negative_int, number, positive_int, run_main  # noqa: E402
 from util.config import load_config, merged_opts  # noqa: E402
+from util.evaluation.checkpoint_evaluation import evaluate_checkpoint  # noqa: E402
+from util.evaluation.paper import PAPER  # noqa: E402
+from util.evaluation.uncertainty import combined_half_width, half_width  # noqa: E402
+from util.files.checks import read_keyed  # noqa: E402
+from util.files.run_paths import RunPaths  # noqa: E402
+from util.files.writer import write_atomic, write_json  # noqa: E402
 from util.log import close_logging, setup_logging  # noqa: E402
-from util.outputs import read_keyed, write_atomic, write_json  # noqa: E402
-from util.paper import PAPER  # noqa: E402
-from util.run_paths import RunPaths  # noqa: E402
-from util.uncertainty import combined_half_width, half_width  # noqa: E402
 
 BENCHMARKS = {'pascal': 'PASCAL-5i', 'coco': 'COCO-20i', 'synthetic': 'synthetic (embedded)',
               'cross_domain': 'Cross-domain (PATNet\'s protocol; meta-trained on all 20 PASCAL '
@@ -164,7 +165,8 @@ def request_of(cell, seeds, episodes, opts):
 
 
 def run_cell(cell, request, cache, cells_dir, env):
-    """Test one cell as test_sccan.py tests (util.checkpoint_evaluation); returns its stored result."""
+    """Test one cell as test_sccan.py tests (util.evaluation.checkpoint_evaluation); returns its
+    stored result."""
     opts = merged_opts(cache, request['opts'])     # the user's --opts decide
     # overwrite: the report is this tool's own file, replaced when its cell is recomputed
     report = evaluate_checkpoint(
@@ -179,8 +181,8 @@ def run_cell(cell, request, cache, cells_dir, env):
 
 
 def cache_options(setting):
-    """Feature cache config overrides for --feature-cache-gb (util.feature_cache): the cache
-    lives in host memory so that it fits beside the model on a GPU too."""
+    """Feature cache config overrides for --feature-cache-gb (util.evaluation.feature_cache): the
+    cache lives in host memory so that it fits beside the model on a GPU too."""
     gb = min(CACHE_CAP_GB, available_gb() / 2) if setting == 'auto' else float(setting)
     return ['feature_cache_gb', f'{gb:.1f}', 'feature_cache_device', 'host'] if gb >= 1 else []
 

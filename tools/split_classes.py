@@ -17,7 +17,8 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from util.cli import ArgumentParser, non_negative_int, positive_float, run_main  # noqa: E402
 from util.datasets.patnet import listing  # noqa: E402
-from util.outputs import check_outputs, write_atomic  # noqa: E402
+from util.files.checks import check_outputs  # noqa: E402
+from util.files.writer import write_atomic  # noqa: E402
 
 NAMES = ('train_classes.txt', 'test_classes.txt')
 

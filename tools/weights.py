@@ -23,8 +23,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from util.cli import ArgumentParser, error_line, run_main  # noqa: E402
-from util.weights import (conflicts, find_weights, fitting_configs, in_place, install,  # noqa: E402
-                          load_configs, same_path, staging_folder)
+from util.files.weights import (conflicts, find_weights, fitting_configs, in_place,  # noqa: E402
+                                install, load_configs, same_path, staging_folder)
 
 
 def parse_args(argv=None):

@@ -44,7 +44,7 @@ from model.build import MODEL_VARIANTS
 from model.sccan import OUTPUT_STRIDE, input_size_rule, valid_input_size
 from util.catalogue import CATALOGUE
 from util.cli import run_main
-from util.inputs import read_text
+from util.files.inputs import read_text
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

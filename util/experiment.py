@@ -1,6 +1,6 @@
 """What a config names besides data: the SCCAN it describes (`ready_model`: built or from a
 checkpoint, checked to fit, on its device) and the checkpoint it tests or resumes. The files of a
-run: util.run_paths.
+run: util.files.run_paths.
 
 Two ways lead to a model: without a config, model.build_sccan (a variant or architecture keys)
 and model.sccan_from_checkpoint (the architecture a checkpoint states); with one, `ready_model`

@@ -17,11 +17,12 @@ import os
 import numpy as np
 
 from util.cli import TOOLS
+from util.files.checks import InputFiles, read_keyed
+from util.files.image_io import check_label_values, read_label
+from util.files.inputs import read_text, require_file
+from util.files.writer import write_json
 from util.folds import num_classes
-from util.image_io import check_label_values, read_label
-from util.inputs import read_text, require_file
 from util.log import progress_map
-from util.outputs import InputFiles, read_keyed, write_json
 
 log = logging.getLogger('sccan')
 
@@ -111,7 +112,7 @@ def cache_path(data_set, data_root, data_list, cache_dir=None):
 
 def list_inputs(data_set, data_root, data_list, pairs, cache_dir=None):
     """The files a list makes a run read: the list, its scan cache (cache_path) and every image
-    and label it names (`pairs`, relative to data_root), as util.outputs.InputFiles."""
+    and label it names (`pairs`, relative to data_root), as util.files.checks.InputFiles."""
     inputs = InputFiles([data_list, cache_path(data_set, data_root, data_list, cache_dir)])
     return inputs.add((os.path.join(data_root, p) for pair in pairs for p in pair),
                       follow_links=False)

@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import torch
 
-from util.image_io import IGNORE_LABEL
+from util.files.image_io import IGNORE_LABEL
 
 MEAN = [0.485 * 255, 0.456 * 255, 0.406 * 255]   # ImageNet, RGB, on the 0..255 scale
 STD = [0.229 * 255, 0.224 * 255, 0.225 * 255]

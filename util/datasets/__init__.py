@@ -6,9 +6,9 @@
 An evaluation data set follows the episode contract of util.episodes: `classes` (the class ids
 mIoU averages over, in report order), `plan(seed, count)` (the Episodes of a seed) and
 `load(episode)` (the item the network and the scorer read), and `input_files()` (every file it may
-read, util.outputs.InputFiles: no output of a run may replace one). A training data set is indexed by
-query image (`ds[i]`). Homes: pascal_coco.py (PASCAL-5i, COCO-20i), synthetic.py (the procedural
-benchmark, written in the PASCAL layout and read as 'pascal'), cross_domain.py (PATNet's
+read, util.files.checks.InputFiles: no output of a run may replace one). A training data set is
+indexed by query image (`ds[i]`). Homes: pascal_coco.py (PASCAL-5i, COCO-20i), synthetic.py (the
+procedural benchmark, written in the PASCAL layout and read as 'pascal'), cross_domain.py (PATNet's
 cross-domain benchmarks fss, deepglobe, isic, lung, and one's own classes in the FSS-1000
 layout, folder).
 """

@@ -17,8 +17,8 @@ the mask binarised at 128.
 How SCCAN is fed: PATNet's network sees the image resized to 400×400 (Pillow bilinear). SCCAN
 sees that same 400×400 image through this repository's evaluation transform
 (util.transform.val_transform: resized to val_size, 473 by default, (size - 1) % 8 == 0, padded),
-and its logits are resized to the 400×400 scoring grid (util.evaluate: `query_mask_original`
-400×400, `original_size` (400, 400)), where they meet PATNet's mask.
+and its logits are resized to the 400×400 scoring grid (util.evaluation.evaluate:
+`query_mask_original` 400×400, `original_size` (400, 400)), where they meet PATNet's mask.
 """
 import itertools
 import logging
@@ -35,8 +35,8 @@ from util.datasets.cross_domain_layouts import Layout, Pair, layout_of
 from util.datasets.patnet import (SCORE_SIZE, binary_mask, class_cycle_episodes,
                                   open_image, patnet_image, patnet_mask, query_order_episodes)
 from util.episodes import Episode
-from util.image_io import BadFileError, support_mask_problem
-from util.outputs import InputFiles
+from util.files.checks import InputFiles
+from util.files.image_io import BadFileError, support_mask_problem
 
 log = logging.getLogger('sccan')
 
@@ -99,7 +99,7 @@ class PatnetEpisodes:
 
     def input_files(self) -> InputFiles:
         """Every file this data set may read (its class list, the layout's images and masks),
-        which no output may replace (util.outputs.InputFiles)."""
+        which no output may replace (util.files.checks.InputFiles)."""
         files = InputFiles([self.class_list] if self.class_list else [])
         return files.add(self.layout.files(), follow_links=False)
 
@@ -151,7 +151,7 @@ class PatnetEpisodes:
 
     def support(self, pair: Pair, read):
         """`read(pair)` of a support, its mask checked by the rule of support masks
-        (util.image_io.support_mask_problem): one's own data (folder) with an empty mask is
+        (util.files.image_io.support_mask_problem): one's own data (folder) with an empty mask is
         refused (BadFileError); PATNet's benchmarks score it as their protocol draws it, with a
         warning naming it once."""
         image, mask = read(pair)

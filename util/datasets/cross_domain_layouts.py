@@ -22,7 +22,7 @@ from typing import Dict, List, Optional, Tuple
 from util.datasets.patnet import (DEEPGLOBE_CLASSES, FSS_NUMBERS, ISIC_INPUT, ISIC_TRUTH, LISTS,
                                   LUNG_IMAGES, LUNG_MASKS, LUNG_SUFFIX, file_id, fss_candidates,
                                   listing)
-from util.inputs import read_text
+from util.files.inputs import read_text
 
 Pair = Tuple[str, str]                 # (image, mask), relative to the data root
 Problem = Tuple[str, str, str]         # (kind, path, detail), as tools/check_data.py reports

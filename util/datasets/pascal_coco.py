@@ -20,8 +20,8 @@ from torch.utils.data import Dataset
 
 from util.cli import TOOLS
 from util.episodes import Episode, episode_seed
+from util.files.image_io import IGNORE_LABEL, bad_file, read_pair
 from util.folds import fold_classes
-from util.image_io import IGNORE_LABEL, bad_file, read_pair
 from util.lists import MIN_PIXELS, check_val_order, class_pixels, fold_lists, list_inputs
 from util.transform import ImageTooThin, ToTensor
 
@@ -164,7 +164,7 @@ class EpisodeDataset(Dataset):
 
     def input_files(self):
         """Every file this data set may read: its list, the list's scan cache and every image and
-        label the list names (util.outputs.InputFiles), which no output may replace."""
+        label the list names (util.files.checks.InputFiles), which no output may replace."""
         data_list, pairs, cache_dir = self._inputs
         return list_inputs(self.data_set, self.data_root, data_list, pairs, cache_dir)
 

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from util.image_io import bad_file, read_bytes
+from util.files.image_io import bad_file, read_bytes
 
 SCORE_SIZE = 400          # FSSDataset.initialize(img_size=400): images, masks and scoring
 MASK_THRESHOLD = 128      # read_mask: grey >= 128 is foreground
@@ -135,7 +135,7 @@ def pillow():
 
 
 def open_image(path: str):
-    """A PIL image of a file checked to be complete (util.image_io.read_bytes); BadFileError
+    """A PIL image of a file checked to be complete (util.files.image_io.read_bytes); BadFileError
     naming the file when Pillow cannot read it."""
     data = read_bytes(path, 'image')
     try:

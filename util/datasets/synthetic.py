@@ -22,9 +22,9 @@ import cv2
 import numpy as np
 
 from util.datasets import SYNTHETIC_LISTS
-from util.image_io import IGNORE_LABEL, write_image
+from util.files.image_io import IGNORE_LABEL, write_image
+from util.files.writer import make_folder, temporary_target, write_atomic, write_json
 from util.log import progress
-from util.outputs import make_folder, temporary_target, write_atomic, write_json
 
 NUM_CLASSES = 20
 SHAPES = ('ellipse', 'rectangle', 'triangle', 'star', 'cross', 'ring', 'crescent', 'hexagon',

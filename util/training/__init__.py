@@ -10,7 +10,7 @@
 
     trainer = train(cfg, env, resume='train_latest.pth')
 
-The files of a run are named by util.run_paths.RunPaths.
+The files of a run are named by util.files.run_paths.RunPaths.
 """
 from util.distributed import FAILURES as GROUP_FAILURES
 from util.training.checkpoints import latest_checkpoint

@@ -8,8 +8,8 @@ from typing import Callable, Optional
 from model.checkpoint import (CheckpointError, load_strict, metadata, model_state,
                               read_checkpoint, weights_checkpoint)
 from util.experiment import check_fits, find_checkpoint
-from util.outputs import save_checkpoint
-from util.run_paths import RunPaths
+from util.files.run_paths import RunPaths
+from util.files.writer import save_checkpoint
 
 log = logging.getLogger('sccan')
 

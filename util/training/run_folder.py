@@ -3,8 +3,9 @@ import os
 import shutil
 from typing import List, Optional, Sequence, Tuple
 
-from util.outputs import RunLock, check_outputs, describe
-from util.run_paths import RunPaths
+from util.files.checks import check_outputs
+from util.files.run_lock import RunLock, describe
+from util.files.run_paths import RunPaths
 
 
 def new_folders(paths: RunPaths) -> List[str]:
@@ -43,7 +44,7 @@ def claim_run_folder(paths: RunPaths, resume_path: Optional[str], overwrite: boo
         (the lock, notes for the log).
 
     Raises:
-        util.outputs.FolderInUse when a live process holds the lock; FileExistsError naming
+        util.files.run_lock.FolderInUse when a live process holds the lock; FileExistsError naming
         the earlier checkpoints and the ways on.
     """
     os.makedirs(paths.run, exist_ok=True)

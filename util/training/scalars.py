@@ -5,8 +5,8 @@ scalars."""
 import logging
 import time
 
+from util.files.writer import named_write_error
 from util.log import format_duration, progress, scalar_writer
-from util.outputs import named_write_error
 
 log = logging.getLogger('sccan')
 

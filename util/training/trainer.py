@@ -16,11 +16,11 @@ from util.datasets import episode_dataset
 from util.determinism import deterministic, prepare_process
 from util.episodes import SeededEpisodes, TrainSampler, batches_of, make_loader
 from util.experiment import ready_model
+from util.files.run_paths import RunPaths
+from util.files.writer import check_room, named_write_error
 from util.log import close_logging, format_duration, setup_logging
-from util.outputs import check_room, named_write_error
 from util.optim import apply_schedule, build_optimizers, forward_backward, optimizer_step
 from util.precision import precision_for
-from util.run_paths import RunPaths
 from util.seeding import capture_rng, restore_rng, seed_all
 from util.training.checkpoints import (Checkpointer, Progress, checkpoint_bytes, restore,
                                        resumable, training_checkpoint)

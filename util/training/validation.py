@@ -1,10 +1,10 @@
-"""Validation during training: the evaluation loop (util.evaluate.run_episodes) on the val
-episodes of manual_seed."""
+"""Validation during training: the evaluation loop (util.evaluation.evaluate.run_episodes) on the
+val episodes of manual_seed."""
 import logging
 
 from util.datasets import episode_dataset
 from util.episodes import shard
-from util.evaluate import eval_batch_size, format_result, make_predictor, run_episodes
+from util.evaluation.evaluate import eval_batch_size, format_result, make_predictor, run_episodes
 
 log = logging.getLogger('sccan')
 
@@ -23,9 +23,9 @@ class Validation:
                                   for rank in range(env.world_size))
 
     def __call__(self, where, stop_check=None):
-        """The metrics of util.evaluate; `where` (e.g. 'epoch 3 (step 120)') names it in the log.
-        stop_check(), a collective on every process, runs before each of the batches they all
-        run, and may raise to abandon the validation."""
+        """The metrics of util.evaluation.evaluate; `where` (e.g. 'epoch 3 (step 120)') names it in
+        the log. stop_check(), a collective on every process, runs before each of the batches they
+        all run, and may raise to abandon the validation."""
         log.info('validation at %s: %d episodes', where, self.cfg.test_num)
         # one check per batch that every process runs: the processes call the collective alike
         checks = iter([stop_check] * self.common_batches if stop_check else [])

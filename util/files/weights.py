@@ -29,8 +29,8 @@ from model import build_sccan, load_backbone_weights, sccan_from_checkpoint
 from model.build import MODEL_VARIANTS
 from model.checkpoint import metadata
 from util.config import REPO_ROOT, load_config
-from util.outputs import make_folder, write_atomic
-from util.run_paths import RunPaths, shot_in_name
+from util.files.run_paths import RunPaths, shot_in_name
+from util.files.writer import make_folder, write_atomic
 
 BACKBONES = {'resnet50_v2.pth': 50, 'resnet101_v2.pth': 101}
 # A checkpoint where the authors' code writes it, below any folder (their exp.zip starts at exp/).

@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 import torch
 
-from util.image_io import IGNORE_LABEL, write_image
+from util.files.image_io import IGNORE_LABEL, write_image
 from util.transform import MEAN, STD
 
 SUPPORT_COLOUR = (0, 120, 255)   # RGB, the line of each kind of mask
@@ -140,8 +140,8 @@ def episode_panel(query, truth, prediction, support, support_masks):
 
 
 def batch_panel(batch, b, prediction):
-    """episode_panel of episode `b` of a collated batch and its prediction, as util.evaluate's
-    on_episode callbacks receive them."""
+    """episode_panel of episode `b` of a collated batch and its prediction, as
+    util.evaluation.evaluate's on_episode callbacks receive them."""
     return episode_panel(batch['query'][b], batch['query_mask'][b], prediction, batch['support'][b],
                          batch['support_masks'][b])
 
@@ -165,8 +165,8 @@ EPISODE_PATTERN = 'episode_*_class*.png'      # the names episode_saver writes
 
 
 def episode_saver(folder, limit, class_ids):
-    """on_episode callback for util.evaluate: saves episodes 0..limit-1 of the plan (those that
-    this process evaluates) as folder/episode_<e>_class<id>.png."""
+    """on_episode callback for util.evaluation.evaluate: saves episodes 0..limit-1 of the plan
+    (those that this process evaluates) as folder/episode_<e>_class<id>.png."""
     def on_episode(e, batch, b, prediction):
         if e >= limit:
             return

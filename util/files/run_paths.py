@@ -1,7 +1,8 @@
 """Every file name of a training run, in one place (the authors' layout).
 
     <exp_dir>/<data_set>/SCCAN/split<k>/resnet<L>/
-        train[K].lock                       the lock of the run training there (util.outputs.RunLock)
+        train[K].lock                       the lock of the run training there
+                                            (util.files.run_lock.RunLock)
         snapshot/train[K]_latest.pth        the latest checkpoint (resuming)
         snapshot/train[K]_epoch_<e>_<mIoU>.pth   the best validation checkpoint
         result/train[K].log                 the log
@@ -16,7 +17,7 @@ import os
 import re
 from typing import List, Optional, Tuple
 
-from util.outputs import leftover_temporaries
+from util.files.writer import leftover_temporaries
 
 CHECKPOINT_SUFFIX = '.pth'
 # A best checkpoint as the authors name theirs (some with a prefix, e.g. win8_train5_...); the

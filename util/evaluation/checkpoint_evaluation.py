@@ -6,8 +6,8 @@ of one fold, for one or more episode seeds, reported as JSON.
 For each seed: the episodes of the seed (cfg.test_num, or `episodes`), or those of an episode
 manifest (`files.episodes_from`), scored at the original label resolution; the report holds
 per-class IoU, mIoU, FB-IoU and pIoU per seed, their mean and population std over the seeds,
-95 % bootstrap intervals per seed and pooled (util.uncertainty), and what was asked. It is
-written next to the checkpoint under a name saying what was measured (`report_path`), or to
+95 % bootstrap intervals per seed and pooled (util.evaluation.uncertainty), and what was asked. It
+is written next to the checkpoint under a name saying what was measured (`report_path`), or to
 `out`; `files` may add the episodes as a manifest and a picture. Outputs are claimed before the
 evaluation: an existing report, manifest, picture or --viz folder is replaced only with
 `overwrite`, none may be an input (the checkpoint, the config, a replayed manifest, the data
@@ -29,19 +29,22 @@ from util import distributed
 from util.config import Config, ConfigError
 from util.datasets import episode_dataset
 from util.determinism import deterministic, prepare_process
-from util.evaluate import format_result, make_predictor, run_episodes
+from util.evaluation.evaluate import format_result, make_predictor, run_episodes
+from util.evaluation.manifest import (check_fits, file_identity, make_header, read_manifest,
+                                      replay_plans, scored_differently, scored_records,
+                                      write_manifest)
+from util.evaluation.metrics import SCORES
+from util.evaluation.paper import paper_figure
+from util.evaluation.report_plot import plot_report, require_matplotlib
+from util.evaluation.uncertainty import RESAMPLES, RunCounts, format_intervals, uncertainty
 from util.experiment import find_checkpoint, ready_model
+from util.files.checks import InputFiles, check_outputs
+from util.files.run_lock import RunLock
+from util.files.run_paths import RunPaths
+from util.files.writer import check_writable, write_json
 from util.folds import has_folds
-from util.metrics import SCORES
-from util.manifest import (check_fits, file_identity, make_header, read_manifest, replay_plans,
-                           scored_differently, scored_records, write_manifest)
-from util.outputs import InputFiles, RunLock, check_outputs, check_writable, write_json
-from util.paper import paper_figure
 from util.precision import precision_for
-from util.report_plot import plot_report, require_matplotlib
-from util.run_paths import RunPaths
-from util.uncertainty import RESAMPLES, RunCounts, format_intervals, uncertainty
-from util.visualize import EPISODE_PATTERN, episode_saver
+from util.prediction.visualize import EPISODE_PATTERN, episode_saver
 
 log = logging.getLogger('sccan')
 
@@ -89,10 +92,10 @@ def claim_outputs(report, viz, inputs, overwrite, files=EpisodeFiles()):
     --viz go.
 
     Args:
-        inputs: the files the run reads (util.outputs.InputFiles or paths).
+        inputs: the files the run reads (util.files.checks.InputFiles or paths).
 
     Returns:
-        The claim (util.outputs.RunLock), to release once the report is written.
+        The claim (util.files.run_lock.RunLock), to release once the report is written.
     """
     written = [p for p in (report, files.save_episodes, files.plot) if p]
     for path in written:
@@ -176,8 +179,8 @@ def warn_of_classes_without_episodes(seed, result, names):
 
 def score_plans(net, dataset, cfg, env, precision, plans, viz_dir=None, viz=0):
     """Run each seed's plan ({seed: [Episode]}). Returns, in seed order, the per-seed results
-    (util.evaluate's metrics with seed and class ids), their per-episode counts (RunCounts) and
-    the manifest lines of all episodes (util.manifest.EpisodeRecord)."""
+    (util.evaluation.evaluate's metrics with seed and class ids), their per-episode counts
+    (RunCounts) and the manifest lines of all episodes (util.evaluation.manifest.EpisodeRecord)."""
     predict = make_predictor(net, cfg, precision, env.device)   # one feature cache for all seeds
     per_seed, counts, records = [], [], []
     for n, (seed, plan) in enumerate(plans.items()):
@@ -221,9 +224,9 @@ def evaluate_checkpoint(cfg: Config, env: distributed.DistEnv, weight: Optional[
     Returns:
         The report (a dict, also written as JSON by the main process): checkpoint, config,
         data_set, split, shot, layers, episodes, seeds (per seed: seed, the metrics of
-        util.evaluate with its seconds and episodes_per_second, end to end: loading included,
-        and the class ids), mean, std, uncertainty (util.uncertainty), overrides;
-        with files: manifest (path relative to the report, digest), episodes_from (path,
+        util.evaluation.evaluate with its seconds and episodes_per_second, end to end: loading
+        included, and the class ids), mean, std, uncertainty (util.evaluation.uncertainty),
+        overrides; with files: manifest (path relative to the report, digest), episodes_from (path,
         digest).
     """
     if files.plot:

@@ -1,6 +1,6 @@
 """Segment your own images: a few annotated support examples in, query masks out.
 
-    from util.predictor import FewShotSegmenter
+    from util.prediction.predictor import FewShotSegmenter
     seg = FewShotSegmenter.from_checkpoint('exp/pascal/SCCAN/split0/resnet50/snapshot/train_epoch_99_0.6831.pth')
     mask = seg.segment([support_rgb], [support_mask], query_rgb)   # H×W uint8, 1 = foreground
     prob = seg.probabilities([support_rgb], [support_mask], query_rgb)   # H×W float32 in [0, 1]
@@ -22,8 +22,8 @@ gives a warning (`mask_warnings`).
 The SCCAN weights do not depend on the number of shots K (K-shot fusion averages the shots), so
 the net is run with K = the number of supports given, whatever K it was trained with.
 
-On CUDA each query runs as a recorded CUDA graph (`cuda_graphs`, util.replay: one recording per
-number of shots; the same logits, without launch overhead).
+On CUDA each query runs as a recorded CUDA graph (`cuda_graphs`, util.evaluation.replay: one
+recording per number of shots; the same logits, without launch overhead).
 """
 import dataclasses
 import warnings
@@ -36,9 +36,9 @@ import torch.nn.functional as F
 from model import BackboneFeatures, SCCAN, sccan_from_checkpoint
 from model.checkpoint import metadata
 from model.sccan import input_size_rule, valid_input_size
-from util.image_io import IGNORE_LABEL, support_mask_problem
+from util.evaluation.replay import replayed
+from util.files.image_io import IGNORE_LABEL, support_mask_problem
 from util.precision import resolve_device
-from util.replay import replayed
 from util.transform import ImageTooThin, val_resize_shape, val_transform
 
 
@@ -62,7 +62,7 @@ class FewShotSegmenter:
         net: an SCCAN (or anything with its encode / segment API); put in eval mode.
         val_size: side of the canvas images are resized and padded to, (val_size − 1) % 8 == 0.
         trained_shot: the K the weights were trained with, when known (for notes only).
-        cuda_graphs: on CUDA, run each query as a recorded CUDA graph (util.replay).
+        cuda_graphs: on CUDA, run each query as a recorded CUDA graph (util.evaluation.replay).
     """
 
     def __init__(self, net: SCCAN, val_size: int = 473, trained_shot: Optional[int] = None,

@@ -6,7 +6,8 @@ dict whose 'layers' are H×W×4 RGBA arrays; any painted pixel is foreground, or
 box option the box around them) and, optionally, a mask file, which replaces the painting and is
 read as predict_sccan.py reads it. Query images are
 files too, decoded as the command line decodes them, and each is segmented by the same function
-(util.segment_files.segment_file), so the app's mask PNG is predict_sccan.py's, byte for byte.
+(util.prediction.segment_files.segment_file), so the app's mask PNG is predict_sccan.py's, byte for
+byte.
 
 Handlers answer in words: a problem with the input comes back as an `error: ...` message for the
 page (the app keeps running). Everything they write goes below the app's own folder `workdir`.
@@ -24,14 +25,15 @@ import numpy as np
 
 from util.cli import error_line
 from util.datasets import SYNTHETIC_LISTS
-from util.image_io import read_bytes, read_label, read_mask, read_rgb, write_image
-from util.inputs import require_file
+from util.files.checks import unique_stems
+from util.files.image_io import read_bytes, read_label, read_mask, read_rgb, write_image
+from util.files.inputs import require_file
+from util.files.writer import write_atomic
 from util.lists import read_list
-from util.outputs import unique_stems, write_atomic
-from util.predictor import (EncodedSupport, FewShotSegmenter, check_same_size,
-                            foreground_of)
-from util.segment_files import encode_with_notes, foreground_words, segment_file
-from util.visualize import NOTHING_PREDICTED, SUPPORT_COLOUR, outline
+from util.prediction.predictor import (EncodedSupport, FewShotSegmenter, check_same_size,
+                                       foreground_of)
+from util.prediction.segment_files import encode_with_notes, foreground_words, segment_file
+from util.prediction.visualize import NOTHING_PREDICTED, SUPPORT_COLOUR, outline
 
 MAX_SUPPORTS = 5
 # The synthetic example's class: green checkered rectangles, novel in fold 0 (the demo's model never
@@ -255,7 +257,7 @@ class SegmentationApp:
         return self._loaded[1]
 
     def _encode(self, seg, supports, checkpoint) -> Tuple[EncodedSupport, List[str]]:
-        """The supports encoded (util.segment_files.encode_with_notes), reused while the
+        """The supports encoded (util.prediction.segment_files.encode_with_notes), reused while the
         checkpoint, the images and the masks stay the same."""
         images, masks, names = [], [], []
         for number, slot in supports:

@@ -9,8 +9,8 @@ import io
 
 import numpy as np
 
+from util.files.writer import write_atomic
 from util.folds import has_folds
-from util.outputs import write_atomic
 
 HINT = ('--plot needs matplotlib, an optional extra: pip install matplotlib (or run without '
         '--plot)')

@@ -9,9 +9,9 @@ processes report what one would.
 
 Speed (docs/performance.md): episodes go through the network `batch_size_val` at a time (empty:
 EVAL_BATCH_CUDA on CUDA, one on other devices), each still scored alone at its own size; on
-CUDA the network's forward is replayed from recorded CUDA graphs (`cuda_graphs`, util.replay);
-and the loop never waits for the device before its end, so loading, launching and computing
-overlap.
+CUDA the network's forward is replayed from recorded CUDA graphs (`cuda_graphs`,
+util.evaluation.replay); and the loop never waits for the device before its end, so loading,
+launching and computing overlap.
 
 A predictor is any predict(batch) → B×2×H×W logits for the batch's B episodes, returned on the
 evaluation's device (`check_logits` enforces it).
@@ -25,11 +25,11 @@ import torch.nn.functional as F
 from model import BackboneFeatures
 from util.distributed import all_reduce_sum
 from util.episodes import PlannedEpisodes, batch_tensors, batches_of, make_loader, shard
-from util.feature_cache import FeatureCache
-from util.image_io import IGNORE_LABEL
+from util.evaluation.feature_cache import FeatureCache
+from util.evaluation.metrics import EpisodeCounts, IoUMeter, intersection_union
+from util.evaluation.replay import capture_cuda_graph, replayed
+from util.files.image_io import IGNORE_LABEL
 from util.log import progress
-from util.metrics import EpisodeCounts, IoUMeter, intersection_union
-from util.replay import capture_cuda_graph, replayed
 
 log = logging.getLogger('sccan')
 
@@ -52,7 +52,7 @@ def eval_batch_size(cfg, device):
 def make_predictor(net, cfg, precision, device):
     """predict(batch) → B×2×H×W logits on `device`, the network run on the batch. With
     cfg.feature_cache_gb > 0 the backbone features of every image are kept for the predictor's
-    lifetime (util.feature_cache): make one predictor per run and pass it to every
+    lifetime (util.evaluation.feature_cache): make one predictor per run and pass it to every
     run_episodes, so that each image goes through the backbone once. With cfg.cuda_graphs on
     CUDA the network is replayed from recorded CUDA graphs (`predict.replay.release()` frees
     them)."""
@@ -65,7 +65,8 @@ def make_predictor(net, cfg, precision, device):
 
 def forward_predictor(net, precision, device, capture=None):
     """predict(batch) → B×2×H×W logits with one forward pass; with a `capture` strategy
-    (util.replay, e.g. capture_cuda_graph), replayed from recordings of it (`predict.replay`)."""
+    (util.evaluation.replay, e.g. capture_cuda_graph), replayed from recordings of it
+    (`predict.replay`)."""
     def forward(query, support, support_masks):
         with precision.autocast():
             return net(query, support, support_masks)
@@ -76,7 +77,7 @@ def cached_predictor(net, cache, precision, device, transform_key, capture=None)
     """predict(batch) → logits, the backbone features of the batch's images looked up in
     `cache` by (image path, transform_key) and computed only for the images not seen before;
     with a `capture` strategy, what follows the backbone replayed from recordings
-    (util.replay)."""
+    (util.evaluation.replay)."""
     def segment(query_mid, query_high, support_mid, support_high, support_masks):
         # support features B×K×C×h×w: every input has one row per episode
         with precision.autocast():
@@ -102,7 +103,8 @@ def cached_predictor(net, cache, precision, device, transform_key, capture=None)
 
 def batch_predictor(function, inputs, net, capture=None):
     """predict(batch) = function(*inputs(batch)), a part of net's eval forward; with a `capture`
-    strategy replayed from recordings (util.replay.replayed): `predict.replay`, else None."""
+    strategy replayed from recordings (util.evaluation.replay.replayed): `predict.replay`, else
+    None."""
     run = replayed(net, function, capture) if capture else function
 
     def predict(batch):
@@ -159,7 +161,7 @@ def evaluate(predict, loader, num_classes, device, ori_resize=True, desc='val',
     episodes).
 
     Returns:
-        dict: the metrics of util.metrics (mIoU, FB-IoU, pIoU, class_IoU, class_episodes,
+        dict: the metrics of util.evaluation.metrics (mIoU, FB-IoU, pIoU, class_IoU, class_episodes,
         episodes), 'loss' (mean cross-entropy per episode, for reference), 'seconds' (wall
         time, loading included) and 'episodes_per_second' (all processes' episodes over it),
         and 'per_episode': the EpisodeCounts of every episode of every process.
@@ -228,8 +230,8 @@ def run_episodes(net, dataset, cfg, seed, env, precision, num_episodes=None, pla
 
     Returns:
         dict: mIoU, FB-IoU, pIoU, class_IoU, class_episodes, episodes, loss, seconds,
-        episodes_per_second and per_episode (util.metrics.EpisodeCounts, of all processes, in
-        episode order).
+        episodes_per_second and per_episode (util.evaluation.metrics.EpisodeCounts, of all
+        processes, in episode order).
     """
     if plan is None:
         plan = dataset.plan(seed, num_episodes or cfg.test_num)

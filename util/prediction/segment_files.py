@@ -5,9 +5,9 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from util.image_io import read_rgb, write_image
-from util.predictor import EncodedSupport, FewShotSegmenter, to_mask
-from util.visualize import NOTHING_PREDICTED, fitted, prediction_overlay, write_rgb
+from util.files.image_io import read_rgb, write_image
+from util.prediction.predictor import EncodedSupport, FewShotSegmenter, to_mask
+from util.prediction.visualize import NOTHING_PREDICTED, fitted, prediction_overlay, write_rgb
 
 
 def encode_with_notes(seg: FewShotSegmenter, images: Sequence[np.ndarray],
@@ -20,8 +20,8 @@ def encode_with_notes(seg: FewShotSegmenter, images: Sequence[np.ndarray],
         checkpoint_name: how the notes call the checkpoint (e.g. its path).
     Returns:
         The encoded supports, and the notes: 'warning: ...' for each doubtful mask (see
-        util.predictor.mask_warnings), 'note: ...' when the checkpoint was trained with another
-        number of shots.
+        util.prediction.predictor.mask_warnings), 'note: ...' when the checkpoint was trained with
+        another number of shots.
     """
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter('always')
@@ -49,8 +49,8 @@ def foreground_words(mask: np.ndarray) -> str:
 def segment_file(seg: FewShotSegmenter, support: EncodedSupport, query_path: str, mask_path: str,
                  overlay_path: str, overlay_side: Optional[int] = None) -> np.ndarray:
     """Segment one query image file; write its mask (0/255 PNG, the query's size) and its
-    overlay (util.visualize.prediction_overlay), scaled down to `overlay_side` pixels at most
-    where given (a picture to show).
+    overlay (util.prediction.visualize.prediction_overlay), scaled down to `overlay_side` pixels at
+    most where given (a picture to show).
 
     Returns:
         The H×W uint8 mask, 1 = foreground.

@@ -25,9 +25,9 @@ import os
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from util.episodes import Episode
-from util.inputs import read_text
-from util.outputs import write_atomic
-from util.uncertainty import RunCounts
+from util.evaluation.uncertainty import RunCounts
+from util.files.inputs import read_text
+from util.files.writer import write_atomic
 
 FORMAT = 'sccan-episodes/1'
 HEADER_KEYS = ('data_set', 'split', 'shot', 'classes', 'seeds', 'episodes')
@@ -77,7 +77,7 @@ class Manifest:
 
     def counts(self) -> List[RunCounts]:
         """The per-episode counts of each seed (in the header's class order), for
-        util.uncertainty."""
+        util.evaluation.uncertainty."""
         if not self.scored:
             raise ManifestError(f'{self.path}: its episodes are not scored (no intersection and '
                                 'union): replay it with test_sccan.py --episodes-from and '
@@ -294,7 +294,8 @@ def _record(path, n, line, header):
 def _check_counts(where, intersection, union):
     """Counts a scoring can give: every pixel the prediction and the label disagree on is in
     the union of both background and foreground and in neither intersection, so union −
-    intersection is the same for both, and never negative (util.metrics.intersection_union)."""
+    intersection is the same for both, and never negative
+    (util.evaluation.metrics.intersection_union)."""
     disagree = [u - i for i, u in zip(intersection, union)]
     if disagree[0] != disagree[1] or disagree[0] < 0:
         raise ManifestError(f'{where}: counts no scoring gives (intersection {list(intersection)}, '
@@ -306,7 +307,7 @@ def _check_counts(where, intersection, union):
 def check_fits(manifest: Manifest, data_set, split, shot, classes, data_root, files=None,
                lists=''):
     """Refuse a manifest that another data set, fold or a smaller shot made, or whose files are
-    not under `data_root` or, given the data set's `files` (util.outputs.InputFiles), not among
+    not under `data_root` or, given the data set's `files` (util.files.checks.InputFiles), not among
     them (e.g. a query that is not in the val list; `lists` names them); the message names the
     first offending line."""
     h, path = manifest.header, manifest.path
@@ -363,7 +364,7 @@ def replay_plans(manifest: Manifest, shot: int) -> Dict[int, List[Episode]]:
 
 def scored_records(seed: int, plan: Sequence[Episode], counts) -> List[EpisodeRecord]:
     """The manifest lines of a seed's evaluation: plan[e] with its counts as scored
-    (util.metrics.EpisodeCounts, in episode order)."""
+    (util.evaluation.metrics.EpisodeCounts, in episode order)."""
     if counts.episode.tolist() != list(range(len(plan))):
         raise ValueError(f'{len(counts.episode)} scored episodes for a plan of {len(plan)}')
     return [EpisodeRecord(seed, e, episode, tuple(i), tuple(u))

@@ -1,6 +1,6 @@
 """How much a few-shot segmentation score can move: bootstrap intervals from per-episode counts.
 
-The scores are ratios of sums (util.metrics): mIoU averages, over the novel classes, Σ FG
+The scores are ratios of sums (util.evaluation.metrics): mIoU averages, over the novel classes, Σ FG
 intersection / Σ FG union of each class's episodes; FB-IoU and pIoU pool all episodes. A resample
 therefore redraws episodes WITHIN each class (as many as the class had, with replacement) and
 recomputes the sums, so every resample has the class balance of the run it comes from and scores
@@ -25,7 +25,7 @@ from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 
-from util.metrics import SCORES, scores_from_sums
+from util.evaluation.metrics import SCORES, scores_from_sums
 
 METHOD = ('percentile bootstrap over episodes, resampled with replacement within each class '
           '(as many as the class had), scores recomputed from the per-class sums of intersection '
@@ -39,11 +39,11 @@ NO_INTERVAL = ('no interval: every class has a single episode, which a bootstrap
 @dataclasses.dataclass(frozen=True)
 class RunCounts:
     """The pixel counts of one seed's episodes, as scored, and the number of classes they are
-    scored over (the evaluation's util.metrics.EpisodeCounts with it, as numpy arrays).
+    scored over (the evaluation's util.evaluation.metrics.EpisodeCounts with it, as numpy arrays).
 
     class_index: (N,) int64, the position of each episode's class in the report's class list;
     intersection, union: (N, 2) int64, background and foreground; num_classes: the classes mIoU
-    averages over (a class without episodes scores 0, as in util.metrics).
+    averages over (a class without episodes scores 0, as in util.evaluation.metrics).
     """
     class_index: np.ndarray
     intersection: np.ndarray
@@ -68,7 +68,7 @@ class RunCounts:
 
     @classmethod
     def of_evaluation(cls, counts, num_classes):
-        """From the evaluation's util.metrics.EpisodeCounts (torch tensors)."""
+        """From the evaluation's util.evaluation.metrics.EpisodeCounts (torch tensors)."""
         return cls.of(counts.class_index.numpy(), counts.intersection.numpy(),
                       counts.union.numpy(), num_classes)
 
@@ -85,7 +85,7 @@ class RunCounts:
 
 
 def scores(counts: RunCounts) -> Dict[str, np.ndarray]:
-    """The scores of all of counts' episodes, as util.metrics.IoUMeter computes them:
+    """The scores of all of counts' episodes, as util.evaluation.metrics.IoUMeter computes them:
     {'mIoU': (), 'FB-IoU': (), 'pIoU': (), 'class_IoU': C}."""
     everything = resampled_scores(counts, np.arange(len(counts))[None])
     return {key: value[0] for key, value in everything.items()}

@@ -14,8 +14,8 @@ import cv2
 import numpy as np
 
 from util.cli import TOOLS
-from util.inputs import require_file
-from util.outputs import write_atomic
+from util.files.inputs import require_file
+from util.files.writer import write_atomic
 
 IGNORE_LABEL = 255
 PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
@@ -125,9 +125,9 @@ def read_mask(path):
     """H×W mask array of a support-mask file, as predict_sccan.py and the browser app read it:
     bool for palette PNGs (index not in {0, 255}) and for JPEGs (>= 128: lossy compression
     turns a black-and-white mask into many grey levels, which are not classes), else the grey
-    values for util.predictor's mask rule (foreground_of). Colour masks give their brightest
-    channel; a mask whose colours are all the same but whose transparency varies (a cut-out)
-    gives its alpha channel."""
+    values for util.prediction.predictor's mask rule (foreground_of). Colour masks give their
+    brightest channel; a mask whose colours are all the same but whose transparency varies (a
+    cut-out) gives its alpha channel."""
     data = read_bytes(path, 'mask')
     palette = png_palette(data)
     mask = decode(data, path, cv2.IMREAD_COLOR if palette is not None else cv2.IMREAD_UNCHANGED,

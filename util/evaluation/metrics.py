@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from util.distributed import all_gather_rows
-from util.image_io import IGNORE_LABEL
+from util.files.image_io import IGNORE_LABEL
 
 EPS = 1e-10     # the authors' guard: an empty union scores 0
 
@@ -82,7 +82,7 @@ SCORES = ('mIoU', 'FB-IoU', 'pIoU')     # the scores of a run (class_IoU besides
 
 def scores_from_sums(class_inter, class_union, inter, union):
     """The scores from summed counts, for any leading shape S (one run: S = (); bootstrap
-    resamples, util.uncertainty: S = (R,)).
+    resamples, util.evaluation.uncertainty: S = (R,)).
 
     Args:
         class_inter, class_union: S×C FG sums per class; inter, union: S×2 BG/FG sums over all
