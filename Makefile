@@ -20,8 +20,9 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	touch $@
 
-# The linter first (ruff.toml: undefined names, unused imports, anywhere in the tree), then the
-# tests in parallel processes, one thread each (tests/conftest.py), at most 4.
+# The linter first (ruff.toml: undefined names, unused imports, lines over 110 characters,
+# anywhere in the tree), then the tests in parallel processes, one thread each (tests/conftest.py),
+# at most 4.
 test: venv
 	$(PY) -m ruff check --quiet .
 	$(PY) -m pytest -q -n auto --maxprocesses 4 --dist worksteal tests

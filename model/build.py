@@ -20,7 +20,8 @@ from model.checkpoint import (CheckpointError, detect_layers, load_strict, misma
                               read_checkpoint, stored_architecture)
 from model.sccan import SCCAN
 
-PAPER_ARCHITECTURE = {name: parameter.default for name, parameter in inspect.signature(SCCAN).parameters.items()}
+PAPER_ARCHITECTURE = {name: parameter.default
+                      for name, parameter in inspect.signature(SCCAN).parameters.items()}
 ARCHITECTURE_KEYS = tuple(PAPER_ARCHITECTURE)
 
 # Variant name → its full architecture.

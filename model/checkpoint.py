@@ -48,7 +48,8 @@ def read_checkpoint(path):
     try:
         return torch.load(path, map_location='cpu', weights_only=False)
     except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError) as e:
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (truncated or corrupted?): {e}") from e
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint "
+                              f"(truncated or corrupted?): {e}") from e
 
 
 def model_state(checkpoint, path='<checkpoint>'):

@@ -26,7 +26,8 @@ class PriorMask(nn.Module):
         device = query_high.device.type
         # 'meta' (shapes only, no data: FLOP counts, device checks) has no autocast to leave
         with torch.autocast(device, enabled=False) if device != 'meta' else contextlib.nullcontext():
-            return _prior_mask(query_high.to(dtype), support_high.to(dtype), support_masks.to(dtype), fts_size)
+            return _prior_mask(query_high.to(dtype), support_high.to(dtype), support_masks.to(dtype),
+                               fts_size)
 
 
 def _prior_mask(query_high, support_high, support_masks, fts_size):

@@ -231,7 +231,8 @@ class SCCAN(nn.Module):
         if k < 1:
             raise ValueError("support must hold at least one image per episode (K ≥ 1)")
         if tuple(support_masks.shape) != (b, k, h, w):
-            raise ValueError(f"support_masks must be B×K×H×W = {b}×{k}×{h}×{w}, got {tuple(support_masks.shape)}")
+            raise ValueError(f"support_masks must be B×K×H×W = {b}×{k}×{h}×{w}, "
+                             f"got {tuple(support_masks.shape)}")
         if query_mask is not None and tuple(query_mask.shape) != (b, h, w):
             raise ValueError(f"query_mask must be B×H×W = {b}×{h}×{w}, got {tuple(query_mask.shape)}")
 

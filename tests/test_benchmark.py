@@ -30,7 +30,8 @@ def test_paths_is_the_default_mode_and_prints_a_row_per_setting_and_path(tmp_pat
     header, titles, rows = table(out)
     assert 'the tiny model' in header and 'matmul' in header and header.endswith('base: scripts')
     assert titles.split()[:4] == ['setting', 'path', 'episodes/call', 'seconds']
-    assert [row[:3] for row in rows] == [['eval-5shot-cached', 'scripts', '1'], ['eval-5shot-cached', 'api', '1'],
+    assert [row[:3] for row in rows] == [['eval-5shot-cached', 'scripts', '1'],
+                                         ['eval-5shot-cached', 'api', '1'],
                                          ['train-b2', 'scripts', '—'], ['train-b2', 'api', '—']]
     assert all(row[-2:] == ['1.00', '1.00'] for row in rows[0::2])      # the scripts path ÷ itself
     assert all(row[7] == row[9] == '—' for row in rows)           # GPU busy, reserved GB: CUDA only
@@ -50,7 +51,8 @@ def test_the_models_flops_are_counted_on_the_meta_device_as_on_data():
     """model_gflop counts without data what a real forward on the CPU counts."""
     args = benchmark.parse_args(['--tiny'])[0]
     torch.manual_seed(0)
-    run = benchmark.plain_step(build_sccan('tiny'), 'eval', benchmark.episode(1, 5, args.size, torch.device('cpu')))
+    run = benchmark.plain_step(build_sccan('tiny'), 'eval',
+                               benchmark.episode(1, 5, args.size, torch.device('cpu')))
     counter = FlopCounterMode(display=False)
     with counter:
         run()
@@ -71,7 +73,8 @@ def test_peak_memory_is_the_measuring_process_own():
         ballast[i] = 1
     code = ('import torch; from tools.benchmark import peak_memory; '
             'print(peak_memory(torch.device("cpu"))["peak_gb"])')
-    child = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    child = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True,
+                           timeout=120)
     del ballast
     assert child.returncode == 0, child.stderr
     assert float(child.stdout) < 0.8
@@ -88,8 +91,9 @@ def test_bad_arguments_are_one_error_line(capsys, argv, message):
 
 
 def test_modes_prints_a_row_per_mode_against_the_default(tmp_path, capsys):
-    status, out, err = run_cli(benchmark.main, ['modes', '--tiny', '--device', 'cpu', '--modes', 'fused_attention',
-                                                'bf16', 'fp16', '--json', str(tmp_path / 'm.json')], capsys)
+    status, out, err = run_cli(benchmark.main, ['modes', '--tiny', '--device', 'cpu',
+                                                '--modes', 'fused_attention', 'bf16', 'fp16',
+                                                '--json', str(tmp_path / 'm.json')], capsys)
     assert status == 0, err
     header, _, rows = table(out)
     assert 'golden episodes: skipped (--tiny)' in header
@@ -104,9 +108,9 @@ def test_modes_prints_a_row_per_mode_against_the_default(tmp_path, capsys):
 
 def test_cache_cuts_backbone_passes_and_changes_no_metric(tmp_path, capsys):
     config = make_pascal_config(str(tmp_path))
-    status, out, err = run_cli(benchmark.main, ['cache', '--config', config, '--shot', '5', '--episodes', '12',
-                                                '--device', 'cpu', '--opts', 'model', 'tiny', 'val_size', '57',
-                                                'workers', '0'], capsys)
+    status, out, err = run_cli(benchmark.main, ['cache', '--config', config, '--shot', '5',
+                                                '--episodes', '12', '--device', 'cpu', '--opts',
+                                                'model', 'tiny', 'val_size', '57', 'workers', '0'], capsys)
     assert status == 0, err
     _, _, rows = table(out)
     plain, cached = rows
@@ -117,7 +121,8 @@ def test_cache_cuts_backbone_passes_and_changes_no_metric(tmp_path, capsys):
 
 def test_data_measures_each_mode_and_shot(tmp_path, capsys):
     root, _, val_list = make_pascal(str(tmp_path))
-    status, out, err = run_cli(benchmark.main, ['data', '--episodes', '2', '--size', '57', '--data-root', root,
+    status, out, err = run_cli(benchmark.main, ['data', '--episodes', '2', '--size', '57',
+                                                '--data-root', root,
                                                 '--list', val_list, '--list-dir', str(tmp_path / 'lists'),
                                                 '--json', str(tmp_path / 'd.json')], capsys)
     assert status == 0, err

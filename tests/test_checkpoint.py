@@ -266,7 +266,8 @@ def test_a_state_dict_without_architecture_follows_the_config_or_its_weights(tmp
 
 def test_a_state_dict_without_architecture_and_another_config_gets_opts_that_fit(tmp_path):
     _, path = bare_tiny(tmp_path, 'module')
-    with pytest.raises(CheckpointError, match=r'layers 14 \(config: 101\); add --opts model tiny$') as refused:
+    with pytest.raises(CheckpointError,
+                       match=r'layers 14 \(config: 101\); add --opts model tiny$') as refused:
         ready_model(load_config(R101_CONFIG), 'cpu', path)
     assert fixed_by(str(refused.value), R101_CONFIG, path) == TINY
     with pytest.raises(CheckpointError, match=r"(?s)built as ResNet-14 SCCAN, <defaults>'s "

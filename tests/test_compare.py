@@ -94,7 +94,8 @@ def test_a_benchmark_without_folds_names_its_classes(tmp_path, capsys):
 def test_reports_name_their_manifest(tmp_path):
     manifest = write_run(tmp_path / 'runs' / 'a.jsonl', synthetic_counts(20))
     report = tmp_path / 'runs' / 'a.json'
-    report.write_text(json.dumps({'manifest': {'path': 'a.jsonl', 'digest': read_manifest(manifest).digest()}}))
+    report.write_text(json.dumps({'manifest': {'path': 'a.jsonl',
+                                               'digest': read_manifest(manifest).digest()}}))
     assert compare.main([str(report), manifest, '--resamples', '50'])['paired']
 
 
@@ -119,7 +120,8 @@ def test_what_cannot_be_compared_is_one_line(tmp_path, capsys, case):
         needles = [f'{bad}: its episodes are not scored']
     elif case == 'other classes':
         write_run(bad, counts, classes=[6, 7, 8, 9, 10])
-        needles = [f'{good} and {bad} score different classes (pascal [1, 2, 3, 4, 5], pascal [6, 7, 8, 9, 10])']
+        needles = [f'{good} and {bad} score different classes '
+                   '(pascal [1, 2, 3, 4, 5], pascal [6, 7, 8, 9, 10])']
     elif case == 'digest':
         bad.write_text(json.dumps({'manifest': {'path': 'good.jsonl', 'digest': 'abc'}}))
         needles = [f'{bad}: its manifest', 'holds other episodes than the report scored']

@@ -69,7 +69,8 @@ def gpu_only(reason):
     return pytest.mark.skipif(not ON_GPU, reason=reason)
 
 
-FP16 = pytest.param('fp16', marks=gpu_only('fp16 autocast with loss scaling runs on CUDA only (util.precision)'))
+FP16 = pytest.param('fp16', marks=gpu_only('fp16 autocast with loss scaling runs on CUDA only '
+                                           '(util.precision)'))
 
 
 @pytest.fixture(scope='module')

@@ -109,7 +109,8 @@ def test_cache_rebuilt_when_format_or_data_set_differs(mixed, monkeypatch):
         json.dump(content, f)
     _, records = lists.class_pixels('pascal', root, data_list, cache)
     assert len(records) == 5
-    assert lists.cache_key('coco', root, data_list, pairs) != lists.cache_key('pascal', root, data_list, pairs)
+    assert (lists.cache_key('coco', root, data_list, pairs)
+            != lists.cache_key('pascal', root, data_list, pairs))
 
 
 def test_cache_rebuilt_when_a_label_is_regenerated(mixed, monkeypatch):

@@ -175,7 +175,8 @@ def test_python_blocks_run_as_written(repository, tmp_path):
     runner.write_text(f'for page, code in {[p for p in pages if p[1]]!r}:\n'
                       "    print('page', page, flush=True)\n"
                       "    exec(compile(code, page, 'exec'), {'__name__': '__main__'})\n")
-    env = dict(os.environ, PYTHONPATH=str(repository), MPLBACKEND='Agg', OMP_NUM_THREADS='1')  # as tests compute
+    env = dict(os.environ, PYTHONPATH=str(repository), MPLBACKEND='Agg',
+               OMP_NUM_THREADS='1')  # as tests compute
     done = subprocess.run([sys.executable, str(runner)], cwd=repository, env=env, capture_output=True,
                           text=True, timeout=SECONDS)
     assert done.returncode == 0, f'{done.stdout}\n{done.stderr}'

@@ -53,7 +53,8 @@ def test_the_shipped_model_segments_its_example():
     """The Python API on the example: each query's mask overlaps the novel class it shows."""
     seg = FewShotSegmenter.from_checkpoint(MODEL, device='cpu')
     assert seg.val_size == 161
-    support = [read_rgb(example('support.jpg'))], [cv2.imread(example('support_mask.png'), cv2.IMREAD_GRAYSCALE)]
+    support = ([read_rgb(example('support.jpg'))],
+               [cv2.imread(example('support_mask.png'), cv2.IMREAD_GRAYSCALE)])
     for query, mask in zip(QUERIES, seg.segment_many(*support, [read_rgb(q) for q in QUERIES])):
         assert iou(mask, query.replace('.jpg', '_label.png')) >= MIN_IOU, query
 
@@ -104,7 +105,8 @@ def test_predict_sccan_segments_the_example(tmp_path, capsys):
     for query in QUERIES:
         name = os.path.basename(query)[:-len('.jpg')]
         assert f'{query}: foreground ' in stdout
-        assert iou(cv2.imread(str(out / f'{name}_mask.png'), 0), query.replace('.jpg', '_label.png')) >= MIN_IOU
+        assert iou(cv2.imread(str(out / f'{name}_mask.png'), 0),
+                   query.replace('.jpg', '_label.png')) >= MIN_IOU
 
 
 def test_the_maker_refuses_to_replace_the_shipped_files_unasked(tmp_path, capsys):

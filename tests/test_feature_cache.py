@@ -72,7 +72,8 @@ def config(tmp_path_factory):
     return make_pascal_config(str(tmp_path_factory.mktemp('cache')), n_train=0, n_val=60)
 
 
-@pytest.mark.parametrize('shot, capture', [(1, None), (5, call_on_buffers)], ids=['1-shot', '5-shot-replayed'])
+@pytest.mark.parametrize('shot, capture', [(1, None), (5, call_on_buffers)],
+                         ids=['1-shot', '5-shot-replayed'])
 def test_evaluation_with_the_cache_equals_evaluation_without(config, shot, capture):
     """5-shot: what follows the backbone goes through the replay's buffers (util.evaluation.replay),
     as it is replayed from CUDA graphs on a GPU."""

@@ -114,7 +114,8 @@ SHARED_CASES = sorted(glob.glob(os.path.join(SHARED_DIR, '*.pt'))) or [
 
 
 def shared_weights():
-    spec = importlib.util.spec_from_file_location('shared_golden_weights', os.path.join(SHARED_DIR, 'weights.py'))
+    spec = importlib.util.spec_from_file_location('shared_golden_weights',
+                                                  os.path.join(SHARED_DIR, 'weights.py'))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -129,4 +130,5 @@ def test_shared_golden_cross_check(path):
     assert max_abs(logits, expected['logits']) <= 1e-8
     assert_alignment_equal(captured['pam_index'], expected['pam_index'])
     assert max_abs(captured['prior'], expected['prior']) <= 1e-10
-    assert abs(weighted_dice_loss(logits, inputs['query_mask']).item() - float(expected['dice_loss'])) <= 1e-10
+    assert abs(weighted_dice_loss(logits, inputs['query_mask']).item()
+               - float(expected['dice_loss'])) <= 1e-10

@@ -68,7 +68,8 @@ def test_learning_rates_match(runs):
     theirs, steps, _ = runs
     for i, (ours, expected) in enumerate(zip(steps, theirs['steps'])):
         assert len(ours['sgd_lr']) == len(expected['sgd_lr']) == 8, f"step {i + 1}"
-        assert all(abs(a - b) <= TOLERANCE for a, b in zip(ours['sgd_lr'], expected['sgd_lr'])), f"step {i + 1}"
+        assert all(abs(a - b) <= TOLERANCE
+                   for a, b in zip(ours['sgd_lr'], expected['sgd_lr'])), f"step {i + 1}"
         assert ours['adamw_lr'] == expected['adamw_lr'], f"step {i + 1}"
 
 

@@ -200,7 +200,8 @@ def test_every_steps_command_is_one_its_tool_accepts(scratch, smoke):
     for deterministic in ('True', 'False'):
         cfg = gpu_check_runs.determinism_config(kit, 'a run', deterministic)
         assert cfg.seed_deterministic == (deterministic == 'True')
-        assert cfg.max_iters == kit.sizes.determinism_steps and cfg.exp_dir == kit.path('determinism', 'a_run')
+        assert (cfg.max_iters == kit.sizes.determinism_steps
+                and cfg.exp_dir == kit.path('determinism', 'a_run'))
     assert load_config(gpu_check_steps.PAPER_CONFIG, kit.opts('train')).val_size == (33 if smoke else 473)
 
 
@@ -223,7 +224,8 @@ def test_determinism_is_judged_bit_for_bit(tmp_path, monkeypatch):
     zero, negative_zero = {'w': torch.tensor([0.0, 1.0])}, {'w': torch.tensor([-0.0, 1.0])}
     assert torch.equal(zero['w'], negative_zero['w'])
     assert gpu_check_runs.weights_digest(zero) != gpu_check_runs.weights_digest(negative_zero)
-    assert gpu_check_runs.weights_digest(zero) == gpu_check_runs.weights_digest({'w': torch.tensor([0.0, 1.0])})
+    assert (gpu_check_runs.weights_digest(zero)
+            == gpu_check_runs.weights_digest({'w': torch.tensor([0.0, 1.0])}))
 
 
 def test_a_determinism_run_records_each_loss_and_its_weights(scratch):
@@ -288,14 +290,16 @@ def gpu_figures():
                     'overlay': 'predict_overlay.png'},
         'app': {'queries': 2, 'segmented': 2, 'seconds': 1.0, 'same_masks_as_predict': True,
                 'page': 'not built: Gradio is not installed (pip install -r requirements-app.txt)'},
-        'tests': {'records': [{'test': 'tests/test_cuda.py::test_golden_episodes_in_lower_precision[r50-bf16]',
+        'tests': {'records': [{'test': 'tests/test_cuda.py::'
+                                       'test_golden_episodes_in_lower_precision[r50-bf16]',
                                'when': 'call', 'outcome': 'passed', 'seconds': 1.0,
                                'properties': {'argmax_agreement': 0.98}, 'message': ''}]},
         'benchmark': gpu_benchmark(),
         'modes': {'mode': 'modes', 'header': 'device cuda:0, 473×473', 'rows': [
-            {'mode': 'default', 'eval_seconds': 0.1, 'eval_ratio': 1.0, 'train_seconds': 0.5, 'train_ratio': 1.0},
-            {'mode': 'bf16', 'eval_seconds': 0.05, 'eval_ratio': 0.5, 'train_seconds': 0.2, 'train_ratio': 0.4,
-             'argmax_agreement': 0.97, 'max_logit_change': 0.41}]}}
+            {'mode': 'default', 'eval_seconds': 0.1, 'eval_ratio': 1.0, 'train_seconds': 0.5,
+             'train_ratio': 1.0},
+            {'mode': 'bf16', 'eval_seconds': 0.05, 'eval_ratio': 0.5, 'train_seconds': 0.2,
+             'train_ratio': 0.4, 'argmax_agreement': 0.97, 'max_logit_change': 0.41}]}}
 
 
 def test_the_targets_are_met_missed_or_not_measured_from_the_figures():
@@ -324,7 +328,8 @@ def test_the_report_of_a_gpu_run_shows_every_steps_figures(tmp_path):
     kit = kit_in(tmp_path, smoke=False)
     run = gpu_check.Run(kit, *gpu_check.make_plan(kit))
     run.figures = gpu_figures()
-    results = [gpu_check.result_of(s.name, 'passed', '', seconds=3.0, limit=s.limit) for s in gpu_check_steps.STEPS]
+    results = [gpu_check.result_of(s.name, 'passed', '', seconds=3.0, limit=s.limit)
+               for s in gpu_check_steps.STEPS]
     results.append(gpu_check_report.targets_result(False, run.figures))
     report = gpu_check_report.report(run, results, 400.0, finished=True)
     positions = [report.index(section) for section in SECTIONS]
@@ -345,7 +350,8 @@ def test_the_report_of_a_gpu_run_shows_every_steps_figures(tmp_path):
             "predict_sccan.py's; its page: not built: Gradio") in report
     assert '| eval-1shot | scripts | 0.85 | 5.0 |' in report and '| train-b8 | scripts | — | 2.2 |' in report
     assert 'against a bf16 matmul of 788 TFLOP/s in the same run' in report
-    assert '| eval-5shot | scripts | 8 | 0.0300 | 100.0 | 3.33 | 0.500 | 50 % | 2.00 | 2.50 | 0.30 | 0.20 |' in report
+    assert ('| eval-5shot | scripts | 8 | 0.0300 | 100.0 | 3.33 | 0.500 | 50 % | 2.00 | 2.50 | '
+            '0.30 | 0.20 |') in report
     assert '| bf16 | 0.050 | 0.50 | 0.200 | 0.40 | 97.000 % | 4.10e-01 | — | — |' in report
     assert 'max \\|Δlogit\\|' in report                      # a | in a cell does not split it
     assert 'test_golden_episodes_in_lower_precision[r50-bf16] 98.00 %' in report

@@ -25,7 +25,8 @@ def test_widths_of_prefixes(tmp_path, capsys):
     assert 0.4 < full['seed_width'] / rows[1]['seed_width'] < 0.6                # 1/√4
     assert full['pooled_width'] < full['seed_width']                             # 4 seeds: ~ 1/2
     first = [scores(c.first(25))['mIoU'] for c in per_seed.values()]
-    assert small['mIoU'] == pytest.approx(np.mean(first)) and small['seed_std'] == pytest.approx(np.std(first))
+    assert (small['mIoU'] == pytest.approx(np.mean(first))
+            and small['seed_std'] == pytest.approx(np.std(first)))
     # all seeds hold the same 400 episodes in other orders: the full runs score alike
     assert full['seed_std'] == pytest.approx(0, abs=1e-12)
     assert '| 400 |' in capsys.readouterr().out

@@ -52,7 +52,8 @@ def test_written_and_read_back(tmp_path):
 
 @pytest.mark.parametrize('line, message', [
     ('{"seed": 5, "index": 0', r'line 3: not JSON'),
-    ('{"seed": 5, "index": 0, "query": ["a.jpg", "a.png"], "class": 1}', r'line 3: episode without "supports"'),
+    ('{"seed": 5, "index": 0, "query": ["a.jpg", "a.png"], "class": 1}',
+     r'line 3: episode without "supports"'),
     ('{"seed": 5, "index": 0, "query": ["a.jpg"], "supports": [], "class": 1}', r'line 3: not an episode'),
     ('{"seed": 5, "index": 0, "query": ["a.jpg", "a.png"], "supports": [["b.jpg", "b.png"]], "class": 1}',
      r'line 3: 1 supports in a 2-shot manifest'),
@@ -78,9 +79,12 @@ def edited(n, **changes):
     ([edited(0), edited(1), edited(2, seed=7)], r"line 4: seed 7 is not one of the header's seeds \[5, 6\]"),
     ([edited(i) for i in (0, 1, 3)],
      'line 4: seed 6 begins after 2 episodes of seed 5, but the header promises 3 of each seed'),
-    ([edited(i) for i in (3, 4, 5, 0, 1, 2)], r"line 2: episodes of seed 6 where the header's order \[5, 6\] has seed 5 next"),
-    ([edited(i) for i in (0, 1, 2, 3, 4)], 'line 1: the header promises 3 episodes of each seed, but seed 6 has 2'),
-    ([edited(i) for i in range(6)] + [edited(5, index=3)], "line 8: episode 3 of seed 6, past the header's 3 episodes per seed"),
+    ([edited(i) for i in (3, 4, 5, 0, 1, 2)],
+     r"line 2: episodes of seed 6 where the header's order \[5, 6\] has seed 5 next"),
+    ([edited(i) for i in (0, 1, 2, 3, 4)],
+     'line 1: the header promises 3 episodes of each seed, but seed 6 has 2'),
+    ([edited(i) for i in range(6)] + [edited(5, index=3)],
+     "line 8: episode 3 of seed 6, past the header's 3 episodes per seed"),
     ([edited(0, intersection=[10, 7])] + [edited(i) for i in range(1, 6)],
      r'line 2: counts no scoring gives \(intersection \[10, 7\], union \[12, 2\]'),
     ([edited(0)] + [edited(i, intersection=None, union=None) for i in range(1, 6)],
@@ -128,10 +132,12 @@ def test_a_manifest_fits_its_run_only(tmp_path, data_root):
     manifest = read_manifest(write(tmp_path))
     check_fits(manifest, 'pascal', 0, 2, [1, 2], data_root)
     check_fits(manifest, 'pascal', 0, 1, [1, 2], data_root)              # fewer shots: fine
-    for args, message in ((('coco', 0, 1, [1, 2]), "line 1: episodes of data set 'pascal', but this run tests 'coco'"),
+    for args, message in ((('coco', 0, 1, [1, 2]),
+                           "line 1: episodes of data set 'pascal', but this run tests 'coco'"),
                           (('pascal', 1, 1, [1, 2]), 'line 1: episodes of fold 0, but this run tests fold 1'),
                           (('pascal', 0, 5, [1, 2]), 'line 1: 2-shot episodes cannot be replayed 5-shot'),
-                          (('pascal', 0, 1, [1, 3]), r'line 1: classes \[1, 2\], but this run scores \[1, 3\]')):
+                          (('pascal', 0, 1, [1, 3]),
+                           r'line 1: classes \[1, 2\], but this run scores \[1, 3\]')):
         with pytest.raises(ManifestError, match=message):
             check_fits(manifest, *args, data_root)
     os.remove(os.path.join(data_root, pair('s21')[1]))

@@ -134,7 +134,8 @@ def test_the_backbone_stays_fixed_through_a_training_step():
     net = build_sccan('tiny')
     g = torch.Generator().manual_seed(1)        # BN statistics unlike any batch's
     net.backbone.load_state_dict({k: torch.rand(v.shape, generator=g) + 0.5
-                                  for k, v in net.backbone.state_dict().items() if v.dim() == 1}, strict=False)
+                                  for k, v in net.backbone.state_dict().items() if v.dim() == 1},
+                                 strict=False)
     inputs = episode()
     with torch.no_grad():
         eval_features = net.eval().encode(inputs[0])
@@ -147,7 +148,8 @@ def test_the_backbone_stays_fixed_through_a_training_step():
     changed = {k for k, v in net.state_dict().items() if not torch.equal(before[k], v)}
     assert 'down_query.0.weight' in changed and not any(k.startswith('backbone.') for k in changed)
     train_features = net.encode(inputs[0])
-    assert torch.equal(train_features.mid, eval_features.mid) and torch.equal(train_features.high, eval_features.high)
+    assert (torch.equal(train_features.mid, eval_features.mid)
+            and torch.equal(train_features.high, eval_features.high))
 
 
 def test_k_shot_output_invariant_to_shot_order():
@@ -362,8 +364,9 @@ def test_pspnet_backbone_weights_load_and_fc_ignored(tmp_path):
     assert all(torch.equal(net.state_dict()[k], v) for k, v in head.items())
     del state['layer1.0.conv1.weight']
     torch.save(state, path)
-    with pytest.raises(CheckpointError, match=r'resnet14_v2.pth \(the backbone of ResNet-14, width 8\) does not fit '
-                                              r'DeepStemResNet:\n  missing keys \(1\): layer1.0.conv1.weight'):
+    with pytest.raises(CheckpointError,
+                       match=r'resnet14_v2.pth \(the backbone of ResNet-14, width 8\) does not fit '
+                             r'DeepStemResNet:\n  missing keys \(1\): layer1.0.conv1.weight'):
         load_backbone_weights(build_sccan('tiny'), str(path))
 
 

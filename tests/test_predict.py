@@ -1,8 +1,9 @@
 """FewShotSegmenter and predict_sccan.py with a stand-in net whose logits are known.
 
 The stand-in has SCCAN's split API (encode / segment). Its encode() returns the normalised
-canvas itself as both feature maps, and segment() marks foreground where the query is bright red (R > 128) and where
-the canvas is padding, so any padding that reached the output would show as foreground.
+canvas itself as both feature maps, and segment() marks foreground where the query is bright red
+(R > 128) and where the canvas is padding, so any padding that reached the output would show as
+foreground.
 """
 import os
 

@@ -32,7 +32,8 @@ def bench(tmp_path_factory):
         cfg = load_config(config, opts + ['exp_dir', exp])
         snapshot = RunPaths.of(cfg).snapshot
         path = os.path.join(snapshot, f'train_epoch_{fold}_0.{fold + 1}000.pth')
-        save_checkpoint(weights_checkpoint(ready_model(cfg, 'cpu'), epoch=fold, shot=1, config=cfg.to_dict()), path)
+        save_checkpoint(weights_checkpoint(ready_model(cfg, 'cpu'), epoch=fold, shot=1,
+                                           config=cfg.to_dict()), path)
     return exp, opts
 
 
@@ -52,7 +53,8 @@ def test_one_command_tests_every_fold_and_writes_the_table(bench):
         with open(os.path.join(out, 'cells', f'synthetic_split{fold}_resnet50_1shot.report.json')) as f:
             report = json.load(f)
         assert report['mean']['mIoU'] == row['folds'][fold] and report['split'] == fold
-        assert report['episodes'] == 10 and report['checkpoint'].endswith(f'train_epoch_{fold}_0.{fold + 1}000.pth')
+        assert (report['episodes'] == 10
+                and report['checkpoint'].endswith(f'train_epoch_{fold}_0.{fold + 1}000.pth'))
         lo, hi = report['uncertainty']['pooled']['mIoU']        # ± half the fold's interval
         assert row['folds_half_width'][fold] == (hi - lo) / 2
     halves = list(row['folds_half_width'].values())          # the mean of 4 independent folds

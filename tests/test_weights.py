@@ -71,7 +71,8 @@ def roots(tmp_path):
     the tiny model (fold 1: 1-shot and 5-shot), as argv."""
     configs = tmp_path / 'config'
     configs.mkdir()
-    for name, shot, weight in (('tiny_split1', 1, 'train_epoch_3_0.5000.pth'), ('tiny_split1_5s', 5, 'elsewhere.pth')):
+    for name, shot, weight in (('tiny_split1', 1, 'train_epoch_3_0.5000.pth'),
+                               ('tiny_split1_5s', 5, 'elsewhere.pth')):
         (configs / f'{name}.yaml').write_text(TINY_CONFIG.format(split=1, shot=shot, weight=weight))
     return ['--exp', str(tmp_path / 'out' / 'exp'), '--initmodel', str(tmp_path / 'out' / 'initmodel'),
             '--config-dir', str(configs)]
@@ -87,7 +88,8 @@ def test_the_authors_archives_go_where_the_configs_look(tmp_path, capsys):
     state = paper_size_state()
     checkpoint = saved({'epoch': 42, 'state_dict': {'module.' + k: v for k, v in state.items()},
                         'optimizer': {}, 'optimizer_swin': {}})
-    backbone = saved({**{k[len('backbone.body.'):]: v for k, v in state.items() if k.startswith('backbone.body.')},
+    backbone = saved({**{k[len('backbone.body.'):]: v
+                         for k, v in state.items() if k.startswith('backbone.body.')},
                       'fc.weight': torch.zeros(1000, 2048), 'fc.bias': torch.zeros(1000)})
     exp_zip = write_zip(tmp_path / 'exp.zip', {
         AUTHORS_R50: checkpoint, 'exp/pascal/SCCAN/split0/resnet50/result/train.log': b'log',
@@ -101,7 +103,8 @@ def test_the_authors_archives_go_where_the_configs_look(tmp_path, capsys):
     assert files_below(initmodel) == {'resnet50_v2.pth': hashlib.sha1(backbone).hexdigest()}
     lines = out.splitlines()
     assert lines[:2] == [f'{exp_zip}: 1 weights file(s); 2 other file(s) not needed (logs, other backbones)',
-                         f'{backbones}: 1 weights file(s); 1 other file(s) not needed (logs, other backbones)']
+                         f'{backbones}: 1 weights file(s); 1 other file(s) not needed '
+                         '(logs, other backbones)']
     assert lines[2:5] == [
         f'ok  {exp / AUTHORS_R50[len("exp/"):]}  (placed, from {exp_zip}:{AUTHORS_R50})',
         f'    sha256 {sha256(checkpoint)}',
@@ -128,7 +131,8 @@ def test_a_second_run_and_a_check_in_place_change_nothing(tmp_path, roots, capsy
         assert f'({status}' in out and out.count('ok  ') == 2
         configs = roots[-1]
         assert (f'    sha256 {sha256(one)}\n'
-                f'    ResNet-14 SCCAN (model tiny), 1-shot; fits {configs}/tiny_split1.yaml (its weight)\n') in out
+                f'    ResNet-14 SCCAN (model tiny), 1-shot; fits {configs}/tiny_split1.yaml '
+                '(its weight)\n') in out
         assert (f'    sha256 {sha256(five)}\n'
                 f'    ResNet-14 SCCAN (model tiny), 5-shot; fits {configs}/tiny_split1_5s.yaml\n') in out
         assert {p: os.stat(p).st_mtime_ns for p in out_root.rglob('*.pth')} == before
@@ -141,11 +145,13 @@ def test_a_different_file_is_replaced_only_when_asked(tmp_path, roots, capsys):
     write_zip(tmp_path / 'old.zip', {name: old})
     assert run([str(tmp_path / 'old.zip'), *roots], capsys)[0] == 0
     other = tiny_checkpoint(seed=2)
-    archive = write_zip(tmp_path / 'new.zip', {name: new, TINY_RUN.format(2) + 'train_epoch_1_0.1000.pth': other})
+    archive = write_zip(tmp_path / 'new.zip', {name: new,
+                                               TINY_RUN.format(2) + 'train_epoch_1_0.1000.pth': other})
     before = files_below(tmp_path / 'out')
     status, _, err = run([archive, *roots], capsys)
-    assert_one_error(status, err, 'nothing was written', 'train_epoch_3_0.5000.pth exists already and differs '
-                     f'from {archive}:{name}; pass --overwrite to replace it')
+    assert_one_error(status, err, 'nothing was written',
+                     f'train_epoch_3_0.5000.pth exists already and differs from {archive}:{name}; '
+                     'pass --overwrite to replace it')
     assert files_below(tmp_path / 'out') == before              # not even the file without a conflict
     status, out, err = run([archive, *roots, '--overwrite'], capsys)
     assert status == 0 and '(replaced, from' in out and '(placed, from' in out
@@ -177,7 +183,8 @@ def test_damaged_and_unfitting_files_are_reported_and_not_placed(tmp_path, roots
     assert f'{shown[2]} holds NaN or infinite values in 1 of its tensors (cls_meta.3.bias)' in errors[1]
     assert f'{shown[3]} holds a ResNet-14 SCCAN but layers 101 was asked' in errors[2]
     assert f'{shown[4]}: damaged in its archive (an incomplete download?): Bad CRC-32' in errors[3]
-    assert list(files_below(tmp_path / 'out')) == ['exp/' + TINY_RUN.format(0)[4:] + 'train_epoch_1_0.1000.pth']
+    assert list(files_below(tmp_path / 'out')) == [
+        'exp/' + TINY_RUN.format(0)[4:] + 'train_epoch_1_0.1000.pth']
 
 
 @pytest.mark.parametrize('content, needles', [

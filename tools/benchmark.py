@@ -85,7 +85,8 @@ from util.files.writer import write_json  # noqa: E402
 from util.optim import build_optimizers, forward_backward, optimizer_step  # noqa: E402
 from util.precision import Precision, precision_for, resolve_device  # noqa: E402
 
-SYNTHETIC_CONFIG = os.path.join(os.path.dirname(TOOLS), 'config', 'synthetic', 'synthetic_split0_resnet50.yaml')
+SYNTHETIC_CONFIG = os.path.join(os.path.dirname(TOOLS), 'config', 'synthetic',
+                                'synthetic_split0_resnet50.yaml')
 TINY_SIZE = 33
 GIB = 1024 ** 3
 
@@ -614,14 +615,17 @@ def signed(value):
 
 # mode → columns: (title, row key, format: None for text, else a function of the value).
 COLUMNS = {
-    'paths': [('setting', 'setting', None), ('path', 'path', None), ('episodes/call', 'episodes_per_call', str),
+    'paths': [('setting', 'setting', None), ('path', 'path', None),
+              ('episodes/call', 'episodes_per_call', str),
               ('seconds', 'seconds', fixed(4)), ('GFLOP', 'gflop', fixed(1)), ('TFLOP/s', 'tflops', fixed(2)),
               ('÷matmul', 'matmul_ratio', fixed(3)), ('GPU busy', 'busy_fraction', share),
               ('peak GB', 'peak_gb', fixed(2)), ('reserved GB', 'reserved_gb', fixed(2)),
               ('time÷base', 'time_ratio', fixed(2)), ('mem÷base', 'memory_ratio', fixed(2))],
-    'modes': [('mode', 'mode', None), ('eval s', 'eval_seconds', fixed(3)), ('÷default', 'eval_ratio', fixed(2)),
+    'modes': [('mode', 'mode', None),
+              ('eval s', 'eval_seconds', fixed(3)), ('÷default', 'eval_ratio', fixed(2)),
               ('train s', 'train_seconds', fixed(3)), ('÷default', 'train_ratio', fixed(2)),
-              ('argmax agreement', 'argmax_agreement', percent), ('max |Δlogit|', 'max_logit_change', '{:.2e}'.format),
+              ('argmax agreement', 'argmax_agreement', percent),
+              ('max |Δlogit|', 'max_logit_change', '{:.2e}'.format),
               ('synthetic mIoU', 'miou', fixed(4)), ('Δ mIoU', 'miou_change', signed),
               ('eval 1st call s', 'eval_first_seconds', fixed(3)),
               ('train 1st call s', 'train_first_seconds', fixed(3))],
@@ -677,16 +681,19 @@ def parse_args(argv):
     if not argv or argv[0] not in RUNS and argv[0] not in ('-h', '--help'):
         argv = ['paths', *argv]
     parser = ArgumentParser(description=__doc__.split('\n')[0],
-                            epilog='Without a MODE: paths. Each mode has its own options: tools/benchmark.py MODE --help.')
+                            epilog='Without a MODE: paths. Each mode has its own options: '
+                                   'tools/benchmark.py MODE --help.')
     modes = parser.add_subparsers(dest='mode', required=True, metavar='MODE', parser_class=ArgumentParser)
     json_option = ArgumentParser(add_help=False)
     json_option.add_argument('--json', help="also write the mode's header and rows to this file")
     model_options = ArgumentParser(add_help=False, parents=[json_option])
-    model_options.add_argument('--size', type=positive_int, default=473, help='input side, ' + input_size_rule('size').replace('%', '%%'))
+    model_options.add_argument('--size', type=positive_int, default=473,
+                               help='input side, ' + input_size_rule('size').replace('%', '%%'))
     model_options.add_argument('--repeats', type=positive_int, default=3)
     model_options.add_argument('--device', default='auto', choices=('auto', 'cpu', 'cuda'))
     model_options.add_argument('--tiny', action='store_true',
-                               help=f'the tiny model variant, {TINY_SIZE}×{TINY_SIZE}, 1 repeat (a smoke run)')
+                               help=f'the tiny model variant, {TINY_SIZE}×{TINY_SIZE}, '
+                                    '1 repeat (a smoke run)')
 
     p = modes.add_parser('paths', parents=[model_options], help='every entry point side by side')
     p.add_argument('--layers', type=int, default=50, choices=(50, 101))

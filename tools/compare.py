@@ -4,13 +4,13 @@
 
 A and B: test reports written with an episode manifest (test_sccan.py --save-episodes), or the
 manifests themselves; a report's manifest must be the file it wrote (its SHA-256, or for older
-reports the digest of its episodes, is checked), and A and B must be two files. When both scored the same episodes (same seeds, queries, supports and
-classes, in the same order), a paired bootstrap of B − A (each resample draws the same episodes
-for both, within each class); otherwise it says why and falls back to an unpaired bootstrap (A
-and B resampled independently: wider). Prints both runs' scores, B − A per class and for mIoU,
-FB-IoU and pIoU with 95 % intervals, and last one line: whether the mIoU difference is larger
-than the noise (its interval excludes 0), within it, or no difference (an interval of zeros at
-the 0.1 points shown).
+reports the digest of its episodes, is checked), and A and B must be two files. When both scored
+the same episodes (same seeds, queries, supports and classes, in the same order), a paired
+bootstrap of B − A (each resample draws the same episodes for both, within each class);
+otherwise it says why and falls back to an unpaired bootstrap (A and B resampled independently:
+wider). Prints both runs' scores, B − A per class and for mIoU, FB-IoU and pIoU with 95 %
+intervals, and last one line: whether the mIoU difference is larger than the noise (its interval
+excludes 0), within it, or no difference (an interval of zeros at the 0.1 points shown).
 """
 import json
 import os

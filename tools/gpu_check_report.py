@@ -121,7 +121,8 @@ def environment_section(env):
             ('TF32: cuDNN convolutions / CUDA matmuls (PyTorch defaults, as the scripts run)',
              f'{env.get("tf32_cudnn_convolutions")} / {env.get("tf32_cuda_matmul")}'),
             ('Python, platform, CPU cores / torch threads',
-             f'{env.get("python")}, {env.get("platform")}, {env.get("cpu_count")} / {env.get("cpu_threads")}'),
+             f'{env.get("python")}, {env.get("platform")}, '
+             f'{env.get("cpu_count")} / {env.get("cpu_threads")}'),
             ('optional packages', packages or '—'),
             ('OFFICIAL_SCCAN', official or "not set: the authors' model was not measured")]
     return ['## Environment', ''] + markdown_table(('what', 'value'), rows)
@@ -161,7 +162,8 @@ def determinism_section(det):
     if not det.get('runs'):
         return lines + ['No figures: the determinism step left none (see the steps above).']
     rows = [(r['name'], r['seed_deterministic'], r['steps'], number(r['seconds'], 2),
-             number(r['seconds'] / max(r['steps'], 1), 4), float.fromhex(r['losses'][-1]) if r['losses'] else '—',
+             number(r['seconds'] / max(r['steps'], 1), 4),
+             float.fromhex(r['losses'][-1]) if r['losses'] else '—',
              r['weights_sha256'][:16]) for r in det['runs']]
     lines += markdown_table(('run', 'seed_deterministic', 'steps', 'seconds', 's/step', 'last loss',
                              'weights SHA-256'), rows)
@@ -177,7 +179,8 @@ def scripts_section(figures):
     lines = ["### train_sccan.py and test_sccan.py: the paper's model on the benchmark", '']
     train, test = figures.get('train') or {}, figures.get('test') or {}
     lines.append(f'- train_sccan.py: {train["steps"]} steps, checkpoint `{train["checkpoint"]}`.'
-                 if train.get('steps') is not None else '- train_sccan.py: no checkpoint (see the steps above).')
+                 if train.get('steps') is not None
+                 else '- train_sccan.py: no checkpoint (see the steps above).')
     if not test.get('episodes'):
         return lines + ['- test_sccan.py: no report (see the steps above).']
     model_only = model_only_rate(figures)
@@ -211,8 +214,8 @@ def segmenting_section(figures):
     if 'segmented' in app:
         same = {True: 'the same bytes as predict_sccan.py\'s', False: 'NOT those of predict_sccan.py',
                 None: 'not compared (predict_sccan.py did not run)'}[app['same_masks_as_predict']]
-        lines += ['', f'The app (util/prediction/app.py): {app["segmented"]} of {app["queries"]} queries segmented in '
-                      f'{app["seconds"]:.1f} s, masks {same}; its page: {app["page"]}.']
+        lines += ['', f'The app (util/prediction/app.py): {app["segmented"]} of {app["queries"]} queries '
+                      f'segmented in {app["seconds"]:.1f} s, masks {same}; its page: {app["page"]}.']
     else:
         lines += ['', 'The app: no figures (see the steps above).']
     return lines
@@ -253,7 +256,8 @@ def benchmark_section(figures):
     busy = [(r['setting'], r['path'], number(r.get('busy_fraction'), 2), number(r.get('tflops'), 1))
             for r in figures['rows'] if 'error' not in r]
     peak = figures.get('matmul_bf16_tflops')
-    return lines + [figures['header'], '', f'Ratios are to the {figures["baseline"]} row of the same setting; '
+    return lines + [figures['header'], '',
+                    f'Ratios are to the {figures["baseline"]} row of the same setting; '
                     'on CUDA, peak GB is the allocated memory.', ''] + figures_table('paths', figures) + [
         '', 'GPU busy fraction (kernel time ÷ wall time) and achieved TFLOP/s, against a bf16 matmul of '
         + (f'{peak:.0f} TFLOP/s in the same run' if peak else 'the same run (not measured)')

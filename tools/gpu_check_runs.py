@@ -167,7 +167,8 @@ def app(kit, compare_with):
     if compare_with:
         theirs = [os.path.join(compare_with, os.path.basename(path)) for path in masks]
         same = len(masks) == len(queries) and all(
-            os.path.isfile(other) and read_bytes(other) == read_bytes(ours) for ours, other in zip(masks, theirs))
+            os.path.isfile(other) and read_bytes(other) == read_bytes(ours)
+            for ours, other in zip(masks, theirs))
     figures = {'messages': result.messages, 'queries': len(queries), 'segmented': len(result.overlays),
                'seconds': seconds, 'same_masks_as_predict': same, 'page': built_page(kit, segmenter)}
     return figures, figures['segmented'] == len(queries) and same is not False

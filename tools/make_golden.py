@@ -117,13 +117,15 @@ def summary(name, payload):
         return '\n'.join([f"{name}: {len(payload['parameters'])} learnable tensors, "
                           f"‖Δθ‖ {moved:.6g}"] + lines)
     patches = [tuple(index.unique().tolist()) for index in payload['pam_index']]
-    return (f"{name}: |logits| ≤ {payload['logits'].abs().max().item():.4g}, dice {payload['dice_loss']:.10f}, "
+    return (f"{name}: |logits| ≤ {payload['logits'].abs().max().item():.4g}, "
+            f"dice {payload['dice_loss']:.10f}, "
             f"prior in [{payload['prior'].min().item():.3g}, {payload['prior'].max().item():.3g}], "
             f"distinct aligned support patches per block {[len(p) for p in patches]}")
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('names', nargs='*', help='cases to write (default: all)')
     parser.add_argument('--out', default=os.path.join(os.path.dirname(TOOLS), 'tests', 'golden'))
     parser.add_argument('--official', default=None, help='their clone (default: $OFFICIAL_SCCAN)')
@@ -139,7 +141,8 @@ def main(argv=None):
     os.makedirs(args.out, exist_ok=True)
     for name in args.names or known:
         start = time.perf_counter()
-        payload = run_training(root) if name == golden.TRAINING['name'] else run_case(name, golden.CASES[name], root)
+        payload = (run_training(root) if name == golden.TRAINING['name']
+                   else run_case(name, golden.CASES[name], root))
         path = os.path.join(args.out, f'{name}.pt')
         golden.save(path, payload)
         print(summary(name, payload))

@@ -9,12 +9,13 @@ writes
     <out>/ISIC2018_Task1_Training_GroundTruth/<id>_segmentation.png
 as copies of the downloaded files, and prints the count per class. --link makes hard links
 instead (no second copy of the ~10 GB of images; copies where a link cannot be made): a linked
-file and its download are then one file, and editing either edits both, which the tool says. The classes come from a table `ID,Class` (--classes; default PATNet's
-data/isic/class_id.csv, shipped in util/datasets/patnet_lists/ with its source): 2,594 images
-of nevus, melanoma and seborrheic keratosis. PATNet does not say which folder number holds which
-class; --class-order gives it (default: the names sorted, melanoma = 1, nevus = 2,
-seborrheic_keratosis = 3). An image of --images that the table does not classify, or a table id
-without its image or mask, is an error. --out must not exist; it appears only when complete.
+file and its download are then one file, and editing either edits both, which the tool says. The
+classes come from a table `ID,Class` (--classes; default PATNet's data/isic/class_id.csv,
+shipped in util/datasets/patnet_lists/ with its source): 2,594 images of nevus, melanoma and
+seborrheic keratosis. PATNet does not say which folder number holds which class; --class-order
+gives it (default: the names sorted, melanoma = 1, nevus = 2, seborrheic_keratosis = 3). An
+image of --images that the table does not classify, or a table id without its image or mask, is
+an error. --out must not exist; it appears only when complete.
 """
 import argparse
 import csv

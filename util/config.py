@@ -126,7 +126,8 @@ SCHEMA = {
                         'many epochs)', check=_POSITIVE),
     'index_split': _k('Train', int, -1, 'SGD groups (down_query, down_supp, init_merge_query, '
                       'init_merge_supp, ASPP_meta, res1_meta, res2_meta, cls_meta) with index <= '
-                      'index_split keep base_lr, the rest get 10x', check=(lambda v: v >= -1, '-1 or a group index >= 0')),
+                      'index_split keep base_lr, the rest get 10x',
+                      check=(lambda v: v >= -1, '-1 or a group index >= 0')),
     'power': _k('Train', float, 0.9, 'poly decay power (0: constant lr)', check=_NON_NEGATIVE),
     'momentum': _k('Train', float, 0.9, 'SGD momentum', check=_NON_NEGATIVE),
     'weight_decay': _k('Train', float, 1e-4, 'SGD weight decay', check=_NON_NEGATIVE),

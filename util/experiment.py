@@ -61,7 +61,8 @@ def _build_model(cfg, backbone_weights=None):
             "Put PSPNet's resnet<L>_v2.pth in initmodel/ (see initmodel/README.md), or train "
             'from a random backbone with --opts backbone_weights None')
     net = build_sccan(**architecture(cfg))
-    return with_fast_paths(net if backbone_weights is None else load_backbone_weights(net, backbone_weights), cfg)
+    return with_fast_paths(net if backbone_weights is None
+                           else load_backbone_weights(net, backbone_weights), cfg)
 
 
 def check_fits(cfg, checkpoint, path, any_shot=False, any_split=False, resuming=False) -> dict:

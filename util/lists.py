@@ -3,8 +3,9 @@
 Building them needs every label of a list file read once. That scan records, per image, the label
 size and the pixel count of every class present; it is cached as JSON (lists/<data_set>/
 class_pixels/<list name>-<root digest>.json by default) and rebuilt when the list's content, the data root,
-any label file (size or modification time), the data set or the cache format change. The fold- and mode-specific lists are derived from it in memory, so
-one scan serves all four folds, both modes and any eligibility threshold.
+any label file (size or modification time), the data set or the cache format change. The
+fold- and mode-specific lists are derived from it in memory, so one scan serves all four folds,
+both modes and any eligibility threshold.
 
 Rules (the authors' make_dataset): an (image, class) pair is eligible when the class covers at
 least MIN_PIXELS = 2·32·32 pixels of the original label; training lists drop every image that

@@ -1,7 +1,8 @@
 """Segment your own images: a few annotated support examples in, query masks out.
 
     from util.prediction.predictor import FewShotSegmenter
-    seg = FewShotSegmenter.from_checkpoint('exp/pascal/SCCAN/split0/resnet50/snapshot/train_epoch_99_0.6831.pth')
+    seg = FewShotSegmenter.from_checkpoint(
+        'exp/pascal/SCCAN/split0/resnet50/snapshot/train_epoch_99_0.6831.pth')
     mask = seg.segment([support_rgb], [support_mask], query_rgb)   # H×W uint8, 1 = foreground
     prob = seg.probabilities([support_rgb], [support_mask], query_rgb)   # H×W float32 in [0, 1]
 
