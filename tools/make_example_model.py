@@ -169,7 +169,7 @@ bootstrap interval over episodes ([docs/numbers.md](../docs/numbers.md)).
 
 For scale: on this benchmark a predictor that marks every object, whatever the support shows,
 scores about 41 % mIoU and the `make demo` model (a random ResNet-50, 1.86 million trained
-parameters, 97 px inputs) about 72 % ([docs/synthetic.md](../docs/synthetic.md)).
+parameters, 73 px inputs) about 67 % ([docs/synthetic.md](../docs/synthetic.md)).
 
 ## The model
 
