@@ -4,7 +4,7 @@
 #   make app    the browser app (tools/app.py) on http://127.0.0.1:7860, after installing its
 #               optional extras (requirements-app.txt) into .venv
 #   make gpu-check   on a GPU machine: the user's path, CUDA tests and benchmarks, one report
-#                    (tools/gpu_check.sh; uses .venv when there is one, installs nothing: such
+#                    (tools/dev/gpu_check.sh; uses .venv when there is one, installs nothing: such
 #                    machines may be offline)
 PYTHON ?= python3
 VENV ?= .venv
@@ -40,4 +40,4 @@ app: app-venv
 	$(PY) tools/app.py
 
 gpu-check:
-	tools/gpu_check.sh
+	tools/dev/gpu_check.sh

@@ -36,7 +36,7 @@ def one_thread(request):
 
 
 def pytest_runtest_logreport(report):
-    """With SCCAN_TEST_LOG=FILE (tools/gpu_check.py), a JSON line per test as it ends: outcome,
+    """With SCCAN_TEST_LOG=FILE (tools/dev/gpu_check.py), a JSON line per test as it ends: outcome,
     seconds, the figures it recorded (record_property) and why it failed or was skipped. Written
     as the run goes, so that a run stopped by a time limit still reports what finished."""
     path = os.environ.get('SCCAN_TEST_LOG')

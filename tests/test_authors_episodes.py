@@ -1,4 +1,4 @@
-"""tools/authors_episodes.py: the episodes the authors' own test loader draws, as a manifest.
+"""tools/dev/authors_episodes.py: the episodes the authors' own test loader draws, as a manifest.
 
 The tool needs their code (OFFICIAL_SCCAN, a clone of github.com/Sam1224/SCCAN); the tests that
 run it are skipped without. The manifest it wrote on the generated tree below is committed
@@ -7,7 +7,7 @@ runs everywhere. Regenerate it with
 
     OFFICIAL_SCCAN=... python -c "import sys; sys.path[:0] = ['tests', '.']; import helpers; \\
         helpers.make_pascal('/tmp/authors-tree')"
-    OFFICIAL_SCCAN=... python tools/authors_episodes.py --data-root /tmp/authors-tree \\
+    OFFICIAL_SCCAN=... python tools/dev/authors_episodes.py --data-root /tmp/authors-tree \\
         --lists build --val-list /tmp/authors-tree/val.txt --episodes 20 \\
         --out tests/golden/authors_episodes_pascal_split0_1shot.jsonl --overwrite
 """
@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from helpers import assert_one_error, make_pascal, run_cli
-from tools import authors_episodes, reference
+from tools.dev import authors_episodes, reference
 from util.datasets.pascal_coco import EpisodeDataset
 from util.evaluation.manifest import check_fits, read_manifest
 

@@ -10,7 +10,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from model import build_sccan
-from tools import benchmark
+from tools.dev import benchmark
 
 from helpers import assert_one_error, make_pascal, make_pascal_config, run_cli
 
@@ -71,7 +71,7 @@ def test_peak_memory_is_the_measuring_process_own():
     ballast = bytearray(1024 ** 3)
     for i in range(0, len(ballast), 4096):
         ballast[i] = 1
-    code = ('import torch; from tools.benchmark import peak_memory; '
+    code = ('import torch; from tools.dev.benchmark import peak_memory; '
             'print(peak_memory(torch.device("cpu"))["peak_gb"])')
     child = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True,
                            timeout=120)

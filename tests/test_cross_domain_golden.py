@@ -1,5 +1,5 @@
 """PATNet's cross-domain protocol, against golden files written by running PATNet's own code
-(tools/make_patnet_golden.py): the episodes their test loop draws, the 400×400 images and masks
+(tools/dev/make_patnet_golden.py): the episodes their test loop draws, the 400×400 images and masks
 their loaders return, their mIoU / FB-IoU bookkeeping, and their Deepglobe preprocessing."""
 import json
 import os
@@ -10,8 +10,8 @@ import torch
 
 from tools import make_cross_domain_trees as trees
 from tools import prepare_deepglobe
-from tools.make_patnet_golden import (BENCHMARKS, LOAD_CHECKS, METRIC_CLASSES, SEEDS, SHOTS,
-                                      metric_cases, run_key, sha1)
+from tools.dev.make_patnet_golden import (BENCHMARKS, LOAD_CHECKS, METRIC_CLASSES, SEEDS, SHOTS,
+                                          metric_cases, run_key, sha1)
 from util.datasets.cross_domain import PatnetEpisodes
 from util.datasets.cross_domain_layouts import layout_of
 from util.datasets.patnet import patnet_image, patnet_mask

@@ -2,7 +2,7 @@
 float32, bf16 and fp16, the fast paths and torch.compile against the plain path, a torchrun
 (NCCL) step against one process, the evaluation feature cache on the device, evaluation from CUDA
 graphs and in batches against eager one by one, and the training loop, resumption and
-meta-testing end to end. tools/gpu_check.sh runs them and puts the figures
+meta-testing end to end. tools/dev/gpu_check.sh runs them and puts the figures
 they record (record_property) in its report.
 
 Without CUDA (or with SCCAN_CUDA_TESTS_DEVICE=cpu) they run on the CPU, in every `make test`, so
@@ -132,18 +132,18 @@ def compare_outputs_and_gradients(a, b, device, record_property):
 
 # ---- golden episodes (the authors' code, float64) -----------------------------------------------
 def golden_module():
-    """tools/golden.py (weights and inputs of the golden episodes), when it and tests/golden/
+    """tools/dev/golden.py (weights and inputs of the golden episodes), when it and tests/golden/
     are there."""
-    path = os.path.join(ROOT, 'tools', 'golden.py')
+    path = os.path.join(ROOT, 'tools', 'dev', 'golden.py')
     if not os.path.isfile(path) or not glob.glob(os.path.join(GOLDEN_DIR, '*.pt')):
         return None
-    return importlib.import_module('tools.golden')
+    return importlib.import_module('tools.dev.golden')
 
 
 GOLDEN = golden_module()
 # On the CPU, the smallest episode.
 GOLDEN_CASES = (on_device(sorted(GOLDEN.CASES), ['r50_1shot_57']) if GOLDEN else
-                [pytest.param(None, marks=pytest.mark.skip(reason='no golden episodes: tools/golden.py '
+                [pytest.param(None, marks=pytest.mark.skip(reason='no golden episodes: tools/dev/golden.py '
                                                                   'and tests/golden/ are absent'))])
 
 

@@ -1,6 +1,6 @@
 """The model shipped in examples/: it segments its example for real (predict_sccan.py, the Python
 API, the app's example button with its default checkpoint), its card states its file, and
-tools/make_example_model.py refuses to replace it unasked."""
+tools/dev/make_example_model.py refuses to replace it unasked."""
 import hashlib
 import os
 import re
@@ -14,7 +14,7 @@ from helpers import assert_one_error, files_below, run_cli
 from model.build import MODEL_VARIANTS
 from model.checkpoint import read_checkpoint
 from tools import app as app_tool
-from tools import make_example_model as maker
+from tools.dev import make_example_model as maker
 from util.config import REPO_ROOT
 from util.files.image_io import IGNORE_LABEL, read_label, read_rgb
 from util.prediction.app import EXAMPLE_CLASS, SegmentationApp, SupportSlot

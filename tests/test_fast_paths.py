@@ -11,7 +11,7 @@ from model.backbone import BN_EPS, conv_bn, conv_bn_forward
 from model.fast_paths import AUTO, switch_on
 from model.scca import WindowAttention
 
-from tools import golden
+from tools.dev import golden
 from util.episodes import random_episode as episode
 from util.experiment import compile_model
 from util.seeding import without_dropout

@@ -1,7 +1,7 @@
 """Our SCCAN reproduces episodes run through the authors' code in float64.
 
-tests/golden/<case>.pt hold their outputs (tools/make_golden.py); the inputs and weights are
-regenerated from tools/golden.py. Tolerances (max abs difference): logits 1e-8, prior 1e-10, Dice
+tests/golden/<case>.pt hold their outputs (tools/dev/make_golden.py); the inputs and weights are
+regenerated from tools/dev/golden.py. Tolerances (max abs difference): logits 1e-8, prior 1e-10, Dice
 loss 1e-10, transformer output 1e-5 (stored as float32), patch alignment exact.
 """
 import glob
@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from model.loss import weighted_dice_loss
-from tools import golden
+from tools.dev import golden
 from util.episodes import TRAINING_INPUTS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -42,7 +42,7 @@ def assert_alignment_equal(indices, expected):
 def load_case(name):
     """(golden payload, float64 inputs) of a CASES entry; checks the file was made for it."""
     expected = golden.load(os.path.join(GOLDEN_DIR, f'{name}.pt'))
-    assert expected['case'] == dict(golden.CASES[name], name=name), 'regenerate with tools/make_golden.py'
+    assert expected['case'] == dict(golden.CASES[name], name=name), 'regenerate with tools/dev/make_golden.py'
     return expected, golden.episode_inputs(golden.CASES[name])
 
 

@@ -1,8 +1,8 @@
 """Our training code follows the authors' for a few float64 steps.
 
-tests/golden/training_*.pt holds, from their train_sccan.train (tools/make_golden.py), the loss and
+tests/golden/training_*.pt holds, from their train_sccan.train (tools/dev/make_golden.py), the loss and
 SGD lr of every step and a compact view of the learnable parameters after the last one; both runs
-start from tools/golden.py weights with every dropout off. Ours runs through util.optim: the
+start from tools/dev/golden.py weights with every dropout off. Ours runs through util.optim: the
 optimisers, the schedule and train_sccan.py's step (forward_backward, optimizer_step). It stores
 the SCCA blocks' activations (recompute off; on is the CPU's default): recomputing them gives
 the same gradients (tests/test_fast_paths.py) and would add a quarter to this test's time.
@@ -14,7 +14,7 @@ import os
 import pytest
 import torch
 
-from tools import golden
+from tools.dev import golden
 from util.config import default_config
 from util.optim import apply_schedule, build_optimizers, forward_backward, optimizer_step
 from util.precision import Precision
@@ -52,7 +52,7 @@ def run_ours():
 def runs():
     """(their golden payload, our steps, our parameter view)."""
     theirs = golden.load(os.path.join(ROOT, 'tests', 'golden', f"{RECIPE['name']}.pt"))
-    assert theirs['training'] == RECIPE, 'regenerate with tools/make_golden.py'
+    assert theirs['training'] == RECIPE, 'regenerate with tools/dev/make_golden.py'
     return (theirs, *run_ours())
 
 

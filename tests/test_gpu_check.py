@@ -1,4 +1,4 @@
-"""The GPU validation kit (tools/gpu_check.sh) without a GPU: a CPU smoke rerun of one step with
+"""The GPU validation kit (tools/dev/gpu_check.sh) without a GPU: a CPU smoke rerun of one step with
 what an earlier run left writes the whole report; the plan (--only, --skip, the steps that make
 what the asked ones need); a failing, overrunning or impossible step is reported and the later
 ones still run, the report rewritten after each; every step's command is one its tool accepts,
@@ -20,7 +20,8 @@ import test_sccan
 import train_sccan
 from model import build_sccan
 from model.checkpoint import weights_checkpoint
-from tools import benchmark, demo, gpu_check, gpu_check_report, gpu_check_runs, gpu_check_steps
+from tools import demo
+from tools.dev import benchmark, gpu_check, gpu_check_report, gpu_check_runs, gpu_check_steps
 from tools import make_synthetic
 from util.config import load_config, merged_opts
 from util.datasets.synthetic import write_benchmark
@@ -57,7 +58,7 @@ def test_a_smoke_rerun_of_one_step_uses_what_an_earlier_run_left(scratch, tmp_pa
     byte for byte."""
     out = tmp_path / 'report'
     env = {k: v for k, v in os.environ.items() if k != 'OFFICIAL_SCCAN'}
-    run = subprocess.run(['bash', os.path.join(ROOT, 'tools', 'gpu_check.sh'), '--cpu-smoke', '--only',
+    run = subprocess.run(['bash', os.path.join(ROOT, 'tools', 'dev', 'gpu_check.sh'), '--cpu-smoke', '--only',
                           'predict', '--out', str(out), '--work', scratch.work],
                          env={**env, 'PYTHON': sys.executable}, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
@@ -190,7 +191,7 @@ def test_every_steps_command_is_one_its_tool_accepts(scratch, smoke):
             assert load_config(args.config, args.opts).layers == (14 if smoke else 50)
         elif tool == 'predict_sccan.py':
             assert len(predict_sccan.parse_args(argv).query) == 2
-        elif tool == 'tools/benchmark.py':
+        elif tool == 'tools/dev/benchmark.py':
             benchmark.parse_args(argv)
         elif tool == 'tools/make_synthetic.py':
             make_synthetic.parse_args(argv)
@@ -248,7 +249,7 @@ def benchmark_row(setting, path, seconds, peak_gb, busy=None):
 
 
 def gpu_benchmark():
-    """What tools/benchmark.py paths --reference --with-amp bf16 --no-api --json writes on a GPU
+    """What tools/dev/benchmark.py paths --reference --with-amp bf16 --no-api --json writes on a GPU
     (made up; busy_fraction where the benchmark measured it)."""
     times = {'eval-1shot': (0.02, 0.002, 0.1), 'eval-5shot': (0.03, 0.0014, 0.1),
              'train-b8': (0.045, 0.035, 0.1)}          # scripts, scripts+bf16, reference
@@ -311,7 +312,7 @@ def test_the_targets_are_met_missed_or_not_measured_from_the_figures():
         ('train-b8, scripts: 0.45×', 'met'), ('train-b8, scripts+bf16: 0.35×', 'missed'),
         ('train-b8, scripts: 0.20×', 'met'), ('train-b8, scripts+bf16: 0.15×', 'met'),
         ('eval-1shot, scripts: 0.85', 'met'), ('eval-5shot, scripts: 0.50', 'missed'),
-        ('train-b8, scripts', 'not measured: tools/benchmark.py reported no busy_fraction'),
+        ('train-b8, scripts', 'not measured: tools/dev/benchmark.py reported no busy_fraction'),
         ('40.0 ÷ 50.0 episodes/s: 0.80', 'met')]
     targets = gpu_check_report.targets_result(False, figures)
     assert targets['status'] == 'failed' and targets['note'] == '8 of 11 measured met, 1 not measured'
@@ -373,7 +374,7 @@ def test_an_earlier_runs_files_are_kept_unless_overwrite_is_asked(tmp_path, earl
     deleted, or the run killed before writing it): refused before any step runs."""
     kept = tmp_path / earlier
     kept.write_text('figures of the only GPU run so far')
-    run = subprocess.run([sys.executable, os.path.join(ROOT, 'tools', 'gpu_check.py'), '--cpu-smoke',
+    run = subprocess.run([sys.executable, os.path.join(ROOT, 'tools', 'dev', 'gpu_check.py'), '--cpu-smoke',
                           '--out', str(tmp_path), '--work', str(tmp_path / 'work')],
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 2 and run.stderr.strip().splitlines() == [
@@ -393,12 +394,12 @@ def test_each_run_gets_a_new_folder_by_default():
 
 def test_without_a_visible_gpu_it_stops_at_once_pointing_to_the_cpu_smoke_run(tmp_path):
     """Not 'tests: passed' with every test skipped, then failing benchmarks, under 'GPU run'."""
-    run = subprocess.run([sys.executable, os.path.join(ROOT, 'tools', 'gpu_check.py'), '--out',
+    run = subprocess.run([sys.executable, os.path.join(ROOT, 'tools', 'dev', 'gpu_check.py'), '--out',
                           str(tmp_path / 'check')], capture_output=True, text=True, timeout=120,
                          env={**os.environ, 'CUDA_VISIBLE_DEVICES': ''})
     assert run.returncode == 2 and run.stderr.strip().splitlines() == [
         'error: no GPU is visible to PyTorch (torch.cuda.is_available() is False): this kit '
-        'measures a GPU; tools/gpu_check.sh --cpu-smoke checks the kit itself on the CPU']
+        'measures a GPU; tools/dev/gpu_check.sh --cpu-smoke checks the kit itself on the CPU']
     assert not (tmp_path / 'check').exists()
 
 
@@ -420,7 +421,7 @@ def test_an_interrupted_check_stops_its_step_and_reports_what_ran(tmp_path, sig)
     """Ctrl-C (SIGINT) or `timeout` (SIGTERM) during the tests step: the step's process group
     gets the signal and ends (no orphan), the later steps do not run, the report says so."""
     out = tmp_path / 'check'
-    kit = subprocess.Popen([sys.executable, os.path.join(ROOT, 'tools', 'gpu_check.py'), '--cpu-smoke',
+    kit = subprocess.Popen([sys.executable, os.path.join(ROOT, 'tools', 'dev', 'gpu_check.py'), '--cpu-smoke',
                             '--only', 'tests,benchmark', '--out', str(out), '--work', str(tmp_path / 'work')],
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:

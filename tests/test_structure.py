@@ -3,9 +3,11 @@
 The import graph points one way: model/ is the model alone (it imports nothing else of the
 project, so it can be lifted into any codebase); util/ builds on model/; the scripts and tools/
 build on both, and no tool imports a script (the library does the work, a script only parses its
-command line); nothing imports tests/, and no test module imports another (shared helpers live in
-tests/helpers.py). The scripts are thin. Outputs are written by the one atomic writer
-(util.files.writer.write_atomic), and the input-size rule of SCCAN is written once (model.sccan).
+command line); the user's tools (tools/) never import the developers' (tools/dev/: golden files,
+measurement), which may build on them; nothing imports tests/, and no test module imports another
+(shared helpers live in tests/helpers.py). The scripts are thin. Outputs are written by the one
+atomic writer (util.files.writer.write_atomic), and the input-size rule of SCCAN is written once
+(model.sccan).
 """
 import ast
 import glob
@@ -94,17 +96,69 @@ def test_no_test_imports_another_test():
         assert not imported & tests, f'{path} imports {imported & tests}: share it in helpers.py'
 
 
+TOOL_FOLDERS = {'tools': 'tools', 'tools.dev': os.path.join('tools', 'dev')}   # package → folder
+
+
+def tool_modules():
+    """{bare name: module name} of every tool: tools/<name>.py is tools.<name>, tools/dev/<name>.py
+    tools.dev.<name>; and each tools subfolder (dev) by its bare name."""
+    found = {}
+    for package, folder in TOOL_FOLDERS.items():
+        for path in glob.glob(os.path.join(REPO_ROOT, folder, '*.py')):
+            found[os.path.splitext(os.path.basename(path))[0]] = f'{package}.{os.path.basename(path)[:-3]}'
+        if package != 'tools':
+            found[package.rsplit('.', 1)[1]] = package
+    return found
+
+
+def tool_import_problems(tree, text, tools):
+    """How a file imports a tool other than as its module tools.<name> or tools.dev.<name>
+    (`from tools import x`, `from tools.dev import x`): a bare `import golden` with tools/ (or
+    tools/dev/) on sys.path, which loads a second copy; a module of tools that is not a tool's
+    (a tool named in the wrong folder); a bare name given to importlib.import_module."""
+    names = []                                  # (module name, how it is written)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names += [(alias.name, f'import {alias.name}') for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names += ([(f'{node.module}.{alias.name}', f'from {node.module} import {alias.name}')
+                       for alias in node.names] if node.module in TOOL_FOLDERS
+                      else [(node.module, f'from {node.module} import ...')])
+        elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+              and node.func.attr == 'import_module' and node.args
+              and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)):
+            names.append((node.args[0].value, f'import_module({node.args[0].value!r})'))
+    problems = []
+    for name, written in names:
+        top = name.split('.')[0]
+        if top in tools:
+            problems.append(f'{written}: import it as {tools[top]}')
+        elif top == 'tools' and name not in TOOL_FOLDERS and name not in tools.values():
+            where = tools.get(name.rsplit('.', 1)[-1])
+            problems.append(f'{written}: no such tool' + (f' (it is {where})' if where else ''))
+    if re.search(r"sys\.path.*['\"](tools|dev)['\"]", text):
+        problems.append('puts tools/ on sys.path')
+    return problems
+
+
 def test_tools_are_imported_one_way():
-    """A tool is the module tools.<name> wherever it is imported (tools and tests alike), never a
-    bare `import golden` with tools/ on sys.path: that loads a second copy of the module."""
-    tools = {os.path.splitext(os.path.basename(p))[0] for p in python_files('tools')}
+    """A tool is the module tools.<name> (tools.dev.<name> for the developers' tools) wherever it
+    is imported (tools and tests alike), never a bare `import golden` with tools/ on sys.path:
+    that loads a second copy of the module."""
+    tools = tool_modules()
     for folder in ('tools', 'tests'):
         for path in python_files(folder):
-            bare = {m for m in imported_modules(parse(path)) if m.split('.')[0] in tools}
-            assert not bare, f'{path} imports {bare}: write `from tools import ...`'
             with open(path) as f:
-                assert not re.search(r"sys\.path.*['\"]tools['\"]", f.read()), \
-                    f'{path} puts tools/ on sys.path'
+                text = f.read()
+            problems = tool_import_problems(ast.parse(text, path), text, tools)
+            assert not problems, f'{path}: {problems}'
+
+
+def test_the_users_tools_do_not_import_the_developers():
+    """tools/ works without tools/dev/: the developers' tools build on the user's, not the reverse."""
+    for path in glob.glob(os.path.join(REPO_ROOT, 'tools', '*.py')):
+        dev = [m for m in imported_modules(parse(path)) if m == 'tools.dev' or m.startswith('tools.dev.')]
+        assert not dev, f'{path} imports {dev}'
 
 
 def test_the_scripts_are_thin():
@@ -160,3 +214,12 @@ def test_the_rules_above_catch_what_they_forbid():
                                                           'write_text']
     assert sum(map(is_input_size_rule, ast.walk(breach))) == 1
     assert list(imported_modules(breach)) == ['test_model']
+    tools = {'demo': 'tools.demo', 'golden': 'tools.dev.golden', 'dev': 'tools.dev'}
+    allowed = ("from tools import demo\nfrom tools.dev import golden\nfrom tools.demo import x\n"
+               "import tools.dev.golden\nimportlib.import_module('tools.dev.golden')\n")
+    assert tool_import_problems(ast.parse(allowed), allowed, tools) == []
+    dev_folder = "os.path.join(REPO, 'tools', 'dev')"     # apart: this line is no breach itself
+    breaches = ["import golden", "from dev import golden", "from tools import golden",
+                "from tools.dev import demo", "import tools.golden", "importlib.import_module('golden')",
+                f"sys.path.insert(0, {dev_folder})"]
+    assert [len(tool_import_problems(ast.parse(b), b, tools)) for b in breaches] == [1] * len(breaches)

@@ -675,7 +675,7 @@ def test_a_5_shot_run_trains_names_its_files_and_tests(bench_5shot, tmp_path, ca
         report = json.load(f)
     seed = report['seeds'][0]
     assert report['shot'] == 5 and seed['episodes'] == 3
-    # the end-to-end rate, loading included, beside what tools/benchmark.py measures of the model
+    # the end-to-end rate, loading included, beside what tools/dev/benchmark.py measures of the model
     assert seed['episodes_per_second'] == pytest.approx(3 / seed['seconds'])
 
 

@@ -10,7 +10,7 @@ then one line per episode, in order (seed by seed, episode number e = 0, 1, ...)
      "class": 3, "intersection": [bg, fg], "union": [bg, fg]}
 Paths are relative to the data root; supports are in the order they are stacked; "class" is the
 data set's own class id; intersection and union are the pixel counts as scored (absent from a
-manifest of episodes not scored yet, e.g. tools/authors_episodes.py's). The header may name the
+manifest of episodes not scored yet, e.g. tools/dev/authors_episodes.py's). The header may name the
 classes ("class_names", in the order of "classes") where the data set has names.
 
 A manifest is read whole and checked: the header's keys, then every line (its fields, its seed

@@ -1,4 +1,4 @@
-"""The GPU kit's report (tools/gpu_check.py writes it after every step): report.md, in Markdown,
+"""The GPU kit's report (tools/dev/gpu_check.py writes it after every step): report.md, in Markdown,
 and figures.json, every figure the steps left; and the targets, checked on those figures.
 
 The targets (one GPU, 473×473, ResNet-50, ratios to the authors' model measured in the same run):
@@ -15,11 +15,10 @@ import subprocess
 import sys
 import traceback
 
-TOOLS = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(TOOLS)
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # up from tools/dev/
 sys.path.insert(0, REPO)
-from tools import benchmark  # noqa: E402
-from tools.gpu_check_steps import BENCHMARK_SETTINGS, OPTIONAL_PACKAGES, STEPS  # noqa: E402
+from tools.dev import benchmark  # noqa: E402
+from tools.dev.gpu_check_steps import BENCHMARK_SETTINGS, OPTIONAL_PACKAGES, STEPS  # noqa: E402
 from util.files.writer import write_atomic  # noqa: E402
 
 EVAL_SETTINGS = ('eval-1shot', 'eval-5shot')
@@ -59,7 +58,7 @@ def target_verdicts(figures):
         busy = rows.get((setting, 'scripts'), {}).get('busy_fraction')
         verdicts.append(verdict(BUSY[0], f'{setting}, scripts', busy, BUSY[1], at_most=False,
                                 why=None if busy is not None else
-                                'not measured: tools/benchmark.py reported no busy_fraction'))
+                                'not measured: tools/dev/benchmark.py reported no busy_fraction'))
     verdicts.append(end_to_end_verdict(figures, rows))
     return verdicts
 
@@ -250,7 +249,7 @@ def figures_table(mode, figures):
 
 
 def benchmark_section(figures):
-    lines = ["## Speed and memory: ours and the authors' (tools/benchmark.py paths)", '']
+    lines = ["## Speed and memory: ours and the authors' (tools/dev/benchmark.py paths)", '']
     if not figures:
         return lines + ['No figures: the benchmark step wrote none.']
     busy = [(r['setting'], r['path'], number(r.get('busy_fraction'), 2), number(r.get('tflops'), 1))
@@ -278,7 +277,7 @@ def targets_section(result, records):
 
 
 def modes_section(figures):
-    lines = ['## Fast modes (tools/benchmark.py modes)', '']
+    lines = ['## Fast modes (tools/dev/benchmark.py modes)', '']
     if not figures:
         return lines + ['Not run, or no figures (a GPU run measures them with `--only modes`).']
     return lines + [figures['header'], ''] + figures_table('modes', figures)

@@ -1,10 +1,10 @@
 """Write the golden files of tests/test_golden.py and tests/test_golden_training.py by running the
-AUTHORS' SCCAN (their code from OFFICIAL_SCCAN, see tools/reference.py) in float64:
+AUTHORS' SCCAN (their code from OFFICIAL_SCCAN, see tools/dev/reference.py) in float64:
 
-    OFFICIAL_SCCAN=/path/to/their/clone python tools/make_golden.py [--out tests/golden] [NAME ...]
+    OFFICIAL_SCCAN=/path/to/their/clone python tools/dev/make_golden.py [--out tests/golden] [NAME ...]
 
-NAME: cases of tools/golden.py CASES and/or its TRAINING name (default: all). Inputs and weights
-come from tools/golden.py (seeds only), so the files hold outputs alone.
+NAME: cases of tools/dev/golden.py CASES and/or its TRAINING name (default: all). Inputs and weights
+come from tools/dev/golden.py (seeds only), so the files hold outputs alone.
 """
 import argparse
 import os
@@ -14,14 +14,14 @@ import time
 
 import torch
 
-TOOLS = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.dirname(TOOLS))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # up from tools/dev/
+sys.path.insert(0, REPO)
 
-from tools import golden, reference  # noqa: E402
+from tools.dev import golden, reference  # noqa: E402
 from util.seeding import without_dropout  # noqa: E402
 
 NOTE = ("outputs of the authors' SCCAN (github.com/Sam1224/SCCAN) in float64, written by "
-        "tools/make_golden.py; inputs and weights from tools/golden.py")
+        "tools/dev/make_golden.py; inputs and weights from tools/dev/golden.py")
 
 
 def their_model(layers, shot, root):
@@ -127,7 +127,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('names', nargs='*', help='cases to write (default: all)')
-    parser.add_argument('--out', default=os.path.join(os.path.dirname(TOOLS), 'tests', 'golden'))
+    parser.add_argument('--out', default=os.path.join(REPO, 'tests', 'golden'))
     parser.add_argument('--official', default=None, help='their clone (default: $OFFICIAL_SCCAN)')
     args = parser.parse_args(argv)
     known = list(golden.CASES) + [golden.TRAINING['name']]

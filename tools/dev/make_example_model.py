@@ -1,8 +1,8 @@
 """Make the model shipped in examples/: the tiny SCCAN meta-trained on the synthetic benchmark,
 its test on the held-out classes, the example images and the model card (examples/README.md).
 
-    python tools/make_example_model.py                  # rewrites examples/ (asks for --overwrite)
-    python tools/make_example_model.py --out /tmp/ex    # elsewhere, e.g. to compare
+    python tools/dev/make_example_model.py                  # rewrites examples/ (asks for --overwrite)
+    python tools/dev/make_example_model.py --out /tmp/ex    # elsewhere, e.g. to compare
 
 Steps: the synthetic benchmark as `make demo` writes it (seed 0, 1,500 + 600 images in
 data/synthetic, reused when it is there); meta-training with config/synthetic/
@@ -24,7 +24,7 @@ import time
 
 import torch
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # up from tools/dev/
 sys.path.insert(0, REPO)
 
 from model import sccan_from_checkpoint  # noqa: E402
@@ -141,7 +141,7 @@ CARD_TEMPLATE = """# The shipped model: SCCAN (tiny) on the synthetic benchmark
 small SCCAN meta-trained on the synthetic few-shot benchmark of this repository
 ([docs/synthetic.md](../docs/synthetic.md)), shipped so that `make app`, `predict_sccan.py` and
 the Python API segment something on a fresh clone, before any download or training.
-`tools/make_example_model.py` made it and this card.
+`tools/dev/make_example_model.py` made it and this card.
 
 **What it knows: only the synthetic benchmark's shapes and colours.** Its backbone is a frozen,
 *random* ResNet (no ImageNet weights), and its {trained:,} trained parameters saw nothing but the
@@ -186,7 +186,7 @@ benchmark written with seed 0 (1,500 training images; the 600 validation images 
 
 ```bash
 # needs: a few minutes of CPU; it replaces examples/ and the run folder exp/example_model
-python tools/make_example_model.py --overwrite
+python tools/dev/make_example_model.py --overwrite
 ```
 
 On {cpu}, torch {torch}, Python {python}, one thread: {cpu_seconds:.0f} s of CPU time in all

@@ -1,9 +1,9 @@
 """Speed and memory of SCCAN: one tool, four modes, a table each.
 
-    python tools/benchmark.py [paths] [--reference] [--with-amp bf16] [--settings ...]
-    python tools/benchmark.py modes [--checkpoint CKPT] [--modes ...]
-    python tools/benchmark.py cache [--config FILE] [--shot 5] [--episodes 1000]
-    python tools/benchmark.py data [--episodes 200] [--data-root DIR --list FILE]
+    python tools/dev/benchmark.py [paths] [--reference] [--with-amp bf16] [--settings ...]
+    python tools/dev/benchmark.py modes [--checkpoint CKPT] [--modes ...]
+    python tools/dev/benchmark.py cache [--config FILE] [--shot 5] [--episodes 1000]
+    python tools/dev/benchmark.py data [--episodes 200] [--data-root DIR --list FILE]
 
 paths (the default mode): every setting through each entry point, measured in the same run:
 - scripts: as train_sccan.py and test_sccan.py run SCCAN: the default config (util.config; --opts
@@ -15,7 +15,7 @@ paths (the default mode): every setting through each entry point, measured in th
   load_state_dict, the eval forward through util.evaluation.replay.replayed_forward on the scripts'
   batch of episodes (docs/performance.md), an SGD step;
 - scripts+bf16 (--with-amp bf16, or fp16 on CUDA): the scripts path under that autocast;
-- reference (--reference): the authors' model, built from their code by tools/reference.py
+- reference (--reference): the authors' model, built from their code by tools/dev/reference.py
   (OFFICIAL_SCCAN points at a clone of their repository, outside this one; nothing of theirs is
   copied here), one episode per call as they ran it.
   For each: median seconds per episode (eval) or per training step over repeats, the model's
@@ -34,7 +34,7 @@ modes: each fast mode as one change to the default (float32, channels-last, reco
   in one process: median seconds of a 1-shot eval episode and of a training step (batch 2) and
   their ratio to the default, and the seconds of the first call of each (compile: the time it
   compiles, paid once per process); argmax agreement (the lowest over the episodes) and the largest
-  logit change against the default on the golden episodes of the authors' code (tools/golden.py);
+  logit change against the default on the golden episodes of the authors' code (tools/dev/golden.py);
   with --checkpoint (a synthetic-benchmark model, e.g. from `make demo`), mIoU of its val
   episodes and the change from the default.
 cache: the same evaluation episodes (util.evaluation.evaluate.run_episodes, the loop of
@@ -65,9 +65,9 @@ from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile
 from torch.utils.flop_counter import FlopCounterMode
 
-TOOLS = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.dirname(TOOLS))
-from tools import golden  # noqa: E402
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # up from tools/dev/
+sys.path.insert(0, REPO)
+from tools.dev import golden  # noqa: E402
 from model import build_sccan  # noqa: E402
 from model.sccan import input_size_rule, valid_input_size  # noqa: E402
 from util.transform import train_transform, val_transform  # noqa: E402
@@ -85,8 +85,7 @@ from util.files.writer import write_json  # noqa: E402
 from util.optim import build_optimizers, forward_backward, optimizer_step  # noqa: E402
 from util.precision import Precision, precision_for, resolve_device  # noqa: E402
 
-SYNTHETIC_CONFIG = os.path.join(os.path.dirname(TOOLS), 'config', 'synthetic',
-                                'synthetic_split0_resnet50.yaml')
+SYNTHETIC_CONFIG = os.path.join(REPO, 'config', 'synthetic', 'synthetic_split0_resnet50.yaml')
 TINY_SIZE = 33
 GIB = 1024 ** 3
 
@@ -256,7 +255,7 @@ def saved_state(net):
 
 
 def reference_step(args, shot, mode, inputs, device):
-    from tools import reference
+    from tools.dev import reference
     net = reference.build(layers=args.layers, shot=shot).to(device)
     return plain_step(net, mode, inputs, query_mask_argument=True)
 
@@ -482,7 +481,7 @@ def mode_seconds(mode, args, device):
 
 
 def golden_logits(mode, cases, device):
-    """float32 logits of the golden episodes (tools/golden.py: weights and inputs) in `mode`."""
+    """float32 logits of the golden episodes (tools/dev/golden.py: weights and inputs) in `mode`."""
     out = []
     for case in cases:
         net, precision = in_mode(golden.golden_model(case).float(), mode, device)
@@ -682,7 +681,7 @@ def parse_args(argv):
         argv = ['paths', *argv]
     parser = ArgumentParser(description=__doc__.split('\n')[0],
                             epilog='Without a MODE: paths. Each mode has its own options: '
-                                   'tools/benchmark.py MODE --help.')
+                                   'tools/dev/benchmark.py MODE --help.')
     modes = parser.add_subparsers(dest='mode', required=True, metavar='MODE', parser_class=ArgumentParser)
     json_option = ArgumentParser(add_help=False)
     json_option.add_argument('--json', help="also write the mode's header and rows to this file")

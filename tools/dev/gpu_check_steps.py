@@ -1,4 +1,4 @@
-"""The steps of the GPU kit (tools/gpu_check.py runs them, in this order): what each runs, the
+"""The steps of the GPU kit (tools/dev/gpu_check.py runs them, in this order): what each runs, the
 steps whose products it reads, its time on one GPU, and the figures it leaves.
 
   environment  the GPU, driver, torch / CUDA / cuDNN, TF32 settings, the optional packages
@@ -13,9 +13,9 @@ steps whose products it reads, its time on one GPU, and the figures it leaves.
   app          the browser app's segmentation (util/prediction/app.py) of the same images; its
                page too where Gradio is installed
   tests        pytest -m cuda (tests/test_cuda.py) on the device
-  benchmark    tools/benchmark.py paths: eval 1-shot and 5-shot, a training step at batch 8; float32
+  benchmark    tools/dev/benchmark.py paths: eval 1-shot and 5-shot, a training step at batch 8; float32
                and bf16; the authors' model when OFFICIAL_SCCAN is set
-  modes        tools/benchmark.py modes (not in a GPU run's default plan: about 2 minutes)
+  modes        tools/dev/benchmark.py modes (not in a GPU run's default plan: about 2 minutes)
 
 The kit's scratch folder (--work) holds the benchmark, the checkpoints and what the scripts
 write; a step's own outputs there are removed before it runs, so that its figures are its own.
@@ -28,8 +28,8 @@ import shutil
 import sys
 from typing import Callable, Optional, Sequence
 
-TOOLS = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(TOOLS)
+DEV = os.path.dirname(os.path.abspath(__file__))     # tools/dev
+REPO = os.path.dirname(os.path.dirname(DEV))
 sys.path.insert(0, REPO)
 from tools import demo  # noqa: E402  (its defaults, its data options)
 from util.config import load_config  # noqa: E402
@@ -43,7 +43,7 @@ from util.lists import read_list  # noqa: E402
 from util.prediction.app import EXAMPLE_CLASS, SegmentationApp  # noqa: E402
 
 PYTHON = sys.executable
-RUNS = os.path.join(TOOLS, 'gpu_check_runs.py')       # the work the kit does in its own processes
+RUNS = os.path.join(DEV, 'gpu_check_runs.py')           # the work the kit does in its own processes
 DEMO = demo.parse_args([])                              # the demo's defaults: config, seed, images
 PAPER_CONFIG = os.path.join(REPO, 'config', 'pascal', 'pascal_split0_resnet50.yaml')
 SMOKE_LIMIT = 300            # seconds per step of a CPU smoke run (a loaded machine)
@@ -101,7 +101,7 @@ class Kit:
         return os.path.join(self.out, name)
 
     def argv(self) -> list:
-        """This kit on the command line of tools/gpu_check_runs.py."""
+        """This kit on the command line of tools/dev/gpu_check_runs.py."""
         return ['--out', self.out, '--work', self.work] + (['--cpu-smoke'] if self.smoke else [])
 
     def opts(self, exp_dir, *more) -> list:
@@ -368,7 +368,7 @@ def tests_command(run):
 
 def benchmark_command(run):
     kit = run.kit
-    cmd = [PYTHON, 'tools/benchmark.py', 'paths', '--with-amp', 'bf16', '--no-api',
+    cmd = [PYTHON, 'tools/dev/benchmark.py', 'paths', '--with-amp', 'bf16', '--no-api',
            '--json', kit.figure_file('benchmark.json')]
     if kit.smoke:
         return cmd + ['--device', 'cpu', '--tiny', '--settings', 'eval-1shot']
@@ -378,7 +378,7 @@ def benchmark_command(run):
 
 def modes_command(run):
     kit = run.kit
-    cmd = [PYTHON, 'tools/benchmark.py', 'modes', '--json', kit.figure_file('modes.json')]
+    cmd = [PYTHON, 'tools/dev/benchmark.py', 'modes', '--json', kit.figure_file('modes.json')]
     if kit.smoke:
         return cmd + ['--device', 'cpu', '--tiny', '--modes', 'fused_attention']
     # The defaults on CUDA hold fused attention and no recomputation: the other two measure them.

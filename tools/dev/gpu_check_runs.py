@@ -1,11 +1,11 @@
-"""The work the GPU kit does in processes of its own (tools/gpu_check.py starts them as steps;
-tools/gpu_check_steps.py says which). Each prints its figures as one JSON line last and exits
+"""The work the GPU kit does in processes of its own (tools/dev/gpu_check.py starts them as steps;
+tools/dev/gpu_check_steps.py says which). Each prints its figures as one JSON line last and exits
 with status 1 when its check fails.
 
-    python tools/gpu_check_runs.py environment
-    python tools/gpu_check_runs.py determinism --out DIR --work DIR [--cpu-smoke]
-    python tools/gpu_check_runs.py train-once NAME --deterministic {True,False} --work DIR ...
-    python tools/gpu_check_runs.py app --work DIR [--cpu-smoke] [--compare-with FOLDER]
+    python tools/dev/gpu_check_runs.py environment
+    python tools/dev/gpu_check_runs.py determinism --out DIR --work DIR [--cpu-smoke]
+    python tools/dev/gpu_check_runs.py train-once NAME --deterministic {True,False} --work DIR ...
+    python tools/dev/gpu_check_runs.py app --work DIR [--cpu-smoke] [--compare-with FOLDER]
 
 environment: the GPU, driver, torch / CUDA / cuDNN versions, TF32 settings, the optional packages.
 determinism: the demo's training (its config, util.training as tools/demo.py runs it) for a few
@@ -25,9 +25,9 @@ import subprocess
 import sys
 import time
 
-TOOLS = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.dirname(TOOLS))
-from tools import gpu_check_steps as steps  # noqa: E402
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # up from tools/dev/
+sys.path.insert(0, REPO)
+from tools.dev import gpu_check_steps as steps  # noqa: E402
 from util.cli import ArgumentParser, run_main  # noqa: E402
 from util.files.image_io import read_bytes  # noqa: E402
 

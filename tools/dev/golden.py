@@ -1,4 +1,4 @@
-"""Golden files: what tools/make_golden.py runs through the authors' code and tests/test_golden*.py
+"""Golden files: what tools/dev/make_golden.py runs through the authors' code and tests/test_golden*.py
 run through ours. Both sides take everything from here: the deterministic weights, the episodes
 (regenerated from a seed, never stored), the training recipe and the compact parameter view; our
 side also its model (`golden_model`) and what it records from inside it (`recording`).

@@ -1,7 +1,7 @@
 """Write the golden files of tests/test_cross_domain_golden.py by running PATNet's own code
 (github.com/slei109/PATNet; nothing of it is committed here):
 
-    PATNET=/path/to/their/checkout python tools/make_patnet_golden.py [--out tests/golden]
+    PATNET=/path/to/their/checkout python tools/dev/make_patnet_golden.py [--out tests/golden]
 
 The Python that runs this needs what their data code imports: torch, torchvision (their
 data/dataset.py builds its transforms with it), Pillow, tensorboardX (common/logger.py), OpenCV and
@@ -36,8 +36,8 @@ import types
 import numpy as np
 import torch
 
-TOOLS = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.dirname(TOOLS))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # up from tools/dev/
+sys.path.insert(0, REPO)
 
 from tools import make_cross_domain_trees as trees  # noqa: E402
 from util.cli import ArgumentParser, run_main  # noqa: E402
@@ -262,7 +262,7 @@ def provenance(root):
     return {'patnet_commit': commit.stdout.strip() if commit.returncode == 0 else 'unknown',
             'torch': torch.__version__, 'torchvision': torchvision.__version__,
             'Pillow': PIL.__version__, 'opencv': cv2.__version__, 'numpy': np.__version__,
-            'written_by': 'tools/make_patnet_golden.py'}
+            'written_by': 'tools/dev/make_patnet_golden.py'}
 
 
 def write(path, content):
@@ -272,7 +272,7 @@ def write(path, content):
 
 def main(argv=None):
     p = ArgumentParser(description=__doc__.split('\n')[0])
-    p.add_argument('--out', default=os.path.join(os.path.dirname(TOOLS), 'tests', 'golden'))
+    p.add_argument('--out', default=os.path.join(REPO, 'tests', 'golden'))
     args = p.parse_args(argv)
     root = os.environ.get('PATNET')
     if not root or not os.path.isfile(os.path.join(root, 'data', 'fss.py')):

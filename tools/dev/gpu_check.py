@@ -1,16 +1,16 @@
 """One-command GPU validation: the user's path end to end on the device, the CUDA tests, the
 benchmarks and their targets, in one Markdown report.
 
-    tools/gpu_check.sh                      # on a machine with a GPU: about 6 minutes on one H200
-    tools/gpu_check.sh --cpu-smoke          # every step at tiny sizes on the CPU (proves the kit)
-    tools/gpu_check.sh --only predict,app   # these steps, and those whose products they lack
-    tools/gpu_check.sh --skip tests         # the default plan without them
-    tools/gpu_check.sh --out DIR            # report in DIR (default exp/gpu_check/<date-time>)
+    tools/dev/gpu_check.sh                      # on a machine with a GPU: about 6 minutes on one H200
+    tools/dev/gpu_check.sh --cpu-smoke          # every step at tiny sizes on the CPU (proves the kit)
+    tools/dev/gpu_check.sh --only predict,app   # these steps, and those whose products they lack
+    tools/dev/gpu_check.sh --skip tests         # the default plan without them
+    tools/dev/gpu_check.sh --out DIR            # report in DIR (default exp/gpu_check/<date-time>)
 
-The steps, in this order (tools/gpu_check_steps.py says what each runs): environment, data, demo,
+The steps, in this order (tools/dev/gpu_check_steps.py says what each runs): environment, data, demo,
 determinism, train, test, predict, app, tests, benchmark and modes (a GPU run's default plan
 leaves modes out; `--only modes` runs it), then the targets, checked on their figures
-(tools/gpu_check_report.py). Each step runs in its own process group with its own time limit,
+(tools/dev/gpu_check_report.py). Each step runs in its own process group with its own time limit,
 whatever happened to the ones before; a step whose input a failed or skipped step should have
 made is skipped, saying so, as is one that needs an optional package that is not installed
 (tensorboardX for training). `--only` adds the steps that make what the asked ones need when no
@@ -40,12 +40,11 @@ import subprocess
 import sys
 import time
 
-TOOLS = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(TOOLS)
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # up from tools/dev/
 sys.path.insert(0, REPO)
-from tools import gpu_check_report as reporting  # noqa: E402
-from tools.gpu_check_steps import (FIGURE_FILES, SMOKE_LIMIT, STEP, STEPS, Kit,  # noqa: E402
-                                   optional_package, remove_outputs)
+from tools.dev import gpu_check_report as reporting  # noqa: E402
+from tools.dev.gpu_check_steps import (FIGURE_FILES, SMOKE_LIMIT, STEP, STEPS, Kit,  # noqa: E402
+                                       optional_package, remove_outputs)
 from util.cli import ArgumentParser, run_main  # noqa: E402
 from util.files.checks import check_outputs  # noqa: E402
 
@@ -332,7 +331,7 @@ def check_gpu_visible():
     import torch
     if not torch.cuda.is_available():
         raise NoGPU('no GPU is visible to PyTorch (torch.cuda.is_available() is False): '
-                           'this kit measures a GPU; tools/gpu_check.sh --cpu-smoke checks the kit '
+                           'this kit measures a GPU; tools/dev/gpu_check.sh --cpu-smoke checks the kit '
                            'itself on the CPU')
 
 

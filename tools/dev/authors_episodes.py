@@ -2,7 +2,7 @@
 replays: this model, or theirs, scored on exactly their episodes.
 
     export OFFICIAL_SCCAN=/path/to/a/clone/of/github.com/Sam1224/SCCAN
-    python tools/authors_episodes.py --data-root ../data/VOCdevkit2012/VOC2012 --split 0 \\
+    python tools/dev/authors_episodes.py --data-root ../data/VOCdevkit2012/VOC2012 --split 0 \\
         --out exp/authors_pascal_split0_1shot.jsonl
 
 Their own loader runs, nothing of ours: their util/dataset.py SemData in val mode with their val
@@ -38,10 +38,10 @@ import warnings
 
 import torch
 
-TOOLS = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.dirname(TOOLS))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # up from tools/dev/
+sys.path.insert(0, REPO)
 
-from tools import reference  # noqa: E402
+from tools.dev import reference  # noqa: E402
 from util.episodes import Episode  # noqa: E402
 from util.cli import ArgumentParser, non_negative_int, positive_int, run_main  # noqa: E402
 from util.evaluation.manifest import EpisodeRecord, make_header, write_manifest  # noqa: E402
@@ -271,6 +271,6 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    # RuntimeError: OFFICIAL_SCCAN missing or wrong (tools/reference.py), or raised by their loader
+    # RuntimeError: OFFICIAL_SCCAN missing or wrong (tools/dev/reference.py), or raised by their loader
     # (e.g. an image and its label of different sizes).
     run_main(main, (RuntimeError, 'error', 2))

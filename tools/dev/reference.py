@@ -6,7 +6,7 @@ kept outside it,
     git clone https://github.com/Sam1224/SCCAN /somewhere/outside/this/repo
     export OFFICIAL_SCCAN=/somewhere/outside/this/repo     # the folder holding their model/ and util/
 
-    from tools import reference
+    from tools.dev import reference
     ref = reference.build(layers=50, shot=1)               # their model/SCCAN.py OneModel
 
 Their `model` and `util` packages share names with ours, so they are imported in isolation: while
