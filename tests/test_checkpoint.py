@@ -233,7 +233,7 @@ def test_a_stated_key_that_differs_is_refused_naming_each_with_opts_that_fit(tmp
         ready_model(load_config(config), 'cpu', tiny)
     message = str(refused.value)
     assert message == (f'{tiny} is an SCCAN of another architecture than {config} states: layers 14 '
-                       '(config: 50), fts_size 16 (config: 32), window_size 4 (config: 8), '
+                       '(config: 50), fts_size 16 (config: 24), window_size 4 (config: 6), '
                        'num_heads 2 (config: 4), reduce_dim 16 (config: 128); add --opts model tiny')
     assert fixed_by(message, config, tiny) == TINY
     other = {**TINY, 'depth': 3, 'reduce_dim': 32}          # no named variant
