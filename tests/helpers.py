@@ -28,11 +28,12 @@ import torch
 import torch.distributed as dist
 
 from model import build_sccan
+from tools.dev.random_episodes import random_episode
 from util import distributed
 from util.cli import run_main
 from util.config import load_config
 from util.datasets import episode_dataset
-from util.episodes import TRAINING_INPUTS, Episode, random_episode
+from util.episodes import TRAINING_INPUTS, Episode
 from util.evaluation.evaluate import (TIMINGS, cached_predictor, forward_predictor, make_predictor,
                                       run_episodes)
 from util.evaluation.feature_cache import FeatureCache

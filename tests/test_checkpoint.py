@@ -17,7 +17,7 @@ from util.files.writer import save_checkpoint
 from util.training.checkpoints import training_checkpoint
 
 from helpers import assert_one_error, run_cli
-from util.episodes import random_episode as episode
+from tools.dev.random_episodes import random_episode as episode
 
 # A value for every architecture key that differs from the paper's (and still builds, small).
 NOT_THE_PAPERS = dict(layers=14, backbone_width=4, fts_size=16, window_size=4, depth=2, num_heads=2,

@@ -36,9 +36,10 @@ from helpers import (assert_same_step, check_cached_evaluation, evaluations_in_b
 from model import build_sccan
 from model.scca import WindowAttention
 from tools.demo import data_opts
+from tools.dev.random_episodes import random_episode
 from util import distributed
 from util.config import default_config, load_config
-from util.episodes import TRAINING_INPUTS, random_episode
+from util.episodes import TRAINING_INPUTS
 from util.experiment import compile_model, ready_model
 from util.optim import build_optimizers, forward_backward, optimizer_step, set_sgd_lr
 from util.precision import Precision, precision_for

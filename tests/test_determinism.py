@@ -12,10 +12,11 @@ import train_sccan
 from helpers import TINY
 from model import build_sccan
 from tools import demo
+from tools.dev.random_episodes import random_episode
 from util import distributed
 from util.determinism import (CUBLAS_VARIABLE, CUBLAS_WORKSPACE, DeterministicResizes,
                               bilinear_resize, deterministic)
-from util.episodes import TRAINING_INPUTS, random_episode
+from util.episodes import TRAINING_INPUTS
 from util.precision import Precision
 from util.optim import forward_backward
 from util.seeding import without_dropout

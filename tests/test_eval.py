@@ -7,7 +7,7 @@ import torch
 from helpers import evaluations_in_batches, make_pascal_config
 from model import build_sccan
 from util.config import default_config
-from util.episodes import random_episode
+from tools.dev.random_episodes import random_episode
 from util.evaluation.evaluate import (cached_predictor, check_logits, evaluate, forward_predictor,
                                       make_predictor, original_targets)
 from util.evaluation.feature_cache import FeatureCache

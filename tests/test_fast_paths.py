@@ -12,7 +12,7 @@ from model.fast_paths import AUTO, switch_on
 from model.scca import WindowAttention
 
 from tools.dev import golden
-from util.episodes import random_episode as episode
+from tools.dev.random_episodes import random_episode as episode
 from util.experiment import compile_model
 from util.seeding import without_dropout
 

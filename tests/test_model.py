@@ -11,7 +11,7 @@ from util.optim import apply_schedule, build_optimizers, forward_backward, optim
 from util.precision import Precision
 from model.scca import PatchAlignment, SCCABlock, gather_patches, merge_patches, split_patches
 
-from util.episodes import random_episode as episode
+from tools.dev.random_episodes import random_episode as episode
 
 def spec_state_dict_keys(layers=50, depth=8):
     """The authors' parameter names (their model/SCCAN.py and swin_sccan.py), written out from

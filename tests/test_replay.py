@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from model import build_sccan
-from util.episodes import random_episode
+from tools.dev.random_episodes import random_episode
 from util.evaluation.replay import Replay, call_on_buffers, module_state, replayed_forward
 
 

@@ -77,7 +77,8 @@ from util.datasets import episode_dataset  # noqa: E402
 from util.datasets.pascal_coco import EpisodeDataset  # noqa: E402
 from util.datasets.synthetic import write_benchmark  # noqa: E402
 from util.distributed import DistEnv  # noqa: E402
-from util.episodes import MODEL_INPUTS, TRAINING_INPUTS, random_episode  # noqa: E402
+from tools.dev.random_episodes import random_episode  # noqa: E402
+from util.episodes import MODEL_INPUTS, TRAINING_INPUTS  # noqa: E402
 from util.evaluation.evaluate import eval_batch_size, make_predictor, run_episodes  # noqa: E402
 from util.evaluation.replay import replayed_forward  # noqa: E402
 from util.experiment import compile_model, ready_model  # noqa: E402
