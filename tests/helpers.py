@@ -194,7 +194,7 @@ def make_pascal_config(root, extra='', **sizes):
     return path
 
 
-# ---- a step and a validation over processes (test_distributed.py, test_cuda.py) ----
+# ---- a step and a validation over processes (test_distributed.py, torchrun_step.py) ----
 def tiny_net(cfg):
     """The config's SCCAN, seeded, without dropout (its draws differ between processes)."""
     torch.manual_seed(0)

@@ -303,13 +303,13 @@ def test_torchrun_step_equals_one_process(device, exact_float32, one_thread, fak
                                           record_property):
     """One process per GPU through torchrun (NCCL; on one GPU a world of one, still through NCCL
     and DDP) against one process with the same total batch. On the CPU a world of one through
-    Gloo (tests/test_distributed.py runs two)."""
+    Gloo (tests/test_distributed.py runs two). tests/torchrun_step.py is each process."""
     processes = torch.cuda.device_count() if device.type == 'cuda' else 1
     out = str(tmp_path / 'rank0.pt')
     env = {**os.environ, 'PYTHONPATH': os.pathsep.join(filter(None, [ROOT, os.environ.get('PYTHONPATH')])),
            'OMP_NUM_THREADS': '1'}
     run = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--standalone',
-                          f'--nproc_per_node={processes}', os.path.join(ROOT, 'tests', 'test_distributed.py'),
+                          f'--nproc_per_node={processes}', os.path.join(ROOT, 'tests', 'torchrun_step.py'),
                           fake_pascal, out], env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
     record_property('processes', processes)

@@ -1,17 +1,12 @@
 """Two processes (Gloo, CPU) against one: the same step, the same validation metrics and
 per-episode counts, --viz drawing the seed's first episodes, and a failure to claim the run
-folder stopping both.
-
-Run as a script under torchrun (`torchrun --nproc_per_node=N tests/test_distributed.py CONFIG
-OUT`, with the repository on PYTHONPATH), each process does the same step: tests/test_cuda.py
-compares it with one process on a GPU (NCCL)."""
+folder stopping both. (tests/torchrun_step.py does the same step under torchrun, for
+tests/test_cuda.py.)"""
 import os
 import socket
-import sys
 
 import pytest
 import torch
-import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from helpers import (TINY, assert_same_step, files_below, make_pascal_config, tiny_net,
@@ -25,25 +20,6 @@ from util.files.run_lock import FolderInUse
 from util.files.writer import save_checkpoint
 from util.precision import Precision
 from util.training.validation import Validation
-
-def step_and_save(config, out):
-    """One process of a world that torchrun's variables describe: validate_and_step, and rank 0
-    saves what it got to `out`. A world of one joins a process group too, so that a single GPU
-    still runs NCCL and DDP's reducer."""
-    torch.set_num_threads(1)
-    env = distributed.setup()
-    if not dist.is_initialized():
-        device = (torch.device('cuda', torch.cuda.current_device()) if env.device.type == 'cuda'
-                  else env.device)
-        dist.init_process_group('nccl' if device.type == 'cuda' else 'gloo')
-        env = distributed.DistEnv(0, 1, 0, device)
-    try:
-        result, grads, weights = validate_and_step(env, config)
-        if env.is_main:
-            torch.save({'grads': grads, 'weights': weights, 'result': result}, out)
-    finally:
-        distributed.cleanup()
-
 
 def free_port():
     with socket.socket() as s:
@@ -143,10 +119,3 @@ def test_viz_under_two_processes_draws_the_first_episodes_of_the_seed(config, ch
                         episodes=5, viz=3, out=str(tmp_path / 'report.json'))
     assert sorted(os.listdir(tmp_path / 'report_viz')) == expected
     assert files_below(os.path.join(two_processes, 'report_viz')) == files_below(tmp_path / 'report_viz')
-
-
-if __name__ == '__main__':     # torchrun tests/test_distributed.py CONFIG OUT
-    # Exact float32 on GPUs (no TF32 convolutions): the comparison is of the step, not of
-    # TF32 rounding, which differs with the batch each process gets.
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-    step_and_save(*sys.argv[1:])
