@@ -28,13 +28,14 @@ class FrozenBatchNorm2d(nn.Module):
     run on its own: `folded_into` merges it into the convolution before it (an exact rewrite that
     saves a pass over every activation). The state dict keeps the authors' BN keys."""
 
-    def __init__(self, channels):
+    def __init__(self, channels: int):
         super().__init__()
         for name, value in (('weight', 1.0), ('bias', 0.0), ('running_mean', 0.0), ('running_var', 1.0)):
             self.register_buffer(name, torch.full((channels,), value))
         self._folded, self._folded_from = {}, None
 
-    def folded_into(self, conv, dtype=None):
+    def folded_into(self, conv: nn.Conv2d,
+                    dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(weight, bias) of `conv` followed by this BN as one convolution, cast to `dtype`
         (None: as stored), as autocast would cast them for the convolution: the same values, but
         cast once rather than at every call (each is a kernel launch on a GPU). Computed once
@@ -55,14 +56,15 @@ class FrozenBatchNorm2d(nn.Module):
         return conv.weight * scale.view(-1, 1, 1, 1), self.bias - self.running_mean * scale
 
 
-def conv_bn(in_ch, out_ch, kernel, stride=1, dilation=1):
+def conv_bn(in_ch: int, out_ch: int, kernel: int, stride: int = 1,
+            dilation: int = 1) -> tuple[nn.Conv2d, FrozenBatchNorm2d]:
     """A bias-free 'same'-padded convolution and the frozen BN after it."""
     conv = nn.Conv2d(in_ch, out_ch, kernel, stride=stride, padding=dilation * (kernel // 2),
                      dilation=dilation, bias=False)
     return conv, FrozenBatchNorm2d(out_ch)
 
 
-def conv_bn_forward(conv, bn, x):
+def conv_bn_forward(conv: nn.Conv2d, bn: FrozenBatchNorm2d, x: torch.Tensor) -> torch.Tensor:
     """conv then BN, as one convolution with the folded weights (under autocast: held in its
     dtype, FrozenBatchNorm2d.folded_into)."""
     device = x.device.type
@@ -76,7 +78,7 @@ class Bottleneck(nn.Module):
     """torchvision v1.5 bottleneck: the stride sits on the 3×3 conv."""
     expansion = 4
 
-    def __init__(self, in_ch, width, stride=1, dilation=1):
+    def __init__(self, in_ch: int, width: int, stride: int = 1, dilation: int = 1):
         super().__init__()
         out_ch = width * self.expansion
         self.conv1, self.bn1 = conv_bn(in_ch, width, 1)
@@ -86,7 +88,7 @@ class Bottleneck(nn.Module):
         if stride != 1 or in_ch != out_ch:
             self.downsample = nn.Sequential(*conv_bn(in_ch, out_ch, 1, stride=stride))
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         # In place: the backbone runs without autograd, and fewer fresh tensors is less traffic.
         out = conv_bn_forward(self.conv1, self.bn1, x).relu_()
         out = conv_bn_forward(self.conv2, self.bn2, out).relu_()
@@ -104,7 +106,7 @@ class DeepStemResNet(nn.Module):
             (outputs four times that).
     """
 
-    def __init__(self, layers=50, width=64):
+    def __init__(self, layers: int = 50, width: int = 64):
         super().__init__()
         if layers not in BLOCKS_PER_STAGE:
             raise ValueError(f"layers must be one of {sorted(BLOCKS_PER_STAGE)}, got {layers!r}")
@@ -130,7 +132,7 @@ class DeepStemResNet(nn.Module):
         blocks += [Bottleneck(self._in_ch, width, dilation=dilation) for _ in range(n_blocks - 1)]
         return nn.Sequential(*blocks)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         x = conv_bn_forward(self.conv1, self.bn1, x).relu_()
         x = conv_bn_forward(self.conv2, self.bn2, x).relu_()
         x = conv_bn_forward(self.conv3, self.bn3, x).relu_()
@@ -143,12 +145,12 @@ class DeepStemResNet(nn.Module):
 class Backbone(nn.Module):
     """The frozen feature extractor: never trained, always run without autograd."""
 
-    def __init__(self, layers=50, width=64):
+    def __init__(self, layers: int = 50, width: int = 64):
         super().__init__()
         self.body = DeepStemResNet(layers, width)
         self.requires_grad_(False)
 
     @torch.no_grad()
-    def forward(self, images):  # N×3×H×W → BackboneFeatures at stride 8
+    def forward(self, images: torch.Tensor) -> BackboneFeatures:  # N×3×H×W → BackboneFeatures at stride 8
         _, layer2, layer3, layer4 = self.body(images)
         return BackboneFeatures(mid=torch.cat([layer2, layer3], dim=1), high=layer4)

@@ -14,7 +14,7 @@ the named variant whose weights they hold, else from the paper. ImageNet weights
 are loaded after building (model.checkpoint.load_backbone_weights).
 """
 import inspect
-from typing import Callable, Optional, Tuple
+from typing import Callable, Optional, Tuple, Union
 
 from model.checkpoint import (CheckpointError, detect_layers, load_strict, mismatches, model_state,
                               read_checkpoint, stored_architecture)
@@ -35,7 +35,7 @@ MODEL_VARIANTS = {
 }
 
 
-def build_sccan(variant: str = 'paper', **architecture) -> SCCAN:
+def build_sccan(variant: str = 'paper', **architecture: Union[int, float]) -> SCCAN:
     """The SCCAN of a named variant, except where `architecture` (ARCHITECTURE_KEYS) says; its
     backbone is random.
 
@@ -51,7 +51,7 @@ def build_sccan(variant: str = 'paper', **architecture) -> SCCAN:
     return SCCAN(**{**MODEL_VARIANTS[variant], **architecture})
 
 
-def known_architecture(checkpoint, path='<checkpoint>') -> dict:
+def known_architecture(checkpoint: object, path: str = '<checkpoint>') -> dict:
     """What a checkpoint tells of its architecture: the keys it stores (ours: all of them), else
     the backbone depth its weights show (the number of layer3 blocks); {} when neither."""
     known = stored_architecture(checkpoint, ARCHITECTURE_KEYS)
@@ -61,7 +61,7 @@ def known_architecture(checkpoint, path='<checkpoint>') -> dict:
     return known
 
 
-def architecture_of(checkpoint, path='<checkpoint>', defaults: Optional[dict] = None) -> dict:
+def architecture_of(checkpoint: object, path: str = '<checkpoint>', defaults: Optional[dict] = None) -> dict:
     """The full architecture of a checkpoint: what it tells (known_architecture), and for the
     rest `defaults` (e.g. a config's architecture), the paper's without."""
     return {**(defaults or PAPER_ARCHITECTURE), **known_architecture(checkpoint, path)}
@@ -80,7 +80,7 @@ def weights_variant(state: dict, layers: Optional[int] = None) -> Optional[str]:
     return next((name for name, net in _variant_nets(layers) if not any(mismatches(net, state))), None)
 
 
-def sccan_with_weights(checkpoint, path, architecture: dict, built_as: str,
+def sccan_with_weights(checkpoint: object, path: str, architecture: dict, built_as: str,
                        how_to_continue: Callable[[str], str] = lambda variant: '') -> SCCAN:
     """SCCAN(**architecture) with the checkpoint's weights, loaded strictly: CheckpointError
     otherwise, saying how it was built (`built_as`) and, when the weights are those of a named

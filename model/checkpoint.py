@@ -18,14 +18,22 @@ util.training.checkpoints); writing one to disk is the project's one atomic writ
 (util.files.writer.save_checkpoint), which model/ may not import. Weights that are NaN or infinite
 are refused when loaded.
 """
+from __future__ import annotations
+
 import os
 import pickle
 import re
 import zipfile
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 import torch
+from torch import nn
 
 from model.backbone import BLOCKS_PER_STAGE
+
+if TYPE_CHECKING:
+    from model.sccan import SCCAN
 
 DDP_PREFIX = 'module.'
 
@@ -35,7 +43,7 @@ class CheckpointError(ValueError):
 
 
 # ---- reading ------------------------------------------------------------------------------------
-def read_checkpoint(path):
+def read_checkpoint(path: str | os.PathLike[str]) -> Any:
     """The object saved in `path` (on the CPU), or CheckpointError naming the file. A folder is
     refused naming the checkpoints it holds."""
     path = os.fspath(path)
@@ -52,7 +60,8 @@ def read_checkpoint(path):
                               f"(truncated or corrupted?): {e}") from e
 
 
-def model_state(checkpoint, path='<checkpoint>'):
+def model_state(checkpoint: object,
+                path: str | os.PathLike[str] = '<checkpoint>') -> dict[str, torch.Tensor]:
     """The model's state dict inside a checkpoint object, without a DDP 'module.' prefix."""
     state = checkpoint.get('state_dict', checkpoint) if isinstance(checkpoint, dict) else None
     if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
@@ -63,12 +72,12 @@ def model_state(checkpoint, path='<checkpoint>'):
     return state
 
 
-def metadata(checkpoint):
+def metadata(checkpoint: object) -> dict[str, Any]:
     """The entries beside the weights ({} for a plain state dict)."""
     return checkpoint if isinstance(checkpoint, dict) and 'state_dict' in checkpoint else {}
 
 
-def detect_layers(state_dict):
+def detect_layers(state_dict: Mapping[str, torch.Tensor]) -> int | None:
     """Backbone depth of a state dict, from the number of layer3 blocks (6: 50, 23: 101);
     None when that number is no known depth's."""
     blocks = {int(m.group(1)) for k in state_dict
@@ -76,7 +85,7 @@ def detect_layers(state_dict):
     return {stages[2]: layers for layers, stages in BLOCKS_PER_STAGE.items()}.get(len(blocks))
 
 
-def stored_architecture(checkpoint, keys):
+def stored_architecture(checkpoint: object, keys: Iterable[str]) -> dict[str, Any]:
     """The architecture values (of `keys`) a checkpoint states: its 'architecture' entry, or
     for checkpoints written before that entry existed, the same keys of its 'config'. {} for
     the authors' checkpoints and plain state dicts."""
@@ -91,7 +100,8 @@ def _summarise(keys, limit=10):
     return ', '.join(keys[:limit]) + more
 
 
-def mismatches(module, state):
+def mismatches(module: nn.Module,
+               state: Mapping[str, torch.Tensor]) -> tuple[set[str], set[str], list[str]]:
     """(missing keys, unexpected keys, 'key (file shape) vs (model shape)' of the keys whose
     shapes differ) between the module's state dict and `state`: all empty when `state` fits."""
     own = module.state_dict()
@@ -101,7 +111,8 @@ def mismatches(module, state):
     return missing, unexpected, wrong_shape
 
 
-def load_strict(module, state, path, built_as=''):
+def load_strict(module: nn.Module, state: Mapping[str, torch.Tensor], path: str | os.PathLike[str],
+                built_as: str = '') -> None:
     """Load `state` into `module`, requiring the same keys and shapes and finite values;
     CheckpointError otherwise (`built_as`: how the module was made, for a key mismatch)."""
     missing, unexpected, wrong_shape = mismatches(module, state)
@@ -121,7 +132,7 @@ def load_strict(module, state, path, built_as=''):
     module.load_state_dict(state, strict=True)
 
 
-def load_weights(net, path):
+def load_weights(net: nn.Module, path: str | os.PathLike[str]) -> dict[str, Any]:
     """Load a plain state dict or a checkpoint (ours or the authors') into `net`, strictly.
     Returns the checkpoint object, so callers can read its other entries."""
     checkpoint = read_checkpoint(path)
@@ -129,7 +140,7 @@ def load_weights(net, path):
     return checkpoint
 
 
-def load_backbone_weights(net, path):
+def load_backbone_weights(net: SCCAN, path: str | os.PathLike[str]) -> SCCAN:
     """Load ImageNet weights into the backbone of the SCCAN `net`, strictly: a PSPNet-style plain
     state dict (initmodel/resnet<L>_v2.pth: conv1/bn1/.../layer4/fc keys). The classifier `fc.*`
     and BatchNorm's `num_batches_tracked` counters (saved from nn.BatchNorm2d) are ignored.
@@ -143,7 +154,7 @@ def load_backbone_weights(net, path):
 
 
 # ---- checking -----------------------------------------------------------------------------------
-def check_shot(checkpoint, shot, path, how_to_continue):
+def check_shot(checkpoint: object, shot: int, path: str | os.PathLike[str], how_to_continue: str) -> None:
     """Refuse a checkpoint of ours trained with another number of shots (the authors' do not
     say; their file names do: train5_... is 5-shot); `how_to_continue` ends the message."""
     trained = metadata(checkpoint).get('shot')
@@ -153,7 +164,7 @@ def check_shot(checkpoint, shot, path, how_to_continue):
 
 
 # ---- writing ------------------------------------------------------------------------------------
-def weights_checkpoint(net, **entries):
+def weights_checkpoint(net: SCCAN, **entries: Any) -> dict[str, Any]:
     """A checkpoint of `net`'s weights and architecture, with `entries` (any of those listed in
     the module docstring)."""
     return {'state_dict': net.state_dict(), 'architecture': dict(net.architecture), **entries}

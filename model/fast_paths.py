@@ -4,14 +4,14 @@ a GPU (a bare `SCCAN(...)` in a notebook as much as the scripts) runs each devic
 AUTO = 'auto'
 
 
-def check_switch(name: str, value) -> None:
+def check_switch(name: str, value: object) -> None:
     """Refuse a switch value other than True, False or AUTO (None means "leave as is" and is
     the caller's to skip)."""
     if value is not True and value is not False and value != AUTO:
         raise ValueError(f"{name} must be True, False or '{AUTO}', got {value!r}")
 
 
-def switch_on(value, on_cuda: bool, auto_on_cuda: bool) -> bool:
+def switch_on(value: bool | str, on_cuda: bool, auto_on_cuda: bool) -> bool:
     """Whether a switch is on for tensors on CUDA (`on_cuda`) or not; AUTO is on where the
     tensors are on CUDA exactly when `auto_on_cuda`, and the opposite elsewhere."""
     if value == AUTO:

@@ -1,4 +1,6 @@
 """Small tensor operations shared by SCCAN's parts, with the authors' numerical guards."""
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 
@@ -10,7 +12,7 @@ COSINE_EPS = 1e-7
 MASKED_MEAN_EPS = 5e-4
 
 
-def resize(x, size):
+def resize(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     """Bilinear resize with align_corners=True, as every resize of the authors' model.
     x N×C×h×w → N×C×size, channels-last.
 

@@ -5,7 +5,7 @@ import torch
 DICE_EPS = 1e-8
 
 
-def weighted_dice_loss(logits, label, weight=1.0):
+def weighted_dice_loss(logits: torch.Tensor, label: torch.Tensor, weight: float = 1.0) -> torch.Tensor:
     """logits B×2×H×W (background, foreground), label B×H×W of 0/1/255 → scalar.
 
     Each channel is scored on its own sigmoid; ignore pixels (255) are 0 in both targets but their

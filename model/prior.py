@@ -2,6 +2,7 @@
 where in the query the support's foreground likely is, from cosine similarities of frozen layer4
 features. Nothing here is trained."""
 import contextlib
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -19,7 +20,8 @@ class PriorMask(nn.Module):
     in float32 it stays within 2e-5 of float64. The price: one similarity matmul per shot runs
     in float32 instead of bf16."""
 
-    def forward(self, query_high, support_high, support_masks, fts_size):
+    def forward(self, query_high: torch.Tensor, support_high: torch.Tensor, support_masks: torch.Tensor,
+                fts_size: Sequence[int]) -> torch.Tensor:
         """query_high B×C×h×w, support_high B×K×C×S×S, support_masks B×K×S·S (at the feature
         grid) → B×1×fts_size×fts_size, averaged over the K shots."""
         dtype = torch.promote_types(query_high.dtype, torch.float32)

@@ -10,14 +10,14 @@ from model.functional import COSINE_EPS, MASKED_MEAN_EPS
 from model.recompute import maybe_recomputed
 
 
-def split_patches(x, window):
+def split_patches(x: torch.Tensor, window: int) -> torch.Tensor:
     """B×H×W×C → B×P×window²×C, patches in row-major order."""
     b, h, w, c = x.shape
     x = x.view(b, h // window, window, w // window, window, c).transpose(2, 3)
     return x.reshape(b, -1, window * window, c)
 
 
-def merge_patches(patches, window, height, width):
+def merge_patches(patches: torch.Tensor, window: int, height: int, width: int) -> torch.Tensor:
     """Inverse of `split_patches`: B×P×window²×C → B×H×W×C."""
     b, _, _, c = patches.shape
     x = patches.view(b, height // window, width // window, window, window, c).transpose(2, 3)
@@ -29,11 +29,11 @@ class PatchAlignment(nn.Module):
     that holds foreground. A module without parameters, so that a forward hook can read what it
     aligns."""
 
-    def __init__(self, window):
+    def __init__(self, window: int):
         super().__init__()
         self.window = window
 
-    def forward(self, query, support, support_mask):
+    def forward(self, query: torch.Tensor, support: torch.Tensor, support_mask: torch.Tensor) -> torch.Tensor:
         """query/support B×C×H×W, support_mask B×1×H×W → B×P (long), patches in row-major order."""
         b, c = query.shape[:2]
         window, area = self.window, self.window * self.window
@@ -48,7 +48,7 @@ class PatchAlignment(nn.Module):
         return (((cosine + 1) / 2) * has_foreground).max(dim=1).indices            # B×Pq
 
 
-def gather_patches(patches, index):
+def gather_patches(patches: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """patches B×P×N×C, index B×Pq → B×Pq×N×C: the aligned support patch of every query patch."""
     return torch.gather(patches, 1, index[:, :, None, None].expand(-1, -1, *patches.shape[2:]))
 
@@ -68,7 +68,7 @@ class WindowAttention(nn.Module):
         num_heads: heads h; head width C / h.
     """
 
-    def __init__(self, dim, num_heads):
+    def __init__(self, dim: int, num_heads: int):
         super().__init__()
         self.num_heads = num_heads
         self.fused = AUTO
@@ -77,7 +77,8 @@ class WindowAttention(nn.Module):
         self.kv = nn.Linear(dim, dim * 2)
         self.proj = nn.Linear(dim, dim)
 
-    def forward(self, x, keys):  # x M×N×C, keys M×N'×C (N' = N: self only, 2N: self + cross)
+    def forward(self, x: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+        # x M×N×C, keys M×N'×C (N' = N: self only, 2N: self + cross)
         m, n, c = x.shape
         heads = self.num_heads
         q = self.q(x).view(m, n, heads, c // heads).transpose(1, 2)                   # M×h×N×d
@@ -114,13 +115,13 @@ class WindowAttention(nn.Module):
 class Mlp(nn.Module):
     """Linear → GELU → Linear, applied to each token."""
 
-    def __init__(self, dim, hidden):
+    def __init__(self, dim: int, hidden: int):
         super().__init__()
         self.fc1 = nn.Linear(dim, hidden)
         self.act = nn.GELU()
         self.fc2 = nn.Linear(hidden, dim)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc2(self.act(self.fc1(x)))
 
 
@@ -129,7 +130,7 @@ class SCCABlock(nn.Module):
     patches attend to themselves. Shifted blocks pad by half a window so patches straddle the
     previous block's borders (no attention mask: padded zero tokens take part)."""
 
-    def __init__(self, dim, num_heads, window, mlp_ratio, shifted):
+    def __init__(self, dim: int, num_heads: int, window: int, mlp_ratio: float, shifted: bool):
         super().__init__()
         self.window = window
         self.shifted = shifted
@@ -154,7 +155,8 @@ class SCCABlock(nn.Module):
         start = self.window // 2
         return x[:, start:start + height, start:start + width]
 
-    def forward(self, q, s, s_mask, update_support=True):
+    def forward(self, q: torch.Tensor, s: torch.Tensor, s_mask: torch.Tensor,
+                update_support: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         """q, s B×H×W×C tokens, s_mask B×H×W×1 → (q, s); s is returned unchanged when
         `update_support` is False (the last block's support output is never used)."""
         b, height, width, c = q.shape
@@ -180,7 +182,7 @@ class SCCABlock(nn.Module):
 class SCCAStage(nn.Module):
     """The blocks, under the authors' parameter names (transformer.layers.0.blocks.N)."""
 
-    def __init__(self, dim, depth, num_heads, window, mlp_ratio):
+    def __init__(self, dim: int, depth: int, num_heads: int, window: int, mlp_ratio: float):
         super().__init__()
         self.blocks = nn.ModuleList(SCCABlock(dim, num_heads, window, mlp_ratio, shifted=i % 2 == 1)
                                     for i in range(depth))
@@ -192,7 +194,8 @@ class SCCATransformer(nn.Module):
     rerun it in the backward pass; AUTO: off CUDA only (a GPU has the memory, and the rerun
     costs a fifth of its step)."""
 
-    def __init__(self, dim=256, depth=8, num_heads=8, window=8, mlp_ratio=1.0):
+    def __init__(self, dim: int = 256, depth: int = 8, num_heads: int = 8, window: int = 8,
+                 mlp_ratio: float = 1.0):
         super().__init__()
         if dim % num_heads:
             raise ValueError(f"reduce_dim {dim} must be divisible by num_heads {num_heads}")
@@ -202,10 +205,10 @@ class SCCATransformer(nn.Module):
         self.norm0 = nn.LayerNorm(dim)
 
     @property
-    def blocks(self):
+    def blocks(self) -> nn.ModuleList:
         return self.layers[0].blocks
 
-    def forward(self, query, support, support_mask):
+    def forward(self, query: torch.Tensor, support: torch.Tensor, support_mask: torch.Tensor) -> torch.Tensor:
         """query, support B×C×H×W, support_mask B×1×H×W → B×C×H×W (query tokens after norm0)."""
         height, width = query.shape[-2:]
         if height % self.window or width % self.window:

@@ -1,7 +1,7 @@
 """SCCAN (paper Fig. 2; the authors' model/SCCAN.py, OneModel): frozen backbone → mid-level
 features, support prototype and prior mask → feature fusion → SCCA transformer → ASPP decoder →
 two-class logits at input size."""
-from typing import Optional, Sequence, Tuple, Union
+from typing import List, Optional, Self, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -29,18 +29,18 @@ def input_size_rule(name: str = 'size') -> str:
     return f'({name} - 1) % {OUTPUT_STRIDE} == 0, e.g. 473, 233, 57'
 
 
-def reduce_mid_features(in_channels, channels):
+def reduce_mid_features(in_channels: int, channels: int) -> nn.Sequential:
     """down_query / down_supp: 1×1 conv in_channels (the backbone's mid features, 1536 in the
     paper) → C, ReLU, Dropout2d(0.5)."""
     return nn.Sequential(nn.Conv2d(in_channels, channels, 1, bias=False), nn.ReLU(), nn.Dropout2d(p=0.5))
 
 
-def fusion(channels):
+def fusion(channels: int) -> nn.Sequential:
     """init_merge_query / init_merge_supp: 1×1 conv 2C+1 → C."""
     return nn.Sequential(nn.Conv2d(channels * 2 + 1, channels, 1, bias=False))
 
 
-def support_prototype(features, masks):
+def support_prototype(features: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     """Masked average pooling. features B×K×C×S×S, masks B×K×1×S×S → B×K×C×1×1."""
     area = masks.sum(dim=(-2, -1), keepdim=True) + MASKED_MEAN_EPS
     return (features * masks).sum(dim=(-2, -1), keepdim=True) / area
@@ -212,7 +212,7 @@ class SCCAN(nn.Module):
     SGD_MODULES = ('down_query', 'down_supp', 'init_merge_query', 'init_merge_supp', 'ASPP_meta',
                    'res1_meta', 'res2_meta', 'cls_meta')
 
-    def parameter_groups(self):
+    def parameter_groups(self) -> Tuple[List[List[nn.Parameter]], List[nn.Parameter]]:
         """(SGD groups, AdamW parameters): one list of parameters per module of SGD_MODULES,
         and the SCCA transformer's, which trains with AdamW."""
         return ([list(getattr(self, name).parameters()) for name in self.SGD_MODULES],
@@ -236,7 +236,7 @@ class SCCAN(nn.Module):
         if query_mask is not None and tuple(query_mask.shape) != (b, h, w):
             raise ValueError(f"query_mask must be B×H×W = {b}×{h}×{w}, got {tuple(query_mask.shape)}")
 
-    def train(self, mode=True):
+    def train(self, mode: bool = True) -> Self:
         """Frozen BN needs no care; this keeps the backbone in eval mode for clarity."""
         super().train(mode)
         self.backbone.eval()

@@ -14,6 +14,8 @@ evaluation: an existing report, manifest, picture or --viz folder is replaced on
 set's lists, list caches, images and labels), and a second run writing the same report is refused
 while this one holds it. A report that cannot be written is printed on stdout.
 """
+from __future__ import annotations
+
 import contextlib
 import dataclasses
 import glob
@@ -21,7 +23,8 @@ import hashlib
 import json
 import logging
 import os
-from typing import Optional, Sequence
+from typing import (TYPE_CHECKING, Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional,
+                    Sequence, Tuple, Union)
 
 import numpy as np
 
@@ -46,10 +49,18 @@ from util.folds import has_folds
 from util.precision import precision_for
 from util.prediction.visualize import EPISODE_PATTERN, episode_saver
 
+if TYPE_CHECKING:
+    from model import SCCAN
+    from util.datasets.cross_domain import PatnetEpisodes
+    from util.datasets.pascal_coco import EpisodeDataset
+    from util.episodes import Episode
+    from util.evaluation.manifest import EpisodeRecord, Manifest
+    from util.precision import Precision
+
 log = logging.getLogger('sccan')
 
 
-def checkpoint_to_test(cfg, weight=None):
+def checkpoint_to_test(cfg: Config, weight: Optional[str] = None) -> str:
     """The checkpoint to test: `weight`, else the config's `weight` (a path, or a file name in
     the run's snapshot folder)."""
     weight = weight or cfg.weight
@@ -73,7 +84,8 @@ class EpisodeFiles:
     plot: Optional[str] = None
 
 
-def report_path(cfg, checkpoint, seeds, episodes, episodes_from=None):
+def report_path(cfg: Config, checkpoint: str, seeds: Sequence[int], episodes: int,
+                episodes_from: Optional[str] = None) -> str:
     """<checkpoint>_test_<data_set>_split<k>_<K>shot_<E>ep_seed<s>[-<s>...][_from-<manifest>]
     .json (no _split<k> for a data set without folds, e.g. the cross-domain benchmarks): two
     reports of different measurements never share a name."""
@@ -84,7 +96,8 @@ def report_path(cfg, checkpoint, seeds, episodes, episodes_from=None):
             f'{cfg.shot}shot_{episodes}ep_seed{"-".join(map(str, seeds))}{replayed}.json')
 
 
-def claim_outputs(report, viz, inputs, overwrite, files=EpisodeFiles()):
+def claim_outputs(report: str, viz: Optional[str], inputs: Union[InputFiles, Iterable[str]], overwrite: bool,
+                  files: EpisodeFiles = EpisodeFiles()) -> RunLock:
     """Before the evaluation: claim the report for this run (a lock, <report>.lock: another run
     writing the same report is refused while this one runs), and check that the report (the
     manifest and picture of `files`, the --viz folder) can be written, replaces nothing
@@ -114,7 +127,7 @@ def claim_outputs(report, viz, inputs, overwrite, files=EpisodeFiles()):
 
 
 @contextlib.contextmanager
-def claimed(env, claim):
+def claimed(env: distributed.DistEnv, claim: Callable[[], RunLock]) -> Iterator[None]:
     """Inside: the outputs claimed by `claim()` (claim_outputs, on the main process only),
     given back on the way out."""
     lock = distributed.on_main_process(claim, env)
@@ -125,14 +138,15 @@ def claimed(env, claim):
             lock.release()
 
 
-def mean_std(per_seed):
+def mean_std(per_seed: Sequence[Mapping[str, Any]]) -> Tuple[Dict[str, float], Dict[str, float]]:
     """Mean and population std (ddof 0) of each metric over seeds."""
     values = {m: np.array([r[m] for r in per_seed]) for m in SCORES}
     return ({m: float(v.mean()) for m, v in values.items()},
             {m: float(v.std()) for m, v in values.items()})
 
 
-def replayed_manifest(files, seeds, episodes):
+def replayed_manifest(files: EpisodeFiles, seeds: Optional[Sequence[int]],
+                      episodes: Optional[int]) -> Optional[Manifest]:
     """The manifest of files.episodes_from (None without), which brings its own seeds and
     episodes."""
     if not files.episodes_from:
@@ -143,18 +157,20 @@ def replayed_manifest(files, seeds, episodes):
     return read_manifest(files.episodes_from)
 
 
-def config_digest(cfg):
+def config_digest(cfg: Config) -> str:
     """SHA-256 of the config's values after --opts: equal digests, the same settings."""
     text = json.dumps(cfg.to_dict(), sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def class_names(dataset):
+def class_names(dataset: Union[EpisodeDataset, PatnetEpisodes]) -> List[str]:
     """The names of a data set's classes (the cross-domain ones have names), else their ids."""
     return [str(name) for name in getattr(dataset, 'class_names', dataset.classes)]
 
 
-def save_episodes(path, cfg, checkpoint, dataset, seeds, episodes, records, report_file):
+def save_episodes(path: str, cfg: Config, checkpoint: str, dataset: Union[EpisodeDataset, PatnetEpisodes],
+                  seeds: Sequence[int], episodes: int, records: Sequence[EpisodeRecord],
+                  report_file: str) -> dict:
     """Write the scored episodes as a manifest; returns what the report keeps of it: its path
     relative to the report's folder (so that the two move together) and its digests."""
     header = make_header(cfg.data_set, cfg.split, cfg.shot, dataset.classes, seeds, episodes,
@@ -167,7 +183,7 @@ def save_episodes(path, cfg, checkpoint, dataset, seeds, episodes, records, repo
                                             os.path.dirname(os.path.abspath(report_file))))
 
 
-def warn_of_classes_without_episodes(seed, result, names):
+def warn_of_classes_without_episodes(seed: int, result: Mapping[str, Any], names: Sequence[str]) -> None:
     """mIoU averages every class, one without episodes as IoU 0 (the authors' formula): say so
     when it happens (e.g. --episodes 2 for 5 classes)."""
     missing = [name for name, n in zip(names, result['class_episodes']) if n == 0]
@@ -177,7 +193,10 @@ def warn_of_classes_without_episodes(seed, result, names):
                     seed, len(missing), len(names), ', '.join(missing), len(names))
 
 
-def score_plans(net, dataset, cfg, env, precision, plans, viz_dir=None, viz=0):
+def score_plans(net: SCCAN, dataset: Union[EpisodeDataset, PatnetEpisodes], cfg: Config,
+                env: distributed.DistEnv, precision: Precision, plans: Mapping[int, Sequence[Episode]],
+                viz_dir: Optional[str] = None,
+                viz: int = 0) -> Tuple[List[Dict[str, Any]], List[RunCounts], List[EpisodeRecord]]:
     """Run each seed's plan ({seed: [Episode]}). Returns, in seed order, the per-seed results
     (util.evaluation.evaluate's metrics with seed and class ids), their per-episode counts
     (RunCounts) and the manifest lines of all episodes (util.evaluation.manifest.EpisodeRecord)."""
@@ -281,7 +300,8 @@ def evaluate_checkpoint(cfg: Config, env: distributed.DistEnv, weight: Optional[
         return report
 
 
-def replay_changes(replayed, records, checkpoint, shot):
+def replay_changes(replayed: Manifest, records: Sequence[EpisodeRecord], checkpoint: str,
+                   shot: int) -> Dict[str, int]:
     """What the report says of a replayed manifest's recorded counts: {'scored_differently': n}
     when it has counts to compare (its own shot), with a warning naming the episodes when the
     checkpoint is the one that scored them (then the data, settings or hardware changed)."""
@@ -297,7 +317,9 @@ def replay_changes(replayed, records, checkpoint, shot):
     return {'scored_differently': len(changed)}
 
 
-def write_outputs(report, out, files, cfg, checkpoint, dataset, seeds, episodes, records):
+def write_outputs(report: dict, out: str, files: EpisodeFiles, cfg: Config, checkpoint: str,
+                  dataset: Union[EpisodeDataset, PatnetEpisodes], seeds: Sequence[int], episodes: int,
+                  records: Sequence[EpisodeRecord]) -> None:
     """Write the manifest (files.save_episodes), the report and its picture (files.plot). A
     manifest or report that cannot be written (e.g. a full disk) is an error naming it, with the
     report printed on stdout: the evaluation's results are not lost."""

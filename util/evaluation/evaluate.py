@@ -16,11 +16,17 @@ launching and computing overlap.
 A predictor is any predict(batch) → B×2×H×W logits for the batch's B episodes, returned on the
 evaluation's device (`check_logits` enforces it).
 """
+from __future__ import annotations
+
 import logging
 import time
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
 
 from model import BackboneFeatures
 from util.distributed import all_reduce_sum
@@ -31,7 +37,22 @@ from util.evaluation.replay import capture_cuda_graph, replayed
 from util.files.image_io import IGNORE_LABEL
 from util.log import progress
 
+if TYPE_CHECKING:
+    from model import SCCAN
+    from util.config import Config
+    from util.datasets.cross_domain import PatnetEpisodes
+    from util.datasets.pascal_coco import EpisodeDataset
+    from util.distributed import DistEnv
+    from util.episodes import Episode
+    from util.evaluation.replay import Capture
+    from util.precision import Precision
+
 log = logging.getLogger('sccan')
+
+# A collated batch of episodes (util.episodes.collate_episodes): its entries by name.
+Batch = Mapping[str, Any]
+# predict(batch) → B×2×H×W logits on the evaluation's device (see the module docstring).
+Predictor = Callable[[Batch], torch.Tensor]
 
 # Episodes per forward on CUDA when batch_size_val is empty: at one per call the GPU waits for
 # kernel launches most of the time; eight per call (float32, H200, 473×473) took 5.8 ms an
@@ -41,7 +62,7 @@ EVAL_BATCH_CUDA = 8
 TIMINGS = ('seconds', 'episodes_per_second')
 
 
-def eval_batch_size(cfg, device):
+def eval_batch_size(cfg: Config, device: torch.device | str) -> int:
     """Episodes per evaluation forward on `device`: cfg.batch_size_val, or when it is empty
     EVAL_BATCH_CUDA on CUDA and 1 elsewhere."""
     if cfg.batch_size_val is not None:
@@ -49,7 +70,7 @@ def eval_batch_size(cfg, device):
     return EVAL_BATCH_CUDA if torch.device(device).type == 'cuda' else 1
 
 
-def make_predictor(net, cfg, precision, device):
+def make_predictor(net: SCCAN, cfg: Config, precision: Precision, device: torch.device | str) -> Predictor:
     """predict(batch) → B×2×H×W logits on `device`, the network run on the batch. With
     cfg.feature_cache_gb > 0 the backbone features of every image are kept for the predictor's
     lifetime (util.evaluation.feature_cache): make one predictor per run and pass it to every
@@ -63,7 +84,8 @@ def make_predictor(net, cfg, precision, device):
     return forward_predictor(net, precision, device, capture)
 
 
-def forward_predictor(net, precision, device, capture=None):
+def forward_predictor(net: nn.Module, precision: Precision, device: torch.device | str,
+                      capture: Capture | None = None) -> Predictor:
     """predict(batch) → B×2×H×W logits with one forward pass; with a `capture` strategy
     (util.evaluation.replay, e.g. capture_cuda_graph), replayed from recordings of it
     (`predict.replay`)."""
@@ -73,7 +95,8 @@ def forward_predictor(net, precision, device, capture=None):
     return batch_predictor(forward, lambda batch: batch_tensors(batch, device), net, capture)
 
 
-def cached_predictor(net, cache, precision, device, transform_key, capture=None):
+def cached_predictor(net: SCCAN, cache: FeatureCache, precision: Precision, device: torch.device | str,
+                     transform_key: Hashable, capture: Capture | None = None) -> Predictor:
     """predict(batch) → logits, the backbone features of the batch's images looked up in
     `cache` by (image path, transform_key) and computed only for the images not seen before;
     with a `capture` strategy, what follows the backbone replayed from recordings
@@ -101,7 +124,8 @@ def cached_predictor(net, cache, precision, device, transform_key, capture=None)
     return predict
 
 
-def batch_predictor(function, inputs, net, capture=None):
+def batch_predictor(function: Callable[..., torch.Tensor], inputs: Callable[[Batch], Sequence[torch.Tensor]],
+                    net: nn.Module, capture: Capture | None = None) -> Predictor:
     """predict(batch) = function(*inputs(batch)), a part of net's eval forward; with a `capture`
     strategy replayed from recordings (util.evaluation.replay.replayed): `predict.replay`, else
     None."""
@@ -113,7 +137,7 @@ def batch_predictor(function, inputs, net, capture=None):
     return predict
 
 
-def check_logits(logits, batch, device):
+def check_logits(logits: torch.Tensor, batch: Batch, device: torch.device | str) -> torch.Tensor:
     """`logits` if they keep the evaluation's contract with its predictors: B×2×H×W for the
     batch's B episodes, on the evaluation's `device`; else a ValueError saying what differs."""
     if not on_device(logits, device):
@@ -127,7 +151,7 @@ def check_logits(logits, batch, device):
     return logits
 
 
-def on_device(tensor, device):
+def on_device(tensor: torch.Tensor, device: torch.device | str) -> bool:
     """Whether `tensor` is on `device` ('cuda' without an index: the current one)."""
     device = torch.device(device)
     if device.type == 'cuda' and device.index is None:
@@ -135,7 +159,7 @@ def on_device(tensor, device):
     return tensor.device == device
 
 
-def original_targets(batch, device):
+def original_targets(batch: Batch, device: torch.device | str) -> list[torch.Tensor]:
     """The ori_resize targets of a batch: per episode an L×L label (L = longer side of the
     original label), the label top-left, the rest ignore."""
     labels = batch['query_mask_original'].to(device, non_blocking=True)
@@ -148,15 +172,18 @@ def original_targets(batch, device):
     return targets
 
 
-def episode_loss(logits, target):
+def episode_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Mean cross-entropy of 1×2×h×w logits over the non-ignored pixels of a 1×h×w target; 0
     when there are none. Computed on the device: no host synchronisation."""
     total = F.cross_entropy(logits, target, ignore_index=IGNORE_LABEL, reduction='sum')
     return total / (target != IGNORE_LABEL).sum().clamp_min(1)
 
 
-def evaluate(predict, loader, num_classes, device, ori_resize=True, desc='val',
-             show_progress=True, on_episode=None, stop_check=None):
+def evaluate(predict: Predictor, loader: DataLoader | Sequence[Batch], num_classes: int,
+             device: torch.device | str, ori_resize: bool = True, desc: str = 'val',
+             show_progress: bool = True,
+             on_episode: Callable[[int, Batch, int, torch.Tensor], object] | None = None,
+             stop_check: Callable[[], object] | None = None) -> dict[str, Any]:
     """Run `predict` over the loader's batches (each with the `episode_number` of its
     episodes).
 
@@ -208,8 +235,12 @@ def evaluate(predict, loader, num_classes, device, ori_resize=True, desc='val',
     return result
 
 
-def run_episodes(net, dataset, cfg, seed, env, precision, num_episodes=None, plan=None,
-                 predict=None, show_progress=True, on_episode=None, desc='val', stop_check=None):
+def run_episodes(net: nn.Module, dataset: EpisodeDataset | PatnetEpisodes, cfg: Config, seed: int,
+                 env: DistEnv, precision: Precision, num_episodes: int | None = None,
+                 plan: Sequence[Episode] | None = None, predict: Predictor | None = None,
+                 show_progress: bool = True,
+                 on_episode: Callable[[int, Batch, int, torch.Tensor], object] | None = None,
+                 desc: str = 'val', stop_check: Callable[[], object] | None = None) -> dict[str, Any]:
     """Evaluate `net` on a plan of episodes, dealt round-robin over the processes of `env`. The
     network is put in eval mode and back.
 
@@ -253,7 +284,7 @@ def run_episodes(net, dataset, cfg, seed, env, precision, num_episodes=None, pla
     return result
 
 
-def format_result(result, class_names=None):
+def format_result(result: Mapping[str, Any], class_names: Sequence[str | int] | None = None) -> str:
     """Multi-line text: per-class IoU, then mIoU, FB-IoU, pIoU."""
     names = class_names or [str(i) for i in range(len(result['class_IoU']))]
     lines = [f'  class {name}: IoU {iou:.4f} ({n} episodes)'

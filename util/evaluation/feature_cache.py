@@ -5,17 +5,24 @@ features; in a 1,000-episode evaluation the same few hundred images recur as que
 (and across seeds and validations). `FeatureCache` keeps them in a bounded LRU, keyed by image and
 transform, on the compute device or in host memory, and runs the backbone only on the misses.
 """
+from __future__ import annotations
+
 from collections import OrderedDict
+from collections.abc import Hashable, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 
 from model import BackboneFeatures
 
+if TYPE_CHECKING:
+    from model import SCCAN
+
 GB = 1024 ** 3
 
 
 class FeatureCache:
-    def __init__(self, budget_gb, device='same'):
+    def __init__(self, budget_gb: float, device: str = 'same'):
         """budget_gb: bytes of features kept at most (an entry larger than that is never stored).
         device: 'same' keeps features where they were computed, 'host' in CPU memory."""
         if budget_gb <= 0:
@@ -29,7 +36,7 @@ class FeatureCache:
         self.hits = self.misses = 0
         self.backbone_passes = 0          # images run through the backbone
 
-    def encode(self, net, images, keys):
+    def encode(self, net: SCCAN, images: torch.Tensor, keys: Sequence[Hashable]) -> BackboneFeatures:
         """BackboneFeatures of N images (N×3×H×W), identical to net.encode(images); `keys`
         names each image and its transform (equal keys must mean equal images)."""
         if len(keys) != len(images):
@@ -66,12 +73,12 @@ class FeatureCache:
                                   for t in tensors)
         self.bytes += size
 
-    def stats(self):
+    def stats(self) -> dict[str, int | float]:
         return {'hits': self.hits, 'misses': self.misses, 'backbone_passes': self.backbone_passes,
                 'entries': len(self.entries), 'gb': self.bytes / GB}
 
 
-def host_copy(tensor):
+def host_copy(tensor: torch.Tensor) -> torch.Tensor:
     """A copy of `tensor` in host memory; of a CUDA tensor, in pinned memory and without waiting
     for the device, so that neither this copy nor the one back stops the GPU's queue (the
     copies are ordered on the stream)."""

@@ -18,16 +18,22 @@ among the header's, episodes numbered 0, 1, ... seed by seed, each index once, c
 scoring can give), then that every seed has the header's number of episodes. The first problem
 is an error naming the line.
 """
+from __future__ import annotations
+
 import dataclasses
 import hashlib
 import json
 import os
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 from util.episodes import Episode
 from util.evaluation.uncertainty import RunCounts
 from util.files.inputs import read_text
 from util.files.writer import write_atomic
+
+if TYPE_CHECKING:
+    from util.evaluation.metrics import EpisodeCounts
+    from util.files.checks import InputFiles
 
 FORMAT = 'sccan-episodes/1'
 HEADER_KEYS = ('data_set', 'split', 'shot', 'classes', 'seeds', 'episodes')
@@ -48,7 +54,7 @@ class EpisodeRecord:
     intersection: Optional[Tuple[int, int]] = None
     union: Optional[Tuple[int, int]] = None
 
-    def identity(self):
+    def identity(self) -> Tuple[int, int, Pair, Tuple[Pair, ...], int]:
         """What the episode was, without its score: equal identities are the same episode."""
         e = self.episode
         return (self.seed, self.index, e.query, e.supports, e.class_id)
@@ -105,8 +111,9 @@ def episodes_digest(records: Sequence[EpisodeRecord]) -> str:
     return h.hexdigest()
 
 
-def make_header(data_set, split, shot, classes, seeds, episodes, source, checkpoint=None,
-                config=None, class_names=None) -> dict:
+def make_header(data_set: str, split: int, shot: int, classes: Iterable[int], seeds: Iterable[int],
+                episodes: int, source: str, checkpoint: Optional[Dict[str, Any]] = None,
+                config: Optional[Dict[str, Any]] = None, class_names: Optional[Iterable[str]] = None) -> dict:
     """The header line. checkpoint / config: identity dicts (path, sha256, ...) or None;
     class_names: the classes' names, where the data set has names."""
     header = {'format': FORMAT, 'data_set': data_set, 'split': int(split), 'shot': int(shot),
@@ -118,7 +125,7 @@ def make_header(data_set, split, shot, classes, seeds, episodes, source, checkpo
     return header
 
 
-def file_identity(path) -> dict:
+def file_identity(path: Union[str, os.PathLike[str]]) -> dict:
     """{'path': absolute path, 'sha256': digest of the content}."""
     h = hashlib.sha256()
     with open(path, 'rb') as f:
@@ -132,7 +139,7 @@ def manifest_text(header: dict, records: Sequence[EpisodeRecord]) -> str:
     return '\n'.join(lines) + '\n'
 
 
-def write_manifest(path, header: dict, records: Sequence[EpisodeRecord]) -> dict:
+def write_manifest(path: str, header: dict, records: Sequence[EpisodeRecord]) -> dict:
     """Write a manifest atomically; returns what a report keeps of it: {'path', 'digest' (of its
     episodes), 'sha256' (of the file: its scores too)}."""
     text = manifest_text(header, records)
@@ -142,7 +149,7 @@ def write_manifest(path, header: dict, records: Sequence[EpisodeRecord]) -> dict
 
 
 # ---- reading ----------------------------------------------------------------------------------
-def read_manifest(path) -> Manifest:
+def read_manifest(path: str) -> Manifest:
     """The manifest at `path`, read whole; ManifestError naming the first line that is not what
     a manifest holds (see the module's doc)."""
     lines = read_text(path, 'episode manifest').splitlines()
@@ -304,8 +311,8 @@ def _check_counts(where, intersection, union):
 
 
 # ---- fitting a run ----------------------------------------------------------------------------
-def check_fits(manifest: Manifest, data_set, split, shot, classes, data_root, files=None,
-               lists=''):
+def check_fits(manifest: Manifest, data_set: str, split: int, shot: int, classes: Sequence[int],
+               data_root: str, files: Optional[InputFiles] = None, lists: str = '') -> None:
     """Refuse a manifest that another data set, fold or a smaller shot made, or whose files are
     not under `data_root` or, given the data set's `files` (util.files.checks.InputFiles), not among
     them (e.g. a query that is not in the val list; `lists` names them); the message names the
@@ -362,7 +369,7 @@ def replay_plans(manifest: Manifest, shot: int) -> Dict[int, List[Episode]]:
     return plans
 
 
-def scored_records(seed: int, plan: Sequence[Episode], counts) -> List[EpisodeRecord]:
+def scored_records(seed: int, plan: Sequence[Episode], counts: EpisodeCounts) -> List[EpisodeRecord]:
     """The manifest lines of a seed's evaluation: plan[e] with its counts as scored
     (util.evaluation.metrics.EpisodeCounts, in episode order)."""
     if counts.episode.tolist() != list(range(len(plan))):

@@ -10,6 +10,8 @@ Counts are int64 pixel sums: the per-episode counts of several processes, gather
 (EpisodeCounts.gathered), give exactly the numbers one process would get.
 """
 import dataclasses
+from collections.abc import Sequence
+from typing import Any, Self
 
 import numpy as np
 import torch
@@ -20,7 +22,8 @@ from util.files.image_io import IGNORE_LABEL
 EPS = 1e-10     # the authors' guard: an empty union scores 0
 
 
-def intersection_union(pred, target, ignore_index=IGNORE_LABEL):
+def intersection_union(pred: torch.Tensor, target: torch.Tensor,
+                       ignore_index: int = IGNORE_LABEL) -> tuple[torch.Tensor, torch.Tensor]:
     """pred: B×H×W (0/1), target: B×H×W (0/1/ignore) → intersection, union: B×2 int64 (BG, FG).
     Pixels where the target is `ignore_index` count for neither."""
     if pred.shape != target.shape:
@@ -38,7 +41,7 @@ def intersection_union(pred, target, ignore_index=IGNORE_LABEL):
 class IoUMeter:
     """Accumulates episodes: per-class FG sums (for mIoU) and pooled BG/FG sums (FB-IoU, pIoU)."""
 
-    def __init__(self, num_classes, device='cpu'):
+    def __init__(self, num_classes: int, device: torch.device | str = 'cpu'):
         zeros = lambda *shape: torch.zeros(*shape, dtype=torch.int64, device=device)  # noqa: E731
         self.class_inter = zeros(num_classes)
         self.class_union = zeros(num_classes)
@@ -46,14 +49,16 @@ class IoUMeter:
         self.inter = zeros(2)
         self.union = zeros(2)
 
-    def update(self, pred, target, class_index):
+    def update(self, pred: torch.Tensor, target: torch.Tensor,
+               class_index: torch.Tensor | Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """pred, target: B×H×W; class_index: B (position of the episode's class in the novel
         class list). Returns the episodes' intersection and union, B×2 (BG, FG)."""
         inter, union = intersection_union(pred, target)
         self.add(inter, union, class_index)
         return inter, union
 
-    def add(self, inter, union, class_index):
+    def add(self, inter: torch.Tensor, union: torch.Tensor,
+            class_index: torch.Tensor | Sequence[int]) -> Self:
         """Counts of B episodes: inter, union B×2 (BG, FG); class_index B."""
         class_index = torch.as_tensor(class_index, device=self.inter.device).reshape(-1)
         self.inter += inter.sum(0)
@@ -63,7 +68,7 @@ class IoUMeter:
         self.class_episodes.index_add_(0, class_index, torch.ones_like(class_index))
         return self
 
-    def summary(self):
+    def summary(self) -> dict[str, Any]:
         sums = [t.cpu().numpy() for t in (self.class_inter, self.class_union, self.inter,
                                           self.union)]
         scores = scores_from_sums(*sums)
@@ -80,7 +85,8 @@ class IoUMeter:
 SCORES = ('mIoU', 'FB-IoU', 'pIoU')     # the scores of a run (class_IoU besides)
 
 
-def scores_from_sums(class_inter, class_union, inter, union):
+def scores_from_sums(class_inter: np.ndarray, class_union: np.ndarray, inter: np.ndarray,
+                     union: np.ndarray) -> dict[str, np.ndarray]:
     """The scores from summed counts, for any leading shape S (one run: S = (); bootstrap
     resamples, util.evaluation.uncertainty: S = (R,)).
 
@@ -117,7 +123,7 @@ class EpisodeCounts:
             for f in dataclasses.fields(self))
 
     @classmethod
-    def gathered(cls, rows):
+    def gathered(cls, rows: torch.Tensor) -> Self:
         """The counts of all processes from this process's rows (N×6: episode, class index,
         BG ∩, FG ∩, BG ∪, FG ∪), sorted by episode."""
         rows = all_gather_rows(rows).cpu()

@@ -2,7 +2,13 @@
 Cross Attention Network for Few-Shot Segmentation", ICCV 2023 (the SCCAN rows): the mean over the
 four folds and, where the tables give them, each fold's mIoU. Keyed by (data_set, backbone
 layers, shot)."""
+from __future__ import annotations
+
 import os
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from util.config import Config
 
 PAPER = {
     ('pascal', 50, 1): {'mIoU': 66.8, 'folds': (68.3, 72.5, 66.8, 59.8), 'FB-IoU': 77.7},
@@ -16,7 +22,7 @@ PAPER = {
 }
 
 
-def paper_fold_miou(data_set, layers, shot, split):
+def paper_fold_miou(data_set: str, layers: int, shot: int, split: int) -> float | None:
     """The paper's mIoU (%) of one fold, or None where the tables give none (the 5-shot
     ResNet-101 rows and anything not PASCAL-5i / COCO-20i)."""
     folds = PAPER.get((data_set, layers, shot), {}).get('folds')
@@ -26,7 +32,7 @@ def paper_fold_miou(data_set, layers, shot, split):
 TABLES = {'pascal': 'Table 1', 'coco': 'Table 2'}
 
 
-def paper_figure(cfg):
+def paper_figure(cfg: Config) -> tuple[float | None, str]:
     """(the paper's mIoU (%) of the config's fold, where it comes from), or (None, '') where the
     paper has none: another backbone or shot, or the synthetic benchmark (read as 'pascal')."""
     from util.datasets import SYNTHETIC_LISTS      # (imports the data sets: only when asked)

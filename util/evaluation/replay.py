@@ -21,7 +21,7 @@ this plumbing on a CPU.
 import collections
 import dataclasses
 import logging
-from typing import Callable, Optional, Sequence
+from typing import Callable, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -37,12 +37,14 @@ Capture = Callable[[Callable[..., torch.Tensor], Sequence[torch.Tensor]], Callab
 WARMUP_CALLS = 2    # before a capture: cuDNN's algorithm search, lazy initialisation
 
 
-def call_on_buffers(function, buffers):
+def call_on_buffers(function: Callable[..., torch.Tensor],
+                    buffers: Sequence[torch.Tensor]) -> Callable[[], torch.Tensor]:
     """A capture strategy without graphs: each replay calls function(*buffers)."""
     return lambda: function(*buffers)
 
 
-def capture_cuda_graph(function, buffers):
+def capture_cuda_graph(function: Callable[..., torch.Tensor],
+                       buffers: Sequence[torch.Tensor]) -> Callable[[], torch.Tensor]:
     """function(*buffers) recorded as a CUDA graph, after warm-up calls on a side stream (as
     PyTorch's CUDA graph notes require). Refused under an outer autocast: its weight-cast cache
     would outlive the capture (autocast inside `function` is fine)."""
@@ -76,7 +78,7 @@ class Recording:
     replay: Optional[Callable[[], torch.Tensor]]
 
     @property
-    def rows(self):
+    def rows(self) -> int:
         return self.buffers[0].shape[0]
 
 
@@ -126,7 +128,7 @@ class Replay:
             buffer[:rows].copy_(tensor, non_blocking=True)
         return recording.replay()[:rows].clone()
 
-    def release(self):
+    def release(self) -> None:
         """Drop every recording (and the memory it holds); the next call records anew."""
         self.recordings.clear()
 
@@ -155,7 +157,7 @@ class Replay:
         return self.recordings[key]
 
 
-def module_state(module: nn.Module):
+def module_state(module: nn.Module) -> Tuple[bool, str, Tuple[Tuple[int, int], ...]]:
     """What a recording of `module` depends on besides its inputs: its mode, fast paths (where
     it has them), and where each parameter and buffer lives and its version. Any change (weights
     loaded, moved, cast or trained) records anew: what the module derives from its weights (e.g.

@@ -20,7 +20,7 @@ class MissingExtra(ValueError):
     """An optional dependency that is not installed (a usage error: one line, status 2)."""
 
 
-def require_matplotlib():
+def require_matplotlib() -> None:
     """Raise MissingExtra with the install hint when matplotlib cannot be imported."""
     try:
         import matplotlib  # noqa: F401
@@ -28,7 +28,7 @@ def require_matplotlib():
         raise MissingExtra(HINT) from None
 
 
-def plot_report(report: dict, path: str, paper_miou=None, paper_source=''):
+def plot_report(report: dict, path: str, paper_miou: float | None = None, paper_source: str = '') -> str:
     """Draw `report` (test_sccan.py's, with 'uncertainty') into the PNG `path` (atomically).
 
     Args:

@@ -20,12 +20,18 @@ model and list of query images. Not covered: training noise (another training ru
 dependence between episodes that share a query image (PASCAL's 1,000 episodes cycle through a
 fold's few hundred images), which makes the interval somewhat too narrow.
 """
+from __future__ import annotations
+
 import dataclasses
-from typing import Dict, List, Sequence, Tuple
+from typing import TYPE_CHECKING, Dict, List, Self, Sequence, Tuple
 
 import numpy as np
+import numpy.typing as npt
 
 from util.evaluation.metrics import SCORES, scores_from_sums
+
+if TYPE_CHECKING:
+    from util.evaluation.metrics import EpisodeCounts
 
 METHOD = ('percentile bootstrap over episodes, resampled with replacement within each class '
           '(as many as the class had), scores recomputed from the per-class sums of intersection '
@@ -60,14 +66,15 @@ class RunCounts:
             raise ValueError(f'class indices must lie in 0..{self.num_classes - 1}')
 
     @classmethod
-    def of(cls, class_index, intersection, union, num_classes):
+    def of(cls, class_index: npt.ArrayLike, intersection: npt.ArrayLike, union: npt.ArrayLike,
+           num_classes: int) -> Self:
         """From lists or arrays, stored as int64 numpy arrays."""
         as_int = lambda x, shape: np.asarray(x, dtype=np.int64).reshape(shape)  # noqa: E731
         return cls(as_int(class_index, (-1,)), as_int(intersection, (-1, 2)),
                    as_int(union, (-1, 2)), int(num_classes))
 
     @classmethod
-    def of_evaluation(cls, counts, num_classes):
+    def of_evaluation(cls, counts: EpisodeCounts, num_classes: int) -> Self:
         """From the evaluation's util.evaluation.metrics.EpisodeCounts (torch tensors)."""
         return cls.of(counts.class_index.numpy(), counts.intersection.numpy(),
                       counts.union.numpy(), num_classes)
@@ -128,7 +135,7 @@ def seed_rng(seed: int, *stream: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([seed, *stream]))
 
 
-def resample_positions(counts: RunCounts, resamples: int, seed: int, *stream: int):
+def resample_positions(counts: RunCounts, resamples: int, seed: int, *stream: int) -> np.ndarray:
     """R×N stratified resample positions of one seed's episodes, from the stream's generator."""
     return stratified_resamples(counts.class_index, counts.num_classes, resamples,
                                 seed_rng(seed, *stream))

@@ -2,8 +2,12 @@
 check_outputs), never a file they did not create unless asked (--overwrite), never two outputs
 to one file (check_outputs, unique_stems); and JSON caches read back only when they answer the
 same question (read_keyed)."""
+from __future__ import annotations
+
 import json
 import os
+from collections.abc import Iterable
+from typing import Any, Self
 
 
 def _same_file(a, b):
@@ -21,11 +25,11 @@ class InputFiles:
         check_outputs([report], inputs, overwrite=True)
     """
 
-    def __init__(self, paths=()):
+    def __init__(self, paths: Iterable[str | os.PathLike[str]] | InputFiles = ()):
         self._by_name = {}
         self.add(paths)
 
-    def add(self, paths, follow_links=True):
+    def add(self, paths: Iterable[str | os.PathLike[str]] | InputFiles, follow_links: bool = True) -> Self:
         """Add files (or another InputFiles); returns self.
 
         Args:
@@ -47,7 +51,7 @@ class InputFiles:
                 self._by_name.setdefault(name, []).append(path)
         return self
 
-    def find(self, path, real_path=None):
+    def find(self, path: str, real_path: str | None = None) -> str | None:
         """The input that writing `path` would replace (the same file, through links or another
         spelling of its path), or None. real_path: os.path.realpath(path), when known."""
         names = {os.path.basename(path), os.path.basename(real_path or os.path.realpath(path))}
@@ -58,7 +62,8 @@ class InputFiles:
         return None
 
 
-def check_outputs(outputs, inputs=(), overwrite=False):
+def check_outputs(outputs: Iterable[str], inputs: InputFiles | Iterable[str | os.PathLike[str]] = (),
+                  overwrite: bool = False) -> None:
     """Refuse, before anything is written, an output that is also an input (the same file after
     resolving links: never allowed, --overwrite or not), that two outputs share, or that exists
     already (allowed with `overwrite`).
@@ -95,7 +100,7 @@ def _identity(path, real_path):
     return {real_path, (stat.st_dev, stat.st_ino)}
 
 
-def unique_stems(paths):
+def unique_stems(paths: Iterable[str]) -> list[str]:
     """The file names of `paths` without their extensions, made unique for outputs named after
     them: a name shared by several files goes to the first, the others get the first free
     `_1`, `_2`, ... that no file of `paths` has as its own name (a/x.jpg, b/x.jpg, x_1.jpg →
@@ -111,14 +116,14 @@ def unique_stems(paths):
     return names
 
 
-def read_keyed(path, key_name, key):
+def read_keyed(path: str, key_name: str, key: object) -> dict[str, Any] | None:
     """The JSON object stored at `path` when its `key_name` entry equals `key`; None when the
     file is absent, unreadable, of another shape or made for another key."""
     content = read_record(path)
     return content if content.get(key_name) == key else None
 
 
-def read_record(path):
+def read_record(path: str) -> dict[str, Any]:
     """The JSON object stored at `path`; {} when the file is absent, unreadable or not an
     object."""
     try:

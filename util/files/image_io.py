@@ -9,6 +9,7 @@ end-of-image marker after the last scan, a PNG must reach its IEND chunk.
 """
 import os
 import struct
+from collections.abc import Iterator, Sequence
 
 import cv2
 import numpy as np
@@ -28,7 +29,7 @@ class BadFileError(ValueError):
     message starts with the path; `path` holds it when known (an error re-raised by a DataLoader
     worker is rebuilt from the message alone)."""
 
-    def __init__(self, message, path=None):
+    def __init__(self, message: str, path: str | None = None):
         super().__init__(message)
         self.path = path
 
@@ -36,11 +37,11 @@ class BadFileError(ValueError):
         return type(self), (str(self), self.path)
 
 
-def bad_file(path, problem):
+def bad_file(path: str, problem: str) -> BadFileError:
     return BadFileError(f'{path}: {problem}', path)
 
 
-def support_mask_problem(foreground):
+def support_mask_problem(foreground: np.ndarray) -> str | None:
     """The one rule for support masks (an H×W bool or 0/1 array of the foreground as read):
     a mask without a foreground pixel shows nothing to segment. Returns why (a phrase following
     the mask's name), or None. predict_sccan.py and the app refuse such a support, the folder
@@ -50,7 +51,7 @@ def support_mask_problem(foreground):
     return None if np.any(foreground) else 'has no foreground pixels: a support must show its object'
 
 
-def png_chunks(data):
+def png_chunks(data: bytes) -> Iterator[tuple[bytes, bytes]]:
     """(type, body) of each complete chunk of PNG bytes, in order."""
     pos = len(PNG_SIGNATURE)
     while pos + 12 <= len(data):
@@ -61,7 +62,7 @@ def png_chunks(data):
         pos += 12 + length        # length, type, body, CRC
 
 
-def truncation(data):
+def truncation(data: bytes) -> str | None:
     """Why JPEG or PNG bytes are cut short (a sentence), or None when they are complete or of
     another format."""
     if data.startswith(JPEG_SIGNATURE):
@@ -75,7 +76,7 @@ def truncation(data):
     return None
 
 
-def read_bytes(path, what='file'):
+def read_bytes(path: str, what: str = 'file') -> bytes:
     """The content of an image file, checked to be complete (`truncation`)."""
     require_file(path, what)
     with open(path, 'rb') as f:
@@ -88,7 +89,7 @@ def read_bytes(path, what='file'):
     return data
 
 
-def decode(data, path, flags=cv2.IMREAD_COLOR, what='an image'):
+def decode(data: bytes, path: str, flags: int = cv2.IMREAD_COLOR, what: str = 'an image') -> np.ndarray:
     """cv2.imdecode of a file's bytes (read_bytes); BadFileError naming the file if it fails."""
     try:
         image = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
@@ -99,13 +100,13 @@ def decode(data, path, flags=cv2.IMREAD_COLOR, what='an image'):
     return image
 
 
-def read_image(path):
+def read_image(path: str) -> np.ndarray:
     """RGB image as float32 H×W×3 (values 0..255), as the transforms expect."""
     image = decode(read_bytes(path, 'image'), path, cv2.IMREAD_COLOR, 'an image')
     return np.float32(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
 
 
-def read_label(path):
+def read_label(path: str) -> np.ndarray:
     """Label map as uint8 H×W of class ids (0 background, 255 ignore). Only single-channel 8-bit
     PNGs are accepted: a colour (e.g. VOC palette) PNG would silently turn into grey levels."""
     label = decode(read_bytes(path, 'label'), path, cv2.IMREAD_UNCHANGED, 'a label image')
@@ -116,12 +117,12 @@ def read_label(path):
     return label
 
 
-def read_rgb(path):
+def read_rgb(path: str) -> np.ndarray:
     """H×W×3 uint8 RGB of an image file (grayscale and alpha files converted)."""
     return read_image(path).astype(np.uint8)
 
 
-def read_mask(path):
+def read_mask(path: str) -> np.ndarray:
     """H×W mask array of a support-mask file, as predict_sccan.py and the browser app read it:
     bool for palette PNGs (index not in {0, 255}) and for JPEGs (>= 128: lossy compression
     turns a black-and-white mask into many grey levels, which are not classes), else the grey
@@ -145,7 +146,7 @@ def read_mask(path):
     return grey
 
 
-def png_palette(data):
+def png_palette(data: bytes) -> np.ndarray | None:
     """The PLTE colours (N×3 RGB) of indexed-colour PNG bytes; None for any other file."""
     colour_type = None
     for kind, body in png_chunks(data):
@@ -158,14 +159,14 @@ def png_palette(data):
     return None
 
 
-def colour_codes(rgb):
+def colour_codes(rgb: np.ndarray | Sequence[int]) -> np.ndarray:
     """…×3 colours (an array, or one triple) → … int32 packing the three channels in order
     into one number."""
     rgb = np.asarray(rgb).astype(np.int32)
     return (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
 
 
-def palette_index(rgb, palette, path):
+def palette_index(rgb: np.ndarray, palette: np.ndarray, path: str) -> np.ndarray:
     """Palette indices back from the colours OpenCV expands a palette PNG to. A colour listed
     twice maps to its first index."""
     codes = colour_codes(rgb)
@@ -177,7 +178,7 @@ def palette_index(rgb, palette, path):
     return first[pos]
 
 
-def read_pair(image_path, label_path):
+def read_pair(image_path: str, label_path: str) -> tuple[np.ndarray, np.ndarray]:
     """(image, label) of one list line, checked to have the same height and width."""
     image, label = read_image(image_path), read_label(label_path)
     if image.shape[:2] != label.shape:
@@ -187,7 +188,7 @@ def read_pair(image_path, label_path):
     return image, label
 
 
-def check_label_values(label, path, num_classes, ignore=IGNORE_LABEL):
+def check_label_values(label: np.ndarray, path: str, num_classes: int, ignore: int = IGNORE_LABEL) -> None:
     """Raise BadFileError when the label holds values other than 0..num_classes and `ignore`."""
     values = np.flatnonzero(np.bincount(label.ravel(), minlength=256))
     bad = [int(v) for v in values if v > num_classes and v != ignore]
@@ -196,7 +197,7 @@ def check_label_values(label, path, num_classes, ignore=IGNORE_LABEL):
                              f'and {ignore} (ignore)')
 
 
-def write_image(path, image, params=()):
+def write_image(path: str, image: np.ndarray, params: Sequence[int] = ()) -> str:
     """Write an H×W (grey or label) or H×W×3 BGR uint8 image (format by extension), creating its
     folder, atomically (a failed write leaves no partial file); OSError naming the file when it
     cannot be written (cv2.imwrite only returns False)."""

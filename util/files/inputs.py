@@ -6,7 +6,7 @@ import os
 NOT_FOUND = 'not found'
 
 
-def file_problem(path):
+def file_problem(path: str) -> tuple[bool, str] | None:
     """Why `path` cannot be read as a file, or None when it can: (missing, what it is) with
     missing True for nothing there ('not found', or a link to nothing) and False for a folder
     or a loop of symbolic links."""
@@ -24,7 +24,7 @@ def file_problem(path):
     return True, NOT_FOUND
 
 
-def require_file(path, what='file'):
+def require_file(path: str, what: str = 'file') -> None:
     """FileNotFoundError ('<what> not found: <path>', or naming a link to nothing or a loop of
     links) or IsADirectoryError unless `path` is a file."""
     problem = file_problem(path)
@@ -37,7 +37,7 @@ def require_file(path, what='file'):
     raise error(f'{what} {path} is {detail}')
 
 
-def read_text(path, what='file'):
+def read_text(path: str, what: str = 'file') -> str:
     """The content of a UTF-8 text file (a BOM is dropped); ValueError naming the file when it is
     another encoding (e.g. UTF-16) or binary."""
     require_file(path, what)

@@ -5,6 +5,8 @@ import os
 import socket
 import sys
 import time
+from collections.abc import Mapping
+from typing import Any
 
 from util.files.checks import read_record
 from util.files.writer import write_new
@@ -32,13 +34,13 @@ class RunLock:
 
     UNWRITTEN_SECONDS = 60      # a record is written within milliseconds of the file
 
-    def __init__(self, path, what=None):
+    def __init__(self, path: str, what: str | None = None):
         """path: the lock file; what: the thing claimed, for messages (default: its folder)."""
         self.path = path
         self.what = what or os.path.dirname(path)
         self.held = False
 
-    def acquire(self):
+    def acquire(self) -> dict[str, Any] | None:
         """Take the lock; returns the holder record of a stale lock taken over (None if there
         was none). FolderInUse naming the holder when a live process holds it."""
         taken_over = None
@@ -62,7 +64,7 @@ class RunLock:
         raise FolderInUse(f'could not take the lock {self.path}: other processes keep '
                           'replacing it')
 
-    def holder(self):
+    def holder(self) -> dict[str, Any]:
         """The record in the lock file ({} when unreadable, e.g. half written)."""
         return read_record(self.path)
 
@@ -95,14 +97,14 @@ class RunLock:
         os.remove(aside)
         return True
 
-    def release(self):
+    def release(self) -> None:
         if self.held:
             self.held = False
             if self.holder().get('pid') == os.getpid():
                 os.remove(self.path)
 
 
-def describe(holder):
+def describe(holder: Mapping[str, Any]) -> str:
     """'process 123 on host x since <time> (<command>)' of a lock record."""
     if 'pid' not in holder:
         return 'a process that did not record itself'

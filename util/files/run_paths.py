@@ -11,13 +11,18 @@
 1- and 5-shot runs share the folders; their files are told apart by the prefix ('train' for
 1 shot, 'train5' for 5), and so is their lock: a 1-shot and a 5-shot run may train side by side.
 """
+from __future__ import annotations
+
 import dataclasses
 import glob
 import os
 import re
-from typing import List, Optional, Tuple
+from typing import TYPE_CHECKING, List, Optional, Tuple
 
 from util.files.writer import leftover_temporaries
+
+if TYPE_CHECKING:
+    from util.config import Config
 
 CHECKPOINT_SUFFIX = '.pth'
 # A best checkpoint as the authors name theirs (some with a prefix, e.g. win8_train5_...); the
@@ -45,7 +50,7 @@ class RunPaths:
     shot: int
 
     @classmethod
-    def of(cls, cfg) -> 'RunPaths':
+    def of(cls, cfg: Config) -> 'RunPaths':
         """The run folder a config trains in."""
         return cls(os.path.join(cfg.exp_dir, cfg.data_set, 'SCCAN', f'split{cfg.split}',
                                 f'resnet{cfg.layers}'), cfg.shot)
@@ -78,7 +83,7 @@ class RunPaths:
     def tensorboard(self) -> str:
         return os.path.join(self.result, self.prefix + '_tensorboard')
 
-    def best(self, epoch_label, miou: float) -> str:
+    def best(self, epoch_label: int | float, miou: float) -> str:
         """The name of a best checkpoint: the authors' train[K]_epoch_<e>_<mIoU>.pth."""
         return os.path.join(self.snapshot,
                             f'{self.prefix}_epoch_{epoch_label}_{miou:.4f}{CHECKPOINT_SUFFIX}')
@@ -105,7 +110,7 @@ class RunPaths:
         """Temporaries of checkpoint saves of these names that were killed."""
         return leftover_temporaries(self.snapshot, self.prefix + '_', CHECKPOINT_SUFFIX)
 
-    def holds(self, path) -> bool:
+    def holds(self, path: str) -> bool:
         """Whether `path` is in this run's snapshot folder (e.g. the checkpoint a run resumes
         from: then it continues this run)."""
         return os.path.isdir(self.snapshot) and os.path.samefile(

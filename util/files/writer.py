@@ -11,6 +11,8 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Callable, Iterator
+from typing import Any, BinaryIO, TextIO
 
 
 # The permissions a plain open() would give a new file (mkstemp's are 0600); read once, as
@@ -19,7 +21,7 @@ _UMASK = os.umask(0o022)
 os.umask(_UMASK)
 
 
-def make_folder(path, what='folder'):
+def make_folder(path: str, what: str = 'folder') -> str:
     """os.makedirs(path), with an error naming `what` when path is a file."""
     if os.path.exists(path) and not os.path.isdir(path):
         raise NotADirectoryError(f'{what} {path} exists and is not a folder')
@@ -27,7 +29,7 @@ def make_folder(path, what='folder'):
     return path
 
 
-def check_room(folder, needed, what):
+def check_room(folder: str, needed: int, what: str) -> None:
     """OSError 'not enough space in <folder> for <what>' when its disk has less than `needed`
     bytes free: a long run's outputs are checked before the run."""
     free = shutil.disk_usage(folder).free
@@ -36,7 +38,7 @@ def check_room(folder, needed, what):
                       f'{needed / 2 ** 20:.1f} MB needed')
 
 
-def check_writable(path):
+def check_writable(path: str) -> None:
     """Create `path`'s folder and a scratch file in it, so that a report that cannot be written
     fails before the work that produces it; OSError naming the path otherwise (also when `path`
     is a folder, which the file could not replace)."""
@@ -57,7 +59,7 @@ def check_writable(path):
 _TEMPORARY = re.compile(r'^\.(?P<name>.+)\.[a-z0-9_]{8}\.tmp$')
 
 
-def write_atomic(path, content, sync=True):
+def write_atomic(path: str, content: str | bytes | Callable[[BinaryIO], object], sync: bool = True) -> str:
     """THE writer of reports, checkpoints and every other output: `content` goes to a temporary
     file beside `path`, which then replaces `path` in one rename. Readers never see half a file,
     and a failure leaves the previous file as it was.
@@ -116,7 +118,7 @@ def write_atomic(path, content, sync=True):
 _WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS)
 
 
-def named_write_error(error, path):
+def named_write_error(error: OSError, path: str | os.PathLike[str]) -> OSError:
     """An OSError that a write failed with (a full disk, a quota) and that names no file (the
     flush of a file opened elsewhere, e.g. by TensorBoard's writer) as 'cannot write <path>:
     <reason>'; any other error as it is."""
@@ -125,7 +127,7 @@ def named_write_error(error, path):
     return OSError(f'cannot write {path}: {_reason(error)}')
 
 
-def write_new(path, write):
+def write_new(path: str, write: Callable[[TextIO], object]) -> None:
     """Create `path`, which must not exist yet (FileExistsError, before anything is written),
     and fill it with write(f), f the new file opened as text; not atomic: for a file whose very
     creation is a claim (a run's lock, util.files.run_lock). A write that fails removes the file
@@ -155,14 +157,14 @@ def _os_error_in(error):
     return error
 
 
-def temporary_target(entry):
+def temporary_target(entry: str) -> str | None:
     """The name of the file a write_atomic temporary named `entry` was written for, or None
     when `entry` is no such temporary."""
     match = _TEMPORARY.match(entry)
     return match.group('name') if match else None
 
 
-def leftover_temporaries(folder, name_prefix='', name_suffix=''):
+def leftover_temporaries(folder: str, name_prefix: str = '', name_suffix: str = '') -> list[str]:
     """The temporary files write_atomic left in `folder` when it was killed while writing a file
     named <name_prefix>...<name_suffix>."""
     if not os.path.isdir(folder):
@@ -173,7 +175,7 @@ def leftover_temporaries(folder, name_prefix='', name_suffix=''):
 
 
 @contextlib.contextmanager
-def folder_built_whole(out):
+def folder_built_whole(out: str) -> Iterator[str]:
     """Inside: a new sibling folder of `out` to fill; renamed to `out` when the block ends
     without error, removed otherwise, so that `out` appears complete or not at all (a data set
     a preparation tool writes). FileExistsError when `out` exists."""
@@ -189,12 +191,12 @@ def folder_built_whole(out):
             shutil.rmtree(partial)
 
 
-def save_checkpoint(checkpoint, path):
+def save_checkpoint(checkpoint: dict[str, Any], path: str) -> str:
     """torch.save a checkpoint (model.checkpoint builds them) to `path` with write_atomic."""
     import torch        # here: the lists and images tools that write through this module need none
     return write_atomic(path, lambda f: torch.save(checkpoint, f))
 
 
-def write_json(path, obj, compact=False):
+def write_json(path: str, obj: object, compact: bool = False) -> str:
     """`obj` as JSON, written atomically (write_atomic)."""
     return write_atomic(path, json.dumps(obj, **({'separators': (',', ':')} if compact else {'indent': 1})))

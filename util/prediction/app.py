@@ -113,7 +113,7 @@ def _note(slot: SupportSlot, rgb: np.ndarray, foreground: Optional[np.ndarray]) 
             'mask file.')
 
 
-def no_progress(fraction, desc=None):
+def no_progress(fraction: float, desc: Optional[str] = None) -> None:
     """The progress callback when nobody is watching."""
 
 

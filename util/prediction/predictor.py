@@ -28,7 +28,7 @@ recording per number of shots; the same logits, without launch overhead).
 """
 import dataclasses
 import warnings
-from typing import Optional, Sequence
+from typing import Iterable, Iterator, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -52,7 +52,7 @@ class EncodedSupport:
     foregrounds: list      # the K H×W bool foreground masks as given
 
     @property
-    def shot(self):
+    def shot(self) -> int:
         return self.masks.shape[0]
 
 
@@ -97,7 +97,7 @@ class FewShotSegmenter:
                    trained_shot=meta.get('shot', config.get('shot')), cuda_graphs=cuda_graphs)
 
     @property
-    def device(self):
+    def device(self) -> torch.device:
         return next(self.net.parameters()).device
 
     # --- public API -------------------------------------------------------------------------
@@ -120,7 +120,8 @@ class FewShotSegmenter:
         """Like `segment`, but the H×W float32 foreground probability."""
         return self.predict(self.encode_support(support_images, support_masks), query_image)
 
-    def segment_many(self, support_images, support_masks, query_images):
+    def segment_many(self, support_images: Sequence[np.ndarray], support_masks: Sequence[np.ndarray],
+                     query_images: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
         """`segment` for each query in turn (a generator); the supports are encoded once."""
         support = self.encode_support(support_images, support_masks)
         return (to_mask(self.predict(support, q)) for q in query_images)
@@ -199,7 +200,7 @@ MASK_RULE = ('foreground is True in bool masks, 1 in {0,1} masks (255 = ignore) 
              'otherwise; for a class-id label map pass (label == class_id)')
 
 
-def as_rgb(image, what):
+def as_rgb(image: np.ndarray, what: str) -> np.ndarray:
     """numpy H×W×3 uint8 RGB from RGB, RGBA (alpha dropped), H×W or H×W×1 grayscale."""
     image = np.asarray(image)
     if image.ndim < 2 or 0 in image.shape[:2]:
@@ -217,7 +218,7 @@ def as_rgb(image, what):
                      'grayscale')
 
 
-def foreground_of(mask, what):
+def foreground_of(mask: np.ndarray, what: str) -> np.ndarray:
     """H×W bool foreground of a support mask (rule in MASK_RULE)."""
     mask = np.asarray(mask)
     if mask.ndim == 3 and mask.shape[2] == 1:
@@ -235,7 +236,7 @@ def foreground_of(mask, what):
     return mask >= 128
 
 
-def check_same_size(foreground, rgb, mask_name, image_name):
+def check_same_size(foreground: np.ndarray, rgb: np.ndarray, mask_name: str, image_name: str) -> None:
     """ValueError naming both when an H×W mask and an H×W×3 image differ in size."""
     if foreground.shape[:2] != rgb.shape[:2]:
         raise ValueError(f'{mask_name} is {foreground.shape[0]}×{foreground.shape[1]} (H×W) but '
@@ -247,7 +248,7 @@ NEAR_EMPTY, NEAR_FULL = 0.005, 0.995
 LABEL_REGION = 0.01       # share of the pixels a label map's class value covers, unlike anti-aliasing
 
 
-def mask_warnings(mask, foreground, what):
+def mask_warnings(mask: np.ndarray, foreground: np.ndarray, what: str) -> List[str]:
     """Why a support mask is probably not what was meant (a list of sentences): its foreground
     is (almost) all or nothing of it, or it looks like a class-id label map (several values
     between 0 and 255 that each cover a region, not just anti-aliased edges)."""
@@ -268,6 +269,6 @@ def mask_warnings(mask, foreground, what):
     return notes
 
 
-def to_mask(probability):
+def to_mask(probability: np.ndarray) -> np.ndarray:
     """Foreground probability → uint8 mask (1 where foreground wins, as argmax of the logits)."""
     return (probability > 0.5).astype(np.uint8)

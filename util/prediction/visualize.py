@@ -9,6 +9,8 @@ objects are saturated red, green, blue, magenta), so a red tint on a red object 
 prediction where there was none. An empty prediction is labelled so.
 """
 import os
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import cv2
 import numpy as np
@@ -27,18 +29,18 @@ WHITE = (255, 255, 255)
 NOTHING_PREDICTED = 'nothing found'
 
 
-def to_rgb(image):
+def to_rgb(image: torch.Tensor) -> np.ndarray:
     """Normalised 3×H×W tensor → H×W×3 uint8 RGB."""
     rgb = image.detach().float().cpu().permute(1, 2, 0).numpy() * np.array(STD) + np.array(MEAN)
     return np.clip(rgb, 0, 255).astype(np.uint8)
 
 
-def as_array(mask):
+def as_array(mask: np.ndarray | torch.Tensor) -> np.ndarray:
     """A label map (numpy array or tensor) as a numpy array."""
     return mask.detach().cpu().numpy() if torch.is_tensor(mask) else np.asarray(mask)
 
 
-def outline(rgb, mask, colour):
+def outline(rgb: np.ndarray, mask: np.ndarray | torch.Tensor, colour: tuple[int, int, int]) -> np.ndarray:
     """H×W×3 uint8 RGB with the boundary of the foreground (mask == 1) drawn as a `colour` line
     between black edges (a 1-pixel line with a black pixel on each side for images under 500
     pixels, wider in proportion above), and ignored pixels (255) darkened. `mask`: H×W numpy
@@ -54,7 +56,7 @@ def outline(rgb, mask, colour):
     return out
 
 
-def labelled(rgb, text):
+def labelled(rgb: np.ndarray, text: str) -> np.ndarray:
     """`rgb` with `text` written in its top-left corner, white on a black band."""
     out = rgb.copy()
     scale = max(0.3, rgb.shape[1] / 400)
@@ -64,33 +66,34 @@ def labelled(rgb, text):
     return out
 
 
-def prediction_drawn(rgb, prediction):
+def prediction_drawn(rgb: np.ndarray, prediction: np.ndarray | torch.Tensor) -> np.ndarray:
     """The query with its predicted mask's outline, or labelled 'nothing found' when the
     prediction holds no foreground pixel."""
     drawn = outline(rgb, prediction, PREDICTION_COLOUR)
     return drawn if (as_array(prediction) == 1).any() else labelled(drawn, NOTHING_PREDICTED)
 
 
-def resize_mask(mask, size):
+def resize_mask(mask: np.ndarray | torch.Tensor, size: Sequence[int]) -> np.ndarray:
     """Label map → (h, w) `size` (nearest neighbour), for masks scored at another resolution
     than their image."""
     mask = as_array(mask)
     return cv2.resize(mask.astype(np.uint8), (size[1], size[0]), interpolation=cv2.INTER_NEAREST)
 
 
-def scaled_to(rgb, side):
+def scaled_to(rgb: np.ndarray, side: int) -> np.ndarray:
     """`rgb` scaled (aspect kept) so that its longer side is `side`."""
     scale = side / max(rgb.shape[:2])
     size = (max(1, round(rgb.shape[1] * scale)), max(1, round(rgb.shape[0] * scale)))
     return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
 
 
-def fitted(rgb, side):
+def fitted(rgb: np.ndarray, side: int) -> np.ndarray:
     """`rgb`, scaled down where its longer side exceeds `side` (a picture to show)."""
     return rgb if max(rgb.shape[:2]) <= side else scaled_to(rgb, side)
 
 
-def thumbnail(rgb, mask, colour, box):
+def thumbnail(rgb: np.ndarray, mask: np.ndarray | torch.Tensor, colour: tuple[int, int, int],
+              box: int) -> np.ndarray:
     """`rgb` scaled to fit a box×box square, its mask outlined at that scale, top-left in that
     square."""
     small = scaled_to(rgb, box)
@@ -99,14 +102,14 @@ def thumbnail(rgb, mask, colour, box):
                               cv2.BORDER_CONSTANT, value=WHITE)
 
 
-def side_by_side(tiles, gap=GAP):
+def side_by_side(tiles: Sequence[np.ndarray], gap: int = GAP) -> np.ndarray:
     """Tiles in a row, top-aligned, with white gaps and white below the shorter ones."""
     height = max(t.shape[0] for t in tiles)
     return _join([cv2.copyMakeBorder(t, 0, height - t.shape[0], 0, 0, cv2.BORDER_CONSTANT, value=WHITE)
                   for t in tiles], gap, axis=1)
 
 
-def stacked(tiles, gap=GAP):
+def stacked(tiles: Sequence[np.ndarray], gap: int = GAP) -> np.ndarray:
     """Tiles in a column, left-aligned, with white gaps and white right of the narrower ones."""
     width = max(t.shape[1] for t in tiles)
     return _join([cv2.copyMakeBorder(t, 0, 0, 0, width - t.shape[1], cv2.BORDER_CONSTANT, value=WHITE)
@@ -121,7 +124,9 @@ def _join(tiles, gap, axis):
     return np.concatenate([part for tile in tiles for part in (spacer, tile)][1:], axis=axis)
 
 
-def episode_panel(query, truth, prediction, support, support_masks):
+def episode_panel(query: torch.Tensor, truth: np.ndarray | torch.Tensor,
+                  prediction: np.ndarray | torch.Tensor, support: torch.Tensor,
+                  support_masks: torch.Tensor) -> np.ndarray:
     """One episode as a row: each support with its mask (blue outline), the query with the
     ground truth (green), the query with the prediction (red, or 'nothing found').
 
@@ -139,14 +144,15 @@ def episode_panel(query, truth, prediction, support, support_masks):
     return side_by_side(tiles)
 
 
-def batch_panel(batch, b, prediction):
+def batch_panel(batch: Mapping[str, Any], b: int, prediction: np.ndarray | torch.Tensor) -> np.ndarray:
     """episode_panel of episode `b` of a collated batch and its prediction, as
     util.evaluation.evaluate's on_episode callbacks receive them."""
     return episode_panel(batch['query'][b], batch['query_mask'][b], prediction, batch['support'][b],
                          batch['support_masks'][b])
 
 
-def prediction_overlay(query, mask, support_images, support_masks):
+def prediction_overlay(query: np.ndarray, mask: np.ndarray, support_images: Sequence[np.ndarray],
+                       support_masks: Sequence[np.ndarray]) -> np.ndarray:
     """The query (H×W×3 uint8 RGB) with its predicted mask (H×W, 1 = foreground) outlined in
     red (or labelled 'nothing found'), and a column of support thumbnails with their masks
     outlined in blue on its right."""
@@ -156,7 +162,7 @@ def prediction_overlay(query, mask, support_images, support_masks):
     return side_by_side([prediction_drawn(query, mask), stacked(thumbnails, gap=0)], gap=0)
 
 
-def write_rgb(path, rgb):
+def write_rgb(path: str, rgb: np.ndarray) -> str:
     """Write an H×W×3 uint8 RGB image (format by extension); OSError naming the file."""
     return write_image(path, cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2BGR))
 
@@ -164,7 +170,8 @@ def write_rgb(path, rgb):
 EPISODE_PATTERN = 'episode_*_class*.png'      # the names episode_saver writes
 
 
-def episode_saver(folder, limit, class_ids):
+def episode_saver(folder: str, limit: int,
+                  class_ids: Sequence[int]) -> Callable[[int, Mapping[str, Any], int, torch.Tensor], None]:
     """on_episode callback for util.evaluation.evaluate: saves episodes 0..limit-1 of the plan
     (those that this process evaluates) as folder/episode_<e>_class<id>.png."""
     def on_episode(e, batch, b, prediction):
