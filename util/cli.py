@@ -3,6 +3,9 @@ exit status, not a traceback; bad arguments are refused by name before anything 
 import argparse
 import re
 import sys
+from typing import Callable, NoReturn, Sequence, TypeVar
+
+_T = TypeVar('_T')
 
 # The tools that messages send users to, named in this one place.
 TOOLS = {'check_data': 'tools/check_data.py', 'prepare_pascal': 'tools/prepare_pascal.py',
@@ -13,7 +16,8 @@ USAGE_ERRORS = ((ValueError, OSError), 'error', 2)
 INTERRUPTED_STATUS = 130
 
 
-def run_main(main, *failures):
+def run_main(main: Callable[[], _T],
+             *failures: tuple[type[Exception] | tuple[type[Exception], ...], str, int]) -> _T:
     """Call `main()`; an exception matching one of `failures` ((types, label, status), checked in
     order, then USAGE_ERRORS) prints `label: message` on one line and exits with that status.
     Ctrl-C (KeyboardInterrupt) prints `interrupted: ...` and exits with 130."""
@@ -35,7 +39,7 @@ def run_main(main, *failures):
 _WORKER_TRACEBACK = 'Original Traceback (most recent call last):'
 
 
-def error_line(error):
+def error_line(error: BaseException) -> str:
     """The message of `error` on one line: for an error re-raised from a DataLoader worker the
     worker's own message; several lines (e.g. the keys of a checkpoint that does not fit) are
     joined by '; '."""
@@ -48,7 +52,7 @@ def error_line(error):
     return one_line(message)
 
 
-def one_line(message):
+def one_line(message: str) -> str:
     """Lines stripped and joined by '; ' (by ' ' after a line ending in ':')."""
     lines = [line.strip() for line in message.splitlines() if line.strip()]
     joined = lines[0] if lines else ''
@@ -61,11 +65,12 @@ class ArgumentParser(argparse.ArgumentParser):
     """argparse with the scripts' one-line errors (`error: argument --episodes: ...`, status 2)
     and a check that an option taking all the words after it (--opts) comes last."""
 
-    def error(self, message):
+    def error(self, message: str) -> NoReturn:
         print(f'error: {message} (see {self.prog} --help)', file=sys.stderr)
         sys.exit(2)
 
-    def parse_args(self, args=None, namespace=None):
+    def parse_args(self, args: Sequence[str] | None = None,
+                   namespace: argparse.Namespace | None = None) -> argparse.Namespace:
         args = sys.argv[1:] if args is None else list(args)
         self._check_remainder_is_last(args)
         return super().parse_args(args, namespace)
@@ -82,7 +87,7 @@ class ArgumentParser(argparse.ArgumentParser):
                        f'{", ".join(swallowed)} too: put {args[start]} last')
 
 
-def number(text, convert, accepts, expected):
+def number(text: str, convert: Callable[[str], _T], accepts: Callable[[_T], bool], expected: str) -> _T:
     """An argparse type's work: `convert(text)` when it reads and `accepts` the value, else the
     error 'expected <expected>, got <text>'."""
     try:
@@ -94,16 +99,16 @@ def number(text, convert, accepts, expected):
     return value
 
 
-def positive_int(text):
+def positive_int(text: str) -> int:
     """argparse type: an integer >= 1."""
     return number(text, int, lambda v: v >= 1, 'a positive integer')
 
 
-def non_negative_int(text):
+def non_negative_int(text: str) -> int:
     """argparse type: an integer >= 0."""
     return number(text, int, lambda v: v >= 0, 'an integer >= 0')
 
 
-def positive_float(text):
+def positive_float(text: str) -> float:
     """argparse type: a finite number > 0."""
     return number(text, float, lambda v: 0 < v < float('inf'), 'a positive number')

@@ -30,12 +30,14 @@ a value we cannot honour (e.g. `vgg: True`) is refused.
 `python -m util.config` prints the schema as a Markdown table; `python -m util.config FILE
 [KEY VALUE ...]` prints the resolved config.
 """
+from __future__ import annotations
+
 import dataclasses
 import difflib
 import math
 import os
 import sys
-from typing import Sequence
+from typing import Iterable, Mapping, Sequence
 
 import yaml
 
@@ -235,7 +237,8 @@ class Config:
     an error (a whole section left to its defaults, a file cut short), for the scripts to log."""
     __slots__ = ('_values', 'source', 'given', 'notes')
 
-    def __init__(self, values, source='<defaults>', given=(), notes=()):
+    def __init__(self, values: Mapping[str, bool | int | float | str | None], source: str = '<defaults>',
+                 given: Iterable[str] = (), notes: Iterable[str] = ()):
         object.__setattr__(self, '_values', dict(values))
         object.__setattr__(self, 'source', source)
         object.__setattr__(self, 'given', frozenset(given))
@@ -250,13 +253,13 @@ class Config:
     def __setattr__(self, name, value):
         raise AttributeError('Config is read-only; use cfg.replace(key=value)')
 
-    def replace(self, **changes):
+    def replace(self, **changes: bool | int | float | str | None) -> Config:
         values, given = dict(self._values), set(self.given)
         for name, value in changes.items():
             _assign(values, given, name, _check_value(name, value, f'{self.source} (replace)'))
         return Config(_finish(values, self.source), self.source, given, self.notes)
 
-    def to_dict(self):
+    def to_dict(self) -> dict[str, bool | int | float | str | None]:
         return dict(self._values)
 
     def __repr__(self):
@@ -398,7 +401,7 @@ def _parse_yaml(text, name):
         loader.dispose()
 
 
-def parse_opts(opts):
+def parse_opts(opts: Iterable[str] | None) -> dict[str, bool | int | float | str | None]:
     """['base_lr', '0.01', 'layers', '101'] → {'base_lr': 0.01, 'layers': 101}, type-checked.
     Values are read as YAML scalars (true, null, 1e-3); `None` also means null. A key given
     twice is refused, as in a config file."""
@@ -416,7 +419,7 @@ def parse_opts(opts):
     return parsed
 
 
-def merged_opts(base, overrides):
+def merged_opts(base: Sequence[str], overrides: Sequence[str]) -> list[str]:
     """KEY VALUE lists (as after --opts) in one: `overrides` replace the values `base` gives
     for the same keys (where a tool sets keys and lets its user's --opts change them; one
     --opts list may not give a key twice)."""
@@ -513,7 +516,7 @@ def _as_float(value):
     return value
 
 
-def smallest_input_size(window_size):
+def smallest_input_size(window_size: int) -> int:
     """The smallest train_h / train_w / val_size: the backbone (stride 8) must give a feature
     grid of at least one SCCA window, (size - 1) / 8 + 1 >= window_size."""
     return OUTPUT_STRIDE * (window_size - 1) + 1
@@ -559,7 +562,7 @@ def _suggest(name, known):
     return f"; did you mean {close[0]!r}?" if close else ''
 
 
-def schema_markdown():
+def schema_markdown() -> str:
     """The schema as a Markdown table (used in the README)."""
     rows = ['| key | section | type | default | meaning |', '| --- | --- | --- | --- | --- |']
     for name, key in SCHEMA.items():
@@ -569,7 +572,7 @@ def schema_markdown():
     return '\n'.join(rows)
 
 
-def main(argv):
+def main(argv: Sequence[str]) -> None:
     print(load_config(argv[0], argv[1:]) if argv else schema_markdown())
 
 

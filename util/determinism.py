@@ -24,7 +24,7 @@ import contextlib
 import functools
 import inspect
 import os
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -42,7 +42,7 @@ def prepare_process(enabled: bool) -> None:
 
 
 @contextlib.contextmanager
-def deterministic(enabled: bool, training_device=None):
+def deterministic(enabled: bool, training_device: torch.device | str | None = None) -> Iterator[None]:
     """Inside, with `enabled`: deterministic algorithms (warn_only), cuDNN deterministic without
     benchmark, and when `training_device` is a CUDA device DeterministicResizes; the previous
     settings are back on the way out. Without `enabled` nothing changes. (The cuBLAS variable:
@@ -95,7 +95,7 @@ class DeterministicResizes(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
-def bilinear_resize(x: torch.Tensor, size) -> torch.Tensor:
+def bilinear_resize(x: torch.Tensor, size: int | Sequence[int]) -> torch.Tensor:
     """F.interpolate(x, size, mode='bilinear', align_corners=True) as rows @ x @ columnsᵀ
     (N×C×h×w → N×C×H×W): up to rounding the same values and gradients, by matrix products only.
     Computed in float32 at least (as the interpolation kernels do for half precision), also
@@ -113,7 +113,7 @@ def bilinear_resize(x: torch.Tensor, size) -> torch.Tensor:
 
 
 @functools.lru_cache(maxsize=64)
-def interpolation_matrix(n_in: int, n_out: int, dtype, device) -> torch.Tensor:
+def interpolation_matrix(n_in: int, n_out: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """n_out×n_in weights of 1-D linear interpolation with aligned corners: output i samples
     input position i·(n_in − 1)/(n_out − 1) from its two neighbours. Cached: read, never
     written."""

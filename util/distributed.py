@@ -5,6 +5,8 @@ One code path for every case: a plain `python train_sccan.py` is a world of one 
 joins the group, NCCL on GPUs and Gloo on CPU. The device is picked here: the process's GPU when
 CUDA is available, else the CPU.
 """
+from __future__ import annotations
+
 import contextlib
 import dataclasses
 import datetime
@@ -12,12 +14,15 @@ import os
 import pickle
 import re
 import signal
+from typing import Callable, Iterator, TypeVar
 
 import torch
 import torch.distributed as dist
 
 from util.precision import resolve_device
 from util.stop_signals import STOP_SIGNALS
+
+_T = TypeVar('_T')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,16 +33,16 @@ class DistEnv:
     device: torch.device
 
     @property
-    def is_main(self):
+    def is_main(self) -> bool:
         """Only the main process writes files, logs and TensorBoard scalars."""
         return self.rank == 0
 
     @property
-    def distributed(self):
+    def distributed(self) -> bool:
         return self.world_size > 1
 
 
-def setup(timeout_minutes=30):
+def setup(timeout_minutes: float = 30) -> DistEnv:
     """Join the process group when launched by torchrun; returns this process's DistEnv."""
     world_size = int(os.environ.get('WORLD_SIZE', '1'))
     if world_size == 1:
@@ -76,7 +81,7 @@ def _reason(error):
 
 
 @contextlib.contextmanager
-def peers_watched(env, how_to_continue=lambda: ''):
+def peers_watched(env: DistEnv, how_to_continue: Callable[[], str] = lambda: '') -> Iterator[None]:
     """Inside: a collective that fails because another process of the run stopped raises
     PeerLost, one sentence for the user instead of the backend's traceback; from then on the
     stop signals (util.stop_signals) are ignored, so that the process lives to say it.
@@ -102,7 +107,7 @@ def peers_watched(env, how_to_continue=lambda: ''):
 
 
 @contextlib.contextmanager
-def process_group(timeout_minutes=30):
+def process_group(timeout_minutes: float = 30) -> Iterator[DistEnv]:
     """This process's DistEnv (`setup`) inside; a collective failing because another process
     stopped raises PeerLost (`peers_watched`). On the way out the group is taken down, except
     after PeerLost: taking it down can wait on work the lost process will never do, and this
@@ -128,7 +133,7 @@ def process_group(timeout_minutes=30):
 FAILURES = ((PeerLost, 'error', 1),)
 
 
-def wrap_ddp(net, env):
+def wrap_ddp(net: torch.nn.Module, env: DistEnv) -> torch.nn.parallel.DistributedDataParallel:
     """DistributedDataParallel around `net` (which stays reachable as the unwrapped model)."""
     from torch.nn.parallel import DistributedDataParallel
     # the support branch of the last SCCA block does not reach the loss: unused parameters
@@ -137,23 +142,23 @@ def wrap_ddp(net, env):
         find_unused_parameters=True)
 
 
-def cleanup():
+def cleanup() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
 
 
-def is_distributed():
+def is_distributed() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
-def all_reduce_sum(tensor):
+def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     """In-place sum over processes; returns the tensor (unchanged in a single process)."""
     if is_distributed():
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
     return tensor
 
 
-def all_gather_rows(rows):
+def all_gather_rows(rows: torch.Tensor) -> torch.Tensor:
     """The rows (N_i×... tensors, N_i may differ between processes) of every process,
     concatenated in rank order; `rows` itself in a single process."""
     if not is_distributed():
@@ -170,7 +175,7 @@ def all_gather_rows(rows):
     return torch.cat([g[:int(n)] for g, n in zip(gathered, counts)])
 
 
-def on_main_process(action, env):
+def on_main_process(action: Callable[[], _T], env: DistEnv) -> _T | None:
     """`action()` on the main process only (e.g. claiming the run folder); if it fails, every
     process raises its error, so that none goes on alone. Returns the result (None on the other
     processes)."""
@@ -194,7 +199,7 @@ def on_main_process(action, env):
     return result
 
 
-def all_reduce_mean(value, device):
+def all_reduce_mean(value: float, device: torch.device | str) -> float:
     """Mean of a Python number over processes."""
     t = torch.tensor(float(value), dtype=torch.float64, device=device)
     return all_reduce_sum(t).item() / (dist.get_world_size() if is_distributed() else 1)

@@ -7,12 +7,14 @@ augmentation) under that seed. An episode therefore does not depend on the proce
 loading worker, or on whether a run was interrupted and resumed: N processes see exactly the
 episodes one process would, and a resumed run sees exactly the episodes of an uninterrupted one.
 """
+from __future__ import annotations
+
 import contextlib
 import dataclasses
 import functools
 import logging
 import os
-from typing import Tuple
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Sequence, Tuple, TypeVar
 
 import numpy as np
 import torch
@@ -21,6 +23,12 @@ from torch.utils.data._utils.collate import collate, default_collate_fn_map
 
 from util import stop_signals
 from util.seeding import capture_rng, restore_rng, seed_cpu
+
+if TYPE_CHECKING:
+    from util.datasets.cross_domain import PatnetEpisodes
+    from util.datasets.pascal_coco import EpisodeDataset
+
+_T = TypeVar('_T')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,12 +56,12 @@ collate_episodes = functools.partial(
     collate, collate_fn_map={**default_collate_fn_map, Episode: _keep_episodes})
 
 
-def episode_seed(*parts):
+def episode_seed(*parts: int) -> int:
     """A 32-bit seed from non-negative integers, spread well even for neighbouring inputs."""
     return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0])
 
 
-def seeded(seed, call, *args):
+def seeded(seed: int, call: Callable[..., _T], *args: Any) -> _T:
     """`call(*args)` with the global generators (Python, NumPy, torch CPU) seeded by `seed`; the
     caller's states are put back after, so that data loading in the main process (workers 0)
     does not disturb training randomness (dropout)."""
@@ -69,7 +77,7 @@ class SeededEpisodes(Dataset):
     """Training: `episodes[(index, seed)]` is `dataset[index]` (an episode of query image
     `index`, drawn and augmented with the global generators) drawn under `seed`."""
 
-    def __init__(self, dataset):
+    def __init__(self, dataset: EpisodeDataset | PatnetEpisodes):
         self.dataset = dataset
 
     def __len__(self):
@@ -84,7 +92,7 @@ class PlannedEpisodes(Dataset):
     """Evaluation: item e is `dataset.load(plan[e])` with `episode_number` e, loaded under
     episode_seed(seed, e) (what a data set that skips bad files draws a replacement with)."""
 
-    def __init__(self, dataset, plan, seed):
+    def __init__(self, dataset: EpisodeDataset | PatnetEpisodes, plan: Sequence[Episode], seed: int):
         self.dataset, self.plan, self.seed = dataset, plan, seed
 
     def __len__(self):
@@ -102,12 +110,12 @@ class TrainSampler(Sampler):
     round-robin (as DistributedSampler does). Yields (index, episode seed). `start` skips this
     process's first samples, to resume in the middle of an epoch."""
 
-    def __init__(self, size, seed, rank=0, world_size=1):
+    def __init__(self, size: int, seed: int, rank: int = 0, world_size: int = 1):
         self.size, self.seed, self.rank, self.world_size = size, seed, rank, world_size
         self.per_rank = -(-size // world_size)
         self.epoch, self.start = 0, 0
 
-    def set_epoch(self, epoch, start=0):
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
         self.epoch, self.start = epoch, start
 
     def __iter__(self):
@@ -123,7 +131,7 @@ class TrainSampler(Sampler):
         return self.per_rank - self.start
 
 
-def shard(count, rank=0, world_size=1):
+def shard(count: int, rank: int = 0, world_size: int = 1) -> range:
     """The episode numbers of 0..count-1 that process `rank` evaluates: dealt round-robin."""
     return range(rank, count, world_size)
 
@@ -132,13 +140,15 @@ MODEL_INPUTS = ('query', 'support', 'support_masks')
 TRAINING_INPUTS = MODEL_INPUTS + ('query_mask',)     # SCCAN's forward with its loss
 
 
-def batch_tensors(batch, device, names=MODEL_INPUTS):
+def batch_tensors(batch: Mapping[str, Any], device: torch.device | str,
+                  names: Sequence[str] = MODEL_INPUTS) -> list[torch.Tensor]:
     """The named tensors of a collated batch on `device` (asynchronous from pinned memory);
     by default the model's inputs (query, support, support_masks)."""
     return [batch[name].to(device, non_blocking=True) for name in names]
 
 
-def make_loader(episodes, sampler, batch_size, workers, drop_last, pin_memory=False):
+def make_loader(episodes: Dataset, sampler: Sampler | Iterable | None, batch_size: int, workers: int,
+                drop_last: bool, pin_memory: bool = False) -> DataLoader:
     """DataLoader over SeededEpisodes or PlannedEpisodes, with at most as many `workers` as
     there are CPUs (loading_workers). Its own generator keeps it from drawing from the global
     torch generator (which would shift dropout after a mid-epoch resume); its workers leave the
@@ -167,7 +177,7 @@ def _note_capped(requested, available):
 
 
 @contextlib.contextmanager
-def batches_of(loader):
+def batches_of(loader: Iterable[_T]) -> Iterator[Iterator[_T]]:
     """An iterator over `loader` (a DataLoader or any iterable) whose loading processes are shut
     down when the `with` block ends, by an error too: otherwise they live on until the garbage
     collector frees the error's traceback, and joining them then waits out torch's timeouts.

@@ -8,7 +8,7 @@ and model.sccan_from_checkpoint (the architecture a checkpoint states); with one
 import logging
 import os
 import re
-from typing import Optional, Union
+from typing import Any, Mapping, Optional, Sequence, Union
 
 import torch
 
@@ -27,7 +27,7 @@ log = logging.getLogger('sccan')
 CLASS_KEYS = ('data_set', 'split', 'use_split_coco')
 
 
-def find_checkpoint(name, snapshot_dir):
+def find_checkpoint(name: str, snapshot_dir: str) -> str:
     """A resume/weight value: an existing path as given, else a file in the run's snapshot
     folder (the authors' habit: `resume: epoch_10.pth`). A folder is returned as it is:
     reading it (model.checkpoint.read_checkpoint) refuses it, naming the checkpoints it holds."""
@@ -38,12 +38,12 @@ def find_checkpoint(name, snapshot_dir):
                             f'{snapshot_dir})')
 
 
-def architecture(cfg):
+def architecture(cfg: Config) -> dict[str, int | float]:
     """The SCCAN architecture a config describes (model.ARCHITECTURE_KEYS)."""
     return {key: getattr(cfg, key) for key in ARCHITECTURE_KEYS}
 
 
-def with_fast_paths(net, cfg):
+def with_fast_paths(net: SCCAN, cfg: Config) -> SCCAN:
     """`net` with the config's exact speed-ups switched (channels_last, recompute,
     fused_attention; the last two empty: the device decides, model.fast_paths.AUTO)."""
     def switch(value):
@@ -65,7 +65,8 @@ def _build_model(cfg, backbone_weights=None):
                            else load_backbone_weights(net, backbone_weights), cfg)
 
 
-def check_fits(cfg, checkpoint, path, any_shot=False, any_split=False, resuming=False) -> dict:
+def check_fits(cfg: Config, checkpoint: Any, path: str, any_shot: bool = False, any_split: bool = False,
+               resuming: bool = False) -> dict:
     """Refuse a checkpoint of another architecture than the one the config states
     (checkpoint_architecture); unless `any_shot`, one of ours trained with another number of
     shots; unless `any_split`, one of ours trained on another data set, fold or COCO fold scheme.
@@ -81,7 +82,7 @@ def check_fits(cfg, checkpoint, path, any_shot=False, any_split=False, resuming=
     return built
 
 
-def checkpoint_architecture(cfg, checkpoint, path) -> dict:
+def checkpoint_architecture(cfg: Config, checkpoint: Any, path: str) -> dict:
     """The architecture to build for a checkpoint in a run of `cfg`: what the checkpoint tells
     (model.build.known_architecture: ours store all of it, the authors' weights show their
     depth), the config's values for the rest. The keys the config states (its file or --opts:
@@ -97,7 +98,7 @@ def checkpoint_architecture(cfg, checkpoint, path) -> dict:
     return {**wanted, **known}
 
 
-def fitting_opts(checkpoint, path, known, differ) -> str:
+def fitting_opts(checkpoint: Any, path: str, known: Mapping[str, int | float], differ: Sequence[str]) -> str:
     """The way to a config that fits a checkpoint: `--opts model <variant>` when it is a named
     variant (MODEL_VARIANTS), else the values of the keys that differ."""
     if known.keys() == set(ARCHITECTURE_KEYS):
@@ -116,7 +117,7 @@ def fitting_opts(checkpoint, path, known, differ) -> str:
 RESUME_HINT = 'a resumed run goes on with the config it was trained with: use that config'
 
 
-def check_classes(cfg, checkpoint, path, resuming=False):
+def check_classes(cfg: Config, checkpoint: Any, path: str, resuming: bool = False) -> None:
     """Refuse a checkpoint of ours trained on other classes than the config's fold (CLASS_KEYS;
     the COCO fold scheme only for COCO). The authors' checkpoints record none of them: a
     warning says so, with the data set and fold their folder names suggest. A cross-domain test
@@ -140,7 +141,7 @@ def check_classes(cfg, checkpoint, path, resuming=False):
                 'purpose, e.g. across data sets)'))
 
 
-def unknown_classes(cfg, path):
+def unknown_classes(cfg: Config, path: str) -> str:
     """The sentence for a checkpoint that records no data set or fold (the authors' format),
     with what the names of its folders suggest (their exp.zip: <data_set>/SCCAN/split<k>/...)."""
     folders = os.path.normpath(os.path.abspath(path)).split(os.sep)[:-1]
@@ -173,7 +174,7 @@ def _model_for_checkpoint(cfg, path, any_shot=False, any_split=False, contents=N
     return with_fast_paths(net, cfg), checkpoint
 
 
-def compile_model(net, **options):
+def compile_model(net: SCCAN, **options: Any) -> SCCAN:
     """`net` with its heavy parts, the backbone and the SCCA transformer, compiled in place
     (torch.compile of the modules): parameter names and the encode / segment entry points that
     the feature cache uses stay as they are. `options`: torch.compile's (backend, fullgraph;

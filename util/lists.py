@@ -14,6 +14,7 @@ contains any novel class (any pixel of it), validation lists keep them.
 import hashlib
 import logging
 import os
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -37,7 +38,7 @@ AUTHORS_VAL_ORDER = {'coco': '7b6010e06a622421338461125034bf58e63cb12b'}
 REPO_LISTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'lists')
 
 
-def read_list(data_list):
+def read_list(data_list: str) -> list[tuple[str, str]]:
     """[(image_rel, label_rel), ...] of a list file with lines "image label" (paths relative to
     the data root), duplicates dropped, first occurrence kept; blank lines and `# comment`
     lines are skipped."""
@@ -58,14 +59,14 @@ def read_list(data_list):
     return unique
 
 
-def image_order(pairs):
+def image_order(pairs: Iterable[tuple[str, str]]) -> str:
     """sha1 of the image file names of a list's (image, label) pairs, in order (path prefixes
     do not count)."""
     names = '\n'.join(os.path.basename(image) for image, _ in pairs)
     return hashlib.sha1(names.encode()).hexdigest()
 
 
-def check_val_order(data_set, data_list, pairs):
+def check_val_order(data_set: str, data_list: str, pairs: Iterable[tuple[str, str]]) -> None:
     """Warn when a val list whose order the paper's numbers depend on is not in the authors'
     order."""
     known = AUTHORS_VAL_ORDER.get(data_set)
@@ -76,7 +77,7 @@ def check_val_order(data_set, data_list, pairs):
                     'order; docs/data.md, COCO-20i)', data_list, data_set, TOOLS['prepare_coco'])
 
 
-def scan_pair(data_root, pair, classes):
+def scan_pair(data_root: str, pair: tuple[str, str], classes: int) -> dict[str, list]:
     """{'size': [h, w], 'pixels': [[class, count], ...]} of one list entry. Raises for a missing
     image, an unreadable label or label values outside 0..classes and 255."""
     image_path, label_path = (os.path.join(data_root, p) for p in pair)
@@ -88,7 +89,8 @@ def scan_pair(data_root, pair, classes):
     return {'size': list(label.shape), 'pixels': pixels}
 
 
-def scan_labels(data_root, pairs, classes, skip_bad_files=False, desc='scanning labels'):
+def scan_labels(data_root: str, pairs: Sequence[tuple[str, str]], classes: int, skip_bad_files: bool = False,
+                desc: str = 'scanning labels') -> list[dict[str, list | str]]:
     """Records of scan_pair for all pairs, read by a few threads (decoding releases the GIL).
     A bad file raises, or with skip_bad_files gives {'error': message}."""
     def scan(pair):
@@ -103,7 +105,7 @@ def scan_labels(data_root, pairs, classes, skip_bad_files=False, desc='scanning 
                         enabled=len(pairs) >= 500)
 
 
-def cache_path(data_set, data_root, data_list, cache_dir=None):
+def cache_path(data_set: str, data_root: str, data_list: str, cache_dir: str | None = None) -> str:
     """One cache file per list and data root, so datasets with equal list names do not
     overwrite each other's scan."""
     stem = os.path.splitext(os.path.basename(data_list))[0]
@@ -111,7 +113,8 @@ def cache_path(data_set, data_root, data_list, cache_dir=None):
     return os.path.join(cache_dir or REPO_LISTS, data_set, 'class_pixels', f'{stem}-{root}.json')
 
 
-def list_inputs(data_set, data_root, data_list, pairs, cache_dir=None):
+def list_inputs(data_set: str, data_root: str, data_list: str, pairs: Iterable[tuple[str, str]],
+                cache_dir: str | None = None) -> InputFiles:
     """The files a list makes a run read: the list, its scan cache (cache_path) and every image
     and label it names (`pairs`, relative to data_root), as util.files.checks.InputFiles."""
     inputs = InputFiles([data_list, cache_path(data_set, data_root, data_list, cache_dir)])
@@ -119,7 +122,7 @@ def list_inputs(data_set, data_root, data_list, pairs, cache_dir=None):
                       follow_links=False)
 
 
-def labels_signature(data_root, pairs):
+def labels_signature(data_root: str, pairs: Iterable[tuple[str, str]]) -> str:
     """A digest of every label file's size and modification time: regenerated labels under an
     unchanged list make the cache stale. Missing files count as absent, not as errors, here."""
     digest = hashlib.sha1()
@@ -132,7 +135,8 @@ def labels_signature(data_root, pairs):
     return digest.hexdigest()
 
 
-def cache_key(data_set, data_root, data_list, pairs):
+def cache_key(data_set: str, data_root: str, data_list: str,
+              pairs: Iterable[tuple[str, str]]) -> dict[str, str | int]:
     """What the scan depends on: the list's content, the labels under the data root (whose path
     is in the cache's file name), the data set (its class range) and the cache format."""
     with open(data_list, 'rb') as f:
@@ -141,7 +145,8 @@ def cache_key(data_set, data_root, data_list, pairs):
             'format': CACHE_FORMAT}
 
 
-def class_pixels(data_set, data_root, data_list, cache_dir=None, skip_bad_files=False):
+def class_pixels(data_set: str, data_root: str, data_list: str, cache_dir: str | None = None,
+                 skip_bad_files: bool = False) -> tuple[list[tuple[str, str]], list[dict[str, list | str]]]:
     """(pairs, records): the list's (image, label) pairs (relative paths) and their scan records,
     from the cache when it is up to date, else scanned and cached. Records with an 'error'
     (only with skip_bad_files) are scanned again next time."""
@@ -167,7 +172,7 @@ def class_pixels(data_set, data_root, data_list, cache_dir=None, skip_bad_files=
     return pairs, records
 
 
-def load_cache(path, key, count):
+def load_cache(path: str, key: Mapping[str, str | int], count: int) -> list[dict[str, list | str]] | None:
     """The `count` cached records, or None when the file is absent, unreadable, stale or not
     what save_cache writes (e.g. edited by hand)."""
     content = read_keyed(path, 'key', key)
@@ -201,7 +206,7 @@ def _positive_int(value):
     return type(value) is int and value > 0
 
 
-def save_cache(path, key, records):
+def save_cache(path: str, key: Mapping[str, str | int], records: Sequence[dict[str, list | str]]) -> None:
     """Write the cache atomically (several processes may build the same one). A cache that
     cannot be written (a full disk, a read-only lists folder) is only a warning: the records
     are in memory, and the next run scans again."""
@@ -212,7 +217,10 @@ def save_cache(path, key, records):
                     'next run scans the labels again', e)
 
 
-def fold_lists(pairs, records, classes, novel, mode, min_pixels=MIN_PIXELS):
+def fold_lists(pairs: Sequence[tuple[str, str]], records: Sequence[dict[str, list | str]],
+               classes: Sequence[int], novel: Iterable[int], mode: str, min_pixels: int = MIN_PIXELS
+               ) -> tuple[list[tuple[tuple[str, str], list[int], list[int]]],
+                          dict[int, list[tuple[str, str]]], list[tuple[int, int]]]:
     """The episode lists of one fold and mode.
     classes: the classes episodes are drawn from (base for train, novel for val).
     Returns (queries, class_files, sizes): queries = [(pair, eligible classes, present

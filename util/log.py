@@ -2,12 +2,21 @@
 TensorBoard scalars, progress (bars on a terminal, periodic lines elsewhere). Only the main
 process writes; the others log warnings only.
 """
+from __future__ import annotations
+
 import concurrent.futures
 import logging
 import sys
 import time
+from typing import TYPE_CHECKING, Callable, Iterable, TypeVar
 
 from tqdm import tqdm
+
+if TYPE_CHECKING:
+    from tensorboardX import SummaryWriter
+
+_T = TypeVar('_T')
+_R = TypeVar('_R')
 
 LOGGER_NAME = 'sccan'
 FORMAT = '[%(asctime)s %(levelname)s] %(message)s'
@@ -23,7 +32,7 @@ class _TqdmHandler(logging.StreamHandler):
             self.handleError(record)
 
 
-def setup_logging(log_file=None, is_main=True):
+def setup_logging(log_file: str | None = None, is_main: bool = True) -> logging.Logger:
     """The 'sccan' logger with a console handler and, on the main process, a file handler.
     Replaces handlers of an earlier call (scripts can run several times in one process)."""
     logger = logging.getLogger(LOGGER_NAME)
@@ -40,7 +49,7 @@ def setup_logging(log_file=None, is_main=True):
     return logger
 
 
-def close_logging(logger=None):
+def close_logging(logger: logging.Logger | None = None) -> None:
     """Remove and close the handlers of setup_logging; records propagate to the root again."""
     logger = logger or logging.getLogger(LOGGER_NAME)
     for handler in list(logger.handlers):
@@ -53,8 +62,9 @@ def close_logging(logger=None):
 LINE_INTERVAL = 30.0
 
 
-def progress(iterable=None, total=None, desc=None, enabled=True, initial=0, unit=None,
-             lines=True):
+def progress(iterable: Iterable | None = None, total: int | None = None, desc: str | None = None,
+             enabled: bool = True, initial: int = 0, unit: str | None = None,
+             lines: bool = True) -> tqdm | ProgressLines:
     """How far a loop is, on the main process (`enabled`): a tqdm bar with its ETA on a
     terminal; elsewhere (a log file, a pipe, a batch job's output), where a bar would print
     nothing readable, a line every LINE_INTERVAL seconds (ProgressLines; `lines` False: none,
@@ -71,8 +81,10 @@ class ProgressLines:
     a line `desc: n/total unit (p %) in 00:02:10, about 00:04:50 left` every `interval` seconds,
     through the 'sccan' log where a script set it up (its file gets them too), else on stderr."""
 
-    def __init__(self, iterable=None, total=None, desc=None, initial=0, unit=None,
-                 enabled=True, interval=LINE_INTERVAL, clock=time.monotonic):
+    def __init__(self, iterable: Iterable | None = None, total: int | None = None,
+                 desc: str | None = None, initial: int = 0, unit: str | None = None,
+                 enabled: bool = True, interval: float = LINE_INTERVAL,
+                 clock: Callable[[], float] = time.monotonic):
         self.iterable, self.total, self.desc, self.unit = iterable, total, desc, unit
         self.n, self.enabled, self.interval, self.clock = initial, enabled, interval, clock
         self.start_n, self.postfix = initial, ''
@@ -89,20 +101,20 @@ class ProgressLines:
     def __exit__(self, *exc):
         self.close()
 
-    def close(self):
+    def close(self) -> None:
         pass
 
-    def set_postfix(self, **values):
+    def set_postfix(self, **values: object) -> None:
         self.postfix = ''.join(f' {k} {v}' for k, v in values.items())
 
-    def update(self, n=1):
+    def update(self, n: int = 1) -> None:
         self.n += n
         now = self.clock()
         if self.enabled and now - self.last >= self.interval:
             self.last = now
             self.show(self.line(now - self.start))
 
-    def line(self, elapsed):
+    def line(self, elapsed: float) -> str:
         """The progress after `elapsed` seconds, in words."""
         done = f'{self.n}/{self.total}' if self.total else f'{self.n}'
         text = f'{self.desc}: {done}' if self.desc else done
@@ -116,7 +128,7 @@ class ProgressLines:
         return text + self.postfix
 
     @staticmethod
-    def show(line):
+    def show(line: str) -> None:
         logger = logging.getLogger(LOGGER_NAME)
         if logger.handlers:
             logger.info('%s', line)
@@ -124,7 +136,8 @@ class ProgressLines:
             print(line, file=sys.stderr, flush=True)
 
 
-def progress_map(function, items, threads, **bar):
+def progress_map(function: Callable[[_T], _R], items: Iterable[_T], threads: int,
+                 **bar: str | int | bool | None) -> list[_R]:
     """[function(item) for item in items] computed by `threads` threads, under a progress bar
     (`bar`: progress's options). The first error cancels the work still queued and is raised."""
     items = list(items)
@@ -144,7 +157,7 @@ class _NullWriter:
         pass
 
 
-def scalar_writer(log_dir, enabled=True):
+def scalar_writer(log_dir: str | None, enabled: bool = True) -> SummaryWriter | _NullWriter:
     """TensorBoard writer (tensorboardX) on the main process, a no-op elsewhere."""
     if not enabled:
         return _NullWriter()
@@ -152,7 +165,7 @@ def scalar_writer(log_dir, enabled=True):
     return SummaryWriter(log_dir)
 
 
-def format_duration(seconds):
+def format_duration(seconds: float) -> str:
     minutes, s = divmod(int(seconds), 60)
     h, m = divmod(minutes, 60)
     return f'{h:02d}:{m:02d}:{s:02d}'

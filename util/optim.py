@@ -8,14 +8,23 @@ util/util.py, poly_learning_rate).
 - AdamW over the SCCA transformer at a constant transformer_lr (6e-5).
 A training step is forward_backward then optimizer_step (both optimisers under one loss scaler).
 """
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
+
 import torch
 
 from util.episodes import TRAINING_INPUTS, batch_tensors
 
+if TYPE_CHECKING:
+    from model.sccan import SCCAN
+    from util.config import Config
+    from util.precision import Precision
+
 LR_SCALE = 10.0     # the reference code's scale_lr for SGD groups past index_split
 
 
-def build_optimizers(net, cfg):
+def build_optimizers(net: SCCAN, cfg: Config) -> tuple[torch.optim.SGD, torch.optim.AdamW]:
     """(sgd, adamw) for an SCCAN: SGD with one group per list of net.parameter_groups()[0],
     AdamW over its transformer."""
     sgd_groups, transformer_params = net.parameter_groups()
@@ -25,7 +34,7 @@ def build_optimizers(net, cfg):
     return sgd, adamw
 
 
-def poly_lr(base_lr, iteration, max_iter, power, warmup_iters=0):
+def poly_lr(base_lr: float, iteration: int, max_iter: int, power: float, warmup_iters: int = 0) -> float:
     """lr at 1-based `iteration`: linear warmup from 0.1·base_lr over `warmup_iters`, then poly
     decay (reaching 0 at max_iter)."""
     if iteration < warmup_iters:
@@ -33,13 +42,15 @@ def poly_lr(base_lr, iteration, max_iter, power, warmup_iters=0):
     return base_lr * (1.0 - iteration / max_iter) ** power
 
 
-def set_sgd_lr(optimizer, lr, index_split=-1, scale=LR_SCALE):
+def set_sgd_lr(optimizer: torch.optim.Optimizer, lr: float, index_split: int = -1,
+               scale: float = LR_SCALE) -> None:
     """Groups up to index_split get lr, later groups lr·scale."""
     for index, group in enumerate(optimizer.param_groups):
         group['lr'] = lr if index <= index_split else lr * scale
 
 
-def apply_schedule(optimizer, cfg, iteration, max_iter, iters_per_epoch):
+def apply_schedule(optimizer: torch.optim.Optimizer, cfg: Config, iteration: int, max_iter: int,
+                   iters_per_epoch: int) -> float:
     """Set the SGD lr for 1-based `iteration` from the config; returns the base lr used."""
     warmup_iters = iters_per_epoch // 2 if cfg.warmup else 0
     lr = poly_lr(cfg.base_lr, iteration, max_iter, cfg.power, warmup_iters)
@@ -47,7 +58,8 @@ def apply_schedule(optimizer, cfg, iteration, max_iter, iters_per_epoch):
     return lr
 
 
-def forward_backward(model, batch, precision, scaler, device):
+def forward_backward(model: torch.nn.Module, batch: Mapping[str, Any], precision: Precision,
+                     scaler: torch.amp.GradScaler, device: torch.device) -> torch.Tensor:
     """Training forward and backward of one batch (gradients left in place, summed over
     processes by DDP); returns this process's loss, detached."""
     inputs = batch_tensors(batch, device, TRAINING_INPUTS)
@@ -59,7 +71,7 @@ def forward_backward(model, batch, precision, scaler, device):
     return loss.detach()
 
 
-def optimizer_step(scaler, optimizers):
+def optimizer_step(scaler: torch.amp.GradScaler, optimizers: Iterable[torch.optim.Optimizer]) -> None:
     """Step every optimiser through the one scaler, then update the scale once (PyTorch's
     pattern for several optimisers): with fp16, an optimiser whose gradients hold inf/NaN skips
     its step, and the scale is halved."""

@@ -5,18 +5,24 @@ belong to the model (SCCAN.set_fast_paths); compiling it to util.experiment.comp
 bf16 autocast runs on CUDA and CPU; fp16 needs CUDA (with loss scaling) and is ignored with a
 warning on the CPU. Weights, optimiser states and metrics stay float32.
 """
+from __future__ import annotations
+
 import contextlib
 import dataclasses
 import logging
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:
+    from util.config import Config
 
 log = logging.getLogger('sccan')
 
 _DTYPES = {'none': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}
 
 
-def resolve_device(name='auto'):
+def resolve_device(name: str | torch.device | None = 'auto') -> torch.device:
     """'auto' (or None): the GPU when PyTorch sees one, else the CPU; 'cuda' without a GPU is an
     error naming the way out."""
     if name in (None, 'auto'):
@@ -34,17 +40,17 @@ class Precision:
     device_type: str
     dtype: torch.dtype = None      # autocast dtype; None: full float32
 
-    def autocast(self):
+    def autocast(self) -> torch.autocast | contextlib.nullcontext[None]:
         if self.dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(self.device_type, dtype=self.dtype)
 
-    def grad_scaler(self):
+    def grad_scaler(self) -> torch.amp.GradScaler:
         """Loss scaling, active for fp16 only."""
         return torch.amp.GradScaler(self.device_type, enabled=self.dtype == torch.float16)
 
 
-def precision_for(cfg, device):
+def precision_for(cfg: Config, device: torch.device) -> Precision:
     """The Precision of a config's `amp` on `device` (fp16 on a CPU: float32, with a warning).
     On CUDA it also sets the process's TF32 use to the config's `tf32` (set_tf32)."""
     if device.type == 'cuda':

@@ -8,12 +8,13 @@ a traceback before its main process has saved; the main process ends them on its
 """
 import contextlib
 import signal
+from typing import Iterator
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
 
 
 @contextlib.contextmanager
-def held():
+def held() -> Iterator[None]:
     """Inside: the stop signals are held back in this thread, and delivered on the way out.
     Processes started inside inherit the held mask, so a signal sent to the whole process group
     cannot reach a new DataLoader worker before it ignores it (`ignore_in_worker`)."""
@@ -24,7 +25,7 @@ def held():
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
-def ignore_in_worker(worker_id=None):
+def ignore_in_worker(worker_id: int | None = None) -> None:
     """A DataLoader's worker_init_fn: ignore the stop signals (torch's own SIGTERM handler would
     end the worker, and its main process with it), then let them through: a signal held since
     the worker started is dropped."""

@@ -12,7 +12,10 @@ procedural benchmark, written in the PASCAL layout and read as 'pascal'), cross_
 cross-domain benchmarks fss, deepglobe, isic, lung, and one's own classes in the FSS-1000
 layout, folder).
 """
+from __future__ import annotations
+
 import os
+from typing import TYPE_CHECKING
 
 from util.catalogue import CATALOGUE
 from util.cli import TOOLS
@@ -22,11 +25,16 @@ from util.datasets.pascal_coco import EpisodeDataset
 from util.folds import ALL_CLASSES
 from util.transform import train_transform, val_transform
 
+if TYPE_CHECKING:
+    from util.config import Config
+    from util.datasets.cross_domain import PatnetEpisodes
+    from util.transform import Compose
+
 # The synthetic benchmark's list names (synthetic.py writes them): they tell its configs apart.
 SYNTHETIC_LISTS = {'train': 'synthetic_train.txt', 'val': 'synthetic_val.txt'}
 
 
-def pascal_coco(cfg, mode):
+def pascal_coco(cfg: Config, mode: str) -> EpisodeDataset:
     """The EpisodeDataset of a config: mode 'train' (base classes, train_list, augmentation) or
     'val' (novel classes, val_list, validation resize)."""
     if mode == 'val' and cfg.split == ALL_CLASSES:
@@ -54,7 +62,7 @@ def pascal_coco(cfg, mode):
                           list_cache_dir=cfg.list_dir, query_classes=cfg.query_classes)
 
 
-def transform_for(cfg, mode):
+def transform_for(cfg: Config, mode: str) -> Compose:
     """The joint transform of a config's episodes: the training augmentation (mode 'train') or
     the evaluation resize to val_size."""
     if mode == 'train':
@@ -63,7 +71,7 @@ def transform_for(cfg, mode):
     return val_transform(cfg.val_size)
 
 
-def cross_domain(cfg, mode):
+def cross_domain(cfg: Config, mode: str) -> PatnetEpisodes:
     """The data set of a cross-domain or folder config (util/datasets/cross_domain.py)."""
     return cross_domain_data_set(cfg, mode, transform_for(cfg, mode))
 
@@ -74,12 +82,12 @@ DATA_SETS = {name: pascal_coco if d.episodes == 'folds' else cross_domain
              for name, d in CATALOGUE.items()}
 
 
-def episode_dataset(cfg, mode):
+def episode_dataset(cfg: Config, mode: str) -> EpisodeDataset | PatnetEpisodes:
     """The data set a config describes, for mode 'train' or 'val'."""
     return DATA_SETS[cfg.data_set](cfg, mode)
 
 
-def how_to_make_data(cfg):
+def how_to_make_data(cfg: Config) -> str:
     """Where the data a config names comes from, for the error when it is missing."""
     names = {os.path.basename(p) for p in (cfg.train_list, cfg.val_list) if p}
     if names & set(SYNTHETIC_LISTS.values()):

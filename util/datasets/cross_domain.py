@@ -20,11 +20,13 @@ sees that same 400×400 image through this repository's evaluation transform
 and its logits are resized to the 400×400 scoring grid (util.evaluation.evaluate:
 `query_mask_original` 400×400, `original_size` (400, 400)), where they meet PATNet's mask.
 """
+from __future__ import annotations
+
 import itertools
 import logging
 import os
 import random
-from typing import List, Optional
+from typing import TYPE_CHECKING, Callable, Iterator, List, Optional
 
 import numpy as np
 import torch
@@ -37,6 +39,10 @@ from util.datasets.patnet import (SCORE_SIZE, binary_mask, class_cycle_episodes,
 from util.episodes import Episode
 from util.files.checks import InputFiles
 from util.files.image_io import BadFileError, support_mask_problem
+
+if TYPE_CHECKING:
+    from util.config import Config
+    from util.datasets.patnet import Draw
 
 log = logging.getLogger('sccan')
 
@@ -66,7 +72,8 @@ class PatnetEpisodes:
         class_names: the names of the classes, same order.
     """
 
-    def __init__(self, layout: Layout, data_set: str, shot: int, transform,
+    def __init__(self, layout: Layout, data_set: str, shot: int,
+                 transform: Callable[[np.ndarray, np.ndarray], tuple[torch.Tensor, torch.Tensor]],
                  class_list: Optional[str] = None):
         if not os.path.isdir(layout.root):
             raise FileNotFoundError(f'data root not found: {layout.root}')
@@ -82,7 +89,7 @@ class PatnetEpisodes:
         self.transform = transform
         self.queries = [(c, pair) for c, pairs in enumerate(layout.pairs) for pair in pairs]
 
-    def draws(self, seed):
+    def draws(self, seed: int) -> Iterator[Draw]:
         """Endless (class position, query pair, support pairs) of PATNet's sequence for `seed`."""
         if self.data_set in CLASS_CYCLE:
             return class_cycle_episodes(self.layout.pairs, seed, self.shot)
@@ -106,7 +113,7 @@ class PatnetEpisodes:
     def full_path(self, relative: str) -> str:
         return os.path.join(self.data_root, relative)
 
-    def read(self, pair: Pair):
+    def read(self, pair: Pair) -> tuple[np.ndarray, np.ndarray]:
         """(400×400×3 float32 RGB, 400×400 uint8 0/1) of an (image, mask) pair, as PATNet reads
         them."""
         image, mask = (self.full_path(p) for p in pair)
@@ -149,7 +156,8 @@ class PatnetEpisodes:
                 'class_index': c, 'query_path': self.full_path(query[0]),
                 'support_paths': [self.full_path(image) for image, _ in supports]}
 
-    def support(self, pair: Pair, read):
+    def support(self, pair: Pair, read: Callable[[Pair], tuple[np.ndarray, np.ndarray]]
+                ) -> tuple[np.ndarray, np.ndarray]:
         """`read(pair)` of a support, its mask checked by the rule of support masks
         (util.files.image_io.support_mask_problem): one's own data (folder) with an empty mask is
         refused (BadFileError); PATNet's benchmarks score it as their protocol draws it, with a
@@ -166,7 +174,7 @@ class PatnetEpisodes:
                 log.warning('%s; scored as %s draws it, as in PATNet', message, self.data_set)
         return image, mask
 
-    def read_original(self, pair: Pair):
+    def read_original(self, pair: Pair) -> tuple[np.ndarray, np.ndarray]:
         """(H×W×3 float32 RGB, H×W uint8 0/1) at the image's own size, the mask read as PATNet
         reads it (grey >= 128)."""
         image_path, mask_path = (self.full_path(p) for p in pair)
@@ -177,7 +185,9 @@ class PatnetEpisodes:
         return image, mask
 
 
-def cross_domain_data_set(cfg, mode: str, transform) -> PatnetEpisodes:
+def cross_domain_data_set(cfg: Config, mode: str,
+                          transform: Callable[[np.ndarray, np.ndarray], tuple[torch.Tensor, torch.Tensor]]
+                          ) -> PatnetEpisodes:
     """The data set of a config whose data_set is fss, deepglobe, isic, lung or folder, for mode
     'train' (fss and folder: the classes of train_list) or 'val' (fss and folder: the classes of
     val_list), with the joint transform of that mode."""

@@ -17,7 +17,7 @@ import collections
 import dataclasses
 import itertools
 import os
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
 from util.datasets.patnet import (DEEPGLOBE_CLASSES, FSS_NUMBERS, ISIC_INPUT, ISIC_TRUTH, LISTS,
                                   LUNG_IMAGES, LUNG_MASKS, LUNG_SUFFIX, file_id, fss_candidates,
@@ -60,7 +60,7 @@ class Layout:
         pairs = itertools.chain(*self.pairs, *(self.candidates or []))
         return list(dict.fromkeys(os.path.join(self.root, p) for pair in pairs for p in pair))
 
-    def raise_first_problem(self):
+    def raise_first_problem(self) -> 'Layout':
         """A usable layout, or the first problem as FileNotFoundError ('missing') or ValueError."""
         if self.problems:
             kind, path, detail = self.problems[0]
@@ -71,13 +71,13 @@ class Layout:
         return self
 
 
-def missing(root, paths_and_owners, what):
+def missing(root: str, paths_and_owners: Iterable[Tuple[str, str]], what: str) -> List[Problem]:
     """('missing', path, ...) for each (path, owner) whose path is not a file."""
     return [('missing', os.path.join(root, path), f'{what} not found (of {os.path.join(root, owner)})')
             for path, owner in paths_and_owners if not os.path.isfile(os.path.join(root, path))]
 
 
-def missing_masks(root, class_pairs):
+def missing_masks(root: str, class_pairs: Iterable[Iterable[Pair]]) -> List[Problem]:
     return missing(root, [(mask, image) for pairs in class_pairs for image, mask in pairs], 'mask')
 
 
@@ -102,7 +102,7 @@ def fss_class_ids() -> Dict[str, int]:
     return ids
 
 
-def in_folder(folder, names, mask_name):
+def in_folder(folder: str, names: Iterable[str], mask_name: Callable[[str, str], str]) -> List[Pair]:
     """[(folder/name, mask_name(folder, name))] of the listed names."""
     return [(os.path.join(folder, n), mask_name(folder, n)) for n in names]
 

@@ -8,10 +8,12 @@ its own random.Random(episode_seed(seed, e))); training draws them as it loads t
 with Python's global `random`, as the augmentation does: seeding it before `ds[i]` fixes the
 episode (util.episodes.SeededEpisodes does it per episode).
 """
+from __future__ import annotations
+
 import logging
 import os
 import random
-from typing import List
+from typing import TYPE_CHECKING, Any, Callable, List, Sequence
 
 import cv2
 import numpy as np
@@ -25,6 +27,11 @@ from util.folds import fold_classes
 from util.lists import MIN_PIXELS, check_val_order, class_pixels, fold_lists, list_inputs
 from util.transform import ImageTooThin, ToTensor
 
+if TYPE_CHECKING:
+    from types import ModuleType
+
+    from util.files.checks import InputFiles
+
 log = logging.getLogger('sccan')
 
 MODES = ('train', 'val')
@@ -34,14 +41,14 @@ MAX_SKIPS_IN_A_ROW = 20
 LOAD_ERRORS = (OSError, ValueError, cv2.error)
 
 
-def binarise(label, c):
+def binarise(label: np.ndarray, c: int) -> np.ndarray:
     """H×W uint8: 1 where label == c, 0 elsewhere, 255 where label is 255."""
     mask = (label == c).astype(np.uint8)
     mask[label == IGNORE_LABEL] = IGNORE_LABEL
     return mask
 
 
-def fill_boxes(mask):
+def fill_boxes(mask: np.ndarray) -> np.ndarray:
     """Weak annotation: every 8-connected foreground component of a 0/1 mask becomes its filled
     bounding box. The box reaches one pixel past the component on the right and bottom, as the
     authors' cv2.rectangle call (inclusive corner x+w, y+h) draws it."""
@@ -52,7 +59,7 @@ def fill_boxes(mask):
     return boxes
 
 
-def support_mask(label, c, ann_type):
+def support_mask(label: np.ndarray, c: int, ann_type: str) -> np.ndarray:
     """Binarised support label; with 'bbox' the foreground is replaced by boxes, and ignore
     pixels stay ignore."""
     if ann_type == 'mask':
@@ -98,9 +105,13 @@ class EpisodeDataset(Dataset):
     tensor (h, w).
     """
 
-    def __init__(self, data_set, data_root, data_list, split, shot, mode, transform=None,
-                 use_split_coco=True, ann_type='mask', skip_bad_files=False,
-                 list_cache_dir=None, min_pixels=MIN_PIXELS, query_classes='present'):
+    def __init__(self, data_set: str, data_root: str, data_list: str, split: int, shot: int,
+                 mode: str,
+                 transform: Callable[[np.ndarray, np.ndarray], tuple[torch.Tensor, torch.Tensor]]
+                 | None = None,
+                 use_split_coco: bool = True, ann_type: str = 'mask', skip_bad_files: bool = False,
+                 list_cache_dir: str | None = None, min_pixels: int = MIN_PIXELS,
+                 query_classes: str = 'present'):
         for name, value, allowed in (('mode', mode, MODES), ('ann_type', ann_type, ANN_TYPES),
                                      ('query_classes', query_classes, QUERY_CLASSES)):
             if value not in allowed:
@@ -131,7 +142,8 @@ class EpisodeDataset(Dataset):
         self.check_lists(data_list)
         self.original_canvas = max(max(size) for size in sizes)
 
-    def check_sizes(self, data_list, pairs, records):
+    def check_sizes(self, data_list: str, pairs: Sequence[tuple[str, str]],
+                    records: Sequence[dict[str, list | str]]) -> Sequence[dict[str, list | str]]:
         """`records`, checked against the sizes the transform can take (e.g. the val resize
         cannot shrink a very thin image): the list scan recorded every size, so such images are
         found before training, not at the first validation. With skip_bad_files their records
@@ -152,7 +164,7 @@ class EpisodeDataset(Dataset):
             records[i] = {'error': f'BadFileError: {path}: {problem}'}
         return records
 
-    def check_lists(self, data_list):
+    def check_lists(self, data_list: str) -> None:
         if not self.queries:
             raise ValueError(f'{data_list}: no image has a {self.mode} class of fold {self.split} '
                              f'({self.data_set}) with enough pixels')
@@ -162,7 +174,7 @@ class EpisodeDataset(Dataset):
                              f'{self.split} with fewer than shot + 1 = {self.shot + 1} eligible '
                              f'images (class: count): {few}')
 
-    def input_files(self):
+    def input_files(self) -> InputFiles:
         """Every file this data set may read: its list, the list's scan cache and every image and
         label the list names (util.files.checks.InputFiles), which no output may replace."""
         data_list, pairs, cache_dir = self._inputs
@@ -181,7 +193,7 @@ class EpisodeDataset(Dataset):
         return [self.draw(e % len(self.queries), random.Random(episode_seed(seed, e)))
                 for e in range(count)]
 
-    def draw(self, query: int, rng=random) -> Episode:
+    def draw(self, query: int, rng: random.Random | ModuleType = random) -> Episode:
         """The episode of query image `query`: its class and K supports drawn with `rng` (the
         global `random` by default) as the authors' SemData.__getitem__ draws them."""
         pair, eligible, present = self.queries[query]
@@ -208,11 +220,11 @@ class EpisodeDataset(Dataset):
         raise RuntimeError(f'{MAX_SKIPS_IN_A_ROW} episodes in a row failed to load; check the '
                            f'data with {TOOLS["check_data"]}')
 
-    def full_path(self, relative):
+    def full_path(self, relative: str) -> str:
         """The path of a file of the data set (given relative to data_root)."""
         return os.path.join(self.data_root, relative)
 
-    def read(self, episode):
+    def read(self, episode: Episode) -> dict[str, Any]:
         """The item of an episode, read from disk and transformed; LOAD_ERRORS on a bad file."""
         c = episode.class_id
         query_image = self.full_path(episode.query[0])
@@ -240,7 +252,8 @@ class EpisodeDataset(Dataset):
         item['support_masks'] = torch.stack([m for _, m in supports])      # K×H×W
         return item
 
-    def transformed(self, image, mask, path):
+    def transformed(self, image: np.ndarray, mask: np.ndarray,
+                    path: str) -> tuple[torch.Tensor, torch.Tensor]:
         """self.transform(image, mask); an image it cannot resize is a bad file."""
         try:
             return self.transform(image, mask)
@@ -250,7 +263,8 @@ class EpisodeDataset(Dataset):
             raise bad_file(path, f'OpenCV cannot transform this {mask.shape[0]}×'
                                  f'{mask.shape[1]} image ({getattr(e, "err", "") or e})') from None
 
-    def draw_supports(self, c, query_image, rng=random):
+    def draw_supports(self, c: int, query_image: str,
+                      rng: random.Random | ModuleType = random) -> list[tuple[str, str]]:
         """K distinct (image, label) pairs of class c, none showing the query image. Draws K+1
         positions and drops the query's (uniform over the K-subsets without it)."""
         files = self.class_files[c]

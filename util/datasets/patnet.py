@@ -16,16 +16,23 @@ shorter run is a prefix of a longer one.
 first element (numpy's legacy RandomState.choice), so `pick` draws exactly that: the random
 stream advances as theirs does whatever the list holds.
 """
+from __future__ import annotations
+
 import io
 import itertools
 import os
-from typing import Hashable, Iterator, List, Sequence, Tuple
+from typing import TYPE_CHECKING, Hashable, Iterator, List, Sequence, Tuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from util.files.image_io import bad_file, read_bytes
+
+if TYPE_CHECKING:
+    from types import ModuleType
+
+    from PIL import Image
 
 SCORE_SIZE = 400          # FSSDataset.initialize(img_size=400): images, masks and scoring
 MASK_THRESHOLD = 128      # read_mask: grey >= 128 is foreground
@@ -123,7 +130,7 @@ class MissingPackage(OSError):
     on one line)."""
 
 
-def pillow():
+def pillow() -> ModuleType:
     """PIL.Image, imported on first use: only these benchmarks need Pillow (PATNet reads and
     resizes with it), so the rest of the repository runs without it."""
     try:
@@ -134,7 +141,7 @@ def pillow():
     return Image
 
 
-def open_image(path: str):
+def open_image(path: str) -> Image.Image:
     """A PIL image of a file checked to be complete (util.files.image_io.read_bytes); BadFileError
     naming the file when Pillow cannot read it."""
     data = read_bytes(path, 'image')
@@ -167,7 +174,7 @@ def patnet_mask(path: str, size: int = SCORE_SIZE) -> np.ndarray:
     return F.interpolate(mask, (size, size), mode='nearest')[0, 0].numpy()
 
 
-def grey_values(mask) -> List[int]:
+def grey_values(mask: Image.Image) -> List[int]:
     """The distinct grey levels of a mask (a PIL image, open_image) as PATNet reads it
     (convert('L')), for checks."""
     grey = np.asarray(mask.convert('L'))

@@ -17,6 +17,7 @@ import json
 import multiprocessing
 import os
 import re
+from typing import Any, Mapping, Sequence
 
 import cv2
 import numpy as np
@@ -51,13 +52,13 @@ class ClassStyle:
     aspect: float       # height / width of the shape before deformation
 
 
-def hsv_to_rgb(h, s, v):
+def hsv_to_rgb(h: float, s: float, v: float) -> tuple[float, float, float]:
     """h, s, v in [0, 1] → RGB tuple of floats in 0..255."""
     hsv = np.array([[[h * 180.0, s * 255.0, v * 255.0]]], np.float32)
     return tuple(float(x) for x in cv2.cvtColor(hsv.astype(np.uint8), cv2.COLOR_HSV2RGB)[0, 0])
 
 
-def class_styles():
+def class_styles() -> list[ClassStyle]:
     """The 20 class appearances. Fixed (not seeded) so that every generated copy of the
     benchmark means the same thing by "class 7"."""
     styles = []
@@ -90,7 +91,7 @@ def _polygon(radii, angles):
     return np.stack([radii * np.cos(angles), radii * np.sin(angles)], 1)
 
 
-def shape_outline(shape, rng):
+def shape_outline(shape: str, rng: np.random.Generator) -> list[np.ndarray]:
     """Unit-size outline of one shape family: a list of polygons (N×2, x y) in [-1, 1]²; the
     second polygon, if any, is a hole."""
     t = np.linspace(0, 2 * np.pi, 64, endpoint=False)
@@ -141,7 +142,8 @@ def _rasterize(polys, size_hw):
     return mask.astype(bool)
 
 
-def instance_outline(style, rng):
+def instance_outline(style: ClassStyle,
+                     rng: np.random.Generator) -> tuple[list[np.ndarray], float]:
     """Unit-size polygons of one instance: the class's shape family with random rotation,
     aspect jitter and a smooth non-rigid deformation. Returns (polygons, area in unit²)."""
     polys = [_densify(p) for p in shape_outline(style.shape, rng)]
@@ -162,7 +164,8 @@ def instance_outline(style, rng):
     return out, area
 
 
-def shape_mask(style, size_hw, area, rng):
+def shape_mask(style: ClassStyle, size_hw: tuple[int, int], area: float,
+               rng: np.random.Generator) -> np.ndarray:
     """Binary H×W mask of one instance of about `area` pixels at a random place."""
     polys, unit_area = instance_outline(style, rng)
     radius = np.sqrt(area / unit_area)
@@ -174,7 +177,7 @@ def shape_mask(style, size_hw, area, rng):
 
 # ---------------------------------------------------------------- appearance
 
-def smooth_noise(size_hw, scale, rng):
+def smooth_noise(size_hw: tuple[int, int], scale: float, rng: np.random.Generator) -> np.ndarray:
     """H×W noise in [-1, 1] with features about `scale` pixels wide (upsampled random grid)."""
     h, w = size_hw
     gh, gw = max(2, int(np.ceil(h / scale)) + 1), max(2, int(np.ceil(w / scale)) + 1)
@@ -183,7 +186,7 @@ def smooth_noise(size_hw, scale, rng):
     return np.clip(big[:h, :w], -1, 1)
 
 
-def texture_pattern(style, size_hw, rng):
+def texture_pattern(style: ClassStyle, size_hw: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
     """H×W weights in [0, 1] mixing the class's two colours (1 = primary)."""
     h, w = size_hw
     y, x = np.mgrid[0:h, 0:w].astype(np.float32)
@@ -206,7 +209,7 @@ def texture_pattern(style, size_hw, rng):
     return pattern.astype(np.float32)
 
 
-def object_appearance(style, size_hw, rng):
+def object_appearance(style: ClassStyle, size_hw: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
     """H×W×3 float RGB of one instance: palette jitter, texture, a lighting gradient."""
     h, w = size_hw
     jitter = rng.uniform(0.88, 1.12, 3)
@@ -220,7 +223,7 @@ def object_appearance(style, size_hw, rng):
     return rgb * light[..., None]
 
 
-def background(size_hw, rng):
+def background(size_hw: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
     """Cluttered H×W×3 float RGB background: desaturated multi-scale noise plus faint clutter
     (lines, boxes, discs) that belongs to no class."""
     h, w = size_hw
@@ -245,7 +248,7 @@ def background(size_hw, rng):
 
 # ---------------------------------------------------------------- scenes
 
-def ignore_band(label):
+def ignore_band(label: np.ndarray) -> np.ndarray:
     """Mark with 255 every pixel whose 3×3 neighbourhood holds more than one label value
     (the VOC convention of an uncertain band along object boundaries)."""
     kernel = np.ones((3, 3), np.uint8)
@@ -255,7 +258,8 @@ def ignore_band(label):
     return out
 
 
-def place_object(style, size_hw, area, placed, rng, attempts=30):
+def place_object(style: ClassStyle, size_hw: tuple[int, int], area: float, placed: Sequence[np.ndarray],
+                 rng: np.random.Generator, attempts: int = 30) -> np.ndarray:
     """Mask of a new instance that keeps MIN_GAP pixels away from the placed ones; if no try
     manages that, the try that overlaps them least while leaving each of them (and itself)
     MIN_VISIBLE pixels. Separate objects keep the frozen backbone's wide receptive fields
@@ -277,7 +281,8 @@ def place_object(style, size_hw, area, placed, rng, attempts=30):
     return best if best is not None else mask
 
 
-def render_scene(rng, styles=None, first_class=None):
+def render_scene(rng: np.random.Generator, styles: Sequence[ClassStyle] | None = None,
+                 first_class: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """One image and its label: 2-3 objects of distinct classes on a cluttered background;
     `first_class` (1..20), if given, is one of them. Returns (H×W×3 uint8 RGB, H×W uint8 label
     with 0 / class id / 255)."""
@@ -304,7 +309,8 @@ def render_scene(rng, styles=None, first_class=None):
     return np.clip(img, 0, 255).astype(np.uint8), ignore_band(label)
 
 
-def scene(seed, split, index, styles=None):
+def scene(seed: int, split: str, index: int,
+          styles: Sequence[ClassStyle] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Image `index` of a split, a function of (seed, split, index) only. Image i shows class
     i mod 20 (+1) among its random others: every run of 20 images shows every class, so even
     short lists cover all folds."""
@@ -319,12 +325,13 @@ FOLDERS = {'JPEGImages': 'jpg', 'SegmentationClassAug': 'png'}
 GENERATED_NAME = re.compile(r'^syn_(train|val)_\d{5}\.(jpg|png)$')
 
 
-def file_name(split, index, folder):
+def file_name(split: str, index: int, folder: str) -> str:
     return f'{folder}/syn_{split}_{index:05d}.{FOLDERS[folder]}'
 
 
-def write_benchmark(root, seed=0, n_train=2000, n_val=500, size=None, processes=1,
-                    overwrite=False):
+def write_benchmark(root: str, seed: int = 0, n_train: int = 2000, n_val: int = 500,
+                    size: tuple[int, int] | None = None, processes: int = 1,
+                    overwrite: bool = False) -> dict[str, str]:
     """Write the benchmark under root in the PASCAL layout:
         JPEGImages/<name>.jpg, SegmentationClassAug/<name>.png,
         synthetic_train.txt, synthetic_val.txt, benchmark.json (what was generated)
@@ -357,7 +364,7 @@ def write_benchmark(root, seed=0, n_train=2000, n_val=500, size=None, processes=
     return lists
 
 
-def write_scene(root, seed, split, index, size=None):
+def write_scene(root: str, seed: int, split: str, index: int, size: tuple[int, int] | None = None) -> str:
     """Write image `index` of a split and its label under root; returns its list line."""
     image, label = scene(seed, split, index, _STYLES)
     if size is not None:
@@ -426,19 +433,20 @@ def _clear_for(root, wanted, overwrite):
         os.remove(path)
 
 
-def describe(benchmark):
+def describe(benchmark: Mapping[str, Any]) -> str:
     """'seed 0, 2000 + 500 images' of a manifest."""
     size = f', resized to {benchmark["size"][0]}×{benchmark["size"][1]}' if 'size' in benchmark else ''
     return (f'seed {benchmark.get("seed")}, {benchmark.get("train")} + {benchmark.get("val")} '
             f'images{size}')
 
 
-def manifest(seed, n_train, n_val, size=None):
+def manifest(seed: int, n_train: int, n_val: int,
+             size: tuple[int, int] | None = None) -> dict[str, int | list[int]]:
     """What a generated copy holds; equal manifests mean identical files."""
     resized = {'size': list(size)} if size is not None else {}
     return {'generator': GENERATOR_VERSION, 'seed': seed, 'train': n_train, 'val': n_val, **resized}
 
 
-def is_generated(root, seed, n_train, n_val):
+def is_generated(root: str, seed: int, n_train: int, n_val: int) -> bool:
     """Whether root already holds exactly this benchmark (so it need not be written again)."""
     return _read_manifest(root) == manifest(seed, n_train, n_val)

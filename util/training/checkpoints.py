@@ -1,15 +1,23 @@
 """The checkpoints of a training run: the latest (to continue from) and the best (by validation
 mIoU), what they record of the run's progress, and resuming a run exactly."""
+from __future__ import annotations
+
 import dataclasses
 import logging
 import os
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional
+
+import torch
 
 from model.checkpoint import (CheckpointError, load_strict, metadata, model_state,
                               read_checkpoint, weights_checkpoint)
 from util.experiment import check_fits, find_checkpoint
 from util.files.run_paths import RunPaths
 from util.files.writer import save_checkpoint
+
+if TYPE_CHECKING:
+    from model.sccan import SCCAN
+    from util.config import Config
 
 log = logging.getLogger('sccan')
 
@@ -35,7 +43,7 @@ class Progress:
     pending_validation: Optional[float] = None   # the epoch label of a validation a stop cut
 
     @classmethod
-    def of_checkpoint(cls, checkpoint) -> 'Progress':
+    def of_checkpoint(cls, checkpoint: Mapping[str, Any]) -> 'Progress':
         names = {f.name for f in dataclasses.fields(cls)}
         stored = {k: v for k, v in checkpoint['progress'].items() if k in names}
         return cls(**{**stored, 'iteration': checkpoint['iteration']})
@@ -50,14 +58,14 @@ class Checkpointer:
         self.paths, self.is_main = paths, is_main
         self.saved_iteration = None      # the step of the last latest checkpoint (every process)
 
-    def save_latest(self, checkpoint: Callable[[], dict], iteration: int):
+    def save_latest(self, checkpoint: Callable[[], dict], iteration: int) -> None:
         if self.is_main:
             save_checkpoint(checkpoint(), self.paths.latest)
             log.info('saved %s (iteration %d)', self.paths.latest, iteration)
         self.saved_iteration = iteration
 
-    def save_best(self, checkpoint: Callable[[], dict], epoch_label, miou: float,
-                  progress: Progress):
+    def save_best(self, checkpoint: Callable[[], dict], epoch_label: float, miou: float,
+                  progress: Progress) -> None:
         """Write the new best and delete the previous one, if it is in this run's snapshot
         folder: a run resumed from another folder leaves that run's files alone."""
         if not self.is_main:
@@ -71,7 +79,7 @@ class Checkpointer:
         log.info('new best mIoU %.4f: saved %s', miou, path)
 
 
-def checkpoint_bytes(net) -> int:
+def checkpoint_bytes(net: torch.nn.Module) -> int:
     """About the size of a training checkpoint of `net`: its weights, and two optimiser states
     (momentum, AdamW's moments) of the size of its trainable weights."""
     weights = sum(t.numel() * t.element_size() for t in net.state_dict().values())
@@ -79,13 +87,13 @@ def checkpoint_bytes(net) -> int:
     return weights + 2 * trainable
 
 
-def latest_checkpoint(cfg) -> Optional[str]:
+def latest_checkpoint(cfg: Config) -> Optional[str]:
     """The latest checkpoint of the run of `cfg`, or None when it has none yet."""
     latest = RunPaths.of(cfg).latest
     return latest if os.path.isfile(latest) else None
 
 
-def resumable(cfg, resume: str, paths: RunPaths):
+def resumable(cfg: Config, resume: str, paths: RunPaths) -> tuple[str, dict[str, Any]]:
     """(path, checkpoint) to resume from: `resume` is a path or a file name in the run's snapshot
     folder; checked to continue a run of this config (same architecture, shot, data set and
     fold) and to hold the training state, before anything is built or written."""
@@ -96,7 +104,9 @@ def resumable(cfg, resume: str, paths: RunPaths):
     return path, checkpoint
 
 
-def restore(checkpoint, path, cfg, world_size, net, sgd, adamw, scaler) -> Progress:
+def restore(checkpoint: Mapping[str, Any], path: str, cfg: Config, world_size: int, net: torch.nn.Module,
+            sgd: torch.optim.Optimizer, adamw: torch.optim.Optimizer,
+            scaler: torch.amp.GradScaler | None) -> Progress:
     """Load a resumable checkpoint's weights, optimiser and loss-scale states; warn when a
     RUN_DEFINING_KEYS value differs from the run's. Returns its progress."""
     restore_training(checkpoint, path, net, sgd, adamw, scaler)
@@ -110,14 +120,15 @@ def restore(checkpoint, path, cfg, world_size, net, sgd, adamw, scaler) -> Progr
 
 
 # ---- the training state in a checkpoint (model/checkpoint.py: the format) ----------------
-def training_checkpoint(net, epoch, optimizer, optimizer_swin, **entries):
+def training_checkpoint(net: SCCAN, epoch: float, optimizer: torch.optim.Optimizer,
+                        optimizer_swin: torch.optim.Optimizer, **entries: Any) -> dict[str, Any]:
     """The checkpoint of a training run: the authors' entries, the architecture of `net`, and
     `entries` (shot, config, iteration, rng, ...)."""
     return weights_checkpoint(net, epoch=epoch, optimizer=optimizer.state_dict(),
                               optimizer_swin=optimizer_swin.state_dict(), **entries)
 
 
-def check_resumable(checkpoint, path):
+def check_resumable(checkpoint: Any, path: str) -> None:
     """Refuse to resume from a checkpoint without the training state (e.g. the authors')."""
     missing = [k for k in RESUME_ENTRIES if k not in metadata(checkpoint)]
     if missing:
@@ -125,7 +136,9 @@ def check_resumable(checkpoint, path):
                               "train_sccan.py can; use the authors' weights with test_sccan.py)")
 
 
-def restore_training(checkpoint, path, net, optimizer, optimizer_swin, scaler=None):
+def restore_training(checkpoint: Mapping[str, Any], path: str, net: torch.nn.Module,
+                     optimizer: torch.optim.Optimizer, optimizer_swin: torch.optim.Optimizer,
+                     scaler: torch.amp.GradScaler | None = None) -> None:
     """Load a resumable checkpoint's weights, optimiser states and (fp16) loss scale into the
     given objects."""
     check_resumable(checkpoint, path)

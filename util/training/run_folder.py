@@ -19,7 +19,7 @@ def new_folders(paths: RunPaths) -> List[str]:
                       not os.path.exists(f)]
 
 
-def remove_new_folders(paths: RunPaths, folders: Sequence[str]):
+def remove_new_folders(paths: RunPaths, folders: Sequence[str]) -> None:
     """Remove the `new_folders` of a run that failed before it began, innermost first, with what
     it wrote there (its log, TensorBoard files; its lock is released by then): a folder of the
     run whole, one above the run folder only when empty (other runs may share it)."""

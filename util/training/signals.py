@@ -3,11 +3,14 @@ checkpoint is written after the current step, or at once when the signal comes d
 validation (which the resumed run does again), then the run stops (Interrupted, status 130).
 Before training begins there is nothing to save and the run stops at once (StoppedAtOnce), as
 on a second signal."""
+from __future__ import annotations
+
 import contextlib
 import logging
 import os
 import signal
 import time
+from typing import Callable, Iterator
 
 from util.stop_signals import STOP_SIGNALS
 
@@ -31,7 +34,7 @@ class ValidationAbandoned(Exception):
     """A stop signal during a validation: it is left unfinished (the resumed run does it)."""
 
 
-def how_to_continue(latest_path):
+def how_to_continue(latest_path: str) -> str:
     """What to do after a run stopped early: continue from its latest checkpoint or, when none
     was written yet, run it again."""
     if os.path.isfile(latest_path):
@@ -50,14 +53,14 @@ class StopFlag:
         clock: seconds, for telling a repeated delivery from a second request.
     """
 
-    def __init__(self, latest_path, clock=time.monotonic):
+    def __init__(self, latest_path: str, clock: Callable[[], float] = time.monotonic):
         self.latest_path = latest_path
         self.requested = False
         self._clock, self._first, self._deferred = clock, None, False
         self._previous = {}
 
     @contextlib.contextmanager
-    def installed(self):
+    def installed(self) -> Iterator[StopFlag]:
         """Inside: the flag's handler takes the stop signals (an inner `installed` changes
         nothing)."""
         outermost = not self._previous
@@ -71,7 +74,7 @@ class StopFlag:
                 self._uninstall()
 
     @contextlib.contextmanager
-    def deferred(self):
+    def deferred(self) -> Iterator[StopFlag]:
         """Inside: a first stop signal only sets `requested`, for the run to stop where it can
         save."""
         self._deferred = True

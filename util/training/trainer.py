@@ -2,11 +2,13 @@
 (util.training.hooks; by default the authors' validations and checkpoints, AuthorsSchedule),
 and stops (max_iters, early stop after stop_interval epochs without a new best, a signal, a
 non-finite loss); resumable at any step with the same result as an uninterrupted run."""
+from __future__ import annotations
+
 import logging
 import math
 import os
 import time
-from typing import Optional, Sequence
+from typing import Any, Iterable, Mapping, NoReturn, Optional, Sequence
 
 import torch
 
@@ -57,7 +59,8 @@ class Trainer:
     run's files, `progress` says where it stands.
     """
 
-    def __init__(self, cfg, env, resume=None, overwrite=False, stop=None, hooks=None):
+    def __init__(self, cfg: Config, env: distributed.DistEnv, resume: str | None = None,
+                 overwrite: bool = False, stop: StopFlag | None = None, hooks: Iterable[Hook] | None = None):
         self.cfg, self.env = cfg, env
         self.hooks = [AuthorsSchedule()] if hooks is None else list(hooks)
         self.paths = RunPaths.of(cfg)
@@ -82,7 +85,7 @@ class Trainer:
                 raise named from e
             raise
 
-    def setup(self, resumed, notes):
+    def setup(self, resumed: tuple[str, dict[str, Any]] | None, notes: Iterable[str]) -> None:
         cfg, env, paths = self.cfg, self.env, self.paths
         if env.is_main:
             os.makedirs(paths.snapshot, exist_ok=True)
@@ -125,14 +128,14 @@ class Trainer:
         self.log = TrainingLog(cfg, paths.tensorboard, env.is_main, self.iters_per_epoch,
                                self.max_iter)
 
-    def close(self):
+    def close(self) -> None:
         """Give the run folder back (the lock) and close the log."""
         if self.lock is not None:
             self.lock.release()
         close_logging()
 
     # --- the run ---
-    def fit(self):
+    def fit(self) -> None:
         cfg, progress = self.cfg, self.progress
         start = time.time()
         first_epoch, offset = divmod(progress.iteration, self.iters_per_epoch)
@@ -152,7 +155,7 @@ class Trainer:
         self.log.close()
         self.report(time.time() - start)
 
-    def run_epochs(self, first_epoch, offset):
+    def run_epochs(self, first_epoch: int, offset: int) -> None:
         """Train from step `offset` of `first_epoch` to the end, validating and saving as the
         config says."""
         cfg, progress = self.cfg, self.progress
@@ -179,7 +182,7 @@ class Trainer:
         if self.checkpointer.saved_iteration != progress.iteration:
             self.save_latest(self.epoch_label())
 
-    def train_epoch(self, epoch, offset):
+    def train_epoch(self, epoch: int, offset: int) -> None:
         cfg, n = self.cfg, self.iters_per_epoch
         self.sampler.set_epoch(epoch, start=offset * cfg.batch_size)
         self.model.train()
@@ -198,7 +201,7 @@ class Trainer:
                 if self.max_iters_reached():
                     break
 
-    def step(self, batch, iteration, epoch, i):
+    def step(self, batch: Mapping[str, Any], iteration: int, epoch: int, i: int) -> float:
         """One optimisation step; returns the loss averaged over processes."""
         loss = forward_backward(self.model, batch, self.precision, self.scaler, self.env.device)
         loss_value = distributed.all_reduce_mean(loss.item(), self.env.device)
@@ -217,7 +220,7 @@ class Trainer:
         optimizer_step(self.scaler, (self.sgd, self.adamw))
         return loss_value
 
-    def validate(self, epoch_label):
+    def validate(self, epoch_label: float) -> None:
         """Validate, keep the best checkpoint and save the latest; a stop signal meanwhile saves
         the latest at once, the validation pending (Interrupted)."""
         progress = self.progress
@@ -239,7 +242,7 @@ class Trainer:
         self.save_latest(epoch_label)
 
     # --- checkpoints and stops ---
-    def checkpoint(self, epoch_label):
+    def checkpoint(self, epoch_label: float) -> dict[str, Any]:
         """The run's checkpoint now (util.training.checkpoints.training_checkpoint)."""
         return training_checkpoint(self.net, epoch_label, self.sgd, self.adamw,
                                    shot=self.cfg.shot, config=self.cfg.to_dict(),
@@ -248,28 +251,28 @@ class Trainer:
                                    scaler=self.scaler.state_dict(),
                                    progress=vars(self.progress).copy())
 
-    def save_latest(self, epoch_label):
+    def save_latest(self, epoch_label: float) -> None:
         self.checkpointer.save_latest(lambda: self.checkpoint(epoch_label), self.progress.iteration)
 
-    def max_iters_reached(self):
+    def max_iters_reached(self) -> bool:
         return self.cfg.max_iters is not None and self.progress.iteration >= self.cfg.max_iters
 
-    def stop_requested(self):
+    def stop_requested(self) -> bool:
         """Whether any process got a stop signal (all processes agree, so they stop together)."""
         flag = torch.tensor(float(self.stop.requested), device=self.env.device)
         return distributed.all_reduce_sum(flag).item() > 0
 
-    def abandon_if_stop_requested(self):
+    def abandon_if_stop_requested(self) -> None:
         """Between validation batches: ValidationAbandoned when a process got a stop signal."""
         if self.stop_requested():
             raise ValidationAbandoned
 
-    def epoch_label(self):
+    def epoch_label(self) -> int | float:
         """The authors' epoch label of the current step: epochs done − 1."""
         label = self.progress.iteration / self.iters_per_epoch - 1
         return int(label) if label.is_integer() else round(label, 3)
 
-    def interrupt(self, during=None):
+    def interrupt(self, during: str | None = None) -> NoReturn:
         """Save the latest checkpoint (unless this step's is saved and nothing is pending) and
         stop: Interrupted."""
         progress = self.progress
@@ -280,7 +283,7 @@ class Trainer:
         raise Interrupted(f'stopped at iteration {progress.iteration}{where}; continue with '
                           f'--resume {self.paths.latest}')
 
-    def report(self, seconds):
+    def report(self, seconds: float) -> None:
         progress = self.progress
         best = ('no validation' if progress.best_path is None else
                 f'best mIoU {progress.best_miou:.4f} (FB-IoU {progress.best_fb_iou:.4f}, pIoU '

@@ -1,10 +1,19 @@
 """Validation during training: the evaluation loop (util.evaluation.evaluate.run_episodes) on the
 val episodes of manual_seed."""
+from __future__ import annotations
+
 import logging
+from typing import TYPE_CHECKING
 
 from util.datasets import episode_dataset
 from util.episodes import shard
 from util.evaluation.evaluate import eval_batch_size, format_result, make_predictor, run_episodes
+
+if TYPE_CHECKING:
+    from model.sccan import SCCAN
+    from util.config import Config
+    from util.distributed import DistEnv
+    from util.precision import Precision
 
 log = logging.getLogger('sccan')
 
@@ -13,7 +22,7 @@ class Validation:
     """Validates `net` on the config's val episodes; one predictor for the whole run, so that
     its feature cache (if any) serves every validation."""
 
-    def __init__(self, cfg, env, net, precision):
+    def __init__(self, cfg: Config, env: DistEnv, net: SCCAN, precision: Precision):
         self.cfg, self.env, self.net, self.precision = cfg, env, net, precision
         self.data = episode_dataset(cfg, 'val')
         self.predict = make_predictor(net, cfg, precision, env.device)
