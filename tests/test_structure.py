@@ -7,7 +7,7 @@ command line); the user's tools (tools/) never import the developers' (tools/dev
 measurement), which may build on them; nothing imports tests/, and no test module imports another
 (shared helpers live in tests/helpers.py). The scripts are thin. Outputs are written by the one
 atomic writer (util.files.writer.write_atomic), and the input-size rule of SCCAN is written once
-(model.sccan).
+(model.sccan). The library's public API (model/ and util/) carries type hints.
 """
 import ast
 import glob
@@ -205,6 +205,44 @@ def test_the_input_size_rule_is_written_once_in_the_model():
     assert len(found) == 1 and found[0].startswith(os.path.join('model', 'sccan.py')), found
 
 
+def public_functions(tree):
+    """(node, name) of the public functions of a module: module-level ones and the methods of
+    module-level classes whose names do not start with '_', and a public class's __init__ (its
+    parameters are the constructor's). Nested functions do not count."""
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and not node.name.startswith('_'):
+            yield node, node.name
+        elif isinstance(node, ast.ClassDef) and not node.name.startswith('_'):
+            for item in node.body:
+                if isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef)) and (
+                        not item.name.startswith('_') or item.name == '__init__'):
+                    yield item, f'{node.name}.{item.name}'
+
+
+def missing_hints(function):
+    """The parameters of a function (self/cls aside) without a type hint, and 'return' where
+    its return type is not stated (an __init__ needs none)."""
+    args = function.args
+    params = args.posonlyargs + args.args + args.kwonlyargs
+    named = [a for i, a in enumerate(params) if not (i == 0 and a.arg in ('self', 'cls'))]
+    gaps = [a.arg for a in named if a.annotation is None]
+    gaps += [f'*{a.arg}' for a in (args.vararg, args.kwarg) if a is not None and a.annotation is None]
+    return gaps + (['return'] if function.returns is None and function.name != '__init__' else [])
+
+
+def is_private_module(path):
+    name = os.path.basename(path)
+    return name.startswith('_') and name != '__init__.py'
+
+
+def test_the_public_api_has_type_hints():
+    unhinted = [f'{os.path.relpath(path, REPO_ROOT)}:{node.lineno} {name}: {", ".join(gaps)}'
+                for folder in ('model', 'util') for path in python_files(folder)
+                if not is_private_module(path)
+                for node, name in public_functions(parse(path)) if (gaps := missing_hints(node))]
+    assert unhinted == []
+
+
 def test_the_rules_above_catch_what_they_forbid():
     """Each rule finds a breach of it written for the purpose (a rule that finds nothing in any
     code would pass as well)."""
@@ -214,6 +252,11 @@ def test_the_rules_above_catch_what_they_forbid():
                                                           'write_text']
     assert sum(map(is_input_size_rule, ast.walk(breach))) == 1
     assert list(imported_modules(breach)) == ['test_model']
+    hints = ast.parse("def f(a: int, *rest, b) -> None: ...\nclass C:\n    def __init__(self, x): ...\n"
+                      "    def g(self) -> int:\n        def inner(y): ...\n    def _h(self, z): ...\n"
+                      "def _private(q): ...\n")
+    assert [(name, missing_hints(node)) for node, name in public_functions(hints)] == [
+        ('f', ['b', '*rest']), ('C.__init__', ['x']), ('C.g', [])]
     tools = {'demo': 'tools.demo', 'golden': 'tools.dev.golden', 'dev': 'tools.dev'}
     allowed = ("from tools import demo\nfrom tools.dev import golden\nfrom tools.demo import x\n"
                "import tools.dev.golden\nimportlib.import_module('tools.dev.golden')\n")
