@@ -4,6 +4,7 @@ import torch
 
 from model import MODEL_VARIANTS, SCCAN, CheckpointError, build_sccan, load_backbone_weights, load_weights
 from model.loss import weighted_dice_loss
+from model import prior as prior_module
 from model.prior import PriorMask
 from util.config import default_config
 from util.episodes import TRAINING_INPUTS
@@ -174,6 +175,25 @@ def test_prior_mask_stays_float32_under_bf16_autocast():
     assert prior.dtype == torch.float32
     # what remains is the bf16 rounding of the inputs, not of the normalised sums
     assert (prior - expected).abs().max() < 0.01          # 0.25 with the prior in bf16
+
+
+@pytest.mark.parametrize('dtype', [torch.float64, torch.float32])
+def test_prior_mask_in_blocks_of_query_pixels_equals_one_product_to_rounding(monkeypatch, dtype):
+    # 2 episodes, 2 shots, 9×9 = 81 query pixels, 100 support pixels: blocks of 20 entries are
+    # rows of 0 pixels (→ 1), of 1000 entries 5 rows (the last block 1 row), of 1e6 all at once.
+    g = torch.Generator().manual_seed(1)
+    query = torch.rand(2, 32, 9, 9, generator=g, dtype=dtype)
+    support = torch.rand(2, 2, 32, 10, 10, generator=g, dtype=dtype)
+    masks = (torch.rand(2, 2, 100, generator=g) > 0.6).to(dtype)
+    priors = []
+    for entries in (20, 1000, 10 ** 6):
+        monkeypatch.setattr(prior_module, 'CPU_BLOCK_ENTRIES', entries)
+        priors.append(PriorMask()(query, support, masks, (10, 10)))
+    # the same arithmetic per query pixel; only the matmul kernel's summation order may change
+    # with the block's shape (one row is a matrix-vector product)
+    tolerance = 1e-12 if dtype == torch.float64 else 1e-5
+    assert (priors[0] - priors[2]).abs().max() < tolerance and (priors[1] - priors[2]).abs().max() < tolerance
+    assert priors[2].shape == (2, 1, 10, 10) and 0 <= priors[2].min() and priors[2].max() <= 1
 
 
 def test_patch_alignment_picks_most_similar_foreground_patch():
