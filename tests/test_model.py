@@ -179,8 +179,9 @@ def test_prior_mask_stays_float32_under_bf16_autocast():
 
 @pytest.mark.parametrize('dtype', [torch.float64, torch.float32])
 def test_prior_mask_in_blocks_of_query_pixels_equals_one_product_to_rounding(monkeypatch, dtype):
-    # 2 episodes, 2 shots, 9×9 = 81 query pixels, 100 support pixels: blocks of 20 entries are
-    # rows of 0 pixels (→ 1), of 1000 entries 5 rows (the last block 1 row), of 1e6 all at once.
+    # 2 episodes, 2 shots, 9×9 = 81 query pixels, 100 support pixels (200 entries per query row
+    # of the batch): 20 entries give blocks of 1 row (the floor), 1000 of 5 rows (the last one
+    # of 1), 1e6 one block of all 81.
     g = torch.Generator().manual_seed(1)
     query = torch.rand(2, 32, 9, 9, generator=g, dtype=dtype)
     support = torch.rand(2, 2, 32, 10, 10, generator=g, dtype=dtype)
