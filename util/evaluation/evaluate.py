@@ -14,7 +14,7 @@ util.evaluation.replay); and the loop never waits for the device before its end,
 launching and computing overlap.
 
 A predictor is any predict(batch) → B×2×H×W logits for the batch's B episodes, returned on the
-evaluation's device (`check_logits` enforces it).
+evaluation's device (`check_logits` enforces it); the network's own are NetworkPredictors.
 """
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from util.datasets.pascal_coco import EpisodeDataset
     from util.distributed import DistEnv
     from util.episodes import Episode
-    from util.evaluation.replay import Capture
+    from util.evaluation.replay import Capture, Replay
     from util.precision import Precision
 
 log = logging.getLogger('sccan')
@@ -70,7 +70,31 @@ def eval_batch_size(cfg: Config, device: torch.device | str) -> int:
     return EVAL_BATCH_CUDA if torch.device(device).type == 'cuda' else 1
 
 
-def make_predictor(net: SCCAN, cfg: Config, precision: Precision, device: torch.device | str) -> Predictor:
+class NetworkPredictor:
+    """predict(batch) = function(*inputs(batch)), a part of a network's eval forward run on a
+    batch's tensors.
+
+    Attributes:
+        replay: with a `capture` strategy (util.evaluation.replay, e.g. capture_cuda_graph), the
+            Replay that runs `function` from its recordings (`replay.release()` frees them); else
+            None.
+        cache: the FeatureCache that `inputs` looks the backbone features up in, or None.
+    """
+
+    def __init__(self, function: Callable[..., torch.Tensor],
+                 inputs: Callable[[Batch], Sequence[torch.Tensor]], net: nn.Module,
+                 capture: Capture | None = None, cache: FeatureCache | None = None):
+        self.replay: Replay | None = replayed(net, function, capture) if capture else None
+        self.cache = cache
+        self._run = self.replay if self.replay is not None else function
+        self._inputs = inputs
+
+    def __call__(self, batch: Batch) -> torch.Tensor:
+        return self._run(*self._inputs(batch))
+
+
+def make_predictor(net: SCCAN, cfg: Config, precision: Precision,
+                   device: torch.device | str) -> NetworkPredictor:
     """predict(batch) → B×2×H×W logits on `device`, the network run on the batch. With
     cfg.feature_cache_gb > 0 the backbone features of every image are kept for the predictor's
     lifetime (util.evaluation.feature_cache): make one predictor per run and pass it to every
@@ -85,18 +109,18 @@ def make_predictor(net: SCCAN, cfg: Config, precision: Precision, device: torch.
 
 
 def forward_predictor(net: nn.Module, precision: Precision, device: torch.device | str,
-                      capture: Capture | None = None) -> Predictor:
+                      capture: Capture | None = None) -> NetworkPredictor:
     """predict(batch) → B×2×H×W logits with one forward pass; with a `capture` strategy
     (util.evaluation.replay, e.g. capture_cuda_graph), replayed from recordings of it
     (`predict.replay`)."""
     def forward(query, support, support_masks):
         with precision.autocast():
             return net(query, support, support_masks)
-    return batch_predictor(forward, lambda batch: batch_tensors(batch, device), net, capture)
+    return NetworkPredictor(forward, lambda batch: batch_tensors(batch, device), net, capture)
 
 
 def cached_predictor(net: SCCAN, cache: FeatureCache, precision: Precision, device: torch.device | str,
-                     transform_key: Hashable, capture: Capture | None = None) -> Predictor:
+                     transform_key: Hashable, capture: Capture | None = None) -> NetworkPredictor:
     """predict(batch) → logits, the backbone features of the batch's images looked up in
     `cache` by (image path, transform_key) and computed only for the images not seen before;
     with a `capture` strategy, what follows the backbone replayed from recordings
@@ -119,22 +143,7 @@ def cached_predictor(net: SCCAN, cache: FeatureCache, precision: Precision, devi
             query_feats = cache.encode(net, query, query_keys)
             support_feats = cache.encode(net, support.flatten(0, 1), support_keys)
         return (*query_feats, *(f.unflatten(0, (b, k)) for f in support_feats), support_masks)
-    predict = batch_predictor(segment, inputs, net, capture)
-    predict.cache = cache
-    return predict
-
-
-def batch_predictor(function: Callable[..., torch.Tensor], inputs: Callable[[Batch], Sequence[torch.Tensor]],
-                    net: nn.Module, capture: Capture | None = None) -> Predictor:
-    """predict(batch) = function(*inputs(batch)), a part of net's eval forward; with a `capture`
-    strategy replayed from recordings (util.evaluation.replay.replayed): `predict.replay`, else
-    None."""
-    run = replayed(net, function, capture) if capture else function
-
-    def predict(batch):
-        return run(*inputs(batch))
-    predict.replay = run if capture else None
-    return predict
+    return NetworkPredictor(segment, inputs, net, capture, cache)
 
 
 def check_logits(logits: torch.Tensor, batch: Batch, device: torch.device | str) -> torch.Tensor:
