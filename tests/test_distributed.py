@@ -4,6 +4,8 @@ folder stopping both. (tests/torchrun_step.py does the same step under torchrun,
 tests/test_cuda.py.)"""
 import os
 import socket
+import sys
+import threading
 
 import pytest
 import torch
@@ -119,3 +121,29 @@ def test_viz_under_two_processes_draws_the_first_episodes_of_the_seed(config, ch
                         episodes=5, viz=3, out=str(tmp_path / 'report.json'))
     assert sorted(os.listdir(tmp_path / 'report_viz')) == expected
     assert files_below(os.path.join(two_processes, 'report_viz')) == files_below(tmp_path / 'report_viz')
+
+
+def test_the_group_goes_down_after_threads_waiting_for_the_gil_ran(monkeypatch):
+    """Gloo's worker threads take the GIL to free the collectives they ran; one still waiting for
+    it when the interpreter exits is killed inside a C++ destructor and the process aborts (it
+    did after complete two-process runs). cleanup() hands the GIL over before taking the group
+    down: here to a thread woken just before, which a switch interval of a minute would otherwise
+    keep waiting."""
+    torch.distributed.init_process_group('gloo', store=torch.distributed.HashStore(), rank=0,
+                                         world_size=1)
+    ran, ran_when_taken_down = [], []
+    destroy = torch.distributed.destroy_process_group
+    monkeypatch.setattr(torch.distributed, 'destroy_process_group',
+                        lambda: (ran_when_taken_down.append(bool(ran)), destroy()))
+    woken = threading.Event()
+    waiting = threading.Thread(target=lambda: (woken.wait(), ran.append(True)))
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(60)    # the main thread keeps the GIL until it blocks
+    try:
+        waiting.start()          # runs until it blocks in woken.wait()
+        woken.set()              # now it waits for the GIL
+        distributed.cleanup()
+    finally:
+        sys.setswitchinterval(interval)
+    waiting.join()
+    assert ran_when_taken_down == [True] and not torch.distributed.is_initialized()
