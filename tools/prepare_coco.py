@@ -118,6 +118,8 @@ def paint_labels(coco, image_ids, out_dir, crowd, workers):
     os.makedirs(out_dir, exist_ok=True)
     _COCO, _OPTIONS = coco, (class_ids(coco), out_dir, crowd)
     if workers > 1:
+        # Forked, not spawned: the workers share the annotations copy-on-write (train2014's take
+        # gigabytes once loaded) rather than each loading them; they only paint and write PNGs.
         with multiprocessing.get_context('fork').Pool(workers) as pool:
             for _ in progress(pool.imap_unordered(convert_one, image_ids, chunksize=64),
                               total=len(image_ids), desc=os.path.basename(out_dir), unit='label'):
