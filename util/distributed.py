@@ -153,8 +153,9 @@ def cleanup() -> None:
         # collective keeps the thread-local state it was launched with, which may hold Python
         # objects). A thread still waiting for the GIL when the interpreter exits is killed
         # inside a C++ destructor and the process aborts ('terminate called without an active
-        # exception'): after complete runs, one exit in three of two CPU processes whose training
-        # had just dropped its DDP wrapper. Sleeping lets go of the GIL, and the thread finishes.
+        # exception'): after complete runs, about one exit in three of two CPU processes whose
+        # training had just dropped its DDP wrapper. Sleeping lets go of the GIL, and the thread
+        # finishes.
         time.sleep(GIL_HANDOVER_SECONDS)
         dist.destroy_process_group()
 
