@@ -1,6 +1,8 @@
 """The value of a fast-path switch that follows the device (SCCAN.set_fast_paths): AUTO decides
 at every forward pass from where the tensors are, so that a model built on the CPU and moved to
 a GPU (a bare `SCCAN(...)` in a notebook as much as the scripts) runs each device's fast path."""
+import torch
+
 AUTO = 'auto'
 
 
@@ -17,3 +19,14 @@ def switch_on(value: bool | str, on_cuda: bool, auto_on_cuda: bool) -> bool:
     if value == AUTO:
         return on_cuda == auto_on_cuda
     return bool(value)
+
+
+def fused_attention_on(value: bool | str, on_cuda: bool) -> bool:
+    """Whether the SCCA attention runs fused (model.scca.WindowAttention) for tensors on CUDA
+    (`on_cuda`) or not. AUTO: on CUDA, except where autograd records under deterministic
+    algorithms (seed_deterministic): in their warn-only mode PyTorch's fused attention kernels
+    run a backward that adds with atomics in no fixed order, where the plain attention's backward
+    is deterministic."""
+    if value == AUTO and torch.is_grad_enabled() and torch.are_deterministic_algorithms_enabled():
+        return False
+    return switch_on(value, on_cuda, auto_on_cuda=True)

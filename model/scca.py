@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from model.fast_paths import AUTO, switch_on
+from model.fast_paths import AUTO, fused_attention_on, switch_on
 from model.functional import COSINE_EPS, MASKED_MEAN_EPS
 from model.recompute import maybe_recomputed
 
@@ -59,8 +59,9 @@ class WindowAttention(nn.Module):
     scaled cosine similarity, which keeps support features from dominating by magnitude.
 
     `fused` (set by SCCAN.set_fast_paths): one call to F.scaled_dot_product_attention instead of
-    explicit logits (less memory; the faster path on GPUs); AUTO: on CUDA tensors only. Equal up
-    to rounding: the cosine's 1e-7 guard sits on each norm (F.normalize) instead of on their
+    explicit logits (less memory; the faster path on GPUs); AUTO: on CUDA tensors, except in
+    training under deterministic algorithms (model.fast_paths.fused_attention_on). Equal up to
+    rounding: the cosine's 1e-7 guard sits on each norm (F.normalize) instead of on their
     product.
 
     Args:
@@ -83,7 +84,7 @@ class WindowAttention(nn.Module):
         heads = self.num_heads
         q = self.q(x).view(m, n, heads, c // heads).transpose(1, 2)                   # M×h×N×d
         k, v = self.kv(keys).view(m, -1, 2, heads, c // heads).permute(2, 0, 3, 1, 4)  # 2×M×h×N'×d
-        fused = switch_on(self.fused, x.is_cuda, auto_on_cuda=True)
+        fused = fused_attention_on(self.fused, x.is_cuda)
         out = (self._fused_attention if fused else self._attention)(q, k, v)           # M×h×N×d
         return self.proj(out.transpose(1, 2).reshape(m, n, c))
 

@@ -8,11 +8,12 @@ from torch import nn
 
 from model import build_sccan
 from model.backbone import BN_EPS, conv_bn, conv_bn_forward
-from model.fast_paths import AUTO, switch_on
+from model.fast_paths import AUTO, fused_attention_on, switch_on
 from model.scca import WindowAttention
 
 from tools.dev import golden
 from tools.dev.random_episodes import random_episode as episode
+from util.determinism import deterministic
 from util.experiment import compile_model
 from util.seeding import without_dropout
 
@@ -140,6 +141,22 @@ def test_recompute_is_off_in_eval():
     ('auto', True, False, False), ('auto', False, False, True)])   # recomputation
 def test_a_switch_set_to_auto_follows_the_device(value, on_cuda, auto_on_cuda, expected):
     assert switch_on(value, on_cuda, auto_on_cuda) is expected
+
+
+@pytest.mark.parametrize('value, on_cuda, seed_deterministic, grad, expected', [
+    ('auto', True, False, True, True), ('auto', True, False, False, True),
+    ('auto', True, True, True, False),      # training under seed_deterministic: the plain backward
+    ('auto', True, True, False, True),      # the fused forward is deterministic
+    ('auto', False, False, True, False), ('auto', False, True, False, False),
+    (True, True, True, True, True), (True, False, True, True, True), (False, True, False, False, False)])
+def test_fused_attention_is_plain_in_training_under_seed_deterministic(value, on_cuda, seed_deterministic,
+                                                                        grad, expected):
+    """PyTorch's fused attention kernels have no deterministic backward under warn-only
+    deterministic algorithms (what seed_deterministic turns on): 'auto' takes the plain attention
+    wherever autograd records there, on CUDA as on the CPU; an explicit True is obeyed."""
+    with deterministic(seed_deterministic, 'cuda:0' if on_cuda else 'cpu'), torch.set_grad_enabled(grad):
+        assert fused_attention_on(value, on_cuda) is expected
+    assert not torch.are_deterministic_algorithms_enabled()
 
 
 @pytest.mark.parametrize('value', ['yes', 1, 0, 'Auto'])

@@ -198,7 +198,8 @@ SCHEMA = {
                     'memory, a fifth of a GPU step); empty: on the CPU only', nullable=True),
     'fused_attention': _k('Performance', bool, None, 'SCCA attention through '
                           'scaled_dot_product_attention (less memory; faster on GPUs, slower on '
-                          'CPUs); empty: on CUDA only', nullable=True),
+                          'CPUs); empty: on CUDA, except in training with seed_deterministic (its fused '
+                          'backward is not deterministic)', nullable=True),
     'tf32': _k('Performance', bool, True, 'CUDA: float32 matrix products and convolutions on '
                'TF32 tensor cores (Ampere and later), as the authors\' PyTorch 1.7 ran them; '
                'False: full float32 (no effect on the CPU)'),
