@@ -249,15 +249,18 @@ def fake_slurm(tmp_path):
     return folder
 
 
-def slurm_job(fake_bin, args, signal_after=None, python=PYTHON):
-    """tools/train_slurm.sh `args` run as Slurm runs a batch job, with fake_slurm's commands,
-    sent `signal_after` = (signal, line) once its output shows the line, as Slurm's
-    --signal=B:USR1 or a preemption signals the batch script. (status, output)."""
+SLURM_SCRIPT = os.path.join(REPO_ROOT, 'tools', 'train_slurm.sh')
+
+
+def slurm_job(fake_bin, args, signal_after=None, python=PYTHON, script=SLURM_SCRIPT):
+    """tools/train_slurm.sh (or `script`) `args` run as Slurm runs a batch job, with
+    fake_slurm's commands, sent `signal_after` = (signal, line) once its output shows the line,
+    as Slurm's --signal=B:USR1 or a preemption signals the batch script. (status, output)."""
     env = {**env_1_thread(), 'PATH': f'{fake_bin}{os.pathsep}{os.environ["PATH"]}',
            'PYTHON': python, 'SLURM_JOB_ID': '42', 'SLURM_SUBMIT_DIR': REPO_ROOT,
            'SCONTROL_LOG': str(fake_bin / 'scontrol.log'),
            'TRAINING_LOG': str(fake_bin / 'training.log')}
-    job = subprocess.Popen(['bash', os.path.join(REPO_ROOT, 'tools', 'train_slurm.sh'), *args],
+    job = subprocess.Popen(['bash', script, *args],
                            env=env, cwd='/', stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                            text=True, start_new_session=True)
     output = []
@@ -284,6 +287,21 @@ def test_the_slurm_script_passes_the_signal_on_and_requeues_at_the_time_limit(fa
         f'train_sccan.py --auto-resume --config c.yaml --opts epochs 3\n{sig.name[3:]}\n')
     requeues = fake_slurm / 'scontrol.log'
     assert (requeues.read_text() if requeues.exists() else '') == ('requeue 42\n' if requeued else '')
+
+
+def test_a_signal_before_the_script_knows_the_trainings_process_reaches_it(fake_slurm, tmp_path):
+    """A signal that comes between the training's start and the script's `step=$!` (a batch
+    script starved of CPU on a busy node) is passed on once the process id is known: here the
+    script is slowed down there, and the training prints its line in the meantime. Without
+    that the signal was lost and the job ran on to its time limit."""
+    script = tmp_path / 'train_slurm.sh'
+    text = open(SLURM_SCRIPT).read()
+    assert text.count('\nstep=$!\n') == 1
+    script.write_text(text.replace('\nstep=$!\n', '\nsleep 0.5; step=$!\n'))
+    status, out = slurm_job(fake_slurm, ['--config', 'c.yaml'], (signal.SIGTERM, 'training'),
+                            python=str(fake_slurm / 'training'), script=str(script))
+    assert status == 130, out
+    assert (fake_slurm / 'training.log').read_text().endswith('\nTERM\n')
 
 
 def test_a_job_stopped_by_slurm_continues_exactly_when_requeued(bench, reference_run, fake_slurm,

@@ -35,9 +35,11 @@ else
 fi
 
 requeue=no
+step=
+pending=
 pass_on() {      # a signal for this script goes to the training (srun passes it to torchrun)
     [ "$1" = USR1 ] && requeue=yes
-    kill -s "$1" "$step" 2>/dev/null
+    if [ -n "$step" ]; then kill -s "$1" "$step" 2>/dev/null; else pending=$1; fi
 }
 trap 'pass_on USR1' USR1
 trap 'pass_on TERM' TERM
@@ -47,6 +49,8 @@ srun torchrun "${rendezvous[@]}" --nproc-per-node="${SLURM_GPUS_ON_NODE:-1}" \
     --signals-to-handle=SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1 \
     train_sccan.py --auto-resume "$@" &
 step=$!
+# a signal that came before the step's process id was known goes to it now
+[ -n "$pending" ] && kill -s "$pending" "$step" 2>/dev/null
 # `wait` returns early when a trapped signal arrives: wait again until the step has ended
 while wait "$step"; status=$?; kill -0 "$step" 2>/dev/null; do :; done
 
