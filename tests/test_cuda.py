@@ -26,6 +26,7 @@ import math
 import os
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -48,6 +49,7 @@ from util.training import train
 from util.datasets.synthetic import write_benchmark
 from util.evaluation.checkpoint_evaluation import evaluate_checkpoint
 from util.evaluation.replay import call_on_buffers, capture_cuda_graph, replayed_forward
+from util.prediction.predictor import FewShotSegmenter
 
 pytestmark = pytest.mark.cuda
 
@@ -357,6 +359,54 @@ def test_replayed_forward_gives_the_eager_logits_and_follows_new_weights(device,
         reloaded = net(*inputs)
     assert not torch.equal(reloaded, eager)
     assert torch.equal(forward(*inputs), reloaded) and forward.recorded == 2
+
+
+@gpu_only('page-locked memory and CUDA graphs need CUDA')
+def test_a_graph_records_while_another_thread_pins_memory(device, exact_float32):
+    """The evaluation's DataLoader pins the next batches in a thread of its own while the first
+    one is recorded: the recording must succeed (no fallback to eager) and that thread must not
+    fail. A capture checking every thread's CUDA calls ('global') fails both."""
+    torch.manual_seed(0)
+    net = build_sccan('tiny').to(device)
+    forward = replayed_forward(net)
+    inputs = [t.to(device) for t in random_episode(b=2, k=1, size=33, seed=7)[:3]]
+    stop, errors = threading.Event(), []
+
+    def pin():
+        held, size = [], 1 << 20
+        try:
+            while not stop.is_set():        # new sizes, held a while: new page-locked allocations
+                held = held[-7:] + [torch.empty(size, dtype=torch.uint8, pin_memory=True)]
+                size = size * 2 if size < 1 << 26 else 1 << 20
+        except Exception as e:
+            errors.append(e)
+    thread = threading.Thread(target=pin)
+    thread.start()
+    try:
+        logits = forward(*inputs)
+    finally:
+        stop.set()
+        thread.join()
+    assert not errors, errors
+    assert [recording.replay is not None for recording in forward.recordings.values()] == [True]
+    with torch.no_grad():
+        assert torch.equal(logits, net(*inputs))
+    assert torch.cuda.current_stream(device) == torch.cuda.default_stream(device)
+
+
+@gpu_only('TF32 is a CUDA setting')
+@pytest.mark.parametrize('allowed', [False, True])
+def test_a_segmenter_from_a_checkpoint_runs_its_configs_tf32(device, allowed, tmp_path):
+    """predict_sccan.py and the app segment with the TF32 use test_sccan.py gives the same
+    checkpoint (its config's `tf32`), so that both give the same masks."""
+    checkpoint = torch.load(os.path.join(ROOT, 'examples', 'sccan_synthetic_tiny.pth'),
+                            map_location='cpu', weights_only=False)
+    checkpoint['config'] = {**checkpoint['config'], 'tf32': allowed}
+    torch.save(checkpoint, tmp_path / 'model.pth')
+    with tf32(not allowed):
+        FewShotSegmenter.from_checkpoint(str(tmp_path / 'model.pth'), device=str(device))
+        assert torch.backends.cuda.matmul.allow_tf32 is allowed
+        assert torch.backends.cudnn.allow_tf32 is allowed
 
 
 def test_evaluation_from_cuda_graphs_and_in_batches_scores_as_eager(device, exact_float32, fake_pascal,

@@ -76,6 +76,32 @@ def test_a_changed_state_drops_the_recordings():
     assert replay.recorded == 2 and len(replay.recordings) == 1
 
 
+@pytest.mark.parametrize('switch', ['tf32_matmul', 'tf32_convolutions', 'cudnn_deterministic',
+                                    'deterministic_algorithms'])
+def test_a_changed_kernel_switch_records_anew(switch):
+    """A graph keeps the kernels it was recorded with: switching TF32 or a deterministic mode
+    (process-wide) between two calls must not replay the old kernels."""
+    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
+             torch.backends.cudnn.deterministic, torch.are_deterministic_algorithms_enabled())
+    flip = {'tf32_matmul': lambda: setattr(torch.backends.cuda.matmul, 'allow_tf32', not saved[0]),
+            'tf32_convolutions': lambda: setattr(torch.backends.cudnn, 'allow_tf32', not saved[1]),
+            'cudnn_deterministic': lambda: setattr(torch.backends.cudnn, 'deterministic', not saved[2]),
+            'deterministic_algorithms': lambda: torch.use_deterministic_algorithms(not saved[3])}
+    replay = Replay(rowwise, call_on_buffers)
+    inputs = torch.randn(2, 3), torch.randn(2, 2)
+    replay(*inputs)
+    try:
+        flip[switch]()
+        replay(*inputs)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved[:2]
+        torch.backends.cudnn.deterministic = saved[2]
+        torch.use_deterministic_algorithms(saved[3])
+    assert replay.recorded == 2
+    replay(*inputs)
+    assert replay.recorded == 2       # the first recording again
+
+
 def test_a_failed_recording_falls_back_to_calling_the_function(caplog):
     def refuse(function, buffers):
         raise RuntimeError('operation not permitted when stream is capturing')

@@ -46,8 +46,14 @@ def call_on_buffers(function: Callable[..., torch.Tensor],
 def capture_cuda_graph(function: Callable[..., torch.Tensor],
                        buffers: Sequence[torch.Tensor]) -> Callable[[], torch.Tensor]:
     """function(*buffers) recorded as a CUDA graph, after warm-up calls on a side stream (as
-    PyTorch's CUDA graph notes require). Refused under an outer autocast: its weight-cast cache
-    would outlive the capture (autocast inside `function` is fine)."""
+    PyTorch's CUDA graph notes require), captured on that stream of the buffers' device. Refused
+    under an outer autocast: its weight-cast cache would outlive the capture (autocast inside
+    `function` is fine).
+
+    Only this thread's CUDA calls are checked during the capture ('thread_local'): a DataLoader's
+    pin-memory thread allocates page-locked memory meanwhile, which the default ('global') turns
+    into a failed capture here and an error in that thread, ending the evaluation. A capture that
+    fails leaves the caller's stream current (PyTorch's context would leave its own)."""
     if torch.is_autocast_enabled():        # CUDA's autocast
         raise RuntimeError('CUDA graphs are not recorded under an outer autocast; give the '
                            'autocast to the recorded function instead')
@@ -60,8 +66,12 @@ def capture_cuda_graph(function: Callable[..., torch.Tensor],
                 function(*buffers)
         torch.cuda.current_stream().wait_stream(side)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            output = function(*buffers)
+        caller_stream = torch.cuda.current_stream()
+        try:
+            with torch.cuda.graph(graph, stream=side, capture_error_mode='thread_local'):
+                output = function(*buffers)
+        finally:
+            torch.cuda.set_stream(caller_stream)
 
     def replay():
         with torch.cuda.device(device):
@@ -138,7 +148,7 @@ class Replay:
                              f'{[tuple(t.shape) for t in inputs]}')
         skip = 1 if self.rows_independent else 0
         return (tuple((tuple(t.shape[skip:]), t.dtype, t.device) for t in inputs),
-                torch.is_grad_enabled(), torch.is_inference_mode_enabled())
+                torch.is_grad_enabled(), torch.is_inference_mode_enabled(), kernel_choices())
 
     def _record(self, key, inputs):
         self.recordings.pop(key, None)
@@ -155,6 +165,14 @@ class Replay:
         self.recordings[key] = Recording(buffers, replay)
         self.recorded += 1
         return self.recordings[key]
+
+
+def kernel_choices() -> Tuple[bool, ...]:
+    """The process-wide switches that choose the kernels a graph records (TF32 for matrix
+    products and convolutions, cuDNN's and PyTorch's deterministic modes): a replay keeps the
+    kernels of its recording, so a change of any of them records anew."""
+    return (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
+            torch.backends.cudnn.deterministic, torch.are_deterministic_algorithms_enabled())
 
 
 def module_state(module: nn.Module) -> Tuple[bool, str, Tuple[Tuple[int, int], ...]]:

@@ -39,7 +39,8 @@ from model.checkpoint import metadata
 from model.sccan import input_size_rule, valid_input_size
 from util.evaluation.replay import replayed
 from util.files.image_io import IGNORE_LABEL, support_mask_problem
-from util.precision import resolve_device
+from util.config import SCHEMA
+from util.precision import resolve_device, set_tf32
 from util.transform import ImageTooThin, val_resize_shape, val_transform
 
 
@@ -88,11 +89,17 @@ class FewShotSegmenter:
             device: 'auto' (the GPU when there is one), 'cpu' or 'cuda'.
             val_size: canvas side; None: the checkpoint's config val_size, else 473.
             cuda_graphs: as for the constructor.
+
+        On CUDA it sets the process's TF32 use to the checkpoint config's `tf32` (the config's
+        default where it has none), as test_sccan.py does (util.precision.set_tf32), so that
+        both give the same masks.
         """
         device = resolve_device(device)
         net, checkpoint = sccan_from_checkpoint(path, layers)
         meta = metadata(checkpoint)
         config = meta.get('config') or {}
+        if device.type == 'cuda':
+            set_tf32(config.get('tf32', SCHEMA['tf32'].default))
         return cls(net.to(device), val_size=val_size or config.get('val_size', 473),
                    trained_shot=meta.get('shot', config.get('shot')), cuda_graphs=cuda_graphs)
 
