@@ -1,6 +1,7 @@
 """seed_deterministic (util/determinism.py) on the CPU: the settings inside and restored after,
 the cuBLAS variable before any CUDA work in every script, and the deterministic formulation of
 the bilinear resizes that training differentiates (a GPU takes it; here it is forced on the CPU)."""
+import logging
 import os
 
 import pytest
@@ -14,7 +15,7 @@ from model import build_sccan
 from tools import demo
 from tools.dev.random_episodes import random_episode
 from util import distributed
-from util.determinism import (CUBLAS_VARIABLE, CUBLAS_WORKSPACE, DeterministicResizes,
+from util.determinism import (CUBLAS_VARIABLE, CUBLAS_WORKSPACE, DeterministicResizes, prepare_process,
                               bilinear_resize, deterministic)
 from util.episodes import TRAINING_INPUTS
 from util.precision import Precision
@@ -126,6 +127,25 @@ def test_the_scripts_set_the_cublas_variable_before_any_cuda_work(script, flag, 
     with pytest.raises(StopBeforeCuda):
         main(argv)
     assert seen == [CUBLAS_WORKSPACE if flag else None]
+
+
+@pytest.mark.parametrize('cuda_used, already_set, warned', [
+    (False, False, False), (True, False, True), (True, True, False)])
+def test_the_cublas_variable_set_after_cuda_work_warns(cuda_used, already_set, warned, monkeypatch,
+                                                       caplog):
+    """A notebook that used the GPU before training with seed_deterministic: the variable comes
+    too late for cuBLAS (which keeps its workspace), and says so; one the user set stays."""
+    monkeypatch.setenv(CUBLAS_VARIABLE, ':16:8')
+    if not already_set:
+        monkeypatch.delenv(CUBLAS_VARIABLE)
+    monkeypatch.setattr(torch.cuda, 'is_initialized', lambda: cuda_used)
+    with caplog.at_level(logging.WARNING, logger='sccan'):
+        prepare_process(True)
+    assert os.environ[CUBLAS_VARIABLE] == (':16:8' if already_set else CUBLAS_WORKSPACE)
+    assert caplog.messages == ([f'seed_deterministic: this process used CUDA before {CUBLAS_VARIABLE} '
+                                'was set, so cuBLAS may keep a workspace that is not deterministic; '
+                                f'set {CUBLAS_VARIABLE}={CUBLAS_WORKSPACE} in the environment before '
+                                'starting Python'] if warned else [])
 
 
 def test_bilinear_resize_in_half_precision_is_interpolate_up_to_its_rounding():

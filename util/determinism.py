@@ -12,7 +12,8 @@ atomic operations in no fixed order. `seed_deterministic: True` turns them off:
 - `CUBLAS_WORKSPACE_CONFIG=:4096:8` (CUBLAS_WORKSPACE), read when a process first uses cuBLAS:
   `prepare_process` sets it, called by the scripts right after reading the config (so torchrun's
   workers get it too) and by training and testing before they build the model (for callers of
-  the Python API); PyTorch warns where a product ran without it;
+  the Python API), with a warning where the process had used CUDA before (a notebook: cuBLAS
+  keeps the workspace it started with, and PyTorch stops warning once the variable is set);
 - every bilinear resize that is differentiated on a GPU (all of SCCAN's trainable ones) computed
   as two matrix products (`DeterministicResizes`): PyTorch's backward kernel of bilinear
   interpolation adds with atomics and has no deterministic version.
@@ -23,6 +24,7 @@ under its own seed, whichever process or loading worker reads it).
 import contextlib
 import functools
 import inspect
+import logging
 import os
 from typing import Iterator, Sequence
 
@@ -30,15 +32,23 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
+log = logging.getLogger('sccan')
+
 CUBLAS_WORKSPACE = ':4096:8'
 CUBLAS_VARIABLE = 'CUBLAS_WORKSPACE_CONFIG'
 
 
 def prepare_process(enabled: bool) -> None:
     """With `enabled`, put CUBLAS_WORKSPACE in the environment for the rest of the process (a
-    value set by the user stays): before the process's first CUDA work, or it comes too late."""
-    if enabled:
-        os.environ.setdefault(CUBLAS_VARIABLE, CUBLAS_WORKSPACE)
+    value set by the user stays): before the process's first CUDA work, or it comes too late,
+    which a warning says."""
+    if not enabled or CUBLAS_VARIABLE in os.environ:
+        return
+    os.environ[CUBLAS_VARIABLE] = CUBLAS_WORKSPACE
+    if torch.cuda.is_initialized():
+        log.warning('seed_deterministic: this process used CUDA before %s was set, so cuBLAS may '
+                    'keep a workspace that is not deterministic; set %s=%s in the environment '
+                    'before starting Python', CUBLAS_VARIABLE, CUBLAS_VARIABLE, CUBLAS_WORKSPACE)
 
 
 @contextlib.contextmanager
@@ -98,11 +108,12 @@ class DeterministicResizes(TorchFunctionMode):
 def bilinear_resize(x: torch.Tensor, size: int | Sequence[int]) -> torch.Tensor:
     """F.interpolate(x, size, mode='bilinear', align_corners=True) as rows @ x @ columnsᵀ
     (N×C×h×w → N×C×H×W): up to rounding the same values and gradients, by matrix products only.
-    Computed in float32 at least (as the interpolation kernels do for half precision), also
-    under autocast; returned in x's dtype."""
+    Computed in float64, also under autocast, and returned in x's dtype: a float32 product would
+    run on TF32 tensor cores where `tf32` allows them, rounding its inputs to 10 bits, where the
+    interpolation kernel computes in float32 (the products are small: two thin matrices)."""
     h, w = x.shape[-2:]
     out_h, out_w = (size, size) if isinstance(size, int) else size
-    dtype = torch.promote_types(x.dtype, torch.float32)
+    dtype = torch.float64
     rows = interpolation_matrix(h, out_h, dtype, x.device)          # H×h
     columns = interpolation_matrix(w, out_w, dtype, x.device)       # W×w
     with torch.autocast(x.device.type, enabled=False):

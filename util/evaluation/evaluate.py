@@ -183,8 +183,10 @@ def original_targets(batch: Batch, device: torch.device | str) -> list[torch.Ten
 
 def episode_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Mean cross-entropy of 1×2×h×w logits over the non-ignored pixels of a 1×h×w target; 0
-    when there are none. Computed on the device: no host synchronisation."""
-    total = F.cross_entropy(logits, target, ignore_index=IGNORE_LABEL, reduction='sum')
+    when there are none. Computed on the device: no host synchronisation. Summed after the
+    per-pixel losses: the summing kernel of reduction='sum' adds with atomics on CUDA, in no
+    fixed order, and the figure would differ between two seed_deterministic runs."""
+    total = F.cross_entropy(logits, target, ignore_index=IGNORE_LABEL, reduction='none').sum()
     return total / (target != IGNORE_LABEL).sum().clamp_min(1)
 
 
