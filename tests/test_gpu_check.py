@@ -118,7 +118,7 @@ def test_only_and_skip_take_step_names_and_refuse_others(capsys):
         gpu_check.parse_args(['--only', 'predict,bench'])
     assert e.value.code == 2
     assert ("argument --only: 'predict,bench': expected step names separated by commas, among "
-            'environment, data, demo, determinism, train, test, predict, app, tests, benchmark, '
+            'environment, data, demo, determinism, train, test, predict, app, benchmark, tests, '
             'modes') in capsys.readouterr().err
 
 
@@ -422,7 +422,7 @@ def test_an_interrupted_check_stops_its_step_and_reports_what_ran(tmp_path, sig)
     gets the signal and ends (no orphan), the later steps do not run, the report says so."""
     out = tmp_path / 'check'
     kit = subprocess.Popen([sys.executable, os.path.join(ROOT, 'tools', 'dev', 'gpu_check.py'), '--cpu-smoke',
-                            '--only', 'tests,benchmark', '--out', str(out), '--work', str(tmp_path / 'work')],
+                            '--only', 'tests,modes', '--out', str(out), '--work', str(tmp_path / 'work')],
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         for line in kit.stdout:           # the environment step ends, the tests step starts
@@ -442,7 +442,42 @@ def test_an_interrupted_check_stops_its_step_and_reports_what_ran(tmp_path, sig)
     assert processes_with(test_log) == []                          # no step left running
     report = (out / 'report.md').read_text()
     assert '**Result: interrupted during tests; the steps after it did not run.**' in report
-    for row in ('| environment | passed |', '| tests | interrupted |', '| benchmark | skipped |',
+    for row in ('| environment | passed |', '| tests | interrupted |', '| modes | skipped |',
                 '| targets | skipped |'):
         assert row in report
     assert '## Output of the tests step (interrupted)' in report
+
+
+def test_a_steps_figures_are_its_last_json_line_even_with_lines_after_it():
+    """A warning printed as the step's process exits (CUDA or NCCL teardown) must not cost its
+    figures."""
+    output = 'loading\n{"first": 1}\n{"steps": 30}\n[W ProcessGroupNCCL] destroy_process_group\n\n'
+    assert gpu_check_steps.json_output(output) == {'steps': 30}
+    assert gpu_check_steps.json_output('no figures\n[1, 2]\n') == {}
+
+
+def test_the_reports_commit_comes_from_the_environment_else_git_else_unknown(monkeypatch, tmp_path):
+    """A device machine may get the tree without .git, or have no git at all: the report still
+    comes, naming the commit given in SCCAN_COMMIT, or 'unknown'."""
+    monkeypatch.setenv('SCCAN_COMMIT', 'abc1234')
+    assert gpu_check_report.git_commit() == 'abc1234'
+    monkeypatch.delenv('SCCAN_COMMIT')
+    monkeypatch.setenv('PATH', str(tmp_path))          # no git to be found
+    assert gpu_check_report.git_commit() == 'unknown'
+
+
+def test_the_benchmarks_json_holds_each_setting_as_soon_as_it_is_measured(tmp_path, monkeypatch):
+    """The benchmark is the kit's last step: cut off by the time limit, it must leave the
+    settings it measured in its JSON file, not nothing."""
+    def measure(argv, args, setting):
+        if setting == 'train-b2':
+            raise KeyboardInterrupt        # as the kit's stop would end it here
+        return {'scripts': {'seconds': 1.0, 'peak_gb': 1.0, 'busy_fraction': None,
+                            'episodes_per_call': 1}}
+    monkeypatch.setattr(benchmark, 'measure_setting', measure)
+    path = tmp_path / 'b.json'
+    with pytest.raises(KeyboardInterrupt):
+        benchmark.main(['--tiny', '--settings', 'eval-1shot', 'train-b2', '--json', str(path)])
+    with open(path) as f:
+        report = json.load(f)
+    assert [(row['setting'], row['path']) for row in report['rows']] == [('eval-1shot', 'scripts')]

@@ -289,6 +289,11 @@ def measure_one(args, path, setting):
     seconds per episode (eval) or per step (train), episodes_per_call, peak memory and the
     GPU's busy fraction."""
     device = resolve_device(args.device)
+    if device.type == 'cuda':
+        # the profiler started once before any CUDA graph is recorded: profiling a graph
+        # recorded before the profiler's first use can fail or hang (pytorch/pytorch#75504)
+        with profile(activities=[ProfilerActivity.CUDA]):
+            pass
     run, episodes = step_for(args, path, setting, device)
     seconds = median_seconds(run, args.repeats, device)
     memory = peak_memory(device)
@@ -299,17 +304,21 @@ def measure_one(args, path, setting):
 def busy_fraction(run, device, calls=3):
     """The share of the wall time of `calls` calls of run() during which the GPU runs kernels or
     copies (the union of their intervals in a torch.profiler trace); None off CUDA, or where the
-    trace holds no GPU activity."""
+    trace holds no GPU activity or the profiler fails (the time and memory of the row stand)."""
     if device.type != 'cuda':
         return None
-    for timed in (False, True):          # the first trace starts the profiler up
-        with profile(activities=[ProfilerActivity.CUDA]) as trace:
-            synchronize(device)
-            start = time.perf_counter()
-            for _ in range(calls if timed else 1):
-                run()
-            synchronize(device)
-            wall = time.perf_counter() - start
+    try:
+        for timed in (False, True):          # the first trace starts the profiler up
+            with profile(activities=[ProfilerActivity.CUDA]) as trace:
+                synchronize(device)
+                start = time.perf_counter()
+                for _ in range(calls if timed else 1):
+                    run()
+                synchronize(device)
+                wall = time.perf_counter() - start
+    except RuntimeError as e:
+        print(f'GPU busy fraction not measured: the profiler failed ({e})', file=sys.stderr)
+        return None
     busy = [(e.time_range.start, e.time_range.end) for e in trace.events()
             if e.device_type == DeviceType.CUDA]
     return covered(busy) / 1e6 / wall if busy else None
@@ -436,6 +445,8 @@ def run_paths(args, argv, show):
                                      model_gflop(args, setting), peak_matmul)
         for path, row in rows.items():
             report['rows'].append(show(row={'setting': setting, 'path': path, **row}))
+        if args.json:       # after every setting: a run cut off keeps what it measured
+            write_json(args.json, {'mode': args.mode, **report})
     for row in report['rows']:
         if 'error' in row:
             print(f'\n{row["setting"]} {row["path"]} failed:\n{row["stderr"]}', file=sys.stderr)

@@ -342,7 +342,18 @@ def write_report(run, results, seconds, finished=False):
     return write_atomic(run.kit.figure_file('report.md'), text)
 
 
+COMMIT_VARIABLE = 'SCCAN_COMMIT'     # the commit, for a copy of the tree without git or .git
+
+
 def git_commit():
-    out = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], cwd=REPO, capture_output=True, text=True)
-    dirty = subprocess.run(['git', 'status', '--porcelain'], cwd=REPO, capture_output=True, text=True)
+    """The commit the report measured: $SCCAN_COMMIT where given, else git's (noting
+    uncommitted changes), else 'unknown' (no git on the machine, or no .git in the copy)."""
+    if os.environ.get(COMMIT_VARIABLE):
+        return os.environ[COMMIT_VARIABLE]
+    try:
+        out = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], cwd=REPO, capture_output=True,
+                             text=True)
+        dirty = subprocess.run(['git', 'status', '--porcelain'], cwd=REPO, capture_output=True, text=True)
+    except OSError:
+        return 'unknown'
     return (out.stdout.strip() or 'unknown') + (' (with uncommitted changes)' if dirty.stdout.strip() else '')
