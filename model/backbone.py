@@ -33,14 +33,30 @@ class FrozenBatchNorm2d(nn.Module):
         for name, value in (('weight', 1.0), ('bias', 0.0), ('running_mean', 0.0), ('running_var', 1.0)):
             self.register_buffer(name, torch.full((channels,), value))
         self._folded, self._folded_from = {}, None
+        self.fold_resets = 0    # folded weights dropped so far; replay.module_state follows it
+
+    def _apply(self, fn, recurse=True):
+        self._reset_folded()
+        return super()._apply(fn, recurse)
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        self._reset_folded()
+        super()._load_from_state_dict(*args, **kwargs)
+
+    def _reset_folded(self):
+        """Drop the folded weights when the model is moved, cast or loaded: the new tensors may
+        sit where freed ones sat, at version 0 again (a GPU's caching allocator hands the same
+        blocks back), which the cache key alone would take for the old ones."""
+        self._folded, self._folded_from = {}, None
+        self.fold_resets += 1
 
     def folded_into(self, conv: nn.Conv2d,
                     dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(weight, bias) of `conv` followed by this BN as one convolution, cast to `dtype`
         (None: as stored), as autocast would cast them for the convolution: the same values, but
         cast once rather than at every call (each is a kernel launch on a GPU). Computed once
-        and reused until a source tensor changes: loading a state dict bumps its version, and
-        moving or casting the model gives new storage, dtype or device."""
+        and reused until a source tensor changes (its storage, version, dtype or device), or
+        the model is moved, cast or loaded (`_reset_folded`)."""
         if torch.compiler.is_compiling():   # traced into the graph: no Python-side cache there
             return self._fold(conv)
         sources = (conv.weight, self.weight, self.bias, self.running_mean, self.running_var)

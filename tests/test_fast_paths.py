@@ -14,6 +14,7 @@ from model.scca import WindowAttention
 from tools.dev import golden
 from tools.dev.random_episodes import random_episode as episode
 from util.determinism import deterministic
+from util.evaluation.replay import module_state
 from util.experiment import compile_model
 from util.seeding import without_dropout
 
@@ -55,6 +56,23 @@ def test_folded_weights_follow_loads_and_casts():
     after_cast = conv_bn_forward(*pair, x.double())
     assert after_cast.dtype == torch.float64
     assert torch.allclose(after_cast, conv_then_batchnorm(*pair, x.double()), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize('change', ['to', 'float', 'load_state_dict'])
+def test_moving_casting_or_loading_drops_the_folded_weights(change):
+    """On a GPU the caching allocator may hand a moved model the very blocks its old tensors had,
+    at version 0 again, so the (address, version) key alone could take new weights for the old
+    ones (model.cpu(), load_state_dict, model.cuda()). A move, cast or load (even to where the
+    model is) drops the folded weights, and a recording of the model (module_state) follows."""
+    pair = nn.Sequential(*conv_bn(3, 5, 1))
+    x = torch.randn(1, 3, 4, 4)
+    conv_bn_forward(*pair, x)
+    bn, resets, state = pair[1], pair[1].fold_resets, module_state(pair)
+    assert bn._folded
+    {'to': lambda: pair.to('cpu'), 'float': pair.float,
+     'load_state_dict': lambda: pair.load_state_dict(pair.state_dict())}[change]()
+    assert not bn._folded and bn.fold_resets == resets + 1 and module_state(pair) != state
+    assert torch.allclose(conv_bn_forward(*pair, x), conv_then_batchnorm(*pair, x), atol=1e-5)
 
 
 def test_under_autocast_the_folded_weights_are_cast_once_to_the_same_values():

@@ -175,14 +175,17 @@ def kernel_choices() -> Tuple[bool, ...]:
             torch.backends.cudnn.deterministic, torch.are_deterministic_algorithms_enabled())
 
 
-def module_state(module: nn.Module) -> Tuple[bool, str, Tuple[Tuple[int, int], ...]]:
+def module_state(module: nn.Module) -> Tuple[bool, str, Tuple[Tuple[int, int], ...], Tuple[int, ...]]:
     """What a recording of `module` depends on besides its inputs: its mode, fast paths (where
-    it has them), and where each parameter and buffer lives and its version. Any change (weights
-    loaded, moved, cast or trained) records anew: what the module derives from its weights (e.g.
-    batch norm folded into convolutions) is recomputed in its forward, which a replay skips."""
+    it has them), where each parameter and buffer lives and its version, and how often its
+    submodules dropped what they derive from their weights (`fold_resets`: the backbone's batch
+    norm folded into convolutions). Any change (weights loaded, moved, cast or trained) records
+    anew: a replay runs none of the Python that would notice, and a moved tensor may sit where a
+    freed one sat, at version 0 again."""
     return (module.training, repr(getattr(module, 'fast_paths', None)),
             tuple((t.data_ptr(), t._version) for m in module.modules()
-                  for group in (m._parameters, m._buffers) for t in group.values() if t is not None))
+                  for group in (m._parameters, m._buffers) for t in group.values() if t is not None),
+            tuple(m.fold_resets for m in module.modules() if hasattr(m, 'fold_resets')))
 
 
 def replayed(net: nn.Module, function: Callable[..., torch.Tensor],
