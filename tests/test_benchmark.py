@@ -62,7 +62,16 @@ def test_the_models_flops_are_counted_on_the_meta_device_as_on_data():
 def test_busy_time_is_the_union_of_the_kernels_intervals():
     assert benchmark.covered([(5, 9), (0, 2), (1, 3), (8, 10), (12, 13)]) == 3 + 5 + 1
     assert benchmark.covered([]) == 0
-    assert benchmark.busy_fraction(lambda: None, torch.device('cpu')) is None
+    assert benchmark.gpu_profile(lambda: None, torch.device('cpu')) == {'busy_fraction': None}
+
+
+def test_the_top_kernels_are_those_taking_the_most_time_per_call():
+    long_name = 'void gemm<' + 'x' * 200 + '>'
+    timings = [('elementwise', 10.0)] * 30 + [(long_name, 500.0)] * 3 + [('copy', 40.0)] * 6 + [('tiny', 1.0)]
+    top = benchmark.top_kernels(timings, calls=3, top=3)      # µs over 3 calls → ms per call
+    assert top == [{'kernel': long_name[:benchmark.KERNEL_NAME_CHARS], 'launches': 1.0, 'ms': 0.5},
+                   {'kernel': 'elementwise', 'launches': 10.0, 'ms': pytest.approx(0.1)},
+                   {'kernel': 'copy', 'launches': 2.0, 'ms': pytest.approx(0.08)}]
 
 
 def test_peak_memory_is_the_measuring_process_own():

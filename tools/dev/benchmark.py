@@ -49,6 +49,7 @@ data: episodes per second of one data loading process (one DataLoader worker), t
 FILE writes the mode's header and rows.
 """
 import argparse
+import collections
 import io
 import json
 import os
@@ -298,15 +299,17 @@ def measure_one(args, path, setting):
     seconds = median_seconds(run, args.repeats, device)
     memory = peak_memory(device)
     return {'seconds': seconds / (episodes or 1), 'episodes_per_call': episodes, **memory,
-            'busy_fraction': busy_fraction(run, device)}
+            **gpu_profile(run, device)}
 
 
-def busy_fraction(run, device, calls=3):
-    """The share of the wall time of `calls` calls of run() during which the GPU runs kernels or
-    copies (the union of their intervals in a torch.profiler trace); None off CUDA, or where the
-    trace holds no GPU activity or the profiler fails (the time and memory of the row stand)."""
+def gpu_profile(run, device, calls=3):
+    """Where `calls` calls of run() spend the GPU's time, from a torch.profiler trace:
+    busy_fraction, the share of the wall time during which the GPU runs kernels or copies (the
+    union of their intervals), and top_kernels, the kernels taking the most time (top_kernels).
+    busy_fraction None off CUDA, or where the trace holds no GPU activity or the profiler fails
+    (the time and memory of the row stand)."""
     if device.type != 'cuda':
-        return None
+        return {'busy_fraction': None}
     try:
         for timed in (False, True):          # the first trace starts the profiler up
             with profile(activities=[ProfilerActivity.CUDA]) as trace:
@@ -318,10 +321,29 @@ def busy_fraction(run, device, calls=3):
                 wall = time.perf_counter() - start
     except RuntimeError as e:
         print(f'GPU busy fraction not measured: the profiler failed ({e})', file=sys.stderr)
-        return None
-    busy = [(e.time_range.start, e.time_range.end) for e in trace.events()
-            if e.device_type == DeviceType.CUDA]
-    return covered(busy) / 1e6 / wall if busy else None
+        return {'busy_fraction': None}
+    events = [e for e in trace.events() if e.device_type == DeviceType.CUDA]
+    busy = [(e.time_range.start, e.time_range.end) for e in events]
+    return {'busy_fraction': covered(busy) / 1e6 / wall if busy else None,
+            'top_kernels': top_kernels([(e.name, e.time_range.end - e.time_range.start) for e in events],
+                                       calls)}
+
+
+TOP_KERNELS = 12            # kernels listed per row (the JSON's top_kernels, the kit's report)
+KERNEL_NAME_CHARS = 90      # CUDA kernel names run to hundreds of template characters
+
+
+def top_kernels(timings, calls, top=TOP_KERNELS):
+    """[{'kernel', 'launches', 'ms'}] per call, most time first, of (name, µs) pairs over
+    `calls` calls: what the next optimisation should aim at."""
+    totals = collections.defaultdict(lambda: [0, 0.0])
+    for name, microseconds in timings:
+        total = totals[name[:KERNEL_NAME_CHARS]]
+        total[0] += 1
+        total[1] += microseconds
+    ranked = sorted(totals.items(), key=lambda item: -item[1][1])[:top]
+    return [{'kernel': name, 'launches': launches / calls, 'ms': microseconds / 1e3 / calls}
+            for name, (launches, microseconds) in ranked]
 
 
 def covered(intervals):

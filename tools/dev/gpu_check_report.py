@@ -260,7 +260,21 @@ def benchmark_section(figures):
                     'on CUDA, peak GB is the allocated memory.', ''] + figures_table('paths', figures) + [
         '', 'GPU busy fraction (kernel time ÷ wall time) and achieved TFLOP/s, against a bf16 matmul of '
         + (f'{peak:.0f} TFLOP/s in the same run' if peak else 'the same run (not measured)')
-        + ' ("—": not measured):', ''] + markdown_table(('setting', 'path', 'busy', 'TFLOP/s'), busy)
+        + ' ("—": not measured):', ''] + markdown_table(('setting', 'path', 'busy', 'TFLOP/s'), busy) + (
+        top_kernels_section(figures['rows']))
+
+
+def top_kernels_section(rows):
+    """The kernels taking the most GPU time per call of our paths (benchmark.top_kernels): what
+    the next optimisation should aim at, without another GPU run to find it."""
+    kernels = [(r['setting'], r['path'], k['kernel'], number(k['launches'], 1), number(k['ms'], 3))
+               for r in rows if r['path'] != 'reference' for k in r.get('top_kernels') or ()]
+    if not kernels:
+        return []
+    return ['', "Where our paths' GPU time goes: the kernels taking the most time per call "
+                '(launches and milliseconds per call; names cut at '
+                f'{benchmark.KERNEL_NAME_CHARS} characters):', ''] + markdown_table(
+        ('setting', 'path', 'kernel', 'launches', 'ms'), kernels)
 
 
 def targets_section(result, records):
