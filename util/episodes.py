@@ -14,7 +14,7 @@ import dataclasses
 import functools
 import logging
 import os
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Sequence, Tuple, TypeVar
+from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol, Sequence, Tuple, TypeVar
 
 import numpy as np
 import torch
@@ -23,10 +23,6 @@ from torch.utils.data._utils.collate import collate, default_collate_fn_map
 
 from util import stop_signals
 from util.seeding import capture_rng, restore_rng, seed_cpu
-
-if TYPE_CHECKING:
-    from util.datasets.cross_domain import PatnetEpisodes
-    from util.datasets.pascal_coco import EpisodeDataset
 
 _T = TypeVar('_T')
 
@@ -44,6 +40,17 @@ class Episode:
     query: Tuple[str, str]
     supports: Tuple[Tuple[str, str], ...]
     class_id: int
+
+
+class EpisodeSource(Protocol):
+    """What the wrappers below read of a data set (util.datasets: EpisodeDataset, PatnetEpisodes):
+    training episodes by query index, and evaluation episodes by their Episode."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: int) -> dict: ...
+
+    def load(self, episode: Episode) -> dict: ...
 
 
 def _keep_episodes(batch, *, collate_fn_map=None):
@@ -77,7 +84,7 @@ class SeededEpisodes(Dataset):
     """Training: `episodes[(index, seed)]` is `dataset[index]` (an episode of query image
     `index`, drawn and augmented with the global generators) drawn under `seed`."""
 
-    def __init__(self, dataset: EpisodeDataset | PatnetEpisodes):
+    def __init__(self, dataset: EpisodeSource):
         self.dataset = dataset
 
     def __len__(self):
@@ -92,7 +99,7 @@ class PlannedEpisodes(Dataset):
     """Evaluation: item e is `dataset.load(plan[e])` with `episode_number` e, loaded under
     episode_seed(seed, e) (what a data set that skips bad files draws a replacement with)."""
 
-    def __init__(self, dataset: EpisodeDataset | PatnetEpisodes, plan: Sequence[Episode], seed: int):
+    def __init__(self, dataset: EpisodeSource, plan: Sequence[Episode], seed: int):
         self.dataset, self.plan, self.seed = dataset, plan, seed
 
     def __len__(self):
