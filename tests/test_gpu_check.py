@@ -207,11 +207,13 @@ def test_every_steps_command_is_one_its_tool_accepts(scratch, smoke):
 
 
 def test_determinism_is_judged_bit_for_bit(tmp_path, monkeypatch):
-    """Identical: every loss and the final weights' digest; the default run gives the cost.
+    """Identical: every loss, the final weights' digest and the test's figures; the default run
+    gives the cost.
     The digest tells weights that compare equal but differ in a bit (-0.0 and 0.0) apart."""
-    def record(name, deterministic, seconds, last_loss, digest):
+    def record(name, deterministic, seconds, last_loss, digest, test_loss=0.5):
         return {'name': name, 'seed_deterministic': deterministic, 'steps': 2, 'seconds': seconds,
-                'losses': [(0.5).hex(), last_loss.hex()], 'weights_sha256': digest}
+                'losses': [(0.5).hex(), last_loss.hex()], 'weights_sha256': digest,
+                'testing': {'mIoU': (0.25).hex(), 'FB-IoU': (0.5).hex(), 'loss': test_loss.hex()}}
     runs = {'deterministic': record('deterministic', True, 3.0, 0.25, 'a'),
             'deterministic again': record('deterministic again', True, 3.1, 0.25, 'a'),
             'default': record('default', False, 2.0, 0.2500001, 'b')}
@@ -222,6 +224,8 @@ def test_determinism_is_judged_bit_for_bit(tmp_path, monkeypatch):
     assert figures['same_weights_without'] is False
     runs['deterministic again'] = record('deterministic again', True, 3.1, 0.25, 'c')
     assert gpu_check_runs.determinism(kit_in(tmp_path))[1] is False
+    runs['deterministic again'] = record('deterministic again', True, 3.1, 0.25, 'a', test_loss=0.5000001)
+    assert gpu_check_runs.determinism(kit_in(tmp_path))[1] is False      # testing differs
     zero, negative_zero = {'w': torch.tensor([0.0, 1.0])}, {'w': torch.tensor([-0.0, 1.0])}
     assert torch.equal(zero['w'], negative_zero['w'])
     assert gpu_check_runs.weights_digest(zero) != gpu_check_runs.weights_digest(negative_zero)
@@ -279,7 +283,9 @@ def gpu_figures():
                  'seconds': {'data': 0.1, 'training': 24.0, 'testing': 17.0, 'total': 42.0},
                  'checkpoint': 'ckpt.pth', 'examples': 'demo_examples.png'},
         'determinism': {'runs': [{'name': name, 'seed_deterministic': det, 'steps': 30, 'seconds': s,
-                                  'losses': [(0.5).hex(), (0.25).hex()], 'weights_sha256': 'ab' * 32}
+                                  'losses': [(0.5).hex(), (0.25).hex()], 'weights_sha256': 'ab' * 32,
+                                  'testing': {'mIoU': (0.625).hex(), 'FB-IoU': (0.75).hex(),
+                                              'loss': (0.3125).hex()}}
                                  for name, det, s in (('deterministic', True, 1.5),
                                                       ('deterministic again', True, 1.5),
                                                       ('default', False, 1.0))],
@@ -340,8 +346,10 @@ def test_the_report_of_a_gpu_run_shows_every_steps_figures(tmp_path):
     assert '| demo | passed | 3 | 45 | 150 |  |' in report
     assert '| (a) SCCAN, meta-trained | 0.7200 | 0.8000 |' in report
     assert '- (a) − (c) = +0.2700 mIoU (target ≥ 0.10): met' in report
-    assert '| deterministic again | True | 30 | 1.50 | 0.0500 | 0.25 | abababababababab |' in report
-    assert ('**The two deterministic runs are identical bit for bit** (every loss and the final weights). '
+    assert ('| deterministic again | True | 30 | 1.50 | 0.0500 | 0.25 | abababababababab | 0.625 | 0.3125 |'
+            in report)
+    assert ("**The two deterministic runs are identical bit for bit** (every loss, the final weights, the "
+            "test's mIoU, FB-IoU and loss). "
             'Without determinism the losses moved by up to 2.5e-05 from the deterministic ones, the final '
             'weights differ; determinism took 1.50× the time of the same steps.') in report
     assert ('- test_sccan.py at 473: 1000 episodes in 25.0 s, **40.0 episodes/s end to end** (data loading '

@@ -157,21 +157,28 @@ def demo_section(demo):
 
 
 def determinism_section(det):
-    lines = ['### Determinism: the demo\'s training, run twice with `seed_deterministic: True`', '']
+    lines = ["### Determinism: the demo's training and testing, run twice with `seed_deterministic: True`",
+             '']
     if not det.get('runs'):
         return lines + ['No figures: the determinism step left none (see the steps above).']
     rows = [(r['name'], r['seed_deterministic'], r['steps'], number(r['seconds'], 2),
              number(r['seconds'] / max(r['steps'], 1), 4),
              float.fromhex(r['losses'][-1]) if r['losses'] else '—',
-             r['weights_sha256'][:16]) for r in det['runs']]
+             r['weights_sha256'][:16], *tested(r.get('testing') or {})) for r in det['runs']]
     lines += markdown_table(('run', 'seed_deterministic', 'steps', 'seconds', 's/step', 'last loss',
-                             'weights SHA-256'), rows)
+                             'weights SHA-256', 'test mIoU', 'test loss'), rows)
     lines += ['', f'**The two deterministic runs are {"identical" if det["identical"] else "NOT identical"} '
-                  'bit for bit** (every loss and the final weights). Without determinism the losses moved '
+                  "bit for bit** (every loss, the final weights, the test's mIoU, FB-IoU and loss). "
+                  'Without determinism the losses moved '
                   f'by up to {det["largest_loss_change_without"]:.3g} from the deterministic ones, the '
                   f'final weights {"the same" if det["same_weights_without"] else "differ"}; determinism '
                   f'took {det["time_ratio"]:.2f}× the time of the same steps.']
     return lines
+
+
+def tested(testing):
+    """A determinism run's test mIoU and loss (float.hex in its figures), to 6 significant digits."""
+    return tuple(f'{float.fromhex(testing[key]):.6g}' if key in testing else '—' for key in ('mIoU', 'loss'))
 
 
 def scripts_section(figures):

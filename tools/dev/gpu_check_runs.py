@@ -9,9 +9,10 @@ with status 1 when its check fails.
 
 environment: the GPU, driver, torch / CUDA / cuDNN versions, TF32 settings, the optional packages.
 determinism: the demo's training (its config, util.training as tools/demo.py runs it) for a few
-  steps, each run in a fresh process (a cuBLAS workspace is set once per process): twice with
-  seed_deterministic True, compared bit for bit (every step's loss, the final weights), and once
-  with it False, for what determinism costs in time.
+  steps, then its meta-testing on a few episodes, each run in a fresh process (a cuBLAS workspace
+  is set once per process): twice with seed_deterministic True, compared bit for bit (every
+  step's loss, the final weights, the test's mIoU, FB-IoU and loss), and once with it False, for
+  what determinism costs in time.
 app: the browser app's handlers (util/prediction/app.py, which need no Gradio) on the device: its
   example from the benchmark, segmented with the demo's checkpoint; the masks compared byte for
   byte with predict_sccan.py's (--compare-with); and the page built (tools/app.py) where Gradio is
@@ -85,7 +86,7 @@ def determinism(kit):
     deterministic ones agree bit for bit."""
     runs = [one_run(kit, name, deterministic) for name, deterministic in DETERMINISM_RUNS]
     first, again, default = runs
-    identical = first['losses'] == again['losses'] and first['weights_sha256'] == again['weights_sha256']
+    identical = all(first[key] == again[key] for key in ('losses', 'weights_sha256', 'testing'))
     return {'runs': runs, 'steps': first['steps'], 'identical': identical,
             'largest_loss_change_without': max(abs(float.fromhex(a) - float.fromhex(b)) for a, b in
                                                zip(first['losses'], default['losses'])),
@@ -105,9 +106,11 @@ def one_run(kit, name, deterministic):
 
 def train_once(kit, name, deterministic):
     """Train the demo's config for the kit's few steps (util.training.Trainer, as tools/demo.py
-    trains); every step's loss (as float.hex), the final weights' digest and the seconds of
-    the steps (fit: data loading included, set-up not)."""
+    trains), then meta-test the result on the kit's few episodes (as test_sccan.py does); every
+    step's loss and the test's figures (as float.hex), the final weights' digest and the seconds
+    of the steps (fit: data loading included, set-up not)."""
     from util import distributed
+    from util.evaluation.checkpoint_evaluation import evaluate_checkpoint
     from util.training import Trainer
     cfg = determinism_config(kit, name, deterministic)
     losses = []
@@ -125,9 +128,13 @@ def train_once(kit, name, deterministic):
             seconds = time.perf_counter() - start
         finally:
             trainer.close()
+        report = evaluate_checkpoint(cfg, env, trainer.paths.latest,
+                                     episodes=kit.sizes.determinism_episodes, overwrite=True)
+    tested = report['seeds'][0]
     return {'name': name, 'seed_deterministic': deterministic == 'True', 'steps': len(losses),
             'seconds': seconds, 'losses': [loss.hex() for loss in losses],
-            'weights_sha256': weights_digest(trainer.net.state_dict())}, True
+            'weights_sha256': weights_digest(trainer.net.state_dict()),
+            'testing': {key: float(tested[key]).hex() for key in ('mIoU', 'FB-IoU', 'loss')}}, True
 
 
 

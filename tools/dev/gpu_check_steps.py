@@ -57,6 +57,7 @@ class Sizes:
     """How much each step does: a GPU run's sizes, or a CPU smoke run's."""
     images: tuple             # the benchmark's training and validation images
     determinism_steps: int    # training steps of each determinism run
+    determinism_episodes: int  # test episodes after each determinism run
     train_steps: int          # train_sccan.py's steps
     test_episodes: int        # test_sccan.py's episodes
     model: tuple = ()         # config overrides of the model and its loaders
@@ -64,10 +65,11 @@ class Sizes:
 
 
 GPU_SIZES = Sizes(images=(DEMO.train_images, DEMO.val_images), determinism_steps=30,
-                  train_steps=20, test_episodes=1000)
+                  determinism_episodes=200, train_steps=20, test_episodes=1000)
 # the tiny model at 33×33; 60 training images give each base class of fold 0 two, and 48 validation
 # images hold 3 of the app's example class
-SMOKE_SIZES = Sizes(images=(60, 48), determinism_steps=2, train_steps=2, test_episodes=4,
+SMOKE_SIZES = Sizes(images=(60, 48), determinism_steps=2, determinism_episodes=4, train_steps=2,
+                    test_episodes=4,
                     model=('model', 'tiny', 'train_h', '33', 'train_w', '33', 'val_size', '33',
                            'workers', '0', 'batch_size', '4'),
                     demo=('--examples', '2'))
@@ -415,7 +417,8 @@ STEPS = [
          product=benchmark_written, reusable=True),
     Step('demo', 'make demo on the device', 45, 150, demo_command, demo_figures, needs=('data',),
          product=demo_checkpoint, requires=TENSORBOARD, outputs=in_work('demo'), verdict=demo_verdict),
-    Step('determinism', "the demo's training twice with seed_deterministic, once without", 25, 90,
+    Step('determinism', "the demo's training and testing twice with seed_deterministic, once without",
+         30, 90,
          lambda run: [PYTHON, RUNS, 'determinism', *run.kit.argv()], needs=('data',),
          requires=TENSORBOARD, outputs=in_work('determinism')),
     Step('train', "train_sccan.py, the paper's model at 473, a few steps", 15, 90, train_command,
