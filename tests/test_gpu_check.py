@@ -29,7 +29,7 @@ from util.files.writer import save_checkpoint, write_json
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SECTIONS = ['# SCCAN GPU check', '## Environment', '## Steps', "## The user's path on the device",
-            '### make demo', '### Determinism', '### train_sccan.py and test_sccan.py',
+            '### make demo', '### Determinism', '### TF32', '### train_sccan.py and test_sccan.py',
             '### predict_sccan.py and the browser app', '## Tests on the device',
             "## Speed and memory: ours and the authors'", '## Targets', '## Fast modes']
 GRADIO = gpu_check_steps.optional_package('gradio')
@@ -119,7 +119,7 @@ def test_only_and_skip_take_step_names_and_refuse_others(capsys):
     assert e.value.code == 2
     assert ("argument --only: 'predict,bench': expected step names separated by commas, among "
             'environment, data, demo, determinism, train, test, predict, app, benchmark, tests, '
-            'modes') in capsys.readouterr().err
+            'tf32, modes') in capsys.readouterr().err
 
 
 def python_step(name, code, **fields):
@@ -233,6 +233,26 @@ def test_determinism_is_judged_bit_for_bit(tmp_path, monkeypatch):
             == gpu_check_runs.weights_digest({'w': torch.tensor([0.0, 1.0])}))
 
 
+@pytest.mark.parametrize('without_tf32, inside', [(0.70, True), (0.66, False)])
+def test_the_tf32_evidence_is_each_miou_inside_the_others_interval(tmp_path, without_tf32, inside):
+    """The tf32 step's figures, from the demo's reports with TF32 (the demo step) and without."""
+    kit = kit_in(tmp_path)
+    for folder, miou, interval in (('demo', 0.71, [0.69, 0.73]),
+                                   ('tf32', without_tf32, [without_tf32 - 0.02, without_tf32 + 0.02])):
+        out = os.path.dirname(gpu_check_steps.demo_report(kit, folder))
+        write_json(os.path.join(out, 'report.json'), {'seconds': {'training': 1.0, 'testing': 2.0}})
+        write_json(os.path.join(out, 'test_trained.json'),
+                   {'mean': {'mIoU': miou}, 'uncertainty': {'pooled': {'mIoU': interval}}})
+    run = gpu_check.Run(kit, *gpu_check.make_plan(kit))
+    figures = gpu_check_steps.tf32_figures(run, {})
+    assert figures['inside'] is inside
+    assert figures['full_float32'] == {'mIoU': without_tf32,
+                                       'interval': [without_tf32 - 0.02, without_tf32 + 0.02],
+                                       'seconds': {'training': 1.0, 'testing': 2.0}}
+    os.remove(os.path.join(os.path.dirname(gpu_check_steps.demo_report(kit, 'tf32')), 'test_trained.json'))
+    assert gpu_check_steps.tf32_figures(run, {}) == {}
+
+
 def test_a_determinism_run_records_each_loss_and_its_weights(scratch):
     """The demo's training as the determinism step runs it, twice in this process (on a CPU,
     without deterministic algorithms, whose switch is global): the same records."""
@@ -291,6 +311,10 @@ def gpu_figures():
                                                       ('default', False, 1.0))],
                         'steps': 30, 'identical': True, 'largest_loss_change_without': 2.5e-5,
                         'same_weights_without': False, 'time_ratio': 1.5},
+        'tf32': {'tf32': {'mIoU': 0.72, 'interval': [0.70, 0.74],
+                          'seconds': {'training': 16.0, 'testing': 9.0}},
+                 'full_float32': {'mIoU': 0.715, 'interval': [0.695, 0.735],
+                                  'seconds': {'training': 21.0, 'testing': 11.0}}, 'inside': True},
         'train': {'steps': 20, 'checkpoint': 'train_latest.pth'},
         'test': {'episodes': 1000, 'seconds': 25.0, 'mIoU': 0.1, 'episodes_per_second': 40.0,
                  'rate_from': 'episodes ÷ seconds of its report', 'val_size': 473},
@@ -352,6 +376,8 @@ def test_the_report_of_a_gpu_run_shows_every_steps_figures(tmp_path):
             "test's mIoU, FB-IoU and loss). "
             'Without determinism the losses moved by up to 2.5e-05 from the deterministic ones, the final '
             'weights differ; determinism took 1.50× the time of the same steps.') in report
+    assert '| tf32: False | 0.7150 | [0.6950, 0.7350] | 21.0 | 11.0 |' in report
+    assert "**Each mIoU lies inside the other run's interval**" in report
     assert ('- test_sccan.py at 473: 1000 episodes in 25.0 s, **40.0 episodes/s end to end** (data loading '
             'included; episodes ÷ seconds of its report); the model alone (benchmark eval-1shot, scripts): '
             '50.0 episodes/s, end to end 80% of it; mIoU 0.1000.') in report

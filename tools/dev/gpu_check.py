@@ -8,7 +8,7 @@ benchmarks and their targets, in one Markdown report.
     tools/dev/gpu_check.sh --out DIR            # report in DIR (default exp/gpu_check/<date-time>)
 
 The steps, in this order (tools/dev/gpu_check_steps.py says what each runs): environment, data, demo,
-determinism, train, test, predict, app, benchmark, tests and modes (a GPU run's default plan
+determinism, train, test, predict, app, benchmark, tests, tf32 and modes (a GPU run's default plan
 leaves modes out; `--only modes` runs it), then the targets, checked on their figures
 (tools/dev/gpu_check_report.py). Each step runs in its own process group with its own time limit,
 whatever happened to the ones before; a step whose input a failed or skipped step should have

@@ -156,6 +156,22 @@ def demo_section(demo):
     return lines
 
 
+def tf32_section(tf32):
+    lines = ['### TF32: the demo trained and tested with `tf32: False`, against the demo above', '']
+    if not tf32.get('tf32'):
+        return lines + ['No figures: the tf32 step left none (see the steps above).']
+    rows = [(name, number(r['mIoU'], 4), f'[{r["interval"][0]:.4f}, {r["interval"][1]:.4f}]',
+             number(r['seconds'].get('training'), 1), number(r['seconds'].get('testing'), 1))
+            for name, r in (('tf32: True (the default)', tf32['tf32']),
+                            ('tf32: False', tf32['full_float32']))]
+    lines += markdown_table(('run', '(a) mIoU', '95 % interval', 'training s', 'testing s'), rows)
+    return lines + ['', ('**Each mIoU lies inside the other run\'s interval**: TF32 changes the demo\'s '
+                         'result no more than its episodes do, so the default `tf32: True` stands.'
+                         if tf32['inside'] else
+                         '**The mIoUs lie outside each other\'s intervals**: TF32 changed the demo\'s '
+                         'result; `tf32: False` should become the default (docs/performance.md).')]
+
+
 def determinism_section(det):
     lines = ["### Determinism: the demo's training and testing, run twice with `seed_deterministic: True`",
              '']
@@ -338,6 +354,7 @@ def report(run, results, seconds, finished):
     lines += steps_section(results, run.plan_line) + ['']
     lines += ["## The user's path on the device", ''] + demo_section(figures.get('demo') or {})
     lines += [''] + determinism_section(figures.get('determinism') or {})
+    lines += [''] + tf32_section(figures.get('tf32') or {})
     lines += [''] + scripts_section(figures) + [''] + segmenting_section(figures)
     records = (figures.get('tests') or {}).get('records', [])
     lines += [''] + tests_section(figures.get('tests')) + [''] + benchmark_section(figures.get('benchmark'))

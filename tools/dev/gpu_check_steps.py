@@ -5,16 +5,18 @@ steps whose products it reads, its time on one GPU, and the figures it leaves.
   data         the demo's synthetic benchmark, written once by all the cores
                (tools/make_synthetic.py --processes) for every step below that reads it
   demo         `make demo` (tools/demo.py) on the device: its targets, figures and time
-  determinism  the demo's training, a few steps, twice with seed_deterministic True (identical
-               bit for bit?) and once without (what determinism costs)
+  determinism  the demo's training, a few steps, and its testing, twice with seed_deterministic
+               True (identical bit for bit?) and once without (what determinism costs)
   train        train_sccan.py for a few steps: the paper's model and recipe at 473, on the benchmark
   test         test_sccan.py on that checkpoint at 473, end to end (data loading included)
   predict      predict_sccan.py on two of the benchmark's images with the demo's checkpoint
   app          the browser app's segmentation (util/prediction/app.py) of the same images; its
                page too where Gradio is installed
-  tests        pytest -m cuda (tests/test_cuda.py) on the device
   benchmark    tools/dev/benchmark.py paths: eval 1-shot and 5-shot, a training step at batch 8; float32
                and bf16; the authors' model when OFFICIAL_SCCAN is set
+  tests        pytest -m cuda (tests/test_cuda.py) on the device
+  tf32         `make demo` again with tf32: False: its mIoU against the demo step's (TF32 on), for
+               the default of the tf32 key
   modes        tools/dev/benchmark.py modes (not in a GPU run's default plan: about 2 minutes)
 
 The kit's scratch folder (--work) holds the benchmark, the checkpoints and what the scripts
@@ -224,17 +226,19 @@ def data_figures(run, result):
 
 
 # ---- demo ---------------------------------------------------------------------------------------
-def demo_report(kit):
-    return kit.path('demo', 'demo', 'report.json')     # <exp_dir>/demo/ (tools/demo.py)
+def demo_report(kit, folder='demo'):
+    return kit.path(folder, 'demo', 'report.json')     # <exp_dir>/demo/ (tools/demo.py)
 
 
-def demo_command(run):
+def demo_command(run, folder='demo', opts=()):
+    """tools/demo.py on the kit's benchmark, its run in the scratch folder `folder`, with the
+    config overrides `opts`."""
     kit = run.kit
     train, val = kit.sizes.images
     return [PYTHON, 'tools/demo.py', '--root', kit.data, '--seed', str(DEMO.seed), '--train-images',
             str(train), '--val-images', str(val), *kit.sizes.demo, '--opts', 'exp_dir',
-            kit.path('demo'), 'list_dir', kit.path('lists'), *kit.sizes.model,
-            *(['test_num', '4', 'max_iters', '2'] if kit.smoke else [])]
+            kit.path(folder), 'list_dir', kit.path('lists'), *kit.sizes.model,
+            *(['test_num', '4', 'max_iters', '2'] if kit.smoke else []), *opts]
 
 
 def demo_checkpoint(kit):
@@ -254,10 +258,28 @@ def demo_figures(run, result):
             'checkpoint': report['checkpoint'], 'examples': examples}
 
 
+# ---- TF32 ---------------------------------------------------------------------------------------
+def tf32_figures(run, result):
+    """The demo's trained model scored with TF32 (the demo step, tf32: True, the default) and
+    without (this step): mIoU, its 95 % interval and the seconds of each; `inside`: each mIoU
+    lies in the other's interval, the evidence on which the default stands."""
+    runs = {}
+    for name, folder in (('tf32', 'demo'), ('full_float32', 'tf32')):
+        report = read_json(demo_report(run.kit, folder))
+        tested = read_json(os.path.join(os.path.dirname(demo_report(run.kit, folder)), 'test_trained.json'))
+        if not report or not tested:
+            return {}
+        runs[name] = {'mIoU': tested['mean']['mIoU'], 'interval': tested['uncertainty']['pooled']['mIoU'],
+                      'seconds': report['seconds']}
+    on, off = runs['tf32'], runs['full_float32']
+    return {**runs, 'inside': (on['interval'][0] <= off['mIoU'] <= on['interval'][1]
+                               and off['interval'][0] <= on['mIoU'] <= off['interval'][1])}
+
+
 def demo_verdict(run, status, figures):
     """The demo exits 1 when its targets are missed: meaningless for the tiny model of a smoke
-    run, where its report is what counts."""
-    if run.kit.smoke and status == 'failed' and figures.get('checks'):
+    run, where its report is what counts (the demo's figures, or the tf32 step's)."""
+    if run.kit.smoke and status == 'failed' and figures:
         return 'passed', 'targets not asserted: the tiny model, 2 steps'
     return status, None
 
@@ -437,6 +459,10 @@ STEPS = [
     Step('tests', 'pytest -m cuda on the device', 100, 180, tests_command,
          lambda run, result: {'records': read_jsonl(run.kit.figure_file('tests.jsonl'))},
          outputs=in_out('tests.jsonl')),
+    # the evidence for the tf32 default (issue #32): last, so that it is what a short run skips
+    Step('tf32', 'make demo with tf32: False, against the demo step (TF32 on)', 40, 120,
+         lambda run: demo_command(run, 'tf32', ('tf32', 'False')), tf32_figures, needs=('data', 'demo'),
+         requires=TENSORBOARD, outputs=in_work('tf32'), verdict=demo_verdict),
     Step('modes', 'each fast mode against the default', 200, 420, modes_command,
          figure_json('modes.json'), default=False, outputs=in_out('modes.json')),
 ]
