@@ -24,9 +24,9 @@ def switch_on(value: bool | str, on_cuda: bool, auto_on_cuda: bool) -> bool:
 def fused_attention_on(value: bool | str, on_cuda: bool) -> bool:
     """Whether the SCCA attention runs fused (model.scca.WindowAttention) for tensors on CUDA
     (`on_cuda`) or not. AUTO: on CUDA, except where autograd records under deterministic
-    algorithms (seed_deterministic): in their warn-only mode PyTorch's fused attention kernels
-    run a backward that adds with atomics in no fixed order, where the plain attention's backward
-    is deterministic."""
+    algorithms: in their warn-only mode (seed_deterministic's) PyTorch's fused attention kernels
+    run a backward that adds with atomics in no fixed order; the plain attention's backward is
+    deterministic in every mode, so it is taken in strict mode too."""
     if value == AUTO and torch.is_grad_enabled() and torch.are_deterministic_algorithms_enabled():
         return False
     return switch_on(value, on_cuda, auto_on_cuda=True)

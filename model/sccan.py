@@ -184,7 +184,8 @@ class SCCAN(nn.Module):
                 to that peak. 'auto': on for tensors off CUDA, off on CUDA.
             fused_attention: SCCA attention through F.scaled_dot_product_attention
                 (model.scca.WindowAttention): no attention matrix stored; the fast path on GPUs.
-                'auto': on for CUDA tensors, off elsewhere.
+                'auto': on for CUDA tensors, off elsewhere and in training under deterministic
+                algorithms (model.fast_paths.fused_attention_on).
         """
         for name, value in (('recompute', recompute), ('fused_attention', fused_attention)):
             if value is not None:

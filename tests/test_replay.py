@@ -82,7 +82,8 @@ def test_a_changed_kernel_switch_records_anew(switch):
     """A graph keeps the kernels it was recorded with: switching TF32 or a deterministic mode
     (process-wide) between two calls must not replay the old kernels."""
     saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
-             torch.backends.cudnn.deterministic, torch.are_deterministic_algorithms_enabled())
+             torch.backends.cudnn.deterministic, torch.are_deterministic_algorithms_enabled(),
+             torch.is_deterministic_algorithms_warn_only_enabled())
     flip = {'tf32_matmul': lambda: setattr(torch.backends.cuda.matmul, 'allow_tf32', not saved[0]),
             'tf32_convolutions': lambda: setattr(torch.backends.cudnn, 'allow_tf32', not saved[1]),
             'cudnn_deterministic': lambda: setattr(torch.backends.cudnn, 'deterministic', not saved[2]),
@@ -96,10 +97,26 @@ def test_a_changed_kernel_switch_records_anew(switch):
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved[:2]
         torch.backends.cudnn.deterministic = saved[2]
-        torch.use_deterministic_algorithms(saved[3])
+        torch.use_deterministic_algorithms(saved[3], warn_only=saved[4])
     assert replay.recorded == 2
     replay(*inputs)
     assert replay.recorded == 2       # the first recording again
+
+
+@pytest.mark.skipif(not hasattr(torch.backends, 'fp32_precision'), reason='PyTorch < 2.9: one TF32 API')
+def test_tf32_set_through_pytorchs_newer_settings_records_anew_and_raises_nothing():
+    """From PyTorch 2.9 TF32 has two APIs, and the older getters raise once a process has used
+    both (a notebook setting cudnn.conv.fp32_precision): a replay must still run, and follow it."""
+    conv, allowed = torch.backends.cudnn.conv.fp32_precision, torch.backends.cudnn.allow_tf32
+    replay = Replay(rowwise, call_on_buffers)
+    inputs = torch.randn(2, 3), torch.randn(2, 2)
+    replay(*inputs)
+    try:
+        torch.backends.cudnn.conv.fp32_precision = 'ieee' if conv == 'tf32' else 'tf32'
+        assert torch.equal(replay(*inputs), rowwise(*inputs)) and replay.recorded == 2
+    finally:
+        torch.backends.cudnn.allow_tf32 = allowed        # both APIs back in step
+        torch.backends.cudnn.conv.fp32_precision = conv
 
 
 def test_a_failed_recording_falls_back_to_calling_the_function(caplog):

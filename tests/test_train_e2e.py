@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -252,10 +253,11 @@ def fake_slurm(tmp_path):
 SLURM_SCRIPT = os.path.join(REPO_ROOT, 'tools', 'train_slurm.sh')
 
 
-def slurm_job(fake_bin, args, signal_after=None, python=PYTHON, script=SLURM_SCRIPT):
+def slurm_job(fake_bin, args, signal_after=None, python=PYTHON, script=SLURM_SCRIPT, seconds=240):
     """tools/train_slurm.sh (or `script`) `args` run as Slurm runs a batch job, with
     fake_slurm's commands, sent `signal_after` = (signal, line) once its output shows the line,
-    as Slurm's --signal=B:USR1 or a preemption signals the batch script. (status, output)."""
+    as Slurm's --signal=B:USR1 or a preemption signals the batch script. (status, output); a job
+    still running after `seconds` is killed with everything it started (status -9)."""
     env = {**env_1_thread(), 'PATH': f'{fake_bin}{os.pathsep}{os.environ["PATH"]}',
            'PYTHON': python, 'SLURM_JOB_ID': '42', 'SLURM_SUBMIT_DIR': REPO_ROOT,
            'SCONTROL_LOG': str(fake_bin / 'scontrol.log'),
@@ -263,13 +265,18 @@ def slurm_job(fake_bin, args, signal_after=None, python=PYTHON, script=SLURM_SCR
     job = subprocess.Popen(['bash', script, *args],
                            env=env, cwd='/', stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                            text=True, start_new_session=True)
+    watchdog = threading.Timer(seconds, os.killpg, (job.pid, signal.SIGKILL))
+    watchdog.start()
     output = []
-    for line in job.stdout:
-        output.append(line)
-        if signal_after and signal_after[1] in line:
-            job.send_signal(signal_after[0])
-            signal_after = None
-    return job.wait(timeout=240), ''.join(output)
+    try:
+        for line in job.stdout:
+            output.append(line)
+            if signal_after and signal_after[1] in line:
+                job.send_signal(signal_after[0])
+                signal_after = None
+        return job.wait(), ''.join(output)
+    finally:
+        watchdog.cancel()
 
 
 @pytest.mark.parametrize('sig, requeued', [(signal.SIGUSR1, True), (signal.SIGTERM, False)],
@@ -299,7 +306,7 @@ def test_a_signal_before_the_script_knows_the_trainings_process_reaches_it(fake_
     assert text.count('\nstep=$!\n') == 1
     script.write_text(text.replace('\nstep=$!\n', '\nsleep 0.5; step=$!\n'))
     status, out = slurm_job(fake_slurm, ['--config', 'c.yaml'], (signal.SIGTERM, 'training'),
-                            python=str(fake_slurm / 'training'), script=str(script))
+                            python=str(fake_slurm / 'training'), script=str(script), seconds=30)
     assert status == 130, out
     assert (fake_slurm / 'training.log').read_text().endswith('\nTERM\n')
 

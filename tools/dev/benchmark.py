@@ -291,8 +291,9 @@ def measure_one(args, path, setting):
     GPU's busy fraction."""
     device = resolve_device(args.device)
     if device.type == 'cuda':
-        # the profiler started once before any CUDA graph is recorded: profiling a graph
-        # recorded before the profiler's first use can fail or hang (pytorch/pytorch#75504)
+        # the profiler started once before any CUDA graph is recorded: on older PyTorch and
+        # CUDA, profiling a graph recorded before the profiler's first use failed or hung
+        # (pytorch/pytorch#75504)
         with profile(activities=[ProfilerActivity.CUDA]):
             pass
     run, episodes = step_for(args, path, setting, device)
@@ -305,7 +306,7 @@ def measure_one(args, path, setting):
 def gpu_profile(run, device, calls=3):
     """Where `calls` calls of run() spend the GPU's time, from a torch.profiler trace:
     busy_fraction, the share of the wall time during which the GPU runs kernels or copies (the
-    union of their intervals), and top_kernels, the kernels taking the most time (top_kernels).
+    union of their intervals), and the kernels taking the most time (`top_kernels`).
     busy_fraction None off CUDA, or where the trace holds no GPU activity or the profiler fails
     (the time and memory of the row stand)."""
     if device.type != 'cuda':
@@ -335,15 +336,16 @@ KERNEL_NAME_CHARS = 90      # CUDA kernel names run to hundreds of template char
 
 def top_kernels(timings, calls, top=TOP_KERNELS):
     """[{'kernel', 'launches', 'ms'}] per call, most time first, of (name, µs) pairs over
-    `calls` calls: what the next optimisation should aim at."""
+    `calls` calls: what the next optimisation should aim at. Kernels are told apart by their
+    whole names, shown cut at KERNEL_NAME_CHARS."""
     totals = collections.defaultdict(lambda: [0, 0.0])
     for name, microseconds in timings:
-        total = totals[name[:KERNEL_NAME_CHARS]]
+        total = totals[name]
         total[0] += 1
         total[1] += microseconds
     ranked = sorted(totals.items(), key=lambda item: -item[1][1])[:top]
-    return [{'kernel': name, 'launches': launches / calls, 'ms': microseconds / 1e3 / calls}
-            for name, (launches, microseconds) in ranked]
+    return [{'kernel': name[:KERNEL_NAME_CHARS], 'launches': launches / calls,
+             'ms': microseconds / 1e3 / calls} for name, (launches, microseconds) in ranked]
 
 
 def covered(intervals):

@@ -167,12 +167,24 @@ class Replay:
         return self.recordings[key]
 
 
-def kernel_choices() -> Tuple[bool, ...]:
+def kernel_choices() -> Tuple[object, ...]:
     """The process-wide switches that choose the kernels a graph records (TF32 for matrix
     products and convolutions, cuDNN's and PyTorch's deterministic modes): a replay keeps the
     kernels of its recording, so a change of any of them records anew."""
-    return (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
-            torch.backends.cudnn.deterministic, torch.are_deterministic_algorithms_enabled())
+    return (*tf32_switches(), torch.backends.cudnn.deterministic,
+            torch.are_deterministic_algorithms_enabled())
+
+
+def tf32_switches() -> Tuple[object, ...]:
+    """TF32's switches for CUDA matrix products and cuDNN convolutions (allow_tf32). From
+    PyTorch 2.9 those getters raise once a process has used both of its ways of setting TF32
+    (a notebook's own fp32_precision calls); the fp32_precision settings then say it."""
+    backends = torch.backends
+    try:
+        return backends.cuda.matmul.allow_tf32, backends.cudnn.allow_tf32
+    except RuntimeError:
+        return (backends.fp32_precision, backends.cuda.matmul.fp32_precision,
+                backends.cudnn.fp32_precision, backends.cudnn.conv.fp32_precision)
 
 
 def module_state(module: nn.Module) -> Tuple[bool, str, Tuple[Tuple[int, int], ...], Tuple[int, ...]]:

@@ -91,8 +91,8 @@ class FewShotSegmenter:
             cuda_graphs: as for the constructor.
 
         On CUDA it sets the process's TF32 use to the checkpoint config's `tf32` (the config's
-        default where it has none), as test_sccan.py does (util.precision.set_tf32), so that
-        both give the same masks.
+        default where it has none; util.precision.set_tf32), as test_sccan.py sets its config's:
+        with the same setting both give the same masks.
         """
         device = resolve_device(device)
         net, checkpoint = sccan_from_checkpoint(path, layers)
