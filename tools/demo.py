@@ -301,7 +301,8 @@ def run_demo(args, cfg, opts, env, steps):
     text = markdown(report)
     write_atomic(os.path.join(out_dir, 'report.md'), text)
     print('\n' + text.split('\n![')[0])
-    say(f'report, examples and weights in {out_dir}')
+    say(f'report and examples in {out_dir}; the trained model: {trained_path} (predict_sccan.py '
+        '--weight, make app)')
     return report
 
 
