@@ -272,7 +272,9 @@ def mask_warnings(mask: np.ndarray, foreground: np.ndarray, what: str) -> List[s
         regions = values[counts >= LABEL_REGION * mask.size]
         if len(regions) >= 2:
             notes.append(f'{what} looks like a class-id label map (values '
-                         f'{", ".join(map(str, regions))}): {MASK_RULE}')
+                         f'{", ".join(map(str, regions))}): {share:.1%} of it counts as foreground '
+                         f'({MASK_RULE}); give the mask of one class instead, 255 where the label is '
+                         'that class')
     return notes
 
 
