@@ -49,6 +49,9 @@ def main(argv=None):
     """Segment the queries; returns the exit status (0, or 2 when a query failed). Errors that
     stop everything (bad supports, checkpoint, outputs) are raised before anything is written."""
     args = parse_args(argv)
+    for image, mask in args.support:
+        require_file(image, 'support image')
+        require_file(mask, 'support mask')
     for path in args.query:
         require_file(path, 'query image')
     if os.path.exists(args.out) and not os.path.isdir(args.out):
@@ -76,7 +79,7 @@ def main(argv=None):
             print(f'error: {error_line(e)}', file=sys.stderr)
             failed += 1
             continue
-        print(f'{path}: {foreground_words(mask)} -> {mask_path}')
+        print(f'{path}: {foreground_words(mask)} -> {mask_path}, {overlay_path}')
     return 2 if failed else 0
 
 

@@ -79,7 +79,8 @@ def test_cli_says_when_nothing_was_found(checkpoint, files, capsys, tmp_path):
         '--out', files['out']], capsys)
     assert code == 0, err
     assert out == (f"{files['q1']}: nothing found: no pixel is foreground (the model sees no "
-                   f"object like the supports') -> {os.path.join(files['out'], 'q1_mask.png')}\n")
+                   f"object like the supports') -> {os.path.join(files['out'], 'q1_mask.png')}, "
+                   f"{os.path.join(files['out'], 'q1_overlay.png')}\n")
 
 
 def test_api_equals_the_full_forward_cropped(checkpoint):
@@ -137,6 +138,16 @@ def test_cli_checkpoint_errors(case, extra, message, checkpoint, files, capsys, 
         '--out', files['out'], *extra], capsys)
     assert code == 2
     assert err.startswith('error: ') and err.count('\n') == 1 and message in err, err
+
+
+@pytest.mark.parametrize('which, what', [(0, 'support image'), (1, 'support mask')])
+def test_a_missing_support_file_is_named_as_such(which, what, checkpoint, files, capsys, tmp_path):
+    support = list(files['s1'])
+    support[which] = str(tmp_path / 'suport.png')       # a typo
+    code, _, err = run_cli(predict_sccan.main, [
+        '--weight', checkpoint[1], '--device', 'cpu', '--support', *support, '--query', files['q1'],
+        '--out', files['out']], capsys)
+    assert code == 2 and err == f'error: {what} not found: {support[which]}\n'
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason='needs a machine without CUDA')
