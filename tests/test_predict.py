@@ -14,7 +14,7 @@ import torch
 
 import predict_sccan
 from model import BackboneFeatures
-from helpers import files_below, run_cli, write_palette_png
+from helpers import assert_one_error, files_below, run_cli, write_palette_png
 from util.files.image_io import read_mask
 from util.prediction.predictor import FewShotSegmenter, as_rgb, foreground_of
 from util.transform import MEAN, STD
@@ -310,6 +310,23 @@ def test_a_failing_query_is_reported_and_the_others_are_segmented(files, stand_i
     assert [line.split(':')[0] for line in out.splitlines()] == [files['q1'], files['q2']]
     assert sorted(os.listdir(files['out'])) == ['q1_mask.png', 'q1_overlay.png', 'q2_mask.png',
                                                 'q2_overlay.png']
+
+
+def test_an_image_and_mask_given_the_other_way_round_give_a_warning(files, stand_in, capsys):
+    """Swapped, the mask (black and white) is taken for the image and the photo for the mask:
+    a warning, or, where the photo-as-mask fails (here no pixel is >= 128), in its error."""
+    doubt = (f"{files['s_mask']} is black and white only, as a mask is: were the image and its mask "
+             'given the other way round?')
+    code, _, err = run_cli(predict_sccan.main, [
+        '--weight', 'w.pth', '--support', files['s_mask'], files['s_img'], '--query', files['q1'],
+        '--out', files['out']], capsys)
+    assert_one_error(code, err, f"{files['s_img']} has no foreground pixels", f'(and {doubt})')
+    bright = files['s_img'][:-4] + '_bright.png'
+    cv2.imwrite(bright, 255 - cv2.imread(files['s_img']))         # most of it >= 128 as a mask
+    code, _, err = run_cli(predict_sccan.main, [
+        '--weight', 'w.pth', '--support', files['s_mask'], bright, '--query', files['q1'],
+        '--out', files['out']], capsys)
+    assert code == 0 and err.startswith(f'warning: {doubt}'), err
 
 
 @pytest.mark.parametrize('mask, warning', [

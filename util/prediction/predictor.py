@@ -150,6 +150,8 @@ class FewShotSegmenter:
         rgbs, foregrounds, tensors, labels = [], [], [], []
         for image, mask, (image_name, mask_name) in zip(images, masks, names):
             rgb = as_rgb(image, image_name)
+            for warning in image_warnings(rgb, image_name):     # before a mask error it explains
+                warnings.warn(warning, stacklevel=2)
             fg = foreground_of(mask, mask_name)
             check_same_size(fg, rgb, mask_name, image_name)
             problem = support_mask_problem(fg)
@@ -253,6 +255,19 @@ def check_same_size(foreground: np.ndarray, rgb: np.ndarray, mask_name: str, ima
 # A support mask whose foreground covers less or more than this is probably not what was meant.
 NEAR_EMPTY, NEAR_FULL = 0.005, 0.995
 LABEL_REGION = 0.01       # share of the pixels a label map's class value covers, unlike anti-aliasing
+
+
+MASK_LIKE = 0.99          # share of an image's values that are pure black or white, as in a mask
+
+
+def image_warnings(rgb: np.ndarray, what: str) -> List[str]:
+    """Why a support image is probably not what was meant (a list of sentences): it is black and
+    white only, as a mask is, which is what an image and its mask given the other way round
+    look like (the photo, read as a mask, may pass its threshold almost everywhere)."""
+    if np.isin(rgb, (0, 255)).mean() > MASK_LIKE:
+        return [f'{what} is black and white only, as a mask is: were the image and its mask given '
+                'the other way round?']
+    return []
 
 
 def mask_warnings(mask: np.ndarray, foreground: np.ndarray, what: str) -> List[str]:

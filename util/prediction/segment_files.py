@@ -19,13 +19,19 @@ def encode_with_notes(seg: FewShotSegmenter, images: Sequence[np.ndarray],
         images, masks, names: as FewShotSegmenter.encode_support takes them.
         checkpoint_name: how the notes call the checkpoint (e.g. its path).
     Returns:
-        The encoded supports, and the notes: 'warning: ...' for each doubtful mask (see
-        util.prediction.predictor.mask_warnings), 'note: ...' when the checkpoint was trained with
-        another number of shots.
+        The encoded supports, and the notes: 'warning: ...' for each doubtful image or mask (see
+        util.prediction.predictor.image_warnings and mask_warnings), 'note: ...' when the
+        checkpoint was trained with another number of shots. A support that fails raises its
+        error with the doubts raised before it.
     """
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter('always')
-        support = seg.encode_support(images, masks, names=names)
+        try:
+            support = seg.encode_support(images, masks, names=names)
+        except ValueError as e:
+            if caught:      # a doubt raised before the failure may say why it failed
+                raise ValueError(f'{e} (and {"; ".join(str(w.message) for w in caught)})') from e
+            raise
     notes = [f'warning: {warning.message}' for warning in caught]
     if seg.trained_shot and seg.trained_shot != support.shot:
         notes.append(f'note: {checkpoint_name} was trained with {seg.trained_shot} shot(s); '
