@@ -239,9 +239,8 @@ def test_the_tf32_evidence_is_each_miou_inside_the_others_interval(tmp_path, wit
     kit = kit_in(tmp_path)
     for folder, miou, interval in (('demo', 0.71, [0.69, 0.73]),
                                    ('tf32', without_tf32, [without_tf32 - 0.02, without_tf32 + 0.02])):
-        out = os.path.dirname(gpu_check_steps.demo_report(kit, folder))
-        write_json(os.path.join(out, 'report.json'), {'seconds': {'training': 1.0, 'testing': 2.0}})
-        write_json(os.path.join(out, 'test_trained.json'),
+        write_json(gpu_check_steps.demo_report(kit, folder), {'seconds': {'training': 1.0, 'testing': 2.0}})
+        write_json(gpu_check_steps.demo_output(kit, 'test_trained.json', folder),
                    {'mean': {'mIoU': miou}, 'uncertainty': {'pooled': {'mIoU': interval}}})
     run = gpu_check.Run(kit, *gpu_check.make_plan(kit))
     figures = gpu_check_steps.tf32_figures(run, {})
@@ -249,7 +248,7 @@ def test_the_tf32_evidence_is_each_miou_inside_the_others_interval(tmp_path, wit
     assert figures['full_float32'] == {'mIoU': without_tf32,
                                        'interval': [without_tf32 - 0.02, without_tf32 + 0.02],
                                        'seconds': {'training': 1.0, 'testing': 2.0}}
-    os.remove(os.path.join(os.path.dirname(gpu_check_steps.demo_report(kit, 'tf32')), 'test_trained.json'))
+    os.remove(gpu_check_steps.demo_output(kit, 'test_trained.json', 'tf32'))
     assert gpu_check_steps.tf32_figures(run, {}) == {}
 
 

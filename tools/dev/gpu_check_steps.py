@@ -226,8 +226,14 @@ def data_figures(run, result):
 
 
 # ---- demo ---------------------------------------------------------------------------------------
+def demo_output(kit, name, folder='demo'):
+    """File `name` of tools/demo.py's output (<exp_dir>/demo/), its run in the scratch folder
+    `folder`."""
+    return kit.path(folder, 'demo', name)
+
+
 def demo_report(kit, folder='demo'):
-    return kit.path(folder, 'demo', 'report.json')     # <exp_dir>/demo/ (tools/demo.py)
+    return demo_output(kit, 'report.json', folder)
 
 
 def demo_command(run, folder='demo', opts=()):
@@ -251,7 +257,7 @@ def demo_figures(run, result):
     report = read_json(demo_report(run.kit))
     if report is None:
         return {}
-    examples = copy_figure(os.path.join(os.path.dirname(demo_report(run.kit)), 'examples.png'),
+    examples = copy_figure(demo_output(run.kit, 'examples.png'),
                            run.kit, 'demo_examples.png')
     return {'results': {name: {m: r[m] for m in ('mIoU', 'FB-IoU')} for name, r in report['results'].items()},
             'checks': report['checks'], 'seconds': report['seconds'], 'episodes': report['episodes'],
@@ -266,7 +272,7 @@ def tf32_figures(run, result):
     runs = {}
     for name, folder in (('tf32', 'demo'), ('full_float32', 'tf32')):
         report = read_json(demo_report(run.kit, folder))
-        tested = read_json(os.path.join(os.path.dirname(demo_report(run.kit, folder)), 'test_trained.json'))
+        tested = read_json(demo_output(run.kit, 'test_trained.json', folder))
         if not report or not tested:
             return {}
         runs[name] = {'mIoU': tested['mean']['mIoU'], 'interval': tested['uncertainty']['pooled']['mIoU'],
