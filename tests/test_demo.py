@@ -119,13 +119,35 @@ def test_support_blind_logits_are_on_the_evaluation_device(tiny_demo):
     assert logits.device.type == 'meta' and logits.shape == (1, 2, side, side)
 
 
-def run_tiny_demo(tiny_demo, tmp_path, capsys, *opts):
+def run_tiny_demo(tiny_demo, tmp_path, capsys, *opts, flags=()):
     """(exit status, stdout, stderr) of the tiny demo, writing to tmp_path, run as `make demo`
     runs it."""
     _, argv, _ = tiny_demo
-    argv = argv[:argv.index('--opts') + 1] + merged_opts(argv[argv.index('--opts') + 1:],
-                                                         ['exp_dir', str(tmp_path), *opts])
+    at = argv.index('--opts')
+    argv = [*argv[:at], *flags, '--opts', *merged_opts(argv[at + 1:], ['exp_dir', str(tmp_path), *opts])]
     return run_cli(demo.main, argv, capsys, *distributed.FAILURES)
+
+
+def test_the_demo_replaces_its_own_run_and_no_other(tiny_demo, tmp_path, capsys):
+    """A second demo trains over the first one's run; checkpoints it did not leave there (here:
+    the latest one written again, as a run continued by train_sccan.py would) stop it, untouched,
+    unless --overwrite."""
+    for replaced in (False, True):
+        status, _, err = run_tiny_demo(tiny_demo, tmp_path, capsys, 'max_iters', '1')
+        assert status in (0, 1) and ('replacing the earlier run: deleted' in err) == replaced
+    latest = next(tmp_path.glob('**/snapshot/train_latest.pth'))
+    os.utime(latest, ns=(1, 10**18))
+    status, _, err = run_tiny_demo(tiny_demo, tmp_path, capsys, 'max_iters', '1')
+    assert status == 2 and latest.stat().st_mtime_ns == 10**18
+    assert err.strip().splitlines()[-1] == (
+        f'error: {latest.parent} holds checkpoints that make demo did not leave there '
+        '(train_latest.pth): a run of train_sccan.py with the same config, or a demo run trained '
+        'on. The demo trains in that folder and would delete them: move them, give the demo '
+        'another exp_dir (python tools/demo.py --opts exp_dir DIR), or replace them with python '
+        'tools/demo.py --overwrite')
+    status, _, err = run_tiny_demo(tiny_demo, tmp_path, capsys, 'max_iters', '1',
+                                   flags=['--overwrite'])
+    assert status in (0, 1) and latest.stat().st_mtime_ns != 10**18
 
 
 def test_ctrl_c_in_training_is_one_line_saying_what_to_run(tiny_demo, tmp_path, capsys,

@@ -497,7 +497,7 @@ def test_max_iters_stale_files_and_overwrite(bench, tmp_path, capsys):
     assert torch.load(latest(tmp_path), weights_only=False)['iteration'] == 3
 
     status, _, err = run_train(bench, tmp_path, capsys, '--overwrite', opts=('max_iters', '1', *fast))
-    assert status == 0 and 'replacing the earlier run (--overwrite): deleted' in err, err
+    assert status == 0 and 'replacing the earlier run: deleted' in err, err
     assert torch.load(latest(tmp_path), weights_only=False)['iteration'] == 1
     with open(run / 'result' / 'train.log') as f:
         assert 'resumed' not in f.read()         # the earlier run's log went with it

@@ -15,9 +15,15 @@ util/evaluation/evaluate.py:
 means the model reads the support. Writes report.md, report.json and examples.png (episodes of
 (a): support with its mask, query with the ground truth, query with the prediction) to
 <exp_dir>/demo/, and exits with status 1 when (a) misses its targets over (b) and (c).
+
+Each demo trains anew in the config's run folder (where train_sccan.py trains with the same
+config), replacing the demo's previous run there but no other: checkpoints that the demo did
+not leave (a run of train_sccan.py, a demo run continued with --resume) stop it before it
+begins, unless --overwrite.
 """
 import argparse
 import contextlib
+import json
 import math
 import os
 import signal
@@ -36,12 +42,14 @@ from util import distributed  # noqa: E402
 from util.cli import ArgumentParser, non_negative_int, positive_int, run_main  # noqa: E402
 from util.config import load_config, merged_opts  # noqa: E402
 from util.datasets import SYNTHETIC_LISTS, episode_dataset  # noqa: E402
-from util.datasets.synthetic import is_generated, write_benchmark  # noqa: E402
+from util.datasets.synthetic import (TRAIN_IMAGES, VAL_IMAGES, is_generated,  # noqa: E402
+                                     write_benchmark)
 from util.determinism import deterministic, prepare_process  # noqa: E402
 from util.evaluation.checkpoint_evaluation import evaluate_checkpoint  # noqa: E402
 from util.evaluation.evaluate import run_episodes  # noqa: E402
 from util.experiment import ready_model  # noqa: E402
 from util.files.image_io import IGNORE_LABEL, read_label  # noqa: E402
+from util.files.run_paths import RunPaths  # noqa: E402
 from util.files.writer import save_checkpoint, write_atomic, write_json  # noqa: E402
 from util.log import close_logging, setup_logging  # noqa: E402
 from util.precision import precision_for  # noqa: E402
@@ -51,6 +59,7 @@ from util.training import Interrupted, train  # noqa: E402
 
 CONFIG = 'config/synthetic/synthetic_split0_resnet50.yaml'
 TARGETS = {'untrained': 0.20, 'support_blind': 0.10}   # mIoU margins (a) must reach
+RUN_RECORD = 'training.json'   # in <exp_dir>/demo/: the checkpoints the demo's training left
 NOTHING_FOUND = 0.01    # mIoU under which a predictor's report says it finds next to nothing
 NAMES = {'trained': '(a) SCCAN, meta-trained', 'untrained': '(b) SCCAN, untrained',
          'support_blind': '(c) support-blind: every object'}
@@ -62,8 +71,11 @@ def parse_args(argv=None):
     p.add_argument('--root', default=os.path.join(REPO, 'data', 'synthetic'),
                    help='where the benchmark is written (sets data_root and the lists)')
     p.add_argument('--seed', type=non_negative_int, default=0, help='benchmark seed')
-    p.add_argument('--train-images', type=positive_int, default=1500)
-    p.add_argument('--val-images', type=positive_int, default=600)
+    p.add_argument('--train-images', type=positive_int, default=TRAIN_IMAGES)
+    p.add_argument('--val-images', type=positive_int, default=VAL_IMAGES)
+    p.add_argument('--overwrite', action='store_true',
+                   help='replace what is in the way: another benchmark in --root, checkpoints '
+                        'in the run folder that the demo did not leave')
     p.add_argument('--examples', type=positive_int, default=6,
                    help='episodes drawn in examples.png')
     p.add_argument('--opts', nargs=argparse.REMAINDER, default=[],
@@ -86,9 +98,40 @@ def prepare_data(args):
         say(f'benchmark already in {args.root}')
         return
     start = time.time()
-    write_benchmark(args.root, args.seed, args.train_images, args.val_images)
+    write_benchmark(args.root, args.seed, args.train_images, args.val_images,
+                    overwrite=args.overwrite)
     say(f'wrote {args.train_images} + {args.val_images} images to {args.root} in '
         f'{time.time() - start:.0f}s')
+
+
+def checkpoint_files(paths):
+    """{file name: [size, modification time in ns]} of the checkpoints in a run's folder."""
+    return {os.path.basename(p): [os.stat(p).st_size, os.stat(p).st_mtime_ns]
+            for p in paths.written_checkpoints()}
+
+
+def check_run_is_the_demos(paths, record, overwrite):
+    """Refuse (FileExistsError) to train over checkpoints that the demo's last training did not
+    leave as they are (`record`, written by record_run), unless `overwrite`."""
+    found = checkpoint_files(paths)
+    if not found or overwrite:
+        return
+    with contextlib.suppress(OSError, ValueError):
+        with open(record) as f:
+            if json.load(f) == found:
+                return
+    raise FileExistsError(
+        f'{paths.snapshot} holds checkpoints that make demo did not leave there '
+        f'({", ".join(found)}): a run of train_sccan.py with the same config, or a demo run '
+        'trained on. The demo trains in that folder and would delete them: move them, give the '
+        'demo another exp_dir (python tools/demo.py --opts exp_dir DIR), or replace them with '
+        'python tools/demo.py --overwrite')
+
+
+def record_run(paths, record, env):
+    """Note the checkpoints the demo's training left, for check_run_is_the_demos."""
+    if env.is_main:
+        write_json(record, checkpoint_files(paths))
 
 
 def untrained_checkpoint(cfg, trained_path, path):
@@ -258,6 +301,10 @@ def main(argv=None):
 def run_demo(args, cfg, opts, env, steps):
     start = time.time()
     seconds = {}
+    out_dir = os.path.join(cfg.exp_dir, 'demo')
+    paths, record = RunPaths.of(cfg), os.path.join(out_dir, RUN_RECORD)
+    distributed.on_main_process(lambda: check_run_is_the_demos(paths, record, args.overwrite),
+                                env)
 
     steps.begin()
     prepare_data(args)
@@ -265,15 +312,18 @@ def run_demo(args, cfg, opts, env, steps):
 
     steps.begin(f' on the base classes of fold {cfg.split} ({args.config})')
     tick = time.time()
-    # each demo starts its training over, replacing the previous demo run
-    trainer = train(cfg, env, overwrite=True)
+    try:
+        trainer = train(cfg, env, overwrite=True)      # each demo starts over
+    except Interrupted:
+        record_run(paths, record, env)
+        raise
+    record_run(paths, record, env)
     trained_path = trainer.paths.latest
     seconds['training'] = time.time() - tick
 
     steps.begin(' on the held-out classes')
     tick = time.time()
     episodes = cfg.test_num
-    out_dir = os.path.join(cfg.exp_dir, 'demo')
     untrained_path = untrained_checkpoint(cfg, trained_path,
                                           os.path.join(out_dir, 'untrained.pth'))
     setup_logging(is_main=env.is_main)

@@ -1,6 +1,7 @@
 """Write the synthetic few-shot benchmark (PASCAL-5i layout) to disk.
 
-    python tools/make_synthetic.py --root data/synthetic --seed 0 --train 2000 --val 500
+    python tools/make_synthetic.py                     # make demo's benchmark in data/synthetic
+    python tools/make_synthetic.py --root data/syn2 --seed 1 --train 2000 --val 500
     python tools/make_synthetic.py --processes 16     # the same files, drawn by 16 processes
 
 See util/datasets/synthetic.py for what the images hold. The same seed writes the same files. A
@@ -15,7 +16,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from util.cli import ArgumentParser, non_negative_int, positive_int, run_main  # noqa: E402
-from util.datasets.synthetic import is_generated, write_benchmark  # noqa: E402
+from util.datasets.synthetic import (TRAIN_IMAGES, VAL_IMAGES, is_generated,  # noqa: E402
+                                     write_benchmark)
 
 
 def parse_args(argv=None):
@@ -23,8 +25,10 @@ def parse_args(argv=None):
     p.add_argument('--root', default='data/synthetic', help='output folder (created; a folder '
                    'holding the same benchmark is left as it is)')
     p.add_argument('--seed', type=non_negative_int, default=0)
-    p.add_argument('--train', type=positive_int, default=2000, help='images in train.txt')
-    p.add_argument('--val', type=positive_int, default=500, help='images in val.txt')
+    p.add_argument('--train', type=positive_int, default=TRAIN_IMAGES,
+                   help=f'images in the training list (default {TRAIN_IMAGES}, as make demo)')
+    p.add_argument('--val', type=positive_int, default=VAL_IMAGES,
+                   help=f'images in the test list (default {VAL_IMAGES}, as make demo)')
     p.add_argument('--processes', type=positive_int, default=1,
                    help='draw the images in this many processes (the same files)')
     p.add_argument('--overwrite', action='store_true',

@@ -34,7 +34,8 @@ from util import distributed  # noqa: E402
 from util.cli import ArgumentParser, run_main  # noqa: E402
 from util.config import REPO_ROOT, SCHEMA, load_config  # noqa: E402
 from util.datasets import SYNTHETIC_LISTS  # noqa: E402
-from util.datasets.synthetic import is_generated, write_benchmark  # noqa: E402
+from util.datasets.synthetic import (TRAIN_IMAGES, VAL_IMAGES, is_generated,  # noqa: E402
+                                     write_benchmark)
 from util.evaluation.checkpoint_evaluation import evaluate_checkpoint  # noqa: E402
 from util.files.checks import check_outputs  # noqa: E402
 from util.files.image_io import read_bytes  # noqa: E402
@@ -46,7 +47,7 @@ from util.prediction.app import SegmentationApp  # noqa: E402
 from util.training import train  # noqa: E402
 
 CONFIG = 'config/synthetic/synthetic_split0_tiny.yaml'
-BENCHMARK = {'seed': 0, 'n_train': 1500, 'n_val': 600}      # make demo's
+BENCHMARK = {'seed': 0, 'n_train': TRAIN_IMAGES, 'n_val': VAL_IMAGES}      # make demo's
 MODEL = 'sccan_synthetic_tiny.pth'
 EXAMPLE = ('support', 'query1', 'query2')                   # the example's images, in list order
 CARD = 'README.md'

@@ -38,6 +38,8 @@ MIN_GAP = 4                       # pixels kept free between objects where possi
 OBJECT_AREA = (0.11, 0.2)        # fraction of the image one object covers before occlusion
 SPLIT_IDS = {'train': 0, 'val': 1}
 GENERATOR_VERSION = 2             # bump when a change alters the images of a seed
+# The embedded default benchmark (`make demo`'s, data/synthetic): images in each list
+TRAIN_IMAGES, VAL_IMAGES = 1500, 600
 
 
 @dataclasses.dataclass(frozen=True)
@@ -329,7 +331,7 @@ def file_name(split: str, index: int, folder: str) -> str:
     return f'{folder}/syn_{split}_{index:05d}.{FOLDERS[folder]}'
 
 
-def write_benchmark(root: str, seed: int = 0, n_train: int = 2000, n_val: int = 500,
+def write_benchmark(root: str, seed: int = 0, n_train: int = TRAIN_IMAGES, n_val: int = VAL_IMAGES,
                     size: tuple[int, int] | None = None, processes: int = 1,
                     overwrite: bool = False) -> dict[str, str]:
     """Write the benchmark under root in the PASCAL layout:

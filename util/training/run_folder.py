@@ -70,7 +70,7 @@ def claim_run_folder(paths: RunPaths, resume_path: Optional[str], overwrite: boo
                     shutil.rmtree(path)
                 else:
                     os.remove(path)
-                notes.append(f'replacing the earlier run (--overwrite): deleted {path}')
+                notes.append(f'replacing the earlier run: deleted {path}')
         for path in paths.temporaries():
             os.remove(path)
             notes.append(f'removed {path}, left by a checkpoint save that was killed')
