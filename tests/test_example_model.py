@@ -16,7 +16,7 @@ from model.checkpoint import read_checkpoint
 from tools import app as app_tool
 from tools.dev import make_example_model as maker
 from util.config import REPO_ROOT
-from util.files.image_io import IGNORE_LABEL, read_label, read_rgb
+from util.files.image_io import IGNORE_LABEL, read_label
 from util.prediction.app import EXAMPLE_CLASS, SegmentationApp, SupportSlot
 from util.prediction.predictor import FewShotSegmenter
 
@@ -50,13 +50,15 @@ def test_the_shipped_model_is_the_tiny_variant_in_a_portable_file():
 
 
 def test_the_shipped_model_segments_its_example():
-    """The Python API on the example: each query's mask overlaps the novel class it shows."""
-    seg = FewShotSegmenter.from_checkpoint(MODEL, device='cpu')
-    assert seg.val_size == 161
-    support = ([read_rgb(example('support.jpg'))],
-               [cv2.imread(example('support_mask.png'), cv2.IMREAD_GRAYSCALE)])
-    for query, mask in zip(QUERIES, seg.segment_many(*support, [read_rgb(q) for q in QUERIES])):
-        assert iou(mask, query.replace('.jpg', '_label.png')) >= MIN_IOU, query
+    """The Python API on the example: each query's mask overlaps the novel class it shows, as
+    much as the card says."""
+    assert FewShotSegmenter.from_checkpoint(MODEL, device='cpu').val_size == 161
+    ious = maker.example_ious(MODEL, EXAMPLES)
+    assert min(ious.values()) >= MIN_IOU
+    with open(example('README.md'), encoding='utf-8') as f:
+        card = ' '.join(f.read().split())
+    assert (f'IoU of {ious["query1"]:.2f} in `query1.jpg` and {ious["query2"]:.2f} in '
+            '`query2.jpg`') in card
 
 
 def test_the_card_states_the_file_and_what_it_knows():

@@ -16,6 +16,7 @@ repository; no optimiser state), the example (the first three validation images 
 query1.jpg, query2.jpg, and their label maps listed in synthetic_val.txt, the benchmark's
 layout, for the app's example button) and README.md, the model card with the scores.
 """
+import functools
 import os
 import platform
 import sys
@@ -38,12 +39,14 @@ from util.datasets.synthetic import (TRAIN_IMAGES, VAL_IMAGES, is_generated,  # 
                                      write_benchmark)
 from util.evaluation.checkpoint_evaluation import evaluate_checkpoint  # noqa: E402
 from util.files.checks import check_outputs  # noqa: E402
-from util.files.image_io import read_bytes  # noqa: E402
+from util.files.image_io import (IGNORE_LABEL, read_bytes, read_label, read_mask,  # noqa: E402
+                                 read_rgb)
 from util.files.weights import sha256_of_file  # noqa: E402
 from util.files.writer import save_checkpoint, write_atomic  # noqa: E402
 from util.lists import read_list  # noqa: E402
 from util.log import close_logging, setup_logging  # noqa: E402
-from util.prediction.app import SegmentationApp  # noqa: E402
+from util.prediction.app import EXAMPLE_CLASS, SegmentationApp  # noqa: E402
+from util.prediction.predictor import FewShotSegmenter  # noqa: E402
 from util.training import train  # noqa: E402
 
 CONFIG = 'config/synthetic/synthetic_split0_tiny.yaml'
@@ -103,6 +106,23 @@ def write_example(root, out):
         write_atomic(os.path.join(out, SYNTHETIC_LISTS['val']), ''.join(lines))
 
 
+def example_ious(model, out):
+    """IoU of the model's mask of each example query (as predict_sccan.py segments it) with the
+    example's class in the query's label map, label pixels 255 left out: {query name: IoU}."""
+    seg = FewShotSegmenter.from_checkpoint(model, device='cpu')
+    path = functools.partial(os.path.join, out)
+    support = ([read_rgb(path('support.jpg'))], [read_mask(path('support_mask.png'))])
+    queries = EXAMPLE[1:]
+    masks = seg.segment_many(*support, [read_rgb(path(f'{name}.jpg')) for name in queries])
+    ious = {}
+    for name, mask in zip(queries, masks):
+        label = read_label(path(f'{name}_label.png'))
+        valid = label != IGNORE_LABEL
+        truth, predicted = (label == EXAMPLE_CLASS) & valid, (mask > 0) & valid
+        ious[name] = float((truth & predicted).sum() / (truth | predicted).sum())
+    return ious
+
+
 def percent(value, interval):
     return f'{100 * value:.1f} ({100 * interval[0]:.1f} to {100 * interval[1]:.1f})'
 
@@ -116,7 +136,7 @@ def cpu_name():
         return platform.processor() or 'an unnamed CPU'
 
 
-def card(report, net, path, seconds):
+def card(report, net, path, seconds, ious):
     """The model card (Markdown)."""
     seed = report['seeds'][0]
     pooled = report['uncertainty']['pooled']
@@ -130,6 +150,7 @@ def card(report, net, path, seconds):
         episodes=report['episodes'], seed=seed['seed'], classes=classes,
         miou=percent(report['mean']['mIoU'], pooled['mIoU']),
         fbiou=percent(report['mean']['FB-IoU'], pooled['FB-IoU']),
+        example_class=EXAMPLE_CLASS, iou1=ious['query1'], iou2=ious['query2'],
         config=CONFIG, cpu=cpu_name(), torch=torch.__version__, python=platform.python_version(),
         train_seconds=seconds['training'], total_seconds=seconds['total'], cpu_seconds=seconds['cpu'],
         benchmark='was in data/synthetic already' if seconds['benchmark'] < 1 else
@@ -192,15 +213,17 @@ python tools/dev/make_example_model.py --overwrite
 
 On {cpu}, torch {torch}, Python {python}, one thread: {cpu_seconds:.0f} s of CPU time in all
 ({total_seconds:.0f} s on the clock, training {train_seconds:.0f} s; the benchmark {benchmark}).
-The command trains in one thread with a fixed seed, so the same machine and the same torch give
-the same file (the SHA-256 above); another CPU or torch may round differently and give slightly
-different weights and scores.
+The command trains in one thread with a fixed seed, so one machine and one torch give the same
+file run after run (the SHA-256 above); a CPU with another instruction set or another torch may
+round differently and give slightly different weights and scores.
 
 ## The example
 
 `support.jpg` with `support_mask.png` (0/255), `query1.jpg`, `query2.jpg`: the first three
-validation images of the benchmark that show class 2 (green checkered rectangles), a class the
-model never trained on. `synthetic_val.txt` lists them with their label maps (`*_label.png`,
+validation images of the benchmark that show class {example_class}, a class the model never
+trained on. The model finds it in both queries, with an IoU of {iou1:.2f} in `query1.jpg` and
+{iou2:.2f} in `query2.jpg` (against their label maps; a small model, it may also mark parts of
+other textured objects). `synthetic_val.txt` lists them with their label maps (`*_label.png`,
 class ids, 255 on object borders) in the benchmark's layout: the app's "Try an example" button
 reads them from there.
 
@@ -236,7 +259,8 @@ def main(argv=None):
     net = ship_model(trained, model)
     write_example(args.root, args.out)
     seconds.update(total=time.time() - start, cpu=time.process_time())
-    write_atomic(os.path.join(args.out, CARD), card(report, net, model, seconds))
+    write_atomic(os.path.join(args.out, CARD),
+                 card(report, net, model, seconds, example_ious(model, args.out)))
     print(f'wrote {model} ({os.path.getsize(model):,} bytes, sha256 {sha256_of_file(model)}), the '
           f'example and {os.path.join(args.out, CARD)}: mIoU {100 * report["mean"]["mIoU"]:.1f} on '
           f'the held-out classes, in {seconds["total"]:.0f} s')
