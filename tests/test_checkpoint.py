@@ -1,6 +1,7 @@
 """The checkpoint format (model/checkpoint.py) and the one builder (model/build.py): clear
 refusals, and every architecture key through a checkpoint and back."""
 import inspect
+import logging
 import os
 
 import pytest
@@ -286,3 +287,20 @@ def test_model_tiny_needs_no_resnet50_weights():
     assert load_config(folder, ['model', 'tiny', 'backbone_weights', 'mine.pth']).backbone_weights == \
         os.path.abspath('mine.pth')
     assert load_config(folder, ['model', 'paper']).backbone_weights == load_config(folder).backbone_weights
+
+
+def test_a_checkpoint_of_another_val_size_is_named_in_the_hint_and_warned_of(tmp_path, caplog):
+    """The shipped model (val_size 161) given with the synthetic config (73): the hint's --opts
+    test it at its own size; the architecture alone tests it at the config's, with a warning."""
+    config = os.path.join(REPO_ROOT, 'config', 'synthetic', 'synthetic_split0_resnet50.yaml')
+    trained = load_config(config, ['model', 'tiny', 'val_size', '161']).to_dict()
+    tiny = saved(tmp_path, build_sccan('tiny'), 'tiny.pth', architecture=dict(TINY), config=trained)
+    with pytest.raises(CheckpointError, match=r'; add --opts model tiny val_size 161$') as refused:
+        ready_model(load_config(config), 'cpu', tiny)
+    with caplog.at_level(logging.WARNING, logger='sccan'):
+        fixed_by(str(refused.value), config, tiny)
+        assert 'val_size' not in caplog.text
+        ready_model(load_config(config, ['model', 'tiny']), 'cpu', tiny)
+    assert (f'{tiny} was trained with val_size 161 but {config} tests at 73: its '
+            'scores differ from those at its own size (--opts val_size 161 tests it as trained)'
+            ) in caplog.text

@@ -79,7 +79,19 @@ def check_fits(cfg: Config, checkpoint: Any, path: str, any_shot: bool = False, 
                    'of shots on purpose)')
     if not any_split:
         check_classes(cfg, checkpoint, path, resuming)
+    size = None if resuming else other_val_size(cfg, checkpoint)
+    if size is not None:
+        log.warning('%s was trained with val_size %s but %s tests at %s: its scores differ from '
+                    'those at its own size (--opts val_size %s tests it as trained)', path, size,
+                    cfg.source, cfg.val_size, size)
     return built
+
+
+def other_val_size(cfg: Config, checkpoint: Any) -> Optional[int]:
+    """The val_size a checkpoint of ours was trained with where it is not the config's, else
+    None (the authors' checkpoints record none)."""
+    trained = (metadata(checkpoint).get('config') or {}).get('val_size')
+    return None if trained in (None, cfg.val_size) else trained
 
 
 def checkpoint_architecture(cfg: Config, checkpoint: Any, path: str) -> dict:
@@ -92,9 +104,11 @@ def checkpoint_architecture(cfg: Config, checkpoint: Any, path: str) -> dict:
     differ = [key for key in ARCHITECTURE_KEYS
               if key in known and key in cfg.given and known[key] != wanted[key]]
     if differ:
+        size = other_val_size(cfg, checkpoint)
         raise CheckpointError(f'{path} is an SCCAN of another architecture than {cfg.source} '
                               'states: ' + ', '.join(f'{k} {known[k]} (config: {wanted[k]})' for k in differ)
-                              + '; ' + fitting_opts(checkpoint, path, known, differ))
+                              + '; ' + fitting_opts(checkpoint, path, known, differ)
+                              + ('' if size is None else f' val_size {size}'))
     return {**wanted, **known}
 
 
