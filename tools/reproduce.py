@@ -308,7 +308,8 @@ def reproduce(args, env):
     write_json(os.path.join(out, 'table.json'),
                {'rows': table, 'cells': results, 'missing': [cell_name(c) for c in missing]})
     print('\n' + text)
-    print(f'[reproduce] {len(results)} cells ({len(results) - kept} tested now, {kept} kept), '
+    cells = f'{len(results)} cell' + ('' if len(results) == 1 else 's')
+    print(f'[reproduce] {cells} ({len(results) - kept} tested now, {kept} kept), '
           f'{len(missing)} without a checkpoint; {os.path.join(out, "table.md")}')
     return table
 
