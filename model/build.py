@@ -116,7 +116,7 @@ def sccan_from_checkpoint(path: str, layers: Optional[int] = None) -> Tuple[SCCA
     depth = known.get('layers', PAPER_ARCHITECTURE['layers'])
     if layers is not None and layers != depth:
         raise CheckpointError(f"{path} holds a ResNet-{depth} SCCAN but layers {layers} "
-                              f"was asked for; leave layers out or give {depth}")
+                              "was asked for; leave layers out to build what it holds")
     if len(stored_architecture(checkpoint, ARCHITECTURE_KEYS)) > 1:
         return sccan_with_weights(checkpoint, path, architecture_of(checkpoint, path),
                                   f'architecture {known}'), checkpoint

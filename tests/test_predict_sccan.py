@@ -128,7 +128,8 @@ def _bad_checkpoint(tmp_path, checkpoint, case):
     ('wrong architecture', [],
      "ResNet-14 SCCAN, the paper's architecture, as the checkpoint states none) does not fit "
      'SCCAN: missing keys'),
-    ('good', ['--layers', '101'], 'holds a ResNet-14 SCCAN but layers 101 was asked for'),
+    ('good', ['--layers', '101'], 'holds a ResNet-14 SCCAN but layers 101 was asked for; leave '
+                                  'layers out to build what it holds'),
     ('nan weights', [], 'nan weights.pth holds NaN or infinite values in 1 of its tensors (cls_meta.3.bias)'),
 ])
 def test_cli_checkpoint_errors(case, extra, message, checkpoint, files, capsys, tmp_path):

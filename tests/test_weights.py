@@ -181,7 +181,8 @@ def test_damaged_and_unfitting_files_are_reported_and_not_placed(tmp_path, roots
     shown = [f'{archive}:{name}' for name in members]
     assert f'{shown[1]}: not a readable PyTorch checkpoint' in errors[0]
     assert f'{shown[2]} holds NaN or infinite values in 1 of its tensors (cls_meta.3.bias)' in errors[1]
-    assert f'{shown[3]} holds a ResNet-14 SCCAN but layers 101 was asked' in errors[2]
+    assert f'{shown[3]} holds a ResNet-14 SCCAN but its path says resnet101, where the configs of ' \
+           'ResNet-101 would read it: is it in the right folder?' in errors[2]
     assert f'{shown[4]}: damaged in its archive (an incomplete download?): Bad CRC-32' in errors[3]
     assert list(files_below(tmp_path / 'out')) == [
         'exp/' + TINY_RUN.format(0)[4:] + 'train_epoch_1_0.1000.pth']
@@ -190,8 +191,8 @@ def test_damaged_and_unfitting_files_are_reported_and_not_placed(tmp_path, roots
 @pytest.mark.parametrize('content, needles', [
     ({'README.txt': b'hello', 'model.pth': b'x'}, ['holds no SCCAN checkpoint in the authors\' layout',
                                                    'resnet50_v2.pth, resnet101_v2.pth']),
-    (b'<html>sign in</html>', ['expected a zip archive (the authors\' exp.zip or their backbones), a folder '
-                               'or a .pth file']),
+    (b'<html>sign in</html>', ['not a complete zip archive (an incomplete download, or a web page saved '
+                               'under its name?)']),
 ])
 def test_a_wrong_download_is_named_and_nothing_is_written(tmp_path, roots, capsys, content, needles):
     path = tmp_path / 'exp.zip'
@@ -202,6 +203,15 @@ def test_a_wrong_download_is_named_and_nothing_is_written(tmp_path, roots, capsy
     status, _, err = run([str(path), *roots], capsys)
     assert_one_error(status, err, str(path), *needles)
     assert not (tmp_path / 'out').exists()
+
+
+def test_a_pth_file_is_one_weights_file_though_torch_writes_zip_archives(tmp_path, roots, capsys):
+    path = tmp_path / TINY_RUN.format(1) / 'train_epoch_3_0.5000.pth'
+    path.parent.mkdir(parents=True)
+    path.write_bytes(tiny_checkpoint(shot=1))
+    status, out, err = run([str(path), *roots], capsys)
+    assert status == 0 and f'{path}: 1 weights file(s)' in out, err
+    assert list(files_below(tmp_path / 'out')) == ['exp/' + TINY_RUN.format(1)[4:] + path.name]
 
 
 def test_nothing_in_place_says_where_the_weights_come_from(roots, capsys):

@@ -27,7 +27,7 @@ from typing import BinaryIO, Callable, Iterator, List, Optional, Sequence, Tuple
 
 from model import build_sccan, load_backbone_weights, sccan_from_checkpoint
 from model.build import MODEL_VARIANTS
-from model.checkpoint import metadata
+from model.checkpoint import CheckpointError, metadata
 from util.config import REPO_ROOT, load_config
 from util.files.run_paths import RunPaths, shot_in_name
 from util.files.writer import make_folder, write_atomic
@@ -90,6 +90,10 @@ def find_weights(source: str, exp_root: str, initmodel: str) -> Tuple[List[Weigh
         entries = [os.path.relpath(p, source) for p in sorted(glob.glob(
             os.path.join(glob.escape(source), '**', '*'), recursive=True)) if os.path.isfile(p)]
         archive = None
+    elif not os.path.exists(source):
+        raise FileNotFoundError(f'{source} not found')
+    elif source.endswith('.pth'):       # before the zip test: torch.save writes zip archives too
+        entries, archive = [os.path.abspath(source)], None
     elif zipfile.is_zipfile(source):
         try:
             with zipfile.ZipFile(source) as z:
@@ -97,10 +101,9 @@ def find_weights(source: str, exp_root: str, initmodel: str) -> Tuple[List[Weigh
         except (zipfile.BadZipFile, OSError) as e:
             raise ValueError(f'{source}: not a readable zip archive (truncated download?): {e}') from e
         archive = source
-    elif source.endswith('.pth') and os.path.isfile(source):
-        entries, archive = [os.path.abspath(source)], None
-    elif not os.path.exists(source):
-        raise FileNotFoundError(f'{source} not found')
+    elif source.endswith('.zip'):
+        raise ValueError(f'{source}: not a complete zip archive (an incomplete download, or a web '
+                         'page saved under its name?)')
     else:
         raise ValueError(f'{source}: expected a zip archive (the authors\' exp.zip or their '
                          'backbones), a folder or a .pth file')
@@ -171,9 +174,13 @@ def check(path: str, weights: WeightsFile) -> Tuple[str, Optional[int]]:
         if weights.backbone:
             load_backbone_weights(build_sccan(layers=weights.layers), path)
             return f'ImageNet ResNet-{weights.layers} backbone', None
-        net, checkpoint = sccan_from_checkpoint(path, layers=weights.layers)
+        net, checkpoint = sccan_from_checkpoint(path)
     except (ValueError, OSError) as e:
         raise type(e)(str(e).replace(path, weights.shown)) from None
+    if net.architecture['layers'] != weights.layers:
+        raise CheckpointError(f'{weights.shown} holds a ResNet-{net.architecture["layers"]} SCCAN '
+                              f'but its path says resnet{weights.layers}, where the configs of '
+                              f'ResNet-{weights.layers} would read it: is it in the right folder?')
     shot = metadata(checkpoint).get('shot') or shot_in_name(os.path.basename(weights.destination))
     variant = variant_of(net.architecture)
     what = f'ResNet-{weights.layers} SCCAN' + ('' if variant == 'paper' else f' (model {variant})')
