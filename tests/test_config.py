@@ -120,6 +120,11 @@ def test_authors_leftover_keys_are_accepted_unless_unsupported(tmp_path):
 def test_missing_config_file():
     with pytest.raises(FileNotFoundError, match='config file not found: nope.yaml'):
         load_config('nope.yaml')
+    typo = os.path.join(REPO_ROOT, 'config', 'pascal', 'pascal_split0_resnet50.yml')
+    with pytest.raises(FileNotFoundError) as missing:
+        load_config(typo)
+    assert str(missing.value) == (f'config file not found: {typo}; did you mean '
+                                  f'{typo[:-len(".yml")]}.yaml?')
 
 
 def test_opts_override_with_types(tmp_path):

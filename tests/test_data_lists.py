@@ -216,6 +216,21 @@ def test_class_with_too_few_eligible_images(tmp_path):
                        list_cache_dir=str(tmp_path / 'cache'))
 
 
+def test_a_list_without_episodes_says_why(tmp_path):
+    """Fold 0's training drops every image showing a novel class (1-5), however little of it."""
+    labels = [label_with({c: 3000, 1: 5}) for c in (6, 7)] + [label_with({8: 100})]
+    root, data_list, _ = make_from_labels(tmp_path, labels)
+    train = dict(split=0, shot=1, mode='train', list_cache_dir=str(tmp_path / 'cache'))
+    with pytest.raises(ValueError) as refused:
+        EpisodeDataset('pascal', root, data_list, **train)
+    assert str(refused.value) == (
+        f'{data_list}: no image has a train class of fold 0 (pascal) with 2048 pixels or more; 2 '
+        'of its 3 images show a novel class of the fold [1, 2, 3, 4, 5] (any pixel of it), and '
+        'training leaves those out')
+    with pytest.raises(ValueError, match=r'with 2048 pixels or more$'):
+        dataset(root, data_list, tmp_path / 'cache')      # testing keeps them: too few pixels
+
+
 def test_skip_bad_files_while_building_lists(tmp_path):
     labels = [label_with({c: 3000}) for c in (1, 2, 3, 4, 5) for _ in range(3)]
     root, data_list, pairs = make_from_labels(tmp_path, labels)

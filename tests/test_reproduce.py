@@ -69,9 +69,13 @@ def test_one_command_tests_every_fold_and_writes_the_table(bench):
         assert json.load(f)['missing'] == []
 
 
-def test_cells_of_a_single_episode_per_class_show_no_interval(bench):
+def test_cells_of_a_single_episode_per_class_show_no_interval(bench, capsys):
     exp, opts = bench
     (row,) = run(exp, opts, '--episodes', '4', '--folds', '0')     # 5 classes: 1 or 0 each
+    (seed_line,) = [line for line in capsys.readouterr().err.splitlines()
+                    if 'INFO] seed 321: ' in line]
+    assert seed_line.endswith('(no interval: every class has a single episode, which a bootstrap '
+                              'within classes cannot resample)')
     assert row['folds_half_width'] == {0: None} and row['mIoU_half_width'] is None
     with open(os.path.join(exp, 'reproduce', 'table.md')) as f:
         text = f.read()

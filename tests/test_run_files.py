@@ -45,7 +45,7 @@ def test_checkpoints_follow_the_umask_as_every_other_output(tiny_run):
     (['shot', '2'], ['was trained with shot 1 but the config has shot 2; a resumed run goes on '
                      'with the config it was trained with: use that config']),
     (['split', '1'], ['was trained with split 0 but', 'has split 1: its base classes would be '
-                      'scored as novel ones. a resumed run goes on with the config it was '
+                      'scored as novel ones; a resumed run goes on with the config it was '
                       'trained with: use that config'])])
 def test_resuming_with_another_shot_or_fold_names_no_option_of_the_tester(bench, tiny_run, tmp_path,
                                                                           capsys, opts, needles):

@@ -552,6 +552,16 @@ def test_resume_refuses_a_checkpoint_of_another_fold_or_architecture(bench, refe
     assert not os.path.exists(tmp_path / RUN)
 
 
+def test_resume_refuses_weights_alone_saying_what_they_are_for(bench, reference_run, tmp_path, capsys):
+    ckpt = torch.load(latest(reference_run['exp']), weights_only=False)
+    weights = tmp_path / 'weights.pth'
+    torch.save({k: ckpt[k] for k in ('state_dict', 'architecture', 'shot', 'config')}, weights)
+    status, _, err = run_train(bench, tmp_path / 'exp', capsys, '--resume', str(weights))
+    assert_one_error(status, err, f"{weights} cannot resume a run: it lacks ['iteration', ",
+                     "weights alone, such as the authors' or a shipped model, are for test_sccan.py "
+                     'and predict_sccan.py')
+
+
 def test_resume_refuses_non_finite_weights(bench, reference_run, tmp_path, capsys):
     ckpt = torch.load(latest(reference_run['exp']), weights_only=False)
     ckpt['state_dict']['cls_meta.3.bias'][0] = float('nan')
@@ -571,6 +581,11 @@ def test_missing_synthetic_data_says_how_to_make_it(bench, tmp_path, capsys):
         'val_list', str(root / 'synthetic_val.txt')))
     assert_one_error(status, err, f'data root not found: {root}', '`make demo`',
                    f'tools/make_synthetic.py --root {root}')
+    root.mkdir()                 # a list of another name: the generator cannot make it
+    status, _, err = run_train(bench, tmp_path, capsys, opts=(
+        'data_root', str(root), 'train_list', str(root / 'nope.txt')))
+    assert_one_error(status, err, f'list file not found: {root / "nope.txt"}', 'prepare_pascal.py')
+    assert 'make_synthetic' not in err
 
 
 @pytest.mark.parametrize('opts, needles', [
@@ -582,6 +597,14 @@ def test_test_sccan_refuses_another_fold_or_architecture(bench, reference_run, t
     status, _, err = run_test_sccan(bench, latest(reference_run['exp']), capsys,
                               '--out', str(tmp_path / 'r.json'), opts=opts)
     assert_one_error(status, err, *needles)
+    assert os.listdir(tmp_path) == []
+
+
+def test_test_sccan_refuses_a_seed_given_twice(bench, reference_run, tmp_path, capsys):
+    status, _, err = run_test_sccan(bench, latest(reference_run['exp']), capsys,
+                                    '--out', str(tmp_path / 'r.json'), '--seeds', '1', '2', '1')
+    assert_one_error(status, err, 'seeds [1, 2, 1]: [1] given more than once; a seed draws the '
+                                  'same episodes each time')
     assert os.listdir(tmp_path) == []
 
 

@@ -314,7 +314,7 @@ def _read_layers(path, derived=()):
         raw = _parse_yaml(text, path)
     except FileNotFoundError:
         based = f' (the {BASE_KEY} of {derived[-1]})' if derived else ''
-        raise FileNotFoundError(f'config file not found: {path}{based}') from None
+        raise FileNotFoundError(f'config file not found: {path}{based}{_suggest_file(path)}') from None
     except yaml.YAMLError as e:
         raise ConfigError(f'{path}: not valid YAML: {e}') from None
     raw = raw or {}
@@ -556,6 +556,15 @@ def _resolve_path(name, value, base):
 def _type_name(key):
     name = {bool: 'true/false', int: 'an integer', float: 'a number', str: 'a string'}[key.type]
     return f'{name} or empty' if key.nullable else name
+
+
+def _suggest_file(path):
+    """'; did you mean <the closest file name in path's folder>?' for a config file not found
+    (config/pascal/pascal_split0_resnet50.yml), else ''."""
+    folder = os.path.dirname(path) or '.'
+    names = os.listdir(folder) if os.path.isdir(folder) else []
+    close = difflib.get_close_matches(os.path.basename(path), names, n=1)
+    return f'; did you mean {os.path.join(os.path.dirname(path), close[0])}?' if close else ''
 
 
 def _suggest(name, known):

@@ -149,9 +149,9 @@ def check_classes(cfg: Config, checkpoint: Any, path: str, resuming: bool = Fals
         raise CheckpointError(
             f'{path} was trained with ' + ', '.join(f'{k} {trained[k]}' for k in differ) +
             f' but {cfg.source} has ' + ', '.join(f'{k} {getattr(cfg, k)}' for k in differ) +
-            ': its base classes would be scored as novel ones. ' + (
+            ': its base classes would be scored as novel ones; ' + (
                 RESUME_HINT if resuming else
-                'Use the matching config (test_sccan.py --any-split tests it on other classes on '
+                'use the matching config (test_sccan.py --any-split tests it on other classes on '
                 'purpose, e.g. across data sets)'))
 
 

@@ -54,7 +54,7 @@ def pascal_coco(cfg: Config, mode: str) -> EpisodeDataset:
                               (list_key, 'list file', os.path.isfile)):
         if not exists(getattr(cfg, key)):
             raise FileNotFoundError(f'{what} not found: {getattr(cfg, key)} (config key {key} in '
-                                    f'{cfg.source}); {how_to_make_data(cfg)}')
+                                    f'{cfg.source}); {how_to_make_data(cfg, key)}')
     return EpisodeDataset(cfg.data_set, cfg.data_root, getattr(cfg, list_key), cfg.split,
                           cfg.shot, mode, transform=transform_for(cfg, mode),
                           use_split_coco=cfg.use_split_coco,
@@ -87,9 +87,11 @@ def episode_dataset(cfg: Config, mode: str) -> EpisodeDataset | PatnetEpisodes:
     return DATA_SETS[cfg.data_set](cfg, mode)
 
 
-def how_to_make_data(cfg: Config) -> str:
-    """Where the data a config names comes from, for the error when it is missing."""
-    names = {os.path.basename(p) for p in (cfg.train_list, cfg.val_list) if p}
+def how_to_make_data(cfg: Config, missing: str) -> str:
+    """Where the data a config names comes from, for the error when its `missing` key's file or
+    folder is missing (data_root: either list tells; a list: that list)."""
+    lists = (cfg.train_list, cfg.val_list) if missing == 'data_root' else (getattr(cfg, missing),)
+    names = {os.path.basename(p) for p in lists if p}
     if names & set(SYNTHETIC_LISTS.values()):
         return (f'make it with `make demo` or `python {TOOLS["make_synthetic"]} --root '
                 f'{cfg.data_root}`')

@@ -139,7 +139,7 @@ class EpisodeDataset(Dataset):
         # (image, label) pairs relative to data_root, as the list gives them
         self.queries, self.class_files, sizes = fold_lists(pairs, records, self.classes, novel,
                                                            mode, min_pixels)
-        self.check_lists(data_list)
+        self.check_lists(data_list, records, novel, min_pixels)
         self.original_canvas = max(max(size) for size in sizes)
 
     def check_sizes(self, data_list: str, pairs: Sequence[tuple[str, str]],
@@ -164,10 +164,19 @@ class EpisodeDataset(Dataset):
             records[i] = {'error': f'BadFileError: {path}: {problem}'}
         return records
 
-    def check_lists(self, data_list: str) -> None:
+    def check_lists(self, data_list: str, records: Sequence[dict[str, list | str]],
+                    novel: Sequence[int], min_pixels: int) -> None:
+        """Refuse lists without episodes, saying why (e.g. every training image shows a novel
+        class, which training leaves out)."""
         if not self.queries:
-            raise ValueError(f'{data_list}: no image has a {self.mode} class of fold {self.split} '
-                             f'({self.data_set}) with enough pixels')
+            usable = [dict(r['pixels']) for r in records if 'error' not in r]
+            with_novel = (sum(1 for pixels in usable if set(novel) & pixels.keys())
+                          if self.mode == 'train' else 0)
+            raise ValueError(
+                f'{data_list}: no image has a {self.mode} class of fold {self.split} '
+                f'({self.data_set}) with {min_pixels} pixels or more' +
+                (f'; {with_novel} of its {len(usable)} images show a novel class of the fold '
+                 f'{list(novel)} (any pixel of it), and training leaves those out' if with_novel else ''))
         few = {c: len(f) for c, f in self.class_files.items() if len(f) < self.shot + 1}
         if few:
             raise ValueError(f'{data_list}: {self.mode} classes of {self.data_set} fold '

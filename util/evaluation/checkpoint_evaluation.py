@@ -255,6 +255,11 @@ def evaluate_checkpoint(cfg: Config, env: distributed.DistEnv, weight: Optional[
     path = checkpoint_to_test(cfg, weight)
     replayed = replayed_manifest(files, seeds, episodes)
     seeds = replayed.seeds() if replayed else list(seeds or [cfg.manual_seed])
+    repeated = sorted({seed for seed in seeds if seeds.count(seed) > 1})
+    if repeated:
+        raise ValueError(f'seeds {seeds}: {repeated} given more than once; a seed draws the same '
+                         'episodes each time, so the mean and std over seeds would count them '
+                         'twice: give distinct seeds')
     episodes = replayed.header['episodes'] if replayed else episodes or cfg.test_num
     out = out or report_path(cfg, path, seeds, episodes, files.episodes_from)
     viz_dir = os.path.splitext(out)[0] + '_viz' if viz else None
@@ -281,8 +286,8 @@ def evaluate_checkpoint(cfg: Config, env: distributed.DistEnv, weight: Optional[
                                                     viz_dir, viz)
         intervals = uncertainty(counts, resamples)
         for result, interval in zip(per_seed, intervals['seeds']):
-            log.info('seed %d: %s (95 %% bootstrap interval)', result['seed'],
-                     format_intervals(result, interval))
+            log.info('seed %d: %s%s', result['seed'], format_intervals(result, interval),
+                     ' (95 % bootstrap interval)' if interval.get('estimable', True) else '')
         mean, std = mean_std(per_seed)
         log.info('over %d seed(s): %s; std over seeds %s', len(seeds),
                  format_intervals(mean, intervals['pooled']),

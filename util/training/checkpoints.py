@@ -133,7 +133,8 @@ def check_resumable(checkpoint: Any, path: str) -> None:
     missing = [k for k in RESUME_ENTRIES if k not in metadata(checkpoint)]
     if missing:
         raise CheckpointError(f'{path} cannot resume a run: it lacks {missing} (checkpoints written by '
-                              "train_sccan.py can; use the authors' weights with test_sccan.py)")
+                              'train_sccan.py can): weights alone, such as the authors\' or a shipped model, '
+                              'are for test_sccan.py and predict_sccan.py')
 
 
 def restore_training(checkpoint: Mapping[str, Any], path: str, net: torch.nn.Module,
