@@ -127,6 +127,14 @@ def test_missing_config_file():
                                   f'{typo[:-len(".yml")]}.yaml?')
 
 
+def test_messages_say_where_a_value_was_given():
+    path = os.path.join(REPO_ROOT, 'config', 'pascal', 'pascal_split0_resnet50.yaml')
+    cfg = load_config(path, ['data_root', 'elsewhere', 'model', 'tiny'])
+    assert cfg.where('data_root') == '--opts data_root' and cfg.where('depth') == '--opts depth'
+    assert cfg.where('split') == f'config key split in {path}'
+    assert cfg.replace(data_root='x').where('data_root') == f'config key data_root in {path}'
+
+
 def test_opts_override_with_types(tmp_path):
     cfg = load_config(CONFIGS[0], ['base_lr', '0.01', 'evaluate', 'false', 'layers', '101',
                                    'resume', 'None', 'weight', '0001', 'amp', 'bf16'])

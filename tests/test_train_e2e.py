@@ -413,8 +413,8 @@ def test_nan_loss_skipped_with_on_nonfinite_skip(bench, tmp_path, nan_at_step_3)
 
 def test_a_list_that_is_a_folder_is_named_so(bench, tmp_path, capsys):
     status, _, err = run_train(bench, tmp_path, capsys, opts=('train_list', str(tmp_path)))
-    assert_one_error(status, err, f'list file {tmp_path} is a folder, not a file (config key '
-                     f'train_list in {bench["config"]})')
+    assert_one_error(status, err, f'list file {tmp_path} is a folder, not a file (--opts '
+                                  'train_list): give the list')
     assert 'make_synthetic' not in err
 
 

@@ -235,15 +235,17 @@ class Config:
     """Read-only flat view of a checked configuration; `replace` returns a checked copy.
     `given`: the keys its file, --opts or `replace` gave (a `model` gives every architecture
     key); the others hold their defaults. `notes`: what looks wrong with the file without being
-    an error (a whole section left to its defaults, a file cut short), for the scripts to log."""
-    __slots__ = ('_values', 'source', 'given', 'notes')
+    an error (a whole section left to its defaults, a file cut short), for the scripts to log.
+    `from_opts`: the keys whose values the --opts gave (`where` tells messages)."""
+    __slots__ = ('_values', 'source', 'given', 'notes', 'from_opts')
 
     def __init__(self, values: Mapping[str, bool | int | float | str | None], source: str = '<defaults>',
-                 given: Iterable[str] = (), notes: Iterable[str] = ()):
+                 given: Iterable[str] = (), notes: Iterable[str] = (), from_opts: Iterable[str] = ()):
         object.__setattr__(self, '_values', dict(values))
         object.__setattr__(self, 'source', source)
         object.__setattr__(self, 'given', frozenset(given))
         object.__setattr__(self, 'notes', tuple(notes))
+        object.__setattr__(self, 'from_opts', frozenset(from_opts))
 
     def __getattr__(self, name):
         values = object.__getattribute__(self, '_values')
@@ -258,7 +260,13 @@ class Config:
         values, given = dict(self._values), set(self.given)
         for name, value in changes.items():
             _assign(values, given, name, _check_value(name, value, f'{self.source} (replace)'))
-        return Config(_finish(values, self.source), self.source, given, self.notes)
+        return Config(_finish(values, self.source), self.source, given, self.notes,
+                      self.from_opts - changes.keys())
+
+    def where(self, key: str) -> str:
+        """Where a key's value was given, for messages: 'config key data_root in <file>', or
+        '--opts data_root' when the command line gave it."""
+        return f'--opts {key}' if key in self.from_opts else f'config key {key} in {self.source}'
 
     def to_dict(self) -> dict[str, bool | int | float | str | None]:
         return dict(self._values)
@@ -295,9 +303,11 @@ def load_config(path: str, opts: Sequence[str] = ()) -> Config:
         for name, value in keys.items():
             value = _check_value(name, value, source)
             _assign(values, given, name, _resolve_path(name, value, REPO_ROOT))
+    from_opts = set()
     for name, value in parse_opts(opts).items():
-        _assign(values, given, name, _resolve_path(name, value, os.getcwd()))
-    return Config(_finish(values, path), path, given, _notes(path, text, given))
+        _assign(values, from_opts, name, _resolve_path(name, value, os.getcwd()))
+    given |= from_opts
+    return Config(_finish(values, path), path, given, _notes(path, text, given), from_opts)
 
 
 # A config may name another as its base (`_base_: ../pascal/pascal_split0_resnet50.yaml`, relative

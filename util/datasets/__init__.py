@@ -48,13 +48,13 @@ def pascal_coco(cfg: Config, mode: str) -> EpisodeDataset:
             raise ConfigError(f'{cfg.source}: {key} is not set')
     if os.path.isdir(getattr(cfg, list_key)):
         raise IsADirectoryError(f'list file {getattr(cfg, list_key)} is a folder, not a file '
-                                f'(config key {list_key} in {cfg.source}): give the list of '
+                                f'({cfg.where(list_key)}): give the list of '
                                 '"image label" lines (docs/data.md)')
     for key, what, exists in (('data_root', 'data root', os.path.isdir),
                               (list_key, 'list file', os.path.isfile)):
         if not exists(getattr(cfg, key)):
-            raise FileNotFoundError(f'{what} not found: {getattr(cfg, key)} (config key {key} in '
-                                    f'{cfg.source}); {how_to_make_data(cfg, key)}')
+            raise FileNotFoundError(f'{what} not found: {getattr(cfg, key)} ({cfg.where(key)}); '
+                                    f'{how_to_make_data(cfg, key)}')
     return EpisodeDataset(cfg.data_set, cfg.data_root, getattr(cfg, list_key), cfg.split,
                           cfg.shot, mode, transform=transform_for(cfg, mode),
                           use_split_coco=cfg.use_split_coco,

@@ -210,7 +210,7 @@ def cross_domain_data_set(cfg: Config, mode: str,
         if class_list is None:
             raise ConfigError(f'{cfg.source}: {list_key} (a class list) is not set')
     if not os.path.isdir(cfg.data_root):
-        raise FileNotFoundError(f'data root not found: {cfg.data_root} (config key data_root in '
-                                f'{cfg.source}); see docs/cross_domain.md')
+        raise FileNotFoundError(f'data root not found: {cfg.data_root} ({cfg.where("data_root")}); '
+                                'see docs/cross_domain.md')
     return PatnetEpisodes(layout_of(cfg.data_set, cfg.data_root, class_list), cfg.data_set,
                           cfg.shot, transform, class_list)
