@@ -8,6 +8,7 @@ import pytest
 from helpers import assert_one_error, make_pascal, run_cli
 
 from tools import check_data  # noqa: E402
+from util.lists import read_list
 
 
 def read_report(path):
@@ -99,6 +100,18 @@ def test_clean_data_passes(tmp_path, capsys):
                             '--out', report]) == 0
     assert read_report(report) == []
     assert '0 missing, 0 unreadable, 0 size, 0 values' in capsys.readouterr().out
+
+
+def test_a_data_root_one_folder_off_says_so(tmp_path, capsys):
+    root, train, val = make_pascal(tmp_path, n_train=20, n_val=20)
+    deeper = os.path.join(root, 'JPEGImages')
+    assert check_data.main(['--data-set', 'pascal', '--data-root', deeper, '--list', val]) == 1
+    out = capsys.readouterr().out
+    first = read_list(val)[0][0]
+    assert (f"  note: no listed file is below {deeper}: is it the folder the lists' paths start "
+            f'from (e.g. {first})?') in out
+    assert check_data.main(['--data-set', 'pascal', '--data-root', root, '--list', val]) == 0
+    assert 'note: no listed file' not in capsys.readouterr().out
 
 
 def test_from_config(broken, tmp_path):

@@ -171,6 +171,9 @@ def build_page(gr, app, exp_root, data_root):
 
 def main(argv=None):
     args = parse_args(argv)
+    for flag, folder in (('--exp', args.exp), ('--data', args.data)):
+        if not os.path.isdir(folder):
+            raise FileNotFoundError(f'{flag} {folder}: no such folder')
     port = free_port(args.port)
     workdir = tempfile.mkdtemp(prefix='sccan-app-')
     try:

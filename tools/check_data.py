@@ -227,7 +227,10 @@ def main(argv=None):
                     for problem in check_list(data_set, data_root, pairs,
                                               os.path.basename(data_list), args.workers,
                                               size_problem)]
-        total, notes = sum(len(pairs) for _, pairs, _ in listed), []
+        total = sum(len(pairs) for _, pairs, _ in listed)
+        missing = sum(kind == 'missing' for kind, _, _ in problems)
+        notes = [f'no listed file is below {data_root}: is it the folder the lists\' paths start '
+                 f'from (e.g. {listed[0][1][0][0]})?'] if total and missing == 2 * total else []
     if out:
         write_atomic(out, ''.join(f'{kind}\t{path}\t{detail}\n' for kind, path, detail in problems))
     counts = collections.Counter(kind for kind, _, _ in problems)
