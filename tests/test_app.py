@@ -383,10 +383,9 @@ def test_taken_port_is_one_clear_error(capsys):
     assert_one_error(code, err, f'port {port} on 127.0.0.1 is taken', '--port 0 for any free one')
 
 
-@pytest.mark.parametrize('flag', ['--exp', '--data'])
-def test_a_folder_that_is_not_there_is_one_clear_error(flag, tmp_path, capsys):
-    code, _, err = run_cli(app_tool.main, [flag, str(tmp_path / 'runs')], capsys)
-    assert_one_error(code, err, f'{flag} {tmp_path / "runs"}: no such folder')
+def test_a_runs_folder_that_is_not_there_is_one_clear_error(tmp_path, capsys):
+    code, _, err = run_cli(app_tool.main, ['--exp', str(tmp_path / 'runs')], capsys)
+    assert_one_error(code, err, f'--exp {tmp_path / "runs"}: no such folder')
 
 
 # --- the page in a real browser ------------------------------------------------------------------

@@ -47,8 +47,8 @@ def parse_args(argv=None):
     p = ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--port', type=non_negative_int, default=7860,
                    help='port on 127.0.0.1 (0: any free one)')
-    p.add_argument('--exp', default=os.path.join(REPO, 'exp'),
-                   help='folder searched for checkpoints (the runs\' snapshot/ folders)')
+    p.add_argument('--exp', help='folder searched for checkpoints (the runs\' snapshot/ folders; '
+                                 'default: exp/ of the repository)')
     p.add_argument('--data', default=EXAMPLES,
                    help='synthetic benchmark for the example button (default: the excerpt shipped '
                         'in examples/; make demo writes the whole one in data/synthetic)')
@@ -171,9 +171,8 @@ def build_page(gr, app, exp_root, data_root):
 
 def main(argv=None):
     args = parse_args(argv)
-    for flag, folder in (('--exp', args.exp), ('--data', args.data)):
-        if not os.path.isdir(folder):
-            raise FileNotFoundError(f'{flag} {folder}: no such folder')
+    if args.exp is not None and not os.path.isdir(args.exp):
+        raise FileNotFoundError(f'--exp {args.exp}: no such folder')
     port = free_port(args.port)
     workdir = tempfile.mkdtemp(prefix='sccan-app-')
     try:
@@ -184,7 +183,8 @@ def main(argv=None):
         # cache under HOME unless told otherwise
         os.environ.setdefault('MPLCONFIGDIR', os.path.join(workdir, 'matplotlib'))
         gr = import_gradio()
-        page = build_page(gr, SegmentationApp(workdir, args.device), os.path.abspath(args.exp),
+        page = build_page(gr, SegmentationApp(workdir, args.device),
+                          os.path.abspath(args.exp or os.path.join(REPO, 'exp')),
                           os.path.abspath(args.data))
         print(f'SCCAN app on http://{HOST}:{port} (Ctrl-C stops it); temporary files in '
               f'{workdir}, removed when it stops', flush=True)
