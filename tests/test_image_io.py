@@ -124,6 +124,21 @@ def test_a_cut_out_mask_gives_the_foreground_of_its_alpha_channel(tmp_path):
     assert np.array_equal(support_mask_of(tmp_path / 'red.png')[0], shape == 255)
 
 
+def test_an_inverted_mask_is_warned_of_and_a_large_object_is_not(tmp_path):
+    from util.prediction.predictor import MASK_RULE
+    disc = np.zeros((120, 160), np.uint8)
+    cv2.circle(disc, (80, 60), 40, 255, -1)
+    cv2.imwrite(str(tmp_path / 'inverted.png'), 255 - disc)
+    foreground, warnings = support_mask_of(tmp_path / 'inverted.png')
+    assert 0.5 < foreground.mean() < 0.995 and warnings == [
+        f'inverted.png: its foreground ({foreground.mean():.1%} of it) fills the whole border and '
+        f'surrounds the rest, as a background does: an inverted mask? ({MASK_RULE})']
+    close_up = np.zeros((120, 160), np.uint8)
+    close_up[8:, :150] = 255                  # an object filling most of the image, not its top
+    cv2.imwrite(str(tmp_path / 'close_up.png'), close_up)
+    assert support_mask_of(tmp_path / 'close_up.png')[1] == []
+
+
 def test_a_black_and_white_mask_saved_as_jpeg_is_no_label_map(tmp_path):
     """JPEG turns 0 and 255 into many nearby grey levels: compression noise, not class ids."""
     shape = disc_with_stripes()

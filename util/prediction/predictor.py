@@ -255,6 +255,8 @@ def check_same_size(foreground: np.ndarray, rgb: np.ndarray, mask_name: str, ima
 # A support mask whose foreground covers less or more than this is probably not what was meant.
 NEAR_EMPTY, NEAR_FULL = 0.005, 0.995
 LABEL_REGION = 0.01       # share of the pixels a label map's class value covers, unlike anti-aliasing
+# An object seldom fills its image's whole border; the background of an inverted mask does.
+BORDER_FILLED, MOSTLY = 0.98, 0.5
 
 
 MASK_LIKE = 0.99          # share of an image's values that are pure black or white, as in a mask
@@ -272,13 +274,18 @@ def image_warnings(rgb: np.ndarray, what: str) -> List[str]:
 
 def mask_warnings(mask: np.ndarray, foreground: np.ndarray, what: str) -> List[str]:
     """Why a support mask is probably not what was meant (a list of sentences): its foreground
-    is (almost) all or nothing of it, or it looks like a class-id label map (several values
-    between 0 and 255 that each cover a region, not just anti-aliased edges)."""
+    is (almost) all or nothing of it, surrounds it as a background would (inverted), or it looks
+    like a class-id label map (several values between 0 and 255 that each cover a region, not
+    just anti-aliased edges)."""
     notes = []
     share = foreground.mean()
+    border = np.concatenate([foreground[0], foreground[-1], foreground[:, 0], foreground[:, -1]])
     if share > NEAR_FULL:
         notes.append(f'{what}: {share:.1%} of it is foreground after thresholding; an inverted or '
                      f'blank mask? ({MASK_RULE})')
+    elif share > MOSTLY and border.mean() > BORDER_FILLED:
+        notes.append(f'{what}: its foreground ({share:.1%} of it) fills the whole border and '
+                     f'surrounds the rest, as a background does: an inverted mask? ({MASK_RULE})')
     elif share < NEAR_EMPTY:
         notes.append(f'{what}: only {share:.2%} of it is foreground after thresholding')
     mask = np.asarray(mask)
