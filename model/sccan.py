@@ -190,6 +190,8 @@ class SCCAN(nn.Module):
         for name, value in (('recompute', recompute), ('fused_attention', fused_attention)):
             if value is not None:
                 check_switch(name, value)
+        if channels_last is not None and not isinstance(channels_last, bool):
+            raise ValueError(f'channels_last must be True or False, got {channels_last!r}')
         if channels_last is not None:
             self.channels_last = channels_last
             self.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)

@@ -242,6 +242,10 @@ def test_a_stated_key_that_differs_is_refused_naming_each_with_opts_that_fit(tmp
     with pytest.raises(CheckpointError, match=r'; add --opts depth 3 reduce_dim 32$') as refused:
         ready_model(load_config(config, ['model', 'tiny']), 'cpu', path)
     assert fixed_by(str(refused.value), config, path, ['model', 'tiny']) == other
+    overridden = tiny_config(tmp_path, ['model: tiny', 'window_size: 2'])    # names the variant
+    with pytest.raises(CheckpointError, match=r'\(config: 2\); add --opts window_size 4$') as refused:
+        ready_model(load_config(overridden), 'cpu', tiny)
+    assert fixed_by(str(refused.value), overridden, tiny) == TINY
 
 
 def bare_tiny(tmp_path, form):

@@ -208,7 +208,7 @@ def test_a_config_in_another_encoding_is_named(tmp_path):
     (['train_w', '17', 'window_size', '4', 'fts_size', '16'], r'train_w 17 .* = 25'),
 ])
 def test_sizes_too_small_for_the_backbone_and_window_are_refused(opts, message):
-    with pytest.raises(ConfigError, match=message):
+    with pytest.raises(ConfigError, match=f'^{re.escape(CONFIGS[0])} with its --opts: ' + message):
         load_config(CONFIGS[0], opts)
     assert load_config(CONFIGS[0], ['val_size', '57']).val_size == 57
 

@@ -181,6 +181,8 @@ def test_fused_attention_is_plain_in_training_under_seed_deterministic(value, on
 def test_set_fast_paths_refuses_other_values(value):
     with pytest.raises(ValueError, match=f"recompute must be True, False or 'auto', got {value!r}"):
         build_sccan('tiny').set_fast_paths(recompute=value)
+    with pytest.raises(ValueError, match=f"channels_last must be True or False, got {value!r}"):
+        build_sccan('tiny').set_fast_paths(channels_last=value)
 
 
 def test_a_default_model_takes_the_cpu_paths_on_the_cpu():

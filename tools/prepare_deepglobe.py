@@ -1,7 +1,7 @@
 """Make PATNet's Deepglobe benchmark from the Deepglobe land-cover release, as their
 data/preprocess.py does:
 
-    python tools/prepare_deepglobe.py --release ../data/deepglobe/train --out ../data/cdfss/Deepglobe
+    python tools/prepare_deepglobe.py --release ../data/deepglobe/train --out ../data/CDFSL/Deepglobe
 
 --release: a folder of <id>_sat.jpg images and <id>_mask.png colour masks (the release's train
 folder, the only one with masks). Each pair is cut into a 6×6 grid (tile bounds

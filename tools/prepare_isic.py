@@ -2,7 +2,7 @@
 one folder per class, the masks beside them.
 
     python tools/prepare_isic.py --images ../data/isic/ISIC2018_Task1-2_Training_Input \\
-        --masks ../data/isic/ISIC2018_Task1_Training_GroundTruth --out ../data/cdfss/ISIC
+        --masks ../data/isic/ISIC2018_Task1_Training_GroundTruth --out ../data/CDFSL/ISIC
 
 writes
     <out>/ISIC2018_Task1-2_Training_Input/{1,2,3}/<id>.jpg

@@ -307,7 +307,8 @@ def load_config(path: str, opts: Sequence[str] = ()) -> Config:
     for name, value in parse_opts(opts).items():
         _assign(values, from_opts, name, _resolve_path(name, value, os.getcwd()))
     given |= from_opts
-    return Config(_finish(values, path), path, given, _notes(path, text, given), from_opts)
+    completed = _finish(values, f'{path} with its --opts' if from_opts else path)
+    return Config(completed, path, given, _notes(path, text, given), from_opts)
 
 
 # A config may name another as its base (`_base_: ../pascal/pascal_split0_resnet50.yaml`, relative

@@ -107,19 +107,21 @@ def checkpoint_architecture(cfg: Config, checkpoint: Any, path: str) -> dict:
         size = other_val_size(cfg, checkpoint)
         raise CheckpointError(f'{path} is an SCCAN of another architecture than {cfg.source} '
                               'states: ' + ', '.join(f'{k} {known[k]} (config: {wanted[k]})' for k in differ)
-                              + '; ' + fitting_opts(checkpoint, path, known, differ)
+                              + '; ' + fitting_opts(checkpoint, path, known, differ, cfg.model)
                               + ('' if size is None else f' val_size {size}'))
     return {**wanted, **known}
 
 
-def fitting_opts(checkpoint: Any, path: str, known: Mapping[str, int | float], differ: Sequence[str]) -> str:
+def fitting_opts(checkpoint: Any, path: str, known: Mapping[str, int | float], differ: Sequence[str],
+                 model: str) -> str:
     """The way to a config that fits a checkpoint: `--opts model <variant>` when it is a named
-    variant (MODEL_VARIANTS), else the values of the keys that differ."""
+    variant (MODEL_VARIANTS) other than the config's `model`, else the values of the keys that
+    differ (the config names the variant already: other keys override it)."""
     if known.keys() == set(ARCHITECTURE_KEYS):
         variant = next((name for name, values in MODEL_VARIANTS.items() if values == known), None)
     else:         # the authors' or a plain state dict: the variant whose weights it holds
         variant = weights_variant(model_state(checkpoint, path))
-    if variant is not None:
+    if variant is not None and variant != model:
         return f'add --opts model {variant}'
     pretrained = {layers for layers, _ in IMAGENET_BACKBONES}     # the depths of our configs
     backbone = (f'use the resnet{known["layers"]} config or ' if 'layers' in differ and
