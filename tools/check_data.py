@@ -207,7 +207,8 @@ def main(argv=None):
     args = parse_args(argv)
     data_set, data_root, lists, list_dir, config, shot = sources_from_args(args)
     if not os.path.isdir(data_root):
-        raise FileNotFoundError(f'data root not found: {data_root}')
+        raise FileNotFoundError(f'data root not found: {data_root} (docs/data.md: how each data set '
+                                'is downloaded and prepared)')
     out = args.out
     inputs = InputFiles([config] if config else [])
     if data_set in CROSS_DOMAIN:

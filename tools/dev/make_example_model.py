@@ -127,12 +127,21 @@ def percent(value, interval):
     return f'{100 * value:.1f} ({100 * interval[0]:.1f} to {100 * interval[1]:.1f})'
 
 
+# The vector units that change a CPU's rounding (Linux's cpuinfo flags), widest first
+VECTOR_UNITS = (('amx_bf16', 'AMX-bf16'), ('avx512f', 'AVX-512'), ('avx2', 'AVX2'))
+
+
 def cpu_name():
-    """The CPU's model name (Linux), else what the platform says."""
+    """The CPU's model name and its widest vector unit (Linux), else what the platform says:
+    weights trained on another instruction set may differ in their last bits."""
     try:
         with open('/proc/cpuinfo') as f:
-            return next(line.split(':', 1)[1].strip() for line in f if line.startswith('model name'))
-    except (OSError, StopIteration):
+            info = {key.strip(): value.strip() for key, value in
+                    (line.split(':', 1) for line in f if ':' in line)}
+        flags = info.get('flags', '').split()
+        unit = next((name for flag, name in VECTOR_UNITS if flag in flags), None)
+        return info['model name'] + (f' with {unit}' if unit else '')
+    except (OSError, KeyError):
         return platform.processor() or 'an unnamed CPU'
 
 
