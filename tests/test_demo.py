@@ -150,6 +150,21 @@ def test_the_demo_replaces_its_own_run_and_no_other(tiny_demo, tmp_path, capsys)
     assert status in (0, 1) and latest.stat().st_mtime_ns != 10**18
 
 
+def test_a_run_of_a_demo_that_kept_no_record_is_its_own_while_its_report_is_newer(
+        tiny_demo, tmp_path, capsys):
+    """Demos of earlier versions left a report naming the run's latest checkpoint, no record."""
+    status, _, _ = run_tiny_demo(tiny_demo, tmp_path, capsys, 'max_iters', '1')
+    os.remove(tmp_path / 'demo' / demo.RUN_RECORD)
+    status, _, err = run_tiny_demo(tiny_demo, tmp_path, capsys, 'max_iters', '1')
+    assert status in (0, 1) and 'replacing the earlier run: deleted' in err
+    os.remove(tmp_path / 'demo' / demo.RUN_RECORD)
+    latest = next(tmp_path.glob('**/snapshot/train_latest.pth'))
+    later = (tmp_path / 'demo' / 'report.json').stat().st_mtime_ns + 10**9
+    os.utime(latest, ns=(later, later))          # trained on after the demo's report
+    status, _, err = run_tiny_demo(tiny_demo, tmp_path, capsys, 'max_iters', '1')
+    assert status == 2 and 'holds checkpoints that make demo did not leave there' in err
+
+
 def test_ctrl_c_in_training_is_one_line_saying_what_to_run(tiny_demo, tmp_path, capsys,
                                                            monkeypatch):
     def step_then_ctrl_c(*args):

@@ -110,28 +110,39 @@ def checkpoint_files(paths):
             for p in paths.written_checkpoints()}
 
 
-def check_run_is_the_demos(paths, record, overwrite):
-    """Refuse (FileExistsError) to train over checkpoints that the demo's last training did not
-    leave as they are (`record`, written by record_run), unless `overwrite`."""
-    found = checkpoint_files(paths)
-    if not found or overwrite:
-        return
+def left_by_the_demo(paths, found, out_dir):
+    """Whether the checkpoints `found` (checkpoint_files) are as the demo's last training left
+    them: those its record lists (record_run), or, where a demo of an earlier version kept no
+    record, its report names the run's latest checkpoint and none is newer than the report."""
     with contextlib.suppress(OSError, ValueError):
-        with open(record) as f:
-            if json.load(f) == found:
-                return
-    raise FileExistsError(
-        f'{paths.snapshot} holds checkpoints that make demo did not leave there '
-        f'({", ".join(found)}): a run of train_sccan.py with the same config, or a demo run '
-        'trained on. The demo trains in that folder and would delete them: move them, give the '
-        'demo another exp_dir (python tools/demo.py --opts exp_dir DIR), or replace them with '
-        'python tools/demo.py --overwrite')
+        with open(os.path.join(out_dir, RUN_RECORD)) as f:
+            return json.load(f) == found
+    report = os.path.join(out_dir, 'report.json')
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+        with open(report) as f:
+            named = json.load(f)['checkpoint']
+        return (os.path.abspath(named) == os.path.abspath(paths.latest) and
+                max(modified for _, modified in found.values()) <= os.stat(report).st_mtime_ns)
+    return False
 
 
-def record_run(paths, record, env):
+def check_run_is_the_demos(paths, out_dir, overwrite):
+    """Refuse (FileExistsError) to train over checkpoints that the demo's last training did not
+    leave as they are (left_by_the_demo), unless `overwrite`."""
+    found = checkpoint_files(paths)
+    if found and not overwrite and not left_by_the_demo(paths, found, out_dir):
+        raise FileExistsError(
+            f'{paths.snapshot} holds checkpoints that make demo did not leave there '
+            f'({", ".join(found)}): a run of train_sccan.py with the same config, or a demo run '
+            'trained on. The demo trains in that folder and would delete them: move them, give '
+            'the demo another exp_dir (python tools/demo.py --opts exp_dir DIR), or replace them '
+            'with python tools/demo.py --overwrite')
+
+
+def record_run(paths, out_dir, env):
     """Note the checkpoints the demo's training left, for check_run_is_the_demos."""
     if env.is_main:
-        write_json(record, checkpoint_files(paths))
+        write_json(os.path.join(out_dir, RUN_RECORD), checkpoint_files(paths))
 
 
 def untrained_checkpoint(cfg, trained_path, path):
@@ -302,8 +313,8 @@ def run_demo(args, cfg, opts, env, steps):
     start = time.time()
     seconds = {}
     out_dir = os.path.join(cfg.exp_dir, 'demo')
-    paths, record = RunPaths.of(cfg), os.path.join(out_dir, RUN_RECORD)
-    distributed.on_main_process(lambda: check_run_is_the_demos(paths, record, args.overwrite),
+    paths = RunPaths.of(cfg)
+    distributed.on_main_process(lambda: check_run_is_the_demos(paths, out_dir, args.overwrite),
                                 env)
 
     steps.begin()
@@ -315,9 +326,9 @@ def run_demo(args, cfg, opts, env, steps):
     try:
         trainer = train(cfg, env, overwrite=True)      # each demo starts over
     except Interrupted:
-        record_run(paths, record, env)
+        record_run(paths, out_dir, env)
         raise
-    record_run(paths, record, env)
+    record_run(paths, out_dir, env)
     trained_path = trainer.paths.latest
     seconds['training'] = time.time() - tick
 
