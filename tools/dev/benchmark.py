@@ -85,7 +85,7 @@ from util.evaluation.replay import replayed_forward  # noqa: E402
 from util.experiment import compile_model, ready_model  # noqa: E402
 from util.files.writer import write_json  # noqa: E402
 from util.optim import build_optimizers, forward_backward, optimizer_step  # noqa: E402
-from util.precision import Precision, precision_for, resolve_device  # noqa: E402
+from util.precision import Precision, precision_for, resolve_device, set_tf32  # noqa: E402
 
 SYNTHETIC_CONFIG = os.path.join(REPO, 'config', 'synthetic', 'synthetic_split0_resnet50.yaml')
 TINY_SIZE = 33
@@ -239,7 +239,10 @@ def image_paths(batch, shot):
 def api_step(args, mode, inputs, device):
     """One call of `mode` through the bare Python API: the model's own defaults, weights loaded
     from a checkpoint's (contiguous) state dict; eval through
-    util.evaluation.replay.replayed_forward, as docs/performance.md tells a notebook to."""
+    util.evaluation.replay.replayed_forward and, on CUDA, TF32 as the config's default, as
+    docs/performance.md tells a notebook to."""
+    if device.type == 'cuda':
+        set_tf32(default_config().tf32)
     net = build_sccan('tiny') if args.tiny else build_sccan(layers=args.layers)
     net.load_state_dict(saved_state(net))
     net = net.to(device)
@@ -492,7 +495,10 @@ MODES = {   # name: (SCCAN.set_fast_paths switches = config keys, autocast dtype
 
 
 def in_mode(net, mode, device):
-    """(net on device in `mode`, its Precision)."""
+    """(net on device in `mode`, its Precision); on CUDA with the default config's TF32, so that
+    the default mode is the scripts' default."""
+    if device.type == 'cuda':
+        set_tf32(default_config().tf32)
     net = net.set_fast_paths(**MODES[mode][0]).to(device)
     if mode == 'compile':
         torch._dynamo.reset()   # a fresh model: forget graphs of earlier ones (recompile limit)
